@@ -1,0 +1,1 @@
+//! Examples of embedding Synnefo; see the `[[example]]` targets.

@@ -1,0 +1,2 @@
+//! The `synnefo` command.
+fn main() {}

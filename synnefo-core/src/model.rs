@@ -1,0 +1,238 @@
+//! Domain records: identity, catalog, VMs, NICs and Ganeti backends.
+//!
+//! Plain data; the store maps them to rows and the API to JSON.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::ids::{BackendId, FlavorId, VmId};
+use crate::state::VmState;
+
+/// A user account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Opaque id (32 hex chars, Keystone style).
+    pub id: String,
+    /// Unique login name.
+    pub name: String,
+    /// argon2 PHC string; never serialised out of the store layer.
+    #[serde(skip_serializing)]
+    pub password_hash: String,
+    /// Disabled users cannot authenticate.
+    pub enabled: bool,
+    /// Operators may see and act on every project.
+    pub is_admin: bool,
+    /// When created.
+    pub created: DateTime<Utc>,
+}
+
+/// A project (tenant): owns servers and quota.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Project {
+    /// Opaque id (32 hex chars).
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// When created.
+    pub created: DateTime<Utc>,
+}
+
+/// Per-project limits; `None` means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Quota {
+    /// Max servers.
+    pub servers: Option<i64>,
+    /// Max vCPUs summed over servers.
+    pub vcpus: Option<i64>,
+    /// Max RAM (MiB) summed over servers.
+    pub ram_mib: Option<i64>,
+}
+
+/// What a project currently uses (non-deleted servers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    /// Servers.
+    pub servers: i64,
+    /// vCPUs.
+    pub vcpus: i64,
+    /// RAM in MiB.
+    pub ram_mib: i64,
+}
+
+impl Quota {
+    /// Checks that `usage + extra` stays within the limits.
+    pub fn check(&self, usage: Usage, extra: Usage) -> Result<(), crate::error::StoreError> {
+        let rows = [
+            ("servers", self.servers, usage.servers, extra.servers),
+            ("vcpus", self.vcpus, usage.vcpus, extra.vcpus),
+            ("ram", self.ram_mib, usage.ram_mib, extra.ram_mib),
+        ];
+        for (resource, limit, in_use, requested) in rows {
+            if let Some(limit) = limit
+                && in_use + requested > limit
+            {
+                return Err(crate::error::StoreError::QuotaExceeded {
+                    resource,
+                    limit,
+                    in_use,
+                    requested,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An API token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    /// The token's SHA-256 hex digest; the secret itself is never stored.
+    pub digest: String,
+    /// Whose token.
+    pub user_id: String,
+    /// Scoped project.
+    pub project_id: String,
+    /// Issued at.
+    pub issued: DateTime<Utc>,
+    /// Expires at.
+    pub expires: DateTime<Utc>,
+    /// Revoked tokens are refused.
+    pub revoked: bool,
+}
+
+/// A hardware template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flavor {
+    /// Id.
+    pub id: FlavorId,
+    /// Unique name.
+    pub name: String,
+    /// Virtual CPUs.
+    pub vcpus: i32,
+    /// RAM in MiB.
+    pub ram_mib: i32,
+    /// Disk in GiB.
+    pub disk_gib: i32,
+    /// Ganeti disk template (`plain`, `drbd`, `file`, `diskless`, ...).
+    pub disk_template: String,
+    /// Listed to everyone.
+    pub is_public: bool,
+    /// Hidden from new creates (existing servers keep it).
+    pub deleted: bool,
+}
+
+/// An OS image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    /// UUID.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Ganeti OS (`os_type`, e.g. `snf-image+default`).
+    pub os_type: String,
+    /// Ganeti OS parameters.
+    pub osparams: BTreeMap<String, String>,
+    /// `ACTIVE`, `SAVING`, `DELETED`, ...
+    pub status: String,
+    /// Free-form metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Minimum disk (GiB).
+    pub min_disk_gib: i32,
+    /// Minimum RAM (MiB).
+    pub min_ram_mib: i32,
+    /// Listed to everyone.
+    pub is_public: bool,
+    /// Owning project, for private images.
+    pub owner: Option<String>,
+    /// Created.
+    pub created: DateTime<Utc>,
+    /// Updated.
+    pub updated: DateTime<Utc>,
+}
+
+/// A virtual machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vm {
+    /// Id (instance `<prefix><id>`).
+    pub id: VmId,
+    /// The user that created it.
+    pub user_id: String,
+    /// The owning project.
+    pub project_id: String,
+    /// Display name.
+    pub name: String,
+    /// Flavor.
+    pub flavor_id: FlavorId,
+    /// Image.
+    pub image_id: String,
+    /// The Ganeti cluster it lives on (chosen at create).
+    pub backend_id: Option<BackendId>,
+    /// State machine fields.
+    pub state: VmState,
+    /// User metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Created.
+    pub created: DateTime<Utc>,
+    /// Last changed.
+    pub updated: DateTime<Utc>,
+    /// Last time reconciliation looked at it.
+    pub last_reconciled: Option<DateTime<Utc>>,
+    /// Optimistic-concurrency version; bumped by every update.
+    pub version: i64,
+}
+
+/// A VM's network interface as Ganeti reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nic {
+    /// Position on the VM (0-based).
+    pub index: i32,
+    /// IPv4/IPv6 address, if any.
+    pub ip: Option<String>,
+    /// MAC address.
+    pub mac: Option<String>,
+    /// Ganeti network name (or link for legacy NICs).
+    pub network: Option<String>,
+    /// Link (bridge / routing table).
+    pub link: Option<String>,
+    /// `bridged`, `routed`, `openvswitch`.
+    pub mode: Option<String>,
+}
+
+/// A Ganeti cluster Synnefo drives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backend {
+    /// Id.
+    pub id: BackendId,
+    /// Unique name (the settings key).
+    pub name: String,
+    /// Cluster address (RAPI host name).
+    pub host: String,
+    /// RAPI port.
+    pub port: u16,
+    /// No new VMs are placed here.
+    pub drained: bool,
+    /// Unreachable; skipped by placement and reconciliation.
+    pub offline: bool,
+    /// Created.
+    pub created: DateTime<Utc>,
+}
+
+/// Fields needed to store a new VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewVm {
+    /// Creator.
+    pub user_id: String,
+    /// Project.
+    pub project_id: String,
+    /// Name.
+    pub name: String,
+    /// Flavor.
+    pub flavor: Flavor,
+    /// Image id.
+    pub image_id: String,
+    /// Chosen backend.
+    pub backend_id: Option<BackendId>,
+    /// Metadata.
+    pub metadata: BTreeMap<String, String>,
+}

@@ -1,0 +1,411 @@
+//! The ports: what the core asks of the outside world.
+//!
+//! * [`GanetiBackend`]: drive Ganeti clusters (the RAPI client, the
+//!   simulator and mocks implement it).
+//! * [`Store`]: the single source of truth (the sea-orm store and mocks).
+//! * [`EventBus`]: backend notifications with at-least-once delivery
+//!   (RabbitMQ, the in-process bus).
+//! * [`Clock`]: time, injectable for tests.
+//!
+//! With the `mocks` feature (or in this crate's tests) each trait has a
+//! mockall mock: `MockGanetiBackend`, `MockVmStore`, `MockEventBus`, ...
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{BackendError, BusError, StoreError};
+use crate::ids::{BackendId, FlavorId, JobId, VmId};
+use crate::messages::MessageKind;
+use crate::model::{Backend, Flavor, Image, NewVm, Nic, Project, Quota, Token, Usage, User, Vm};
+use crate::state::{JobStatus, OperState, RebootKind, VmState};
+
+// ---------------------------------------------------------------- Ganeti
+
+/// What to create on a cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceSpec {
+    /// Target cluster.
+    pub backend: BackendId,
+    /// Instance name (`<prefix><vm id>`).
+    pub name: String,
+    /// vCPUs.
+    pub vcpus: i32,
+    /// RAM in MiB.
+    pub ram_mib: i32,
+    /// Root disk in GiB.
+    pub disk_gib: i32,
+    /// Ganeti disk template.
+    pub disk_template: String,
+    /// Ganeti OS.
+    pub os_type: String,
+    /// OS parameters (the image's, plus e.g. the admin password).
+    pub osparams: BTreeMap<String, String>,
+    /// NICs to attach.
+    pub nics: Vec<NicSpec>,
+    /// Hypervisor parameters.
+    pub hvparams: BTreeMap<String, Value>,
+    /// Start after creation.
+    pub start: bool,
+}
+
+/// A NIC to create.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NicSpec {
+    /// Ganeti network name.
+    pub network: Option<String>,
+    /// Mode (`bridged`, `routed`).
+    pub mode: Option<String>,
+    /// Link.
+    pub link: Option<String>,
+    /// Fixed IP, or `pool` to let Ganeti pick from the network.
+    pub ip: Option<String>,
+}
+
+/// An instance as a cluster lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    /// Instance name.
+    pub name: String,
+    /// `admin_state == "up"`.
+    pub admin_up: bool,
+    /// `oper_state`: actually running.
+    pub running: bool,
+    /// Ganeti's status string (`running`, `ADMIN_down`, `ERROR_down`, ...).
+    pub status: String,
+    /// vCPUs (beparams).
+    pub vcpus: Option<i32>,
+    /// RAM in MiB (beparams maxmem).
+    pub ram_mib: Option<i32>,
+    /// NICs.
+    pub nics: Vec<Nic>,
+    /// Primary node.
+    pub pnode: Option<String>,
+    /// Disk template.
+    pub disk_template: Option<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Last modification time (seconds since the epoch).
+    pub mtime: Option<f64>,
+}
+
+/// Where to reach an instance's console on its node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsoleInfo {
+    /// `vnc`, `spice`, `ssh`, `msg`.
+    pub kind: String,
+    /// Node host.
+    pub host: Option<String>,
+    /// Port.
+    pub port: Option<u16>,
+    /// Message for `msg` consoles.
+    pub message: Option<String>,
+}
+
+/// One opcode of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobOpInfo {
+    /// `OP_ID`.
+    pub opcode: String,
+    /// Opcode status.
+    pub status: JobStatus,
+    /// Result (or the error tuple).
+    pub result: Value,
+    /// Log messages.
+    pub log: Vec<String>,
+}
+
+/// A Ganeti job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobInfo {
+    /// Id.
+    pub id: JobId,
+    /// Overall status.
+    pub status: JobStatus,
+    /// Opcodes.
+    pub ops: Vec<JobOpInfo>,
+    /// When it finished, microseconds since the epoch.
+    pub end_time_us: Option<i64>,
+}
+
+impl JobInfo {
+    /// The error message of a failed job: the first failing op's result.
+    pub fn error_message(&self) -> Option<String> {
+        self.ops.iter().find(|o| o.status == JobStatus::Error).map(|o| match &o.result {
+            // ["OpPrereqError", [msg, ecode]]
+            Value::Array(a) if a.len() == 2 => match &a[1] {
+                Value::Array(inner) if !inner.is_empty() => {
+                    format!("{}: {}", a[0].as_str().unwrap_or("error"), inner[0].as_str().unwrap_or(&inner[0].to_string()))
+                }
+                other => format!("{}: {}", a[0].as_str().unwrap_or("error"), other),
+            },
+            Value::Null => o.log.last().cloned().unwrap_or_else(|| "job failed".into()),
+            other => other.to_string(),
+        })
+    }
+}
+
+/// Capacity and load of a cluster, for placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ClusterLoad {
+    /// Instances on the cluster.
+    pub instances: u64,
+    /// Total node memory (MiB).
+    pub mem_total_mib: u64,
+    /// Free node memory (MiB).
+    pub mem_free_mib: u64,
+}
+
+/// What the control plane asks of Ganeti clusters.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait GanetiBackend: Send + Sync {
+    /// Submits an instance creation; returns the job id.
+    async fn create_instance(&self, spec: &InstanceSpec) -> Result<JobId, BackendError>;
+    /// Starts an instance.
+    async fn startup(&self, backend: BackendId, instance: &str) -> Result<JobId, BackendError>;
+    /// Shuts an instance down (`timeout`: how long Ganeti waits for ACPI).
+    async fn shutdown(&self, backend: BackendId, instance: &str, timeout: Option<Duration>) -> Result<JobId, BackendError>;
+    /// Reboots an instance.
+    async fn reboot(&self, backend: BackendId, instance: &str, kind: RebootKind) -> Result<JobId, BackendError>;
+    /// Removes an instance.
+    async fn remove(&self, backend: BackendId, instance: &str) -> Result<JobId, BackendError>;
+    /// Lists every instance of a cluster in one bulk call.
+    async fn list_instances(&self, backend: BackendId) -> Result<Vec<InstanceInfo>, BackendError>;
+    /// One instance, or `None` if the cluster does not have it.
+    async fn instance_info(&self, backend: BackendId, instance: &str) -> Result<Option<InstanceInfo>, BackendError>;
+    /// Console location of an instance.
+    async fn console(&self, backend: BackendId, instance: &str) -> Result<ConsoleInfo, BackendError>;
+    /// A job's current state.
+    async fn job_status(&self, backend: BackendId, job: JobId) -> Result<JobInfo, BackendError>;
+    /// Waits (long-polls) until the job ends or `timeout` passes; returns its state.
+    async fn wait_for_job(&self, backend: BackendId, job: JobId, timeout: Duration) -> Result<JobInfo, BackendError>;
+    /// Capacity and load of a cluster.
+    async fn cluster_load(&self, backend: BackendId) -> Result<ClusterLoad, BackendError>;
+}
+
+// ---------------------------------------------------------------- Store
+
+/// Users, projects, memberships, tokens and quotas.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait IdentityStore: Send + Sync {
+    /// Creates a user (`password_hash` already argon2-hashed).
+    async fn create_user(&self, name: &str, password_hash: &str, is_admin: bool) -> Result<User, StoreError>;
+    /// A user by login name.
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError>;
+    /// A user by id.
+    async fn user(&self, id: &str) -> Result<Option<User>, StoreError>;
+    /// All users.
+    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+    /// Changes a user's password hash or enabled flag.
+    async fn update_user(&self, id: &str, password_hash: Option<String>, enabled: Option<bool>) -> Result<User, StoreError>;
+    /// Creates a project.
+    async fn create_project(&self, name: &str) -> Result<Project, StoreError>;
+    /// A project by name.
+    async fn project_by_name(&self, name: &str) -> Result<Option<Project>, StoreError>;
+    /// A project by id.
+    async fn project(&self, id: &str) -> Result<Option<Project>, StoreError>;
+    /// All projects.
+    async fn list_projects(&self) -> Result<Vec<Project>, StoreError>;
+    /// Makes `user` a member of `project` (idempotent).
+    async fn add_member(&self, user_id: &str, project_id: &str) -> Result<(), StoreError>;
+    /// The projects a user belongs to.
+    async fn user_projects(&self, user_id: &str) -> Result<Vec<Project>, StoreError>;
+    /// Stores an issued token.
+    async fn store_token(&self, token: &Token) -> Result<(), StoreError>;
+    /// A token by digest.
+    async fn token(&self, digest: &str) -> Result<Option<Token>, StoreError>;
+    /// Revokes a token (idempotent).
+    async fn revoke_token(&self, digest: &str) -> Result<(), StoreError>;
+    /// Deletes tokens that expired before `before`; returns how many.
+    async fn purge_expired_tokens(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Sets a project's quota.
+    async fn set_quota(&self, project_id: &str, quota: Quota) -> Result<(), StoreError>;
+    /// A project's quota (unlimited if never set).
+    async fn quota(&self, project_id: &str) -> Result<Quota, StoreError>;
+    /// A project's current usage (non-deleted servers).
+    async fn usage(&self, project_id: &str) -> Result<Usage, StoreError>;
+}
+
+/// Flavors and images.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait CatalogStore: Send + Sync {
+    /// Creates a flavor (`flavor.id` is ignored and assigned).
+    async fn create_flavor(&self, flavor: &Flavor) -> Result<Flavor, StoreError>;
+    /// All flavors, deleted ones included.
+    async fn list_flavors(&self) -> Result<Vec<Flavor>, StoreError>;
+    /// One flavor.
+    async fn flavor(&self, id: FlavorId) -> Result<Option<Flavor>, StoreError>;
+    /// Creates or replaces an image (by id).
+    async fn put_image(&self, image: &Image) -> Result<Image, StoreError>;
+    /// All images.
+    async fn list_images(&self) -> Result<Vec<Image>, StoreError>;
+    /// One image.
+    async fn image(&self, id: &str) -> Result<Option<Image>, StoreError>;
+}
+
+/// Ganeti clusters known to the control plane.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait BackendStore: Send + Sync {
+    /// Creates a backend, or updates host/port of the one with that name.
+    async fn upsert_backend(&self, name: &str, host: &str, port: u16) -> Result<Backend, StoreError>;
+    /// All backends.
+    async fn list_backends(&self) -> Result<Vec<Backend>, StoreError>;
+    /// One backend.
+    async fn backend(&self, id: BackendId) -> Result<Option<Backend>, StoreError>;
+    /// Sets the drained/offline flags (`None` leaves a flag alone).
+    async fn set_backend_flags(&self, id: BackendId, drained: Option<bool>, offline: Option<bool>) -> Result<Backend, StoreError>;
+    /// Per backend: non-deleted VMs and their summed RAM (MiB).
+    async fn backend_usage(&self) -> Result<HashMap<BackendId, Usage>, StoreError>;
+}
+
+/// A filter for listing VMs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VmQuery {
+    /// Only this project's VMs (`None`: all; operators only).
+    pub project_id: Option<String>,
+    /// Include soft-deleted VMs.
+    pub include_deleted: bool,
+    /// Name contains this (case-sensitive substring).
+    pub name_contains: Option<String>,
+    /// Exact name.
+    pub name_exact: Option<String>,
+    /// Only these operstates.
+    pub operstates: Option<Vec<OperState>>,
+    /// Only this flavor.
+    pub flavor_id: Option<FlavorId>,
+    /// Only this image.
+    pub image_id: Option<String>,
+    /// Only this backend.
+    pub backend_id: Option<BackendId>,
+    /// Changed at or after this time.
+    pub changes_since: Option<DateTime<Utc>>,
+    /// Newest first (by id) when true, else oldest first.
+    pub newest_first: bool,
+    /// Page marker: only ids after this one in the chosen order.
+    pub marker: Option<VmId>,
+    /// Page size.
+    pub limit: Option<u64>,
+}
+
+/// One state change to write, guarded by the version it was computed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmStateUpdate {
+    /// The VM.
+    pub id: VmId,
+    /// The version the new state was derived from.
+    pub expected_version: i64,
+    /// The new state.
+    pub state: VmState,
+    /// Replace the VM's NICs with these, if given.
+    pub nics: Option<Vec<Nic>>,
+}
+
+/// Virtual machines, their metadata and NICs.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait VmStore: Send + Sync {
+    /// Stores a new VM in BUILD, checking `quota` against the project's
+    /// usage in the same transaction (no over-commit under concurrency).
+    async fn create_vm(&self, vm: &NewVm, quota: Quota) -> Result<Vm, StoreError>;
+    /// One VM (deleted ones included).
+    async fn vm(&self, id: VmId) -> Result<Option<Vm>, StoreError>;
+    /// Several VMs by id (missing ids are simply absent).
+    async fn vms(&self, ids: &[VmId]) -> Result<Vec<Vm>, StoreError>;
+    /// VMs matching a filter.
+    async fn list_vms(&self, query: &VmQuery) -> Result<Vec<Vm>, StoreError>;
+    /// Number of VMs (non-deleted).
+    async fn count_vms(&self) -> Result<u64, StoreError>;
+    /// Writes a new state if the VM is still at `expected_version`;
+    /// [`StoreError::Conflict`] otherwise. Returns the stored VM.
+    async fn update_vm_state(&self, update: &VmStateUpdate) -> Result<Vm, StoreError>;
+    /// Writes many state updates in one transaction; per update, `Ok` or the
+    /// error (typically `Conflict`) that made that one alone not apply.
+    async fn update_vm_states(&self, updates: &[VmStateUpdate]) -> Result<Vec<Result<(), StoreError>>, StoreError>;
+    /// Renames a VM.
+    async fn rename_vm(&self, id: VmId, name: &str) -> Result<Vm, StoreError>;
+    /// Replaces (`replace = true`) or merges a VM's metadata; returns the result.
+    async fn set_vm_metadata(&self, id: VmId, items: &BTreeMap<String, String>, replace: bool) -> Result<BTreeMap<String, String>, StoreError>;
+    /// Deletes one metadata key; `NotFound` if absent.
+    async fn delete_vm_metadata(&self, id: VmId, key: &str) -> Result<(), StoreError>;
+    /// A VM's NICs in index order.
+    async fn nics(&self, id: VmId) -> Result<Vec<Nic>, StoreError>;
+    /// NICs of many VMs at once (no N+1 for `servers/detail`).
+    async fn nics_of(&self, ids: &[VmId]) -> Result<HashMap<VmId, Vec<Nic>>, StoreError>;
+    /// Replaces a VM's NICs.
+    async fn set_nics(&self, id: VmId, nics: &[Nic]) -> Result<(), StoreError>;
+    /// The `limit` non-deleted VMs reconciled longest ago (never first).
+    async fn least_recently_reconciled(&self, limit: u64) -> Result<Vec<Vm>, StoreError>;
+    /// Stamps `ids` as reconciled at `at`.
+    async fn mark_reconciled(&self, ids: &[VmId], at: DateTime<Utc>) -> Result<(), StoreError>;
+}
+
+/// The whole store: one database, the single source of truth.
+pub trait Store: IdentityStore + CatalogStore + BackendStore + VmStore {}
+
+impl<T: IdentityStore + CatalogStore + BackendStore + VmStore> Store for T {}
+
+// ---------------------------------------------------------------- Bus
+
+/// A message handed to a consumer; ack it only after its effects commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Consumer-local delivery tag (acks refer to it).
+    pub tag: u64,
+    /// Which queue it came from.
+    pub kind: MessageKind,
+    /// The raw body.
+    pub body: Vec<u8>,
+    /// True if the broker delivered it before (possibly already applied).
+    pub redelivered: bool,
+}
+
+/// A consumer on one message kind.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait Subscription: Send {
+    /// Waits for at least one message, then returns up to `max` that are
+    /// ready. `Err(BusError::Closed)` once the bus shuts down.
+    async fn recv_batch(&mut self, max: usize) -> Result<Vec<Delivery>, BusError>;
+    /// Acknowledges deliveries (their effects are committed).
+    async fn ack(&mut self, tags: &[u64]) -> Result<(), BusError>;
+    /// Moves a delivery to the dead-letter queue with a reason.
+    async fn dead_letter(&mut self, tag: u64, reason: &str) -> Result<(), BusError>;
+    /// Returns a delivery to the queue for another try.
+    async fn requeue(&mut self, tag: u64) -> Result<(), BusError>;
+}
+
+/// Backend notifications: publish with confirmation, consume with ack.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    /// Publishes a persistent message and waits for the broker's confirm.
+    async fn publish(&self, kind: MessageKind, body: Vec<u8>) -> Result<(), BusError>;
+    /// Starts consuming one kind (competing consumers share the queue).
+    async fn subscribe(&self, kind: MessageKind) -> Result<Box<dyn Subscription>, BusError>;
+}
+
+// ---------------------------------------------------------------- Clock
+
+/// Wall-clock time, injectable.
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}

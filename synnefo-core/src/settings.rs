@@ -1,0 +1,634 @@
+//! Settings: shipped defaults, the operator's override files, environment.
+//!
+//! The seed built `settings.py` by concatenating `settings.py.dist` with a
+//! file of local changes. We keep the idea without the concatenation: the
+//! defaults (`config/synnefo.dist.toml`, embedded in the binary) are merged
+//! with each override file in order, then with `SYNNEFO_*` environment
+//! variables (`SYNNEFO_DATABASE__URL` sets `database.url`). Unknown keys,
+//! wrong types and missing values are errors that name the key and the file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::error::SettingsError;
+
+/// The shipped defaults.
+pub const DIST_TOML: &str = include_str!("../config/synnefo.dist.toml");
+
+/// The override file read when none is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/synnefo/synnefo.toml";
+
+/// A secret string: never printed by `Debug` or `Serialize`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The actual value.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// True when unset.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"********\"" })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { "********" })
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Where embedded state lives.
+    pub data_dir: PathBuf,
+    /// Instance-name prefix (`BACKEND_PREFIX_ID`).
+    pub backend_prefix_id: String,
+    /// The database.
+    pub database: DatabaseSettings,
+    /// RabbitMQ.
+    pub amqp: AmqpSettings,
+    /// The compute API.
+    pub api: ApiSettings,
+    /// Ganeti clusters.
+    pub ganeti: GanetiSettings,
+    /// Reconciliation.
+    pub reconciliation: ReconciliationSettings,
+    /// The console proxy.
+    pub vncauthproxy: VncAuthProxySettings,
+    /// The Ganeti job-queue watcher.
+    pub eventd: EventdSettings,
+    /// The dispatcher.
+    pub dispatcher: DispatcherSettings,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// `[database]`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Connection URL (sqlite, postgres, mysql); may hold a password.
+    #[serde(serialize_with = "serialize_masked_url")]
+    pub url: String,
+    /// Pool size.
+    pub max_connections: u32,
+    /// Seconds to wait for a connection.
+    pub connect_timeout_secs: u64,
+}
+
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &mask_url_password(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .finish()
+    }
+}
+
+/// `[amqp]` (the seed's `RABBIT_*`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpSettings {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// User.
+    pub username: String,
+    /// Password.
+    pub password: Secret,
+    /// Virtual host.
+    pub vhost: String,
+    /// Declare quorum queues (RabbitMQ HA).
+    pub quorum_queues: bool,
+    /// Consumer prefetch.
+    pub prefetch: u16,
+    /// Reconnect backoff cap (seconds).
+    pub max_reconnect_backoff_secs: u64,
+}
+
+impl AmqpSettings {
+    /// The `amqp://` URI for lapin.
+    pub fn uri(&self) -> String {
+        let vhost = if self.vhost == "/" { "%2f".to_string() } else { self.vhost.trim_start_matches('/').to_string() };
+        format!(
+            "amqp://{}:{}@{}:{}/{}",
+            pct(&self.username),
+            pct(self.password.expose()),
+            self.host,
+            self.port,
+            vhost
+        )
+    }
+}
+
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    /// Listen address.
+    pub listen: String,
+    /// Public base URL (catalog).
+    pub public_url: String,
+    /// Region name in the catalog.
+    pub region: String,
+    /// Token lifetime (seconds).
+    pub token_ttl_secs: u64,
+    /// Request body limit.
+    pub max_body_bytes: usize,
+}
+
+/// `[ganeti]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GanetiSettings {
+    /// Disk template for flavors that do not name one.
+    pub default_disk_template: String,
+    /// NIC mode for new VMs.
+    pub default_nic_mode: String,
+    /// NIC link for new VMs.
+    pub default_nic_link: String,
+    /// Ganeti network for new VMs (empty: none, use mode/link).
+    pub default_nic_network: String,
+    /// How long Ganeti waits for a clean shutdown (seconds).
+    pub shutdown_timeout_secs: u64,
+    /// Hypervisor to request (empty: the cluster default).
+    pub hypervisor: String,
+    /// Clusters by name.
+    pub clusters: BTreeMap<String, ClusterSettings>,
+}
+
+/// `[ganeti.clusters.<name>]` (the seed's `GANETI_*`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// RAPI host.
+    pub host: String,
+    /// RAPI port.
+    #[serde(default = "default_rapi_port")]
+    pub port: u16,
+    /// RAPI user.
+    pub username: String,
+    /// RAPI password.
+    pub password: Secret,
+    /// Use HTTPS (Ganeti's RAPI always does; the simulator may not).
+    #[serde(default = "default_true")]
+    pub https: bool,
+    /// PEM file of the CA (or the pinned self-signed certificate).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Skip certificate verification (labs only; logged loudly).
+    #[serde(default)]
+    pub insecure: bool,
+    /// Request timeout (seconds).
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_rapi_port() -> u16 {
+    5080
+}
+fn default_true() -> bool {
+    true
+}
+fn default_timeout() -> u64 {
+    30
+}
+
+/// `[reconciliation]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconciliationSettings {
+    /// `RECONCILIATION_MIN`: minutes a VM may stay unreconciled.
+    pub reconciliation_min: u64,
+    /// Default `--interval` (minutes).
+    pub interval_min: u64,
+}
+
+/// `[vncauthproxy]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VncAuthProxySettings {
+    /// Control socket (the seed's `CTRL_SOCKET`).
+    pub ctrl_socket: PathBuf,
+    /// Its file mode.
+    pub socket_mode: u32,
+    /// Where forwardings listen.
+    pub listen_address: String,
+    /// Host name clients connect to.
+    pub public_host: String,
+    /// First port of the pool.
+    pub port_min: u16,
+    /// Last port of the pool.
+    pub port_max: u16,
+    /// Seconds a forwarding waits for its client.
+    pub accept_timeout_secs: u64,
+    /// Max concurrent sessions.
+    pub max_sessions: usize,
+    /// Serve noVNC over WebSocket.
+    pub websocket: bool,
+    /// WebSocket listen address.
+    pub websocket_listen: String,
+    /// Password of the nodes' VNC servers.
+    pub backend_password: Secret,
+}
+
+/// `[eventd]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventdSettings {
+    /// Ganeti's job queue directory.
+    pub queue_dir: PathBuf,
+    /// `ssconf_master_node`.
+    pub master_node_file: PathBuf,
+    /// This node's name (empty: host name).
+    pub node_name: String,
+    /// Cluster name (empty: from ssconf).
+    pub cluster_name: String,
+    /// Where unconfirmed messages wait for the broker.
+    pub spool_dir: PathBuf,
+}
+
+/// `[dispatcher]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatcherSettings {
+    /// Messages applied per DB transaction.
+    pub batch_size: usize,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `human` or `json`.
+    pub format: String,
+    /// Filter (`info`, `synnefo=debug,info`, ...).
+    pub level: String,
+}
+
+fn serialize_masked_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&mask_url_password(url))
+}
+
+/// Replaces the password in `scheme://user:password@host` with asterisks.
+pub fn mask_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:********@{host}{tail}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}
+
+/// Where settings come from.
+#[derive(Debug, Clone, Default)]
+pub struct SettingsSources {
+    /// Override files, merged in order; each must exist.
+    pub files: Vec<PathBuf>,
+    /// Read `SYNNEFO_*` environment variables.
+    pub env: bool,
+    /// Extra inline TOML merged last (tests, `synnefo up`).
+    pub inline: Option<String>,
+}
+
+impl SettingsSources {
+    /// The usual sources: `SYNNEFO_CONFIG` (colon-separated files) or the
+    /// default path if it exists, plus the environment.
+    pub fn standard(explicit: &[PathBuf]) -> Self {
+        let files = if !explicit.is_empty() {
+            explicit.to_vec()
+        } else if let Ok(v) = std::env::var("SYNNEFO_CONFIG") {
+            v.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect()
+        } else if Path::new(DEFAULT_CONFIG_PATH).exists() {
+            vec![PathBuf::from(DEFAULT_CONFIG_PATH)]
+        } else {
+            Vec::new()
+        };
+        Self {
+            files,
+            env: true,
+            inline: None,
+        }
+    }
+}
+
+/// Variables under the prefix that are not settings.
+fn is_reserved_env(key: &str) -> bool {
+    let k = key.to_ascii_uppercase();
+    k == "CONFIG" || k == "LOG" || k.starts_with("TEST_")
+}
+
+impl Settings {
+    /// Loads and validates settings.
+    pub fn load(sources: &SettingsSources) -> Result<Settings, SettingsError> {
+        let mut fig = Figment::from(Toml::string(DIST_TOML));
+        for f in &sources.files {
+            let text = std::fs::read_to_string(f).map_err(|e| SettingsError::File {
+                path: f.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            // Parse up front so a syntax error names the file.
+            text.parse::<toml::Table>().map_err(|e| {
+                SettingsError::Invalid(format!("{}: {}", f.display(), e.to_string().trim_end()))
+            })?;
+            fig = fig.merge(Toml::file_exact(f));
+        }
+        if sources.env {
+            fig = fig.merge(
+                Env::prefixed("SYNNEFO_")
+                    .filter(|k| !is_reserved_env(k.as_str()))
+                    .split("__"),
+            );
+        }
+        if let Some(inline) = &sources.inline {
+            fig = fig.merge(Toml::string(inline));
+        }
+        let settings: Settings = fig.extract().map_err(|e| {
+            let msgs: Vec<String> = e.into_iter().map(describe_figment_error).collect();
+            SettingsError::Invalid(msgs.join("; "))
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The shipped defaults alone (plus inline overrides), ignoring files and env.
+    pub fn defaults_with(inline: &str) -> Result<Settings, SettingsError> {
+        Self::load(&SettingsSources {
+            files: vec![],
+            env: false,
+            inline: Some(inline.to_string()),
+        })
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let bad = |key: &str, reason: &str| {
+            Err(SettingsError::Validation {
+                key: key.into(),
+                reason: reason.into(),
+            })
+        };
+        let p = &self.backend_prefix_id;
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') || !p.as_bytes()[0].is_ascii_alphabetic() {
+            return bad("backend_prefix_id", "must start with a letter and hold only letters, digits and '-'");
+        }
+        if !["sqlite:", "postgres:", "postgresql:", "mysql:", "mariadb:"]
+            .iter()
+            .any(|s| self.database.url.starts_with(s))
+        {
+            return bad("database.url", "scheme must be sqlite, postgres or mysql");
+        }
+        if self.database.max_connections == 0 {
+            return bad("database.max_connections", "must be at least 1");
+        }
+        if self.reconciliation.reconciliation_min == 0 {
+            return bad("reconciliation.reconciliation_min", "must be at least 1 minute");
+        }
+        if self.reconciliation.interval_min == 0 {
+            return bad("reconciliation.interval_min", "must be at least 1 minute");
+        }
+        if self.vncauthproxy.port_min > self.vncauthproxy.port_max || self.vncauthproxy.port_min == 0 {
+            return bad("vncauthproxy.port_min", "must be non-zero and not above port_max");
+        }
+        if self.amqp.prefetch == 0 {
+            return bad("amqp.prefetch", "must be at least 1");
+        }
+        if self.dispatcher.batch_size == 0 {
+            return bad("dispatcher.batch_size", "must be at least 1");
+        }
+        if !matches!(self.log.format.as_str(), "human" | "json") {
+            return bad("log.format", "must be \"human\" or \"json\"");
+        }
+        for (name, c) in &self.ganeti.clusters {
+            if c.host.is_empty() {
+                return bad(&format!("ganeti.clusters.{name}.host"), "must not be empty");
+            }
+            if c.timeout_secs == 0 {
+                return bad(&format!("ganeti.clusters.{name}.timeout_secs"), "must be at least 1");
+            }
+        }
+        Ok(())
+    }
+
+    /// The merged settings as TOML, secrets masked (`synnefo config show`).
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render settings: {e}\n"))
+    }
+}
+
+fn describe_figment_error(e: figment::Error) -> String {
+    let key = if e.path.is_empty() { String::new() } else { format!("key `{}`: ", e.path.join(".")) };
+    let source = match &e.metadata {
+        Some(md) => match &md.source {
+            Some(figment::Source::File(p)) => format!(" (in {})", p.display()),
+            Some(src) => format!(" (from {src})"),
+            None => format!(" (from {})", md.name),
+        },
+        None => String::new(),
+    };
+    let kind = match &e.kind {
+        figment::error::Kind::UnknownField(f, _) => format!("unknown key `{f}`"),
+        figment::error::Kind::MissingField(f) => format!("missing required key `{f}`"),
+        other => other.to_string(),
+    };
+    format!("{key}{kind}{source}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    fn load(text: &str) -> Result<Settings, SettingsError> {
+        let f = file(text);
+        Settings::load(&SettingsSources {
+            files: vec![f.path().to_path_buf()],
+            env: false,
+            inline: None,
+        })
+        .map_err(|e| {
+            // Keep the temp file alive until the error is rendered.
+            let _ = &f;
+            e
+        })
+    }
+
+    #[test]
+    fn defaults_load() {
+        let s = Settings::defaults_with("").unwrap();
+        assert_eq!(s.backend_prefix_id, "snf-");
+        assert_eq!(s.reconciliation.reconciliation_min, 30);
+        assert_eq!(s.reconciliation.interval_min, 1);
+        assert_eq!(s.vncauthproxy.socket_mode, 0o660);
+        assert!(s.ganeti.clusters.is_empty());
+    }
+
+    #[test]
+    fn overrides_merge_field_by_field() {
+        let s = load(
+            r#"
+backend_prefix_id = "vm-"
+[database]
+url = "postgres://synnefo:s3cret@db/synnefo"
+[ganeti.clusters.c1]
+host = "ganeti1"
+username = "u"
+password = "p"
+"#,
+        )
+        .unwrap();
+        assert_eq!(s.backend_prefix_id, "vm-");
+        assert_eq!(s.database.max_connections, 16, "untouched keys keep their defaults");
+        let c1 = &s.ganeti.clusters["c1"];
+        assert_eq!((c1.port, c1.https, c1.timeout_secs), (5080, true, 30));
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_the_file() {
+        let f = file("[database]\nurll = \"x\"\n");
+        let err = Settings::load(&SettingsSources {
+            files: vec![f.path().to_path_buf()],
+            env: false,
+            inline: None,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("urll"), "{err}");
+        assert!(err.contains(&f.path().display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_key_and_the_file() {
+        let f = file("[amqp]\nport = \"five\"\n");
+        let err = Settings::load(&SettingsSources {
+            files: vec![f.path().to_path_buf()],
+            env: false,
+            inline: None,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("amqp.port"), "{err}");
+        assert!(err.contains(&f.path().display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn missing_required_values_are_named() {
+        let f = file("[ganeti.clusters.c1]\nhost = \"h\"\nusername = \"u\"\n");
+        let err = Settings::load(&SettingsSources {
+            files: vec![f.path().to_path_buf()],
+            env: false,
+            inline: None,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("password"), "{err}");
+        assert!(err.contains("ganeti.clusters.c1"), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file() {
+        let f = file("[database\n");
+        let err = Settings::load(&SettingsSources {
+            files: vec![f.path().to_path_buf()],
+            env: false,
+            inline: None,
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(&f.path().display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn missing_files_are_errors() {
+        let err = Settings::load(&SettingsSources {
+            files: vec!["/nonexistent/synnefo.toml".into()],
+            env: false,
+            inline: None,
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/synnefo.toml"));
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let err = Settings::defaults_with("backend_prefix_id = \"1x\"").unwrap_err().to_string();
+        assert!(err.contains("backend_prefix_id"), "{err}");
+        let err = Settings::defaults_with("[vncauthproxy]\nport_min = 9\nport_max = 8").unwrap_err().to_string();
+        assert!(err.contains("vncauthproxy.port_min"), "{err}");
+    }
+
+    #[test]
+    fn secrets_are_masked_when_printed() {
+        let s = Settings::defaults_with(
+            r#"
+[database]
+url = "postgres://synnefo:dbpass@db/synnefo"
+[amqp]
+password = "rabbitpass"
+[ganeti.clusters.c1]
+host = "h"
+username = "u"
+password = "rapipass"
+"#,
+        )
+        .unwrap();
+        let shown = s.to_masked_toml();
+        for secret in ["dbpass", "rabbitpass", "rapipass"] {
+            assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
+            assert!(!format!("{s:?}").contains(secret), "{secret} leaked in Debug");
+        }
+        assert!(shown.contains("postgres://synnefo:********@db/synnefo"));
+        assert_eq!(s.amqp.password.expose(), "rabbitpass");
+    }
+
+    #[test]
+    fn amqp_uri_encodes_credentials() {
+        let s = Settings::defaults_with("[amqp]\nusername = \"okeanos\"\npassword = \"0k3@n0s\"").unwrap();
+        assert_eq!(s.amqp.uri(), "amqp://okeanos:0k3%40n0s@127.0.0.1:5672/%2f");
+    }
+}

@@ -1,0 +1,662 @@
+//! The VM state machine: pure functions over [`VmState`], no I/O.
+//!
+//! Two inputs move a VM: a user action ([`start_action`]) and a backend
+//! notification ([`apply_op_status`]). Notifications arrive over a queue with
+//! at-least-once delivery and several competing dispatchers, so they can be
+//! duplicated and reordered. Two generation guards make the outcome
+//! independent of arrival order:
+//!
+//! * `last_event` guards the recorded backend job fields (job id, opcode,
+//!   status, log message): only a newer event overwrites them.
+//! * `state_event` guards `operstate`: only a *state-determining* event
+//!   (a terminal status of an opcode that changes operstate) newer than the
+//!   one that set the current operstate may change it.
+//!
+//! `DESTROYED` is absorbing: a successful removal always wins, whatever else
+//! arrives before or after it. With these rules the final state equals the
+//! state reached by the in-order stream (property-tested below).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::{ActionError, EventError};
+use crate::ids::JobId;
+
+/// Synnefo's operating state of a VM (v0.3 names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum OperState {
+    /// Being created; the create job has not finished yet.
+    Build,
+    /// Creation failed.
+    Error,
+    /// Shut down.
+    Stopped,
+    /// Running.
+    Started,
+    /// Removed from Ganeti.
+    Destroyed,
+}
+
+impl OperState {
+    /// All states, for exhaustive tests.
+    pub const ALL: [OperState; 5] = [
+        OperState::Build,
+        OperState::Error,
+        OperState::Stopped,
+        OperState::Started,
+        OperState::Destroyed,
+    ];
+
+    /// The name stored in the DB and shown by Synnefo's own dialect.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OperState::Build => "BUILD",
+            OperState::Error => "ERROR",
+            OperState::Stopped => "STOPPED",
+            OperState::Started => "STARTED",
+            OperState::Destroyed => "DESTROYED",
+        }
+    }
+}
+
+impl fmt::Display for OperState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for OperState {
+    type Err = EventError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        OperState::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| EventError::UnknownOperState(s.to_string()))
+    }
+}
+
+/// A Ganeti job (or opcode) status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Submitted, not yet picked up.
+    Queued,
+    /// Waiting for locks.
+    Waiting,
+    /// Cancel requested.
+    Canceling,
+    /// Executing.
+    Running,
+    /// Canceled (terminal).
+    Canceled,
+    /// Succeeded (terminal).
+    Success,
+    /// Failed (terminal).
+    Error,
+}
+
+impl JobStatus {
+    /// All statuses, for exhaustive tests.
+    pub const ALL: [JobStatus; 7] = [
+        JobStatus::Queued,
+        JobStatus::Waiting,
+        JobStatus::Canceling,
+        JobStatus::Running,
+        JobStatus::Canceled,
+        JobStatus::Success,
+        JobStatus::Error,
+    ];
+
+    /// Ganeti's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Waiting => "waiting",
+            JobStatus::Canceling => "canceling",
+            JobStatus::Running => "running",
+            JobStatus::Canceled => "canceled",
+            JobStatus::Success => "success",
+            JobStatus::Error => "error",
+        }
+    }
+
+    /// True for the statuses a job never leaves.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, JobStatus::Canceled | JobStatus::Success | JobStatus::Error)
+    }
+
+    /// Progress rank within one opcode: a later status never has a lower rank.
+    pub fn rank(self) -> u8 {
+        match self {
+            JobStatus::Queued => 0,
+            JobStatus::Waiting => 1,
+            JobStatus::Running => 2,
+            JobStatus::Canceling => 3,
+            JobStatus::Canceled | JobStatus::Success | JobStatus::Error => 4,
+        }
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = EventError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| EventError::UnknownStatus(s.to_string()))
+    }
+}
+
+macro_rules! opcodes {
+    ($($variant:ident => $wire:literal),* $(,)?) => {
+        /// The Ganeti opcodes Synnefo understands.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum OpCode {
+            $(
+                #[doc = concat!("`", $wire, "`")]
+                $variant,
+            )*
+        }
+
+        impl OpCode {
+            /// All known opcodes, for exhaustive tests.
+            pub const ALL: &'static [OpCode] = &[$(OpCode::$variant),*];
+
+            /// Ganeti's `OP_ID`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(OpCode::$variant => $wire,)*
+                }
+            }
+        }
+
+        impl FromStr for OpCode {
+            type Err = EventError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($wire => Ok(OpCode::$variant),)*
+                    other => Err(EventError::UnknownOpCode(other.to_string())),
+                }
+            }
+        }
+    };
+}
+
+opcodes! {
+    InstanceCreate => "OP_INSTANCE_CREATE",
+    InstanceRemove => "OP_INSTANCE_REMOVE",
+    InstanceStartup => "OP_INSTANCE_STARTUP",
+    InstanceShutdown => "OP_INSTANCE_SHUTDOWN",
+    InstanceReboot => "OP_INSTANCE_REBOOT",
+    InstanceSetParams => "OP_INSTANCE_SET_PARAMS",
+    InstanceQueryData => "OP_INSTANCE_QUERY_DATA",
+    InstanceReinstall => "OP_INSTANCE_REINSTALL",
+    InstanceActivateDisks => "OP_INSTANCE_ACTIVATE_DISKS",
+    InstanceDeactivateDisks => "OP_INSTANCE_DEACTIVATE_DISKS",
+    InstanceReplaceDisks => "OP_INSTANCE_REPLACE_DISKS",
+    InstanceMigrate => "OP_INSTANCE_MIGRATE",
+    InstanceConsole => "OP_INSTANCE_CONSOLE",
+    InstanceRecreateDisks => "OP_INSTANCE_RECREATE_DISKS",
+    InstanceFailover => "OP_INSTANCE_FAILOVER",
+}
+
+impl fmt::Display for OpCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for OpCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for OpCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl OpCode {
+    /// The operstate a *successful* run of this opcode leads to, if any.
+    pub fn success_state(self) -> Option<OperState> {
+        match self {
+            OpCode::InstanceCreate | OpCode::InstanceStartup | OpCode::InstanceReboot => {
+                Some(OperState::Started)
+            }
+            OpCode::InstanceRemove => Some(OperState::Destroyed),
+            OpCode::InstanceShutdown => Some(OperState::Stopped),
+            _ => None,
+        }
+    }
+}
+
+/// Soft or hard reboot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RebootKind {
+    /// ACPI reboot inside the guest.
+    Soft,
+    /// Power-cycle.
+    Hard,
+}
+
+/// A user (or operator) action on a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action", content = "kind")]
+pub enum Action {
+    /// Create the instance (set when the VM row is first stored).
+    Create,
+    /// Start a stopped VM.
+    Start,
+    /// Shut a running VM down.
+    Stop,
+    /// Reboot.
+    Reboot(RebootKind),
+    /// Delete the VM and remove its instance.
+    Destroy,
+    /// Administratively suspend (the owner can no longer start it).
+    Suspend,
+    /// Lift a suspension.
+    Unsuspend,
+}
+
+impl Action {
+    /// The opcode whose terminal status completes this action.
+    pub fn opcode(self) -> Option<OpCode> {
+        match self {
+            Action::Create => Some(OpCode::InstanceCreate),
+            Action::Start => Some(OpCode::InstanceStartup),
+            Action::Stop | Action::Suspend => Some(OpCode::InstanceShutdown),
+            Action::Reboot(_) => Some(OpCode::InstanceReboot),
+            Action::Destroy => Some(OpCode::InstanceRemove),
+            Action::Unsuspend => None,
+        }
+    }
+
+    /// A short stable name (DB column, logs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Create => "CREATE",
+            Action::Start => "START",
+            Action::Stop => "STOP",
+            Action::Reboot(RebootKind::Soft) => "REBOOT",
+            Action::Reboot(RebootKind::Hard) => "HARD_REBOOT",
+            Action::Destroy => "DESTROY",
+            Action::Suspend => "SUSPEND",
+            Action::Unsuspend => "UNSUSPEND",
+        }
+    }
+
+    /// Inverse of [`Action::as_str`].
+    pub fn parse(s: &str) -> Option<Action> {
+        Some(match s {
+            "CREATE" => Action::Create,
+            "START" => Action::Start,
+            "STOP" => Action::Stop,
+            "REBOOT" => Action::Reboot(RebootKind::Soft),
+            "HARD_REBOOT" => Action::Reboot(RebootKind::Hard),
+            "DESTROY" => Action::Destroy,
+            "SUSPEND" => Action::Suspend,
+            "UNSUSPEND" => Action::Unsuspend,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a notification sits in a VM's event history.
+///
+/// Ordered by Ganeti job id (ids grow per cluster), then the opcode's index
+/// within the job, then the status rank within the opcode, then the event
+/// timestamp (microseconds since the epoch) as the last tie-breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EventPosition {
+    /// Ganeti job id.
+    pub job_id: u64,
+    /// Index of the opcode within the job.
+    pub op_index: u32,
+    /// [`JobStatus::rank`] of the reported status.
+    pub status_rank: u8,
+    /// Event time, microseconds since the Unix epoch.
+    pub time_us: i64,
+}
+
+/// The backend job last reported for a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendJob {
+    /// Ganeti job id.
+    pub job_id: JobId,
+    /// The opcode reported.
+    pub opcode: OpCode,
+    /// Its status.
+    pub status: JobStatus,
+    /// The last log line (or error message) Ganeti gave.
+    pub log_msg: Option<String>,
+}
+
+/// A user action waiting for its backend job to finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingAction {
+    /// What the user asked for.
+    pub action: Action,
+    /// The Ganeti job submitted for it, once known.
+    pub job_id: Option<JobId>,
+}
+
+/// The part of a VM the state machine reads and writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmState {
+    /// Operating state.
+    pub operstate: OperState,
+    /// Soft-deleted (hidden from users).
+    pub deleted: bool,
+    /// Suspended by an administrator.
+    pub suspended: bool,
+    /// The pending user action, if any.
+    pub action: Option<PendingAction>,
+    /// The backend job last reported.
+    pub job: Option<BackendJob>,
+    /// Guard of `job`: the newest notification recorded.
+    pub last_event: Option<EventPosition>,
+    /// Guard of `operstate`: the notification that set it.
+    pub state_event: Option<EventPosition>,
+}
+
+impl VmState {
+    /// A freshly stored VM: BUILD, with a pending create.
+    pub fn new_build() -> Self {
+        Self {
+            operstate: OperState::Build,
+            deleted: false,
+            suspended: false,
+            action: Some(PendingAction {
+                action: Action::Create,
+                job_id: None,
+            }),
+            job: None,
+            last_event: None,
+            state_event: None,
+        }
+    }
+}
+
+/// One op-status notification, already parsed and validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpStatusEvent {
+    /// Ganeti job id.
+    pub job_id: JobId,
+    /// Index of the opcode within its job.
+    pub op_index: u32,
+    /// The opcode.
+    pub opcode: OpCode,
+    /// Its new status.
+    pub status: JobStatus,
+    /// The last log line or error message.
+    pub log_msg: Option<String>,
+    /// Event time, microseconds since the epoch.
+    pub time_us: i64,
+}
+
+impl OpStatusEvent {
+    /// This event's position in the VM's history.
+    pub fn position(&self) -> EventPosition {
+        EventPosition {
+            job_id: self.job_id.0,
+            op_index: self.op_index,
+            status_rank: self.status.rank(),
+            time_us: self.time_us,
+        }
+    }
+
+    /// The operstate this event determines, if it determines one.
+    pub fn determined_state(&self) -> Option<OperState> {
+        match self.status {
+            JobStatus::Success => self.opcode.success_state(),
+            JobStatus::Error | JobStatus::Canceled if self.opcode == OpCode::InstanceCreate => {
+                Some(OperState::Error)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Why a notification changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ignored {
+    /// The exact event was already applied.
+    Duplicate,
+    /// An older event than what is already applied.
+    Stale,
+}
+
+/// Outcome of [`apply_op_status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    /// The new state to store.
+    Applied(VmState),
+    /// Nothing to store.
+    Ignored(Ignored),
+}
+
+/// Applies one op-status notification to a VM.
+///
+/// Returns [`Transition::Ignored`] for duplicates and stale events; never
+/// moves a VM backwards. Unknown opcodes and statuses never get here: they
+/// fail to parse into an [`OpStatusEvent`] ([`EventError`]).
+pub fn apply_op_status(vm: &VmState, ev: &OpStatusEvent) -> Transition {
+    let pos = ev.position();
+    if vm.last_event == Some(pos) || vm.state_event == Some(pos) {
+        return Transition::Ignored(Ignored::Duplicate);
+    }
+    let mut next = vm.clone();
+    let mut changed = false;
+
+    if vm.last_event.is_none_or(|last| pos > last) {
+        next.job = Some(BackendJob {
+            job_id: ev.job_id,
+            opcode: ev.opcode,
+            status: ev.status,
+            log_msg: ev.log_msg.clone(),
+        });
+        next.last_event = Some(pos);
+        changed = true;
+    }
+
+    if let Some(target) = ev.determined_state() {
+        let newer = vm.state_event.is_none_or(|s| pos > s);
+        let absorbing = vm.operstate == OperState::Destroyed;
+        if target == OperState::Destroyed {
+            // A successful removal always wins, in any order; the earliest
+            // removal is the one on record.
+            if !absorbing || vm.state_event.is_none_or(|s| pos < s) {
+                next.operstate = OperState::Destroyed;
+                next.deleted = true;
+                next.state_event = Some(pos);
+                changed = true;
+            }
+        } else if newer && !absorbing {
+            next.operstate = target;
+            next.state_event = Some(pos);
+            changed = true;
+        }
+    }
+
+    if ev.status.is_terminal()
+        && let Some(pending) = next.action
+        && completes(pending, ev)
+    {
+        next.action = None;
+        changed = true;
+    }
+
+    if changed {
+        Transition::Applied(next)
+    } else {
+        Transition::Ignored(Ignored::Stale)
+    }
+}
+
+/// Does this terminal event finish the pending action?
+///
+/// Checked for every terminal event, stale or not, so that the outcome does
+/// not depend on arrival order.
+fn completes(pending: PendingAction, ev: &OpStatusEvent) -> bool {
+    match pending.job_id {
+        // A job at or after the action's own job settles it: the backend's
+        // view of the VM is at least as new as the user's request.
+        Some(job) => ev.job_id >= job,
+        None => Some(ev.opcode) == pending.action.opcode() || ev.determined_state().is_some(),
+    }
+}
+
+/// Validates and starts a user action; returns the state to store.
+///
+/// v0.3 rules: nothing on a deleted VM; only destroy while in BUILD; destroy
+/// marks the VM deleted at once; suspend/unsuspend toggle `suspended`;
+/// starting an action clears the recorded backend job. Beyond v0.3, actions
+/// that make no sense in the current state are refused (Nova's 409s).
+pub fn start_action(vm: &VmState, action: Action) -> Result<VmState, ActionError> {
+    if vm.deleted {
+        return Err(ActionError::Deleted);
+    }
+    if vm.operstate == OperState::Build && !matches!(action, Action::Destroy | Action::Suspend | Action::Unsuspend) {
+        return Err(ActionError::BuildInProgress);
+    }
+    let refuse = || {
+        Err(ActionError::InvalidState {
+            action,
+            operstate: vm.operstate,
+        })
+    };
+    match action {
+        Action::Create => return refuse(),
+        Action::Start if vm.operstate != OperState::Stopped => return refuse(),
+        Action::Start if vm.suspended => return Err(ActionError::Suspended),
+        Action::Stop if vm.operstate != OperState::Started => return refuse(),
+        Action::Reboot(RebootKind::Soft) if vm.operstate != OperState::Started => return refuse(),
+        Action::Reboot(RebootKind::Hard)
+            if !matches!(vm.operstate, OperState::Started | OperState::Stopped) =>
+        {
+            return refuse();
+        }
+        Action::Destroy if vm.operstate == OperState::Destroyed => return Err(ActionError::Deleted),
+        _ => {}
+    }
+    let mut next = vm.clone();
+    match action {
+        Action::Destroy => next.deleted = true,
+        Action::Suspend => next.suspended = true,
+        Action::Unsuspend => next.suspended = false,
+        _ => {}
+    }
+    next.job = None;
+    next.action = Some(PendingAction { action, job_id: None });
+    Ok(next)
+}
+
+/// Records the Ganeti job submitted for the pending action.
+pub fn record_submitted_job(vm: &VmState, job: JobId) -> VmState {
+    let mut next = vm.clone();
+    if let Some(p) = next.action.as_mut() {
+        p.job_id = Some(job);
+    }
+    next
+}
+
+/// The OpenStack server status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ServerStatus {
+    /// Running.
+    Active,
+    /// Being built.
+    Build,
+    /// Shut off.
+    Shutoff,
+    /// A soft reboot is in progress.
+    Reboot,
+    /// A hard reboot is in progress.
+    HardReboot,
+    /// Failed.
+    Error,
+    /// Deleted.
+    Deleted,
+}
+
+impl ServerStatus {
+    /// The OpenStack name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerStatus::Active => "ACTIVE",
+            ServerStatus::Build => "BUILD",
+            ServerStatus::Shutoff => "SHUTOFF",
+            ServerStatus::Reboot => "REBOOT",
+            ServerStatus::HardReboot => "HARD_REBOOT",
+            ServerStatus::Error => "ERROR",
+            ServerStatus::Deleted => "DELETED",
+        }
+    }
+
+    /// Parses an OpenStack status name (the `status=` list filter).
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            ServerStatus::Active,
+            ServerStatus::Build,
+            ServerStatus::Shutoff,
+            ServerStatus::Reboot,
+            ServerStatus::HardReboot,
+            ServerStatus::Error,
+            ServerStatus::Deleted,
+        ]
+        .into_iter()
+        .find(|v| v.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+/// Maps a VM to its OpenStack status.
+pub fn server_status(vm: &VmState) -> ServerStatus {
+    if vm.deleted || vm.operstate == OperState::Destroyed {
+        return ServerStatus::Deleted;
+    }
+    match vm.operstate {
+        OperState::Build => ServerStatus::Build,
+        OperState::Error => ServerStatus::Error,
+        OperState::Destroyed => ServerStatus::Deleted,
+        OperState::Started | OperState::Stopped => match vm.action {
+            Some(PendingAction {
+                action: Action::Reboot(kind),
+                ..
+            }) => match kind {
+                RebootKind::Soft => ServerStatus::Reboot,
+                RebootKind::Hard => ServerStatus::HardReboot,
+            },
+            _ if vm.operstate == OperState::Started => ServerStatus::Active,
+            _ => ServerStatus::Shutoff,
+        },
+    }
+}
+
+/// Synnefo's own (Cyclades) status name, as served by `/compute/v2.0`.
+pub fn synnefo_status(vm: &VmState) -> &'static str {
+    match server_status(vm) {
+        ServerStatus::Active => "ACTIVE",
+        ServerStatus::Build => "BUILD",
+        ServerStatus::Shutoff => "STOPPED",
+        ServerStatus::Reboot | ServerStatus::HardReboot => "REBOOT",
+        ServerStatus::Error => "ERROR",
+        ServerStatus::Deleted => "DELETED",
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,285 @@
+use super::*;
+use proptest::prelude::*;
+
+fn ev(job: u64, op: OpCode, status: JobStatus, t: i64) -> OpStatusEvent {
+    OpStatusEvent {
+        job_id: JobId(job),
+        op_index: 0,
+        opcode: op,
+        status,
+        log_msg: Some(format!("{op} {status}")),
+        time_us: t,
+    }
+}
+
+fn vm_in(state: OperState) -> VmState {
+    VmState {
+        operstate: state,
+        deleted: state == OperState::Destroyed,
+        suspended: false,
+        action: None,
+        job: None,
+        last_event: None,
+        state_event: None,
+    }
+}
+
+/// The expected outcome of a successful opcode, written out from
+/// architecture.md rather than derived from the code under test.
+const SUCCESS_TABLE: &[(&str, Option<&str>)] = &[
+    ("OP_INSTANCE_CREATE", Some("STARTED")),
+    ("OP_INSTANCE_REMOVE", Some("DESTROYED")),
+    ("OP_INSTANCE_STARTUP", Some("STARTED")),
+    ("OP_INSTANCE_SHUTDOWN", Some("STOPPED")),
+    ("OP_INSTANCE_REBOOT", Some("STARTED")),
+    ("OP_INSTANCE_SET_PARAMS", None),
+    ("OP_INSTANCE_QUERY_DATA", None),
+    ("OP_INSTANCE_REINSTALL", None),
+    ("OP_INSTANCE_ACTIVATE_DISKS", None),
+    ("OP_INSTANCE_DEACTIVATE_DISKS", None),
+    ("OP_INSTANCE_REPLACE_DISKS", None),
+    ("OP_INSTANCE_MIGRATE", None),
+    ("OP_INSTANCE_CONSOLE", None),
+    ("OP_INSTANCE_RECREATE_DISKS", None),
+    ("OP_INSTANCE_FAILOVER", None),
+];
+
+fn expected(from: &str, opcode: &str, status: &str) -> &'static str {
+    let from: &'static str = OperState::ALL.iter().find(|o| o.as_str() == from).unwrap().as_str();
+    if from == "DESTROYED" {
+        return "DESTROYED";
+    }
+    match status {
+        "success" => SUCCESS_TABLE.iter().find(|(o, _)| *o == opcode).unwrap().1.unwrap_or(from),
+        "error" | "canceled" if opcode == "OP_INSTANCE_CREATE" => "ERROR",
+        _ => from,
+    }
+}
+
+#[test]
+fn every_operstate_opcode_status_combination() {
+    assert_eq!(SUCCESS_TABLE.len(), OpCode::ALL.len(), "table covers every opcode");
+    let mut checked = 0;
+    for from in OperState::ALL {
+        for &opcode in OpCode::ALL {
+            for status in JobStatus::ALL {
+                let vm = vm_in(from);
+                let e = ev(10, opcode, status, 1_000);
+                let want = expected(from.as_str(), opcode.as_str(), status.as_str());
+                let next = match apply_op_status(&vm, &e) {
+                    Transition::Applied(n) => n,
+                    Transition::Ignored(why) => panic!("{from} {opcode} {status} ignored: {why:?}"),
+                };
+                assert_eq!(next.operstate.as_str(), want, "{from} + {opcode} {status}");
+                // The job is always recorded, with its log message.
+                let job = next.job.as_ref().unwrap();
+                assert_eq!((job.job_id, job.opcode, job.status), (JobId(10), opcode, status));
+                assert_eq!(job.log_msg.as_deref(), Some(format!("{opcode} {status}").as_str()));
+                assert_eq!(next.deleted, want == "DESTROYED", "{from} + {opcode} {status}: deleted flag");
+                // Applying the same event again is a no-op.
+                assert_eq!(apply_op_status(&next, &e), Transition::Ignored(Ignored::Duplicate));
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 5 * 15 * 7);
+}
+
+#[test]
+fn unknown_opcodes_and_statuses_are_typed_errors() {
+    assert_eq!("OP_NODE_ADD".parse::<OpCode>(), Err(EventError::UnknownOpCode("OP_NODE_ADD".into())));
+    assert_eq!("done".parse::<JobStatus>(), Err(EventError::UnknownStatus("done".into())));
+    for op in OpCode::ALL {
+        assert_eq!(op.as_str().parse::<OpCode>().unwrap(), *op);
+    }
+}
+
+#[test]
+fn stale_events_never_regress_state() {
+    let vm = VmState::new_build();
+    let Transition::Applied(vm) = apply_op_status(&vm, &ev(1, OpCode::InstanceCreate, JobStatus::Success, 10)) else {
+        panic!()
+    };
+    let Transition::Applied(vm) = apply_op_status(&vm, &ev(3, OpCode::InstanceShutdown, JobStatus::Success, 30)) else {
+        panic!()
+    };
+    assert_eq!(vm.operstate, OperState::Stopped);
+    // A startup from an older job arrives late: ignored entirely.
+    let late = ev(2, OpCode::InstanceStartup, JobStatus::Success, 20);
+    assert_eq!(apply_op_status(&vm, &late), Transition::Ignored(Ignored::Stale));
+    // And an older status of the same op too.
+    let older = ev(3, OpCode::InstanceShutdown, JobStatus::Running, 25);
+    assert_eq!(apply_op_status(&vm, &older), Transition::Ignored(Ignored::Stale));
+}
+
+#[test]
+fn removal_is_absorbing() {
+    let vm = vm_in(OperState::Started);
+    let Transition::Applied(vm) = apply_op_status(&vm, &ev(5, OpCode::InstanceRemove, JobStatus::Success, 50)) else {
+        panic!()
+    };
+    assert!(vm.deleted);
+    let Transition::Applied(after) = apply_op_status(&vm, &ev(6, OpCode::InstanceStartup, JobStatus::Success, 60)) else {
+        panic!()
+    };
+    assert_eq!(after.operstate, OperState::Destroyed);
+}
+
+#[test]
+fn failures_keep_state_and_log() {
+    let vm = vm_in(OperState::Started);
+    let mut e = ev(7, OpCode::InstanceShutdown, JobStatus::Error, 70);
+    e.log_msg = Some("OpPrereqError: instance is locked".into());
+    let Transition::Applied(next) = apply_op_status(&vm, &e) else { panic!() };
+    assert_eq!(next.operstate, OperState::Started);
+    assert_eq!(next.job.unwrap().log_msg.as_deref(), Some("OpPrereqError: instance is locked"));
+}
+
+#[test]
+fn start_action_rules() {
+    let build = VmState::new_build();
+    assert_eq!(start_action(&build, Action::Stop), Err(ActionError::BuildInProgress));
+    let d = start_action(&build, Action::Destroy).unwrap();
+    assert!(d.deleted, "destroy marks deleted at once");
+    assert_eq!(start_action(&d, Action::Start), Err(ActionError::Deleted));
+
+    let mut running = vm_in(OperState::Started);
+    running.job = Some(BackendJob {
+        job_id: JobId(3),
+        opcode: OpCode::InstanceStartup,
+        status: JobStatus::Success,
+        log_msg: None,
+    });
+    let stopping = start_action(&running, Action::Stop).unwrap();
+    assert_eq!(stopping.job, None, "starting an action clears the backend job");
+    assert!(matches!(start_action(&running, Action::Start), Err(ActionError::InvalidState { .. })));
+
+    let s = start_action(&running, Action::Suspend).unwrap();
+    assert!(s.suspended);
+    let mut stopped = s.clone();
+    stopped.operstate = OperState::Stopped;
+    assert_eq!(start_action(&stopped, Action::Start), Err(ActionError::Suspended));
+    let u = start_action(&stopped, Action::Unsuspend).unwrap();
+    assert!(!u.suspended);
+    assert!(start_action(&u, Action::Start).is_ok());
+    assert!(start_action(&stopped, Action::Reboot(RebootKind::Hard)).is_ok());
+    assert!(start_action(&stopped, Action::Reboot(RebootKind::Soft)).is_err());
+}
+
+#[test]
+fn openstack_status_mapping() {
+    let cases = [
+        (OperState::Build, "BUILD"),
+        (OperState::Started, "ACTIVE"),
+        (OperState::Stopped, "SHUTOFF"),
+        (OperState::Error, "ERROR"),
+        (OperState::Destroyed, "DELETED"),
+    ];
+    for (op, want) in cases {
+        assert_eq!(server_status(&vm_in(op)).as_str(), want);
+    }
+    let vm = vm_in(OperState::Started);
+    let soft = record_submitted_job(&start_action(&vm, Action::Reboot(RebootKind::Soft)).unwrap(), JobId(9));
+    assert_eq!(server_status(&soft), ServerStatus::Reboot);
+    let hard = start_action(&vm, Action::Reboot(RebootKind::Hard)).unwrap();
+    assert_eq!(server_status(&hard), ServerStatus::HardReboot);
+    assert_eq!(synnefo_status(&vm_in(OperState::Stopped)), "STOPPED");
+    // The reboot job finishing ends the REBOOT status.
+    let Transition::Applied(done) = apply_op_status(&soft, &ev(9, OpCode::InstanceReboot, JobStatus::Success, 5)) else {
+        panic!()
+    };
+    assert_eq!(server_status(&done), ServerStatus::Active);
+    // A failed reboot also ends it.
+    let Transition::Applied(failed) = apply_op_status(&soft, &ev(9, OpCode::InstanceReboot, JobStatus::Error, 5)) else {
+        panic!()
+    };
+    assert_eq!(server_status(&failed), ServerStatus::Active);
+}
+
+/// A realistic event history of one VM: a create job, then random jobs,
+/// each op walking queued -> (waiting) -> running -> a terminal status.
+fn history() -> impl Strategy<Value = Vec<OpStatusEvent>> {
+    let op = prop_oneof![
+        Just(OpCode::InstanceStartup),
+        Just(OpCode::InstanceShutdown),
+        Just(OpCode::InstanceReboot),
+        Just(OpCode::InstanceSetParams),
+        Just(OpCode::InstanceMigrate),
+        Just(OpCode::InstanceRemove),
+        Just(OpCode::InstanceCreate),
+    ];
+    let end = prop_oneof![
+        6 => Just(JobStatus::Success),
+        2 => Just(JobStatus::Error),
+        1 => Just(JobStatus::Canceled),
+    ];
+    let job = (op, end, any::<bool>(), 1u32..3);
+    (prop::collection::vec(job, 0..8), prop_oneof![Just(JobStatus::Success), Just(JobStatus::Error)]).prop_map(
+        |(jobs, create_end)| {
+            let mut out = Vec::new();
+            let mut t = 1_000_000i64;
+            let all = std::iter::once((OpCode::InstanceCreate, create_end, true, 1)).chain(jobs);
+            for (i, (op, end, waits, nops)) in all.enumerate() {
+                let job_id = (i as u64 + 1) * 7;
+                for op_index in 0..nops {
+                    let mut statuses = vec![JobStatus::Queued];
+                    if waits {
+                        statuses.push(JobStatus::Waiting);
+                    }
+                    statuses.push(JobStatus::Running);
+                    statuses.push(end);
+                    for s in statuses {
+                        t += 13;
+                        let mut e = ev(job_id, op, s, t);
+                        e.op_index = op_index;
+                        out.push(e);
+                    }
+                }
+            }
+            out
+        },
+    )
+}
+
+fn run(events: &[OpStatusEvent]) -> VmState {
+    events.iter().fold(VmState::new_build(), |vm, e| match apply_op_status(&vm, e) {
+        Transition::Applied(n) => n,
+        Transition::Ignored(_) => vm,
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn any_permutation_with_duplicates_ends_in_the_in_order_state(
+        events in history(),
+        seed in any::<u64>(),
+        dups in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
+    ) {
+        let in_order = run(&events);
+        let mut shuffled = events.clone();
+        for d in &dups {
+            shuffled.push(events[d.index(events.len())].clone());
+        }
+        // Fisher-Yates with a tiny LCG so the shrinker keeps a stable seed.
+        let mut x = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let j = (x >> 33) as usize % (i + 1);
+            shuffled.swap(i, j);
+        }
+        prop_assert_eq!(run(&shuffled), in_order);
+    }
+
+    #[test]
+    fn duplicates_are_no_ops(events in history()) {
+        let mut vm = VmState::new_build();
+        for e in &events {
+            if let Transition::Applied(n) = apply_op_status(&vm, e) {
+                vm = n;
+            }
+            prop_assert!(matches!(apply_op_status(&vm, e), Transition::Ignored(_)));
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! The sea-orm store (in progress).
