@@ -1,1 +1,184 @@
-//! Application services (in progress).
+//! The application layer: the one code path that changes a VM.
+//!
+//! The dispatcher (backend notifications), the API (user actions) and the
+//! reconciler (fixes) all change VMs through [`modify_vm`]: load, compute the
+//! new state with a pure function, write it guarded by the version it was
+//! computed from, and on a conflict reload and recompute. Two dispatchers
+//! (or a dispatcher and an API process) can therefore race on one VM and
+//! neither overwrites the other's work.
+
+use std::collections::HashMap;
+
+use crate::error::{ServiceError, StoreError};
+use crate::ids::VmId;
+use crate::messages::Notification;
+use crate::model::{Nic, Vm};
+use crate::ports::{VmStateUpdate, VmStore};
+use crate::state::{Ignored, Transition, VmState, apply_op_status};
+
+/// How often [`modify_vm`] recomputes after losing a race before giving up.
+pub const MAX_CONFLICT_RETRIES: usize = 32;
+
+/// A change computed from the current VM: the new state, and NICs to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmChange {
+    /// The new state.
+    pub state: VmState,
+    /// Replace the NICs with these, if given.
+    pub nics: Option<Vec<Nic>>,
+}
+
+/// Loads a VM, computes a change with `f`, and writes it with optimistic
+/// concurrency, retrying on conflicts. `f` returning `Ok(None)` means
+/// "nothing to do" and writes nothing. Returns the stored VM, if changed.
+pub async fn modify_vm<S, F>(store: &S, id: VmId, f: F) -> Result<Option<Vm>, ServiceError>
+where
+    S: VmStore + ?Sized,
+    F: Fn(&Vm) -> Result<Option<VmChange>, ServiceError> + Send + Sync,
+{
+    for _ in 0..MAX_CONFLICT_RETRIES {
+        let vm = store
+            .vm(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound(format!("server {id} not found")))?;
+        let Some(change) = f(&vm)? else {
+            return Ok(None);
+        };
+        let update = VmStateUpdate {
+            id,
+            expected_version: vm.version,
+            state: change.state,
+            nics: change.nics,
+        };
+        match store.update_vm_state(&update).await {
+            Ok(stored) => return Ok(Some(stored)),
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ServiceError::Store(StoreError::Conflict(format!(
+        "server {id}: gave up after {MAX_CONFLICT_RETRIES} concurrent updates"
+    ))))
+}
+
+/// What applying a notification did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// The VM changed.
+    Applied,
+    /// Nothing changed (duplicate or stale).
+    Ignored(Ignored),
+}
+
+/// Computes the change a notification makes to a VM (pure).
+pub fn change_for(vm: &Vm, state: &VmState, n: &Notification) -> Option<VmChange> {
+    let _ = vm;
+    match n {
+        Notification::OpStatus { event, nics, .. } => match apply_op_status(state, event) {
+            Transition::Applied(next) => Some(VmChange {
+                state: next,
+                // NICs reported with a successful op are the instance's NICs
+                // after that op; only take them from an event we applied.
+                nics: if event.status == crate::state::JobStatus::Success { nics.clone() } else { None },
+            }),
+            Transition::Ignored(_) => None,
+        },
+        Notification::NetStatus { nics, .. } => Some(VmChange {
+            state: state.clone(),
+            nics: Some(nics.clone()),
+        }),
+    }
+}
+
+/// Applies one backend notification to its VM.
+pub async fn apply_notification<S: VmStore + ?Sized>(store: &S, n: &Notification) -> Result<ApplyOutcome, ServiceError> {
+    let changed = modify_vm(store, n.vm(), |vm| Ok(change_for(vm, &vm.state, n))).await?;
+    Ok(match changed {
+        Some(_) => ApplyOutcome::Applied,
+        None => ApplyOutcome::Ignored(Ignored::Stale),
+    })
+}
+
+/// Applies a batch of notifications with one read and one write
+/// transaction in the common case; VMs that lose a race are retried one by
+/// one through [`apply_notification`]. Returns one result per notification,
+/// in order. Order within the batch does not matter for the outcome (the
+/// state machine is order-independent), but it is preserved per VM.
+pub async fn apply_notifications<S: VmStore + ?Sized>(
+    store: &S,
+    batch: &[Notification],
+) -> Result<Vec<Result<ApplyOutcome, ServiceError>>, ServiceError> {
+    let mut ids: Vec<VmId> = batch.iter().map(Notification::vm).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let vms: HashMap<VmId, Vm> = store.vms(&ids).await?.into_iter().map(|v| (v.id, v)).collect();
+
+    // Fold every notification of a VM into one pending change.
+    let mut results: Vec<Option<Result<ApplyOutcome, ServiceError>>> = Vec::with_capacity(batch.len());
+    let mut pending: HashMap<VmId, (VmState, Option<Vec<Nic>>, Vec<usize>)> = HashMap::new();
+    for (i, n) in batch.iter().enumerate() {
+        let Some(vm) = vms.get(&n.vm()) else {
+            results.push(Some(Err(ServiceError::NotFound(format!("server {} not found", n.vm())))));
+            continue;
+        };
+        let current = pending.get(&vm.id).map_or(&vm.state, |p| &p.0);
+        match change_for(vm, current, n) {
+            Some(change) => {
+                let entry = pending.entry(vm.id).or_insert_with(|| (vm.state.clone(), None, Vec::new()));
+                entry.0 = change.state;
+                if change.nics.is_some() {
+                    entry.1 = change.nics;
+                }
+                entry.2.push(i);
+                results.push(None);
+            }
+            None => results.push(Some(Ok(ApplyOutcome::Ignored(Ignored::Stale)))),
+        }
+    }
+
+    let mut order: Vec<VmId> = pending.keys().copied().collect();
+    order.sort_unstable();
+    let updates: Vec<VmStateUpdate> = order
+        .iter()
+        .map(|id| {
+            let (state, nics, _) = &pending[id];
+            VmStateUpdate {
+                id: *id,
+                expected_version: vms[id].version,
+                state: state.clone(),
+                nics: nics.clone(),
+            }
+        })
+        .collect();
+    let written = if updates.is_empty() { Vec::new() } else { store.update_vm_states(&updates).await? };
+
+    for (id, outcome) in order.iter().zip(written) {
+        let members = &pending[id].2;
+        match outcome {
+            Ok(()) => {
+                for &i in members {
+                    results[i] = Some(Ok(ApplyOutcome::Applied));
+                }
+            }
+            Err(StoreError::Conflict(_)) => {
+                // Lost a race: redo this VM's notifications one by one.
+                for &i in members {
+                    results[i] = Some(apply_notification(store, &batch[i]).await);
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for &i in members {
+                    results[i] = Some(Err(ServiceError::Store(StoreError::Database(msg.clone()))));
+                }
+            }
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or(Ok(ApplyOutcome::Ignored(Ignored::Stale))))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests;
