@@ -14,6 +14,8 @@
 //!   reconciliation all call, so one code path changes a VM.
 //! * [`reconcile`]: the reconciliation algorithm (DB vs Ganeti) as a pure
 //!   diff, and the staggered schedule.
+//! * [`bus`]: the in-process event bus of the embedded default.
+//! * [`dispatcher`]: the LOGIC node's loop (consume, apply, ack).
 //! * [`settings`]: shipped defaults + operator overrides + environment.
 //! * `store` (feature `sea-orm-store`, default): the sea-orm store over
 //!   SQLite, PostgreSQL and MySQL/MariaDB, with its migrations.
@@ -32,6 +34,8 @@
 //! }
 //! ```
 
+pub mod bus;
+pub mod dispatcher;
 pub mod error;
 pub mod ids;
 pub mod messages;

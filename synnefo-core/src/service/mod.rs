@@ -7,6 +7,9 @@
 //! (or a dispatcher and an API process) can therefore race on one VM and
 //! neither overwrites the other's work.
 
+pub mod compute;
+pub mod reconcile;
+
 use std::collections::HashMap;
 
 use crate::error::{ServiceError, StoreError};

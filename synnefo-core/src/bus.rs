@@ -1,0 +1,1 @@
+//! The in-process EventBus for the embedded default (in progress).

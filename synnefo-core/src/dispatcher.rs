@@ -1,0 +1,1 @@
+//! The dispatcher loop: consume notifications, apply, ack (in progress).

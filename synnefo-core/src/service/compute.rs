@@ -1,0 +1,1 @@
+//! Compute (server) use cases shared by the API dialects (in progress).

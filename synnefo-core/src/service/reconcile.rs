@@ -1,0 +1,1 @@
+//! Reconciliation fixes applied through the one VM code path (in progress).
