@@ -1,2 +1,63 @@
-//! The `synnefo` command.
-fn main() {}
+//! The `synnefo` command: one subcommand per Synnefo node type.
+//!
+//! Each subcommand only loads settings, builds the library adapters and
+//! calls library code; the logic lives in the library crates.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod common;
+
+/// Synnefo: an OpenStack-compatible cloud control plane over Ganeti.
+#[derive(Debug, Parser)]
+#[command(name = "synnefo", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// Settings override file(s), merged in order over the shipped defaults
+    /// [default: $SYNNEFO_CONFIG, else /etc/synnefo/synnefo.toml if present]
+    #[arg(long = "config", short = 'c', global = true, value_name = "FILE")]
+    config: Vec<std::path::PathBuf>,
+    /// Log format: human or json (overrides log.format)
+    #[arg(long, global = true, value_name = "FORMAT")]
+    log_format: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show or check the merged settings
+    #[command(subcommand)]
+    Config(cmd::config::ConfigCommand),
+    /// Database schema management
+    #[command(subcommand)]
+    Db(cmd::db::DbCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(common::EXIT_SOFTWARE);
+        }
+    };
+    runtime.block_on(async move {
+        let result = match cli.command {
+            Command::Config(c) => cmd::config::run(&cli.config, c).await,
+            Command::Db(c) => {
+                let ctx = match common::Context::load(&cli.config, cli.log_format.as_deref()) {
+                    Ok(ctx) => ctx,
+                    Err(e) => return common::report(e),
+                };
+                cmd::db::run(&ctx, c).await
+            }
+        };
+        match result {
+            Ok(code) => code,
+            Err(e) => common::report(e),
+        }
+    })
+}
