@@ -33,6 +33,8 @@ enum Command {
     /// Database schema management
     #[command(subcommand)]
     Db(cmd::db::DbCommand),
+    /// Run the VNC console proxy (WEBSERVER)
+    Vncauthproxy(cmd::vncauthproxy::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,15 +47,17 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        if let Command::Config(c) = cli.command {
+            return cmd::config::run(&cli.config, c).await.unwrap_or_else(common::report);
+        }
+        let ctx = match common::Context::load(&cli.config, cli.log_format.as_deref()) {
+            Ok(ctx) => ctx,
+            Err(e) => return common::report(e),
+        };
         let result = match cli.command {
-            Command::Config(c) => cmd::config::run(&cli.config, c).await,
-            Command::Db(c) => {
-                let ctx = match common::Context::load(&cli.config, cli.log_format.as_deref()) {
-                    Ok(ctx) => ctx,
-                    Err(e) => return common::report(e),
-                };
-                cmd::db::run(&ctx, c).await
-            }
+            Command::Config(_) => unreachable!("handled above"),
+            Command::Db(c) => cmd::db::run(&ctx, c).await,
+            Command::Vncauthproxy(a) => cmd::vncauthproxy::run(&ctx, a).await,
         };
         match result {
             Ok(code) => code,
