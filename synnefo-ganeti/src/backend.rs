@@ -1,0 +1,1 @@
+//! RapiBackend (in progress).

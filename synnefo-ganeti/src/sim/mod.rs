@@ -1,0 +1,1 @@
+//! The Ganeti simulator (in progress).
