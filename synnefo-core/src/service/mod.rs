@@ -8,6 +8,7 @@
 //! neither overwrites the other's work.
 
 pub mod compute;
+pub mod identity;
 pub mod reconcile;
 
 use std::collections::HashMap;

@@ -1,1 +1,0 @@
-//! Reconciliation (in progress).
