@@ -1,0 +1,882 @@
+//! The diff: DB snapshot vs. cluster listings, guards applied.
+//!
+//! One pass over the listings builds an index `vm id -> where its instance
+//! is`; one pass over the DB VMs checks each against its instance; one pass
+//! over the index finds orphans. Linear in VMs + instances, no per-VM
+//! allocation beyond the index entry, so 100k VMs diff well within a
+//! reconciliation interval (see `benches/reconcile.rs`).
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{BackendId, InstanceName, JobId, VmId};
+use crate::model::{Nic, Vm};
+use crate::ports::{InstanceInfo, JobInfo};
+use crate::state::{Action, JobStatus, OpCode, OperState};
+
+/// What the DB knows about one VM that reconciliation checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmSnapshot {
+    /// The VM row.
+    pub vm: Vm,
+    /// Its NICs as stored.
+    pub nics: Vec<Nic>,
+    /// Its flavor's size, if the flavor is known.
+    pub flavor: Option<FlavorSize>,
+}
+
+/// The part of a flavor Ganeti's beparams mirror.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FlavorSize {
+    /// vCPUs.
+    pub vcpus: i32,
+    /// RAM (MiB), Ganeti's `maxmem`.
+    pub ram_mib: i32,
+}
+
+/// One cluster's bulk listing, or why there is none.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Listing {
+    /// `GET /2/instances?bulk=1` answered.
+    Listed(Vec<InstanceInfo>),
+    /// Flagged offline by the operator; not asked.
+    Offline,
+    /// Asked, but the listing failed.
+    Unreachable(String),
+}
+
+/// A cluster and its listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendListing {
+    /// The cluster.
+    pub backend: BackendId,
+    /// What it listed.
+    pub listing: Listing,
+}
+
+/// What Ganeti says about the job a VM is waiting for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobObservation {
+    /// The job as Ganeti reports it now.
+    Found(JobInfo),
+    /// Ganeti does not know this job (archived, or never submitted).
+    Missing(JobId),
+}
+
+impl JobObservation {
+    fn job_id(&self) -> JobId {
+        match self {
+            JobObservation::Found(j) => j.id,
+            JobObservation::Missing(id) => *id,
+        }
+    }
+}
+
+/// Thresholds of the time-based guards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Guards {
+    /// How long a pending action may go without a job id, and a VM may stay
+    /// in BUILD with no create job, before reconciliation stops waiting.
+    pub stuck_after: TimeDelta,
+}
+
+impl Default for Guards {
+    fn default() -> Self {
+        Self {
+            stuck_after: TimeDelta::minutes(15),
+        }
+    }
+}
+
+/// Everything [`diff`] looks at. Borrowed, so a caller with 100k VMs does
+/// not copy them.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// `BACKEND_PREFIX_ID`.
+    pub prefix: &'a str,
+    /// The time of the run (for the age guards).
+    pub now: DateTime<Utc>,
+    /// The VMs to check (all of them, or this run's staggered batch).
+    pub vms: &'a [VmSnapshot],
+    /// Every other DB row (deleted ones included) whose id appears in a
+    /// listing; used only to tell orphans from VMs checked in another run.
+    pub others: &'a [Vm],
+    /// Each cluster's listing; a cluster absent here is "unknown".
+    pub listings: &'a [BackendListing],
+    /// Observations of the jobs some VMs wait for, by VM.
+    pub jobs: &'a HashMap<VmId, JobObservation>,
+    /// Time-based guard thresholds.
+    pub guards: Guards,
+}
+
+/// A NIC's identity as compared by reconciliation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicAddr {
+    /// IP address.
+    pub ip: Option<String>,
+    /// MAC address (lower case).
+    pub mac: Option<String>,
+}
+
+impl NicAddr {
+    fn of(nics: &[Nic]) -> Vec<NicAddr> {
+        let mut sorted: Vec<&Nic> = nics.iter().collect();
+        sorted.sort_by_key(|n| n.index);
+        sorted
+            .into_iter()
+            .map(|n| NicAddr {
+                ip: n.ip.clone().filter(|s| !s.is_empty()),
+                mac: n
+                    .mac
+                    .as_ref()
+                    .map(|m| m.to_ascii_lowercase())
+                    .filter(|s| !s.is_empty()),
+            })
+            .collect()
+    }
+}
+
+/// Why an instance is an orphan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "reason")]
+pub enum OrphanReason {
+    /// No VM with that id in the DB.
+    Unknown,
+    /// The VM is deleted in the DB.
+    Deleted,
+    /// The VM is DESTROYED (but not marked deleted) in the DB.
+    Destroyed,
+    /// A second copy: the VM lives on `recorded` and its instance is there too.
+    Duplicate {
+        /// Where the DB says the VM lives.
+        recorded: BackendId,
+    },
+}
+
+/// Why a VM is stuck in BUILD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StuckReason {
+    /// The create job succeeded; the DB never heard.
+    CreateSucceeded,
+    /// The create job failed or was canceled; the DB never heard.
+    CreateFailed,
+    /// No create job was ever recorded and the VM is old.
+    NoJob,
+    /// Ganeti no longer knows the recorded create job.
+    JobVanished,
+}
+
+/// One disagreement between D and G.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Discrepancy {
+    /// R1: in D, not in G.
+    Stale {
+        /// The VM.
+        vm: VmId,
+        /// Its recorded cluster.
+        backend: Option<BackendId>,
+        /// Its operstate in D.
+        operstate: OperState,
+    },
+    /// R2: in G, but deleted, unknown or duplicated in D.
+    Orphan {
+        /// The VM id the name parses to.
+        vm: VmId,
+        /// The cluster the instance is on.
+        backend: BackendId,
+        /// The instance name.
+        instance: String,
+        /// Why it is an orphan.
+        #[serde(flatten)]
+        reason: OrphanReason,
+    },
+    /// R3: running/stopped in G disagrees with the operstate in D.
+    UnsyncedOperstate {
+        /// The VM.
+        vm: VmId,
+        /// The cluster the instance is on.
+        backend: BackendId,
+        /// Operstate in D.
+        db: OperState,
+        /// Whether Ganeti runs it.
+        ganeti_running: bool,
+        /// The operstate Ganeti implies.
+        to: OperState,
+    },
+    /// The instance's beparams differ from the VM's flavor.
+    UnsyncedFlavor {
+        /// The VM.
+        vm: VmId,
+        /// The cluster the instance is on.
+        backend: BackendId,
+        /// The flavor's size.
+        db: FlavorSize,
+        /// Ganeti's vcpus.
+        ganeti_vcpus: Option<i32>,
+        /// Ganeti's maxmem (MiB).
+        ganeti_ram_mib: Option<i32>,
+    },
+    /// The NICs' IPs or MACs differ.
+    UnsyncedNics {
+        /// The VM.
+        vm: VmId,
+        /// The cluster the instance is on.
+        backend: BackendId,
+        /// NICs in D.
+        db: Vec<NicAddr>,
+        /// NICs in G (what a fix stores).
+        ganeti: Vec<Nic>,
+    },
+    /// In BUILD though the create is over (or never happened).
+    StuckBuild {
+        /// The VM.
+        vm: VmId,
+        /// Its recorded cluster.
+        backend: Option<BackendId>,
+        /// Why it is stuck.
+        reason: StuckReason,
+        /// The create job, if known.
+        create_job: Option<JobId>,
+        /// Ganeti's error message for a failed create.
+        message: Option<String>,
+        /// The operstate it should have.
+        to: OperState,
+    },
+    /// The instance lives on another cluster than recorded.
+    WrongBackend {
+        /// The VM.
+        vm: VmId,
+        /// The recorded cluster.
+        recorded: Option<BackendId>,
+        /// Where the instance is (more than one: ambiguous).
+        found_on: Vec<BackendId>,
+    },
+}
+
+/// The rule a finding belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// R1.
+    Stale,
+    /// R2.
+    Orphan,
+    /// R3.
+    UnsyncedOperstate,
+    /// Flavor.
+    UnsyncedFlavor,
+    /// NICs.
+    UnsyncedNics,
+    /// Stuck BUILD.
+    StuckBuild,
+    /// Wrong cluster.
+    WrongBackend,
+}
+
+impl Rule {
+    /// A short stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::Stale => "stale",
+            Rule::Orphan => "orphan",
+            Rule::UnsyncedOperstate => "unsynced_operstate",
+            Rule::UnsyncedFlavor => "unsynced_flavor",
+            Rule::UnsyncedNics => "unsynced_nics",
+            Rule::StuckBuild => "stuck_build",
+            Rule::WrongBackend => "wrong_backend",
+        }
+    }
+}
+
+impl Discrepancy {
+    /// The VM concerned.
+    pub fn vm(&self) -> VmId {
+        match self {
+            Discrepancy::Stale { vm, .. }
+            | Discrepancy::Orphan { vm, .. }
+            | Discrepancy::UnsyncedOperstate { vm, .. }
+            | Discrepancy::UnsyncedFlavor { vm, .. }
+            | Discrepancy::UnsyncedNics { vm, .. }
+            | Discrepancy::StuckBuild { vm, .. }
+            | Discrepancy::WrongBackend { vm, .. } => *vm,
+        }
+    }
+
+    /// Its rule.
+    pub fn rule(&self) -> Rule {
+        match self {
+            Discrepancy::Stale { .. } => Rule::Stale,
+            Discrepancy::Orphan { .. } => Rule::Orphan,
+            Discrepancy::UnsyncedOperstate { .. } => Rule::UnsyncedOperstate,
+            Discrepancy::UnsyncedFlavor { .. } => Rule::UnsyncedFlavor,
+            Discrepancy::UnsyncedNics { .. } => Rule::UnsyncedNics,
+            Discrepancy::StuckBuild { .. } => Rule::StuckBuild,
+            Discrepancy::WrongBackend { .. } => Rule::WrongBackend,
+        }
+    }
+}
+
+/// Why a finding was held back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "guard")]
+pub enum Guard {
+    /// A job for the VM is still running (Ganeti may list the VM before or
+    /// after the DB learns the outcome).
+    JobInFlight {
+        /// The job, if its id is known.
+        job: Option<JobId>,
+    },
+    /// The VM is in BUILD and its create job has not ended.
+    CreatePending {
+        /// The job, if its id is known.
+        job: Option<JobId>,
+    },
+    /// The VM was deleted and its remove job has not ended.
+    DestroyPending {
+        /// The job, if its id is known.
+        job: Option<JobId>,
+    },
+    /// In BUILD with no create job, but younger than [`Guards::stuck_after`].
+    TooYoung,
+    /// A cluster failed to list; the instance may live there.
+    ClusterUnreachable,
+}
+
+/// A finding a guard held back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    /// The VM.
+    pub vm: VmId,
+    /// What would have been reported.
+    pub rule: Rule,
+    /// Why it was not.
+    #[serde(flatten)]
+    pub guard: Guard,
+}
+
+/// Why a VM was not checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UncheckedReason {
+    /// Its cluster is flagged offline.
+    BackendOffline,
+    /// Its cluster did not answer.
+    BackendUnreachable,
+    /// Its cluster is not among the listed ones.
+    BackendUnknown,
+}
+
+/// A VM left unchecked this run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unchecked {
+    /// The VM.
+    pub vm: VmId,
+    /// Its recorded cluster.
+    pub backend: Option<BackendId>,
+    /// Why.
+    pub reason: UncheckedReason,
+}
+
+/// Counters of a diff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DiffStats {
+    /// DB VMs checked (or left unchecked).
+    pub vms: usize,
+    /// Instances listed, ours and foreign.
+    pub instances: usize,
+    /// Instances whose names are not ours.
+    pub foreign_ignored: usize,
+}
+
+/// The outcome of [`diff`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Diff {
+    /// What disagrees.
+    pub discrepancies: Vec<Discrepancy>,
+    /// What would disagree but a guard says wait.
+    pub held: Vec<Held>,
+    /// VMs not checked.
+    pub unchecked: Vec<Unchecked>,
+    /// Counters.
+    pub stats: DiffStats,
+}
+
+/// What is in flight for a VM, according to its recorded state and, when
+/// given, the observation of the job it waits for. `None`: nothing is.
+pub fn in_flight(
+    vm: &Vm,
+    job: Option<&JobObservation>,
+    now: DateTime<Utc>,
+    guards: Guards,
+) -> Option<Option<JobId>> {
+    let state = &vm.state;
+    let recorded_running = state
+        .job
+        .as_ref()
+        .filter(|j| !j.status.is_terminal())
+        .map(|j| j.job_id);
+    let candidate = match state.action {
+        Some(p) => p.job_id.or(recorded_running),
+        None => match recorded_running {
+            Some(id) => Some(id),
+            None => return None,
+        },
+    };
+    match (candidate, job) {
+        (Some(id), Some(obs)) if obs.job_id() == id => match obs {
+            JobObservation::Found(info) if !info.status.is_terminal() => Some(Some(id)),
+            // Ended, or unknown to Ganeti: the notification was lost.
+            _ => None,
+        },
+        (Some(id), _) => Some(Some(id)),
+        // Action stored, job not (yet) recorded: the API is submitting it.
+        (None, _) if now - vm.updated < guards.stuck_after => Some(None),
+        (None, _) => None,
+    }
+}
+
+/// The create job's outcome, if anything tells.
+fn create_outcome(
+    vm: &Vm,
+    job: Option<&JobObservation>,
+) -> (Option<JobId>, Option<(JobStatus, Option<String>)>, bool) {
+    let state = &vm.state;
+    let recorded_create = state
+        .job
+        .as_ref()
+        .filter(|j| j.opcode == OpCode::InstanceCreate);
+    let create_job = match state.action {
+        Some(p) if p.action == Action::Create => p.job_id,
+        _ => None,
+    }
+    .or(recorded_create.map(|j| j.job_id));
+    let mut vanished = false;
+    if let (Some(id), Some(obs)) = (create_job, job)
+        && obs.job_id() == id
+    {
+        match obs {
+            JobObservation::Found(info) if info.status.is_terminal() => {
+                let op = info
+                    .ops
+                    .iter()
+                    .find(|o| o.opcode == OpCode::InstanceCreate.as_str());
+                let status = op.map_or(info.status, |o| o.status);
+                let status = if status.is_terminal() {
+                    status
+                } else {
+                    info.status
+                };
+                let msg = (status != JobStatus::Success)
+                    .then(|| info.error_message())
+                    .flatten();
+                return (create_job, Some((status, msg)), false);
+            }
+            JobObservation::Found(_) => {}
+            JobObservation::Missing(_) => vanished = true,
+        }
+    }
+    if let Some(j) = recorded_create.filter(|j| j.status.is_terminal()) {
+        return (create_job, Some((j.status, j.log_msg.clone())), false);
+    }
+    (create_job, None, vanished)
+}
+
+/// Where a VM's instance was found: (cluster, instance).
+type Found<'a> = (BackendId, &'a InstanceInfo);
+
+enum Occ<'a> {
+    One(Found<'a>),
+    Many(Vec<Found<'a>>),
+}
+
+impl<'a> Occ<'a> {
+    fn push(&mut self, f: Found<'a>) {
+        match self {
+            Occ::One(first) => *self = Occ::Many(vec![*first, f]),
+            Occ::Many(v) => v.push(f),
+        }
+    }
+    fn as_slice(&self) -> &[Found<'a>] {
+        match self {
+            Occ::One(f) => std::slice::from_ref(f),
+            Occ::Many(v) => v,
+        }
+    }
+}
+
+/// Compares D and G; see the [module docs](super) for the rules and guards.
+pub fn diff(input: &Input<'_>) -> Diff {
+    let mut out = Diff::default();
+    let guards = input.guards;
+
+    // Index G by VM id.
+    let mut listed: HashSet<BackendId> = HashSet::new();
+    let mut offline: HashSet<BackendId> = HashSet::new();
+    let mut any_unreachable = false;
+    let mut index: HashMap<VmId, Occ<'_>> = HashMap::new();
+    for bl in input.listings {
+        match &bl.listing {
+            Listing::Listed(instances) => {
+                listed.insert(bl.backend);
+                out.stats.instances += instances.len();
+                index.reserve(instances.len());
+                for inst in instances {
+                    let Some(name) = InstanceName::parse(input.prefix, &inst.name) else {
+                        out.stats.foreign_ignored += 1;
+                        continue;
+                    };
+                    let f = (bl.backend, inst);
+                    match index.get_mut(&name.vm_id()) {
+                        Some(occ) => occ.push(f),
+                        None => {
+                            index.insert(name.vm_id(), Occ::One(f));
+                        }
+                    }
+                }
+            }
+            Listing::Offline => {
+                offline.insert(bl.backend);
+            }
+            Listing::Unreachable(_) => any_unreachable = true,
+        }
+    }
+
+    let mut checked: HashSet<VmId> = HashSet::with_capacity(input.vms.len());
+    for snap in input.vms {
+        let vm = &snap.vm;
+        if vm.state.deleted {
+            // Not in D: only its instances matter, as orphans.
+            continue;
+        }
+        checked.insert(vm.id);
+        out.stats.vms += 1;
+        check_vm(
+            input,
+            snap,
+            &index,
+            &listed,
+            &offline,
+            any_unreachable,
+            &mut out,
+        );
+    }
+
+    // R2 over the full listings.
+    let others: HashMap<VmId, &Vm> = input
+        .others
+        .iter()
+        .chain(input.vms.iter().map(|s| &s.vm).filter(|v| v.state.deleted))
+        .map(|v| (v.id, v))
+        .collect();
+    let mut orphan_ids: Vec<(&VmId, &Occ<'_>)> = index
+        .iter()
+        .filter(|(id, _)| !checked.contains(id))
+        .collect();
+    orphan_ids.sort_unstable_by_key(|(id, _)| **id);
+    for (id, occ) in orphan_ids {
+        let reason = match others.get(id) {
+            None => OrphanReason::Unknown,
+            Some(vm) if vm.state.deleted || vm.state.operstate == OperState::Destroyed => {
+                if let Some(job) = in_flight(vm, input.jobs.get(id), input.now, guards) {
+                    out.held.push(Held {
+                        vm: *id,
+                        rule: Rule::Orphan,
+                        guard: Guard::DestroyPending { job },
+                    });
+                    continue;
+                }
+                if vm.state.deleted {
+                    OrphanReason::Deleted
+                } else {
+                    OrphanReason::Destroyed
+                }
+            }
+            // In D, checked in its own turn.
+            Some(_) => continue,
+        };
+        for (backend, inst) in occ.as_slice() {
+            out.discrepancies.push(Discrepancy::Orphan {
+                vm: *id,
+                backend: *backend,
+                instance: inst.name.clone(),
+                reason,
+            });
+        }
+    }
+    out
+}
+
+fn check_vm(
+    input: &Input<'_>,
+    snap: &VmSnapshot,
+    index: &HashMap<VmId, Occ<'_>>,
+    listed: &HashSet<BackendId>,
+    offline: &HashSet<BackendId>,
+    any_unreachable: bool,
+    out: &mut Diff,
+) {
+    let vm = &snap.vm;
+    let job_obs = input.jobs.get(&vm.id);
+    let recorded = vm.backend_id;
+    if let Some(b) = recorded
+        && !listed.contains(&b)
+    {
+        let reason = if offline.contains(&b) {
+            UncheckedReason::BackendOffline
+        } else if input.listings.iter().any(|l| l.backend == b) {
+            UncheckedReason::BackendUnreachable
+        } else {
+            UncheckedReason::BackendUnknown
+        };
+        out.unchecked.push(Unchecked {
+            vm: vm.id,
+            backend: recorded,
+            reason,
+        });
+        return;
+    }
+    let occurrences = index.get(&vm.id).map_or(&[][..], Occ::as_slice);
+    let flight = in_flight(vm, job_obs, input.now, input.guards);
+    let operstate = vm.state.operstate;
+    let is_build = operstate == OperState::Build;
+    let flight_guard = |job| {
+        if is_build {
+            Guard::CreatePending { job }
+        } else {
+            Guard::JobInFlight { job }
+        }
+    };
+
+    // Pick the instance: on the recorded cluster, else the only other one.
+    let on_recorded = occurrences.iter().find(|(b, _)| Some(*b) == recorded);
+    let found = match (on_recorded, occurrences.len()) {
+        (Some(f), _) => {
+            for (b, inst) in occurrences.iter().filter(|(b, _)| Some(*b) != recorded) {
+                let d = Discrepancy::Orphan {
+                    vm: vm.id,
+                    backend: *b,
+                    instance: inst.name.clone(),
+                    reason: OrphanReason::Duplicate {
+                        recorded: recorded.unwrap_or(*b),
+                    },
+                };
+                emit(out, d, flight.map(flight_guard));
+            }
+            Some(*f)
+        }
+        (None, 0) => None,
+        (None, n) => {
+            out.discrepancies.push(Discrepancy::WrongBackend {
+                vm: vm.id,
+                recorded,
+                found_on: occurrences.iter().map(|(b, _)| *b).collect(),
+            });
+            if n > 1 {
+                return;
+            }
+            Some(occurrences[0])
+        }
+    };
+
+    let Some((backend, inst)) = found else {
+        // R1 and stuck builds without an instance.
+        match operstate {
+            OperState::Error => {}
+            OperState::Build => {
+                let (create_job, outcome, vanished) = create_outcome(vm, job_obs);
+                if let Some(job) = flight {
+                    out.held.push(Held {
+                        vm: vm.id,
+                        rule: Rule::StuckBuild,
+                        guard: Guard::CreatePending { job },
+                    });
+                    return;
+                }
+                match outcome {
+                    Some((JobStatus::Success, _)) => stale(out, vm, any_unreachable),
+                    Some((_, message)) => out.discrepancies.push(Discrepancy::StuckBuild {
+                        vm: vm.id,
+                        backend: recorded,
+                        reason: StuckReason::CreateFailed,
+                        create_job,
+                        message,
+                        to: OperState::Error,
+                    }),
+                    None if !vanished && input.now - vm.created < input.guards.stuck_after => {
+                        out.held.push(Held {
+                            vm: vm.id,
+                            rule: Rule::StuckBuild,
+                            guard: Guard::TooYoung,
+                        })
+                    }
+                    None => out.discrepancies.push(Discrepancy::StuckBuild {
+                        vm: vm.id,
+                        backend: recorded,
+                        reason: if vanished {
+                            StuckReason::JobVanished
+                        } else {
+                            StuckReason::NoJob
+                        },
+                        create_job,
+                        message: None,
+                        to: OperState::Error,
+                    }),
+                }
+            }
+            OperState::Destroyed => stale(out, vm, any_unreachable),
+            OperState::Started | OperState::Stopped => match flight {
+                Some(job) => out.held.push(Held {
+                    vm: vm.id,
+                    rule: Rule::Stale,
+                    guard: Guard::JobInFlight { job },
+                }),
+                None => stale(out, vm, any_unreachable),
+            },
+        }
+        return;
+    };
+
+    if operstate == OperState::Destroyed {
+        let d = Discrepancy::Orphan {
+            vm: vm.id,
+            backend,
+            instance: inst.name.clone(),
+            reason: OrphanReason::Destroyed,
+        };
+        emit(out, d, flight.map(flight_guard));
+        return;
+    }
+
+    let guard = flight.map(flight_guard);
+    // Operstate (R3, or a stuck build whose instance exists).
+    if is_build {
+        if let Some(job) = flight {
+            if inst.running {
+                out.held.push(Held {
+                    vm: vm.id,
+                    rule: Rule::UnsyncedOperstate,
+                    guard: Guard::CreatePending { job },
+                });
+            }
+            // NICs and beparams are not meaningful before the build settles.
+            return;
+        } else {
+            let (create_job, outcome, vanished) = create_outcome(vm, job_obs);
+            let (reason, message) = match outcome {
+                Some((JobStatus::Success, _)) => (Some(StuckReason::CreateSucceeded), None),
+                Some((_, m)) => (Some(StuckReason::CreateFailed), m),
+                None if vanished => (Some(StuckReason::JobVanished), None),
+                None if input.now - vm.created >= input.guards.stuck_after => {
+                    (Some(StuckReason::NoJob), None)
+                }
+                None => (None, None),
+            };
+            match reason {
+                None => {
+                    out.held.push(Held {
+                        vm: vm.id,
+                        rule: Rule::StuckBuild,
+                        guard: Guard::TooYoung,
+                    });
+                    // Nothing else is meaningful before the build settles.
+                    return;
+                }
+                Some(reason) => {
+                    let to = if inst.running {
+                        OperState::Started
+                    } else if reason == StuckReason::CreateFailed {
+                        OperState::Error
+                    } else {
+                        OperState::Stopped
+                    };
+                    out.discrepancies.push(Discrepancy::StuckBuild {
+                        vm: vm.id,
+                        backend: recorded,
+                        reason,
+                        create_job,
+                        message,
+                        to,
+                    });
+                }
+            }
+        }
+    } else {
+        let to = if inst.running && operstate != OperState::Started {
+            Some(OperState::Started)
+        } else if !inst.running && operstate == OperState::Started {
+            Some(OperState::Stopped)
+        } else {
+            None
+        };
+        if let Some(to) = to {
+            let d = Discrepancy::UnsyncedOperstate {
+                vm: vm.id,
+                backend,
+                db: operstate,
+                ganeti_running: inst.running,
+                to,
+            };
+            emit(out, d, guard);
+        }
+    }
+
+    if let Some(flavor) = snap.flavor {
+        let vcpus_differ = inst.vcpus.is_some_and(|v| v != flavor.vcpus);
+        let ram_differs = inst.ram_mib.is_some_and(|r| r != flavor.ram_mib);
+        if vcpus_differ || ram_differs {
+            let d = Discrepancy::UnsyncedFlavor {
+                vm: vm.id,
+                backend,
+                db: flavor,
+                ganeti_vcpus: inst.vcpus,
+                ganeti_ram_mib: inst.ram_mib,
+            };
+            emit(out, d, guard);
+        }
+    }
+
+    let db_nics = NicAddr::of(&snap.nics);
+    let g_nics = NicAddr::of(&inst.nics);
+    if db_nics != g_nics {
+        let mut ganeti = inst.nics.clone();
+        ganeti.sort_by_key(|n| n.index);
+        let d = Discrepancy::UnsyncedNics {
+            vm: vm.id,
+            backend,
+            db: db_nics,
+            ganeti,
+        };
+        emit(out, d, guard);
+    }
+}
+
+fn stale(out: &mut Diff, vm: &Vm, any_unreachable: bool) {
+    if any_unreachable {
+        out.held.push(Held {
+            vm: vm.id,
+            rule: Rule::Stale,
+            guard: Guard::ClusterUnreachable,
+        });
+    } else {
+        out.discrepancies.push(Discrepancy::Stale {
+            vm: vm.id,
+            backend: vm.backend_id,
+            operstate: vm.state.operstate,
+        });
+    }
+}
+
+fn emit(out: &mut Diff, d: Discrepancy, guard: Option<Guard>) {
+    match guard {
+        Some(guard) => out.held.push(Held {
+            vm: d.vm(),
+            rule: d.rule(),
+            guard,
+        }),
+        None => out.discrepancies.push(d),
+    }
+}

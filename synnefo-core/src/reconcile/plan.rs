@@ -1,0 +1,284 @@
+//! The fix planner and the DB side of a fix, both pure.
+//!
+//! Report-only is the default: a discrepancy becomes an action only when the
+//! operator selected its class ([`FixFlags`]). Some findings have no safe
+//! automatic fix (a flavor the instance does not match, an instance on
+//! another cluster): they are reported as [`FixClass::Manual`].
+
+use serde::{Deserialize, Serialize};
+
+use super::diff::Discrepancy;
+use crate::ids::{BackendId, VmId};
+use crate::model::{Nic, Vm};
+use crate::service::VmChange;
+use crate::state::{OperState, VmState};
+
+/// Which classes of fixes to apply (`--fix-stale`, `--fix-orphans`,
+/// `--fix-unsynced`; `--fix-all` sets them all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct FixFlags {
+    /// R1: mark stale VMs destroyed.
+    pub stale: bool,
+    /// R2: remove orphan instances from Ganeti.
+    pub orphans: bool,
+    /// R3, NICs, stuck builds: set the DB from Ganeti.
+    pub unsynced: bool,
+}
+
+impl FixFlags {
+    /// Report only.
+    pub const NONE: FixFlags = FixFlags {
+        stale: false,
+        orphans: false,
+        unsynced: false,
+    };
+    /// Every automatic fix.
+    pub const ALL: FixFlags = FixFlags {
+        stale: true,
+        orphans: true,
+        unsynced: true,
+    };
+
+    /// True if any fix is selected.
+    pub fn any(self) -> bool {
+        self.stale || self.orphans || self.unsynced
+    }
+
+    /// True if fixes of `class` are selected.
+    pub fn allows(self, class: FixClass) -> bool {
+        match class {
+            FixClass::Stale => self.stale,
+            FixClass::Orphans => self.orphans,
+            FixClass::Unsynced => self.unsynced,
+            FixClass::Manual => false,
+        }
+    }
+}
+
+/// The fix flag that governs a discrepancy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FixClass {
+    /// `--fix-stale`.
+    Stale,
+    /// `--fix-orphans`.
+    Orphans,
+    /// `--fix-unsynced`.
+    Unsynced,
+    /// No automatic fix; an operator decides.
+    Manual,
+}
+
+impl Discrepancy {
+    /// Which flag fixes this discrepancy.
+    pub fn fix_class(&self) -> FixClass {
+        match self {
+            Discrepancy::Stale { .. } => FixClass::Stale,
+            Discrepancy::Orphan { .. } => FixClass::Orphans,
+            Discrepancy::UnsyncedOperstate { .. }
+            | Discrepancy::UnsyncedNics { .. }
+            | Discrepancy::StuckBuild { .. } => FixClass::Unsynced,
+            // The store has no way to change a VM's flavor or cluster, and
+            // resizing or moving the instance is an operator's call.
+            Discrepancy::UnsyncedFlavor { .. } | Discrepancy::WrongBackend { .. } => {
+                FixClass::Manual
+            }
+        }
+    }
+}
+
+/// One thing to do about a discrepancy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
+pub enum FixAction {
+    /// Set the operstate from what Ganeti shows (clears a pending action
+    /// whose job is over). Skipped if the VM is no longer in `from`.
+    SetOperState {
+        /// The VM.
+        vm: VmId,
+        /// The operstate the diff saw.
+        from: OperState,
+        /// The new operstate.
+        to: OperState,
+    },
+    /// R1: the instance is gone; DESTROYED and deleted.
+    MarkDestroyed {
+        /// The VM.
+        vm: VmId,
+    },
+    /// Store the NICs Ganeti reports.
+    SetNics {
+        /// The VM.
+        vm: VmId,
+        /// The NICs.
+        nics: Vec<Nic>,
+    },
+    /// R2: remove the instance from its cluster.
+    DestroyOrphan {
+        /// The VM id the name parses to.
+        vm: VmId,
+        /// The cluster.
+        backend: BackendId,
+        /// The instance name.
+        instance: String,
+    },
+}
+
+impl FixAction {
+    /// The VM concerned.
+    pub fn vm(&self) -> VmId {
+        match self {
+            FixAction::SetOperState { vm, .. }
+            | FixAction::MarkDestroyed { vm }
+            | FixAction::SetNics { vm, .. }
+            | FixAction::DestroyOrphan { vm, .. } => *vm,
+        }
+    }
+
+    /// True for fixes written to the DB (through `modify_vm`).
+    pub fn is_db(&self) -> bool {
+        !matches!(self, FixAction::DestroyOrphan { .. })
+    }
+}
+
+/// An action and the discrepancy (index) it fixes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedFix {
+    /// Index into the discrepancies.
+    pub discrepancy: usize,
+    /// What to do.
+    pub action: FixAction,
+}
+
+/// The outcome of [`plan_fixes`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Plan {
+    /// What to do, in discrepancy order.
+    pub fixes: Vec<PlannedFix>,
+    /// Discrepancies whose class was not selected.
+    pub not_selected: Vec<usize>,
+    /// Discrepancies with no automatic fix.
+    pub manual: Vec<usize>,
+}
+
+/// Maps each discrepancy to its fix, if its class is selected.
+pub fn plan_fixes(discrepancies: &[Discrepancy], flags: FixFlags) -> Plan {
+    let mut plan = Plan::default();
+    for (i, d) in discrepancies.iter().enumerate() {
+        let class = d.fix_class();
+        if class == FixClass::Manual {
+            plan.manual.push(i);
+            continue;
+        }
+        if !flags.allows(class) {
+            plan.not_selected.push(i);
+            continue;
+        }
+        let action = match d {
+            Discrepancy::Stale { vm, .. } => FixAction::MarkDestroyed { vm: *vm },
+            Discrepancy::Orphan {
+                vm,
+                backend,
+                instance,
+                ..
+            } => FixAction::DestroyOrphan {
+                vm: *vm,
+                backend: *backend,
+                instance: instance.clone(),
+            },
+            Discrepancy::UnsyncedOperstate { vm, db, to, .. } => FixAction::SetOperState {
+                vm: *vm,
+                from: *db,
+                to: *to,
+            },
+            Discrepancy::StuckBuild { vm, to, .. } => FixAction::SetOperState {
+                vm: *vm,
+                from: OperState::Build,
+                to: *to,
+            },
+            Discrepancy::UnsyncedNics { vm, ganeti, .. } => FixAction::SetNics {
+                vm: *vm,
+                nics: ganeti.clone(),
+            },
+            Discrepancy::UnsyncedFlavor { .. } | Discrepancy::WrongBackend { .. } => continue,
+        };
+        plan.fixes.push(PlannedFix {
+            discrepancy: i,
+            action,
+        });
+    }
+    plan
+}
+
+/// The DB side of a fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StateFix {
+    /// The instance is gone: DESTROYED, deleted.
+    Destroyed,
+    /// Ganeti shows this operstate.
+    OperState(OperState),
+}
+
+/// The state a VM should have after a fix, or `None` if the fix changes
+/// nothing (or must not apply).
+///
+/// The state machine's invariants hold: a deleted or DESTROYED VM is never
+/// brought back; DESTROYED always comes with `deleted`; a pending action is
+/// cleared (the reconciler only fixes VMs whose job is over, so nothing will
+/// complete it). The generation guards (`last_event`, `state_event`) are
+/// left alone: a reconciliation observation has no position in the job
+/// history, and a later notification from Ganeti is newer truth anyway.
+pub fn fixed_state(state: &VmState, fix: StateFix) -> Option<VmState> {
+    let to = match fix {
+        StateFix::Destroyed | StateFix::OperState(OperState::Destroyed) => {
+            if state.deleted && state.operstate == OperState::Destroyed && state.action.is_none() {
+                return None;
+            }
+            let mut next = state.clone();
+            next.operstate = OperState::Destroyed;
+            next.deleted = true;
+            next.action = None;
+            return Some(next);
+        }
+        StateFix::OperState(to) => to,
+    };
+    if state.deleted || state.operstate == OperState::Destroyed || state.operstate == to {
+        return None;
+    }
+    let mut next = state.clone();
+    next.operstate = to;
+    next.action = None;
+    Some(next)
+}
+
+/// Folds the DB fixes of one VM into one change (one write through
+/// `modify_vm`). Actions for other VMs and orphan removals are ignored; a
+/// `SetOperState` whose `from` no longer matches is skipped.
+pub fn apply_db_fixes<'a>(
+    vm: &Vm,
+    actions: impl IntoIterator<Item = &'a FixAction>,
+) -> Option<VmChange> {
+    let mut state = vm.state.clone();
+    let mut nics = None;
+    for action in actions {
+        if action.vm() != vm.id {
+            continue;
+        }
+        match action {
+            FixAction::SetOperState { from, to, .. } if *from == state.operstate => {
+                if let Some(next) = fixed_state(&state, StateFix::OperState(*to)) {
+                    state = next;
+                }
+            }
+            FixAction::SetOperState { .. } | FixAction::DestroyOrphan { .. } => {}
+            FixAction::MarkDestroyed { .. } => {
+                if let Some(next) = fixed_state(&state, StateFix::Destroyed) {
+                    state = next;
+                }
+            }
+            FixAction::SetNics { nics: n, .. } if !state.deleted => nics = Some(n.clone()),
+            FixAction::SetNics { .. } => {}
+        }
+    }
+    (state != vm.state || nics.is_some()).then_some(VmChange { state, nics })
+}
