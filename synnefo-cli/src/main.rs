@@ -35,6 +35,8 @@ enum Command {
     Db(cmd::db::DbCommand),
     /// Run the VNC console proxy (WEBSERVER)
     Vncauthproxy(cmd::vncauthproxy::Args),
+    /// Run a simulated Ganeti cluster speaking RAPI (tests, demos)
+    GanetiSim(cmd::ganeti_sim::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,15 +49,20 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        if let Command::Config(c) = cli.command {
-            return cmd::config::run(&cli.config, c).await.unwrap_or_else(common::report);
-        }
+        let command = match cli.command {
+            Command::Config(c) => return cmd::config::run(&cli.config, c).await.unwrap_or_else(common::report),
+            Command::GanetiSim(a) => {
+                common::init_logging(cli.log_format.as_deref().unwrap_or("human"), "info");
+                return cmd::ganeti_sim::run(a).await.unwrap_or_else(common::report);
+            }
+            other => other,
+        };
         let ctx = match common::Context::load(&cli.config, cli.log_format.as_deref()) {
             Ok(ctx) => ctx,
             Err(e) => return common::report(e),
         };
-        let result = match cli.command {
-            Command::Config(_) => unreachable!("handled above"),
+        let result = match command {
+            Command::Config(_) | Command::GanetiSim(_) => unreachable!("handled above"),
             Command::Db(c) => cmd::db::run(&ctx, c).await,
             Command::Vncauthproxy(a) => cmd::vncauthproxy::run(&ctx, a).await,
         };
