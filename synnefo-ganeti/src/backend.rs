@@ -1,1 +1,400 @@
-//! RapiBackend (in progress).
+//! [`RapiBackend`]: the core's [`GanetiBackend`] port over the RAPI of
+//! several clusters, each keyed by its [`BackendId`].
+//!
+//! The mapping from Synnefo's terms to Ganeti's is in pure functions
+//! ([`create_request`], [`cluster_load_from_nodes`]) so it is tested
+//! without a server: flavor -> `beparams` (`vcpus`, `maxmem` = `minmem` =
+//! RAM), disk -> one disk of `GiB * 1024` MiB (none for `diskless`),
+//! image -> `os_type`/`osparams`, NICs from the spec with the settings'
+//! defaults, and the checks Synnefo does itself (`name_check`, `ip_check`,
+//! `conflicts_check`) off.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use synnefo_core::BackendError;
+use synnefo_core::ids::{BackendId, JobId};
+use synnefo_core::ports::{
+    ClusterLoad, ConsoleInfo, GanetiBackend, InstanceInfo, InstanceSpec, JobInfo, NicSpec,
+};
+use synnefo_core::settings::{ClusterSettings, GanetiSettings};
+use synnefo_core::state::RebootKind;
+
+use crate::error::RapiError;
+use crate::rapi::{
+    BeParamsRequest, CreateInstanceRequest, DiskRequest, NicRequest, NodeInfo, RapiClient,
+    RapiConfig,
+};
+
+/// Several Ganeti clusters behind one [`GanetiBackend`].
+#[derive(Debug, Clone)]
+pub struct RapiBackend {
+    clusters: BTreeMap<BackendId, RapiClient>,
+    settings: GanetiSettings,
+}
+
+impl RapiBackend {
+    /// One client per `(id, cluster settings)`; `settings` supplies the
+    /// defaults (disk template, NIC mode/link/network, hypervisor,
+    /// shutdown timeout).
+    pub fn new(
+        clusters: Vec<(BackendId, ClusterSettings)>,
+        settings: GanetiSettings,
+    ) -> Result<Self, RapiError> {
+        let clients = clusters
+            .into_iter()
+            .map(|(id, c)| Ok((id, RapiClient::new(RapiConfig::from_cluster(&c)?)?)))
+            .collect::<Result<BTreeMap<_, _>, RapiError>>()?;
+        Ok(Self::from_clients(clients, settings))
+    }
+
+    /// From ready-made clients (tests, custom TLS).
+    pub fn from_clients(
+        clients: impl IntoIterator<Item = (BackendId, RapiClient)>,
+        settings: GanetiSettings,
+    ) -> Self {
+        Self {
+            clusters: clients.into_iter().collect(),
+            settings,
+        }
+    }
+
+    /// The configured clusters.
+    pub fn backend_ids(&self) -> Vec<BackendId> {
+        self.clusters.keys().copied().collect()
+    }
+
+    /// The client of one cluster.
+    pub fn client(&self, id: BackendId) -> Result<&RapiClient, BackendError> {
+        self.clusters
+            .get(&id)
+            .ok_or_else(|| BackendError::NoBackend(format!("backend {id} is not configured")))
+    }
+}
+
+/// The `POST /2/instances` body for a spec (pure; see the module docs).
+pub fn create_request(spec: &InstanceSpec, settings: &GanetiSettings) -> CreateInstanceRequest {
+    let disk_template = if spec.disk_template.is_empty() {
+        settings.default_disk_template.clone()
+    } else {
+        spec.disk_template.clone()
+    };
+    let disks = if disk_template == "diskless" {
+        vec![]
+    } else {
+        vec![DiskRequest {
+            size: u64::try_from(spec.disk_gib).unwrap_or(0) * 1024,
+            mode: None,
+            name: None,
+        }]
+    };
+    let nics = if spec.nics.is_empty() {
+        vec![nic_request(&NicSpec::default(), settings)]
+    } else {
+        spec.nics.iter().map(|n| nic_request(n, settings)).collect()
+    };
+    let ram = u64::try_from(spec.ram_mib).unwrap_or(0);
+    CreateInstanceRequest {
+        version: 1,
+        mode: "create".into(),
+        instance_name: spec.name.clone(),
+        disk_template,
+        disks,
+        nics,
+        os_type: spec.os_type.clone(),
+        osparams: spec.osparams.clone(),
+        beparams: BeParamsRequest {
+            vcpus: u64::try_from(spec.vcpus).ok(),
+            maxmem: Some(ram),
+            minmem: Some(ram),
+        },
+        hvparams: spec.hvparams.clone(),
+        hypervisor: (!settings.hypervisor.is_empty()).then(|| settings.hypervisor.clone()),
+        pnode: None,
+        iallocator: None,
+        ip_check: false,
+        name_check: false,
+        conflicts_check: false,
+        start: spec.start,
+        tags: vec![],
+    }
+}
+
+/// One NIC: a Ganeti network if named (spec or default), else mode/link
+/// from the spec or the defaults.
+pub fn nic_request(nic: &NicSpec, settings: &GanetiSettings) -> NicRequest {
+    let network = nic.network.clone().or_else(|| {
+        (nic.mode.is_none() && nic.link.is_none() && !settings.default_nic_network.is_empty())
+            .then(|| settings.default_nic_network.clone())
+    });
+    match network {
+        Some(network) => NicRequest {
+            ip: nic.ip.clone(),
+            network: Some(network),
+            mode: nic.mode.clone(),
+            link: nic.link.clone(),
+            ..NicRequest::default()
+        },
+        None => NicRequest {
+            ip: nic.ip.clone(),
+            mode: Some(
+                nic.mode
+                    .clone()
+                    .unwrap_or_else(|| settings.default_nic_mode.clone()),
+            ),
+            link: Some(
+                nic.link
+                    .clone()
+                    .unwrap_or_else(|| settings.default_nic_link.clone()),
+            ),
+            ..NicRequest::default()
+        },
+    }
+}
+
+/// Load of a cluster from `GET /2/nodes?bulk=1`: instances on all nodes;
+/// memory of the nodes that can take new instances (not offline, not
+/// drained, VM-capable).
+pub fn cluster_load_from_nodes(nodes: &[NodeInfo]) -> ClusterLoad {
+    let mut load = ClusterLoad::default();
+    for n in nodes {
+        load.instances += n.pinst_cnt.unwrap_or(n.pinst_list.len() as u64);
+        if !n.offline && !n.drained && n.vm_capable != Some(false) {
+            load.mem_total_mib += n.mtotal.unwrap_or(0);
+            load.mem_free_mib += n.mfree.unwrap_or(0);
+        }
+    }
+    load
+}
+
+fn job(id: u64) -> JobId {
+    JobId(id)
+}
+
+#[async_trait]
+impl GanetiBackend for RapiBackend {
+    async fn create_instance(&self, spec: &InstanceSpec) -> Result<JobId, BackendError> {
+        let body = create_request(spec, &self.settings);
+        Ok(job(self
+            .client(spec.backend)?
+            .create_instance(&body)
+            .await?))
+    }
+
+    async fn startup(&self, backend: BackendId, instance: &str) -> Result<JobId, BackendError> {
+        Ok(job(self.client(backend)?.startup(instance).await?))
+    }
+
+    async fn shutdown(
+        &self,
+        backend: BackendId,
+        instance: &str,
+        timeout: Option<Duration>,
+    ) -> Result<JobId, BackendError> {
+        let t = timeout.unwrap_or(Duration::from_secs(self.settings.shutdown_timeout_secs));
+        Ok(job(self
+            .client(backend)?
+            .shutdown(instance, Some(t))
+            .await?))
+    }
+
+    async fn reboot(
+        &self,
+        backend: BackendId,
+        instance: &str,
+        kind: RebootKind,
+    ) -> Result<JobId, BackendError> {
+        Ok(job(self.client(backend)?.reboot(instance, kind).await?))
+    }
+
+    async fn remove(&self, backend: BackendId, instance: &str) -> Result<JobId, BackendError> {
+        Ok(job(self.client(backend)?.remove_instance(instance).await?))
+    }
+
+    async fn list_instances(&self, backend: BackendId) -> Result<Vec<InstanceInfo>, BackendError> {
+        Ok(self
+            .client(backend)?
+            .instances()
+            .await?
+            .iter()
+            .map(|i| i.to_info())
+            .collect())
+    }
+
+    async fn instance_info(
+        &self,
+        backend: BackendId,
+        instance: &str,
+    ) -> Result<Option<InstanceInfo>, BackendError> {
+        match self.client(backend)?.instance(instance).await {
+            Ok(i) => Ok(Some(i.to_info())),
+            Err(RapiError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn console(
+        &self,
+        backend: BackendId,
+        instance: &str,
+    ) -> Result<ConsoleInfo, BackendError> {
+        match self.client(backend)?.console(instance).await {
+            Ok(c) => Ok(c.to_console_info()),
+            // Ganeti 3.0 answers 500 "list index out of range" for an unknown instance.
+            Err(RapiError::Http {
+                status: 500,
+                message,
+            }) if message.contains("list index out of range") => {
+                Err(BackendError::NotFound(format!("instance {instance}")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn job_status(&self, backend: BackendId, job: JobId) -> Result<JobInfo, BackendError> {
+        Ok(self.client(backend)?.job(job.0).await?.to_job_info()?)
+    }
+
+    async fn wait_for_job(
+        &self,
+        backend: BackendId,
+        job: JobId,
+        timeout: Duration,
+    ) -> Result<JobInfo, BackendError> {
+        let client = self.client(backend)?;
+        match client.wait_for_job(job.0, timeout).await {
+            Ok(j) => Ok(j.to_job_info()?),
+            Err(RapiError::Timeout(_)) => Ok(client.job(job.0).await?.to_job_info()?),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn cluster_load(&self, backend: BackendId) -> Result<ClusterLoad, BackendError> {
+        Ok(cluster_load_from_nodes(
+            &self.client(backend)?.nodes().await?,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn settings() -> GanetiSettings {
+        GanetiSettings {
+            default_disk_template: "plain".into(),
+            default_nic_mode: "bridged".into(),
+            default_nic_link: "br0".into(),
+            default_nic_network: String::new(),
+            shutdown_timeout_secs: 120,
+            hypervisor: "kvm".into(),
+            clusters: BTreeMap::new(),
+        }
+    }
+
+    fn spec() -> InstanceSpec {
+        InstanceSpec {
+            backend: BackendId(1),
+            name: "snf-42".into(),
+            vcpus: 2,
+            ram_mib: 2048,
+            disk_gib: 20,
+            disk_template: String::new(),
+            os_type: "snf-image+default".into(),
+            osparams: BTreeMap::from([("img_id".to_string(), "debian".to_string())]),
+            nics: vec![],
+            hvparams: BTreeMap::new(),
+            start: true,
+        }
+    }
+
+    #[test]
+    fn create_body_shape() {
+        let body = serde_json::to_value(create_request(&spec(), &settings())).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "__version__": 1, "mode": "create", "instance_name": "snf-42", "disk_template": "plain",
+                "disks": [{"size": 20480}], "nics": [{"mode": "bridged", "link": "br0"}],
+                "os_type": "snf-image+default", "osparams": {"img_id": "debian"},
+                "beparams": {"vcpus": 2, "maxmem": 2048, "minmem": 2048}, "hvparams": {},
+                "hypervisor": "kvm", "ip_check": false, "name_check": false, "conflicts_check": false, "start": true
+            })
+        );
+    }
+
+    #[test]
+    fn diskless_networks_and_cluster_default_hypervisor() {
+        let mut s = spec();
+        s.disk_template = "diskless".into();
+        s.nics = vec![
+            NicSpec {
+                network: Some("public".into()),
+                ip: Some("pool".into()),
+                ..Default::default()
+            },
+            NicSpec {
+                mode: Some("routed".into()),
+                link: Some("100".into()),
+                ip: Some("192.0.2.51".into()),
+                ..Default::default()
+            },
+        ];
+        let mut st = settings();
+        st.hypervisor = String::new();
+        let body = serde_json::to_value(create_request(&s, &st)).unwrap();
+        assert_eq!(body["disks"], json!([]));
+        assert_eq!(
+            body["nics"],
+            json!([{"network": "public", "ip": "pool"}, {"mode": "routed", "link": "100", "ip": "192.0.2.51"}])
+        );
+        assert!(body.get("hypervisor").is_none());
+        assert!(body.get("pnode").is_none() && body.get("iallocator").is_none());
+    }
+
+    #[test]
+    fn default_network_applies_to_bare_nics() {
+        let mut st = settings();
+        st.default_nic_network = "snf-net-1".into();
+        let n = nic_request(&NicSpec::default(), &st);
+        assert_eq!(n.network.as_deref(), Some("snf-net-1"));
+        assert_eq!(n.mode, None);
+    }
+
+    #[test]
+    fn load_counts_usable_memory_only() {
+        let node = |name: &str, offline, drained, mtotal, mfree, pinst| NodeInfo {
+            name: name.into(),
+            offline,
+            drained,
+            mtotal: Some(mtotal),
+            mfree: Some(mfree),
+            pinst_cnt: Some(pinst),
+            ..Default::default()
+        };
+        let nodes = [
+            node("a", false, false, 1000, 600, 3),
+            node("b", false, true, 1000, 900, 2),
+            node("c", true, false, 0, 0, 1),
+        ];
+        assert_eq!(
+            cluster_load_from_nodes(&nodes),
+            ClusterLoad {
+                instances: 6,
+                mem_total_mib: 1000,
+                mem_free_mib: 600
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_backend_is_no_backend() {
+        let b = RapiBackend::from_clients(vec![], settings());
+        assert!(matches!(
+            b.startup(BackendId(9), "x").await,
+            Err(BackendError::NoBackend(_))
+        ));
+    }
+}

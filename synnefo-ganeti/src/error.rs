@@ -94,7 +94,9 @@ impl From<RapiError> for BackendError {
             RapiError::Auth { .. } => BackendError::Auth(e.to_string()),
             RapiError::NotFound(what) => BackendError::NotFound(what),
             RapiError::Conflict(m) | RapiError::BadRequest(m) => BackendError::Rejected(m),
-            RapiError::JobFailed { job_id, message, .. } => BackendError::JobFailed { job_id, message },
+            RapiError::JobFailed {
+                job_id, message, ..
+            } => BackendError::JobFailed { job_id, message },
             RapiError::Http { status, .. } if (500..600).contains(&status) => {
                 BackendError::Unavailable(e.to_string())
             }
@@ -102,7 +104,9 @@ impl From<RapiError> for BackendError {
             RapiError::Tls(_) | RapiError::Timeout(_) | RapiError::Transport(_) => {
                 BackendError::Unavailable(e.to_string())
             }
-            RapiError::Decode(_) | RapiError::Config(_) | RapiError::Io(_) => BackendError::Protocol(e.to_string()),
+            RapiError::Decode(_) | RapiError::Config(_) | RapiError::Io(_) => {
+                BackendError::Protocol(e.to_string())
+            }
         }
     }
 }
@@ -118,9 +122,18 @@ mod tests {
             message: "x".into(),
         };
         assert!(matches!(BackendError::from(auth), BackendError::Auth(_)));
-        assert!(matches!(BackendError::from(RapiError::NotFound("i".into())), BackendError::NotFound(_)));
-        assert!(matches!(BackendError::from(RapiError::Conflict("c".into())), BackendError::Rejected(_)));
-        assert!(matches!(BackendError::from(RapiError::Tls("t".into())), BackendError::Unavailable(_)));
+        assert!(matches!(
+            BackendError::from(RapiError::NotFound("i".into())),
+            BackendError::NotFound(_)
+        ));
+        assert!(matches!(
+            BackendError::from(RapiError::Conflict("c".into())),
+            BackendError::Rejected(_)
+        ));
+        assert!(matches!(
+            BackendError::from(RapiError::Tls("t".into())),
+            BackendError::Unavailable(_)
+        ));
         assert!(matches!(
             BackendError::from(RapiError::Http {
                 status: 503,
@@ -128,7 +141,10 @@ mod tests {
             }),
             BackendError::Unavailable(_)
         ));
-        assert!(matches!(BackendError::from(RapiError::Decode("d".into())), BackendError::Protocol(_)));
+        assert!(matches!(
+            BackendError::from(RapiError::Decode("d".into())),
+            BackendError::Protocol(_)
+        ));
         let failed = RapiError::JobFailed {
             job_id: 7,
             message: "boom".into(),
@@ -136,7 +152,9 @@ mod tests {
             log: vec![],
         };
         match BackendError::from(failed) {
-            BackendError::JobFailed { job_id, message } => assert_eq!((job_id, message.as_str()), (7, "boom")),
+            BackendError::JobFailed { job_id, message } => {
+                assert_eq!((job_id, message.as_str()), (7, "boom"))
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -10,6 +10,8 @@
 //!   Ganeti-shaped job files, for tests, demos and benchmarks.
 //! * [`eventd`], [`hook`]: the job-queue watcher and the Ganeti hook.
 
+#![recursion_limit = "256"]
+
 pub mod allocator;
 pub mod backend;
 pub mod error;

@@ -49,7 +49,10 @@ impl fmt::Debug for RapiConfig {
             .field("url", &self.url)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "********"))
-            .field("ca_pem", &self.ca_pem.as_ref().map(|p| format!("{} bytes", p.len())))
+            .field(
+                "ca_pem",
+                &self.ca_pem.as_ref().map(|p| format!("{} bytes", p.len())),
+            )
             .field("insecure", &self.insecure)
             .field("timeout", &self.timeout)
             .field("get_retries", &self.get_retries)
@@ -106,7 +109,8 @@ impl RapiConfig {
             cfg = cfg.credentials(c.username.clone(), c.password.expose());
         }
         if let Some(path) = &c.ca_file {
-            let pem = std::fs::read(path).map_err(|e| RapiError::Config(format!("cannot read {}: {e}", path.display())))?;
+            let pem = std::fs::read(path)
+                .map_err(|e| RapiError::Config(format!("cannot read {}: {e}", path.display())))?;
             cfg.ca_pem = Some(pem);
         }
         cfg.insecure = c.insecure;
@@ -130,7 +134,8 @@ struct Inner {
 impl RapiClient {
     /// Builds a client; fails on a bad URL or an unreadable CA PEM.
     pub fn new(cfg: RapiConfig) -> Result<Self, RapiError> {
-        let url = reqwest::Url::parse(&cfg.url).map_err(|e| RapiError::Config(format!("invalid RAPI URL {:?}: {e}", cfg.url)))?;
+        let url = reqwest::Url::parse(&cfg.url)
+            .map_err(|e| RapiError::Config(format!("invalid RAPI URL {:?}: {e}", cfg.url)))?;
         let mut b = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
             .timeout(cfg.timeout)
@@ -138,7 +143,9 @@ impl RapiClient {
             .user_agent(concat!("synnefo-rs/", env!("CARGO_PKG_VERSION")));
         if url.scheme() == "https" {
             let algs = provider().signature_verification_algorithms;
-            let verifier: Option<Arc<dyn rustls::client::danger::ServerCertVerifier>> = if cfg.insecure {
+            let verifier: Option<Arc<dyn rustls::client::danger::ServerCertVerifier>> = if cfg
+                .insecure
+            {
                 tracing::warn!(
                     url = %cfg.url,
                     "RAPI certificate verification is DISABLED (insecure = true): anyone on the path can \
@@ -160,9 +167,14 @@ impl RapiClient {
                 b = b.use_preconfigured_tls(tls);
             }
         } else if url.scheme() != "http" {
-            return Err(RapiError::Config(format!("unsupported URL scheme {:?}", url.scheme())));
+            return Err(RapiError::Config(format!(
+                "unsupported URL scheme {:?}",
+                url.scheme()
+            )));
         }
-        let http = b.build().map_err(|e| RapiError::Config(format!("cannot build HTTP client: {e}")))?;
+        let http = b
+            .build()
+            .map_err(|e| RapiError::Config(format!("cannot build HTTP client: {e}")))?;
         Ok(Self {
             inner: Arc::new(Inner { http, cfg }),
         })
@@ -183,13 +195,21 @@ impl RapiClient {
     /// Like [`call`](Self::call) but returns the raw body (benchmarks,
     /// fixture recording).
     pub async fn call_raw<E: Endpoint>(&self, ep: &E) -> Result<bytes::Bytes, RapiError> {
-        let retries = if ep.idempotent() { self.inner.cfg.get_retries } else { 0 };
+        let retries = if ep.idempotent() {
+            self.inner.cfg.get_retries
+        } else {
+            0
+        };
         let mut attempt = 0;
         loop {
             match self.send_once(ep).await {
                 Ok(b) => return Ok(b),
                 Err(e) if e.is_transient() && attempt < retries => {
-                    let wait = self.inner.cfg.retry_backoff.saturating_mul(1 << attempt.min(10));
+                    let wait = self
+                        .inner
+                        .cfg
+                        .retry_backoff
+                        .saturating_mul(1 << attempt.min(10));
                     tracing::debug!(path = %ep.path(), attempt, error = %e, "retrying RAPI GET in {wait:?}");
                     tokio::time::sleep(wait).await;
                     attempt += 1;
@@ -202,7 +222,11 @@ impl RapiClient {
     async fn send_once<E: Endpoint>(&self, ep: &E) -> Result<bytes::Bytes, RapiError> {
         let cfg = &self.inner.cfg;
         let url = format!("{}{}", cfg.url, ep.path());
-        let mut req = self.inner.http.request(ep.method(), &url).header("Accept", "application/json");
+        let mut req = self
+            .inner
+            .http
+            .request(ep.method(), &url)
+            .header("Accept", "application/json");
         let query = ep.query();
         if !query.is_empty() {
             req = req.query(&query);
@@ -302,11 +326,21 @@ impl RapiClient {
 
     /// `POST /2/instances/NAME/reboot?type=...`.
     pub async fn reboot(&self, name: &str, kind: RebootKind) -> Result<u64, RapiError> {
-        Ok(self.call(&RebootInstance { name: name.into(), kind }).await?.0)
+        Ok(self
+            .call(&RebootInstance {
+                name: name.into(),
+                kind,
+            })
+            .await?
+            .0)
     }
 
     /// `PUT /2/instances/NAME/modify`.
-    pub async fn modify(&self, name: &str, request: &ModifyInstanceRequest) -> Result<u64, RapiError> {
+    pub async fn modify(
+        &self,
+        name: &str,
+        request: &ModifyInstanceRequest,
+    ) -> Result<u64, RapiError> {
         Ok(self
             .call(&ModifyInstance {
                 name: name.into(),
@@ -332,7 +366,11 @@ impl RapiClient {
     }
 
     /// One `GET /2/jobs/ID/wait` long poll; `None` when nothing changed.
-    pub async fn wait_for_job_change(&self, id: u64, request: &WaitForJobRequest) -> Result<Option<JobChange>, RapiError> {
+    pub async fn wait_for_job_change(
+        &self,
+        id: u64,
+        request: &WaitForJobRequest,
+    ) -> Result<Option<JobChange>, RapiError> {
         self.call(&WaitForJobChange {
             id,
             request: request.clone(),
@@ -363,13 +401,21 @@ impl RapiClient {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(RapiError::Timeout(format!("job {id} still {} after {timeout:?}", job.status.unwrap_or_default())));
+                return Err(RapiError::Timeout(format!(
+                    "job {id} still {} after {timeout:?}",
+                    job.status.unwrap_or_default()
+                )));
             }
-            request.previous_job_info = Some(vec![Value::String(job.status.clone().unwrap_or_default())]);
+            request.previous_job_info =
+                Some(vec![Value::String(job.status.clone().unwrap_or_default())]);
             let ep = WaitForJobChange {
                 id,
                 request: request.clone(),
-                timeout: self.inner.cfg.wait_request_timeout.min(left + Duration::from_millis(50)),
+                timeout: self
+                    .inner
+                    .cfg
+                    .wait_request_timeout
+                    .min(left + Duration::from_millis(50)),
             };
             match tokio::time::timeout(left, self.call(&ep)).await {
                 Ok(Ok(Some(change))) => {
@@ -387,12 +433,19 @@ impl RapiClient {
     /// Like [`wait_for_job`](Self::wait_for_job), but a job that ends in
     /// `error` or `canceled` is a [`RapiError::JobFailed`] carrying the op
     /// result and the log.
-    pub async fn wait_for_job_success(&self, id: u64, timeout: Duration) -> Result<RapiJob, RapiError> {
+    pub async fn wait_for_job_success(
+        &self,
+        id: u64,
+        timeout: Duration,
+    ) -> Result<RapiJob, RapiError> {
         let job = self.wait_for_job(id, timeout).await?;
         match job.job_status()? {
             JobStatus::Success => Ok(job),
             _ => {
-                let (result, message) = job.failure().unwrap_or((Value::Null, format!("job {}", job.status.clone().unwrap_or_default())));
+                let (result, message) = job.failure().unwrap_or((
+                    Value::Null,
+                    format!("job {}", job.status.clone().unwrap_or_default()),
+                ));
                 Err(RapiError::JobFailed {
                     job_id: id,
                     message,
@@ -421,8 +474,14 @@ fn http_error(status: StatusCode, body: &[u8], path: &str) -> RapiError {
     let text = match serde_json::from_slice::<ErrorBody>(body) {
         Ok(e) => e.text(),
         Err(_) => {
-            let s = String::from_utf8_lossy(&body[..body.len().min(500)]).trim().to_string();
-            if s.is_empty() { status.canonical_reason().unwrap_or("").to_string() } else { s }
+            let s = String::from_utf8_lossy(&body[..body.len().min(500)])
+                .trim()
+                .to_string();
+            if s.is_empty() {
+                status.canonical_reason().unwrap_or("").to_string()
+            } else {
+                s
+            }
         }
     };
     match status.as_u16() {
@@ -433,7 +492,10 @@ fn http_error(status: StatusCode, body: &[u8], path: &str) -> RapiError {
         404 => RapiError::NotFound(format!("{path}: {text}")),
         409 => RapiError::Conflict(text),
         400 | 415 => RapiError::BadRequest(text),
-        s => RapiError::Http { status: s, message: text },
+        s => RapiError::Http {
+            status: s,
+            message: text,
+        },
     }
 }
 
@@ -444,7 +506,9 @@ fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
             return true;
         }
         if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && io.get_ref().is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
         {
             return true;
         }
@@ -493,10 +557,22 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(matches!(http_error(StatusCode::NOT_FOUND, b"", "/x"), RapiError::NotFound(_)));
-        assert!(matches!(http_error(StatusCode::CONFLICT, b"{}", "/x"), RapiError::Conflict(_)));
-        assert!(matches!(http_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, b"x", "/x"), RapiError::BadRequest(_)));
-        assert!(matches!(http_error(StatusCode::BAD_GATEWAY, b"x", "/x"), RapiError::Http { status: 502, .. }));
+        assert!(matches!(
+            http_error(StatusCode::NOT_FOUND, b"", "/x"),
+            RapiError::NotFound(_)
+        ));
+        assert!(matches!(
+            http_error(StatusCode::CONFLICT, b"{}", "/x"),
+            RapiError::Conflict(_)
+        ));
+        assert!(matches!(
+            http_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, b"x", "/x"),
+            RapiError::BadRequest(_)
+        ));
+        assert!(matches!(
+            http_error(StatusCode::BAD_GATEWAY, b"x", "/x"),
+            RapiError::Http { status: 502, .. }
+        ));
     }
 
     #[test]
@@ -508,14 +584,29 @@ mod tests {
 
     #[test]
     fn bad_urls_are_config_errors() {
-        assert!(matches!(RapiClient::new(RapiConfig::new("not a url")), Err(RapiError::Config(_))));
-        assert!(matches!(RapiClient::new(RapiConfig::new("ftp://x")), Err(RapiError::Config(_))));
-        assert!(matches!(RapiClient::new(RapiConfig::new("https://x").ca_pem(b"junk".to_vec())), Err(RapiError::Config(_))));
+        assert!(matches!(
+            RapiClient::new(RapiConfig::new("not a url")),
+            Err(RapiError::Config(_))
+        ));
+        assert!(matches!(
+            RapiClient::new(RapiConfig::new("ftp://x")),
+            Err(RapiError::Config(_))
+        ));
+        assert!(matches!(
+            RapiClient::new(RapiConfig::new("https://x").ca_pem(b"junk".to_vec())),
+            Err(RapiError::Config(_))
+        ));
     }
 
     #[test]
     fn decode_errors_do_not_panic() {
-        assert!(matches!(decode_instances(b"[{\"name\": 3}]"), Err(RapiError::Decode(_))));
-        assert!(matches!(decode_instances(b"\xff\xfe"), Err(RapiError::Decode(_))));
+        assert!(matches!(
+            decode_instances(b"[{\"name\": 3}]"),
+            Err(RapiError::Decode(_))
+        ));
+        assert!(matches!(
+            decode_instances(b"\xff\xfe"),
+            Err(RapiError::Decode(_))
+        ));
     }
 }

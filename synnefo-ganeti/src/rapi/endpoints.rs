@@ -11,8 +11,8 @@ use serde_json::Value;
 use synnefo_core::state::RebootKind;
 
 use super::types::{
-    CancelResult, ClusterInfo, CreateInstanceRequest, Instance, InstanceConsole, JobChange, ModifyInstanceRequest,
-    NodeInfo, RapiJob, ShutdownRequest, WaitForJobRequest, WireJobId,
+    CancelResult, ClusterInfo, CreateInstanceRequest, Instance, InstanceConsole, JobChange,
+    ModifyInstanceRequest, NodeInfo, RapiJob, ShutdownRequest, WaitForJobRequest, WireJobId,
 };
 use crate::error::RapiError;
 
@@ -43,7 +43,9 @@ pub trait Endpoint {
 }
 
 fn to_body<T: serde::Serialize>(v: &T) -> Result<Option<Value>, RapiError> {
-    serde_json::to_value(v).map(Some).map_err(|e| RapiError::Decode(format!("cannot encode request: {e}")))
+    serde_json::to_value(v)
+        .map(Some)
+        .map_err(|e| RapiError::Decode(format!("cannot encode request: {e}")))
 }
 
 /// Percent-encodes one path segment (instance names are DNS names, but be safe).
@@ -51,7 +53,9 @@ pub fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b as char),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -172,7 +176,11 @@ impl Endpoint for CreateInstance {
         "/2/instances".into()
     }
     fn query(&self) -> Vec<(&'static str, String)> {
-        if self.dry_run { vec![("dry-run", "1".into())] } else { Vec::new() }
+        if self.dry_run {
+            vec![("dry-run", "1".into())]
+        } else {
+            Vec::new()
+        }
     }
     fn body(&self) -> Result<Option<Value>, RapiError> {
         to_body(&self.request)
@@ -374,12 +382,21 @@ mod tests {
         let l = ListInstances {
             fields: vec!["name".into(), "status".into()],
         };
-        assert_eq!(l.query(), vec![("bulk", "1".to_string()), ("fields", "name,status".to_string())]);
+        assert_eq!(
+            l.query(),
+            vec![
+                ("bulk", "1".to_string()),
+                ("fields", "name,status".to_string())
+            ]
+        );
         let r = RebootInstance {
             name: "snf-1".into(),
             kind: RebootKind::Hard,
         };
-        assert_eq!((r.method(), r.path()), (Method::POST, "/2/instances/snf-1/reboot".to_string()));
+        assert_eq!(
+            (r.method(), r.path()),
+            (Method::POST, "/2/instances/snf-1/reboot".to_string())
+        );
         assert_eq!(r.query(), vec![("type", "hard".to_string())]);
         assert!(!r.idempotent());
         assert!(GetJob { id: 3 }.idempotent());
@@ -406,7 +423,9 @@ mod tests {
         assert_eq!(w.method(), Method::GET);
         assert_eq!(
             w.body().unwrap(),
-            Some(json!({"fields": ["status"], "previous_job_info": null, "previous_log_serial": 4}))
+            Some(
+                json!({"fields": ["status"], "previous_job_info": null, "previous_log_serial": 4})
+            )
         );
     }
 }

@@ -40,7 +40,9 @@ pub fn certs_from_pem(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, RapiEr
         .collect::<Result<_, _>>()
         .map_err(|e| RapiError::Config(format!("invalid PEM certificate: {e:?}")))?;
     if certs.is_empty() {
-        return Err(RapiError::Config("no certificate in the CA/pinned PEM".into()));
+        return Err(RapiError::Config(
+            "no certificate in the CA/pinned PEM".into(),
+        ));
     }
     Ok(certs)
 }
@@ -84,7 +86,9 @@ impl PinnedOrCaVerifier {
             })
             .collect::<Vec<_>>();
         if pinned.is_empty() && webpki.is_none() {
-            return Err(RapiError::Config("no usable certificate in the CA/pinned PEM".into()));
+            return Err(RapiError::Config(
+                "no usable certificate in the CA/pinned PEM".into(),
+            ));
         }
         Ok(Self {
             pinned,
@@ -109,11 +113,18 @@ impl PinnedOrCaVerifier {
             .iter()
             .find(|(scheme, _)| *scheme == dss.scheme)
             .map(|(_, a)| *a)
-            .ok_or(rustls::Error::PeerMisbehaved(rustls::PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme))?;
-        if algs.iter().any(|a| a.verify_signature(&p.public_key, message, dss.signature()).is_ok()) {
+            .ok_or(rustls::Error::PeerMisbehaved(
+                rustls::PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme,
+            ))?;
+        if algs.iter().any(|a| {
+            a.verify_signature(&p.public_key, message, dss.signature())
+                .is_ok()
+        }) {
             Ok(HandshakeSignatureValid::assertion())
         } else {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature))
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::BadSignature,
+            ))
         }
     }
 }
@@ -131,8 +142,12 @@ impl ServerCertVerifier for PinnedOrCaVerifier {
             return Ok(ServerCertVerified::assertion());
         }
         match &self.webpki {
-            Some(v) => v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now),
-            None => Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)),
+            Some(v) => {
+                v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            }
+            None => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            )),
         }
     }
 
@@ -214,7 +229,9 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         if n == 0 || n > 4 || rest.len() < n {
             return None;
         }
-        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
         (len, &rest[n..])
     };
     if rest.len() < len {

@@ -63,7 +63,9 @@ impl<'de> Deserialize<'de> for WireJobId {
                 Ok(WireJobId(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<WireJobId, E> {
-                u64::try_from(v).map(WireJobId).map_err(|_| E::custom(format!("negative job id {v}")))
+                u64::try_from(v)
+                    .map(WireJobId)
+                    .map_err(|_| E::custom(format!("negative job id {v}")))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<WireJobId, E> {
                 if v >= 0.0 && v.fract() == 0.0 && v < 1e15 {
@@ -73,7 +75,10 @@ impl<'de> Deserialize<'de> for WireJobId {
                 }
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<WireJobId, E> {
-                v.trim().parse::<u64>().map(WireJobId).map_err(|_| E::custom(format!("invalid job id {v:?}")))
+                v.trim()
+                    .parse::<u64>()
+                    .map(WireJobId)
+                    .map_err(|_| E::custom(format!("invalid job id {v:?}")))
             }
         }
         d.deserialize_any(V)
@@ -92,12 +97,16 @@ pub struct Timestamp {
 impl Timestamp {
     /// Microseconds since the epoch.
     pub fn as_micros(self) -> i64 {
-        self.secs.saturating_mul(1_000_000).saturating_add(self.usecs)
+        self.secs
+            .saturating_mul(1_000_000)
+            .saturating_add(self.usecs)
     }
 
     /// The current time.
     pub fn now() -> Timestamp {
-        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         Timestamp {
             secs: d.as_secs() as i64,
             usecs: i64::from(d.subsec_micros()),
@@ -163,9 +172,15 @@ impl<'de> Deserialize<'de> for LogEntry {
                 f.write_str("a log entry [serial, [sec, usec], type, message]")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<LogEntry, A::Error> {
-                let serial: u64 = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &self))?;
-                let time: Timestamp = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(1, &self))?;
-                let kind: String = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(2, &self))?;
+                let serial: u64 = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                let time: Timestamp = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(1, &self))?;
+                let kind: String = seq
+                    .next_element()?
+                    .ok_or_else(|| de::Error::invalid_length(2, &self))?;
                 let message: Value = seq.next_element()?.unwrap_or(Value::Null);
                 while seq.next_element::<de::IgnoredAny>()?.is_some() {}
                 Ok(LogEntry {
@@ -426,7 +441,12 @@ impl Instance {
     /// The NICs, zipped from the `nic.*` lists.
     pub fn nics(&self) -> Vec<Nic> {
         let at = |v: &Vec<Option<String>>, i: usize| v.get(i).cloned().flatten();
-        let n = self.nic_macs.len().max(self.nic_ips.len()).max(self.nic_modes.len()).max(self.nic_links.len());
+        let n = self
+            .nic_macs
+            .len()
+            .max(self.nic_ips.len())
+            .max(self.nic_modes.len())
+            .max(self.nic_links.len());
         (0..n)
             .map(|i| Nic {
                 index: i as i32,
@@ -447,7 +467,11 @@ impl Instance {
             running: self.oper_state.unwrap_or(false),
             status: self.status.clone().unwrap_or_default(),
             vcpus: self.beparams.vcpus.and_then(|v| i32::try_from(v).ok()),
-            ram_mib: self.beparams.maxmem.or(self.beparams.memory).and_then(|v| i32::try_from(v).ok()),
+            ram_mib: self
+                .beparams
+                .maxmem
+                .or(self.beparams.memory)
+                .and_then(|v| i32::try_from(v).ok()),
             nics: self.nics(),
             pnode: self.pnode.clone(),
             disk_template: self.disk_template.clone(),
@@ -522,7 +546,8 @@ pub struct RapiJob {
 }
 
 fn parse_status(s: &str) -> Result<JobStatus, RapiError> {
-    s.parse::<JobStatus>().map_err(|e| RapiError::Decode(e.to_string()))
+    s.parse::<JobStatus>()
+        .map_err(|e| RapiError::Decode(e.to_string()))
 }
 
 /// A readable message from a failed op's result (`["OpPrereqError",
@@ -534,7 +559,10 @@ pub fn op_error_message(result: &Value) -> Option<String> {
             let class = a[0].as_str().unwrap_or("error");
             match &a[1] {
                 Value::Array(inner) if !inner.is_empty() => {
-                    let msg = inner[0].as_str().map(str::to_string).unwrap_or_else(|| inner[0].to_string());
+                    let msg = inner[0]
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| inner[0].to_string());
                     match inner.get(1).and_then(Value::as_str) {
                         Some(code) => Some(format!("{class}: {msg} ({code})")),
                         None => Some(format!("{class}: {msg}")),
@@ -551,26 +579,42 @@ pub fn op_error_message(result: &Value) -> Option<String> {
 }
 
 impl RapiJob {
-    /// True when Ganeti answered with every field null (no such job).
+    /// True when Ganeti answered with every field but `id` null (no such job).
     pub fn is_missing(&self) -> bool {
-        self.id.is_none() && self.status.is_none() && self.ops.is_none()
+        self.status.is_none() && self.ops.is_none() && self.opstatus.is_none()
     }
 
     /// The job status.
     pub fn job_status(&self) -> Result<JobStatus, RapiError> {
-        parse_status(self.status.as_deref().ok_or_else(|| RapiError::Decode("job without status".into()))?)
+        parse_status(
+            self.status
+                .as_deref()
+                .ok_or_else(|| RapiError::Decode("job without status".into()))?,
+        )
     }
 
     /// Every log message of every op, oldest first.
     pub fn log_messages(&self) -> Vec<String> {
-        self.oplog.iter().flatten().flatten().map(LogEntry::text).collect()
+        self.oplog
+            .iter()
+            .flatten()
+            .flatten()
+            .map(LogEntry::text)
+            .collect()
     }
 
     /// The first failing op's result and a readable message for it.
     pub fn failure(&self) -> Option<(Value, String)> {
         let statuses = self.opstatus.as_ref()?;
-        let i = statuses.iter().position(|s| s == "error" || s == "canceled")?;
-        let result = self.opresult.as_ref().and_then(|r| r.get(i)).cloned().unwrap_or(Value::Null);
+        let i = statuses
+            .iter()
+            .position(|s| s == "error" || s == "canceled")?;
+        let result = self
+            .opresult
+            .as_ref()
+            .and_then(|r| r.get(i))
+            .cloned()
+            .unwrap_or(Value::Null);
         let msg = op_error_message(&result).unwrap_or_else(|| {
             self.oplog
                 .as_ref()
@@ -584,13 +628,19 @@ impl RapiJob {
 
     /// The core's view of this job.
     pub fn to_job_info(&self) -> Result<JobInfo, RapiError> {
-        let id = self.id.ok_or_else(|| RapiError::Decode("job without id".into()))?;
+        let id = self
+            .id
+            .ok_or_else(|| RapiError::Decode("job without id".into()))?;
         let status = self.job_status()?;
         let ops = self.ops.as_deref().unwrap_or_default();
         let opstatus = self.opstatus.as_deref().unwrap_or_default();
         let mut out = Vec::with_capacity(ops.len());
         for (i, op) in ops.iter().enumerate() {
-            let opcode = op.get("OP_ID").and_then(Value::as_str).unwrap_or_default().to_string();
+            let opcode = op
+                .get("OP_ID")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             let st = match opstatus.get(i) {
                 Some(s) => parse_status(s)?,
                 None => status,
@@ -598,8 +648,18 @@ impl RapiJob {
             out.push(JobOpInfo {
                 opcode,
                 status: st,
-                result: self.opresult.as_ref().and_then(|r| r.get(i)).cloned().unwrap_or(Value::Null),
-                log: self.oplog.as_ref().and_then(|l| l.get(i)).map(|l| l.iter().map(LogEntry::text).collect()).unwrap_or_default(),
+                result: self
+                    .opresult
+                    .as_ref()
+                    .and_then(|r| r.get(i))
+                    .cloned()
+                    .unwrap_or(Value::Null),
+                log: self
+                    .oplog
+                    .as_ref()
+                    .and_then(|l| l.get(i))
+                    .map(|l| l.iter().map(LogEntry::text).collect())
+                    .unwrap_or_default(),
             });
         }
         Ok(JobInfo {
@@ -636,13 +696,22 @@ impl<'de> Deserialize<'de> for CancelResult {
         match v {
             Value::Array(a) => Ok(CancelResult {
                 canceled: a.first().and_then(Value::as_bool).unwrap_or(false),
-                message: a.get(1).map(|m| m.as_str().map(str::to_string).unwrap_or_else(|| m.to_string())).unwrap_or_default(),
+                message: a
+                    .get(1)
+                    .map(|m| {
+                        m.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| m.to_string())
+                    })
+                    .unwrap_or_default(),
             }),
             Value::Bool(b) => Ok(CancelResult {
                 canceled: b,
                 message: String::new(),
             }),
-            other => Err(de::Error::custom(format!("unexpected cancel answer {other}"))),
+            other => Err(de::Error::custom(format!(
+                "unexpected cancel answer {other}"
+            ))),
         }
     }
 }
@@ -844,17 +913,21 @@ mod tests {
 
     #[test]
     fn log_entries_decode() {
-        let e: LogEntry = serde_json::from_value(json!([3, [1795555493, 45112], "message", "hi"])).unwrap();
+        let e: LogEntry =
+            serde_json::from_value(json!([3, [1795555493, 45112], "message", "hi"])).unwrap();
         assert_eq!(e.serial, 3);
         assert_eq!(e.time.as_micros(), 1_795_555_493_045_112);
         assert_eq!(e.text(), "hi");
-        assert_eq!(serde_json::to_value(&e).unwrap(), json!([3, [1795555493, 45112], "message", "hi"]));
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            json!([3, [1795555493, 45112], "message", "hi"])
+        );
         assert!(serde_json::from_value::<LogEntry>(json!([1])).is_err());
     }
 
     #[test]
     fn missing_job_is_all_null() {
-        let j: RapiJob = serde_json::from_value(json!({"id": null, "ops": null, "status": null, "summary": null,
+        let j: RapiJob = serde_json::from_value(json!({"id": 999999, "ops": null, "status": null, "summary": null,
             "opstatus": null, "received_ts": null, "start_ts": null, "end_ts": null, "oplog": null, "opresult": null}))
         .unwrap();
         assert!(j.is_missing());
@@ -869,7 +942,10 @@ mod tests {
         .unwrap();
         let (result, msg) = j.failure().unwrap();
         assert_eq!(result[0], "OpPrereqError");
-        assert_eq!(msg, "OpPrereqError: Instance 'x' not known (unknown_entity)");
+        assert_eq!(
+            msg,
+            "OpPrereqError: Instance 'x' not known (unknown_entity)"
+        );
         let info = j.to_job_info().unwrap();
         assert_eq!(info.status, JobStatus::Error);
         assert_eq!(info.ops[0].opcode, "OP_INSTANCE_STARTUP");
@@ -884,17 +960,23 @@ mod tests {
 
     #[test]
     fn cancel_results() {
-        let c: CancelResult = serde_json::from_value(json!([true, "Job 3 will be canceled"])).unwrap();
+        let c: CancelResult =
+            serde_json::from_value(json!([true, "Job 3 will be canceled"])).unwrap();
         assert!(c.canceled);
-        let c: CancelResult = serde_json::from_value(json!([false, "Job 3 is no longer waiting in the queue"])).unwrap();
+        let c: CancelResult =
+            serde_json::from_value(json!([false, "Job 3 is no longer waiting in the queue"]))
+                .unwrap();
         assert!(!c.canceled);
     }
 
     #[test]
     fn admin_state_old_and_new() {
-        let i: Instance = serde_json::from_value(json!({"name": "a", "admin_state": true})).unwrap();
+        let i: Instance =
+            serde_json::from_value(json!({"name": "a", "admin_state": true})).unwrap();
         assert_eq!(i.admin_state.as_deref(), Some("up"));
-        let i: Instance = serde_json::from_value(json!({"name": "a", "admin_state": "down", "nic.ips": null})).unwrap();
+        let i: Instance =
+            serde_json::from_value(json!({"name": "a", "admin_state": "down", "nic.ips": null}))
+                .unwrap();
         assert_eq!(i.admin_state.as_deref(), Some("down"));
         assert!(i.nic_ips.is_empty());
     }
