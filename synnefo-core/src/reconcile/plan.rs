@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::diff::Discrepancy;
+use super::diff::{Discrepancy, OrphanReason};
 use crate::ids::{BackendId, VmId};
 use crate::model::{Nic, Vm};
 use crate::service::VmChange;
@@ -161,7 +161,9 @@ pub struct Plan {
     pub manual: Vec<usize>,
 }
 
-/// Maps each discrepancy to its fix, if its class is selected.
+/// Maps each discrepancy to its fix(es), if its class is selected: one
+/// action each, except an orphan of a DESTROYED-but-not-deleted VM, which
+/// is removed and its row marked deleted.
 pub fn plan_fixes(discrepancies: &[Discrepancy], flags: FixFlags) -> Plan {
     let mut plan = Plan::default();
     for (i, d) in discrepancies.iter().enumerate() {
@@ -202,10 +204,26 @@ pub fn plan_fixes(discrepancies: &[Discrepancy], flags: FixFlags) -> Plan {
             },
             Discrepancy::UnsyncedFlavor { .. } | Discrepancy::WrongBackend { .. } => continue,
         };
+        let also_mark = matches!(
+            d,
+            Discrepancy::Orphan {
+                reason: OrphanReason::Destroyed,
+                ..
+            }
+        );
+        let vm = action.vm();
         plan.fixes.push(PlannedFix {
             discrepancy: i,
             action,
         });
+        if also_mark {
+            // DESTROYED but not deleted: once the instance is gone the row
+            // would be stale (R1); settle both in one run.
+            plan.fixes.push(PlannedFix {
+                discrepancy: i,
+                action: FixAction::MarkDestroyed { vm },
+            });
+        }
     }
     plan
 }
