@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use synnefo_api::console::control::{self, RequestForm};
 use synnefo_api::console::Forwarding;
+use synnefo_api::console::control::{self, RequestForm};
 
 fuzz_target!(|line: &[u8]| {
     let _ = control::request_form(line);

@@ -35,9 +35,15 @@ fn run(machine: &mut dyn Handshake, data: &[u8], chunks: &[u8]) {
 }
 
 fuzz_target!(|input: &[u8]| {
-    let Some((&selector, input)) = input.split_first() else { return };
+    let Some((&selector, input)) = input.split_first() else {
+        return;
+    };
     let (chunks, data) = input.split_at(input.len().min(usize::from(selector & 7)));
-    let chunks = if chunks.is_empty() { &[255u8][..] } else { chunks };
+    let chunks = if chunks.is_empty() {
+        &[255u8][..]
+    } else {
+        chunks
+    };
     let _ = rfb::parse_version(data);
     match selector >> 6 {
         0 => run(&mut ServerHandshake::new([0x5a; 16]), data, chunks),
