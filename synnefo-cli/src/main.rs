@@ -37,6 +37,11 @@ enum Command {
     Vncauthproxy(cmd::vncauthproxy::Args),
     /// Run a simulated Ganeti cluster speaking RAPI (tests, demos)
     GanetiSim(cmd::ganeti_sim::Args),
+    /// Operators' view of servers in every project
+    #[command(subcommand)]
+    Server(cmd::server::ServerCommand),
+    /// Print a shell completion script
+    Completions(cmd::completions::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +56,7 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         let command = match cli.command {
             Command::Config(c) => return cmd::config::run(&cli.config, c).await.unwrap_or_else(common::report),
+            Command::Completions(a) => return cmd::completions::run::<Cli>(a),
             Command::GanetiSim(a) => {
                 common::init_logging(cli.log_format.as_deref().unwrap_or("human"), "info");
                 return cmd::ganeti_sim::run(a).await.unwrap_or_else(common::report);
@@ -62,7 +68,8 @@ fn main() -> ExitCode {
             Err(e) => return common::report(e),
         };
         let result = match command {
-            Command::Config(_) | Command::GanetiSim(_) => unreachable!("handled above"),
+            Command::Config(_) | Command::GanetiSim(_) | Command::Completions(_) => unreachable!("handled above"),
+            Command::Server(c) => cmd::server::run(&ctx, c).await,
             Command::Db(c) => cmd::db::run(&ctx, c).await,
             Command::Vncauthproxy(a) => cmd::vncauthproxy::run(&ctx, a).await,
         };

@@ -4,3 +4,5 @@ pub mod config;
 pub mod db;
 pub mod vncauthproxy;
 pub mod ganeti_sim;
+pub mod completions;
+pub mod server;

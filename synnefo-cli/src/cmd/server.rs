@@ -1,0 +1,124 @@
+//! `synnefo server list|show`: operators' view of every project's servers.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use serde_json::json;
+use synnefo_core::ids::VmId;
+use synnefo_core::ports::{VmQuery, VmStore};
+use synnefo_core::state::{OperState, server_status};
+
+use crate::common::Context;
+
+/// Server commands.
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// List servers of every project (newest first)
+    List {
+        /// Only this project (id)
+        #[arg(long)]
+        project: Option<String>,
+        /// Only this backend (id)
+        #[arg(long)]
+        backend: Option<i64>,
+        /// Only these operstates (BUILD, STARTED, STOPPED, ERROR, DESTROYED); repeatable
+        #[arg(long = "operstate", value_parser = parse_operstate)]
+        operstates: Vec<OperState>,
+        /// Include deleted servers
+        #[arg(long)]
+        deleted: bool,
+        /// At most this many
+        #[arg(long, default_value_t = 1000)]
+        limit: u64,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one server with its state-machine fields and NICs
+    Show {
+        /// Server id
+        id: VmId,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_operstate(s: &str) -> Result<OperState, String> {
+    s.to_ascii_uppercase().parse::<OperState>().map_err(|e| e.to_string())
+}
+
+/// Runs a server command.
+pub async fn run(ctx: &Context, cmd: ServerCommand) -> anyhow::Result<ExitCode> {
+    let store = ctx.store().await?;
+    match cmd {
+        ServerCommand::List {
+            project,
+            backend,
+            operstates,
+            deleted,
+            limit,
+            json,
+        } => {
+            let vms = store
+                .list_vms(&VmQuery {
+                    project_id: project,
+                    backend_id: backend.map(synnefo_core::ids::BackendId),
+                    operstates: (!operstates.is_empty()).then_some(operstates),
+                    include_deleted: deleted,
+                    newest_first: true,
+                    limit: Some(limit),
+                    ..VmQuery::default()
+                })
+                .await?;
+            if json {
+                let rows: Vec<_> = vms
+                    .iter()
+                    .map(|v| {
+                        json!({
+                            "id": v.id, "name": v.name, "project_id": v.project_id, "user_id": v.user_id,
+                            "operstate": v.state.operstate, "status": server_status(&v.state).as_str(),
+                            "deleted": v.state.deleted, "suspended": v.state.suspended,
+                            "backend_id": v.backend_id, "flavor_id": v.flavor_id, "image_id": v.image_id,
+                            "created": v.created, "updated": v.updated,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{:>8}  {:<24} {:<10} {:<11} {:>7}  {:<32}  updated", "id", "name", "operstate", "status", "backend", "project");
+                for v in &vms {
+                    println!(
+                        "{:>8}  {:<24} {:<10} {:<11} {:>7}  {:<32}  {}",
+                        v.id,
+                        truncate(&v.name, 24),
+                        v.state.operstate,
+                        server_status(&v.state).as_str(),
+                        v.backend_id.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
+                        v.project_id,
+                        v.updated.format("%Y-%m-%d %H:%M:%S")
+                    );
+                }
+                eprintln!("{} server(s)", vms.len());
+            }
+        }
+        ServerCommand::Show { id, json } => {
+            let Some(vm) = store.vm(id).await? else {
+                eprintln!("error: server {id} not found");
+                return Ok(ExitCode::from(2));
+            };
+            let nics = store.nics(id).await?;
+            let doc = json!({ "server": vm, "status": server_status(&vm.state).as_str(), "nics": nics });
+            if json {
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+            } else {
+                println!("{}", toml::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string()));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n { s.to_string() } else { s.chars().take(n - 1).chain(['…']).collect() }
+}
