@@ -505,10 +505,10 @@ fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
         if err.downcast_ref::<rustls::Error>().is_some() {
             return true;
         }
+        // io::Error::source() skips the wrapped error itself: look inside.
         if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            && let Some(inner) = io.get_ref()
+            && is_tls(inner)
         {
             return true;
         }

@@ -518,7 +518,7 @@ impl InstanceConsole {
 // ------------------------------------------------------------------ jobs
 
 /// `GET /2/jobs/ID` (Ganeti's `J_FIELDS`). For an unknown job Ganeti 3.0
-/// answers 200 with every field `null`; the client turns that into
+/// answers 200 with `id` echoed and every other field `null`; the client turns that into
 /// [`RapiError::NotFound`].
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
