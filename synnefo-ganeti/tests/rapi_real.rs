@@ -1,11 +1,12 @@
-//! The RAPI client suite. Every test in the first half runs against a
+//! The RAPI client suite (named `rapi_real*` so `scripts/ganeti-lab/test`
+//! runs it against the lab). Every test in the first half runs against a
 //! target: the simulator over HTTPS (self-signed certificate generated per
 //! test) by default, or a real Ganeti RAPI when `SYNNEFO_TEST_RAPI_URL` is
 //! set:
 //!
 //! ```sh
 //! eval "$(scripts/ganeti-lab/env)"      # after sudo scripts/ganeti-lab/up
-//! cargo test -p synnefo-ganeti --test rapi_client
+//! cargo test -p synnefo-ganeti --test rapi_real
 //! ```
 //!
 //! Variables: `SYNNEFO_TEST_RAPI_URL`, `SYNNEFO_TEST_RAPI_USER`,
