@@ -1,0 +1,498 @@
+//! Rows <-> domain types. Every decode is checked: a value that does not
+//! fit the domain is [`StoreError::Corrupt`], never a panic.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use chrono::{DateTime, Timelike, Utc};
+use sea_orm::{DbBackend, Value};
+
+use super::entities::{backend, flavor, image, nic, project, token, user, vm};
+use crate::error::StoreError;
+use crate::ids::{BackendId, FlavorId, JobId, VmId};
+use crate::model::{Backend, Flavor, Image, Nic, Project, Token, User, Vm};
+use crate::state::{
+    Action, BackendJob, EventPosition, JobStatus, OpCode, OperState, PendingAction, VmState,
+};
+
+/// Longest job log message stored (bytes); longer ones are cut at a char
+/// boundary so one chatty Ganeti error cannot fail a dispatcher batch.
+pub(crate) const MAX_LOG_MSG: usize = 16 * 1024;
+
+/// `t` truncated to microseconds, the precision every backend stores.
+pub(crate) fn trunc_us(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.with_nanosecond(t.nanosecond() / 1000 * 1000).unwrap_or(t)
+}
+
+/// Now, truncated to microseconds.
+pub(crate) fn now() -> DateTime<Utc> {
+    trunc_us(Utc::now())
+}
+
+/// A timestamp as a bound value, truncated to microseconds.
+///
+/// sqlx sends `DateTime<Utc>` to MySQL as a `TIMESTAMP` parameter, which
+/// MariaDB turns into NULL outside 1970..2038; our MySQL columns are
+/// `DATETIME(6)` holding UTC, so bind a naive UTC `DATETIME` there.
+pub(crate) fn ts(backend: DbBackend, t: DateTime<Utc>) -> Value {
+    portable(
+        backend,
+        Value::ChronoDateTimeUtc(Some(Box::new(trunc_us(t)))),
+    )
+}
+
+/// `v` as it must be bound on `backend` (see [`ts`]): UTC timestamps become
+/// naive UTC `DATETIME`s on MySQL; everything else is unchanged.
+pub(crate) fn portable(backend: DbBackend, v: Value) -> Value {
+    match v {
+        Value::ChronoDateTimeUtc(t) if backend == DbBackend::MySql => {
+            Value::ChronoDateTime(t.map(|t| Box::new(trunc_us(*t).naive_utc())))
+        }
+        Value::ChronoDateTimeUtc(Some(t)) => Value::ChronoDateTimeUtc(Some(Box::new(trunc_us(*t)))),
+        other => other,
+    }
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+pub(crate) fn u64_to_i64(v: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| {
+        StoreError::Integrity(format!("{what} {v} does not fit a signed 64-bit column"))
+    })
+}
+
+fn i64_to_u64(v: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| corrupt(format!("negative {what} {v}")))
+}
+
+pub(crate) fn user(m: user::Model) -> User {
+    User {
+        id: m.id,
+        name: m.name,
+        password_hash: m.password_hash,
+        enabled: m.enabled,
+        is_admin: m.is_admin,
+        created: m.created,
+    }
+}
+
+pub(crate) fn project(m: project::Model) -> Project {
+    Project {
+        id: m.id,
+        name: m.name,
+        created: m.created,
+    }
+}
+
+pub(crate) fn token(m: token::Model) -> Token {
+    Token {
+        digest: m.digest,
+        user_id: m.user_id,
+        project_id: m.project_id,
+        issued: m.issued,
+        expires: m.expires,
+        revoked: m.revoked,
+    }
+}
+
+pub(crate) fn flavor(m: flavor::Model) -> Flavor {
+    Flavor {
+        id: FlavorId(m.id),
+        name: m.name,
+        vcpus: m.vcpus,
+        ram_mib: m.ram_mib,
+        disk_gib: m.disk_gib,
+        disk_template: m.disk_template,
+        is_public: m.is_public,
+        deleted: m.deleted,
+    }
+}
+
+pub(crate) fn to_json(map: &BTreeMap<String, String>) -> Result<String, StoreError> {
+    serde_json::to_string(map).map_err(|e| StoreError::Integrity(format!("cannot encode map: {e}")))
+}
+
+fn from_json(s: &str, what: &str) -> Result<BTreeMap<String, String>, StoreError> {
+    serde_json::from_str(s).map_err(|e| corrupt(format!("{what}: {e}")))
+}
+
+pub(crate) fn image(m: image::Model) -> Result<Image, StoreError> {
+    Ok(Image {
+        osparams: from_json(&m.osparams, "image osparams")?,
+        metadata: from_json(&m.metadata, "image metadata")?,
+        id: m.id,
+        name: m.name,
+        os_type: m.os_type,
+        status: m.status,
+        min_disk_gib: m.min_disk_gib,
+        min_ram_mib: m.min_ram_mib,
+        is_public: m.is_public,
+        owner: m.owner,
+        created: m.created,
+        updated: m.updated,
+    })
+}
+
+pub(crate) fn backend(m: backend::Model) -> Result<Backend, StoreError> {
+    Ok(Backend {
+        id: BackendId(m.id),
+        port: u16::try_from(m.port).map_err(|_| corrupt(format!("backend port {}", m.port)))?,
+        name: m.name,
+        host: m.host,
+        drained: m.drained,
+        offline: m.offline,
+        created: m.created,
+    })
+}
+
+pub(crate) fn nic(m: nic::Model) -> Nic {
+    Nic {
+        index: m.index,
+        ip: m.ip,
+        mac: m.mac,
+        network: m.network,
+        link: m.link,
+        mode: m.mode,
+    }
+}
+
+pub(crate) fn nic_row(vm_id: VmId, n: &Nic) -> nic::ActiveModel {
+    use sea_orm::ActiveValue::Set;
+    nic::ActiveModel {
+        vm_id: Set(vm_id.0),
+        index: Set(n.index),
+        ip: Set(n.ip.clone()),
+        mac: Set(n.mac.clone()),
+        network: Set(n.network.clone()),
+        link: Set(n.link.clone()),
+        mode: Set(n.mode.clone()),
+    }
+}
+
+fn position(
+    job: Option<i64>,
+    op: Option<i64>,
+    rank: Option<i16>,
+    time: Option<i64>,
+    what: &str,
+) -> Result<Option<EventPosition>, StoreError> {
+    match (job, op, rank, time) {
+        (None, None, None, None) => Ok(None),
+        (Some(job), Some(op), Some(rank), Some(time_us)) => Ok(Some(EventPosition {
+            job_id: i64_to_u64(job, what)?,
+            op_index: u32::try_from(op).map_err(|_| corrupt(format!("{what} op index {op}")))?,
+            status_rank: u8::try_from(rank)
+                .map_err(|_| corrupt(format!("{what} status rank {rank}")))?,
+            time_us,
+        })),
+        _ => Err(corrupt(format!("{what}: partially NULL"))),
+    }
+}
+
+/// The VM state stored in a row.
+pub(crate) fn vm_state(m: &vm::Model) -> Result<VmState, StoreError> {
+    let operstate = OperState::from_str(&m.operstate).map_err(corrupt)?;
+    let action = match &m.action {
+        None => None,
+        Some(a) => Some(PendingAction {
+            action: Action::parse(a).ok_or_else(|| corrupt(format!("unknown action {a:?}")))?,
+            job_id: m
+                .action_job_id
+                .map(|j| i64_to_u64(j, "action job id").map(JobId))
+                .transpose()?,
+        }),
+    };
+    let job = match (&m.job_id, &m.job_opcode, &m.job_status) {
+        (None, _, _) => None,
+        (Some(id), Some(opcode), Some(status)) => Some(BackendJob {
+            job_id: JobId(i64_to_u64(*id, "job id")?),
+            opcode: OpCode::from_str(opcode).map_err(corrupt)?,
+            status: JobStatus::from_str(status).map_err(corrupt)?,
+            log_msg: m.job_log_msg.clone(),
+        }),
+        _ => {
+            return Err(corrupt(format!(
+                "vm {}: job without opcode or status",
+                m.id
+            )));
+        }
+    };
+    Ok(VmState {
+        operstate,
+        deleted: m.deleted,
+        suspended: m.suspended,
+        action,
+        job,
+        last_event: position(
+            m.last_event_job_id,
+            m.last_event_op_index,
+            m.last_event_status_rank,
+            m.last_event_time_us,
+            "last_event",
+        )?,
+        state_event: position(
+            m.state_event_job_id,
+            m.state_event_op_index,
+            m.state_event_status_rank,
+            m.state_event_time_us,
+            "state_event",
+        )?,
+    })
+}
+
+/// A row and its metadata as a [`Vm`].
+pub(crate) fn vm(m: vm::Model, metadata: BTreeMap<String, String>) -> Result<Vm, StoreError> {
+    Ok(Vm {
+        state: vm_state(&m)?,
+        id: VmId(m.id),
+        user_id: m.user_id,
+        project_id: m.project_id,
+        name: m.name,
+        flavor_id: FlavorId(m.flavor_id),
+        image_id: m.image_id,
+        backend_id: m.backend_id.map(BackendId),
+        metadata,
+        created: m.created,
+        updated: m.updated,
+        last_reconciled: m.last_reconciled,
+        version: m.version,
+    })
+}
+
+/// The `vms` columns that hold [`VmState`], in the order of [`StateRow::values`].
+pub(crate) const STATE_COLUMNS: [&str; 17] = [
+    "operstate",
+    "deleted",
+    "suspended",
+    "action",
+    "action_job_id",
+    "job_id",
+    "job_opcode",
+    "job_status",
+    "job_log_msg",
+    "last_event_job_id",
+    "last_event_op_index",
+    "last_event_status_rank",
+    "last_event_time_us",
+    "state_event_job_id",
+    "state_event_op_index",
+    "state_event_status_rank",
+    "state_event_time_us",
+];
+
+/// [`VmState`] flattened into the `vms` columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StateRow {
+    pub operstate: String,
+    pub deleted: bool,
+    pub suspended: bool,
+    pub action: Option<String>,
+    pub action_job_id: Option<i64>,
+    pub job_id: Option<i64>,
+    pub job_opcode: Option<String>,
+    pub job_status: Option<String>,
+    pub job_log_msg: Option<String>,
+    pub last_event: [Option<i64>; 4],
+    pub state_event: [Option<i64>; 4],
+}
+
+fn position_columns(p: Option<EventPosition>, what: &str) -> Result<[Option<i64>; 4], StoreError> {
+    Ok(match p {
+        None => [None; 4],
+        Some(p) => [
+            Some(u64_to_i64(p.job_id, what)?),
+            Some(i64::from(p.op_index)),
+            Some(i64::from(p.status_rank)),
+            Some(p.time_us),
+        ],
+    })
+}
+
+fn truncate_log(s: &str) -> String {
+    if s.len() <= MAX_LOG_MSG {
+        return s.to_string();
+    }
+    let mut end = MAX_LOG_MSG;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+fn opt_string(s: Option<String>) -> Value {
+    Value::String(s.map(Box::new))
+}
+
+fn rank_value(r: Option<i64>) -> Value {
+    // ranks are 0..=4 (`JobStatus::rank`), so the narrowing cannot fail
+    Value::SmallInt(r.and_then(|r| i16::try_from(r).ok()))
+}
+
+impl StateRow {
+    /// Flattens a state; job ids that do not fit `BIGINT` are refused.
+    pub(crate) fn new(s: &VmState) -> Result<StateRow, StoreError> {
+        let job_id = match &s.job {
+            Some(j) => Some(u64_to_i64(j.job_id.0, "job id")?),
+            None => None,
+        };
+        let action_job_id = match s.action.and_then(|a| a.job_id) {
+            Some(j) => Some(u64_to_i64(j.0, "action job id")?),
+            None => None,
+        };
+        Ok(StateRow {
+            operstate: s.operstate.as_str().to_string(),
+            deleted: s.deleted,
+            suspended: s.suspended,
+            action: s.action.map(|a| a.action.as_str().to_string()),
+            action_job_id,
+            job_id,
+            job_opcode: s.job.as_ref().map(|j| j.opcode.as_str().to_string()),
+            job_status: s.job.as_ref().map(|j| j.status.as_str().to_string()),
+            job_log_msg: s
+                .job
+                .as_ref()
+                .and_then(|j| j.log_msg.as_deref())
+                .map(truncate_log),
+            last_event: position_columns(s.last_event, "last_event job id")?,
+            state_event: position_columns(s.state_event, "state_event job id")?,
+        })
+    }
+
+    /// The column values, in the order of [`STATE_COLUMNS`].
+    pub(crate) fn values(self) -> [Value; 17] {
+        let [le0, le1, le2, le3] = self.last_event;
+        let [se0, se1, se2, se3] = self.state_event;
+        [
+            Value::String(Some(Box::new(self.operstate))),
+            Value::Bool(Some(self.deleted)),
+            Value::Bool(Some(self.suspended)),
+            opt_string(self.action),
+            Value::BigInt(self.action_job_id),
+            Value::BigInt(self.job_id),
+            opt_string(self.job_opcode),
+            opt_string(self.job_status),
+            opt_string(self.job_log_msg),
+            Value::BigInt(le0),
+            Value::BigInt(le1),
+            rank_value(le2),
+            Value::BigInt(le3),
+            Value::BigInt(se0),
+            Value::BigInt(se1),
+            rank_value(se2),
+            Value::BigInt(se3),
+        ]
+    }
+
+    /// A new `vms` row in this state.
+    pub(crate) fn into_active_model(self, am: &mut vm::ActiveModel) {
+        use sea_orm::ActiveValue::Set;
+        let [le0, le1, le2, le3] = self.last_event;
+        let [se0, se1, se2, se3] = self.state_event;
+        am.operstate = Set(self.operstate);
+        am.deleted = Set(self.deleted);
+        am.suspended = Set(self.suspended);
+        am.action = Set(self.action);
+        am.action_job_id = Set(self.action_job_id);
+        am.job_id = Set(self.job_id);
+        am.job_opcode = Set(self.job_opcode);
+        am.job_status = Set(self.job_status);
+        am.job_log_msg = Set(self.job_log_msg);
+        am.last_event_job_id = Set(le0);
+        am.last_event_op_index = Set(le1);
+        am.last_event_status_rank = Set(le2.and_then(|r| i16::try_from(r).ok()));
+        am.last_event_time_us = Set(le3);
+        am.state_event_job_id = Set(se0);
+        am.state_event_op_index = Set(se1);
+        am.state_event_status_rank = Set(se2.and_then(|r| i16::try_from(r).ok()));
+        am.state_event_time_us = Set(se3);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_through_columns() {
+        let mut s = VmState::new_build();
+        s.action = Some(PendingAction {
+            action: Action::Create,
+            job_id: Some(JobId(7)),
+        });
+        s.job = Some(BackendJob {
+            job_id: JobId(7),
+            opcode: OpCode::InstanceCreate,
+            status: JobStatus::Running,
+            log_msg: Some("x".into()),
+        });
+        s.last_event = Some(EventPosition {
+            job_id: 7,
+            op_index: 2,
+            status_rank: 2,
+            time_us: 99,
+        });
+        let row = StateRow::new(&s).unwrap();
+        assert_eq!(row.clone().values().len(), STATE_COLUMNS.len());
+        let mut am = <vm::ActiveModel as sea_orm::ActiveModelTrait>::default();
+        row.into_active_model(&mut am);
+        let m = vm::Model {
+            id: 1,
+            user_id: "u".into(),
+            project_id: "p".into(),
+            name: "n".into(),
+            flavor_id: 1,
+            image_id: "i".into(),
+            backend_id: None,
+            operstate: am.operstate.unwrap(),
+            deleted: am.deleted.unwrap(),
+            suspended: am.suspended.unwrap(),
+            action: am.action.unwrap(),
+            action_job_id: am.action_job_id.unwrap(),
+            job_id: am.job_id.unwrap(),
+            job_opcode: am.job_opcode.unwrap(),
+            job_status: am.job_status.unwrap(),
+            job_log_msg: am.job_log_msg.unwrap(),
+            last_event_job_id: am.last_event_job_id.unwrap(),
+            last_event_op_index: am.last_event_op_index.unwrap(),
+            last_event_status_rank: am.last_event_status_rank.unwrap(),
+            last_event_time_us: am.last_event_time_us.unwrap(),
+            state_event_job_id: am.state_event_job_id.unwrap(),
+            state_event_op_index: am.state_event_op_index.unwrap(),
+            state_event_status_rank: am.state_event_status_rank.unwrap(),
+            state_event_time_us: am.state_event_time_us.unwrap(),
+            created: now(),
+            updated: now(),
+            last_reconciled: None,
+            version: 1,
+        };
+        assert_eq!(vm_state(&m).unwrap(), s);
+    }
+
+    #[test]
+    fn oversized_job_ids_are_refused_not_wrapped() {
+        let mut s = VmState::new_build();
+        s.last_event = Some(EventPosition {
+            job_id: u64::MAX,
+            op_index: 0,
+            status_rank: 0,
+            time_us: 0,
+        });
+        assert!(matches!(StateRow::new(&s), Err(StoreError::Integrity(_))));
+    }
+
+    #[test]
+    fn long_log_messages_are_cut_on_a_char_boundary() {
+        let s = "é".repeat(MAX_LOG_MSG);
+        let t = truncate_log(&s);
+        assert!(t.len() <= MAX_LOG_MSG);
+        assert!(s.starts_with(&t));
+    }
+
+    #[test]
+    fn timestamps_are_truncated_to_microseconds() {
+        let t = DateTime::from_timestamp(1, 123_456_789).unwrap();
+        assert_eq!(trunc_us(t).nanosecond(), 123_456_000);
+    }
+}

@@ -1,0 +1,77 @@
+//! `vms`: virtual machines, with the state machine's fields flattened.
+//!
+//! [`crate::state::VmState`] is stored column by column (not as JSON) so the
+//! API and reconciliation can filter and index on operstate and deleted,
+//! and so that a batch of state updates is one multi-row `UPDATE`.
+
+use sea_orm::entity::prelude::*;
+
+/// A row of `vms`.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "vms")]
+pub struct Model {
+    /// Id.
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    /// Creator.
+    pub user_id: String,
+    /// Owning project.
+    pub project_id: String,
+    /// Display name.
+    pub name: String,
+    /// Flavor.
+    pub flavor_id: i64,
+    /// Image.
+    pub image_id: String,
+    /// Ganeti cluster.
+    pub backend_id: Option<i64>,
+    /// `OperState::as_str`.
+    pub operstate: String,
+    /// Soft-deleted.
+    pub deleted: bool,
+    /// Suspended.
+    pub suspended: bool,
+    /// Pending action (`Action::as_str`).
+    pub action: Option<String>,
+    /// Job submitted for the pending action.
+    pub action_job_id: Option<i64>,
+    /// Last reported backend job id.
+    pub job_id: Option<i64>,
+    /// Its opcode.
+    pub job_opcode: Option<String>,
+    /// Its status.
+    pub job_status: Option<String>,
+    /// Its log message.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub job_log_msg: Option<String>,
+    /// `last_event.job_id`.
+    pub last_event_job_id: Option<i64>,
+    /// `last_event.op_index`.
+    pub last_event_op_index: Option<i64>,
+    /// `last_event.status_rank`.
+    pub last_event_status_rank: Option<i16>,
+    /// `last_event.time_us`.
+    pub last_event_time_us: Option<i64>,
+    /// `state_event.job_id`.
+    pub state_event_job_id: Option<i64>,
+    /// `state_event.op_index`.
+    pub state_event_op_index: Option<i64>,
+    /// `state_event.status_rank`.
+    pub state_event_status_rank: Option<i16>,
+    /// `state_event.time_us`.
+    pub state_event_time_us: Option<i64>,
+    /// Created.
+    pub created: DateTimeUtc,
+    /// Last changed.
+    pub updated: DateTimeUtc,
+    /// Last reconciled.
+    pub last_reconciled: Option<DateTimeUtc>,
+    /// Optimistic-concurrency version.
+    pub version: i64,
+}
+
+/// No navigable relations: the store joins explicitly.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

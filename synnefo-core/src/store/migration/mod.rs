@@ -1,0 +1,29 @@
+//! Schema migrations (`sea-orm-migration`), one timestamped module each.
+//!
+//! Migrations are append-only: a released migration is never edited, a
+//! schema change is a new `mYYYYMMDD_HHMMSS_<what>` module added to
+//! [`Migrator::migrations`]. The applied ones are recorded in
+//! `seaql_migrations`, so `synnefo db migrate` is idempotent.
+//!
+//! Column types are chosen to mean the same on SQLite, PostgreSQL and
+//! MySQL/MariaDB: bounded `VARCHAR` for every indexed or unique text column
+//! (MySQL cannot index unbounded `TEXT`), JSON as `TEXT`, `BIGINT` for ids
+//! and Ganeti job ids, and timestamps with microsecond precision
+//! (`timestamptz` on PostgreSQL, `DATETIME(6)` holding UTC on MySQL, whose
+//! `TIMESTAMP` stops in 2038 and drops fractions by default; RFC 3339 text on
+//! SQLite). MySQL tables use `utf8mb4_bin` so that names compare
+//! case-sensitively, as on the other two.
+
+use sea_orm_migration::prelude::*;
+
+mod m20260101_000001_initial;
+
+/// All migrations, in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20260101_000001_initial::Migration)]
+    }
+}

@@ -1,0 +1,691 @@
+//! [`VmStore`] over sea-orm: VMs, their metadata and NICs, optimistic
+//! concurrency and the batched state writes of the dispatcher.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Alias, Expr, NullOrdering, OnConflict, Order, Query};
+use sea_orm::{
+    ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbBackend,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
+    Value,
+};
+
+use super::SeaStore;
+use super::convert::{self, STATE_COLUMNS, StateRow, now, ts};
+use super::entities::{nic, vm, vm_metadata};
+use super::identity::project_usage;
+use super::sql::{IN_CHUNK, Sql, db_err, insert_returning_id, insert_stmt};
+use crate::error::StoreError;
+use crate::ids::VmId;
+use crate::model::{NewVm, Nic, Quota, Usage, Vm};
+use crate::ports::{VmQuery, VmStateUpdate, VmStore};
+use crate::state::VmState;
+
+/// Rows per multi-row `UPDATE` in [`VmStore::update_vm_states`]: 256 rows of
+/// 20 values stay well under every backend's bound-parameter limit.
+pub const BATCH_ROWS: usize = 256;
+
+fn server(id: impl std::fmt::Display) -> String {
+    format!("server {id}")
+}
+
+/// Metadata of `ids`, one query per [`IN_CHUNK`] ids.
+async fn metadata_of(
+    db: &impl ConnectionTrait,
+    ids: &[i64],
+) -> Result<HashMap<i64, BTreeMap<String, String>>, StoreError> {
+    let mut out: HashMap<i64, BTreeMap<String, String>> = HashMap::new();
+    for chunk in ids.chunks(IN_CHUNK) {
+        let rows = vm_metadata::Entity::find()
+            .filter(vm_metadata::Column::VmId.is_in(chunk.iter().copied()))
+            .all(db)
+            .await
+            .map_err(db_err)?;
+        for r in rows {
+            out.entry(r.vm_id).or_default().insert(r.key, r.value);
+        }
+    }
+    Ok(out)
+}
+
+/// Rows to VMs, with their metadata loaded in bulk (no N+1).
+async fn with_metadata(
+    db: &impl ConnectionTrait,
+    rows: Vec<vm::Model>,
+) -> Result<Vec<Vm>, StoreError> {
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    let mut meta = metadata_of(db, &ids).await?;
+    rows.into_iter()
+        .map(|r| {
+            let m = meta.remove(&r.id).unwrap_or_default();
+            convert::vm(r, m)
+        })
+        .collect()
+}
+
+async fn load_vm(db: &impl ConnectionTrait, id: i64) -> Result<Option<Vm>, StoreError> {
+    let Some(row) = vm::Entity::find_by_id(id).one(db).await.map_err(db_err)? else {
+        return Ok(None);
+    };
+    Ok(with_metadata(db, vec![row]).await?.pop())
+}
+
+/// Records a change to a VM that is not a state update: bumps `version` and
+/// `updated`. [`StoreError::NotFound`] if there is no such VM.
+async fn touch(db: &impl ConnectionTrait, id: i64) -> Result<(), StoreError> {
+    let res = vm::Entity::update_many()
+        .col_expr(vm::Column::Version, Expr::col(vm::Column::Version).add(1))
+        .col_expr(
+            vm::Column::Updated,
+            Expr::value(ts(db.get_database_backend(), now())),
+        )
+        .filter(vm::Column::Id.eq(id))
+        .exec(db)
+        .await
+        .map_err(db_err)?;
+    if res.rows_affected == 0 {
+        return Err(StoreError::NotFound(server(id)));
+    }
+    Ok(())
+}
+
+async fn insert_nics(
+    db: &impl ConnectionTrait,
+    rows: Vec<nic::ActiveModel>,
+) -> Result<(), StoreError> {
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<nic::ActiveModel> = rows.by_ref().take(IN_CHUNK).collect();
+        nic::Entity::insert_many(chunk)
+            .exec_without_returning(db)
+            .await
+            .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+async fn replace_nics(db: &impl ConnectionTrait, id: i64, nics: &[Nic]) -> Result<(), StoreError> {
+    nic::Entity::delete_many()
+        .filter(nic::Column::VmId.eq(id))
+        .exec(db)
+        .await
+        .map_err(db_err)?;
+    insert_nics(
+        db,
+        nics.iter().map(|n| convert::nic_row(VmId(id), n)).collect(),
+    )
+    .await
+}
+
+async fn upsert_metadata(
+    db: &impl ConnectionTrait,
+    id: i64,
+    items: &BTreeMap<String, String>,
+) -> Result<(), StoreError> {
+    let items: Vec<(&String, &String)> = items.iter().collect();
+    for chunk in items.chunks(IN_CHUNK) {
+        let mut stmt = Query::insert();
+        stmt.into_table(vm_metadata::Entity).columns([
+            vm_metadata::Column::VmId,
+            vm_metadata::Column::Key,
+            vm_metadata::Column::Value,
+        ]);
+        for (k, v) in chunk {
+            stmt.values([id.into(), (*k).clone().into(), (*v).clone().into()])
+                .map_err(|e| StoreError::Database(e.to_string()))?;
+        }
+        stmt.on_conflict(
+            OnConflict::columns([vm_metadata::Column::VmId, vm_metadata::Column::Key])
+                .update_column(vm_metadata::Column::Value)
+                .to_owned(),
+        );
+        let backend = db.get_database_backend();
+        db.execute(backend.build(&stmt)).await.map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// Takes the lock that serializes creates within one project (see the
+/// module docs of [`super`]); [`StoreError::NotFound`] if there is no such
+/// project.
+async fn lock_project(db: &impl ConnectionTrait, project_id: &str) -> Result<(), StoreError> {
+    let backend = db.get_database_backend();
+    let mut q = Sql::new(backend);
+    let found = match backend {
+        DbBackend::Sqlite => {
+            q.push("UPDATE projects SET name = name WHERE id = ")
+                .bind(project_id);
+            db.execute(q.build()).await.map_err(db_err)?.rows_affected() > 0
+        }
+        DbBackend::Postgres | DbBackend::MySql => {
+            let lock = if backend == DbBackend::Postgres {
+                "FOR NO KEY UPDATE"
+            } else {
+                "FOR UPDATE"
+            };
+            q.push("SELECT id FROM projects WHERE id = ")
+                .bind(project_id)
+                .push(" ")
+                .push(lock);
+            db.query_one(q.build()).await.map_err(db_err)?.is_some()
+        }
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound(format!("project {project_id}")))
+    }
+}
+
+/// One VM's final write in a batch.
+struct Winner<'a> {
+    id: i64,
+    /// The version the row is at now (locked).
+    from_version: i64,
+    /// The version after this batch.
+    to_version: i64,
+    values: [Value; 17],
+    nics: Option<&'a [Nic]>,
+}
+
+/// The multi-row guarded `UPDATE` for up to [`BATCH_ROWS`] winners.
+fn batch_update(backend: DbBackend, rows: &[Winner<'_>], now: DateTime<Utc>) -> Statement {
+    let mut q = Sql::new(backend);
+    match backend {
+        DbBackend::Postgres | DbBackend::Sqlite => {
+            q.push("WITH v(id, expected, new_version");
+            for c in STATE_COLUMNS {
+                q.push(", ").push(c);
+            }
+            q.push(") AS (VALUES ");
+            for (i, w) in rows.iter().enumerate() {
+                if i > 0 {
+                    q.push(", ");
+                }
+                q.push("(")
+                    .bind(w.id)
+                    .push(", ")
+                    .bind(w.from_version)
+                    .push(", ")
+                    .bind(w.to_version);
+                for v in w.values.iter() {
+                    q.push(", ").bind(v.clone());
+                }
+                q.push(")");
+            }
+            q.push(") UPDATE vms SET ");
+            for c in STATE_COLUMNS {
+                q.push(c).push(" = v.").push(c).push(", ");
+            }
+            q.push("version = v.new_version, updated = ").bind(now);
+            q.push(" FROM v WHERE vms.id = v.id AND vms.version = v.expected");
+        }
+        DbBackend::MySql => {
+            q.push("UPDATE vms JOIN (");
+            for (i, w) in rows.iter().enumerate() {
+                if i == 0 {
+                    q.push("SELECT ")
+                        .bind(w.id)
+                        .push(" AS id, ")
+                        .bind(w.from_version)
+                        .push(" AS expected, ");
+                    q.bind(w.to_version).push(" AS new_version");
+                    for (c, v) in STATE_COLUMNS.iter().zip(w.values.iter()) {
+                        q.push(", ").bind(v.clone()).push(" AS ").push(c);
+                    }
+                } else {
+                    q.push(" UNION ALL SELECT ")
+                        .bind(w.id)
+                        .push(", ")
+                        .bind(w.from_version)
+                        .push(", ")
+                        .bind(w.to_version);
+                    for v in w.values.iter() {
+                        q.push(", ").bind(v.clone());
+                    }
+                }
+            }
+            q.push(") v ON vms.id = v.id AND vms.version = v.expected SET ");
+            for c in STATE_COLUMNS {
+                q.push("vms.").push(c).push(" = v.").push(c).push(", ");
+            }
+            q.push("vms.version = v.new_version, vms.updated = ")
+                .bind(now);
+        }
+    }
+    q.build()
+}
+
+#[async_trait]
+impl VmStore for SeaStore {
+    async fn create_vm(&self, new: &NewVm, quota: Quota) -> Result<Vm, StoreError> {
+        let txn = self.db.begin().await.map_err(db_err)?;
+        lock_project(&txn, &new.project_id).await?;
+        let usage = project_usage(&txn, &new.project_id).await?;
+        quota.check(
+            usage,
+            Usage {
+                servers: 1,
+                vcpus: i64::from(new.flavor.vcpus),
+                ram_mib: i64::from(new.flavor.ram_mib),
+            },
+        )?;
+        let state = VmState::new_build();
+        let now = now();
+        let mut am = vm::ActiveModel {
+            id: NotSet,
+            user_id: Set(new.user_id.clone()),
+            project_id: Set(new.project_id.clone()),
+            name: Set(new.name.clone()),
+            flavor_id: Set(new.flavor.id.0),
+            image_id: Set(new.image_id.clone()),
+            backend_id: Set(new.backend_id.map(|b| b.0)),
+            created: Set(now),
+            updated: Set(now),
+            last_reconciled: Set(None),
+            version: Set(1),
+            ..Default::default()
+        };
+        StateRow::new(&state)?.into_active_model(&mut am);
+        let id =
+            insert_returning_id(&txn, insert_stmt(self.db_backend(), &am)?, vm::Column::Id).await?;
+        upsert_metadata(&txn, id, &new.metadata).await?;
+        txn.commit().await.map_err(db_err)?;
+        Ok(Vm {
+            id: VmId(id),
+            user_id: new.user_id.clone(),
+            project_id: new.project_id.clone(),
+            name: new.name.clone(),
+            flavor_id: new.flavor.id,
+            image_id: new.image_id.clone(),
+            backend_id: new.backend_id,
+            state,
+            metadata: new.metadata.clone(),
+            created: now,
+            updated: now,
+            last_reconciled: None,
+            version: 1,
+        })
+    }
+
+    async fn vm(&self, id: VmId) -> Result<Option<Vm>, StoreError> {
+        load_vm(&self.db, id.0).await
+    }
+
+    /// In id order.
+    async fn vms(&self, ids: &[VmId]) -> Result<Vec<Vm>, StoreError> {
+        let mut ids: Vec<i64> = ids.iter().map(|i| i.0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut rows = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(IN_CHUNK) {
+            let part = vm::Entity::find()
+                .filter(vm::Column::Id.is_in(chunk.iter().copied()))
+                .order_by_asc(vm::Column::Id)
+                .all(&self.db)
+                .await
+                .map_err(db_err)?;
+            rows.extend(part);
+        }
+        with_metadata(&self.db, rows).await
+    }
+
+    async fn list_vms(&self, query: &VmQuery) -> Result<Vec<Vm>, StoreError> {
+        let backend = self.db_backend();
+        let mut cond = Condition::all();
+        if let Some(p) = &query.project_id {
+            cond = cond.add(vm::Column::ProjectId.eq(p.as_str()));
+        }
+        if !query.include_deleted {
+            cond = cond.add(vm::Column::Deleted.eq(false));
+        }
+        if let Some(s) = &query.name_contains {
+            // case-sensitive substring on every backend (MySQL tables use a
+            // binary collation; SQLite's LIKE would ignore case)
+            let expr = match backend {
+                DbBackend::Postgres => Expr::cust_with_values("strpos(name, $1) > 0", [s.clone()]),
+                _ => Expr::cust_with_values("instr(name, ?) > 0", [s.clone()]),
+            };
+            cond = cond.add(expr);
+        }
+        if let Some(n) = &query.name_exact {
+            cond = cond.add(vm::Column::Name.eq(n.as_str()));
+        }
+        if let Some(states) = &query.operstates {
+            cond = cond.add(vm::Column::Operstate.is_in(states.iter().map(|s| s.as_str())));
+        }
+        if let Some(f) = query.flavor_id {
+            cond = cond.add(vm::Column::FlavorId.eq(f.0));
+        }
+        if let Some(i) = &query.image_id {
+            cond = cond.add(vm::Column::ImageId.eq(i.as_str()));
+        }
+        if let Some(b) = query.backend_id {
+            cond = cond.add(vm::Column::BackendId.eq(b.0));
+        }
+        if let Some(t) = query.changes_since {
+            cond = cond.add(vm::Column::Updated.gte(ts(backend, t)));
+        }
+        if let Some(m) = query.marker {
+            cond = cond.add(if query.newest_first {
+                vm::Column::Id.lt(m.0)
+            } else {
+                vm::Column::Id.gt(m.0)
+            });
+        }
+        let mut select = vm::Entity::find().filter(cond);
+        select = if query.newest_first {
+            select.order_by_desc(vm::Column::Id)
+        } else {
+            select.order_by_asc(vm::Column::Id)
+        };
+        if let Some(limit) = query.limit {
+            select = select.limit(limit);
+        }
+        let rows = select.all(&self.db).await.map_err(db_err)?;
+        with_metadata(&self.db, rows).await
+    }
+
+    async fn count_vms(&self) -> Result<u64, StoreError> {
+        vm::Entity::find()
+            .filter(vm::Column::Deleted.eq(false))
+            .count(&self.db)
+            .await
+            .map_err(db_err)
+    }
+
+    async fn update_vm_state(&self, update: &VmStateUpdate) -> Result<Vm, StoreError> {
+        let id = update.id.0;
+        let values = StateRow::new(&update.state)?.values();
+        let txn = self.db.begin().await.map_err(db_err)?;
+        let mut stmt = Query::update();
+        stmt.table(vm::Entity);
+        for (c, v) in STATE_COLUMNS.iter().zip(values) {
+            stmt.value(Alias::new(*c), v);
+        }
+        stmt.value(vm::Column::Version, Expr::col(vm::Column::Version).add(1))
+            .value(vm::Column::Updated, ts(self.db_backend(), now()))
+            .and_where(vm::Column::Id.eq(id))
+            .and_where(vm::Column::Version.eq(update.expected_version));
+        let backend = self.db_backend();
+        let res = txn.execute(backend.build(&stmt)).await.map_err(db_err)?;
+        if res.rows_affected() == 0 {
+            let current = vm::Entity::find_by_id(id).one(&txn).await.map_err(db_err)?;
+            return Err(match current {
+                None => StoreError::NotFound(server(id)),
+                Some(row) => StoreError::Conflict(format!(
+                    "{} (now at version {}, update computed from {})",
+                    server(id),
+                    row.version,
+                    update.expected_version
+                )),
+            });
+        }
+        if let Some(nics) = &update.nics {
+            replace_nics(&txn, id, nics).await?;
+        }
+        let vm = load_vm(&txn, id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(server(id)))?;
+        txn.commit().await.map_err(db_err)?;
+        Ok(vm)
+    }
+
+    /// Updates are judged in input order, as if applied one by one: a second
+    /// update of the same VM in one batch applies only if it was computed
+    /// from the version the first one produced. A VM that does not exist
+    /// gets `NotFound`, a state that cannot be stored `Integrity`; neither
+    /// affects the other updates. The outer `Err` means nothing was written.
+    async fn update_vm_states(
+        &self,
+        updates: &[VmStateUpdate],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        if updates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let backend = self.db_backend();
+        let txn = self.begin_write().await?;
+
+        // Lock the rows in id order and read their versions.
+        let mut ids: Vec<i64> = updates.iter().map(|u| u.id.0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut current: HashMap<i64, i64> = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(IN_CHUNK) {
+            let mut q = Sql::new(backend);
+            q.push("SELECT id, version FROM vms WHERE id IN ")
+                .bind_list(chunk.iter().copied())
+                .push(" ORDER BY id");
+            if backend != DbBackend::Sqlite {
+                q.push(" FOR UPDATE");
+            }
+            for row in txn.query_all(q.build()).await.map_err(db_err)? {
+                current.insert(
+                    row.try_get_by_index(0).map_err(db_err)?,
+                    row.try_get_by_index(1).map_err(db_err)?,
+                );
+            }
+        }
+
+        // Judge each update against the version it would meet.
+        let mut winners: BTreeMap<i64, Winner<'_>> = BTreeMap::new();
+        let mut results = Vec::with_capacity(updates.len());
+        for u in updates {
+            let id = u.id.0;
+            let Some(&at) = current.get(&id) else {
+                results.push(Err(StoreError::NotFound(server(id))));
+                continue;
+            };
+            if at != u.expected_version {
+                results.push(Err(StoreError::Conflict(format!(
+                    "{} (at version {at}, update computed from {})",
+                    server(id),
+                    u.expected_version
+                ))));
+                continue;
+            }
+            let values = match StateRow::new(&u.state) {
+                Ok(row) => row.values(),
+                Err(e) => {
+                    results.push(Err(e));
+                    continue;
+                }
+            };
+            current.insert(id, at + 1);
+            let prev = winners.remove(&id);
+            let from_version = prev.as_ref().map_or(at, |p| p.from_version);
+            let nics = u.nics.as_deref().or(prev.and_then(|p| p.nics));
+            winners.insert(
+                id,
+                Winner {
+                    id,
+                    from_version,
+                    to_version: at + 1,
+                    values,
+                    nics,
+                },
+            );
+            results.push(Ok(()));
+        }
+
+        // Write the winners, BATCH_ROWS per statement.
+        let now = now();
+        let winners: Vec<Winner<'_>> = winners.into_values().collect();
+        for chunk in winners.chunks(BATCH_ROWS) {
+            let res = txn
+                .execute(batch_update(backend, chunk, now))
+                .await
+                .map_err(db_err)?;
+            if res.rows_affected() != chunk.len() as u64 {
+                return Err(StoreError::Conflict(format!(
+                    "batch update wrote {} of {} locked rows",
+                    res.rows_affected(),
+                    chunk.len()
+                )));
+            }
+        }
+
+        // Replace the NICs of the VMs that got new ones.
+        let with_nics: Vec<&Winner<'_>> = winners.iter().filter(|w| w.nics.is_some()).collect();
+        for chunk in with_nics.chunks(IN_CHUNK) {
+            nic::Entity::delete_many()
+                .filter(nic::Column::VmId.is_in(chunk.iter().map(|w| w.id)))
+                .exec(&txn)
+                .await
+                .map_err(db_err)?;
+        }
+        let rows: Vec<nic::ActiveModel> = with_nics
+            .iter()
+            .flat_map(|w| {
+                w.nics
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|n| convert::nic_row(VmId(w.id), n))
+            })
+            .collect();
+        insert_nics(&txn, rows).await?;
+
+        txn.commit().await.map_err(db_err)?;
+        Ok(results)
+    }
+
+    async fn rename_vm(&self, id: VmId, name: &str) -> Result<Vm, StoreError> {
+        let txn = self.db.begin().await.map_err(db_err)?;
+        let res = vm::Entity::update_many()
+            .col_expr(vm::Column::Name, Expr::value(name))
+            .col_expr(vm::Column::Version, Expr::col(vm::Column::Version).add(1))
+            .col_expr(
+                vm::Column::Updated,
+                Expr::value(ts(self.db_backend(), now())),
+            )
+            .filter(vm::Column::Id.eq(id.0))
+            .exec(&txn)
+            .await
+            .map_err(db_err)?;
+        if res.rows_affected == 0 {
+            return Err(StoreError::NotFound(server(id)));
+        }
+        let vm = load_vm(&txn, id.0)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(server(id)))?;
+        txn.commit().await.map_err(db_err)?;
+        Ok(vm)
+    }
+
+    async fn set_vm_metadata(
+        &self,
+        id: VmId,
+        items: &BTreeMap<String, String>,
+        replace: bool,
+    ) -> Result<BTreeMap<String, String>, StoreError> {
+        let txn = self.db.begin().await.map_err(db_err)?;
+        touch(&txn, id.0).await?;
+        if replace {
+            vm_metadata::Entity::delete_many()
+                .filter(vm_metadata::Column::VmId.eq(id.0))
+                .exec(&txn)
+                .await
+                .map_err(db_err)?;
+        }
+        upsert_metadata(&txn, id.0, items).await?;
+        let out = metadata_of(&txn, &[id.0])
+            .await?
+            .remove(&id.0)
+            .unwrap_or_default();
+        txn.commit().await.map_err(db_err)?;
+        Ok(out)
+    }
+
+    async fn delete_vm_metadata(&self, id: VmId, key: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin().await.map_err(db_err)?;
+        touch(&txn, id.0).await?;
+        let res = vm_metadata::Entity::delete_many()
+            .filter(vm_metadata::Column::VmId.eq(id.0))
+            .filter(vm_metadata::Column::Key.eq(key))
+            .exec(&txn)
+            .await
+            .map_err(db_err)?;
+        if res.rows_affected == 0 {
+            // dropping `txn` rolls the version bump back
+            return Err(StoreError::NotFound(format!(
+                "metadata key {key:?} of {}",
+                server(id)
+            )));
+        }
+        txn.commit().await.map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn nics(&self, id: VmId) -> Result<Vec<Nic>, StoreError> {
+        let rows = nic::Entity::find()
+            .filter(nic::Column::VmId.eq(id.0))
+            .order_by_asc(nic::Column::Index)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?;
+        Ok(rows.into_iter().map(convert::nic).collect())
+    }
+
+    /// Every requested id is in the map (with no NICs if it has none).
+    async fn nics_of(&self, ids: &[VmId]) -> Result<HashMap<VmId, Vec<Nic>>, StoreError> {
+        let mut out: HashMap<VmId, Vec<Nic>> = ids.iter().map(|&i| (i, Vec::new())).collect();
+        let mut ids: Vec<i64> = ids.iter().map(|i| i.0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for chunk in ids.chunks(IN_CHUNK) {
+            let rows = nic::Entity::find()
+                .filter(nic::Column::VmId.is_in(chunk.iter().copied()))
+                .order_by_asc(nic::Column::VmId)
+                .order_by_asc(nic::Column::Index)
+                .all(&self.db)
+                .await
+                .map_err(db_err)?;
+            for r in rows {
+                out.entry(VmId(r.vm_id)).or_default().push(convert::nic(r));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn set_nics(&self, id: VmId, nics: &[Nic]) -> Result<(), StoreError> {
+        let txn = self.db.begin().await.map_err(db_err)?;
+        touch(&txn, id.0).await?;
+        replace_nics(&txn, id.0, nics).await?;
+        txn.commit().await.map_err(db_err)
+    }
+
+    async fn least_recently_reconciled(&self, limit: u64) -> Result<Vec<Vm>, StoreError> {
+        let mut select = vm::Entity::find().filter(vm::Column::Deleted.eq(false));
+        // NULL (never reconciled) first. MySQL and SQLite sort NULL first in
+        // ascending order already (and can then use the index as is).
+        select = if self.db_backend() == DbBackend::Postgres {
+            select.order_by_with_nulls(vm::Column::LastReconciled, Order::Asc, NullOrdering::First)
+        } else {
+            select.order_by_asc(vm::Column::LastReconciled)
+        };
+        let rows = select
+            .order_by_asc(vm::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?;
+        with_metadata(&self.db, rows).await
+    }
+
+    /// Does not bump `version` or `updated`: reconciliation bookkeeping must
+    /// not make concurrent state updates conflict.
+    async fn mark_reconciled(&self, ids: &[VmId], at: DateTime<Utc>) -> Result<(), StoreError> {
+        let at = ts(self.db_backend(), at);
+        for chunk in ids.chunks(IN_CHUNK) {
+            vm::Entity::update_many()
+                .col_expr(vm::Column::LastReconciled, Expr::value(at.clone()))
+                .filter(vm::Column::Id.is_in(chunk.iter().map(|i| i.0)))
+                .exec(&self.db)
+                .await
+                .map_err(db_err)?;
+        }
+        Ok(())
+    }
+}
