@@ -65,6 +65,9 @@ pub struct SimNic {
     pub name: Option<String>,
     /// UUID.
     pub uuid: String,
+    /// VLAN, as Ganeti records it for NICs added by a modify (`""`).
+    #[serde(default)]
+    pub vlan: Option<String>,
 }
 
 /// One disk of a simulated instance.
@@ -303,6 +306,9 @@ impl Serialize for NicParams<'_> {
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("mode", &self.0.mode)?;
         m.serialize_entry("link", &self.0.link)?;
+        if let Some(vlan) = &self.0.vlan {
+            m.serialize_entry("vlan", vlan)?;
+        }
         m.end()
     }
 }
@@ -448,46 +454,85 @@ impl Job {
 
     /// The queue file, and whether luxid (compact) or the job process wrote it.
     pub fn file_bytes(&self) -> (Vec<u8>, bool) {
-        let ops: Vec<Value> = self
+        let luxid = self.process.is_none();
+        let view = JobFileView { job: self, luxid };
+        if luxid {
+            (serde_json::to_vec(&view).unwrap_or_default(), true)
+        } else {
+            (to_py_vec(&view), false)
+        }
+    }
+}
+
+/// A job file in the key order of its writer (luxid or the job process).
+struct JobFileView<'a> {
+    job: &'a Job,
+    luxid: bool,
+}
+
+struct OpFileView<'a> {
+    op: &'a OpState,
+    luxid: bool,
+}
+
+impl Serialize for OpFileView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let o = self.op;
+        let mut input = o.input.clone();
+        input.insert("OP_ID".into(), json!(o.opcode));
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("input", &input)?;
+        m.serialize_entry("status", o.status.as_str())?;
+        m.serialize_entry("result", &o.result)?;
+        m.serialize_entry("log", &o.log)?;
+        if self.luxid {
+            m.serialize_entry("priority", &0)?;
+        }
+        m.serialize_entry("start_timestamp", &o.start)?;
+        m.serialize_entry("exec_timestamp", &o.exec)?;
+        m.serialize_entry("end_timestamp", &o.end)?;
+        if !self.luxid {
+            m.serialize_entry("priority", &0)?;
+        }
+        m.end()
+    }
+}
+
+impl Serialize for JobFileView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let j = self.job;
+        let ops: Vec<OpFileView<'_>> = j
             .ops
             .iter()
-            .map(|o| {
-                let mut input = o.input.clone();
-                input.insert("OP_ID".into(), json!(o.opcode));
-                json!({
-                    "input": input, "status": o.status.as_str(), "result": o.result, "log": o.log,
-                    "start_timestamp": o.start, "exec_timestamp": o.exec, "end_timestamp": o.end, "priority": 0,
-                })
+            .map(|op| OpFileView {
+                op,
+                luxid: self.luxid,
             })
             .collect();
-        let mut m = Map::new();
-        m.insert("id".into(), json!(self.id));
-        m.insert("ops".into(), Value::Array(ops));
-        m.insert("received_timestamp".into(), json!(self.received));
-        m.insert("start_timestamp".into(), json!(self.start));
-        m.insert("end_timestamp".into(), json!(self.end));
-        match &self.process {
-            Some((pid, livelock)) => {
-                m.insert("livelock".into(), json!(livelock));
-                m.insert("process_id".into(), json!(pid));
-                (to_py_vec(&Value::Object(m)), false)
-            }
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("id", &j.id)?;
+        m.serialize_entry("ops", &ops)?;
+        match &j.process {
             None => {
-                if !self.status().is_terminal() {
-                    m.insert(
-                        "livelock".into(),
-                        json!(format!(
-                            "/var/run/ganeti/livelocks/luxi-daemon_{}",
-                            self.received.secs
-                        )),
-                    );
+                m.serialize_entry("received_timestamp", &j.received)?;
+                m.serialize_entry("start_timestamp", &j.start)?;
+                m.serialize_entry("end_timestamp", &j.end)?;
+                if !j.status().is_terminal() {
+                    m.serialize_entry(
+                        "livelock",
+                        &format!("/var/run/ganeti/livelocks/luxi-daemon_{}", j.received.secs),
+                    )?;
                 }
-                (
-                    serde_json::to_vec(&Value::Object(m)).unwrap_or_default(),
-                    true,
-                )
+            }
+            Some((pid, livelock)) => {
+                m.serialize_entry("start_timestamp", &j.start)?;
+                m.serialize_entry("end_timestamp", &j.end)?;
+                m.serialize_entry("received_timestamp", &j.received)?;
+                m.serialize_entry("livelock", livelock)?;
+                m.serialize_entry("process_id", pid)?;
             }
         }
+        m.end()
     }
 }
 
@@ -686,6 +731,7 @@ impl SimState {
                 network: None,
                 name: None,
                 uuid: uuid::Uuid::new_v4().to_string(),
+                vlan: None,
             })
             .collect();
         let inst = SimInstance {
@@ -993,8 +1039,39 @@ impl SimState {
                     .map(|x| json!(x.uuid))
                     .unwrap_or(Value::Null);
                 let logs = self.logs_for(&self.jobs[&id].ops[i]);
+                // Like Ganeti, a NIC added by a modify gets its MAC in the op's input.
+                let need_mac = self.jobs[&id].ops[i]
+                    .input
+                    .get("nics")
+                    .and_then(Value::as_array)
+                    .map(|mods| {
+                        mods.iter()
+                            .filter(|m| m.get(0).and_then(Value::as_str) == Some("add"))
+                            .filter(|m| {
+                                m.as_array()
+                                    .and_then(|a| a.last())
+                                    .is_some_and(|p| p.get("mac").is_none())
+                            })
+                            .count()
+                    })
+                    .unwrap_or(0);
+                let mut macs: VecDeque<String> = (0..need_mac).map(|_| self.new_mac()).collect();
                 let job = self.jobs.get_mut(&id).expect("job exists");
                 let op = &mut job.ops[i];
+                if opcode == "OP_INSTANCE_SET_PARAMS"
+                    && let Some(Value::Array(mods)) = op.input.get_mut("nics")
+                {
+                    for m in mods.iter_mut() {
+                        let is_add = m.get(0).and_then(Value::as_str) == Some("add");
+                        if let (true, Some(Value::Object(p))) =
+                            (is_add, m.as_array_mut().and_then(|a| a.last_mut()))
+                            && !p.contains_key("mac")
+                            && let Some(mac) = macs.pop_front()
+                        {
+                            p.insert("mac".into(), json!(mac));
+                        }
+                    }
+                }
                 if opcode != "OP_INSTANCE_CREATE" && !instance.is_empty() {
                     op.input.insert("instance_uuid".into(), uuid);
                 }
@@ -1354,6 +1431,7 @@ impl SimState {
             network: s("network"),
             name: s("name"),
             uuid: uuid::Uuid::new_v4().to_string(),
+            vlan: None,
         }
     }
 
@@ -1377,7 +1455,17 @@ impl SimState {
             let a = m.as_array().cloned().unwrap_or_default();
             let params = a.last().cloned().unwrap_or(Value::Null);
             match a.first().and_then(Value::as_str) {
-                Some("add") => new_nics.push(("add", self.nic_from(&params))),
+                Some("add") => {
+                    let mut nic = self.nic_from(&params);
+                    nic.vlan = Some(
+                        params
+                            .get("vlan")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string(),
+                    );
+                    new_nics.push(("add", nic))
+                }
                 Some("remove") => new_nics.push(("remove", self.nic_from(&Value::Null))),
                 _ => {}
             }
