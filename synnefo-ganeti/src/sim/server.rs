@@ -103,15 +103,19 @@ fn flag(q: &HashMap<String, String>, k: &str) -> bool {
 }
 
 /// A JSON object body; empty means `{}`.
-fn body_object(body: &Bytes) -> Result<Map<String, Value>, Response> {
+fn body_object(body: &Bytes) -> Result<Map<String, Value>, Box<Response>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
         Ok(Value::Null) => Ok(Map::new()),
-        Ok(_) => Err(bad_request("Invalid body contents, not a dictionary")),
-        Err(e) => Err(bad_request(&format!("Unable to parse JSON data: {e}"))),
+        Ok(_) => Err(Box::new(bad_request(
+            "Invalid body contents, not a dictionary",
+        ))),
+        Err(e) => Err(Box::new(bad_request(&format!(
+            "Unable to parse JSON data: {e}"
+        )))),
     }
 }
 
@@ -300,7 +304,7 @@ async fn console(State(s): S, Path(name): Path<String>) -> Response {
 async fn create(State(s): S, Query(q): Q, body: Bytes) -> Response {
     let mut b = match body_object(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match b.remove("__version__") {
         None => return bad_request("Instance creation request version 0 is no longer supported"),
@@ -360,7 +364,7 @@ async fn startup(State(s): S, Query(q): Q, Path(name): Path<String>) -> Response
 async fn shutdown(State(s): S, Query(q): Q, Path(name): Path<String>, body: Bytes) -> Response {
     let mut m = match body_object(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if m.get("timeout").is_some_and(|t| !t.is_u64()) {
         return bad_request("Parameter 'OP_INSTANCE_SHUTDOWN.timeout' fails validation");
@@ -400,7 +404,7 @@ async fn modify(State(s): S, Path(name): Path<String>, body: Bytes) -> Response 
             name,
             m,
         ),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -441,7 +445,7 @@ async fn wait(State(s): S, Path(id): Path<String>, body: Bytes) -> Response {
     };
     let b = match body_object(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Some(fields) = b.get("fields").and_then(Value::as_array).cloned() else {
         return bad_request("The 'fields' parameter should be a list");

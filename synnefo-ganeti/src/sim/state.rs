@@ -268,7 +268,7 @@ impl Serialize for InstanceView<'_> {
         if want("custom_beparams") {
             m.serialize_entry("custom_beparams", &BeView { i, filled: false })?;
         }
-        field!("custom_nicparams", seq(i.nics.iter().map(|n| NicParams(n))));
+        field!("custom_nicparams", seq(i.nics.iter().map(NicParams)));
         field!("ctime", i.ctime);
         field!("mtime", i.mtime);
         field!("uuid", i.uuid);
