@@ -1,5 +1,154 @@
 //! The WEBSERVER node of Synnefo: the OpenStack Compute API (plus identity,
 //! image proxy and the Synnefo/Cyclades dialect) as an embeddable axum
 //! `Router`, and the out-of-band VNC console proxy (`console`).
+//!
+//! [`router`] builds the whole HTTP surface from an [`ApiState`] (the core
+//! ports plus settings), so other programs can mount it:
+//!
+//! | path | dialect |
+//! |---|---|
+//! | `/`, `/v2/`, `/v2.1/...` and `/compute/...` | OpenStack Compute v2.1 (microversions up to [`microversion::MAX`]) |
+//! | `/identity/v3/...` | Keystone v3 subset (password and token methods) |
+//! | `/image/v2/...` | Glance v2 read subset |
+//! | `/compute/v2.0/...` | Synnefo's Cyclades compute dialect (kamaki) |
+//! | `/identity/v2.0/tokens`, `/account/v1.0/...` | Astakos-style identity (kamaki) |
+//! | `/healthz`, `/metrics`, `/openapi.json` | operations |
+//!
+//! Handlers are a few lines: extract, call
+//! [`synnefo_core::service::compute`] / [`synnefo_core::service::identity`],
+//! wrap. Every response carries `x-openstack-request-id`; bad input is a
+//! 400 (or 413) fault, never a 500.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use synnefo_api::{ApiConfig, ApiState, router};
+//! # async fn demo(store: Arc<dyn synnefo_core::ports::Store>, ganeti: Arc<dyn synnefo_core::ports::GanetiBackend>) -> std::io::Result<()> {
+//! let app = router(ApiState::new(store, ganeti, ApiConfig::default()));
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8774").await?;
+//! axum::serve(listener, app).await
+//! # }
+//! ```
 
 pub mod console;
+pub mod consoles;
+mod cyclades;
+pub mod error;
+pub mod extract;
+mod glance;
+mod keystone;
+pub mod metrics;
+pub mod microversion;
+pub mod nova;
+pub mod openapi;
+pub mod state;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tracing::Instrument;
+
+pub use error::ApiError;
+pub use state::{ApiConfig, ApiState, App};
+
+/// The request id of the current request (in request extensions).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Builds the whole API.
+pub fn router(state: ApiState) -> Router {
+    let limit = state.config.max_body_bytes;
+    let app: state::Shared = Arc::new(App::new(state));
+    Router::new()
+        .merge(nova::routes(""))
+        .merge(nova::routes("/compute"))
+        .merge(keystone::routes())
+        .merge(glance::routes())
+        .merge(cyclades::routes())
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi_json))
+        .fallback(nova::not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
+        .with_state(app)
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+/// Request id, tracing span and metrics around every request.
+async fn observe(State(app): State<state::Shared>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let id = format!("req-{}", uuid::Uuid::new_v4());
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("request", request_id = %id, method = %method, path = %req.uri().path());
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    let status = resp.status();
+    span.in_scope(|| {
+        if status.is_server_error() {
+            tracing::warn!(
+                status = status.as_u16(),
+                elapsed_ms = elapsed.as_millis() as u64,
+                "request failed"
+            );
+        } else {
+            tracing::debug!(
+                status = status.as_u16(),
+                elapsed_ms = elapsed.as_millis() as u64,
+                "request served"
+            );
+        }
+    });
+    app.metrics
+        .observe(method.as_str(), &route, status.as_u16(), elapsed);
+    if let Ok(h) = HeaderValue::from_str(&id) {
+        resp.headers_mut()
+            .insert("x-openstack-request-id", h.clone());
+        resp.headers_mut().insert("x-compute-request-id", h);
+    }
+    resp
+}
+
+async fn healthz(State(app): State<state::Shared>) -> Response {
+    match app.compute.store().count_vms().await {
+        Ok(_) => (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: database unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({"status": "unavailable", "database": "unreachable"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn metrics_text(State(app): State<state::Shared>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn openapi_json(State(app): State<state::Shared>) -> Json<serde_json::Value> {
+    Json(openapi::document(&app.config.public_url))
+}

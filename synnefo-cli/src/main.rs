@@ -42,6 +42,11 @@ enum Command {
     Server(cmd::server::ServerCommand),
     /// Print a shell completion script
     Completions(cmd::completions::Args),
+    /// Serve the OpenStack compute API, identity and image endpoints (WEBSERVER)
+    Api(cmd::api::Args),
+    /// Manage users, projects, quotas, flavors, images, backends and tokens
+    #[command(subcommand)]
+    Admin(cmd::admin::AdminCommand),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +75,8 @@ fn main() -> ExitCode {
         let result = match command {
             Command::Config(_) | Command::GanetiSim(_) | Command::Completions(_) => unreachable!("handled above"),
             Command::Server(c) => cmd::server::run(&ctx, c).await,
+            Command::Api(a) => cmd::api::run(&ctx, a).await,
+            Command::Admin(c) => cmd::admin::run(&ctx, c).await,
             Command::Db(c) => cmd::db::run(&ctx, c).await,
             Command::Vncauthproxy(a) => cmd::vncauthproxy::run(&ctx, a).await,
         };

@@ -6,3 +6,5 @@ pub mod vncauthproxy;
 pub mod ganeti_sim;
 pub mod completions;
 pub mod server;
+pub mod api;
+pub mod admin;

@@ -176,6 +176,36 @@ impl Placement for LeastLoaded {
     }
 }
 
+/// A boxed placement future (see [`PlaceWith`]).
+pub type PlacementFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<BackendId, ServiceError>> + Send>>;
+
+/// Placement by a closure over owned candidates and flavor, for callers
+/// that would rather not implement an async trait (e.g. to plug in
+/// synnefo-ganeti's allocator, which reads cluster loads over RAPI).
+pub struct PlaceWith<F>(pub F);
+
+impl<F> std::fmt::Debug for PlaceWith<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PlaceWith(..)")
+    }
+}
+
+#[async_trait]
+impl<F> Placement for PlaceWith<F>
+where
+    F: Fn(Vec<Backend>, Flavor) -> PlacementFuture + Send + Sync,
+{
+    async fn place(
+        &self,
+        candidates: &[Backend],
+        _usage: &HashMap<BackendId, Usage>,
+        flavor: &Flavor,
+    ) -> Result<BackendId, ServiceError> {
+        (self.0)(candidates.to_vec(), flavor.clone()).await
+    }
+}
+
 /// Asks the console proxy (vncauthproxy) for a one-time forwarding.
 #[async_trait]
 pub trait ConsoleForwarder: Send + Sync {
@@ -227,6 +257,8 @@ pub struct CreateServer {
     pub metadata: BTreeMap<String, String>,
     /// Admin password chosen by the caller (generated when `None`).
     pub admin_pass: Option<String>,
+    /// Create without a NIC (Nova's `networks: "none"`).
+    pub no_nic: bool,
 }
 
 /// A created server and the admin password it was given.
@@ -776,7 +808,11 @@ impl Compute {
             },
             os_type: image.os_type.clone(),
             osparams,
-            nics: vec![self.config.nic.clone()],
+            nics: if req.no_nic {
+                Vec::new()
+            } else {
+                vec![self.config.nic.clone()]
+            },
             hvparams: BTreeMap::new(),
             start: true,
         };

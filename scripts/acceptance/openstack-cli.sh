@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Acceptance test: the stock python-openstackclient against `synnefo up`
+# (SQLite, in-process bus, simulated Ganeti) on loopback.
+#
+# Installs python-openstackclient from PyPI into a throwaway venv, starts
+# `synnefo up` on a free loopback port with a fresh data dir, and runs,
+# unmodified: flavor list, image list, server create --wait, server list,
+# server show, server stop, server start, server reboot, console url show,
+# server delete --wait; each output is checked. Prints "N passed, M failed"
+# and exits non-zero on any failure.
+#
+# Environment:
+#   SYNNEFO_BIN   a built `synnefo` binary (default: cargo build, debug)
+#   OSC_VENV      reuse this venv instead of a throwaway one
+#   PORT          API port (default 18774)
+#   KEEP=1        keep the work dir (logs, data) for inspection
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/synnefo-osc.XXXXXX")
+PORT=${PORT:-18774}
+API="http://127.0.0.1:${PORT}"
+PASSWORD="acceptance-$(date +%s)"
+UP_PID=""
+PASSED=0
+FAILED=0
+
+cleanup() {
+    if [[ -n "$UP_PID" ]] && kill -0 "$UP_PID" 2>/dev/null; then
+        kill -TERM "$UP_PID" 2>/dev/null || true
+        for _ in $(seq 1 50); do kill -0 "$UP_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$UP_PID" 2>/dev/null || true
+    fi
+    if [[ "${KEEP:-0}" == 1 ]]; then
+        echo "work dir kept: $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+
+log() { printf '==> %s\n' "$*"; }
+pass() { PASSED=$((PASSED + 1)); printf 'PASS %s\n' "$1"; }
+fail() { FAILED=$((FAILED + 1)); printf 'FAIL %s: %s\n' "$1" "$2"; }
+
+# --- client ----------------------------------------------------------------
+VENV=${OSC_VENV:-$WORK/venv}
+if [[ ! -x "$VENV/bin/openstack" ]]; then
+    log "installing python-openstackclient into $VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check python-openstackclient
+fi
+"$VENV/bin/openstack" --version
+
+# --- server ----------------------------------------------------------------
+BIN=${SYNNEFO_BIN:-}
+if [[ -z "$BIN" ]]; then
+    log "building synnefo"
+    (cd "$ROOT" && cargo build --quiet -p synnefo-cli --bin synnefo)
+    BIN="$ROOT/target/debug/synnefo"
+fi
+log "starting synnefo up on $API"
+SYNNEFO_CONFIG=/dev/null "$BIN" up --data-dir "$WORK/data" --listen "127.0.0.1:${PORT}" \
+    --clusters 1 --demo-password "$PASSWORD" >"$WORK/up.log" 2>&1 &
+UP_PID=$!
+for i in $(seq 1 120); do
+    if curl -fsS "$API/healthz" >/dev/null 2>&1; then break; fi
+    if ! kill -0 "$UP_PID" 2>/dev/null; then
+        echo "synnefo up exited early:"; cat "$WORK/up.log"; exit 1
+    fi
+    sleep 0.5
+    if [[ $i == 120 ]]; then echo "synnefo up did not become healthy"; cat "$WORK/up.log"; exit 1; fi
+done
+
+export OS_CLIENT_CONFIG_FILE="$WORK/data/clouds.yaml"
+export OS_CLOUD=synnefo-local
+unset OS_AUTH_URL OS_USERNAME OS_PASSWORD OS_PROJECT_NAME OS_TOKEN 2>/dev/null || true
+osc() { timeout 120 "$VENV/bin/openstack" "$@"; }
+
+# Runs an openstack command, checks its output against an extended regex.
+expect() {
+    local name=$1 pattern=$2; shift 2
+    local out
+    if ! out=$(osc "$@" 2>&1); then
+        fail "$name" "exit status $? from: openstack $*; output: $out"
+        return 1
+    fi
+    if grep -Eq -- "$pattern" <<<"$out"; then
+        pass "$name"
+    else
+        fail "$name" "output does not match /$pattern/: $out"
+        return 1
+    fi
+}
+
+# Polls `server show` until the status is $2 (30 s).
+wait_status() {
+    local server=$1 want=$2 got=""
+    for _ in $(seq 1 60); do
+        got=$(osc server show "$server" -f value -c status 2>/dev/null || true)
+        [[ "$got" == "$want" ]] && return 0
+        sleep 0.5
+    done
+    echo "status of $server is $got, not $want" >&2
+    return 1
+}
+
+# --- the session ------------------------------------------------------------
+expect "flavor list" '^m1\.tiny$' flavor list -f value -c Name || true
+expect "image list" '^debian$' image list -f value -c Name || true
+expect "server create --wait" '"status": "ACTIVE"' server create --flavor m1.tiny --image debian --wait -f json accept-vm || true
+expect "server list" '^accept-vm ACTIVE$' server list -f value -c Name -c Status || true
+expect "server show" '^ACTIVE$' server show accept-vm -f value -c status || true
+
+if osc server stop accept-vm && wait_status accept-vm SHUTOFF; then pass "server stop"; else fail "server stop" "no SHUTOFF"; fi
+if osc server start accept-vm && wait_status accept-vm ACTIVE; then pass "server start"; else fail "server start" "no ACTIVE"; fi
+if osc server reboot --wait accept-vm && wait_status accept-vm ACTIVE; then pass "server reboot"; else fail "server reboot" "no ACTIVE after reboot"; fi
+
+expect "console url show" '^(http|vnc)://[^ ]+:[0-9]+' console url show accept-vm -f value -c url || true
+
+if osc server delete --wait accept-vm; then
+    left=$(osc server list -f value -c Name)
+    if [[ -z "$left" ]]; then pass "server delete --wait"; else fail "server delete --wait" "still listed: $left"; fi
+else
+    fail "server delete --wait" "command failed"
+fi
+
+echo "$PASSED passed, $FAILED failed"
+if [[ $FAILED -ne 0 ]]; then
+    echo "--- synnefo up log (tail) ---"
+    tail -n 50 "$WORK/up.log"
+    exit 1
+fi

@@ -1,0 +1,83 @@
+//! The console port of the compute service, implemented over the
+//! vncauthproxy: through its control socket (separate processes) or its
+//! in-process handle (`synnefo up`).
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use synnefo_core::error::{BackendError, ServiceError};
+use synnefo_core::service::compute::{ConsoleForwarder, ProxyEndpoint};
+
+use crate::console::{ConsoleError, Forwarding, VncAuthProxyHandle, client};
+
+fn to_service(e: ConsoleError) -> ServiceError {
+    match e {
+        ConsoleError::Refused(m) | ConsoleError::BadRequest(m) => {
+            BackendError::Rejected(format!("console proxy refused: {m}")).into()
+        }
+        other => {
+            tracing::warn!(error = %other, "console proxy unavailable");
+            BackendError::Unavailable(format!("console proxy: {other}")).into()
+        }
+    }
+}
+
+/// Asks a vncauthproxy over its control socket.
+#[derive(Debug, Clone)]
+pub struct SocketForwarder {
+    /// The control socket.
+    pub socket: PathBuf,
+    /// Host name clients connect to.
+    pub public_host: String,
+}
+
+#[async_trait]
+impl ConsoleForwarder for SocketForwarder {
+    async fn forward(
+        &self,
+        host: &str,
+        port: u16,
+        password: &str,
+        label: &str,
+    ) -> Result<ProxyEndpoint, ServiceError> {
+        let fwd = Forwarding::new(0, host, port, password).with_label(label);
+        let port = client::request_forwarding(&self.socket, &fwd)
+            .await
+            .map_err(to_service)?;
+        Ok(ProxyEndpoint {
+            host: self.public_host.clone(),
+            port,
+        })
+    }
+}
+
+/// Asks a vncauthproxy running in this process.
+#[derive(Debug, Clone)]
+pub struct InProcessForwarder {
+    /// The proxy.
+    pub handle: VncAuthProxyHandle,
+    /// Host name clients connect to.
+    pub public_host: String,
+}
+
+#[async_trait]
+impl ConsoleForwarder for InProcessForwarder {
+    async fn forward(
+        &self,
+        host: &str,
+        port: u16,
+        password: &str,
+        label: &str,
+    ) -> Result<ProxyEndpoint, ServiceError> {
+        let fwd = Forwarding::new(0, host, port, password).with_label(label);
+        let port = self
+            .handle
+            .request_forwarding(fwd)
+            .await
+            .map_err(to_service)?;
+        Ok(ProxyEndpoint {
+            host: self.public_host.clone(),
+            port,
+        })
+    }
+}

@@ -1,0 +1,552 @@
+//! Synnefo's own dialect, for scripts built on kamaki 0.16: the Cyclades
+//! compute API under `/compute/v2.0` and Astakos-style identity at
+//! `/identity/v2.0/tokens`.
+//!
+//! Same core calls as the Nova adapter; only the shapes differ: integer ids
+//! in JSON, Synnefo status names (`STOPPED` rather than `SHUTOFF`),
+//! `{"start":{}}` / `{"shutdown":{}}` / `{"reboot":{"type":...}}` actions,
+//! and `{"console":{"type":"vnc"}}` answering 200 with the proxy's
+//! host, port and one-time password.
+
+use std::collections::{BTreeMap, HashMap};
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use synnefo_core::ids::FlavorId;
+use synnefo_core::model::{Flavor, Image, Nic, Vm};
+use synnefo_core::service::compute::{CreateServer, FlavorFilter, ImageFilter};
+use synnefo_core::service::identity::{Authenticated, ProjectSelector, UserSelector};
+use synnefo_core::state::{RebootKind, synnefo_status};
+
+use crate::error::ApiError;
+use crate::extract::{Auth, Body, Params};
+use crate::nova::servers::server_filter;
+use crate::nova::views::{addresses, iso, nova_states};
+use crate::state::Shared;
+
+/// Routes of both Synnefo services.
+pub fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/identity/v2.0/tokens", post(tokens))
+        .route("/identity/v2.0/tokens/", post(tokens))
+        .route("/compute/v2.0/servers", get(list).post(create))
+        .route("/compute/v2.0/servers/detail", get(detail))
+        .route(
+            "/compute/v2.0/servers/{id}",
+            get(show).put(rename).delete(delete),
+        )
+        .route("/compute/v2.0/servers/{id}/action", post(action))
+        .route(
+            "/compute/v2.0/servers/{id}/metadata",
+            get(metadata).post(metadata_merge),
+        )
+        .route(
+            "/compute/v2.0/servers/{id}/metadata/{key}",
+            get(metadata_get).put(metadata_put).delete(metadata_delete),
+        )
+        .route("/compute/v2.0/flavors", get(flavors))
+        .route("/compute/v2.0/flavors/detail", get(flavors_detail))
+        .route("/compute/v2.0/flavors/{id}", get(flavor))
+        .route("/compute/v2.0/images", get(images))
+        .route("/compute/v2.0/images/detail", get(images_detail))
+        .route("/compute/v2.0/images/{id}", get(image))
+}
+
+// ---------------------------------------------------------------- identity
+
+/// Astakos token request.
+#[derive(Debug, Deserialize)]
+pub struct TokensRequest {
+    auth: TokensAuth,
+}
+
+/// `auth`.
+#[derive(Debug, Deserialize)]
+pub struct TokensAuth {
+    #[serde(default)]
+    token: Option<TokenId>,
+    #[serde(rename = "passwordCredentials", default)]
+    password: Option<PasswordCredentials>,
+    #[serde(rename = "tenantName", default)]
+    tenant_name: Option<String>,
+    #[serde(rename = "tenantId", default)]
+    tenant_id: Option<String>,
+}
+
+/// `{"id": T}`.
+#[derive(Debug, Deserialize)]
+pub struct TokenId {
+    id: String,
+}
+
+/// `{"username", "password"}`.
+#[derive(Debug, Deserialize)]
+pub struct PasswordCredentials {
+    username: String,
+    password: String,
+}
+
+fn service(app: &Shared, name: &str, kind: &str, version: &str, path: &str) -> Value {
+    json!({
+        "SNF:uiURL": format!("{}/ui", app.config.public_url),
+        "endpoints": [{
+            "publicURL": format!("{}{path}", app.config.public_url),
+            "versionId": version,
+            "region": app.config.region,
+        }],
+        "endpoints_links": [],
+        "name": name,
+        "type": kind,
+    })
+}
+
+fn access(app: &Shared, auth: &Authenticated, secret: &str) -> Value {
+    json!({"access": {
+        "token": {
+            "id": secret,
+            "expires": crate::keystone::expires_iso(auth),
+            "tenant": {"id": auth.project.id, "name": auth.project.name},
+        },
+        "user": {
+            "id": auth.user.id,
+            "name": auth.user.name,
+            "roles": [{"id": 1, "name": "default"}],
+            "roles_links": [],
+            "projects": [auth.project.id],
+        },
+        "serviceCatalog": [
+            service(app, "cyclades_compute", "compute", "v2.0", "/compute/v2.0"),
+            service(app, "astakos_account", "account", "v1.0", "/account/v1.0"),
+            service(app, "astakos_keystone", "identity", "v2.0", "/identity/v2.0"),
+        ],
+    }})
+}
+
+async fn tokens(
+    State(app): State<Shared>,
+    Body(req): Body<TokensRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let a = req.auth;
+    let project = match (a.tenant_id, a.tenant_name) {
+        (Some(id), _) => Some(ProjectSelector::Id(id)),
+        (None, Some(n)) => Some(ProjectSelector::Name(n)),
+        _ => None,
+    };
+    match (a.token, a.password) {
+        (Some(t), _) => {
+            let auth = app.identity.validate(&t.id).await?;
+            // Astakos names tenants by user uuid as well as by project.
+            let wanted_other = match &project {
+                Some(ProjectSelector::Id(id)) => id != &auth.project.id && id != &auth.user.id,
+                Some(ProjectSelector::Name(n)) => n != &auth.project.name && n != &auth.user.id,
+                None => false,
+            };
+            if wanted_other {
+                return Err(ApiError::unauthorized(
+                    "The token does not belong to that tenant.",
+                ));
+            }
+            Ok(Json(access(&app, &auth, &t.id)))
+        }
+        (None, Some(p)) => {
+            let issued = app
+                .identity
+                .password_auth(
+                    &UserSelector::Name(p.username),
+                    &p.password,
+                    project.as_ref(),
+                )
+                .await?;
+            Ok(Json(access(&app, &issued.auth, &issued.secret)))
+        }
+        (None, None) => Err(ApiError::bad_request(
+            "Expecting token or passwordCredentials in auth.",
+        )),
+    }
+}
+
+// ---------------------------------------------------------------- views
+
+fn links(app: &Shared, collection: &str, id: &str) -> Value {
+    let base = format!("{}/compute/v2.0", app.config.public_url);
+    json!([
+        {"href": format!("{base}/{collection}/{id}"), "rel": "self"},
+        {"href": format!("{base}/{collection}/{id}"), "rel": "bookmark"},
+    ])
+}
+
+fn attachments(vm: &Vm, nics: &[Nic]) -> Vec<Value> {
+    nics.iter()
+        .map(|n| {
+            let v6 = n.ip.as_deref().is_some_and(|ip| ip.contains(':'));
+            json!({
+                "id": format!("nic-{}-{}", vm.id, n.index),
+                "network_id": n.network.clone().or_else(|| n.link.clone()).unwrap_or_default(),
+                "mac_address": n.mac,
+                "ipv4": if v6 { None } else { n.ip.clone() },
+                "ipv6": if v6 { n.ip.clone() } else { None },
+                "firewallProfile": "DISABLED",
+                "OS-EXT-IPS:type": "fixed",
+            })
+        })
+        .collect()
+}
+
+fn server(app: &Shared, vm: &Vm, nics: &[Nic]) -> Value {
+    let status = synnefo_status(&vm.state);
+    let (_, task, _) = nova_states(vm);
+    let id = vm.id.to_string();
+    json!({
+        "id": vm.id.0,
+        "name": vm.name,
+        "status": status,
+        "progress": match status { "ACTIVE" | "STOPPED" => 100, _ => 0 },
+        "user_id": vm.user_id,
+        "tenant_id": vm.project_id,
+        "created": iso(&vm.created),
+        "updated": iso(&vm.updated),
+        "flavor": {"id": vm.flavor_id.0, "links": links(app, "flavors", &vm.flavor_id.to_string())},
+        "image": {"id": vm.image_id, "links": links(app, "images", &vm.image_id)},
+        "hostId": "",
+        "metadata": vm.metadata,
+        "addresses": addresses(nics, true),
+        "attachments": attachments(vm, nics),
+        "suspended": vm.state.suspended,
+        "deleted": vm.state.deleted,
+        "SNF:task_state": task.map(str::to_ascii_uppercase),
+        "SNF:fqdn": null,
+        "SNF:port_forwarding": {},
+        "diagnostics": [],
+        "key_name": null,
+        "config_drive": "",
+        "links": links(app, "servers", &id),
+    })
+}
+
+fn flavor_body(app: &Shared, f: &Flavor) -> Value {
+    json!({
+        "id": f.id.0,
+        "name": f.name,
+        "ram": f.ram_mib,
+        "vcpus": f.vcpus,
+        "disk": f.disk_gib,
+        "SNF:disk_template": f.disk_template,
+        "SNF:allow_create": !f.deleted,
+        "links": links(app, "flavors", &f.id.to_string()),
+    })
+}
+
+fn image_body(app: &Shared, i: &Image) -> Value {
+    json!({
+        "id": i.id,
+        "name": i.name,
+        "status": crate::nova::views::nova_image_status(&i.status),
+        "progress": 100,
+        "created": iso(&i.created),
+        "updated": iso(&i.updated),
+        "metadata": i.metadata,
+        "user_id": i.owner,
+        "tenant_id": i.owner,
+        "is_public": i.is_public,
+        "links": links(app, "images", &i.id),
+    })
+}
+
+// ---------------------------------------------------------------- servers
+
+async fn list(State(app): State<Shared>, auth: Auth, p: Params) -> Result<Json<Value>, ApiError> {
+    let f = server_filter(&p)?;
+    let vms = app.compute.list_servers(&auth.caller(), &f).await?;
+    let items: Vec<Value> = vms
+        .iter()
+        .map(|vm| json!({"id": vm.id.0, "name": vm.name, "links": links(&app, "servers", &vm.id.to_string())}))
+        .collect();
+    Ok(Json(json!({ "servers": items })))
+}
+
+async fn detail(State(app): State<Shared>, auth: Auth, p: Params) -> Result<Json<Value>, ApiError> {
+    let f = server_filter(&p)?;
+    let vms = app.compute.list_servers(&auth.caller(), &f).await?;
+    let nics: HashMap<_, _> = app.compute.nics_of(&vms).await?;
+    let items: Vec<Value> = vms
+        .iter()
+        .map(|vm| server(&app, vm, nics.get(&vm.id).map_or(&[][..], Vec::as_slice)))
+        .collect();
+    Ok(Json(json!({ "servers": items })))
+}
+
+async fn show(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (vm, nics) = app.compute.server_with_nics(&auth.caller(), &id).await?;
+    Ok(Json(json!({"server": server(&app, &vm, &nics)})))
+}
+
+/// Cyclades create request.
+#[derive(Debug, Deserialize)]
+pub struct CreateRequest {
+    server: CreateBody,
+}
+
+/// `server`.
+#[derive(Debug, Deserialize)]
+pub struct CreateBody {
+    name: String,
+    #[serde(rename = "imageRef")]
+    image_ref: String,
+    #[serde(rename = "flavorRef")]
+    flavor_ref: Value,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    personality: Vec<Value>,
+}
+
+async fn create(
+    State(app): State<Shared>,
+    auth: Auth,
+    Body(req): Body<CreateRequest>,
+) -> Result<Response, ApiError> {
+    let s = req.server;
+    if !s.personality.is_empty() {
+        return Err(ApiError::bad_request(
+            "File injection (personality) is not supported by this cloud.",
+        ));
+    }
+    let flavor_ref = match &s.flavor_ref {
+        Value::Number(n) if n.is_u64() => n.to_string(),
+        Value::String(v) if !v.is_empty() => v.clone(),
+        other => return Err(ApiError::bad_request(format!("Invalid flavorRef: {other}"))),
+    };
+    let created = app
+        .compute
+        .create_server(
+            &auth.caller(),
+            CreateServer {
+                name: s.name,
+                flavor_ref,
+                image_ref: s.image_ref,
+                metadata: s.metadata,
+                admin_pass: None,
+                no_nic: false,
+            },
+        )
+        .await?;
+    let mut body = server(&app, &created.vm, &[]);
+    body["adminPass"] = json!(created.admin_pass);
+    Ok((StatusCode::ACCEPTED, Json(json!({ "server": body }))).into_response())
+}
+
+/// `{"server": {"name": ...}}`.
+#[derive(Debug, Deserialize)]
+pub struct RenameRequest {
+    server: RenameBody,
+}
+
+/// `server`.
+#[derive(Debug, Deserialize)]
+pub struct RenameBody {
+    name: String,
+}
+
+async fn rename(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Body(req): Body<RenameRequest>,
+) -> Result<StatusCode, ApiError> {
+    app.compute
+        .rename_server(&auth.caller(), &id, &req.server.name)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn delete(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    app.compute.delete(&auth.caller(), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn action(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Body(body): Body<serde_json::Map<String, Value>>,
+) -> Result<Response, ApiError> {
+    let mut entries = body.into_iter();
+    let (Some((name, arg)), None) = (entries.next(), entries.next()) else {
+        return Err(ApiError::bad_request(
+            "Exactly one action is expected in the request body.",
+        ));
+    };
+    let caller = auth.caller();
+    match name.as_str() {
+        "start" => app.compute.start(&caller, &id).await.map(|_| StatusCode::ACCEPTED.into_response()),
+        "shutdown" => app.compute.stop(&caller, &id).await.map(|_| StatusCode::ACCEPTED.into_response()),
+        "reboot" => {
+            let kind = match arg.get("type").and_then(Value::as_str).map(str::to_ascii_uppercase).as_deref() {
+                None | Some("SOFT") => RebootKind::Soft,
+                Some("HARD") => RebootKind::Hard,
+                Some(other) => return Err(ApiError::bad_request(format!("Invalid reboot type {other}"))),
+            };
+            app.compute.reboot(&caller, &id, kind).await.map(|_| StatusCode::ACCEPTED.into_response())
+        }
+        "console" => {
+            let kind = arg.get("type").and_then(Value::as_str).unwrap_or("");
+            if kind != "vnc" {
+                return Err(ApiError::bad_request(format!("Type of console {kind:?} not supported; use \"vnc\".")));
+            }
+            let c = app.compute.console(&caller, &id).await?;
+            Ok(Json(json!({"console": {"type": "vnc", "host": c.host, "port": c.port, "password": c.password}})).into_response())
+        }
+        other => return Err(ApiError::bad_request(format!("Unknown action {other}"))),
+    }
+    .map_err(ApiError::from)
+}
+
+/// `{"metadata": {...}}`.
+#[derive(Debug, Deserialize)]
+pub struct MetadataBody {
+    metadata: BTreeMap<String, String>,
+}
+
+/// `{"meta": {...}}`.
+#[derive(Debug, Deserialize)]
+pub struct MetaBody {
+    meta: BTreeMap<String, String>,
+}
+
+async fn metadata(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        json!({"metadata": app.compute.metadata(&auth.caller(), &id).await?}),
+    ))
+}
+
+async fn metadata_merge(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Body(b): Body<MetadataBody>,
+) -> Result<Response, ApiError> {
+    let meta = app
+        .compute
+        .set_metadata(&auth.caller(), &id, &b.metadata, false)
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!({ "metadata": meta }))).into_response())
+}
+
+async fn metadata_get(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path((id, key)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let v = app.compute.metadata_item(&auth.caller(), &id, &key).await?;
+    Ok(Json(json!({"meta": { key: v }})))
+}
+
+async fn metadata_put(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path((id, key)): Path<(String, String)>,
+    Body(b): Body<MetaBody>,
+) -> Result<Response, ApiError> {
+    let Some(value) = b.meta.get(&key).cloned().filter(|_| b.meta.len() == 1) else {
+        return Err(ApiError::bad_request("Request body and URI mismatch"));
+    };
+    app.compute
+        .set_metadata_item(&auth.caller(), &id, &key, &value)
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!({"meta": { key: value }}))).into_response())
+}
+
+async fn metadata_delete(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path((id, key)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    app.compute
+        .delete_metadata_item(&auth.caller(), &id, &key)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---------------------------------------------------------------- catalog
+
+async fn flavors(State(app): State<Shared>, auth: Auth) -> Result<Json<Value>, ApiError> {
+    let list = app
+        .compute
+        .list_flavors(&auth.caller(), &FlavorFilter::default())
+        .await?;
+    let items: Vec<Value> = list
+        .iter()
+        .map(|f| json!({"id": f.id.0, "name": f.name, "links": links(&app, "flavors", &f.id.to_string())}))
+        .collect();
+    Ok(Json(json!({ "flavors": items })))
+}
+
+async fn flavors_detail(State(app): State<Shared>, auth: Auth) -> Result<Json<Value>, ApiError> {
+    let list = app
+        .compute
+        .list_flavors(&auth.caller(), &FlavorFilter::default())
+        .await?;
+    Ok(Json(
+        json!({"flavors": list.iter().map(|f| flavor_body(&app, f)).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn flavor(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let _: FlavorId = id
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("Flavor {id} could not be found.")))?;
+    let f = app.compute.flavor(&auth.caller(), &id).await?;
+    Ok(Json(json!({"flavor": flavor_body(&app, &f)})))
+}
+
+async fn images(State(app): State<Shared>, auth: Auth) -> Result<Json<Value>, ApiError> {
+    let list = app
+        .compute
+        .list_images(&auth.caller(), &ImageFilter::default())
+        .await?;
+    let items: Vec<Value> = list
+        .iter()
+        .map(|i| json!({"id": i.id, "name": i.name, "links": links(&app, "images", &i.id)}))
+        .collect();
+    Ok(Json(json!({ "images": items })))
+}
+
+async fn images_detail(State(app): State<Shared>, auth: Auth) -> Result<Json<Value>, ApiError> {
+    let list = app
+        .compute
+        .list_images(&auth.caller(), &ImageFilter::default())
+        .await?;
+    Ok(Json(
+        json!({"images": list.iter().map(|i| image_body(&app, i)).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn image(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let i = app.compute.image(&auth.caller(), &id).await?;
+    Ok(Json(json!({"image": image_body(&app, &i)})))
+}

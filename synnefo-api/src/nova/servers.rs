@@ -1,0 +1,805 @@
+//! `/v2.1/servers...`: extract, call [`synnefo_core::service::compute`], wrap.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use synnefo_core::service::compute::{ConsoleAccess, CreateServer, ServerFilter, ref_id};
+use synnefo_core::state::{RebootKind, ServerStatus};
+
+use super::Mount;
+use super::views::{self, View};
+use crate::error::ApiError;
+use crate::extract::{Auth, Body, Params};
+use crate::microversion::Version;
+use crate::state::Shared;
+
+/// Parses `changes-since` (ISO 8601; no zone means UTC).
+pub fn parse_time(v: &str) -> Result<DateTime<Utc>, ApiError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(v, fmt) {
+            return Ok(t.and_utc());
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(v, "%Y-%m-%d")
+        && let Some(t) = d.and_hms_opt(0, 0, 0)
+    {
+        return Ok(t.and_utc());
+    }
+    Err(ApiError::bad_request(format!(
+        "Invalid input for query parameters changes-since. Value: {v}. It is not a valid ISO 8601 date-time."
+    )))
+}
+
+/// Server list filters from the query string.
+pub fn server_filter(p: &Params) -> Result<ServerFilter, ApiError> {
+    let mut f = ServerFilter {
+        name: p.get("name").filter(|s| !s.is_empty()).map(str::to_string),
+        image: p.get("image").map(|i| ref_id(i).to_string()),
+        limit: p.limit()?,
+        ..ServerFilter::default()
+    };
+    let statuses = p.all("status");
+    if !statuses.is_empty() {
+        let mut parsed = Vec::new();
+        for s in statuses {
+            match ServerStatus::parse(s) {
+                Some(st) => parsed.push(st),
+                None if NOVA_ONLY_STATUSES.iter().any(|n| n.eq_ignore_ascii_case(s)) => {}
+                None => return Err(ApiError::bad_request(format!("Invalid server status: {s}"))),
+            }
+        }
+        f.statuses = Some(parsed);
+    }
+    if let Some(fl) = p.get("flavor") {
+        // Nova flavor ids are strings; one that is not ours matches nothing.
+        match ref_id(fl).parse() {
+            Ok(id) => f.flavor = Some(id),
+            Err(_) => f.statuses = Some(Vec::new()),
+        }
+    }
+    if let Some(cs) = p.get("changes-since") {
+        f.changes_since = Some(parse_time(cs)?);
+    }
+    if let Some(m) = p.get("marker") {
+        f.marker = Some(
+            m.parse()
+                .map_err(|_| ApiError::bad_request(format!("marker [{m}] not found")))?,
+        );
+    }
+    if let Some(dir) = p.get("sort_dir")
+        && !matches!(dir, "asc" | "desc")
+    {
+        return Err(ApiError::bad_request(format!(
+            "Invalid input for query parameters sort_dir. Value: {dir}."
+        )));
+    }
+    Ok(f)
+}
+
+/// Statuses Nova has and Synnefo never reaches: valid filters, no matches.
+const NOVA_ONLY_STATUSES: &[&str] = &[
+    "PAUSED",
+    "SUSPENDED",
+    "RESCUE",
+    "RESIZE",
+    "VERIFY_RESIZE",
+    "REVERT_RESIZE",
+    "MIGRATING",
+    "REBUILD",
+    "PASSWORD",
+    "SHELVED",
+    "SHELVED_OFFLOADED",
+    "SOFT_DELETED",
+    "UNKNOWN",
+];
+
+async fn list_vms(
+    app: &Shared,
+    auth: &Auth,
+    p: &Params,
+) -> Result<(Vec<synnefo_core::model::Vm>, ServerFilter), ApiError> {
+    let f = server_filter(p)?;
+    if f.statuses.as_ref().is_some_and(Vec::is_empty) {
+        return Ok((Vec::new(), f));
+    }
+    let vms = app.compute.list_servers(&auth.caller(), &f).await?;
+    Ok((vms, f))
+}
+
+/// `GET /servers`.
+pub async fn list(
+    State(app): State<Shared>,
+    Extension(m): Extension<Mount>,
+    auth: Auth,
+    p: Params,
+) -> Result<Response, ApiError> {
+    let (vms, f) = list_vms(&app, &auth, &p).await?;
+    let base = app.base(m.0);
+    let refs: Vec<_> = vms.iter().map(|vm| views::server_ref(&base, vm)).collect();
+    let next = views::next_link(
+        &base,
+        "servers",
+        &p.0,
+        vms.last().map(|v| v.id.to_string()),
+        f.limit,
+        vms.len(),
+    );
+    Ok(Json(match next {
+        Some(links) => json!({"servers": refs, "servers_links": links}),
+        None => json!({"servers": refs}),
+    })
+    .into_response())
+}
+
+/// `GET /servers/detail`.
+pub async fn detail(
+    State(app): State<Shared>,
+    Extension(m): Extension<Mount>,
+    Extension(v): Extension<Version>,
+    auth: Auth,
+    p: Params,
+) -> Result<Response, ApiError> {
+    let (vms, f) = list_vms(&app, &auth, &p).await?;
+    let base = app.base(m.0);
+    let nics = app.compute.nics_of(&vms).await?;
+    let flavors = if v.at_least(47) {
+        app.compute.flavor_map().await?
+    } else {
+        Default::default()
+    };
+    let bodies: Vec<_> = vms
+        .iter()
+        .map(|vm| {
+            views::server(
+                &base,
+                v,
+                View::Detail,
+                vm,
+                nics.get(&vm.id).map_or(&[][..], Vec::as_slice),
+                &flavors,
+            )
+        })
+        .collect();
+    let next = views::next_link(
+        &base,
+        "servers/detail",
+        &p.0,
+        vms.last().map(|v| v.id.to_string()),
+        f.limit,
+        vms.len(),
+    );
+    #[derive(serde::Serialize)]
+    struct Page<'a> {
+        servers: &'a [views::ServerBody],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        servers_links: Option<Vec<views::Link>>,
+    }
+    Ok(Json(Page {
+        servers: &bodies,
+        servers_links: next,
+    })
+    .into_response())
+}
+
+async fn render_one(
+    app: &Shared,
+    m: Mount,
+    v: Version,
+    view: View,
+    vm: &synnefo_core::model::Vm,
+) -> Result<Value, ApiError> {
+    let nics = app
+        .compute
+        .store()
+        .nics(vm.id)
+        .await
+        .map_err(synnefo_core::error::ServiceError::from)?;
+    let flavors = if v.at_least(47) {
+        app.compute.flavor_map().await?
+    } else {
+        Default::default()
+    };
+    Ok(json!({"server": views::server(&app.base(m.0), v, view, vm, &nics, &flavors)}))
+}
+
+/// `GET /servers/{id}`.
+pub async fn show(
+    State(app): State<Shared>,
+    Extension(m): Extension<Mount>,
+    Extension(v): Extension<Version>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let vm = app.compute.server(&auth.caller(), &id).await?;
+    Ok(Json(render_one(&app, m, v, View::Show, &vm).await?))
+}
+
+/// Nova's create request (`additionalProperties: false`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    server: CreateBody,
+    #[serde(rename = "os:scheduler_hints", default)]
+    _hints: Option<Value>,
+    #[serde(rename = "OS-SCH-HNT:scheduler_hints", default)]
+    _hints_legacy: Option<Value>,
+}
+
+/// The `server` object of a create request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    name: String,
+    #[serde(rename = "imageRef", default)]
+    image_ref: Option<String>,
+    #[serde(rename = "flavorRef")]
+    flavor_ref: Value,
+    #[serde(rename = "adminPass", default)]
+    admin_pass: Option<String>,
+    #[serde(default)]
+    metadata: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    networks: Option<Value>,
+    #[serde(rename = "accessIPv4", default)]
+    access_ipv4: Option<String>,
+    #[serde(rename = "accessIPv6", default)]
+    access_ipv6: Option<String>,
+    #[serde(default)]
+    personality: Option<Vec<Value>>,
+    #[serde(default)]
+    key_name: Option<String>,
+    #[serde(default)]
+    user_data: Option<String>,
+    #[serde(default)]
+    availability_zone: Option<String>,
+    #[serde(default)]
+    block_device_mapping: Option<Vec<Value>>,
+    #[serde(default)]
+    block_device_mapping_v2: Option<Vec<Value>>,
+    #[serde(default)]
+    config_drive: Option<Value>,
+    #[serde(default)]
+    min_count: Option<Value>,
+    #[serde(default)]
+    max_count: Option<Value>,
+    #[serde(default)]
+    return_reservation_id: Option<Value>,
+    #[serde(default)]
+    security_groups: Option<Vec<SecurityGroupRef>>,
+    #[serde(rename = "OS-DCF:diskConfig", default)]
+    disk_config: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    #[serde(default)]
+    trusted_image_certificates: Option<Vec<String>>,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    hypervisor_hostname: Option<String>,
+}
+
+/// `{"name": ...}` in `security_groups`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroupRef {
+    name: String,
+}
+
+fn unsupported(what: &str) -> ApiError {
+    ApiError::bad_request(format!("{what} is not supported by this cloud."))
+}
+
+fn count_is_one(v: &Option<Value>, key: &str) -> Result<(), ApiError> {
+    match v {
+        None => Ok(()),
+        Some(Value::Number(n)) if n.as_u64() == Some(1) => Ok(()),
+        Some(Value::String(s)) if s == "1" => Ok(()),
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n > 1) => {
+            Err(unsupported("Creating several servers at once"))
+        }
+        Some(other) => Err(ApiError::bad_request(format!(
+            "Invalid input for field/attribute {key}. Value: {other}."
+        ))),
+    }
+}
+
+impl CreateBody {
+    /// Refuses the Nova features Synnefo cannot honour instead of silently
+    /// ignoring them.
+    fn check(&self, v: Version) -> Result<(), ApiError> {
+        if self.image_ref.as_deref().is_none_or(str::is_empty) {
+            return Err(unsupported("Booting from volume (no imageRef)"));
+        }
+        count_is_one(&self.min_count, "min_count")?;
+        count_is_one(&self.max_count, "max_count")?;
+        match &self.networks {
+            None => {
+                if v.at_least(37) {
+                    return Err(ApiError::bad_request(
+                        "Invalid input for field/attribute server. 'networks' is a required property",
+                    ));
+                }
+            }
+            Some(Value::String(s)) if s == "auto" || s == "none" => {}
+            Some(Value::Array(a)) if a.is_empty() => {}
+            Some(Value::Array(_)) => return Err(unsupported("Choosing networks or ports")),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid input for field/attribute networks. Value: {other}."
+                )));
+            }
+        }
+        if self.access_ipv4.as_deref().is_some_and(|s| !s.is_empty())
+            || self.access_ipv6.as_deref().is_some_and(|s| !s.is_empty())
+        {
+            return Err(unsupported("accessIPv4/accessIPv6"));
+        }
+        if self.personality.as_ref().is_some_and(|p| !p.is_empty()) {
+            if v.at_least(57) {
+                return Err(ApiError::bad_request(
+                    "Invalid input for field/attribute server. Additional properties are not allowed ('personality' was unexpected)",
+                ));
+            }
+            return Err(unsupported("File injection (personality)"));
+        }
+        if self.key_name.is_some() {
+            return Err(unsupported("Key pairs"));
+        }
+        if self.user_data.is_some() {
+            return Err(unsupported("User data"));
+        }
+        if self
+            .availability_zone
+            .as_deref()
+            .is_some_and(|z| !z.is_empty() && z != "nova")
+        {
+            return Err(ApiError::bad_request(format!(
+                "The requested availability zone {:?} is not available",
+                self.availability_zone.as_deref().unwrap_or("")
+            )));
+        }
+        if self
+            .block_device_mapping
+            .as_ref()
+            .is_some_and(|b| !b.is_empty())
+            || self
+                .block_device_mapping_v2
+                .as_ref()
+                .is_some_and(|b| !b.is_empty())
+        {
+            return Err(unsupported("Block device mapping"));
+        }
+        if matches!(&self.config_drive, Some(Value::Bool(true)))
+            || matches!(&self.config_drive, Some(Value::String(s)) if s.eq_ignore_ascii_case("true"))
+        {
+            return Err(unsupported("Config drive"));
+        }
+        if matches!(&self.return_reservation_id, Some(Value::Bool(true))) {
+            return Err(unsupported("return_reservation_id"));
+        }
+        if let Some(groups) = &self.security_groups
+            && groups.iter().any(|g| g.name != "default")
+        {
+            return Err(unsupported("Security groups"));
+        }
+        if let Some(dc) = &self.disk_config
+            && dc != "AUTO"
+            && dc != "MANUAL"
+        {
+            return Err(ApiError::bad_request(format!(
+                "Invalid input for field/attribute OS-DCF:diskConfig. Value: {dc}."
+            )));
+        }
+        let gated: [(&str, bool, u16); 5] = [
+            ("description", self.description.is_some(), 19),
+            ("tags", self.tags.is_some(), 52),
+            (
+                "trusted_image_certificates",
+                self.trusted_image_certificates.is_some(),
+                63,
+            ),
+            ("host", self.host.is_some(), 74),
+            (
+                "hypervisor_hostname",
+                self.hypervisor_hostname.is_some(),
+                74,
+            ),
+        ];
+        for (key, given, min) in gated {
+            if given && !v.at_least(min) {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid input for field/attribute server. Additional properties are not allowed ('{key}' was unexpected)"
+                )));
+            }
+            if given {
+                let meaningful = match key {
+                    "description" => self.description.as_deref().is_some_and(|d| !d.is_empty()),
+                    "tags" => self.tags.as_ref().is_some_and(|t| !t.is_empty()),
+                    "trusted_image_certificates" => self
+                        .trusted_image_certificates
+                        .as_ref()
+                        .is_some_and(|t| !t.is_empty()),
+                    _ => true,
+                };
+                if meaningful {
+                    return Err(unsupported(key));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn flavor_ref_string(v: &Value) -> Result<String, ApiError> {
+    match v {
+        Value::String(s) if !s.is_empty() => Ok(s.clone()),
+        Value::Number(n) if n.is_u64() => Ok(n.to_string()),
+        other => Err(ApiError::bad_request(format!(
+            "Invalid input for field/attribute flavorRef. Value: {other}."
+        ))),
+    }
+}
+
+/// `POST /servers`.
+pub async fn create(
+    State(app): State<Shared>,
+    Extension(m): Extension<Mount>,
+    Extension(v): Extension<Version>,
+    auth: Auth,
+    Body(req): Body<CreateRequest>,
+) -> Result<Response, ApiError> {
+    let s = req.server;
+    s.check(v)?;
+    let no_nic = matches!(&s.networks, Some(Value::String(n)) if n == "none");
+    let created = app
+        .compute
+        .create_server(
+            &auth.caller(),
+            CreateServer {
+                name: s.name,
+                flavor_ref: flavor_ref_string(&s.flavor_ref)?,
+                image_ref: s.image_ref.unwrap_or_default(),
+                metadata: s.metadata.unwrap_or_default(),
+                admin_pass: s.admin_pass,
+                no_nic,
+            },
+        )
+        .await?;
+    let body = json!({"server": views::created(&app.base(m.0), &created.vm, created.admin_pass)});
+    let location = format!("{}/v2.1/servers/{}", app.base(m.0), created.vm.id);
+    let mut resp = (StatusCode::ACCEPTED, Json(body)).into_response();
+    if let Ok(h) = location.parse() {
+        resp.headers_mut().insert(axum::http::header::LOCATION, h);
+    }
+    Ok(resp)
+}
+
+/// `PUT /servers/{id}` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRequest {
+    server: UpdateBody,
+}
+
+/// The `server` object of an update.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateBody {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(rename = "accessIPv4", default)]
+    access_ipv4: Option<String>,
+    #[serde(rename = "accessIPv6", default)]
+    access_ipv6: Option<String>,
+    #[serde(rename = "OS-DCF:diskConfig", default)]
+    disk_config: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    hostname: Option<String>,
+}
+
+/// `PUT /servers/{id}`.
+pub async fn update(
+    State(app): State<Shared>,
+    Extension(m): Extension<Mount>,
+    Extension(v): Extension<Version>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Body(req): Body<UpdateRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let caller = auth.caller();
+    let vm = app.compute.server(&caller, &id).await?;
+    let u = req.server;
+    if u.access_ipv4.is_some() || u.access_ipv6.is_some() {
+        return Err(unsupported("accessIPv4/accessIPv6"));
+    }
+    if u.description.is_some() && !v.at_least(19) {
+        return Err(ApiError::bad_request(
+            "Invalid input for field/attribute server. Additional properties are not allowed ('description' was unexpected)",
+        ));
+    }
+    if u.description.as_deref().is_some_and(|d| !d.is_empty()) {
+        return Err(unsupported("description"));
+    }
+    if u.hostname.is_some() {
+        return Err(ApiError::bad_request(
+            "Invalid input for field/attribute server. Additional properties are not allowed ('hostname' was unexpected)",
+        ));
+    }
+    if let Some(dc) = &u.disk_config
+        && dc != "AUTO"
+        && dc != "MANUAL"
+    {
+        return Err(ApiError::bad_request(format!(
+            "Invalid input for field/attribute OS-DCF:diskConfig. Value: {dc}."
+        )));
+    }
+    let vm = match u.name {
+        Some(name) => app.compute.rename_server(&caller, &id, &name).await?,
+        None => vm,
+    };
+    Ok(Json(render_one(&app, m, v, View::Update, &vm).await?))
+}
+
+/// `DELETE /servers/{id}`.
+pub async fn delete(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    app.compute.delete(&auth.caller(), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn console_url(app: &Shared, kind: &str, c: &ConsoleAccess) -> String {
+    match (kind, &app.config.novnc_url) {
+        ("novnc", Some(base)) => {
+            format!("{base}?path=%3Ftoken%3D{}&password={}", c.port, c.password)
+        }
+        _ => format!("vnc://{}:{}", c.host, c.port),
+    }
+}
+
+/// `POST /servers/{id}/action`.
+pub async fn action(
+    State(app): State<Shared>,
+    Extension(v): Extension<Version>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Body(body): Body<serde_json::Map<String, Value>>,
+) -> Result<Response, ApiError> {
+    if body.len() != 1 {
+        return Err(ApiError::bad_request(
+            "Exactly one action is expected in the request body.",
+        ));
+    }
+    let Some((name, arg)) = body.into_iter().next() else {
+        return Err(ApiError::bad_request(
+            "Exactly one action is expected in the request body.",
+        ));
+    };
+    let caller = auth.caller();
+    match name.as_str() {
+        "reboot" => {
+            let kind = arg.get("type").and_then(Value::as_str).ok_or_else(|| {
+                ApiError::bad_request(
+                    "Invalid input for field/attribute reboot. 'type' is a required property",
+                )
+            })?;
+            let kind = match kind {
+                "SOFT" | "Soft" | "soft" => RebootKind::Soft,
+                "HARD" | "Hard" | "hard" => RebootKind::Hard,
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "Invalid input for field/attribute type. Value: {other}. '{other}' is not one of ['HARD', 'Hard', 'hard', 'SOFT', 'Soft', 'soft']"
+                    )));
+                }
+            };
+            app.compute.reboot(&caller, &id, kind).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "os-start" => {
+            app.compute.start(&caller, &id).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "os-stop" => {
+            app.compute.stop(&caller, &id).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "os-getVNCConsole" if !v.at_least(6) => {
+            let kind = arg.get("type").and_then(Value::as_str).unwrap_or("");
+            if !matches!(kind, "novnc" | "xvpvnc") {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid input for field/attribute type. Value: {kind}."
+                )));
+            }
+            let c = app.compute.console(&caller, &id).await?;
+            Ok(
+                Json(json!({"console": {"type": kind, "url": console_url(&app, kind, &c)}}))
+                    .into_response(),
+            )
+        }
+        "os-getVNCConsole" => Err(ApiError::not_found("The resource could not be found.")),
+        other => Err(ApiError::bad_request(format!(
+            "There is no such action: {other}"
+        ))),
+    }
+}
+
+/// `remote_console` request body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConsoleRequest {
+    remote_console: RemoteConsoleBody,
+}
+
+/// `{"protocol", "type"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConsoleBody {
+    protocol: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// `POST /servers/{id}/remote-consoles` (2.6+).
+pub async fn remote_console(
+    State(app): State<Shared>,
+    Extension(v): Extension<Version>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Body(req): Body<RemoteConsoleRequest>,
+) -> Result<Response, ApiError> {
+    if !v.at_least(6) {
+        return Err(ApiError::not_found("The resource could not be found."));
+    }
+    let RemoteConsoleBody { protocol, kind } = req.remote_console;
+    match (protocol.as_str(), kind.as_str()) {
+        ("vnc", "novnc" | "xvpvnc") => {}
+        ("vnc" | "spice" | "rdp" | "serial" | "mks", _) => {
+            return Err(ApiError::bad_request(format!(
+                "Unsupported console type {kind} for protocol {protocol}."
+            )));
+        }
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "Invalid input for field/attribute protocol. Value: {protocol}."
+            )));
+        }
+    }
+    let c = app.compute.console(&auth.caller(), &id).await?;
+    Ok(Json(json!({"remote_console": {"protocol": protocol, "type": kind, "url": console_url(&app, &kind, &c)}})).into_response())
+}
+
+/// `GET /servers/{id}/ips`.
+pub async fn ips(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (_, nics) = app.compute.server_with_nics(&auth.caller(), &id).await?;
+    Ok(Json(json!({"addresses": views::addresses(&nics, false)})))
+}
+
+/// `GET /servers/{id}/ips/{network}`.
+pub async fn ips_network(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path((id, network)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let (_, nics) = app.compute.server_with_nics(&auth.caller(), &id).await?;
+    let mut all = views::addresses(&nics, false);
+    match all.remove(&network) {
+        Some(list) => Ok(Json(json!({ network: list }))),
+        None => Err(ApiError::not_found("Network does not have any addresses")),
+    }
+}
+
+/// `{"metadata": {...}}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataBody {
+    metadata: BTreeMap<String, String>,
+}
+
+/// `{"meta": {"key": "value"}}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetaItemBody {
+    meta: BTreeMap<String, String>,
+}
+
+/// `GET /servers/{id}/metadata`.
+pub async fn metadata_list(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        json!({"metadata": app.compute.metadata(&auth.caller(), &id).await?}),
+    ))
+}
+
+/// `POST /servers/{id}/metadata` (merge).
+pub async fn metadata_merge(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Body(b): Body<MetadataBody>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        json!({"metadata": app.compute.set_metadata(&auth.caller(), &id, &b.metadata, false).await?}),
+    ))
+}
+
+/// `PUT /servers/{id}/metadata` (replace).
+pub async fn metadata_replace(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Body(b): Body<MetadataBody>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        json!({"metadata": app.compute.set_metadata(&auth.caller(), &id, &b.metadata, true).await?}),
+    ))
+}
+
+/// `GET /servers/{id}/metadata/{key}`.
+pub async fn metadata_get(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path((id, key)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let value = app.compute.metadata_item(&auth.caller(), &id, &key).await?;
+    Ok(Json(json!({"meta": { key: value }})))
+}
+
+/// `PUT /servers/{id}/metadata/{key}`.
+pub async fn metadata_put(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path((id, key)): Path<(String, String)>,
+    Body(b): Body<MetaItemBody>,
+) -> Result<Json<Value>, ApiError> {
+    if b.meta.len() != 1 {
+        return Err(ApiError::bad_request(
+            "Request body contains too many items",
+        ));
+    }
+    let Some((k, value)) = b.meta.into_iter().next() else {
+        return Err(ApiError::bad_request(
+            "Request body contains too many items",
+        ));
+    };
+    if k != key {
+        return Err(ApiError::bad_request("Request body and URI mismatch"));
+    }
+    app.compute
+        .set_metadata_item(&auth.caller(), &id, &key, &value)
+        .await?;
+    Ok(Json(json!({"meta": { key: value }})))
+}
+
+/// `DELETE /servers/{id}/metadata/{key}`.
+pub async fn metadata_delete(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path((id, key)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    app.compute
+        .delete_metadata_item(&auth.caller(), &id, &key)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

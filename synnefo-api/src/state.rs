@@ -1,0 +1,168 @@
+//! What the router is built from ([`ApiState`]) and what handlers share
+//! ([`App`]).
+//!
+//! The API is stateless: everything durable is in the store, so any number
+//! of API processes can serve the same cloud. [`App`] only holds the
+//! services, settings and in-memory metrics of this process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use synnefo_core::ports::{GanetiBackend, Store};
+use synnefo_core::service::compute::{Compute, ComputeConfig, ConsoleForwarder, Placement};
+use synnefo_core::service::identity::Identity;
+use synnefo_core::settings::Settings;
+
+use crate::metrics::Metrics;
+
+/// Settings the API needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Public base URL (no trailing slash) advertised in links and the catalog.
+    pub public_url: String,
+    /// Region name in the catalog.
+    pub region: String,
+    /// Token lifetime.
+    pub token_ttl: Duration,
+    /// Request body limit in bytes.
+    pub max_body_bytes: usize,
+    /// Compute rules (instance prefix, NIC defaults, ...).
+    pub compute: ComputeConfig,
+    /// Base URL of the noVNC page (`.../vnc_auto.html`) for `novnc`
+    /// consoles; `None` answers `novnc` requests with a `vnc://` URL.
+    pub novnc_url: Option<String>,
+}
+
+impl ApiConfig {
+    /// The API settings out of the merged settings.
+    pub fn from_settings(s: &Settings) -> Self {
+        let novnc_url = if s.vncauthproxy.websocket {
+            let port = s
+                .vncauthproxy
+                .websocket_listen
+                .rsplit_once(':')
+                .map(|(_, p)| p.to_string())
+                .unwrap_or_else(|| "6080".into());
+            Some(format!(
+                "http://{}:{}/vnc_auto.html",
+                s.vncauthproxy.public_host, port
+            ))
+        } else {
+            None
+        };
+        Self {
+            public_url: s.api.public_url.trim_end_matches('/').to_string(),
+            region: s.api.region.clone(),
+            token_ttl: Duration::from_secs(s.api.token_ttl_secs),
+            max_body_bytes: s.api.max_body_bytes,
+            compute: ComputeConfig::from_settings(s),
+            novnc_url,
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            public_url: "http://127.0.0.1:8774".into(),
+            region: "RegionOne".into(),
+            token_ttl: Duration::from_secs(86400),
+            max_body_bytes: 1024 * 1024,
+            compute: ComputeConfig::default(),
+            novnc_url: None,
+        }
+    }
+}
+
+/// Everything [`crate::router`] needs: the ports and the settings.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The database.
+    pub store: Arc<dyn Store>,
+    /// The Ganeti clusters.
+    pub ganeti: Arc<dyn GanetiBackend>,
+    /// Settings.
+    pub config: ApiConfig,
+    /// The console proxy, if consoles are enabled.
+    pub console: Option<Arc<dyn ConsoleForwarder>>,
+    /// Placement policy (least-loaded by RAM when `None`).
+    pub placement: Option<Arc<dyn Placement>>,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("config", &self.config)
+            .field("console", &self.console.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiState {
+    /// State with default placement and no console.
+    pub fn new(store: Arc<dyn Store>, ganeti: Arc<dyn GanetiBackend>, config: ApiConfig) -> Self {
+        Self {
+            store,
+            ganeti,
+            config,
+            console: None,
+            placement: None,
+        }
+    }
+
+    /// Enables consoles.
+    pub fn with_console(mut self, console: Arc<dyn ConsoleForwarder>) -> Self {
+        self.console = Some(console);
+        self
+    }
+
+    /// Uses a placement policy.
+    pub fn with_placement(mut self, placement: Arc<dyn Placement>) -> Self {
+        self.placement = Some(placement);
+        self
+    }
+}
+
+/// What handlers share (behind an `Arc`).
+pub struct App {
+    /// Compute use cases.
+    pub compute: Compute,
+    /// Identity use cases.
+    pub identity: Identity,
+    /// Settings.
+    pub config: ApiConfig,
+    /// Request metrics.
+    pub metrics: Metrics,
+}
+
+impl App {
+    /// Builds the services from the state.
+    pub fn new(state: ApiState) -> Self {
+        let mut compute = Compute::new(
+            state.store.clone(),
+            state.ganeti.clone(),
+            state.config.compute.clone(),
+        );
+        if let Some(p) = state.placement {
+            compute = compute.with_placement(p);
+        }
+        if let Some(c) = state.console {
+            compute = compute.with_console(c);
+        }
+        let identity = Identity::new(state.store.clone(), state.config.token_ttl);
+        Self {
+            compute,
+            identity,
+            config: state.config,
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// The public URL of a mount (`""`, `/compute`, ...).
+    pub fn base(&self, mount: &str) -> String {
+        format!("{}{}", self.config.public_url, mount)
+    }
+}
+
+/// Shared handle.
+pub type Shared = Arc<App>;
