@@ -1,1 +1,474 @@
-//! placeholder
+//! # synnefo-amqp
+//!
+//! The RabbitMQ [`EventBus`] of Synnefo (the seed's QUEUE node), over
+//! [lapin](https://docs.rs/lapin) 4.
+//!
+//! What the dispatcher and eventd rely on, and how this crate provides it:
+//!
+//! * **Topology**: a durable topic exchange `ganeti`; one durable queue per
+//!   [`MessageKind`] (`<prefix>-events-op`, `<prefix>-events-net`) bound by
+//!   routing key `ganeti.<prefix>.event.op|net`; a dead-letter exchange
+//!   `ganeti.dead` and queue `<prefix>-events-dead`. Quorum queues on
+//!   request ([`AmqpConfig::quorum_queues`]). Declared by publishers and
+//!   consumers alike, so nothing is published into the void.
+//! * **No message lost on the way in**: persistent messages (delivery
+//!   mode 2), publisher confirms, `mandatory` publishing: [`EventBus::publish`]
+//!   returns only once the broker has the message, and reports
+//!   [`BusError::Unavailable`] after [`AmqpConfig::publish_timeout`] of
+//!   failed attempts so the caller can spool.
+//! * **No message lost on the way out**: manual acks, sent by the
+//!   dispatcher only after its database transaction commits; contiguous
+//!   acks collapse into one `basic.ack multiple=true`. Prefetch bounds what a
+//!   consumer holds.
+//! * **Dead letters with a reason**: [`Subscription::dead_letter`]
+//!   republishes the message (confirmed) to `ganeti.dead` with the reason in
+//!   the `x-synnefo-reason` header, then acks it; if that fails it is
+//!   rejected into the queue's own dead-letter exchange (the broker adds
+//!   `x-death`), and if even that fails it stays unacked and comes back.
+//! * **Broker loss**: publisher and consumers reconnect with exponential
+//!   backoff. A [`Subscription`] keeps working across a broker restart; what
+//!   it had not acked is redelivered by the broker, which is harmless
+//!   because applying a notification twice is a no-op. Acks for deliveries
+//!   of a previous connection are dropped (they will be redelivered).
+//!
+//! ```no_run
+//! use synnefo_amqp::{AmqpBus, AmqpConfig};
+//! use synnefo_core::messages::MessageKind;
+//! use synnefo_core::ports::EventBus;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let bus = AmqpBus::connect(AmqpConfig::new("amqp://guest:guest@127.0.0.1:5672/%2f", "snf-")).await?;
+//! bus.publish(MessageKind::OpStatus, br#"{"type":"ganeti-op-status"}"#.to_vec()).await?;
+//! let mut sub = bus.subscribe(MessageKind::OpStatus).await?;
+//! let batch = sub.recv_batch(100).await?;
+//! // ... apply, commit, then:
+//! sub.ack(&batch.iter().map(|d| d.tag).collect::<Vec<_>>()).await?;
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod error;
+mod subscription;
+mod topology;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::uri::AMQPUri;
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use synnefo_core::BusError;
+use synnefo_core::messages::MessageKind;
+use synnefo_core::ports::{EventBus, Subscription};
+use synnefo_core::settings::mask_url_password;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use config::AmqpConfig;
+pub use error::AmqpError;
+pub use subscription::AmqpSubscription;
+pub use topology::{DEAD_AT_HEADER, QUEUE_HEADER, REASON_HEADER};
+
+use error::channel_err;
+
+/// Counters of an [`AmqpBus`], for logs and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AmqpStats {
+    /// Connections opened (publisher and consumers; the first counts).
+    pub connections: u64,
+    /// Messages published and confirmed.
+    pub published: u64,
+    /// Publish attempts that failed and were retried.
+    pub publish_retries: u64,
+    /// Messages dead-lettered.
+    pub dead_lettered: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    connections: AtomicU64,
+    published: AtomicU64,
+    publish_retries: AtomicU64,
+    dead_lettered: AtomicU64,
+}
+
+/// One role's connection (publishing and consuming use separate ones, so
+/// broker flow control on publishers never stalls acks).
+struct Slot {
+    role: &'static str,
+    conn: tokio::sync::Mutex<Option<Arc<Connection>>>,
+}
+
+struct PubChannel {
+    id: u64,
+    channel: Channel,
+}
+
+pub(crate) struct Inner {
+    config: AmqpConfig,
+    uri: AMQPUri,
+    publisher: Slot,
+    consumer: Slot,
+    pub_channel: tokio::sync::Mutex<Option<PubChannel>>,
+    pub_channel_ids: AtomicU64,
+    closed: CancellationToken,
+    counters: Counters,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Inner {
+    fn masked_uri(&self) -> String {
+        mask_url_password(&self.config.uri)
+    }
+
+    /// The role's live connection, or one new attempt at connecting.
+    async fn connection(&self, slot: &Slot) -> Result<Arc<Connection>, AmqpError> {
+        let mut current = slot.conn.lock().await;
+        if let Some(c) = current.as_ref()
+            && c.status().connected()
+        {
+            return Ok(c.clone());
+        }
+        if self.closed.is_cancelled() {
+            return Err(AmqpError::Closed);
+        }
+        let name = format!("{}-{}", self.config.connection_name, slot.role);
+        let props = ConnectionProperties::default().with_connection_name(name.into());
+        let limit = self.config.connect_timeout + Duration::from_secs(5);
+        let conn =
+            match tokio::time::timeout(limit, Connection::connect_uri(self.uri.clone(), props))
+                .await
+            {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    return Err(AmqpError::Connect {
+                        uri: self.masked_uri(),
+                        reason: e.to_string(),
+                    });
+                }
+                Err(_) => {
+                    return Err(AmqpError::Connect {
+                        uri: self.masked_uri(),
+                        reason: format!("no answer within {limit:?}"),
+                    });
+                }
+            };
+        let n = self.counters.connections.fetch_add(1, Ordering::Relaxed);
+        if n > 0 {
+            tracing::info!(role = slot.role, uri = %self.masked_uri(), "connected to RabbitMQ again");
+        } else {
+            tracing::debug!(role = slot.role, uri = %self.masked_uri(), "connected to RabbitMQ");
+        }
+        let conn = Arc::new(conn);
+        *current = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Forgets a connection that turned out dead (if it is still current).
+    async fn invalidate(&self, slot: &Slot, conn: &Arc<Connection>) {
+        let mut current = slot.conn.lock().await;
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            *current = None;
+        }
+    }
+
+    /// A channel on `slot`'s connection with the topology declared.
+    async fn open_channel(&self, slot: &Slot) -> Result<Channel, AmqpError> {
+        let conn = self.connection(slot).await?;
+        let channel = match conn.create_channel().await {
+            Ok(c) => c,
+            Err(e) => {
+                self.invalidate(slot, &conn).await;
+                return Err(channel_err("opening a channel", e));
+            }
+        };
+        topology::declare(&channel, &self.config).await?;
+        Ok(channel)
+    }
+
+    async fn publish_channel(&self) -> Result<(u64, Channel), AmqpError> {
+        let mut current = self.pub_channel.lock().await;
+        if let Some(p) = current.as_ref()
+            && p.channel.status().connected()
+        {
+            return Ok((p.id, p.channel.clone()));
+        }
+        let channel = self.open_channel(&self.publisher).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| channel_err("enabling publisher confirms", e))?;
+        let id = self.pub_channel_ids.fetch_add(1, Ordering::Relaxed) + 1;
+        *current = Some(PubChannel {
+            id,
+            channel: channel.clone(),
+        });
+        Ok((id, channel))
+    }
+
+    async fn drop_publish_channel(&self, id: u64) {
+        let mut current = self.pub_channel.lock().await;
+        if current.as_ref().is_some_and(|p| p.id == id) {
+            *current = None;
+        }
+    }
+
+    async fn publish_once(
+        &self,
+        exchange: &ShortString,
+        key: &ShortString,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), (Option<u64>, AmqpError)> {
+        let (id, channel) = self.publish_channel().await.map_err(|e| (None, e))?;
+        let opts = BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
+        let confirm = channel
+            .basic_publish(exchange.clone(), key.clone(), opts, body, props)
+            .await
+            .map_err(|e| (Some(id), channel_err("basic.publish", e)))?;
+        match confirm
+            .await
+            .map_err(|e| (Some(id), channel_err("waiting for the confirm", e)))?
+        {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(ret)) => Err((
+                Some(id),
+                AmqpError::Refused(format!(
+                    "unroutable via {exchange} with key {key}: {} {}",
+                    ret.reply_code, ret.reply_text
+                )),
+            )),
+            Confirmation::Nack(_) => Err((
+                Some(id),
+                AmqpError::Refused("negative confirm (broker could not store it)".into()),
+            )),
+            Confirmation::NotRequested => Err((
+                Some(id),
+                AmqpError::Channel("publisher confirms are not enabled".into()),
+            )),
+        }
+    }
+
+    /// Publishes and waits for the broker's confirm, reconnecting with
+    /// backoff for up to `publish_timeout`.
+    pub(crate) async fn publish_raw(
+        &self,
+        exchange: &str,
+        key: &str,
+        body: &[u8],
+        props: BasicProperties,
+    ) -> Result<(), AmqpError> {
+        let exchange = topology::short(exchange)?;
+        let key = topology::short(key)?;
+        let timeout = self.config.publish_timeout;
+        let deadline = Instant::now() + timeout;
+        let mut backoff = self.config.min_backoff;
+        loop {
+            if self.closed.is_cancelled() {
+                return Err(AmqpError::Closed);
+            }
+            let attempt = tokio::time::timeout_at(
+                deadline,
+                self.publish_once(&exchange, &key, body, props.clone()),
+            )
+            .await;
+            let (channel_id, err) = match attempt {
+                Ok(Ok(())) => {
+                    self.counters.published.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Ok(Err(e)) => e,
+                Err(_) => (
+                    None,
+                    AmqpError::PublishTimeout(timeout, "no confirm from the broker".into()),
+                ),
+            };
+            if matches!(err, AmqpError::Config(_) | AmqpError::Closed) {
+                return Err(err);
+            }
+            // Start over on a fresh channel (and topology) next time.
+            match channel_id {
+                Some(id) => self.drop_publish_channel(id).await,
+                None => {
+                    let mut current = self.pub_channel.lock().await;
+                    if current
+                        .as_ref()
+                        .is_some_and(|p| !p.channel.status().connected())
+                    {
+                        *current = None;
+                    }
+                }
+            }
+            if Instant::now() + backoff >= deadline {
+                tracing::warn!(error = %err, %key, "publish failed; giving up for now");
+                return Err(err);
+            }
+            self.counters
+                .publish_retries
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %err, ?backoff, %key, "publish failed; retrying");
+            tokio::select! {
+                _ = self.closed.cancelled() => return Err(AmqpError::Closed),
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(self.config.max_backoff);
+        }
+    }
+}
+
+/// Properties of every notification: persistent JSON.
+pub(crate) fn message_properties() -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_timestamp(now_secs())
+}
+
+/// The RabbitMQ event bus. Cheap to clone (clones share the connections).
+#[derive(Clone)]
+pub struct AmqpBus {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AmqpBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpBus")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AmqpBus {
+    /// Connects to the broker and declares the topology; fails fast if the
+    /// broker is unreachable now (later losses are handled by reconnecting).
+    pub async fn connect(config: AmqpConfig) -> Result<AmqpBus, AmqpError> {
+        let bus = Self::new_lazy(config)?;
+        bus.inner.publish_channel().await?;
+        Ok(bus)
+    }
+
+    /// A bus that connects on first use (eventd starts while the broker is
+    /// down, and spools). Fails only on an invalid URI.
+    pub fn new_lazy(config: AmqpConfig) -> Result<AmqpBus, AmqpError> {
+        let mut uri: AMQPUri = config.uri.parse().map_err(|e: String| {
+            AmqpError::Config(format!(
+                "bad AMQP URI {}: {e}",
+                mask_url_password(&config.uri)
+            ))
+        })?;
+        if uri.query.heartbeat.is_none() {
+            uri.query.heartbeat = Some(config.heartbeat_secs);
+        }
+        if uri.query.connection_timeout.is_none() {
+            uri.query.connection_timeout = Some(
+                config
+                    .connect_timeout
+                    .as_millis()
+                    .try_into()
+                    .unwrap_or(u64::MAX),
+            );
+        }
+        for kind in MessageKind::ALL {
+            topology::short(&config.queue_name(kind))?;
+            topology::short(&config.routing_key(kind))?;
+        }
+        Ok(AmqpBus {
+            inner: Arc::new(Inner {
+                config,
+                uri,
+                publisher: Slot {
+                    role: "publish",
+                    conn: tokio::sync::Mutex::new(None),
+                },
+                consumer: Slot {
+                    role: "consume",
+                    conn: tokio::sync::Mutex::new(None),
+                },
+                pub_channel: tokio::sync::Mutex::new(None),
+                pub_channel_ids: AtomicU64::new(0),
+                closed: CancellationToken::new(),
+                counters: Counters::default(),
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &AmqpConfig {
+        &self.inner.config
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> AmqpStats {
+        let c = &self.inner.counters;
+        AmqpStats {
+            connections: c.connections.load(Ordering::Relaxed),
+            published: c.published.load(Ordering::Relaxed),
+            publish_retries: c.publish_retries.load(Ordering::Relaxed),
+            dead_lettered: c.dead_lettered.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Publishes a body under an explicit routing key with our message
+    /// properties (tools and tests; notifications use [`EventBus::publish`]).
+    pub async fn publish_with_key(&self, routing_key: &str, body: &[u8]) -> Result<(), AmqpError> {
+        self.inner
+            .publish_raw(
+                &self.inner.config.exchange,
+                routing_key,
+                body,
+                message_properties(),
+            )
+            .await
+    }
+
+    /// Closes the bus: pending and future calls fail with
+    /// [`BusError::Closed`]; subscriptions stop; connections close.
+    pub async fn close(&self) {
+        self.inner.closed.cancel();
+        for slot in [&self.inner.publisher, &self.inner.consumer] {
+            if let Some(c) = slot.conn.lock().await.take() {
+                let _ = c.close(200, "synnefo shutting down".into()).await;
+            }
+        }
+        *self.inner.pub_channel.lock().await = None;
+    }
+}
+
+#[async_trait]
+impl EventBus for AmqpBus {
+    async fn publish(&self, kind: MessageKind, body: Vec<u8>) -> Result<(), BusError> {
+        let key = self.inner.config.routing_key(kind);
+        Ok(self
+            .inner
+            .publish_raw(
+                &self.inner.config.exchange,
+                &key,
+                &body,
+                message_properties(),
+            )
+            .await?)
+    }
+
+    async fn subscribe(&self, kind: MessageKind) -> Result<Box<dyn Subscription>, BusError> {
+        Ok(Box::new(
+            AmqpSubscription::open(self.inner.clone(), kind).await?,
+        ))
+    }
+}
+
+/// Empty header table helper for callers building properties.
+pub(crate) fn headers_of(props: &BasicProperties) -> FieldTable {
+    props.headers().clone().unwrap_or_default()
+}

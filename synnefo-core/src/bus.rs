@@ -332,15 +332,15 @@ impl Subscription for InProcessSubscription {
         {
             let mut st = lock(q);
             self.release(&mut st, 1);
-            if st.dead.len() >= self.inner.config.dead_letter_capacity.max(1) {
-                if let Some(old) = st.dead.pop_front() {
-                    tracing::error!(
-                        kind = old.kind.type_name(),
-                        reason = %old.reason,
-                        body = %String::from_utf8_lossy(&old.body),
-                        "in-process dead-letter store full: discarding the oldest dead letter"
-                    );
-                }
+            if st.dead.len() >= self.inner.config.dead_letter_capacity.max(1)
+                && let Some(old) = st.dead.pop_front()
+            {
+                tracing::error!(
+                    kind = old.kind.type_name(),
+                    reason = %old.reason,
+                    body = %String::from_utf8_lossy(&old.body),
+                    "in-process dead-letter store full: discarding the oldest dead letter"
+                );
             }
             tracing::warn!(kind = self.kind.type_name(), %reason, "message dead-lettered");
             st.dead.push_back(DeadLetter {

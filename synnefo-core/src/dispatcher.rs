@@ -318,14 +318,11 @@ impl Dispatcher {
         while !notes.is_empty() {
             let results = match apply_notifications(self.store.as_ref(), &notes).await {
                 Ok(r) => r,
-                Err(e) if is_transient(&e) => {
-                    let failed = std::iter::repeat_with(|| {
-                        Err(ServiceError::Store(StoreError::Database(e.to_string())))
-                    })
-                    .take(notes.len())
-                    .collect();
-                    failed
-                }
+                Err(e) if is_transient(&e) => std::iter::repeat_with(|| {
+                    Err(ServiceError::Store(StoreError::Database(e.to_string())))
+                })
+                .take(notes.len())
+                .collect(),
                 Err(e) => {
                     // Not the database being down: find the culprit(s) one by one.
                     tracing::warn!(error = %e, "batch apply failed; applying one by one");
