@@ -11,6 +11,7 @@
 //! `SYNNEFO_TEST_MYSQL_URL`; the database in the URL is only used to create
 //! and drop the per-run database.
 
+#![cfg(feature = "sea-orm-store")]
 #![allow(missing_docs)]
 
 use std::collections::BTreeMap;
@@ -19,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
-use sea_orm::{ConnectionTrait, Database};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
 use synnefo_core::StoreError;
 use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
 use synnefo_core::model::{Flavor, Image, NewVm, Nic, Project, Quota, Token, Usage, User, Vm};
@@ -64,7 +65,7 @@ impl Drop for TestDb {
                     return;
                 };
                 rt.block_on(async {
-                    if let Ok(db) = Database::connect(admin_url.as_str()).await {
+                    if let Ok(db) = admin_connect(&admin_url).await {
                         if let Err(e) = db.execute_unprepared(&drop_sql).await {
                             eprintln!("cleanup failed ({drop_sql}): {e}");
                         }
@@ -75,6 +76,16 @@ impl Drop for TestDb {
             .join();
         }
     }
+}
+
+/// An admin connection that gives up quickly on a down server.
+async fn admin_connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+    let mut opts = ConnectOptions::new(url.to_string());
+    opts.max_connections(1)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5))
+        .sqlx_logging(false);
+    Database::connect(opts).await
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -133,7 +144,7 @@ async fn server_db(
     create: &str,
     drop: &str,
 ) -> Option<TestDb> {
-    let admin = match Database::connect(admin_url.as_str()).await {
+    let admin = match admin_connect(&admin_url).await {
         Ok(db) => db,
         Err(e) => {
             testing::service_unavailable(test, service, &e.to_string());

@@ -79,6 +79,7 @@ use sea_orm_migration::MigratorTrait;
 use crate::error::StoreError;
 pub use migration::Migrator;
 use sql::db_err;
+pub use vms::BATCH_ROWS;
 
 /// How long SQLite waits for the write lock before giving up (`SQLITE_BUSY`,
 /// reported as [`StoreError::Conflict`]).
@@ -111,7 +112,8 @@ impl SeaStore {
         opts.max_connections(max_connections)
             .min_connections(0)
             .connect_timeout(Duration::from_secs(10))
-            .acquire_timeout(Duration::from_secs(30))
+            // also bounds the retries of the first connect to a down server
+            .acquire_timeout(Duration::from_secs(10))
             .sqlx_logging(false);
         let db = Database::connect(opts)
             .await
