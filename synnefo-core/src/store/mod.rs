@@ -31,12 +31,16 @@
 //! * **Batches are one transaction and one multi-row `UPDATE`.** The
 //!   dispatcher's hot path writes up to hundreds of state changes at once.
 //!   [`VmStore::update_vm_states`](crate::ports::VmStore::update_vm_states)
-//!   locks the rows (`SELECT ... ORDER BY id FOR UPDATE`, in id order so
-//!   concurrent batches cannot deadlock), decides per update whether its
-//!   version still matches (in input order, so two updates of one VM in one
-//!   batch behave as if applied one after the other), and writes all winners
-//!   with one `UPDATE ... FROM (VALUES ...)` (PostgreSQL, SQLite) or
-//!   `UPDATE ... JOIN (SELECT ... UNION ALL ...)` (MySQL) per 256 rows.
+//!   locks the rows (`SELECT ... ORDER BY id FOR [NO KEY] UPDATE`, in id
+//!   order so concurrent batches cannot deadlock), decides per update
+//!   whether its version still matches (in input order, so two updates of
+//!   one VM in one batch behave as if applied one after the other), and
+//!   writes all winners with one
+//!   `WITH v(...) AS (VALUES ...) UPDATE vms ... FROM v` (PostgreSQL,
+//!   SQLite) or `UPDATE vms JOIN (SELECT ... UNION ALL ...) v` (MySQL) per
+//!   [`BATCH_ROWS`] rows, then replaces the NICs of all of them with one
+//!   `DELETE` and one multi-row `INSERT`. Five round trips for 256 updates
+//!   instead of 256.
 //! * **Quota checks cannot be raced.** `create_vm` first locks the project's
 //!   row (`FOR NO KEY UPDATE` on PostgreSQL, `FOR UPDATE` on MySQL, a no-op
 //!   `UPDATE` on SQLite, which takes SQLite's single write lock), then sums

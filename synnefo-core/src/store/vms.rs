@@ -458,9 +458,14 @@ impl VmStore for SeaStore {
             q.push("SELECT id, version FROM vms WHERE id IN ")
                 .bind_list(chunk.iter().copied())
                 .push(" ORDER BY id");
-            if backend != DbBackend::Sqlite {
-                q.push(" FOR UPDATE");
-            }
+            match backend {
+                // the lock an UPDATE that keeps the key takes: FK checks of
+                // concurrent NIC/metadata inserts are not blocked by it
+                DbBackend::Postgres => q.push(" FOR NO KEY UPDATE"),
+                DbBackend::MySql => q.push(" FOR UPDATE"),
+                // SQLite: begin_write already holds the database write lock
+                DbBackend::Sqlite => &mut q,
+            };
             for row in txn.query_all(q.build()).await.map_err(db_err)? {
                 current.insert(
                     row.try_get_by_index(0).map_err(db_err)?,
