@@ -258,7 +258,7 @@ pub enum Discrepancy {
 }
 
 /// The rule a finding belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rule {
     /// R1.
@@ -439,11 +439,11 @@ pub fn in_flight(
     }
 }
 
-/// The create job's outcome, if anything tells.
-fn create_outcome(
-    vm: &Vm,
-    job: Option<&JobObservation>,
-) -> (Option<JobId>, Option<(JobStatus, Option<String>)>, bool) {
+/// An ended job's status and error message.
+type Ended = (JobStatus, Option<String>);
+
+/// The create job's outcome, if anything tells: `(job, ended, vanished)`.
+fn create_outcome(vm: &Vm, job: Option<&JobObservation>) -> (Option<JobId>, Option<Ended>, bool) {
     let state = &vm.state;
     let recorded_create = state
         .job
@@ -636,6 +636,15 @@ fn check_vm(
             vm: vm.id,
             backend: recorded,
             reason,
+        });
+        return;
+    }
+    if recorded.is_none() && listed.is_empty() {
+        // Nowhere to look: not a single cluster answered.
+        out.unchecked.push(Unchecked {
+            vm: vm.id,
+            backend: None,
+            reason: UncheckedReason::BackendUnknown,
         });
         return;
     }

@@ -64,6 +64,6 @@ pub use diff::{
 };
 pub use plan::{
     FixAction, FixClass, FixFlags, Plan, PlannedFix, StateFix, apply_db_fixes, fixed_state,
-    plan_fixes,
+    plan_fixes, record_orphan_removal,
 };
 pub use schedule::{batch_size, seed_batch_size};

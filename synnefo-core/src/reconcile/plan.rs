@@ -8,10 +8,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::diff::{Discrepancy, OrphanReason};
-use crate::ids::{BackendId, VmId};
+use crate::ids::{BackendId, JobId, VmId};
 use crate::model::{Nic, Vm};
 use crate::service::VmChange;
-use crate::state::{OperState, VmState};
+use crate::state::{Action, OperState, PendingAction, VmState};
 
 /// Which classes of fixes to apply (`--fix-stale`, `--fix-orphans`,
 /// `--fix-unsynced`; `--fix-all` sets them all).
@@ -299,4 +299,20 @@ pub fn apply_db_fixes<'a>(
         }
     }
     (state != vm.state || nics.is_some()).then_some(VmChange { state, nics })
+}
+
+/// Records on a deleted (or DESTROYED) row the removal job the reconciler
+/// submitted for its orphan instance, so the next run holds the orphan
+/// ([`Guard::DestroyPending`](super::Guard::DestroyPending)) while the job
+/// runs instead of removing it twice; the job's notification completes the
+/// action as usual. Rows of live VMs are returned unchanged.
+pub fn record_orphan_removal(state: &VmState, job: JobId) -> VmState {
+    let mut next = state.clone();
+    if state.deleted || state.operstate == OperState::Destroyed {
+        next.action = Some(PendingAction {
+            action: Action::Destroy,
+            job_id: Some(job),
+        });
+    }
+    next
 }

@@ -1,0 +1,753 @@
+//! Reconciliation runs against the real `SeaStore` (SQLite) and a scripted
+//! in-memory Ganeti, with an injectable clock: the staggered schedule, the
+//! fix execution through `modify_vm`, cluster listing (once per run, in
+//! parallel, offline skipped, failures reported), job lookups, and the
+//! "changed since the diff" guard.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use synnefo_core::error::BackendError;
+use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
+use synnefo_core::model::{Flavor, NewVm, Nic, Quota, Vm};
+use synnefo_core::ports::{
+    BackendStore, CatalogStore, Clock, ClusterLoad, ConsoleInfo, GanetiBackend, IdentityStore,
+    InstanceInfo, InstanceSpec, JobInfo, JobOpInfo, VmQuery, VmStateUpdate, VmStore,
+};
+use synnefo_core::reconcile::{
+    Discrepancy, FixAction, FixFlags, Guard, OrphanReason, Rule, StuckReason, batch_size,
+    seed_batch_size,
+};
+use synnefo_core::service::reconcile::{BackendStatus, FixResult, Reconciler, RunOptions, Scope};
+use synnefo_core::state::{
+    Action, JobStatus, OpCode, OperState, PendingAction, RebootKind, VmState,
+};
+use synnefo_core::store::SeaStore;
+
+// ---------------------------------------------------------------- fakes
+
+struct FakeClock(Mutex<DateTime<Utc>>);
+
+impl FakeClock {
+    fn at(t: DateTime<Utc>) -> Arc<Self> {
+        Arc::new(Self(Mutex::new(t)))
+    }
+    fn advance(&self, d: TimeDelta) {
+        *self.0.lock().unwrap() += d;
+    }
+}
+
+impl Clock for FakeClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// A scripted Ganeti: instances per cluster, job statuses, unreachable
+/// clusters; counts listings and records removals.
+#[derive(Default)]
+struct FakeGaneti {
+    instances: Mutex<BTreeMap<BackendId, Vec<InstanceInfo>>>,
+    unreachable: Mutex<HashSet<BackendId>>,
+    jobs: Mutex<HashMap<JobId, JobInfo>>,
+    listed: Mutex<HashMap<BackendId, usize>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    removed: Mutex<Vec<(BackendId, String)>>,
+    next_job: AtomicUsize,
+    /// On the first removal, rename this VM (bumps its version).
+    bump_on_remove: Mutex<Option<(Arc<SeaStore>, VmId)>>,
+    list_delay: Mutex<Duration>,
+}
+
+impl FakeGaneti {
+    fn put(&self, backend: BackendId, i: InstanceInfo) {
+        self.instances
+            .lock()
+            .unwrap()
+            .entry(backend)
+            .or_default()
+            .push(i);
+    }
+    fn listed(&self, b: BackendId) -> usize {
+        self.listed.lock().unwrap().get(&b).copied().unwrap_or(0)
+    }
+    fn job(&self, id: u64, status: JobStatus, opcode: OpCode) {
+        self.jobs.lock().unwrap().insert(
+            JobId(id),
+            JobInfo {
+                id: JobId(id),
+                status,
+                ops: vec![JobOpInfo {
+                    opcode: opcode.as_str().into(),
+                    status,
+                    result: if status == JobStatus::Error {
+                        serde_json::json!(["OpExecError", ["no space left"]])
+                    } else {
+                        serde_json::Value::Null
+                    },
+                    log: vec![],
+                }],
+                end_time_us: None,
+            },
+        );
+    }
+}
+
+fn nope<T>() -> Result<T, BackendError> {
+    Err(BackendError::Rejected("not used by reconciliation".into()))
+}
+
+#[async_trait]
+impl GanetiBackend for FakeGaneti {
+    async fn create_instance(&self, _: &InstanceSpec) -> Result<JobId, BackendError> {
+        nope()
+    }
+    async fn startup(&self, _: BackendId, _: &str) -> Result<JobId, BackendError> {
+        nope()
+    }
+    async fn shutdown(
+        &self,
+        _: BackendId,
+        _: &str,
+        _: Option<Duration>,
+    ) -> Result<JobId, BackendError> {
+        nope()
+    }
+    async fn reboot(&self, _: BackendId, _: &str, _: RebootKind) -> Result<JobId, BackendError> {
+        nope()
+    }
+    async fn remove(&self, backend: BackendId, instance: &str) -> Result<JobId, BackendError> {
+        let bump = self.bump_on_remove.lock().unwrap().take();
+        if let Some((store, vm)) = bump {
+            store
+                .rename_vm(vm, "renamed-behind-our-back")
+                .await
+                .unwrap();
+        }
+        self.removed
+            .lock()
+            .unwrap()
+            .push((backend, instance.to_string()));
+        if let Some(v) = self.instances.lock().unwrap().get_mut(&backend) {
+            v.retain(|i| i.name != instance);
+        }
+        Ok(JobId(
+            5000 + self.next_job.fetch_add(1, Ordering::SeqCst) as u64,
+        ))
+    }
+    async fn list_instances(&self, backend: BackendId) -> Result<Vec<InstanceInfo>, BackendError> {
+        *self.listed.lock().unwrap().entry(backend).or_default() += 1;
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let delay = *self.list_delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if self.unreachable.lock().unwrap().contains(&backend) {
+            return Err(BackendError::Unavailable("connection refused".into()));
+        }
+        Ok(self
+            .instances
+            .lock()
+            .unwrap()
+            .get(&backend)
+            .cloned()
+            .unwrap_or_default())
+    }
+    async fn instance_info(
+        &self,
+        _: BackendId,
+        _: &str,
+    ) -> Result<Option<InstanceInfo>, BackendError> {
+        nope()
+    }
+    async fn console(&self, _: BackendId, _: &str) -> Result<ConsoleInfo, BackendError> {
+        nope()
+    }
+    async fn job_status(&self, _: BackendId, job: JobId) -> Result<JobInfo, BackendError> {
+        self.jobs
+            .lock()
+            .unwrap()
+            .get(&job)
+            .cloned()
+            .ok_or_else(|| BackendError::NotFound(format!("job {job}")))
+    }
+    async fn wait_for_job(
+        &self,
+        b: BackendId,
+        job: JobId,
+        _: Duration,
+    ) -> Result<JobInfo, BackendError> {
+        self.job_status(b, job).await
+    }
+    async fn cluster_load(&self, _: BackendId) -> Result<ClusterLoad, BackendError> {
+        nope()
+    }
+}
+
+// ---------------------------------------------------------------- fixtures
+
+struct World {
+    store: Arc<SeaStore>,
+    ganeti: Arc<FakeGaneti>,
+    clock: Arc<FakeClock>,
+    reconciler: Reconciler,
+    flavor: Flavor,
+    user: String,
+    project: String,
+    b1: BackendId,
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap()
+}
+
+async fn world() -> World {
+    let store = Arc::new(
+        SeaStore::connect("sqlite::memory:", 1)
+            .await
+            .expect("sqlite"),
+    );
+    store.migrate().await.expect("migrate");
+    let user = store
+        .create_user("ops", "$argon2id$fake", true)
+        .await
+        .unwrap();
+    let project = store.create_project("ops").await.unwrap();
+    let flavor = store
+        .create_flavor(&Flavor {
+            id: FlavorId(0),
+            name: "small".into(),
+            vcpus: 1,
+            ram_mib: 512,
+            disk_gib: 5,
+            disk_template: "plain".into(),
+            is_public: true,
+            deleted: false,
+        })
+        .await
+        .unwrap();
+    let b1 = store
+        .upsert_backend("cluster1", "g1.example.org", 5080)
+        .await
+        .unwrap()
+        .id;
+    let ganeti = Arc::new(FakeGaneti::default());
+    let clock = FakeClock::at(t0());
+    let reconciler = Reconciler::new(store.clone(), ganeti.clone(), clock.clone(), "snf-");
+    World {
+        store,
+        ganeti,
+        clock,
+        reconciler,
+        flavor,
+        user: user.id,
+        project: project.id,
+        b1,
+    }
+}
+
+fn nic(vm: i64, ip: &str) -> Nic {
+    Nic {
+        index: 0,
+        ip: Some(ip.into()),
+        mac: Some(format!("aa:00:00:00:00:{vm:02x}")),
+        network: None,
+        link: Some("br0".into()),
+        mode: Some("bridged".into()),
+    }
+}
+
+fn instance(vm: VmId, running: bool, ip: &str) -> InstanceInfo {
+    InstanceInfo {
+        name: format!("snf-{vm}"),
+        admin_up: running,
+        running,
+        status: if running { "running" } else { "ADMIN_down" }.into(),
+        vcpus: Some(1),
+        ram_mib: Some(512),
+        nics: vec![nic(vm.0, ip)],
+        pnode: None,
+        disk_template: Some("plain".into()),
+        tags: vec![],
+        mtime: None,
+    }
+}
+
+impl World {
+    /// A VM on cluster 1 in `operstate` with one NIC `10.0.0.<id>`.
+    async fn vm(&self, operstate: OperState, edit: impl FnOnce(&mut VmState)) -> Vm {
+        let vm = self
+            .store
+            .create_vm(
+                &NewVm {
+                    user_id: self.user.clone(),
+                    project_id: self.project.clone(),
+                    name: "vm".into(),
+                    flavor: self.flavor.clone(),
+                    image_id: "img".into(),
+                    backend_id: Some(self.b1),
+                    metadata: BTreeMap::new(),
+                },
+                Quota::default(),
+            )
+            .await
+            .unwrap();
+        let mut state = VmState {
+            operstate,
+            deleted: false,
+            suspended: false,
+            action: None,
+            job: None,
+            last_event: None,
+            state_event: None,
+        };
+        edit(&mut state);
+        self.store
+            .update_vm_state(&VmStateUpdate {
+                id: vm.id,
+                expected_version: vm.version,
+                state,
+                nics: Some(vec![nic(vm.id.0, &format!("10.0.0.{}", vm.id.0))]),
+            })
+            .await
+            .unwrap()
+    }
+
+    async fn get(&self, id: VmId) -> Vm {
+        self.store.vm(id).await.unwrap().unwrap()
+    }
+}
+
+fn all(fix: FixFlags) -> RunOptions {
+    RunOptions {
+        scope: Scope::All,
+        fix,
+        ..RunOptions::default()
+    }
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test]
+async fn report_then_fix_then_clean() {
+    let w = world().await;
+    let stale = w.vm(OperState::Started, |_| {}).await;
+    let stopped_but_running = w.vm(OperState::Stopped, |_| {}).await;
+    let gone = w.vm(OperState::Started, |s| s.deleted = true).await;
+    let nics = w.vm(OperState::Started, |_| {}).await;
+    let stuck = w
+        .vm(OperState::Build, |s| {
+            s.action = Some(PendingAction {
+                action: Action::Create,
+                job_id: Some(JobId(77)),
+            })
+        })
+        .await;
+    let vanished = w
+        .vm(OperState::Build, |s| {
+            s.action = Some(PendingAction {
+                action: Action::Create,
+                job_id: Some(JobId(78)),
+            })
+        })
+        .await;
+    let busy = w
+        .vm(OperState::Started, |s| {
+            s.action = Some(PendingAction {
+                action: Action::Stop,
+                job_id: Some(JobId(88)),
+            })
+        })
+        .await;
+    let fine = w.vm(OperState::Started, |_| {}).await;
+
+    let g = &w.ganeti;
+    g.put(
+        w.b1,
+        instance(
+            stopped_but_running.id,
+            true,
+            &format!("10.0.0.{}", stopped_but_running.id),
+        ),
+    );
+    g.put(w.b1, instance(gone.id, true, "10.0.0.250"));
+    g.put(w.b1, instance(VmId(999), true, "10.0.9.9"));
+    g.put(w.b1, instance(nics.id, true, "10.9.9.9"));
+    g.put(
+        w.b1,
+        instance(busy.id, false, &format!("10.0.0.{}", busy.id)),
+    );
+    g.put(
+        w.b1,
+        instance(fine.id, true, &format!("10.0.0.{}", fine.id)),
+    );
+    let mut foreign = instance(VmId(1), true, "192.0.2.1");
+    foreign.name = "mail.example.org".into();
+    g.put(w.b1, foreign);
+    g.job(77, JobStatus::Error, OpCode::InstanceCreate);
+    g.job(88, JobStatus::Running, OpCode::InstanceShutdown);
+
+    // Report only.
+    let before: Vec<Vm> = w.store.list_vms(&VmQuery::default()).await.unwrap();
+    let report = w.reconciler.run(&all(FixFlags::NONE)).await.unwrap();
+    let mut kinds: Vec<(Rule, VmId)> = report
+        .discrepancies
+        .iter()
+        .map(|d| (d.rule(), d.vm()))
+        .collect();
+    kinds.sort();
+    let mut want = vec![
+        (Rule::Stale, stale.id),
+        (Rule::UnsyncedOperstate, stopped_but_running.id),
+        (Rule::Orphan, gone.id),
+        (Rule::Orphan, VmId(999)),
+        (Rule::UnsyncedNics, nics.id),
+        (Rule::StuckBuild, stuck.id),
+        (Rule::StuckBuild, vanished.id),
+    ];
+    want.sort();
+    assert_eq!(kinds, want, "{:#?}", report.discrepancies);
+    assert!(report.discrepancies.contains(&Discrepancy::StuckBuild {
+        vm: stuck.id,
+        backend: Some(w.b1),
+        reason: StuckReason::CreateFailed,
+        create_job: Some(JobId(77)),
+        message: Some("OpExecError: no space left".into()),
+        to: OperState::Error,
+    }));
+    assert!(report.discrepancies.iter().any(|d| matches!(d,
+        Discrepancy::StuckBuild { vm, reason: StuckReason::JobVanished, .. } if *vm == vanished.id)));
+    assert_eq!(
+        report
+            .held
+            .iter()
+            .map(|h| (h.vm, h.rule, h.guard))
+            .collect::<Vec<_>>(),
+        vec![(
+            busy.id,
+            Rule::UnsyncedOperstate,
+            Guard::JobInFlight {
+                job: Some(JobId(88))
+            }
+        )]
+    );
+    assert_eq!(report.job_lookups, 3, "jobs 77, 78, 88 looked up once each");
+    assert_eq!(report.stats.foreign_ignored, 1);
+    assert_eq!(report.unfixed.len(), report.discrepancies.len());
+    assert!(report.fixes.is_empty());
+    assert!(
+        g.removed.lock().unwrap().is_empty(),
+        "report-only removes nothing"
+    );
+    let after: Vec<Vm> = w.store.list_vms(&VmQuery::default()).await.unwrap();
+    let versions = |v: &[Vm]| v.iter().map(|v| (v.id, v.version)).collect::<Vec<_>>();
+    assert_eq!(
+        versions(&before),
+        versions(&after),
+        "report-only writes no VM state"
+    );
+    assert!(
+        after.iter().all(|v| v.last_reconciled == Some(t0())),
+        "but stamps them"
+    );
+
+    // Fix everything.
+    w.clock.advance(TimeDelta::minutes(1));
+    let report = w.reconciler.run(&all(FixFlags::ALL)).await.unwrap();
+    assert_eq!(report.discrepancies.len(), 7);
+    for f in &report.fixes {
+        assert!(matches!(f.result, FixResult::Done { .. }), "{f:?}");
+    }
+    assert!(report.unfixed.is_empty());
+    let mut removed = g.removed.lock().unwrap().clone();
+    removed.sort();
+    assert_eq!(
+        removed,
+        vec![(w.b1, format!("snf-{}", gone.id)), (w.b1, "snf-999".into())]
+    );
+
+    let s = w.get(stale.id).await;
+    assert!(s.state.deleted && s.state.operstate == OperState::Destroyed);
+    assert_eq!(
+        w.get(stopped_but_running.id).await.state.operstate,
+        OperState::Started
+    );
+    assert_eq!(
+        w.store.nics(nics.id).await.unwrap()[0].ip.as_deref(),
+        Some("10.9.9.9")
+    );
+    let s = w.get(stuck.id).await;
+    assert_eq!(
+        (s.state.operstate, s.state.action),
+        (OperState::Error, None)
+    );
+    assert_eq!(w.get(vanished.id).await.state.operstate, OperState::Error);
+    let g_row = w.get(gone.id).await;
+    assert!(
+        matches!(
+            g_row.state.action,
+            Some(PendingAction {
+                action: Action::Destroy,
+                job_id: Some(JobId(5000 | 5001))
+            })
+        ),
+        "the removal job is recorded on the deleted row: {:?}",
+        g_row.state.action
+    );
+    assert_eq!(
+        w.get(busy.id).await.state.operstate,
+        OperState::Started,
+        "held VMs are not touched"
+    );
+
+    // Clean.
+    w.clock.advance(TimeDelta::minutes(1));
+    let report = w.reconciler.run(&all(FixFlags::NONE)).await.unwrap();
+    assert!(report.is_clean(), "{:#?}", report.discrepancies);
+}
+
+#[tokio::test]
+async fn each_cluster_is_listed_once_per_run_in_parallel() {
+    let w = world().await;
+    let b2 = w
+        .store
+        .upsert_backend("cluster2", "g2", 5080)
+        .await
+        .unwrap()
+        .id;
+    let b3 = w
+        .store
+        .upsert_backend("cluster3", "g3", 5080)
+        .await
+        .unwrap()
+        .id;
+    let b4 = w
+        .store
+        .upsert_backend("cluster4", "g4", 5080)
+        .await
+        .unwrap()
+        .id;
+    w.store
+        .set_backend_flags(b3, None, Some(true))
+        .await
+        .unwrap();
+    w.ganeti.unreachable.lock().unwrap().insert(b4);
+    *w.ganeti.list_delay.lock().unwrap() = Duration::from_millis(100);
+    let vm = w.vm(OperState::Started, |_| {}).await;
+    let report = w.reconciler.run(&all(FixFlags::ALL)).await.unwrap();
+
+    assert_eq!(
+        [
+            w.ganeti.listed(w.b1),
+            w.ganeti.listed(b2),
+            w.ganeti.listed(b3),
+            w.ganeti.listed(b4)
+        ],
+        [1, 1, 0, 1]
+    );
+    assert!(
+        w.ganeti.max_in_flight.load(Ordering::SeqCst) >= 2,
+        "listings overlap"
+    );
+    let statuses: Vec<&BackendStatus> = report.backends.iter().map(|b| &b.status).collect();
+    assert_eq!(statuses[0], &BackendStatus::Listed { instances: 0 });
+    assert_eq!(statuses[2], &BackendStatus::Offline);
+    assert!(
+        matches!(statuses[3], BackendStatus::Unreachable { error } if error.contains("refused"))
+    );
+    assert!(report.incomplete());
+    // The VM is missing from cluster 1, but cluster 4 did not answer: held.
+    assert!(report.discrepancies.is_empty());
+    assert_eq!(report.held[0].vm, vm.id);
+    assert_eq!(report.held[0].guard, Guard::ClusterUnreachable);
+    assert!(!w.get(vm.id).await.state.deleted);
+}
+
+#[tokio::test]
+async fn a_vm_that_changes_after_the_diff_is_left_for_the_next_run() {
+    let w = world().await;
+    let moving = w.vm(OperState::Stopped, |_| {}).await;
+    w.ganeti.put(
+        w.b1,
+        instance(moving.id, true, &format!("10.0.0.{}", moving.id)),
+    );
+    w.ganeti.put(w.b1, instance(VmId(4242), true, "10.4.4.4"));
+    // Orphans are removed before DB fixes; the removal renames the VM.
+    *w.ganeti.bump_on_remove.lock().unwrap() = Some((w.store.clone(), moving.id));
+    let report = w.reconciler.run(&all(FixFlags::ALL)).await.unwrap();
+    let outcome = report
+        .fixes
+        .iter()
+        .find(|f| matches!(f.action, FixAction::SetOperState { .. }))
+        .unwrap();
+    assert!(
+        matches!(&outcome.result, FixResult::Skipped { reason } if reason.contains("changed since the diff")),
+        "{outcome:?}"
+    );
+    assert_eq!(w.get(moving.id).await.state.operstate, OperState::Stopped);
+    assert_eq!(report.unfixed.len(), 1);
+    // The next activation is the retry.
+    let report = w.reconciler.run(&all(FixFlags::ALL)).await.unwrap();
+    assert!(
+        report
+            .fixes
+            .iter()
+            .all(|f| matches!(f.result, FixResult::Done { .. }))
+    );
+    assert_eq!(w.get(moving.id).await.state.operstate, OperState::Started);
+}
+
+#[tokio::test]
+async fn orphans_of_live_vms_in_another_batch_are_not_orphans() {
+    let w = world().await;
+    let mut ids = vec![];
+    for _ in 0..10 {
+        let v = w.vm(OperState::Started, |_| {}).await;
+        w.ganeti
+            .put(w.b1, instance(v.id, true, &format!("10.0.0.{}", v.id)));
+        ids.push(v.id);
+    }
+    let opts = RunOptions {
+        scope: Scope::Staggered {
+            interval_min: 1,
+            reconciliation_min: 5,
+        },
+        fix: FixFlags::ALL,
+        ..RunOptions::default()
+    };
+    let report = w.reconciler.run(&opts).await.unwrap();
+    assert_eq!(report.batch, 2);
+    assert!(report.is_clean(), "{:?}", report.discrepancies);
+    assert!(w.ganeti.removed.lock().unwrap().is_empty());
+}
+
+/// Runs the staggered reconciler every `interval` minutes for two windows
+/// and checks the per-run count and that no VM waits longer than
+/// RECONCILIATION_MIN.
+async fn staggered(n: u64, interval: u64, window: u64) {
+    let w = world().await;
+    for _ in 0..n {
+        let v = w.vm(OperState::Started, |_| {}).await;
+        w.ganeti
+            .put(w.b1, instance(v.id, true, &format!("10.0.0.{}", v.id)));
+    }
+    let opts = RunOptions {
+        scope: Scope::Staggered {
+            interval_min: interval,
+            reconciliation_min: window,
+        },
+        ..RunOptions::default()
+    };
+    let k = batch_size(n, interval, window);
+    if window % interval == 0 {
+        assert_eq!(
+            k,
+            seed_batch_size(n, interval, window),
+            "the seed's formula"
+        );
+    }
+    let mut last: HashMap<VmId, DateTime<Utc>> = HashMap::new();
+    let mut minute = 0;
+    while minute <= 2 * window {
+        let report = w.reconciler.run(&opts).await.unwrap();
+        assert_eq!(report.batch, k, "per-run count at minute {minute}");
+        assert_eq!(report.total_vms, n);
+        assert!(report.is_clean());
+        let now = w.clock.now();
+        let vms = w.store.list_vms(&VmQuery::default()).await.unwrap();
+        let visited: Vec<&Vm> = vms
+            .iter()
+            .filter(|v| v.last_reconciled == Some(now))
+            .collect();
+        assert_eq!(visited.len() as u64, k);
+        for v in visited {
+            if let Some(prev) = last.insert(v.id, now) {
+                let gap = (now - prev).num_minutes();
+                assert!(
+                    gap as u64 <= window,
+                    "VM {} waited {gap} min (RECONCILIATION_MIN {window})",
+                    v.id
+                );
+            }
+        }
+        if minute + interval > window && minute < window {
+            // End of the first window: everybody has been visited.
+            assert_eq!(
+                last.len() as u64,
+                n,
+                "all VMs visited within the first window"
+            );
+        }
+        w.clock.advance(TimeDelta::minutes(interval as i64));
+        minute += interval;
+    }
+    assert_eq!(last.len() as u64, n);
+}
+
+#[tokio::test]
+async fn staggered_defaults_visit_every_vm_within_reconciliation_min() {
+    // RECONCILIATION_MIN 30, interval 1: ceil(95 / 30) = 4 VMs per run.
+    staggered(95, 1, 30).await;
+}
+
+#[tokio::test]
+async fn staggered_with_a_coarser_interval() {
+    // 30 min, every 5 min: ceil(95 * 5 / 30) = 16 per run.
+    staggered(95, 5, 30).await;
+}
+
+#[tokio::test]
+async fn staggered_when_the_interval_does_not_divide_the_window() {
+    // 30 min, every 7 min: the seed's 23 would leave a VM waiting 35 min;
+    // batch_size takes ceil(95 / 4) = 24.
+    assert_eq!(seed_batch_size(95, 7, 30), 23);
+    staggered(95, 7, 30).await;
+}
+
+#[tokio::test]
+async fn orphan_removal_is_held_while_its_job_runs() {
+    let w = world().await;
+    let gone = w.vm(OperState::Started, |s| s.deleted = true).await;
+    w.ganeti.put(w.b1, instance(gone.id, true, "10.0.0.1"));
+    // A removal that takes a while: the fake keeps the instance.
+    let report = w.reconciler.run(&all(FixFlags::ALL)).await.unwrap();
+    assert_eq!(report.discrepancies.len(), 1);
+    let job = match &report.fixes[0].result {
+        FixResult::Done { job: Some(j) } => *j,
+        other => panic!("{other:?}"),
+    };
+    w.ganeti.put(w.b1, instance(gone.id, true, "10.0.0.1"));
+    w.ganeti
+        .job(job.0, JobStatus::Running, OpCode::InstanceRemove);
+    let report = w.reconciler.run(&all(FixFlags::ALL)).await.unwrap();
+    assert!(
+        report.discrepancies.is_empty(),
+        "{:?}",
+        report.discrepancies
+    );
+    assert_eq!(
+        report.held[0].guard,
+        Guard::DestroyPending { job: Some(job) }
+    );
+    assert_eq!(
+        w.ganeti.removed.lock().unwrap().len(),
+        1,
+        "not removed twice"
+    );
+    // The job failed and the notification was lost: an orphan again.
+    w.ganeti
+        .job(job.0, JobStatus::Error, OpCode::InstanceRemove);
+    let report = w.reconciler.run(&all(FixFlags::NONE)).await.unwrap();
+    assert!(matches!(
+        report.discrepancies[..],
+        [Discrepancy::Orphan {
+            reason: OrphanReason::Deleted,
+            ..
+        }]
+    ));
+}
