@@ -56,8 +56,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{FieldTable, ShortString};
+use lapin::options::{
+    BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use synnefo_core::BusError;
@@ -465,6 +468,153 @@ impl EventBus for AmqpBus {
         Ok(Box::new(
             AmqpSubscription::open(self.inner.clone(), kind).await?,
         ))
+    }
+}
+
+/// A message in the dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Its original routing key.
+    pub routing_key: String,
+    /// The raw body.
+    pub body: Vec<u8>,
+    /// Why (our `x-synnefo-reason` header, else the broker's `x-death` reason).
+    pub reason: Option<String>,
+    /// The queue it was dead-lettered from.
+    pub queue: Option<String>,
+}
+
+/// Messages ready (not delivered) in each of our queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueDepths {
+    /// `<prefix>-events-op`.
+    pub op: u32,
+    /// `<prefix>-events-net`.
+    pub net: u32,
+    /// `<prefix>-events-dead`.
+    pub dead: u32,
+}
+
+fn header_text(headers: &FieldTable, key: &str) -> Option<String> {
+    match headers.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+fn x_death_reason(headers: &FieldTable) -> Option<String> {
+    match headers.inner().get("x-death")? {
+        AMQPValue::FieldArray(a) => a.as_slice().iter().find_map(|v| match v {
+            AMQPValue::FieldTable(t) => {
+                header_text(t, "reason").map(|r| format!("broker dead-lettered: {r}"))
+            }
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+impl AmqpBus {
+    /// Ready message counts of the op, net and dead-letter queues.
+    pub async fn queue_depths(&self) -> Result<QueueDepths, AmqpError> {
+        let cfg = &self.inner.config;
+        let channel = self.inner.open_channel(&self.inner.consumer).await?;
+        let mut counts = [0u32; 3];
+        let names = [
+            cfg.queue_name(MessageKind::OpStatus),
+            cfg.queue_name(MessageKind::NetStatus),
+            cfg.dead_letter_queue(),
+        ];
+        for (n, q) in counts.iter_mut().zip(&names) {
+            let opts = QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            *n = channel
+                .queue_declare(topology::short(q)?, opts, FieldTable::default())
+                .await
+                .map_err(|e| channel_err("queue.declare (passive)", e))?
+                .message_count();
+        }
+        let _ = channel.close(200, "done".into()).await;
+        Ok(QueueDepths {
+            op: counts[0],
+            net: counts[1],
+            dead: counts[2],
+        })
+    }
+
+    /// Deletes this prefix's queues, messages included (tests, and
+    /// decommissioning a prefix). The exchanges stay: others share them.
+    pub async fn delete_queues(&self) -> Result<(), AmqpError> {
+        let cfg = &self.inner.config;
+        let conn = self.inner.connection(&self.inner.consumer).await?;
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(|e| channel_err("opening a channel", e))?;
+        for q in [
+            cfg.queue_name(MessageKind::OpStatus),
+            cfg.queue_name(MessageKind::NetStatus),
+            cfg.dead_letter_queue(),
+        ] {
+            channel
+                .queue_delete(topology::short(&q)?, QueueDeleteOptions::default())
+                .await
+                .map_err(|e| channel_err(&format!("deleting {q}"), e))?;
+        }
+        let _ = channel.close(200, "done".into()).await;
+        Ok(())
+    }
+
+    /// Up to `max` messages of the dead-letter queue, oldest first;
+    /// `remove` takes them off the queue, otherwise they are put back.
+    pub async fn dead_letters(
+        &self,
+        max: usize,
+        remove: bool,
+    ) -> Result<Vec<DeadLetter>, AmqpError> {
+        let queue = self.inner.config.dead_letter_queue();
+        let channel = self.inner.open_channel(&self.inner.consumer).await?;
+        let mut out = Vec::new();
+        let mut last_tag = None;
+        while out.len() < max {
+            let got = channel
+                .basic_get(topology::short(&queue)?, BasicGetOptions { no_ack: false })
+                .await
+                .map_err(|e| channel_err("basic.get", e))?;
+            let Some(m) = got else { break };
+            let d = m.delivery;
+            let headers = headers_of(&d.properties);
+            last_tag = Some(d.delivery_tag);
+            out.push(DeadLetter {
+                routing_key: d.routing_key.to_string(),
+                reason: header_text(&headers, REASON_HEADER).or_else(|| x_death_reason(&headers)),
+                queue: header_text(&headers, QUEUE_HEADER),
+                body: d.data,
+            });
+        }
+        if let Some(tag) = last_tag {
+            let settled = if remove {
+                channel
+                    .basic_ack(tag, BasicAckOptions { multiple: true })
+                    .await
+            } else {
+                channel
+                    .basic_nack(
+                        tag,
+                        BasicNackOptions {
+                            multiple: true,
+                            requeue: true,
+                        },
+                    )
+                    .await
+            };
+            settled.map_err(|e| channel_err("settling dead letters", e))?;
+        }
+        let _ = channel.close(200, "done".into()).await;
+        Ok(out)
     }
 }
 

@@ -33,6 +33,8 @@ enum Command {
     /// Database schema management
     #[command(subcommand)]
     Db(cmd::db::DbCommand),
+    /// Consume backend notifications and apply them to the database (LOGIC)
+    Dispatcher(cmd::dispatcher::Args),
     /// Run the VNC console proxy (WEBSERVER)
     Vncauthproxy(cmd::vncauthproxy::Args),
     /// Run a simulated Ganeti cluster speaking RAPI (tests, demos)
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
             Command::Api(a) => cmd::api::run(&ctx, a).await,
             Command::Admin(c) => cmd::admin::run(&ctx, c).await,
             Command::Db(c) => cmd::db::run(&ctx, c).await,
+            Command::Dispatcher(a) => cmd::dispatcher::run(&ctx, a).await,
             Command::Vncauthproxy(a) => cmd::vncauthproxy::run(&ctx, a).await,
         };
         match result {

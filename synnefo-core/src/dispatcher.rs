@@ -100,6 +100,7 @@ struct Counters {
     ignored: AtomicU64,
     dead_lettered: AtomicU64,
     batches: AtomicU64,
+    redelivered: AtomicU64,
     retries: AtomicU64,
     ack_errors: AtomicU64,
     dead_letter_errors: AtomicU64,
@@ -117,6 +118,9 @@ pub struct DispatcherMetrics {
     pub dead_lettered: u64,
     /// Batches taken from the bus.
     pub batches: u64,
+    /// Deliveries the bus flagged as redelivered (a consumer died or
+    /// requeued them before acking).
+    pub redelivered: u64,
     /// Database retries after a failure (nothing acked meanwhile).
     pub retries: u64,
     /// Failed acks (the bus redelivers those messages; harmless).
@@ -133,6 +137,7 @@ impl Counters {
             ignored: l(&self.ignored),
             dead_lettered: l(&self.dead_lettered),
             batches: l(&self.batches),
+            redelivered: l(&self.redelivered),
             retries: l(&self.retries),
             ack_errors: l(&self.ack_errors),
             dead_letter_errors: l(&self.dead_letter_errors),
@@ -296,6 +301,8 @@ impl Dispatcher {
         let mut done: Vec<u64> = Vec::with_capacity(batch.len());
         let mut tags: Vec<u64> = Vec::with_capacity(batch.len());
         let mut notes: Vec<Notification> = Vec::with_capacity(batch.len());
+        let redelivered = batch.iter().filter(|d| d.redelivered).count();
+        bump(&self.counters.redelivered, redelivered as u64);
         for d in batch {
             match decode(&d.body, &self.config.prefix) {
                 Ok(n) => {

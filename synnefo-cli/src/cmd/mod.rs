@@ -8,3 +8,4 @@ pub mod completions;
 pub mod server;
 pub mod api;
 pub mod admin;
+pub mod dispatcher;

@@ -1,0 +1,435 @@
+//! Shared plumbing of the `pipeline_*` end-to-end tests: a throwaway
+//! PostgreSQL database, a settings file, `synnefo` child processes that are
+//! killed when the test ends (also on panic), and op-status scenarios with
+//! their in-order expectation.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::json;
+use synnefo_core::ids::{FlavorId, VmId};
+use synnefo_core::messages::{Notification, decode};
+use synnefo_core::model::{Flavor, NewVm, Quota};
+use synnefo_core::ports::{CatalogStore, IdentityStore, VmStore};
+use synnefo_core::state::{OperState, Transition, VmState, apply_op_status};
+use synnefo_core::store::SeaStore;
+use synnefo_core::testing::{amqp_url, pg_url, service_unavailable};
+
+/// The `synnefo` binary under test.
+pub const SYNNEFO: &str = env!("CARGO_BIN_EXE_synnefo");
+
+/// A unique instance-name prefix: our own routing keys and queues.
+pub fn unique_prefix() -> String {
+    format!("p{}-", &uuid::Uuid::new_v4().simple().to_string()[..10])
+}
+
+// ------------------------------------------------------------- database
+
+/// A fresh PostgreSQL database, dropped when this goes out of scope.
+pub struct TestDb {
+    /// Its URL.
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let host_start = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[host_start..]
+        .find('/')
+        .map_or(base.len(), |i| host_start + i);
+    format!("{}/{db}{query}", &base[..host_end])
+}
+
+impl TestDb {
+    /// Creates and migrates a database, or reports PostgreSQL unavailable.
+    pub async fn create(test: &str) -> Option<(TestDb, SeaStore)> {
+        let admin_url = pg_url();
+        let admin = match Database::connect(&admin_url).await {
+            Ok(c) => c,
+            Err(e) => {
+                service_unavailable(test, "PostgreSQL", &e.to_string());
+                return None;
+            }
+        };
+        let name = format!("synnefo_pipe_{}", uuid::Uuid::new_v4().simple());
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+        let _ = admin.close().await;
+        let db = TestDb {
+            url: with_database(&admin_url, &name),
+            admin_url,
+            name,
+        };
+        let store = SeaStore::connect(&db.url, 8)
+            .await
+            .expect("connect to the test database");
+        store.migrate().await.expect("migrate");
+        Some((db, store))
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime: do the async work elsewhere.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let admin = Database::connect(&admin_url).await.ok()?;
+                let _ = admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
+                let _ = admin.close().await;
+                Some(())
+            })
+        })
+        .join();
+    }
+}
+
+/// Creates `n` VMs in BUILD (one user, project and flavor).
+pub async fn create_vms(store: &SeaStore, n: usize) -> Vec<VmId> {
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let user = store
+        .create_user(&format!("u{tag}"), "$argon2id$fake", false)
+        .await
+        .unwrap();
+    let project = store.create_project(&format!("p{tag}")).await.unwrap();
+    store.add_member(&user.id, &project.id).await.unwrap();
+    let flavor = store
+        .create_flavor(&Flavor {
+            id: FlavorId(0),
+            name: format!("f{tag}"),
+            vcpus: 1,
+            ram_mib: 128,
+            disk_gib: 1,
+            disk_template: "plain".into(),
+            is_public: true,
+            deleted: false,
+        })
+        .await
+        .unwrap();
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let vm = store
+            .create_vm(
+                &NewVm {
+                    user_id: user.id.clone(),
+                    project_id: project.id.clone(),
+                    name: format!("vm{i}"),
+                    flavor: flavor.clone(),
+                    image_id: "img".into(),
+                    backend_id: None,
+                    metadata: BTreeMap::new(),
+                },
+                Quota::default(),
+            )
+            .await
+            .unwrap();
+        ids.push(vm.id);
+    }
+    ids
+}
+
+// ------------------------------------------------------------- settings
+
+/// `[amqp]` settings for `amqp_url()` (`amqp://user:pass@host:port/vhost`).
+fn amqp_toml() -> String {
+    let url = amqp_url();
+    let rest = url.strip_prefix("amqp://").unwrap_or(&url);
+    let (auth, hostpart) = rest.rsplit_once('@').unwrap_or(("guest:guest", rest));
+    let (user, pass) = auth.split_once(':').unwrap_or((auth, ""));
+    let (hostport, vhost) = hostpart.split_once('/').unwrap_or((hostpart, "%2f"));
+    let (host, port) = hostport.split_once(':').unwrap_or((hostport, "5672"));
+    let vhost = if vhost.is_empty() || vhost.eq_ignore_ascii_case("%2f") {
+        "/".to_string()
+    } else {
+        vhost.to_string()
+    };
+    format!(
+        "[amqp]\nhost = {host:?}\nport = {port}\nusername = {user:?}\npassword = {pass:?}\nvhost = {vhost:?}\nmax_reconnect_backoff_secs = 1\n"
+    )
+}
+
+/// Writes a settings file for the test's database and prefix.
+pub fn write_config(dir: &Path, db_url: &str, prefix: &str, extra: &str) -> PathBuf {
+    let path = dir.join("synnefo.toml");
+    let text = format!(
+        "backend_prefix_id = {prefix:?}\ndata_dir = {:?}\n[database]\nurl = {db_url:?}\nmax_connections = 4\n{}\n[log]\nlevel = \"info,synnefo_core=info\"\n{extra}",
+        dir.display().to_string(),
+        amqp_toml()
+    );
+    std::fs::write(&path, text).expect("write settings");
+    path
+}
+
+// ------------------------------------------------------------- processes
+
+/// A `synnefo` child process, SIGKILLed when dropped.
+pub struct Proc {
+    /// Name for messages.
+    pub name: String,
+    child: Option<Child>,
+    /// Where its stderr goes.
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `synnefo <args>` with its output in `<dir>/<name>.log`.
+    pub fn start(name: &str, dir: &Path, config: &Path, args: &[&str]) -> Proc {
+        let log = dir.join(format!("{name}.log"));
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let child = Command::new(SYNNEFO)
+            .arg("-c")
+            .arg(config)
+            .args(args)
+            .env_remove("SYNNEFO_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(out)
+            .spawn()
+            .expect("start synnefo");
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// The pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits up to `timeout` for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Still running?
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ------------------------------------------------------------- scenarios
+
+/// A tiny deterministic PRNG (xorshift64*), so failures reproduce by seed.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded.
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.max(1))
+    }
+    /// Next value.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    /// Fisher-Yates.
+    pub fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+/// The lifecycles exercised, as (opcode, final status) per job.
+pub const SCENARIOS: &[&[(&str, &str)]] = &[
+    &[("OP_INSTANCE_CREATE", "success")],
+    &[
+        ("OP_INSTANCE_CREATE", "success"),
+        ("OP_INSTANCE_SHUTDOWN", "success"),
+    ],
+    &[
+        ("OP_INSTANCE_CREATE", "success"),
+        ("OP_INSTANCE_SHUTDOWN", "success"),
+        ("OP_INSTANCE_STARTUP", "success"),
+    ],
+    &[
+        ("OP_INSTANCE_CREATE", "success"),
+        ("OP_INSTANCE_REBOOT", "success"),
+    ],
+    &[
+        ("OP_INSTANCE_CREATE", "success"),
+        ("OP_INSTANCE_REMOVE", "success"),
+    ],
+    &[("OP_INSTANCE_CREATE", "error")],
+    &[
+        ("OP_INSTANCE_CREATE", "success"),
+        ("OP_INSTANCE_SHUTDOWN", "error"),
+    ],
+];
+
+/// One op-status body, in Synnefo's wire format.
+pub fn op_status(instance: &str, job: u64, opcode: &str, status: &str, time_us: i64) -> Vec<u8> {
+    let logmsg = (status == "error").then(|| format!("job {job} failed: simulated"));
+    serde_json::to_vec(&json!({
+        "type": "ganeti-op-status",
+        "instance": instance,
+        "operation": opcode,
+        "jobId": job,
+        "status": status,
+        "logmsg": logmsg,
+        "result": null,
+        "event_time": [time_us / 1_000_000, time_us % 1_000_000],
+        "cluster": "test-cluster",
+    }))
+    .expect("json")
+}
+
+/// The messages of every VM's scenario, in order per VM, and the state
+/// each VM ends in when they are applied in that order.
+pub struct Workload {
+    /// `(vm, body)` in generation order.
+    pub messages: Vec<(VmId, Vec<u8>)>,
+    /// Expected operstate (and deleted flag) per VM.
+    pub expected: BTreeMap<VmId, (OperState, bool)>,
+}
+
+/// Builds the workload: each VM gets scenario `i % SCENARIOS.len()`, each
+/// job goes queued -> running -> its final status.
+pub fn workload(prefix: &str, vms: &[VmId], first_job: u64) -> Workload {
+    let mut messages = Vec::new();
+    let mut expected = BTreeMap::new();
+    let mut job = first_job;
+    let mut t: i64 = 1_700_000_000_000_000;
+    for (i, vm) in vms.iter().enumerate() {
+        let name = format!("{prefix}{}", vm.0);
+        let mut state = VmState::new_build();
+        for (opcode, fin) in SCENARIOS[i % SCENARIOS.len()] {
+            job += 1;
+            for status in ["queued", "running", fin] {
+                t += 1_000;
+                let body = op_status(&name, job, opcode, status, t);
+                match decode(&body, prefix).expect("valid message") {
+                    Notification::OpStatus { event, .. } => {
+                        if let Transition::Applied(next) = apply_op_status(&state, &event) {
+                            state = next;
+                        }
+                    }
+                    other => panic!("{other:?}"),
+                }
+                messages.push((*vm, body));
+            }
+        }
+        expected.insert(*vm, (state.operstate, state.deleted));
+    }
+    Workload { messages, expected }
+}
+
+/// Shuffles and duplicates `dup_percent`% of the messages.
+pub fn shuffled_with_duplicates(
+    msgs: &[(VmId, Vec<u8>)],
+    dup_percent: usize,
+    rng: &mut Rng,
+) -> Vec<Vec<u8>> {
+    let mut out: Vec<Vec<u8>> = msgs.iter().map(|(_, b)| b.clone()).collect();
+    for (_, b) in msgs {
+        if rng.below(100) < dup_percent {
+            out.push(b.clone());
+        }
+    }
+    rng.shuffle(&mut out);
+    out
+}
+
+/// VMs whose stored state differs from the expectation: `(vm, got, want)`.
+pub async fn mismatches(
+    store: &SeaStore,
+    expected: &BTreeMap<VmId, (OperState, bool)>,
+) -> Vec<(VmId, (OperState, bool), (OperState, bool))> {
+    let ids: Vec<VmId> = expected.keys().copied().collect();
+    let got: BTreeMap<VmId, (OperState, bool)> = store
+        .vms(&ids)
+        .await
+        .expect("read vms")
+        .into_iter()
+        .map(|v| (v.id, (v.state.operstate, v.state.deleted)))
+        .collect();
+    expected
+        .iter()
+        .filter_map(|(id, want)| {
+            let g = got.get(id).copied().unwrap_or((OperState::Build, false));
+            (g != *want).then_some((*id, g, *want))
+        })
+        .collect()
+}
+
+/// Waits until every VM matches its expectation; returns what still differs.
+pub async fn wait_converged(
+    store: &SeaStore,
+    expected: &BTreeMap<VmId, (OperState, bool)>,
+    timeout: Duration,
+) -> Vec<(VmId, (OperState, bool), (OperState, bool))> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let m = mismatches(store, expected).await;
+        if m.is_empty() || Instant::now() > deadline {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
