@@ -49,10 +49,16 @@ enum Command {
     /// Manage users, projects, quotas, flavors, images, backends and tokens
     #[command(subcommand)]
     Admin(cmd::admin::AdminCommand),
+    /// Watch Ganeti's job queue and publish op-status messages (GANETI-MASTER)
+    Eventd(cmd::eventd::Args),
+    /// The Ganeti hook reporting NICs (run by Ganeti via symlink), and `install`
+    #[command(name = "ganeti-hook")]
+    GanetiHook(cmd::ganeti_hook::Args),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Ganeti runs the hook symlink with no arguments.
+    let cli = if cmd::ganeti_hook::invoked_as_hook() { Cli::parse_from(["synnefo", "ganeti-hook"]) } else { Cli::parse() };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -82,6 +88,8 @@ fn main() -> ExitCode {
             Command::Db(c) => cmd::db::run(&ctx, c).await,
             Command::Dispatcher(a) => cmd::dispatcher::run(&ctx, a).await,
             Command::Vncauthproxy(a) => cmd::vncauthproxy::run(&ctx, a).await,
+            Command::Eventd(a) => cmd::eventd::run(&ctx, a).await,
+            Command::GanetiHook(a) => cmd::ganeti_hook::run(&ctx, a).await,
         };
         match result {
             Ok(code) => code,

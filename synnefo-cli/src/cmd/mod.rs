@@ -8,4 +8,6 @@ pub mod completions;
 pub mod server;
 pub mod api;
 pub mod admin;
+pub mod eventd;
+pub mod ganeti_hook;
 pub mod dispatcher;
