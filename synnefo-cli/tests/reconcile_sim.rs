@@ -1,0 +1,529 @@
+//! `synnefo reconcile` end to end: the RAPI simulator as the cluster, a
+//! fresh PostgreSQL database, drift injected behind the control plane's
+//! back (instances removed, started and stopped by hand, orphans, VMs stuck
+//! in BUILD whose create job ended without the DB hearing), then the
+//! binary: report (exit 1), fix (exit 0), clean report (exit 0); and the
+//! daemon, which stops on SIGTERM.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::Value;
+use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
+use synnefo_core::model::{Flavor, NewVm, Quota, Vm};
+use synnefo_core::ports::{
+    BackendStore, CatalogStore, GanetiBackend, IdentityStore, InstanceSpec, VmStateUpdate, VmStore,
+};
+use synnefo_core::settings::Settings;
+use synnefo_core::state::{Action, OperState, PendingAction, VmState};
+use synnefo_core::store::SeaStore;
+use synnefo_core::testing::{pg_url, service_unavailable};
+use synnefo_ganeti::backend::RapiBackend;
+use synnefo_ganeti::sim::{NewSimInstance, SimHandle, Simulator};
+
+const SYNNEFO: &str = env!("CARGO_BIN_EXE_synnefo");
+
+// ---------------------------------------------------------------- database
+
+/// A fresh PostgreSQL database, dropped at the end.
+struct TestDb {
+    url: String,
+    admin_url: String,
+    name: String,
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let host_start = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[host_start..]
+        .find('/')
+        .map_or(base.len(), |i| host_start + i);
+    format!("{}/{db}{query}", &base[..host_end])
+}
+
+impl TestDb {
+    async fn create(test: &str) -> Option<(TestDb, SeaStore)> {
+        let admin_url = pg_url();
+        let admin = match Database::connect(&admin_url).await {
+            Ok(c) => c,
+            Err(e) => {
+                service_unavailable(test, "PostgreSQL", &e.to_string());
+                return None;
+            }
+        };
+        let name = format!("synnefo_reconcile_{}", uuid::Uuid::new_v4().simple());
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create database");
+        let _ = admin.close().await;
+        let db = TestDb {
+            url: with_database(&admin_url, &name),
+            admin_url,
+            name,
+        };
+        let store = SeaStore::connect(&db.url, 4).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        Some((db, store))
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let admin = Database::connect(&admin_url).await.ok()?;
+                let _ = admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
+                let _ = admin.close().await;
+                Some(())
+            })
+        })
+        .join();
+    }
+}
+
+// ---------------------------------------------------------------- world
+
+struct World {
+    _db: TestDb,
+    store: SeaStore,
+    sim: SimHandle,
+    ganeti: Arc<RapiBackend>,
+    backend: BackendId,
+    flavor: Flavor,
+    user: String,
+    project: String,
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+async fn world(test: &str) -> Option<World> {
+    let (db, store) = TestDb::create(test).await?;
+    let sim = Simulator::builder().start().await.expect("simulator");
+    let backend = store
+        .upsert_backend("sim", "127.0.0.1", sim.addr().port())
+        .await
+        .unwrap()
+        .id;
+    let settings = Settings::defaults_with("").unwrap();
+    let ganeti = Arc::new(RapiBackend::from_clients(
+        [(backend, sim.client().unwrap())],
+        settings.ganeti,
+    ));
+    let user = store
+        .create_user("ops", "$argon2id$fake", true)
+        .await
+        .unwrap();
+    let project = store.create_project("ops").await.unwrap();
+    let flavor = store
+        .create_flavor(&Flavor {
+            id: FlavorId(0),
+            name: "small".into(),
+            vcpus: 1,
+            ram_mib: 128,
+            disk_gib: 1,
+            disk_template: "diskless".into(),
+            is_public: true,
+            deleted: false,
+        })
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &db.url, sim.addr().port());
+    Some(World {
+        _db: db,
+        store,
+        sim,
+        ganeti,
+        backend,
+        flavor,
+        user: user.id,
+        project: project.id,
+        _dir: dir,
+        config,
+    })
+}
+
+fn write_config(dir: &Path, db_url: &str, port: u16) -> PathBuf {
+    let path = dir.join("synnefo.toml");
+    let text = format!(
+        r#"data_dir = "{data}"
+backend_prefix_id = "snf-"
+
+[database]
+url = "{db_url}"
+
+[ganeti.clusters.sim]
+host = "127.0.0.1"
+port = {port}
+https = false
+username = "synnefo"
+password = "synnefo"
+timeout_secs = 10
+
+[log]
+level = "warn"
+"#,
+        data = dir.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+impl World {
+    /// A VM in the DB (on the simulator) in `operstate`.
+    async fn vm(&self, operstate: OperState, edit: impl FnOnce(&mut VmState)) -> Vm {
+        let vm = self
+            .store
+            .create_vm(
+                &NewVm {
+                    user_id: self.user.clone(),
+                    project_id: self.project.clone(),
+                    name: "vm".into(),
+                    flavor: self.flavor.clone(),
+                    image_id: "img".into(),
+                    backend_id: Some(self.backend),
+                    metadata: BTreeMap::new(),
+                },
+                Quota::default(),
+            )
+            .await
+            .unwrap();
+        let mut state = VmState {
+            operstate,
+            deleted: false,
+            suspended: false,
+            action: None,
+            job: None,
+            last_event: None,
+            state_event: None,
+        };
+        edit(&mut state);
+        self.store
+            .update_vm_state(&VmStateUpdate {
+                id: vm.id,
+                expected_version: vm.version,
+                state,
+                nics: None,
+            })
+            .await
+            .unwrap()
+    }
+
+    /// An instance for `vm` added directly on the cluster, and the VM's NICs
+    /// set to what the cluster reports (in sync).
+    async fn instance(&self, vm: &Vm, running: bool) {
+        self.sim.add_instance_directly(NewSimInstance {
+            name: format!("snf-{}", vm.id),
+            memory_mib: 128,
+            vcpus: 1,
+            running,
+            nic_ips: vec![Some(format!("10.0.0.{}", vm.id))],
+            ..NewSimInstance::default()
+        });
+        self.sync_nics(vm.id).await;
+    }
+
+    async fn sync_nics(&self, vm: VmId) {
+        let name = format!("snf-{vm}");
+        let info = self
+            .ganeti
+            .instance_info(self.backend, &name)
+            .await
+            .unwrap()
+            .expect("listed");
+        self.store.set_nics(vm, &info.nics).await.unwrap();
+    }
+
+    /// Submits a real create job for `vm` (failing if `fail`), waits for it
+    /// to end, and records it on the VM as the API would; the notification
+    /// is never delivered (no eventd/dispatcher here).
+    async fn create_job(&self, vm: &Vm, fail: bool) -> JobId {
+        let name = format!("snf-{}", vm.id);
+        if fail {
+            self.sim
+                .fail_instance(&name, "simulated: not enough disk space");
+        }
+        let job = self
+            .ganeti
+            .create_instance(&InstanceSpec {
+                backend: self.backend,
+                name,
+                vcpus: 1,
+                ram_mib: 128,
+                disk_gib: 1,
+                disk_template: "diskless".into(),
+                os_type: "noop+default".into(),
+                osparams: BTreeMap::new(),
+                nics: vec![],
+                hvparams: BTreeMap::new(),
+                start: true,
+            })
+            .await
+            .unwrap();
+        assert!(
+            self.sim.wait_idle(Duration::from_secs(30)).await,
+            "create job ends"
+        );
+        let current = self.store.vm(vm.id).await.unwrap().unwrap();
+        let mut state = current.state.clone();
+        state.action = Some(PendingAction {
+            action: Action::Create,
+            job_id: Some(job),
+        });
+        self.store
+            .update_vm_state(&VmStateUpdate {
+                id: vm.id,
+                expected_version: current.version,
+                state,
+                nics: None,
+            })
+            .await
+            .unwrap();
+        job
+    }
+
+    async fn get(&self, id: VmId) -> Vm {
+        self.store.vm(id).await.unwrap().unwrap()
+    }
+
+    fn reconcile(&self, args: &[&str]) -> (i32, String) {
+        let out: Output = Command::new(SYNNEFO)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("reconcile")
+            .args(args)
+            .env_remove("SYNNEFO_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run synnefo reconcile");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let code = out.status.code().unwrap_or(-1);
+        if !stderr.trim().is_empty() {
+            eprintln!("synnefo reconcile {args:?} (exit {code}) stderr:\n{stderr}");
+        }
+        (code, stdout)
+    }
+}
+
+fn kinds(report: &Value) -> Vec<(String, i64)> {
+    let mut v: Vec<(String, i64)> = report["discrepancies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap().to_string(),
+                d["vm"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_fix_then_clean_on_the_simulator() {
+    let Some(w) = world("report_fix_then_clean_on_the_simulator").await else {
+        return;
+    };
+
+    // In sync to begin with.
+    let healthy = w.vm(OperState::Started, |_| {}).await;
+    w.instance(&healthy, true).await;
+    let removed = w.vm(OperState::Started, |_| {}).await;
+    w.instance(&removed, true).await;
+    let stopped_by_hand = w.vm(OperState::Started, |_| {}).await;
+    w.instance(&stopped_by_hand, true).await;
+    let started_by_hand = w.vm(OperState::Stopped, |_| {}).await;
+    w.instance(&started_by_hand, false).await;
+    let deleted = w.vm(OperState::Started, |s| s.deleted = true).await;
+    w.instance(&deleted, true).await;
+    let build_failed = w.vm(OperState::Build, |s| *s = VmState::new_build()).await;
+    let build_done = w.vm(OperState::Build, |s| *s = VmState::new_build()).await;
+    w.sim.add_instance_directly(NewSimInstance {
+        name: "mail.example.org".into(),
+        ..NewSimInstance::default()
+    });
+    let (code, out) = w.reconcile(&["--all", "--json"]);
+    let report: Value = serde_json::from_str(&out).expect("JSON report");
+    // Before the drift only the deleted VM's instance is an orphan.
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(kinds(&report), vec![("orphan".into(), deleted.id.0)]);
+
+    // Drift behind our back.
+    assert!(
+        w.sim
+            .remove_instance_directly(&format!("snf-{}", removed.id))
+    );
+    assert!(
+        w.sim
+            .set_instance_running(&format!("snf-{}", stopped_by_hand.id), false)
+    );
+    assert!(
+        w.sim
+            .set_instance_running(&format!("snf-{}", started_by_hand.id), true)
+    );
+    w.sim.add_instance_directly(NewSimInstance {
+        name: "snf-987654".into(),
+        ..NewSimInstance::default()
+    });
+    let failed_job = w.create_job(&build_failed, true).await;
+    w.create_job(&build_done, false).await;
+    w.sync_nics(build_done.id).await;
+
+    // 1. Report.
+    let (code, out) = w.reconcile(&["--all", "--json"]);
+    assert_eq!(code, 1, "discrepancies found, report-only: {out}");
+    let report: Value = serde_json::from_str(&out).expect("JSON report");
+    let mut want = vec![
+        ("stale".to_string(), removed.id.0),
+        ("unsynced_operstate".into(), stopped_by_hand.id.0),
+        ("unsynced_operstate".into(), started_by_hand.id.0),
+        ("orphan".into(), deleted.id.0),
+        ("orphan".into(), 987654),
+        ("stuck_build".into(), build_failed.id.0),
+        ("stuck_build".into(), build_done.id.0),
+    ];
+    want.sort();
+    assert_eq!(kinds(&report), want, "{out}");
+    assert_eq!(report["stats"]["foreign_ignored"], 1);
+    let stuck = report["discrepancies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["vm"] == build_failed.id.0)
+        .unwrap();
+    assert_eq!(stuck["reason"], "create_failed");
+    assert_eq!(stuck["create_job"], failed_job.0);
+    assert_eq!(stuck["to"], "ERROR");
+    assert!(
+        stuck["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not enough disk space"),
+        "{stuck}"
+    );
+    assert!(report["fixes"].as_array().unwrap().is_empty());
+    assert_eq!(
+        w.get(removed.id).await.state.operstate,
+        OperState::Started,
+        "report-only"
+    );
+    assert!(w.sim.instance("snf-987654").is_some(), "report-only");
+
+    // 2. Fix.
+    let (code, out) = w.reconcile(&["--all", "--fix-all", "--json"]);
+    assert_eq!(code, 0, "everything fixed: {out}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert!(report["unfixed"].as_array().unwrap().is_empty(), "{out}");
+    let r = w.get(removed.id).await;
+    assert!(r.state.deleted && r.state.operstate == OperState::Destroyed);
+    assert_eq!(
+        w.get(stopped_by_hand.id).await.state.operstate,
+        OperState::Stopped
+    );
+    assert_eq!(
+        w.get(started_by_hand.id).await.state.operstate,
+        OperState::Started
+    );
+    assert_eq!(
+        w.get(build_failed.id).await.state.operstate,
+        OperState::Error
+    );
+    let b = w.get(build_done.id).await;
+    assert_eq!(
+        (b.state.operstate, b.state.action),
+        (OperState::Started, None)
+    );
+    assert!(
+        w.sim.wait_idle(Duration::from_secs(30)).await,
+        "removal jobs end"
+    );
+    assert!(w.sim.instance("snf-987654").is_none(), "orphan removed");
+    assert!(
+        w.sim.instance(&format!("snf-{}", deleted.id)).is_none(),
+        "orphan removed"
+    );
+    assert!(
+        w.sim.instance("mail.example.org").is_some(),
+        "foreign instance untouched"
+    );
+    assert!(w.sim.instance(&format!("snf-{}", healthy.id)).is_some());
+
+    // 3. Clean.
+    let (code, out) = w.reconcile(&["--all"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("no discrepancies"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staggered_runs_and_the_daemon() {
+    let Some(w) = world("staggered_runs_and_the_daemon").await else {
+        return;
+    };
+    for _ in 0..12 {
+        let v = w.vm(OperState::Started, |_| {}).await;
+        w.instance(&v, true).await;
+    }
+    // Cron mode: RECONCILIATION_MIN 30 (default), every 5 min: 2 per run.
+    let (code, out) = w.reconcile(&["--interval", "5", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["batch"], 2);
+    assert_eq!(report["total_vms"], 12);
+    assert_eq!(report["scope"]["mode"], "staggered");
+
+    // A cluster that does not answer: exit 4 when nothing else is wrong.
+    w.sim.shutdown();
+    let (code, out) = w.reconcile(&["--interval", "5"]);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("UNREACHABLE"), "{out}");
+
+    // The daemon runs at once, then every interval, until SIGTERM.
+    let mut child = Command::new(SYNNEFO)
+        .arg("--config")
+        .arg(&w.config)
+        .args(["reconcile", "--daemon", "--json"])
+        .env_remove("SYNNEFO_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the daemon");
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let report: Value = serde_json::from_str(&line).expect("one JSON report per line");
+    assert_eq!(report["batch"], 1, "ceil(12 * 1 / 30)");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(exit.code(), Some(0), "SIGTERM stops the daemon cleanly");
+}
