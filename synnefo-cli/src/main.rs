@@ -33,6 +33,8 @@ enum Command {
     /// Database schema management
     #[command(subcommand)]
     Db(cmd::db::DbCommand),
+    /// Bring the DB in sync with Ganeti (admin; cron or --daemon)
+    Reconcile(cmd::reconcile::Args),
     /// Consume backend notifications and apply them to the database (LOGIC)
     Dispatcher(cmd::dispatcher::Args),
     /// Run the VNC console proxy (WEBSERVER)
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
             Command::Api(a) => cmd::api::run(&ctx, a).await,
             Command::Admin(c) => cmd::admin::run(&ctx, c).await,
             Command::Db(c) => cmd::db::run(&ctx, c).await,
+            Command::Reconcile(a) => cmd::reconcile::run(&ctx, a).await,
             Command::Dispatcher(a) => cmd::dispatcher::run(&ctx, a).await,
             Command::Vncauthproxy(a) => cmd::vncauthproxy::run(&ctx, a).await,
             Command::Eventd(a) => cmd::eventd::run(&ctx, a).await,

@@ -11,3 +11,4 @@ pub mod admin;
 pub mod eventd;
 pub mod ganeti_hook;
 pub mod dispatcher;
+pub mod reconcile;
