@@ -120,6 +120,34 @@ pub struct NicAddr {
     pub mac: Option<String>,
 }
 
+/// Same IPs and MACs in index order, without allocating in the common
+/// (already ordered) case.
+fn nics_equal(a: &[Nic], b: &[Nic]) -> bool {
+    fn ordered(v: &[Nic]) -> std::borrow::Cow<'_, [Nic]> {
+        if v.windows(2).all(|w| w[0].index <= w[1].index) {
+            std::borrow::Cow::Borrowed(v)
+        } else {
+            let mut o = v.to_vec();
+            o.sort_by_key(|n| n.index);
+            std::borrow::Cow::Owned(o)
+        }
+    }
+    fn opt(s: &Option<String>) -> Option<&str> {
+        s.as_deref().filter(|s| !s.is_empty())
+    }
+    if a.len() != b.len() {
+        return false;
+    }
+    let (a, b) = (ordered(a), ordered(b));
+    a.iter().zip(b.iter()).all(|(x, y)| {
+        opt(&x.ip) == opt(&y.ip)
+            && match (opt(&x.mac), opt(&y.mac)) {
+                (Some(m), Some(n)) => m.eq_ignore_ascii_case(n),
+                (m, n) => m == n,
+            }
+    })
+}
+
 impl NicAddr {
     fn of(nics: &[Nic]) -> Vec<NicAddr> {
         let mut sorted: Vec<&Nic> = nics.iter().collect();
@@ -848,9 +876,8 @@ fn check_vm(
         }
     }
 
-    let db_nics = NicAddr::of(&snap.nics);
-    let g_nics = NicAddr::of(&inst.nics);
-    if db_nics != g_nics {
+    if !nics_equal(&snap.nics, &inst.nics) {
+        let db_nics = NicAddr::of(&snap.nics);
         let mut ganeti = inst.nics.clone();
         ganeti.sort_by_key(|n| n.index);
         let d = Discrepancy::UnsyncedNics {
