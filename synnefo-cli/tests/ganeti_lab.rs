@@ -55,6 +55,12 @@ const LAB_NETWORK: &str = "synnefo-lab";
 const LAB_SUBNET: &str = "198.51.100.0/24";
 /// Address prefix every server address must have.
 const LAB_SUBNET_PREFIX: &str = "198.51.100.";
+/// The hook phases `synnefo ganeti-hook install` links into by default.
+const HOOK_PHASES: [&str; 3] = [
+    "instance-add-post",
+    "instance-start-post",
+    "instance-modify-post",
+];
 /// The simulator's default job latency (queued + waiting + running,
 /// `synnefo_ganeti::sim::SimLatency::default()`), printed next to the real
 /// figures.
@@ -1115,7 +1121,30 @@ fn json_id(v: &Value) -> Option<String> {
 /// Links the hook into the lab's add/start/modify post-hook directories
 /// with `synnefo ganeti-hook install` (the link points at the `synnefo`
 /// binary, which the lab sees at the same path).
+///
+/// Links of earlier runs killed before their cleanup are removed first: they
+/// would run with this run's settings (one lab serves one run at a time; its
+/// `/etc/synnefo/synnefo.toml` is shared).
 fn install_hook(lab: &Lab, lab_config: &Path, id: &str) -> Result<Vec<PathBuf>> {
+    for phase in HOOK_PHASES {
+        let dir = lab.hooks_dir.join(format!("{phase}.d"));
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
+            let path = entry?.path();
+            let stale = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("50-synnefo-"));
+            if stale && path.is_symlink() {
+                eprintln!(
+                    "[{TEST}] removing a hook link left by an earlier run: {}",
+                    path.display()
+                );
+                std::fs::remove_file(&path)?;
+            }
+        }
+    }
     let name = format!("50-synnefo-{id}");
     let hooks = lab.hooks_dir.display().to_string();
     synnefo(
@@ -1130,11 +1159,7 @@ fn install_hook(lab: &Lab, lab_config: &Path, id: &str) -> Result<Vec<PathBuf>> 
         ],
     )?;
     let mut links = Vec::new();
-    for phase in [
-        "instance-add-post",
-        "instance-start-post",
-        "instance-modify-post",
-    ] {
+    for phase in HOOK_PHASES {
         let link = lab.hooks_dir.join(format!("{phase}.d")).join(&name);
         let target = std::fs::read_link(&link)
             .with_context(|| format!("{} is not a symlink", link.display()))?;
