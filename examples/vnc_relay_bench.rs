@@ -26,9 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use synnefo_api::console::rfb::{self, RfbVersion};
-use synnefo_api::console::{
-    Forwarding, ProxyConfig, RelayMode, VncAuthProxy, VncAuthProxyHandle, client,
-};
+use synnefo_api::console::{Forwarding, ProxyConfig, RelayMode, VncAuthProxy, client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -42,6 +40,7 @@ struct Args {
     seconds: f64,
     rounds: usize,
     control_requests: usize,
+    idle_only: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -51,6 +50,7 @@ fn parse_args() -> anyhow::Result<Args> {
         seconds: 1.5,
         rounds: 3,
         control_requests: 2_000,
+        idle_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -61,6 +61,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--seconds" => a.seconds = val()?.parse()?,
             "--rounds" => a.rounds = val()?.parse()?,
             "--control-requests" => a.control_requests = val()?.parse()?,
+            "--idle-only" => a.idle_only = true,
             other => bail!("unknown argument {other}"),
         }
     }
@@ -72,17 +73,30 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    if argv.get(1).map(String::as_str) == Some("--proxy-child") {
-        return rt.block_on(proxy_child(&argv[2..]));
+    match argv.get(1).map(String::as_str) {
+        Some("--proxy-child") => return rt.block_on(proxy_child(&argv[2..])),
+        Some("--backend-child") => return rt.block_on(backend_child(&argv[2..])),
+        _ => {}
     }
     let args = parse_args()?;
     rt.block_on(run(args))
 }
 
-/// The proxy alone, for memory figures: prints READY, runs until stdin closes.
+/// Waits until the parent closes our stdin (or dies).
+async fn until_stdin_closes() -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut line);
+    })
+    .await?;
+    Ok(())
+}
+
+/// Child process: the proxy (control socket SOCKET, relay MODE, pool
+/// MIN..=MAX) plus a bare relay to BACKEND. Prints `READY <bare relay addr>`.
 async fn proxy_child(args: &[String]) -> anyhow::Result<()> {
-    let (Some(sock), Some(mode)) = (args.first(), args.get(1)) else {
-        bail!("usage: --proxy-child SOCKET splice|copy");
+    let [sock, mode, min, max, backend] = args else {
+        bail!("usage: --proxy-child SOCKET splice|copy POOL_MIN POOL_MAX BACKEND_ADDR");
     };
     let relay = if mode == "copy" {
         RelayMode::Copy
@@ -93,25 +107,72 @@ async fn proxy_child(args: &[String]) -> anyhow::Result<()> {
         ProxyConfig {
             ctrl_socket: Some(PathBuf::from(sock)),
             listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port_min: 21000,
-            port_max: 21999,
+            port_min: min.parse()?,
+            port_max: max.parse()?,
             max_sessions: 100_000,
+            accept_timeout: Duration::from_secs(90),
             relay,
-            nofile_limit: 200_000,
+            nofile_limit: 1 << 20,
             ..ProxyConfig::default()
         },
         CancellationToken::new(),
     )
     .await?;
-    println!("READY");
+    let bare = bare_relay(backend.parse()?).await?;
+    println!("READY {bare}");
     std::io::stdout().flush()?;
-    tokio::task::spawn_blocking(|| {
-        let mut line = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut line);
-    })
-    .await?;
+    until_stdin_closes().await?;
     proxy.shutdown().await;
     Ok(())
+}
+
+/// Child process: a fake VNC server, `stream` (sends as fast as it can) or
+/// `idle`. Prints `READY <addr>`.
+async fn backend_child(args: &[String]) -> anyhow::Result<()> {
+    let _ = synnefo_api::console::raise_nofile_limit(1 << 20);
+    let addr = match args.first().map(String::as_str) {
+        Some("stream") => streaming_backend().await?,
+        _ => idle_backend().await?,
+    };
+    println!("READY {addr}");
+    std::io::stdout().flush()?;
+    until_stdin_closes().await
+}
+
+/// A child process of this binary; killed (stdin closed) on drop.
+struct Child {
+    child: tokio::process::Child,
+    pid: u32,
+    ready: String,
+}
+
+async fn spawn_child(args: &[&str]) -> anyhow::Result<Child> {
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().context("child pid")?;
+    let mut out = tokio::io::BufReader::new(child.stdout.take().context("stdout")?);
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line).await?;
+    let Some(ready) = line.trim().strip_prefix("READY") else {
+        bail!("child {args:?} did not start: {line:?}");
+    };
+    Ok(Child {
+        child,
+        pid,
+        ready: ready.trim().to_owned(),
+    })
+}
+
+impl Child {
+    async fn stop(mut self) {
+        drop(self.child.stdin.take());
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -119,12 +180,41 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("vnc_relay_bench: RLIMIT_NOFILE {before} -> {after}");
     let started = Instant::now();
 
-    // 1. Throughput.
-    let backend = streaming_backend().await?;
-    let bare = bare_relay(backend).await?;
     let dir = tempdir()?;
-    let splice_proxy = start_proxy(&dir, RelayMode::Splice, 22000).await?;
-    let copy_proxy = start_proxy(&dir, RelayMode::Copy, 23000).await?;
+    if !args.idle_only {
+        throughput_and_control(&args, &dir).await?;
+    }
+    idle_phase(&args, &dir).await?;
+    println!("\ntotal run time {:.1} s", started.elapsed().as_secs_f64());
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+async fn throughput_and_control(args: &Args, dir: &Path) -> anyhow::Result<()> {
+    // 1. Throughput: source (backend child) -> relay (proxy child) -> sink (us).
+    let source = spawn_child(&["--backend-child", "stream"]).await?;
+    let backend: SocketAddr = source.ready.parse()?;
+    let splice_sock = dir.join("splice.sock");
+    let copy_sock = dir.join("copy.sock");
+    let splice_child = spawn_child(&[
+        "--proxy-child",
+        &splice_sock.to_string_lossy(),
+        "splice",
+        "22000",
+        "24999",
+        &backend.to_string(),
+    ])
+    .await?;
+    let copy_child = spawn_child(&[
+        "--proxy-child",
+        &copy_sock.to_string_lossy(),
+        "copy",
+        "25000",
+        "25999",
+        &backend.to_string(),
+    ])
+    .await?;
+    let bare: SocketAddr = splice_child.ready.parse()?;
     let dur = Duration::from_secs_f64(args.seconds);
     let names = [
         "direct TCP",
@@ -136,32 +226,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for _ in 0..args.rounds {
         results[0].push(stream_through(backend, None, dur).await?);
         results[1].push(stream_through(bare, None, dur).await?);
-        let port = splice_proxy
-            .request_forwarding(Forwarding::new(0, "127.0.0.1", backend.port(), "benchpw1"))
-            .await?;
-        results[2].push(
-            stream_through(
-                SocketAddr::from(([127, 0, 0, 1], port)),
-                Some("benchpw1"),
-                dur,
-            )
-            .await?,
-        );
-        let port = copy_proxy
-            .request_forwarding(Forwarding::new(0, "127.0.0.1", backend.port(), "benchpw2"))
-            .await?;
-        results[3].push(
-            stream_through(
-                SocketAddr::from(([127, 0, 0, 1], port)),
-                Some("benchpw2"),
-                dur,
-            )
-            .await?,
-        );
+        for (i, sock) in [(2, &splice_sock), (3, &copy_sock)] {
+            let fwd = Forwarding::new(0, "127.0.0.1", backend.port(), "benchpw1");
+            let port = client::request_forwarding(sock, &fwd).await?;
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            results[i].push(stream_through(addr, Some("benchpw1"), dur).await?);
+        }
     }
     let medians: Vec<f64> = results.iter_mut().map(|r| median(r)).collect();
     println!(
-        "\n== relay throughput, backend -> viewer, {} rounds x {:.1} s (median) ==",
+        "\n== relay throughput, backend -> viewer, 3 processes, {} rounds x {:.1} s (median) ==",
         args.rounds, args.seconds
     );
     for (name, m) in names.iter().zip(&medians) {
@@ -174,15 +248,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     // 2. Control latency.
-    let sock = splice_proxy
-        .socket_path()
-        .context("control socket")?
-        .to_owned();
     let mut lat = Vec::with_capacity(args.control_requests);
     for i in 0..args.control_requests {
         let fwd = Forwarding::new(0, "127.0.0.1", backend.port(), format!("ctl{i}"));
         let t = Instant::now();
-        client::request_forwarding(&sock, &fwd).await?;
+        client::request_forwarding(&splice_sock, &fwd).await?;
         lat.push(t.elapsed().as_secs_f64() * 1e6);
     }
     lat.sort_by(f64::total_cmp);
@@ -193,27 +263,40 @@ async fn run(args: Args) -> anyhow::Result<()> {
         percentile(&lat, 0.99),
         lat[lat.len() - 1]
     );
-    splice_proxy.shutdown().await;
-    copy_proxy.shutdown().await;
+    splice_child.stop().await;
+    copy_child.stop().await;
+    source.stop().await;
+    Ok(())
+}
 
+async fn idle_phase(args: &Args, dir: &Path) -> anyhow::Result<()> {
     // 3. Idle sessions, proxy in a child process.
-    let idle_backend = idle_backend().await?;
+    let idle = spawn_child(&["--backend-child", "idle"]).await?;
+    let idle_backend: SocketAddr = idle.ready.parse()?;
+    // Each session holds 2 sockets in the proxy: the fd hard limit caps it.
+    let hard = nofile_hard_limit()?;
+    let cap = usize::try_from(hard.saturating_sub(256) / 2).unwrap_or(usize::MAX);
     println!("\n== concurrent authenticated idle sessions (proxy in a child process) ==");
-    for (mode, n) in [("splice", args.sessions), ("copy", args.copy_sessions)] {
-        if n == 0 {
+    for (mode, asked) in [("splice", args.sessions), ("copy", args.copy_sessions)] {
+        if asked == 0 {
             continue;
         }
-        match idle_sessions(&dir, mode, n, idle_backend).await {
+        let n = asked.min(cap);
+        if n < asked {
+            println!(
+                "({mode}: {asked} asked, {n} possible under the hard RLIMIT_NOFILE of {hard})"
+            );
+        }
+        match idle_sessions(dir, mode, n, idle_backend).await {
             Ok((held, per_session, rss)) => println!(
-                "{mode:<7} {held:>6} sessions held; proxy VmRSS {:.1} MiB; {:.1} KiB per session",
-                rss as f64 / 1024.0,
+                "{mode:<7} {held:>6} sessions held; proxy VmRSS {:.1} MiB; {:.2} KiB per session",
+                rss as f64 / 1048576.0,
                 per_session / 1024.0
             ),
             Err(e) => println!("{mode:<7} failed: {e:#}"),
         }
     }
-    println!("\ntotal run time {:.1} s", started.elapsed().as_secs_f64());
-    let _ = std::fs::remove_dir_all(&dir);
+    idle.stop().await;
     Ok(())
 }
 
@@ -221,26 +304,6 @@ fn tempdir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("vnc_relay_bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
-}
-
-async fn start_proxy(
-    dir: &Path,
-    relay: RelayMode,
-    pool: u16,
-) -> anyhow::Result<VncAuthProxyHandle> {
-    Ok(VncAuthProxy::start(
-        ProxyConfig {
-            ctrl_socket: Some(dir.join(format!("ctrl-{pool}.sock"))),
-            listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port_min: pool,
-            port_max: pool + 999,
-            relay,
-            accept_timeout: Duration::from_secs(60),
-            ..ProxyConfig::default()
-        },
-        CancellationToken::new(),
-    )
-    .await?)
 }
 
 /// RFB handshake (security None), then ServerInit after ClientInit.
@@ -355,6 +418,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+fn nofile_hard_limit() -> anyhow::Result<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits")?;
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .context("no open-files limit")?;
+    let hard = line.split_whitespace().nth(4).context("bad limits line")?;
+    Ok(hard.parse().unwrap_or(u64::MAX))
+}
+
 fn vm_rss_bytes(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
@@ -378,30 +451,32 @@ async fn idle_sessions(
     backend: SocketAddr,
 ) -> anyhow::Result<(usize, f64, u64)> {
     let sock = dir.join(format!("child-{mode}.sock"));
-    let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["--proxy-child", &sock.to_string_lossy(), mode])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()?;
-    let pid = child.id().context("child pid")?;
-    let mut out = tokio::io::BufReader::new(child.stdout.take().context("stdout")?);
-    let mut line = String::new();
-    tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line).await?;
-    if line.trim() != "READY" {
-        bail!("proxy child did not start: {line:?}");
-    }
+    let child = spawn_child(&[
+        "--proxy-child",
+        &sock.to_string_lossy(),
+        mode,
+        "21000",
+        "21999",
+        &backend.to_string(),
+    ])
+    .await?;
+    let pid = child.pid;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let base = vm_rss_bytes(pid)?;
 
     let sem = Arc::new(Semaphore::new(64));
     let failures = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(45);
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(45);
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         if Instant::now() > deadline {
             break;
+        }
+        if i % 500 == 499 {
+            // Fresh splice sessions hold their pipes for a second; let them
+            // go so the run stays inside the fd limit.
+            tokio::time::sleep(Duration::from_millis(1100)).await;
         }
         let permit = sem.clone().acquire_owned().await?;
         let sock = sock.clone();
@@ -423,8 +498,10 @@ async fn idle_sessions(
             }
             .await;
             drop(permit);
-            if r.is_err() {
-                failures.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = &r
+                && failures.fetch_add(1, Ordering::Relaxed) < 3
+            {
+                eprintln!("session setup failed: {e:#}");
             }
             r.ok()
         }));
@@ -435,7 +512,13 @@ async fn idle_sessions(
             held.push(s);
         }
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    println!(
+        "({mode}: {} sessions set up in {:.1} s)",
+        held.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    // Idle splice sessions give their pipes back after 1 s.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let rss = vm_rss_bytes(pid)?;
     let count = held.len();
     if failures.load(Ordering::Relaxed) > 0 {
@@ -445,11 +528,7 @@ async fn idle_sessions(
         );
     }
     drop(held);
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.shutdown().await;
-    }
-    drop(child.stdin.take());
-    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    child.stop().await;
     let per = if count == 0 {
         0.0
     } else {

@@ -234,6 +234,22 @@ mod tests {
         assert!(parse_request(&vec![b'1'; MAX_REQUEST_LEN + 1]).is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_lines_never_panic(line in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = parse_request(&line);
+            let _ = parse_response(&line);
+        }
+
+        #[test]
+        fn legacy_lines_round_trip(sport in 1u16.., host in "[a-z0-9.-]{1,30}", dport in 1u16.., pw in "[^:\n\r]{1,20}") {
+            let line = format!("{sport}:{host}:{dport}:{pw}");
+            let (f, form) = parse_request(line.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(form, RequestForm::Legacy);
+            proptest::prop_assert_eq!(f, Forwarding::new(sport, host, dport, pw));
+        }
+    }
+
     #[test]
     fn responses_round_trip() {
         let ok = encode_response(RequestForm::Json, &Ok(25001));

@@ -124,9 +124,21 @@ impl PortPool {
             if st.in_use.contains(&candidate) {
                 continue;
             }
-            if let Ok(listener) = self.bind(candidate) {
-                st.in_use.insert(candidate);
-                return Ok((lease(candidate), listener));
+            match self.bind(candidate) {
+                Ok(listener) => {
+                    st.in_use.insert(candidate);
+                    return Ok((lease(candidate), listener));
+                }
+                // Out of descriptors: no other port will do better.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(nix::libc::EMFILE | nix::libc::ENFILE)
+                    ) =>
+                {
+                    return Err(ConsoleError::Io(e));
+                }
+                Err(_) => {}
             }
         }
         Err(ConsoleError::PoolExhausted {

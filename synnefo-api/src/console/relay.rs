@@ -4,8 +4,9 @@
 //! `copy_bidirectional` (EOF on one side shuts down writing on the other;
 //! the relay ends when both directions are done or either fails):
 //! - `splice` (Linux): data goes socket -> pipe -> socket inside the kernel,
-//!   never through user space. Each direction creates its pipe on its first
-//!   readable event, so an idle session holds no pipe and no buffer.
+//!   never through user space. Each direction creates its pipe when data
+//!   arrives and closes it after a second without data, so an idle session
+//!   holds its two sockets and no pipe, no buffer.
 //! - `copy`: tokio's `copy_bidirectional` over counting wrappers, for other
 //!   systems and for WebSocket sessions (frames must be decoded anyway).
 //!
@@ -112,8 +113,9 @@ pub(crate) use splice::relay_splice;
 mod splice {
     use std::io;
     use std::os::fd::{AsRawFd, OwnedFd};
+    use std::time::Duration;
 
-    use nix::fcntl::{OFlag, SpliceFFlags, splice};
+    use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
     use nix::sys::socket::{Shutdown, shutdown};
     use nix::unistd::pipe2;
     use tokio::io::Interest;
@@ -121,8 +123,53 @@ mod splice {
 
     use super::Count;
 
-    /// Bytes moved per splice call (the default pipe capacity).
-    const CHUNK: usize = 64 * 1024;
+    /// Pipe capacity asked for, and bytes moved per splice call: 1 MiB
+    /// measured ~1.5x faster than the default 64 KiB. Pipe pages exist only
+    /// while data is in flight and idle directions drop their pipe, but the
+    /// kernel charges the capacity to the user: an unprivileged proxy past
+    /// `fs.pipe-user-pages-soft` gets small pipes (F_SETPIPE_SZ fails and
+    /// is ignored), which is slower but still correct.
+    const CHUNK: usize = PIPE_SIZE;
+    const PIPE_SIZE: usize = 1024 * 1024;
+
+    fn new_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+        let (r, w) = pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
+        // Best effort: a smaller pipe only means more splice calls.
+        let _ = fcntl(&w, FcntlArg::F_SETPIPE_SZ(PIPE_SIZE as i32));
+        Ok((r, w))
+    }
+
+    fn is_fd_exhaustion(e: &io::Error) -> bool {
+        matches!(
+            e.raw_os_error().map(nix::errno::Errno::from_raw),
+            Some(nix::errno::Errno::EMFILE | nix::errno::Errno::ENFILE)
+        )
+    }
+
+    /// Copies what `src` has now to `dst` through a small heap buffer.
+    /// Returns false at end of stream.
+    async fn copy_chunk(src: &TcpStream, dst: &TcpStream, count: Count<'_>) -> io::Result<bool> {
+        let mut buf = vec![0u8; 16 * 1024];
+        let n = match src.try_read(&mut buf) {
+            Ok(0) => return Ok(false),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) => return Err(e),
+        };
+        let mut off = 0;
+        while off < n {
+            dst.writable().await?;
+            match dst.try_write(&buf[off..n]) {
+                Ok(m) => {
+                    off += m;
+                    count.add(m);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
 
     /// Relays between two TCP sockets with splice(2); `a_to_b` counts bytes
     /// from `a`.
@@ -135,14 +182,38 @@ mod splice {
         tokio::try_join!(one_way(a, b, a_to_b), one_way(b, a, b_to_a)).map(drop)
     }
 
+    /// A direction idle this long gives its pipe back, so an idle session
+    /// holds two sockets and nothing else (no fds, no pipe pages).
+    const PIPE_IDLE_RELEASE: Duration = Duration::from_secs(1);
+
     async fn one_way(src: &TcpStream, dst: &TcpStream, count: Count<'_>) -> io::Result<()> {
         let mut pipe: Option<(OwnedFd, OwnedFd)> = None;
         loop {
-            src.readable().await?;
-            let (pr, pw) = match &mut pipe {
-                Some(p) => p,
-                slot @ None => slot.insert(pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?),
-            };
+            if pipe.is_some() {
+                if let Ok(ready) = tokio::time::timeout(PIPE_IDLE_RELEASE, src.readable()).await {
+                    ready?;
+                } else {
+                    pipe = None;
+                    src.readable().await?;
+                }
+            } else {
+                src.readable().await?;
+            }
+            if pipe.is_none() {
+                match new_pipe() {
+                    Ok(p) => pipe = Some(p),
+                    // Out of file descriptors: degrade to a user-space copy
+                    // of what is readable now rather than drop the session.
+                    Err(e) if is_fd_exhaustion(&e) => {
+                        if copy_chunk(src, dst, count).await? {
+                            continue;
+                        }
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let Some((pr, pw)) = &pipe else { continue };
             // The pipe is always empty here, so EAGAIN means the socket has
             // nothing to read (and try_io clears its readiness).
             let filled = src.try_io(Interest::READABLE, || {

@@ -900,6 +900,45 @@ mod tests {
         assert!(c.advance(&[0, 0, 0, 1, 0, 0, 0, 1, b'x']).is_err());
     }
 
+    proptest::proptest! {
+        /// Arbitrary peer bytes in arbitrary chunks never make a machine
+        /// panic or over-consume (the fuzz targets do the same, longer).
+        #[test]
+        fn machines_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+                                chunk in 1usize..40, which in 0u8..4) {
+            let mut machine: Box<dyn Handshake> = match which {
+                0 => Box::new(ServerHandshake::new([3; 16])),
+                1 => Box::new(ServerHandshake::rejecting("no")),
+                2 => Box::new(ClientHandshake::new(None)),
+                _ => Box::new(ClientHandshake::new(Some(b"pw"))),
+            };
+            let mut buf = Vec::new();
+            for piece in data.chunks(chunk) {
+                buf.extend_from_slice(piece);
+                match machine.advance(&buf) {
+                    Ok(p) => {
+                        proptest::prop_assert!(p.consumed <= buf.len());
+                        buf.drain(..p.consumed);
+                        if p.finished { break; }
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+
+        /// Valid-looking transcripts: any version string prefix plus noise.
+        #[test]
+        fn client_survives_plausible_servers(minor in 0u32..1000, types in proptest::collection::vec(proptest::num::u8::ANY, 0..5),
+                                             tail in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let mut input = format!("RFB 003.{minor:03}\n").into_bytes();
+            input.push(types.len() as u8);
+            input.extend(&types);
+            input.extend(&tail);
+            let _ = ClientHandshake::new(Some(b"pw")).advance(&input);
+            let _ = ClientHandshake::new(None).advance(&input);
+        }
+    }
+
     #[tokio::test]
     async fn async_drivers_authenticate_over_a_duplex() {
         let (mut a, mut b) = tokio::io::duplex(64);
