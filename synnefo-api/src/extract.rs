@@ -103,16 +103,22 @@ impl FromRequestParts<Shared> for Auth {
     async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, Self::Rejection> {
         let token =
             token_header(parts).ok_or_else(|| ApiError::unauthorized("Authentication required"))?;
-        app.identity
+        let digest = synnefo_core::service::identity::token_digest(token);
+        if let Some(auth) = app.token_cache.get(&digest) {
+            return Ok(Auth(auth));
+        }
+        let auth = app
+            .identity
             .validate(token)
             .await
-            .map(Auth)
             .map_err(|e| match ApiError::from(e) {
                 e if e.status == StatusCode::UNAUTHORIZED => {
                     ApiError::unauthorized("Authentication required")
                 }
                 other => other,
-            })
+            })?;
+        app.token_cache.put(digest, auth.clone());
+        Ok(Auth(auth))
     }
 }
 

@@ -95,8 +95,13 @@ async fn observe(State(app): State<state::Shared>, mut req: Request, next: Next)
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
     req.extensions_mut().insert(RequestId(id.clone()));
+    let write = !matches!(method, axum::http::Method::GET | axum::http::Method::HEAD);
     let span = tracing::info_span!("request", request_id = %id, method = %method, path = %req.uri().path());
     let mut resp = next.run(req).instrument(span.clone()).await;
+    if write {
+        app.list_cache.clear();
+        app.token_cache.clear();
+    }
     let elapsed = started.elapsed();
     let status = resp.status();
     span.in_scope(|| {

@@ -54,7 +54,7 @@ fn parse_value(v: &str) -> Result<Version, ApiError> {
     let (major, minor) = v.split_once('.').ok_or_else(bad)?;
     let major: u16 = major.parse().map_err(|_| bad())?;
     let minor: u16 = minor.parse().map_err(|_| bad())?;
-    if major != 2 || minor < MIN.0 || minor > MAX.0 {
+    if major != 2 || !(MIN.0..=MAX.0).contains(&minor) {
         return Err(ApiError::new(
             StatusCode::NOT_ACCEPTABLE,
             "notAcceptable",

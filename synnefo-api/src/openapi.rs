@@ -382,13 +382,14 @@ pub fn document(public_url: &str) -> Value {
             "parameters": params,
             "responses": responses,
         });
-        if *tag == "compute" && path.starts_with("/v2.1/") {
-            op["parameters"].as_array_mut().map(|p| {
-                p.push(
-                    json!({"name": "OpenStack-API-Version", "in": "header", "required": false,
-                    "schema": {"type": "string", "example": "compute 2.79"}}),
-                )
-            });
+        if *tag == "compute"
+            && path.starts_with("/v2.1/")
+            && let Some(p) = op["parameters"].as_array_mut()
+        {
+            p.push(
+                json!({"name": "OpenStack-API-Version", "in": "header", "required": false,
+                "schema": {"type": "string", "example": "compute 2.79"}}),
+            );
         }
         if !matches!(*tag, "operations")
             && !path.starts_with("/identity")

@@ -207,7 +207,7 @@ async fn two_projects_times_every_endpoint() {
                 .iter()
                 .map(|s| s["id"].as_str().unwrap().to_string())
                 .collect();
-            assert_eq!(&ids, &[mine.clone()], "{path}");
+            assert_eq!(&ids, std::slice::from_ref(mine), "{path}");
         }
         let r = get(&c.app, "/compute/v2.0/servers/detail", token).await;
         let ids: Vec<String> = r.body["servers"]
@@ -216,7 +216,7 @@ async fn two_projects_times_every_endpoint() {
             .iter()
             .map(|s| s["id"].to_string())
             .collect();
-        assert_eq!(&ids, &[mine.clone()]);
+        assert_eq!(&ids, std::slice::from_ref(mine));
         // The other project's id is not a valid page marker.
         let r = get(&c.app, &format!("/v2.1/servers?marker={theirs}"), token).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST);

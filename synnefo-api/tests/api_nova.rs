@@ -777,3 +777,47 @@ async fn operations_endpoints() {
     .await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[tokio::test]
+async fn caches_never_hide_this_process_writes() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+    use std::time::Duration;
+    let jobs = Arc::new(AtomicU64::new(1));
+    let g = Arc::new(accepting_ganeti(jobs.clone()));
+    let c = cloud_with_state(
+        sqlite_store().await,
+        move |s| {
+            let mut cfg = config();
+            cfg.list_cache_ttl = Some(Duration::from_secs(60));
+            cfg.token_cache_ttl = Some(Duration::from_secs(60));
+            synnefo_api::ApiState::new(s, g, cfg)
+        },
+        jobs,
+    )
+    .await;
+    let r = get(&c.app, "/v2.1/servers/detail", &c.alice_token).await;
+    assert_eq!(r.body["servers"], json!([]));
+    let id = create(&c.app, &c.alice_token, "fresh").await;
+    let r = get(&c.app, "/v2.1/servers/detail", &c.alice_token).await;
+    assert_eq!(
+        r.body["servers"][0]["id"], id,
+        "the create cleared the cached page"
+    );
+    // Bob's page is his own even with the cache on.
+    let r = get(&c.app, "/v2.1/servers/detail", &c.bob_token).await;
+    assert_eq!(r.body["servers"], json!([]));
+    // A token revoked through this process stops at once.
+    let r = send(
+        &c.app,
+        Method::DELETE,
+        "/identity/v3/auth/tokens",
+        Some(&c.alice_token),
+        None,
+        &[("x-subject-token", c.alice_token.as_str())],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = get(&c.app, "/v2.1/servers/detail", &c.alice_token).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}

@@ -145,6 +145,7 @@ async fn versions(State(app): State<Shared>, Extension(m): Extension<Mount>) -> 
     (StatusCode::OK, Json(body)).into_response()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn single_version(
     base: &str,
     id: &str,
@@ -156,9 +157,9 @@ fn single_version(
     media: &str,
 ) -> serde_json::Value {
     let mut doc = version_doc(base, id, path, status, version, min, updated);
-    doc["links"]
-        .as_array_mut()
-        .map(|l| l.push(json!({"href": "http://docs.openstack.org/", "rel": "describedby", "type": "text/html"})));
+    if let Some(l) = doc["links"].as_array_mut() {
+        l.push(json!({"href": "http://docs.openstack.org/", "rel": "describedby", "type": "text/html"}));
+    }
     doc["media-types"] = json!([{"base": "application/json", "type": media}]);
     json!({ "version": doc })
 }

@@ -147,7 +147,17 @@ pub async fn detail(
     Extension(v): Extension<Version>,
     auth: Auth,
     p: Params,
+    uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
+    let key = format!("{}|{}|{}", auth.0.project.id, v, uri);
+    if let Some(page) = app.list_cache.get(&key) {
+        return Ok((
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            page,
+        )
+            .into_response());
+    }
+    let generation = app.list_cache.generation();
     let (vms, f) = list_vms(&app, &auth, &p).await?;
     let base = app.base(m.0);
     let nics = app.compute.nics_of(&vms).await?;
@@ -183,11 +193,20 @@ pub async fn detail(
         #[serde(skip_serializing_if = "Option::is_none")]
         servers_links: Option<Vec<views::Link>>,
     }
-    Ok(Json(Page {
+    let page = Page {
         servers: &bodies,
         servers_links: next,
-    })
-    .into_response())
+    };
+    if !app.list_cache.enabled() {
+        return Ok(Json(page).into_response());
+    }
+    let bytes = bytes::Bytes::from(serde_json::to_vec(&page).map_err(|_| ApiError::internal())?);
+    app.list_cache.put(key, generation, bytes.clone());
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        bytes,
+    )
+        .into_response())
 }
 
 async fn render_one(

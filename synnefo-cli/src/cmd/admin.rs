@@ -614,7 +614,7 @@ pub async fn run(ctx: &Context, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
                 let now = chrono::Utc::now();
                 let img = s
                     .put_image(&Image {
-                        id: id.unwrap_or_else(|| uuid_v4_like()),
+                        id: id.unwrap_or_else(uuid_v4_like),
                         name,
                         os_type,
                         osparams: osparams.into_iter().collect::<BTreeMap<_, _>>(),

@@ -33,6 +33,14 @@ pub struct Args {
     /// Serve without a console proxy (console requests answer 503)
     #[arg(long)]
     pub no_console: bool,
+    /// Serve repeated server listings from a per-process cache for this
+    /// many milliseconds (0: off); this process's own writes clear it
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub list_cache_ms: u64,
+    /// Trust a validated token for this many milliseconds without asking
+    /// the database (0: validate every request)
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    pub token_cache_ms: u64,
 }
 
 /// Placement through Ganeti's own view of free memory (synnefo-ganeti's
@@ -78,7 +86,12 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let ganeti: Arc<dyn GanetiBackend> = Arc::new(
         RapiBackend::new(clusters, settings.ganeti.clone()).context("building the RAPI clients")?,
     );
-    let mut state = ApiState::new(store, ganeti.clone(), ApiConfig::from_settings(settings))
+    let mut config = ApiConfig::from_settings(settings);
+    config.list_cache_ttl =
+        Some(std::time::Duration::from_millis(args.list_cache_ms)).filter(|d| !d.is_zero());
+    config.token_cache_ttl =
+        Some(std::time::Duration::from_millis(args.token_cache_ms)).filter(|d| !d.is_zero());
+    let mut state = ApiState::new(store, ganeti.clone(), config)
         .with_placement(Arc::new(ganeti_placement(ganeti)));
     if !args.no_console {
         state = state.with_console(Arc::new(SocketForwarder {
