@@ -161,9 +161,24 @@ pub fn job_fields(op: &OpEntry) -> Option<Value> {
     Some(Value::Object(fields))
 }
 
+/// True for `aa:00:00:c6:c6:59`-like addresses (Ganeti also accepts
+/// `generate`/`auto` in requests, which are not addresses).
+fn is_mac(s: &str) -> bool {
+    let parts: Vec<&str> = s.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// The NICs a successful create (or a modify given a full NIC list)
-/// leaves the instance with, from the opcode input. `None` when the input
-/// has no NIC list of objects (a modify's `[[op, index, params]]` edits).
+/// leaves the instance with, from the opcode input — only when the input
+/// spells each NIC out completely (a literal IP and MAC). A request's
+/// `"ip": "pool"` or missing MAC is not the instance's state: publishing
+/// it would overwrite the real NICs that the instance-add-post hook
+/// reports (the hook runs before the job is marked successful, so its
+/// message usually arrives first). `None` as well for a modify's
+/// `[[op, index, params]]` edits.
 pub fn instance_nics(op: &OpEntry) -> Option<Vec<WireNic>> {
     if op.status != JobStatus::Success || !carries_job_fields(&op.op_id) {
         return None;
@@ -177,9 +192,11 @@ pub fn instance_nics(op: &OpEntry) -> Option<Vec<WireNic>> {
     list.iter()
         .map(|nic| {
             let o = nic.as_object()?;
+            let ip = str_field(o, "ip").filter(|ip| ip.parse::<std::net::IpAddr>().is_ok())?;
+            let mac = str_field(o, "mac").filter(|m| is_mac(m))?;
             Some(WireNic {
-                ip: str_field(o, "ip"),
-                mac: str_field(o, "mac"),
+                ip: Some(ip),
+                mac: Some(mac),
                 link: str_field(o, "link"),
                 network: str_field(o, "network"),
                 mode: str_field(o, "mode"),
@@ -394,11 +411,29 @@ mod tests {
         );
         assert_eq!(f["disks"], json!([]));
         assert!(f.get("osparams_secret").is_none());
-        let nics = m.instance_nics.as_ref().unwrap();
+        // The real create names no MAC (Ganeti generates it): its NICs are
+        // a request, left to the hook to report.
+        assert!(m.instance_nics.is_none());
+        let mut full = sample("job-2");
+        full.ops[0].input.insert("nics".into(), json!([{"ip": "192.0.2.51", "mac": "aa:00:00:c6:c6:59", "mode": "routed", "link": "100"}]));
+        let d = diff_job(&full, None, &CTX, &mine);
+        let nics = d.changes[0].message.instance_nics.as_ref().unwrap();
         assert_eq!(nics.len(), 1);
         assert_eq!(nics[0].ip.as_deref(), Some("192.0.2.51"));
+        assert_eq!(nics[0].mac.as_deref(), Some("aa:00:00:c6:c6:59"));
         assert_eq!(nics[0].link.as_deref(), Some("100"));
         assert_eq!(nics[0].mode.as_deref(), Some("routed"));
+        for (ip, mac) in [
+            ("pool", "aa:00:00:c6:c6:59"),
+            ("192.0.2.51", "generate"),
+            ("192.0.2.51", ""),
+        ] {
+            full.ops[0]
+                .input
+                .insert("nics".into(), json!([{"ip": ip, "mac": mac}]));
+            let d = diff_job(&full, None, &CTX, &mine);
+            assert!(d.changes[0].message.instance_nics.is_none(), "{ip} {mac}");
+        }
         // Startup carries neither.
         let s = diff_job(&sample("job-4"), None, &CTX, &mine);
         assert!(
