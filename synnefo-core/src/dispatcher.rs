@@ -101,6 +101,7 @@ struct Counters {
     dead_lettered: AtomicU64,
     batches: AtomicU64,
     redelivered: AtomicU64,
+    apply_micros: AtomicU64,
     retries: AtomicU64,
     ack_errors: AtomicU64,
     dead_letter_errors: AtomicU64,
@@ -121,6 +122,9 @@ pub struct DispatcherMetrics {
     /// Deliveries the bus flagged as redelivered (a consumer died or
     /// requeued them before acking).
     pub redelivered: u64,
+    /// Time spent applying batches to the store (read + write
+    /// transaction), in microseconds.
+    pub apply_micros: u64,
     /// Database retries after a failure (nothing acked meanwhile).
     pub retries: u64,
     /// Failed acks (the bus redelivers those messages; harmless).
@@ -138,6 +142,7 @@ impl Counters {
             dead_lettered: l(&self.dead_lettered),
             batches: l(&self.batches),
             redelivered: l(&self.redelivered),
+            apply_micros: l(&self.apply_micros),
             retries: l(&self.retries),
             ack_errors: l(&self.ack_errors),
             dead_letter_errors: l(&self.dead_letter_errors),
@@ -323,7 +328,13 @@ impl Dispatcher {
 
         let mut backoff = self.config.retry_min;
         while !notes.is_empty() {
-            let results = match apply_notifications(self.store.as_ref(), &notes).await {
+            let started = std::time::Instant::now();
+            let applied = apply_notifications(self.store.as_ref(), &notes).await;
+            bump(
+                &self.counters.apply_micros,
+                started.elapsed().as_micros() as u64,
+            );
+            let results = match applied {
                 Ok(r) => r,
                 Err(e) if is_transient(&e) => std::iter::repeat_with(|| {
                     Err(ServiceError::Store(StoreError::Database(e.to_string())))
