@@ -205,6 +205,41 @@ pub fn instance_nics(op: &OpEntry) -> Option<Vec<WireNic>> {
         .collect()
 }
 
+/// The readable error of a failed opcode's result: Ganeti stores
+/// `["OpPrereqError", [message, ecode]]` (or `[class, message]`).
+pub fn result_error_message(result: &Value) -> Option<String> {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match result {
+        Value::Null => None,
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Array(a) if a.len() == 2 && a[0].is_string() => {
+            let detail = match &a[1] {
+                Value::Array(inner) if !inner.is_empty() => text(&inner[0]),
+                other => text(other),
+            };
+            Some(format!("{}: {detail}", text(&a[0])))
+        }
+        other => Some(other.to_string()),
+    }
+}
+
+/// `logmsg`: the opcode's last log line; for a failed opcode, Ganeti's
+/// error from its result (what the user needs to see: a rejected create
+/// has no log at all, and otherwise its last line is only progress).
+pub fn log_message(op: &OpEntry) -> Option<String> {
+    match op.status {
+        JobStatus::Error => result_error_message(&op.result).or_else(|| op.last_log.clone()),
+        JobStatus::Canceled => op
+            .last_log
+            .clone()
+            .or_else(|| result_error_message(&op.result)),
+        _ => op.last_log.clone(),
+    }
+}
+
 /// Why opcode `op` is not one we publish, if it is not.
 pub fn skip_reason(op: &OpEntry, prefix: &str) -> Option<Skip> {
     if !op.op_id.starts_with("OP_INSTANCE_") {
@@ -232,7 +267,7 @@ pub fn op_message(
         operation: op.op_id.clone(),
         job_id: job.id,
         status: op.status.as_str().to_string(),
-        logmsg: op.last_log.clone(),
+        logmsg: log_message(op),
         result: op.result.clone(),
         event_time: event_time(job, op, ctx.now),
         cluster: ctx.cluster.map(str::to_string),
@@ -532,8 +567,26 @@ mod tests {
         assert_eq!(d.changes[0].message.result, j.ops[0].result);
         assert_eq!(
             d.changes[0].message.logmsg.as_deref(),
-            Some("OP_INSTANCE_CREATE error")
+            Some("OpPrereqError: no space"),
+            "the error, not the progress log"
         );
+        assert_eq!(
+            d.changes[1].message.logmsg.as_deref(),
+            Some("OP_INSTANCE_STARTUP canceled")
+        );
+        for (result, want) in [
+            (
+                json!(["OpExecError", "disk full"]),
+                Some("OpExecError: disk full"),
+            ),
+            (
+                json!("Job canceled by request"),
+                Some("Job canceled by request"),
+            ),
+            (json!(null), None),
+        ] {
+            assert_eq!(result_error_message(&result).as_deref(), want);
+        }
         assert!(
             d.changes[0].message.instance_nics.is_none(),
             "no NICs from a failed create"
