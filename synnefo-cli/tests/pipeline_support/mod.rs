@@ -433,3 +433,353 @@ pub async fn wait_converged(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+// ------------------------------------------------------------- end to end
+
+/// What a VM goes through on the simulator, and the state it must end in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifecycle {
+    /// create -> STARTED
+    Create,
+    /// create, shutdown -> STOPPED
+    Shutdown,
+    /// create, shutdown, startup -> STARTED
+    Restart,
+    /// create, reboot -> STARTED
+    Reboot,
+    /// create, remove -> DESTROYED (deleted)
+    Remove,
+    /// a create that fails -> ERROR
+    FailedCreate,
+}
+
+impl Lifecycle {
+    /// All of them.
+    pub const ALL: [Lifecycle; 6] = [
+        Lifecycle::Create,
+        Lifecycle::Shutdown,
+        Lifecycle::Restart,
+        Lifecycle::Reboot,
+        Lifecycle::Remove,
+        Lifecycle::FailedCreate,
+    ];
+
+    /// The end state `(operstate, deleted)`.
+    pub fn expected(self) -> (OperState, bool) {
+        match self {
+            Lifecycle::Create | Lifecycle::Restart | Lifecycle::Reboot => {
+                (OperState::Started, false)
+            }
+            Lifecycle::Shutdown => (OperState::Stopped, false),
+            Lifecycle::Remove => (OperState::Destroyed, true),
+            Lifecycle::FailedCreate => (OperState::Error, false),
+        }
+    }
+}
+
+/// Runs one VM's lifecycle on the simulator through RAPI, each job to its
+/// end before the next (as the API does with user actions).
+pub async fn drive(
+    client: &synnefo_ganeti::rapi::RapiClient,
+    ganeti: &synnefo_core::settings::GanetiSettings,
+    name: &str,
+    life: Lifecycle,
+) -> Result<(), String> {
+    use synnefo_core::ids::BackendId;
+    use synnefo_core::ports::{InstanceSpec, NicSpec};
+    use synnefo_core::state::RebootKind;
+    let wait = Duration::from_secs(60);
+    let spec = InstanceSpec {
+        backend: BackendId(1),
+        name: name.into(),
+        vcpus: 1,
+        ram_mib: 128,
+        disk_gib: 1,
+        disk_template: String::new(),
+        os_type: "snf-image+default".into(),
+        osparams: BTreeMap::new(),
+        nics: vec![NicSpec::default()],
+        hvparams: BTreeMap::new(),
+        start: true,
+    };
+    let request = synnefo_ganeti::backend::create_request(&spec, ganeti);
+    let job = client
+        .create_instance(&request)
+        .await
+        .map_err(|e| format!("{name}: create: {e}"))?;
+    let done = client
+        .wait_for_job(job, wait)
+        .await
+        .map_err(|e| format!("{name}: wait create: {e}"))?;
+    let status = done.status.clone().unwrap_or_default();
+    if life == Lifecycle::FailedCreate {
+        return if status == "error" {
+            Ok(())
+        } else {
+            Err(format!("{name}: create ended {status}, wanted error"))
+        };
+    }
+    if status != "success" {
+        return Err(format!("{name}: create ended {status}"));
+    }
+    let jobs: Vec<u64> = match life {
+        Lifecycle::Create | Lifecycle::FailedCreate => vec![],
+        Lifecycle::Shutdown => vec![
+            client
+                .shutdown(name, None)
+                .await
+                .map_err(|e| e.to_string())?,
+        ],
+        Lifecycle::Restart => {
+            let j = client
+                .shutdown(name, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            client
+                .wait_for_job_success(j, wait)
+                .await
+                .map_err(|e| format!("{name}: shutdown: {e}"))?;
+            vec![client.startup(name).await.map_err(|e| e.to_string())?]
+        }
+        Lifecycle::Reboot => vec![
+            client
+                .reboot(name, RebootKind::Soft)
+                .await
+                .map_err(|e| e.to_string())?,
+        ],
+        Lifecycle::Remove => vec![
+            client
+                .remove_instance(name)
+                .await
+                .map_err(|e| e.to_string())?,
+        ],
+    };
+    for j in jobs {
+        client
+            .wait_for_job_success(j, wait)
+            .await
+            .map_err(|e| format!("{name}: job {j}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Starts the broker again when dropped (also on panic).
+pub struct BrokerRestart;
+
+impl BrokerRestart {
+    /// `rabbitmqctl stop_app`; the guard runs `start_app` when dropped.
+    pub fn stop() -> Result<BrokerRestart, String> {
+        rabbitmqctl(&["stop_app"])?;
+        Ok(BrokerRestart)
+    }
+}
+
+impl Drop for BrokerRestart {
+    fn drop(&mut self) {
+        if let Err(e) = rabbitmqctl(&["start_app"]) {
+            eprintln!("!!!!! could not restart RabbitMQ: {e}");
+        }
+        let _ = rabbitmqctl(&["await_startup"]);
+    }
+}
+
+/// Runs `rabbitmqctl`.
+pub fn rabbitmqctl(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "rabbitmqctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Serialises broker restarts between test processes.
+#[allow(clippy::incompatible_msrv)] // File::lock: Rust 1.89; the toolchain is newer.
+pub fn restart_lock() -> Option<File> {
+    let f = File::create("/tmp/synnefo-rabbitmq-restart.lock").ok()?;
+    f.lock().ok()?;
+    Some(f)
+}
+
+/// The full pipeline: the Ganeti simulator runs each VM's jobs -> `synnefo
+/// eventd` publishes from its job queue -> RabbitMQ -> two `synnefo
+/// dispatcher`s -> PostgreSQL; asserts every VM's final state. With
+/// `restart_broker`, RabbitMQ is stopped for a few seconds while jobs run.
+pub async fn end_to_end(test: &str, per_lifecycle: usize, restart_broker: bool) {
+    use synnefo_ganeti::sim::Simulator;
+
+    let prefix = unique_prefix();
+    let Some((db, store)) = TestDb::create(test).await else {
+        return;
+    };
+    let mut amqp = synnefo_amqp::AmqpConfig::new(amqp_url(), &prefix);
+    amqp.publish_timeout = Duration::from_secs(30);
+    let bus = match synnefo_amqp::AmqpBus::connect(amqp).await {
+        Ok(b) => b,
+        Err(e) => {
+            service_unavailable(test, "RabbitMQ", &e.to_string());
+            return;
+        }
+    };
+    let _lock = if restart_broker {
+        if rabbitmqctl(&["status"]).is_err() {
+            service_unavailable(
+                test,
+                "rabbitmqctl (needs root)",
+                "cannot run rabbitmqctl status",
+            );
+            return;
+        }
+        restart_lock()
+    } else {
+        None
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Slow jobs when the broker restarts, so the outage lands mid-stream.
+    let latency = if restart_broker {
+        synnefo_ganeti::sim::SimLatency {
+            queued_ms: 100,
+            waiting_ms: 100,
+            running_ms: 1_000,
+        }
+    } else {
+        synnefo_ganeti::sim::SimLatency::default()
+    };
+    let sim = Simulator::builder()
+        .data_dir(dir.path().join("sim"))
+        .latency(latency)
+        .start()
+        .await
+        .expect("simulator");
+    let config = write_config(
+        dir.path(),
+        &db.url,
+        &prefix,
+        "[eventd]\nnode_name = \"test-node\"\ncluster_name = \"sim-cluster\"\n",
+    );
+
+    let lives: Vec<Lifecycle> = Lifecycle::ALL
+        .iter()
+        .flat_map(|l| std::iter::repeat_n(*l, per_lifecycle))
+        .collect();
+    let vms = create_vms(&store, lives.len()).await;
+    let mut expected = BTreeMap::new();
+    for (vm, life) in vms.iter().zip(&lives) {
+        expected.insert(*vm, life.expected());
+        if *life == Lifecycle::FailedCreate {
+            sim.fail_instance(&format!("{prefix}{}", vm.0), "simulated create failure");
+        }
+    }
+
+    let spool = dir.path().join("spool");
+    let queue = sim.queue_dir();
+    let eventd_args = [
+        "eventd",
+        "--queue-dir",
+        queue.to_str().unwrap_or_default(),
+        "--spool-dir",
+        spool.to_str().unwrap_or_default(),
+        "--always-master",
+    ];
+    let mut eventd = Proc::start("eventd", dir.path(), &config, &eventd_args);
+    let mut a = Proc::start("dispatcher-a", dir.path(), &config, &["dispatcher"]);
+    let mut b = Proc::start("dispatcher-b", dir.path(), &config, &["dispatcher"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let started = Instant::now();
+    let client = sim.client().expect("RAPI client");
+    let ganeti = synnefo_core::settings::Settings::defaults_with("")
+        .expect("defaults")
+        .ganeti;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (vm, life) in vms.iter().zip(lives.iter().copied()) {
+        let (client, ganeti, name) = (client.clone(), ganeti.clone(), format!("{prefix}{}", vm.0));
+        tasks.spawn(async move { drive(&client, &ganeti, &name, life).await });
+    }
+    if restart_broker {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let guard = BrokerRestart::stop().expect("stop_app");
+        eprintln!("{test}: RabbitMQ stopped at {:?}", started.elapsed());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        drop(guard);
+        eprintln!("{test}: RabbitMQ back at {:?}", started.elapsed());
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("driver task").expect("lifecycle on the simulator");
+    }
+    eprintln!(
+        "{test}: {} lifecycles done on the simulator in {:?}",
+        lives.len(),
+        started.elapsed()
+    );
+
+    let left = wait_converged(&store, &expected, Duration::from_secs(90)).await;
+    eprintln!("{test}: converged after {:?}", started.elapsed());
+    if !left.is_empty() {
+        for p in [&eventd, &a, &b] {
+            eprintln!("--- {} ---\n{}", p.name, p.log_text());
+        }
+    }
+    assert!(
+        left.is_empty(),
+        "{} VMs lost or regressed (vm, got, want): {:?}",
+        left.len(),
+        &left[..left.len().min(20)]
+    );
+    for p in [&mut eventd, &mut a, &mut b] {
+        assert!(p.running(), "{} died:\n{}", p.name, p.log_text());
+    }
+    let depths = bus.queue_depths().await.expect("queue depths");
+    let dead = bus.dead_letters(100, false).await.expect("dead letters");
+    assert_eq!(depths.dead, 0, "dead letters: {dead:?}");
+    for p in [&mut eventd, &mut a, &mut b] {
+        let st = p.terminate(Duration::from_secs(20));
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "{} did not stop cleanly ({st:?}):\n{}",
+            p.name,
+            p.log_text()
+        );
+        if let Some(line) = p.log_text().lines().find(|l| l.contains("stopped")) {
+            eprintln!("{test}: {}: {line}", p.name);
+        }
+    }
+    if restart_broker {
+        // The outage overlapped the stream: eventd had to hold messages
+        // back, and the dispatchers had to reconnect.
+        let log = eventd.log_text();
+        let spooled = log
+            .split("spooled: ")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        // eventd's publishes either waited in the bus's retry loop (the
+        // broker came back within its publish timeout) or were spooled.
+        let retried = log.contains("publish failed; retrying");
+        eprintln!("{test}: eventd spooled {spooled}, retried publishes: {retried}");
+        assert!(
+            spooled > 0 || retried,
+            "the outage did not overlap eventd's publishing:\n{log}"
+        );
+        for p in [&a, &b] {
+            assert!(
+                p.log_text().contains("consumer reconnected"),
+                "{} did not reconnect:\n{}",
+                p.name,
+                p.log_text()
+            );
+        }
+    }
+    let _ = bus.delete_queues().await;
+    bus.close().await;
+    sim.shutdown();
+    drop(store);
+    drop(db);
+}
