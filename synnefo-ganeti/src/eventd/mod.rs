@@ -673,6 +673,10 @@ impl Eventd {
                         core.handle(batch.drain(..).collect()).await?;
                     }
                     _ = tick.tick() => {
+                        if publisher.is_finished() {
+                            // Only on a spool write error: stop (its error is returned below).
+                            return Err(EventdError::Spool("the publishing task stopped".into()));
+                        }
                         if let Some(RoleChange::BecameMaster(at)) = core.refresh_master()? {
                             let slack = duration_us(core.config.handover_slack) + duration_us(core.config.catch_up_slack);
                             core.catch_up(Some(at - slack), "takeover").await?;
@@ -695,8 +699,8 @@ impl Eventd {
             // Everything is confirmed or spooled now: the state can be saved.
             core.maybe_save(u64::MAX, true);
         }
-        result?;
         published?;
+        result?;
         Ok(self.metrics.snapshot())
     }
 }
