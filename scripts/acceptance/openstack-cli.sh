@@ -10,7 +10,7 @@
 # and exits non-zero on any failure.
 #
 # Environment:
-#   SYNNEFO_BIN   a built `synnefo` binary (default: cargo build, debug)
+#   SYNNEFO_TEST_BIN   a built `synnefo` binary (default: cargo build, debug)
 #   OSC_VENV      reuse this venv instead of a throwaway one
 #   PORT          API port (default 18774)
 #   KEEP=1        keep the work dir (logs, data) for inspection
@@ -53,7 +53,7 @@ fi
 "$VENV/bin/openstack" --version
 
 # --- server ----------------------------------------------------------------
-BIN=${SYNNEFO_BIN:-}
+BIN=${SYNNEFO_TEST_BIN:-}
 if [[ -z "$BIN" ]]; then
     log "building synnefo"
     (cd "$ROOT" && cargo build --quiet -p synnefo-cli --bin synnefo)
@@ -80,9 +80,10 @@ osc() { timeout 120 "$VENV/bin/openstack" "$@"; }
 # Runs an openstack command, checks its output against an extended regex.
 expect() {
     local name=$1 pattern=$2; shift 2
-    local out
-    if ! out=$(osc "$@" 2>&1); then
-        fail "$name" "exit status $? from: openstack $*; output: $out"
+    local out rc=0
+    out=$(osc "$@" 2>&1) || rc=$?
+    if [[ $rc -ne 0 ]]; then
+        fail "$name" "exit status $rc from: openstack $*; output: $out"
         return 1
     fi
     if grep -Eq -- "$pattern" <<<"$out"; then

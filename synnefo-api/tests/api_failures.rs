@@ -314,3 +314,35 @@ async fn no_usable_backend_is_503_and_stores_nothing() {
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
     assert_eq!(c.store.count_vms().await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn the_clis_image_to_local_mapping_is_accepted_other_mappings_are_not() {
+    let jobs = Arc::new(AtomicU64::new(1));
+    let c = cloud_with(
+        sqlite_store().await,
+        Arc::new(accepting_ganeti(jobs.clone())),
+        jobs,
+    )
+    .await;
+    // What python-openstackclient 10 sends for `server create --image X`.
+    let bdm = json!([{"uuid": IMAGE, "boot_index": 0, "source_type": "image", "destination_type": "local", "delete_on_termination": true}]);
+    let body = json!({"server": {"name": "osc", "imageRef": IMAGE, "flavorRef": "1", "networks": "auto",
+        "min_count": 1, "max_count": 1, "block_device_mapping_v2": bdm}});
+    let r = post_v(&c.app, "/v2.1/servers", &c.alice_token, body, "2.79").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    // The image may come from the mapping alone.
+    let body = json!({"server": {"name": "osc2", "flavorRef": "1", "networks": "none", "block_device_mapping_v2": bdm}});
+    let r = post_v(&c.app, "/v2.1/servers", &c.alice_token, body, "2.79").await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let id = r.body["server"]["id"].as_str().unwrap().to_string();
+    let r = get(&c.app, &format!("/v2.1/servers/{id}"), &c.alice_token).await;
+    assert_eq!(r.body["server"]["image"]["id"], IMAGE);
+    for bad in [
+        json!([{"uuid": "vol", "boot_index": 0, "source_type": "volume", "destination_type": "volume"}]),
+        json!([{"uuid": IMAGE, "boot_index": 0, "source_type": "image", "destination_type": "volume", "volume_size": 10}]),
+    ] {
+        let body = json!({"server": {"name": "x", "imageRef": IMAGE, "flavorRef": "1", "networks": "auto", "block_device_mapping_v2": bad}});
+        let r = post_v(&c.app, "/v2.1/servers", &c.alice_token, body, "2.79").await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
+    }
+}

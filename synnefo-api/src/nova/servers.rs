@@ -333,11 +333,42 @@ fn count_is_one(v: &Option<Value>, key: &str) -> Result<(), ApiError> {
     }
 }
 
+/// A block device mapping that only says "boot from the image onto a
+/// local disk", which is what python-openstackclient sends for
+/// `--image`: the one mapping Synnefo honours (it is what it does anyway).
+fn is_image_to_local(b: &Value) -> bool {
+    let field = |k: &str| b.get(k).and_then(Value::as_str);
+    let boot_index_zero = match b.get("boot_index") {
+        None | Some(Value::Null) => true,
+        Some(Value::Number(n)) => n.as_i64() == Some(0),
+        Some(Value::String(s)) => s == "0",
+        _ => false,
+    };
+    field("source_type") == Some("image")
+        && matches!(field("destination_type"), None | Some("local"))
+        && boot_index_zero
+        && b.get("volume_size").is_none_or(Value::is_null)
+}
+
 impl CreateBody {
+    /// The image to boot: `imageRef`, or the image of an image-to-local
+    /// block device mapping.
+    fn image(&self) -> Option<String> {
+        if let Some(i) = self.image_ref.as_deref().filter(|i| !i.is_empty()) {
+            return Some(i.to_string());
+        }
+        self.block_device_mapping_v2
+            .as_ref()?
+            .iter()
+            .find(|b| is_image_to_local(b))
+            .and_then(|b| b.get("uuid").and_then(Value::as_str))
+            .map(str::to_string)
+    }
+
     /// Refuses the Nova features Synnefo cannot honour instead of silently
     /// ignoring them.
     fn check(&self, v: Version) -> Result<(), ApiError> {
-        if self.image_ref.as_deref().is_none_or(str::is_empty) {
+        if self.image().is_none() {
             return Err(unsupported("Booting from volume (no imageRef)"));
         }
         count_is_one(&self.min_count, "min_count")?;
@@ -395,7 +426,7 @@ impl CreateBody {
             || self
                 .block_device_mapping_v2
                 .as_ref()
-                .is_some_and(|b| !b.is_empty())
+                .is_some_and(|b| !b.iter().all(is_image_to_local))
         {
             return Err(unsupported("Block device mapping"));
         }
@@ -480,6 +511,7 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let s = req.server;
     s.check(v)?;
+    let image = s.image().unwrap_or_default();
     let no_nic = matches!(&s.networks, Some(Value::String(n)) if n == "none");
     let created = app
         .compute
@@ -488,7 +520,7 @@ pub async fn create(
             CreateServer {
                 name: s.name,
                 flavor_ref: flavor_ref_string(&s.flavor_ref)?,
-                image_ref: s.image_ref.unwrap_or_default(),
+                image_ref: image,
                 metadata: s.metadata.unwrap_or_default(),
                 admin_pass: s.admin_pass,
                 no_nic,
