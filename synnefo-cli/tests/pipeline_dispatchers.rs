@@ -97,7 +97,7 @@ async fn two_dispatchers_one_killed_mid_stream_lose_nothing() {
     let mut bodies = shuffled_with_duplicates(&work.messages, 25, &mut rng);
     // The bad ones: garbage, an unknown opcode, a VM not in the database.
     let unknown_vm = vms.iter().map(|v| v.0).max().unwrap_or(0) + 1_000_000;
-    let bad = vec![
+    let bad = [
         b"{this is not json".to_vec(),
         op_status(
             &format!("{prefix}{}", vms[0].0),

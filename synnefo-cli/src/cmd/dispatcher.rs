@@ -23,8 +23,10 @@ pub struct Args {
     /// Unacked messages per consumer (overrides amqp.prefetch)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: Option<u16>,
-    /// Consumers per queue inside this process
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    /// Consumers per queue inside this process; two overlap one batch's
+    /// commit with the next batch's read (`examples/dispatcher_load`:
+    /// about +13% on PostgreSQL)
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub consumers: u16,
 }
 
