@@ -23,6 +23,23 @@
 //!
 //! Uses `SYNNEFO_TEST_DATABASE_URL` / `SYNNEFO_TEST_AMQP_URL` (defaults:
 //! the local PostgreSQL and RabbitMQ).
+//!
+//! ## Figures (2-core machine shared with other builds; RabbitMQ 3.10,
+//! PostgreSQL 15 with `synchronous_commit = on`; 100,000 messages over
+//! 2,000 VMs, 3 rounds each, release build)
+//!
+//! | dispatcher setting | (a) raw, mean | (b) dispatcher, mean | b/a median (min-max) | store time per batch |
+//! |---|---|---|---|---|
+//! | batch 256, prefetch 512, 1 consumer | 16,251 msg/s | 10,036 msg/s | 0.64 (0.52-0.69) | 17-25 ms |
+//! | batch 512, prefetch 1024, 1 consumer | 12,372 msg/s | 9,811 msg/s | 0.73 (0.70-1.00) | 43-53 ms |
+//! | batch 256, prefetch 512, 2 consumers | 14,636 msg/s | 11,307 msg/s | 0.79 (0.63-0.95) | 32-38 ms |
+//!
+//! The dispatcher is bound by the store: a batch's write transaction ends
+//! in a WAL flush (about 11-20 ms here for 256 rows), its read takes 3-9 ms.
+//! Two consumers per queue overlap one batch's commit with the next one's
+//! read, hence `synnefo dispatcher --consumers 2` by default. The raw loop
+//! swings between 7k and 20k msg/s with the machine's other load, which is
+//! why each round measures both, back to back.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

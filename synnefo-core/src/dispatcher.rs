@@ -695,7 +695,7 @@ mod tests {
             let cancel = cancel.clone();
             async move { d.run(cancel).await }
         });
-        for _ in 0..200 {
+        for _ in 0..2000 {
             if d.metrics().applied == 100 && d.metrics().dead_lettered == 1 {
                 break;
             }
