@@ -250,6 +250,13 @@ async fn run_eventd(
     });
     let mut config = EventdConfig::new(&queue, dir.path().join("spool"), "snf-");
     config.tick = Duration::from_millis(200);
+    // Publishes in flight (different jobs); `EVENTD_WINDOW` to try others.
+    if let Some(w) = std::env::var("EVENTD_WINDOW")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.publish_window = w;
+    }
     let eventd = Eventd::new(config, timing.clone());
     let metrics = eventd.metrics();
     let cancel = CancellationToken::new();

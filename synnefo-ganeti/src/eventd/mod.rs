@@ -165,7 +165,7 @@ impl EventdConfig {
             catch_up_slack: Duration::from_secs(2),
             initial_archive_window: Duration::from_secs(3600),
             max_tracked_jobs: 20_000,
-            publish_window: 64,
+            publish_window: 256,
             publish_timeout: Duration::from_secs(5),
             retry_backoff: (Duration::from_millis(100), Duration::from_secs(5)),
             shutdown_grace: Duration::from_secs(2),

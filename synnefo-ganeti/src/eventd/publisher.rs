@@ -3,7 +3,8 @@
 //! Messages arrive numbered (`seq`). While the broker answers, up to
 //! `window` publishes are in flight at once (a confirm round trip is the
 //! bottleneck), but never two of the same job, so a job's changes reach
-//! the broker in order. The first publish that fails or times out switches
+//! the broker in order (a job's later messages wait in a per-job queue
+//! while the others go on). The first publish that fails or times out switches
 //! to spooling: intake pauses until the in-flight publishes settle (each
 //! either confirmed or spooled), then every message goes to the spool
 //! behind the failed ones, and replay publishes the spool in file order,
@@ -14,7 +15,7 @@
 //! confirmed or durably spooled: the state file only ever records marks up
 //! to there, so a crash republishes rather than loses.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -103,7 +104,9 @@ pub(crate) async fn run(
     };
     let mut inflight: Inflight = FuturesUnordered::new();
     let mut inflight_jobs: HashMap<u64, u32> = HashMap::new();
-    let mut blocked: Option<Outgoing> = None;
+    // Messages of jobs that have one in flight, in order, per job.
+    let mut held: HashMap<u64, VecDeque<Outgoing>> = HashMap::new();
+    let mut held_count = 0usize;
     let mut closed = false;
     let mut backoff = tuning.retry_min;
     let mut retry_at = Instant::now();
@@ -135,10 +138,16 @@ pub(crate) async fn run(
 
         // Spool mode: only once every in-flight publish has settled.
         if !spool.is_empty() && inflight.is_empty() {
-            if let Some(b) = blocked.take() {
-                spool.append(&[b.record()]).map_err(spool_err)?;
-                inc(&st.metrics.spooled, 1);
-                st.done(b.seq);
+            if held_count > 0 {
+                // Each job's held messages, in order, behind what failed.
+                let msgs: Vec<Outgoing> = held.drain().flat_map(|(_, q)| q).collect();
+                held_count = 0;
+                let recs: Vec<SpoolRecord> = msgs.iter().map(Outgoing::record).collect();
+                spool.append(&recs).map_err(spool_err)?;
+                inc(&st.metrics.spooled, recs.len() as u64);
+                for m in &msgs {
+                    st.done(m.seq);
+                }
                 continue;
             }
             let mut wake = retry_at;
@@ -207,12 +216,14 @@ pub(crate) async fn run(
             continue;
         }
 
-        if closed && inflight.is_empty() && blocked.is_none() {
+        if closed && inflight.is_empty() && held_count == 0 {
             break;
         }
 
-        let intake =
-            !closed && blocked.is_none() && inflight.len() < tuning.window && spool.is_empty();
+        let intake = !closed
+            && inflight.len() < tuning.window
+            && held_count < tuning.window
+            && spool.is_empty();
         tokio::select! {
             biased;
             Some((out, res)) = inflight.next(), if !inflight.is_empty() => {
@@ -236,9 +247,16 @@ pub(crate) async fn run(
                 }
                 st.done(out.seq);
                 if spool.is_empty()
-                    && let Some(b) = blocked.take_if(|b| !inflight_jobs.contains_key(&b.job_id))
+                    && !inflight_jobs.contains_key(&out.job_id)
+                    && let Some(q) = held.get_mut(&out.job_id)
                 {
-                    start(b, &mut inflight, &mut inflight_jobs);
+                    if let Some(next) = q.pop_front() {
+                        held_count -= 1;
+                        start(next, &mut inflight, &mut inflight_jobs);
+                    }
+                    if q.is_empty() {
+                        held.remove(&out.job_id);
+                    }
                 }
             }
             m = rx.recv(), if intake => match m {
@@ -246,17 +264,28 @@ pub(crate) async fn run(
                 Some(m) => {
                     st.received(m.seq);
                     if inflight_jobs.contains_key(&m.job_id) {
-                        blocked = Some(m);
+                        held.entry(m.job_id).or_default().push_back(m);
+                        held_count += 1;
                     } else {
                         start(m, &mut inflight, &mut inflight_jobs);
                     }
                 }
             },
             else => {
-                // Nothing in flight and no intake: only a blocked message
-                // whose job is no longer in flight can be left.
-                if let Some(b) = blocked.take() {
-                    start(b, &mut inflight, &mut inflight_jobs);
+                // Nothing in flight and no intake: start held messages
+                // whose job is no longer in flight (defensive; completions
+                // already do).
+                let ready: Vec<u64> = held.keys().copied().filter(|j| !inflight_jobs.contains_key(j)).collect();
+                for j in ready {
+                    if let Some(mut q) = held.remove(&j) {
+                        if let Some(next) = q.pop_front() {
+                            held_count -= 1;
+                            start(next, &mut inflight, &mut inflight_jobs);
+                        }
+                        if !q.is_empty() {
+                            held.insert(j, q);
+                        }
+                    }
                 }
             }
         }
@@ -266,4 +295,122 @@ pub(crate) async fn run(
         .spool_depth
         .store(spool.pending(), Ordering::Relaxed);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use std::sync::Mutex;
+    use synnefo_core::BusError;
+    use synnefo_core::ports::Subscription;
+
+    /// Confirms after a delay that varies per message, so concurrent
+    /// publishes finish out of order; can fail the first `fail` calls.
+    #[derive(Default)]
+    struct JitterBus {
+        log: Mutex<Vec<(u64, u64)>>,
+        fail: AtomicU64,
+    }
+
+    #[async_trait]
+    impl EventBus for JitterBus {
+        async fn publish(&self, _kind: MessageKind, body: Vec<u8>) -> Result<(), BusError> {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let (job, n) = (v["job"].as_u64().unwrap(), v["n"].as_u64().unwrap());
+            tokio::time::sleep(Duration::from_micros((n * 7919 % 13) * 150)).await;
+            if self.fail.load(Ordering::SeqCst) > 0 {
+                self.fail.fetch_sub(1, Ordering::SeqCst);
+                return Err(BusError::Unavailable("jitter".into()));
+            }
+            self.log.lock().unwrap().push((job, n));
+            Ok(())
+        }
+        async fn subscribe(&self, _kind: MessageKind) -> Result<Box<dyn Subscription>, BusError> {
+            Err(BusError::Closed)
+        }
+    }
+
+    async fn run_with(fail: u64) -> (Vec<(u64, u64)>, Arc<Metrics>) {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Arc::new(JitterBus::default());
+        bus.fail.store(fail, Ordering::SeqCst);
+        let metrics = Arc::new(Metrics::default());
+        let (tx, rx) = mpsc::channel(16);
+        let tuning = PublisherTuning {
+            window: 8,
+            timeout: Duration::from_secs(5),
+            retry_min: Duration::from_millis(1),
+            retry_max: Duration::from_millis(5),
+            shutdown_grace: Duration::from_secs(5),
+        };
+        let handed = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(run(
+            rx,
+            bus.clone(),
+            Spool::open(dir.path()).unwrap(),
+            metrics.clone(),
+            handed.clone(),
+            tuning,
+        ));
+        for seq in 1..=300u64 {
+            let (job, n) = (seq % 5, seq);
+            let body = serde_json::to_vec(&serde_json::json!({"job": job, "n": n})).unwrap();
+            tx.send(Outgoing {
+                seq,
+                job_id: job,
+                kind: MessageKind::OpStatus,
+                body,
+            })
+            .await
+            .unwrap();
+        }
+        drop(tx);
+        task.await.unwrap().unwrap();
+        assert_eq!(handed.load(Ordering::SeqCst), 300, "everything handed off");
+        let log = bus.log.lock().unwrap().clone();
+        (log, metrics)
+    }
+
+    fn check(log: &[(u64, u64)]) {
+        assert_eq!(log.len(), 300, "each message once");
+        let mut seen: Vec<u64> = log.iter().map(|(_, n)| *n).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), 300, "none twice");
+        for job in 0..5 {
+            let ns: Vec<u64> = log
+                .iter()
+                .filter(|(j, _)| *j == job)
+                .map(|(_, n)| *n)
+                .collect();
+            assert!(
+                ns.windows(2).all(|w| w[0] < w[1]),
+                "job {job} in order: {ns:?}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_publishes_keep_each_jobs_order() {
+        let (log, m) = run_with(0).await;
+        check(&log);
+        assert_eq!(m.snapshot().published, 300);
+        // Different jobs did overlap (the window was used).
+        assert!(
+            log.windows(2).any(|w| w[0].1 > w[1].1),
+            "some out-of-seq completion across jobs"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failures_in_the_middle_spool_and_keep_each_jobs_order() {
+        let (log, m) = run_with(20).await;
+        check(&log);
+        let s = m.snapshot();
+        assert!(
+            s.spooled > 0 && s.replayed == s.spooled && s.spool_depth == 0,
+            "{s:?}"
+        );
+    }
 }
