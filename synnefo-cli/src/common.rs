@@ -27,8 +27,12 @@ pub struct ConfigError(pub String);
 impl Context {
     /// Loads settings and sets up logging.
     pub fn load(files: &[PathBuf], log_format: Option<&str>) -> anyhow::Result<Context> {
-        let settings = Settings::load(&SettingsSources::standard(files)).map_err(|e| ConfigError(e.to_string()))?;
-        init_logging(log_format.unwrap_or(&settings.log.format), &settings.log.level);
+        let settings = Settings::load(&SettingsSources::standard(files))
+            .map_err(|e| ConfigError(e.to_string()))?;
+        init_logging(
+            log_format.unwrap_or(&settings.log.format),
+            &settings.log.level,
+        );
         Ok(Context { settings })
     }
 
@@ -39,7 +43,8 @@ impl Context {
             && let Some(parent) = std::path::Path::new(&path).parent()
             && !parent.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
         }
         synnefo_core::store::SeaStore::connect(&db.url, db.max_connections)
             .await
@@ -62,8 +67,14 @@ fn sqlite_path(url: &str) -> Option<String> {
 pub fn init_logging(format: &str, level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SYNNEFO_LOG").unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Prints an error and picks the exit code.

@@ -41,6 +41,8 @@ enum Command {
     Vncauthproxy(cmd::vncauthproxy::Args),
     /// Run a simulated Ganeti cluster speaking RAPI (tests, demos)
     GanetiSim(cmd::ganeti_sim::Args),
+    /// Run the whole cloud in one process (SQLite, in-process bus, simulated Ganeti)
+    Up(cmd::up::Args),
     /// Operators' view of servers in every project
     #[command(subcommand)]
     Server(cmd::server::ServerCommand),
@@ -60,8 +62,15 @@ enum Command {
 
 fn main() -> ExitCode {
     // Ganeti runs the hook symlink with no arguments.
-    let cli = if cmd::ganeti_hook::invoked_as_hook() { Cli::parse_from(["synnefo", "ganeti-hook"]) } else { Cli::parse() };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let cli = if cmd::ganeti_hook::invoked_as_hook() {
+        Cli::parse_from(["synnefo", "ganeti-hook"])
+    } else {
+        Cli::parse()
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -70,7 +79,11 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         let command = match cli.command {
-            Command::Config(c) => return cmd::config::run(&cli.config, c).await.unwrap_or_else(common::report),
+            Command::Config(c) => {
+                return cmd::config::run(&cli.config, c)
+                    .await
+                    .unwrap_or_else(common::report);
+            }
             Command::Completions(a) => return cmd::completions::run::<Cli>(a),
             Command::GanetiSim(a) => {
                 common::init_logging(cli.log_format.as_deref().unwrap_or("human"), "info");
@@ -83,8 +96,11 @@ fn main() -> ExitCode {
             Err(e) => return common::report(e),
         };
         let result = match command {
-            Command::Config(_) | Command::GanetiSim(_) | Command::Completions(_) => unreachable!("handled above"),
+            Command::Config(_) | Command::GanetiSim(_) | Command::Completions(_) => {
+                unreachable!("handled above")
+            }
             Command::Server(c) => cmd::server::run(&ctx, c).await,
+            Command::Up(a) => cmd::up::run(&ctx, a).await,
             Command::Api(a) => cmd::api::run(&ctx, a).await,
             Command::Admin(c) => cmd::admin::run(&ctx, c).await,
             Command::Db(c) => cmd::db::run(&ctx, c).await,

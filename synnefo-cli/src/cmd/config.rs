@@ -33,12 +33,22 @@ pub async fn run(files: &[PathBuf], cmd: ConfigCommand) -> anyhow::Result<ExitCo
     let settings = Settings::load(&sources).map_err(|e| ConfigError(e.to_string()))?;
     match cmd {
         ConfigCommand::Show { json: false } => print!("{}", settings.to_masked_toml()),
-        ConfigCommand::Show { json: true } => println!("{}", serde_json::to_string_pretty(&settings)?),
+        ConfigCommand::Show { json: true } => {
+            println!("{}", serde_json::to_string_pretty(&settings)?)
+        }
         ConfigCommand::Check => {
-            let files: Vec<String> = sources.files.iter().map(|f| f.display().to_string()).collect();
+            let files: Vec<String> = sources
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect();
             println!(
                 "settings OK (defaults{}{})",
-                if files.is_empty() { String::new() } else { format!(" + {}", files.join(" + ")) },
+                if files.is_empty() {
+                    String::new()
+                } else {
+                    format!(" + {}", files.join(" + "))
+                },
                 " + SYNNEFO_* environment"
             );
         }

@@ -19,7 +19,10 @@ pub async fn run(ctx: &Context, cmd: DbCommand) -> anyhow::Result<ExitCode> {
         DbCommand::Migrate => {
             let store = ctx.store().await?;
             store.migrate().await?;
-            println!("database schema is up to date ({})", synnefo_core::settings::mask_url_password(&ctx.settings.database.url));
+            println!(
+                "database schema is up to date ({})",
+                synnefo_core::settings::mask_url_password(&ctx.settings.database.url)
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -45,8 +45,10 @@ pub struct Args {
 pub fn sim_config(args: &Args) -> anyhow::Result<SimConfig> {
     let mut config = match &args.sim_config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            toml::from_str::<SimConfig>(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str::<SimConfig>(&text)
+                .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?
         }
         None => SimConfig::default(),
     };
@@ -99,7 +101,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         std::fs::write(&path, pem).with_context(|| format!("writing {}", path.display()))?;
         println!("certificate: {}", path.display());
     }
-    println!("Ganeti simulator '{}' listening on {}", sim.config().cluster_name, sim.url());
+    println!(
+        "Ganeti simulator '{}' listening on {}",
+        sim.config().cluster_name,
+        sim.url()
+    );
     println!("job queue: {}", sim.queue_dir().display());
     let token = shutdown_token();
     token.cancelled().await;

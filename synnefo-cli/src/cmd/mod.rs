@@ -1,14 +1,15 @@
 //! One module per subcommand.
 
+pub mod admin;
+pub mod api;
+pub mod completions;
 pub mod config;
 pub mod db;
-pub mod vncauthproxy;
-pub mod ganeti_sim;
-pub mod completions;
-pub mod server;
-pub mod api;
-pub mod admin;
+pub mod dispatcher;
 pub mod eventd;
 pub mod ganeti_hook;
-pub mod dispatcher;
+pub mod ganeti_sim;
 pub mod reconcile;
+pub mod server;
+pub mod up;
+pub mod vncauthproxy;

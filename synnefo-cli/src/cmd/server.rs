@@ -45,7 +45,9 @@ pub enum ServerCommand {
 }
 
 fn parse_operstate(s: &str) -> Result<OperState, String> {
-    s.to_ascii_uppercase().parse::<OperState>().map_err(|e| e.to_string())
+    s.to_ascii_uppercase()
+        .parse::<OperState>()
+        .map_err(|e| e.to_string())
 }
 
 /// Runs a server command.
@@ -86,7 +88,10 @@ pub async fn run(ctx: &Context, cmd: ServerCommand) -> anyhow::Result<ExitCode> 
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!("{:>8}  {:<24} {:<10} {:<11} {:>7}  {:<32}  updated", "id", "name", "operstate", "status", "backend", "project");
+                println!(
+                    "{:>8}  {:<24} {:<10} {:<11} {:>7}  {:<32}  updated",
+                    "id", "name", "operstate", "status", "backend", "project"
+                );
                 for v in &vms {
                     println!(
                         "{:>8}  {:<24} {:<10} {:<11} {:>7}  {:<32}  {}",
@@ -94,7 +99,9 @@ pub async fn run(ctx: &Context, cmd: ServerCommand) -> anyhow::Result<ExitCode> 
                         truncate(&v.name, 24),
                         v.state.operstate,
                         server_status(&v.state).as_str(),
-                        v.backend_id.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
+                        v.backend_id
+                            .map(|b| b.to_string())
+                            .unwrap_or_else(|| "-".into()),
                         v.project_id,
                         v.updated.format("%Y-%m-%d %H:%M:%S")
                     );
@@ -108,11 +115,15 @@ pub async fn run(ctx: &Context, cmd: ServerCommand) -> anyhow::Result<ExitCode> 
                 return Ok(ExitCode::from(2));
             };
             let nics = store.nics(id).await?;
-            let doc = json!({ "server": vm, "status": server_status(&vm.state).as_str(), "nics": nics });
+            let doc =
+                json!({ "server": vm, "status": server_status(&vm.state).as_str(), "nics": nics });
             if json {
                 println!("{}", serde_json::to_string_pretty(&doc)?);
             } else {
-                println!("{}", toml::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string()));
+                println!(
+                    "{}",
+                    toml::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string())
+                );
             }
         }
     }
@@ -120,5 +131,9 @@ pub async fn run(ctx: &Context, cmd: ServerCommand) -> anyhow::Result<ExitCode> 
 }
 
 fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n { s.to_string() } else { s.chars().take(n - 1).chain(['…']).collect() }
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        s.chars().take(n - 1).chain(['…']).collect()
+    }
 }

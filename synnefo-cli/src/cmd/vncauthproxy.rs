@@ -36,7 +36,8 @@ pub fn proxy_config(s: &VncAuthProxySettings) -> Result<ProxyConfig, ConfigError
         port_max: s.port_max,
         accept_timeout: Duration::from_secs(s.accept_timeout_secs),
         max_sessions: s.max_sessions,
-        backend_password: (!s.backend_password.is_empty()).then(|| s.backend_password.expose().to_string()),
+        backend_password: (!s.backend_password.is_empty())
+            .then(|| s.backend_password.expose().to_string()),
         websocket_enabled: s.websocket,
         websocket_listen: ws,
         ..ProxyConfig::default()
@@ -49,7 +50,9 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     if let Some(p) = args.ctrl_socket {
         config.ctrl_socket = Some(p);
     }
-    config.validate().map_err(|e| ConfigError(format!("vncauthproxy: {e}")))?;
+    config
+        .validate()
+        .map_err(|e| ConfigError(format!("vncauthproxy: {e}")))?;
     if let Some(dir) = config.ctrl_socket.as_ref().and_then(|p| p.parent()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

@@ -1,0 +1,501 @@
+//! `synnefo up`: the whole cloud in one process on the embedded default.
+//!
+//! SQLite under the data dir, the in-process bus, simulated Ganeti clusters
+//! speaking RAPI, and every service of the seed wired as in a real
+//! deployment: the API drives the clusters over RAPI, eventd watches each
+//! simulator's job queue and publishes to the bus, the dispatcher applies
+//! the notifications, the reconciler runs staggered, the console proxy
+//! hands out one-time VNC forwardings. A second run reuses the data dir;
+//! the simulated clusters (which keep nothing on disk) are rebuilt from the
+//! DB so the reconciler finds them as it left them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use synnefo_api::console::{ProxyConfig, VncAuthProxy};
+use synnefo_api::{ApiConfig, ApiState};
+use synnefo_core::bus::InProcessBus;
+use synnefo_core::dispatcher::{Dispatcher, DispatcherConfig};
+use synnefo_core::ids::{BackendId, FlavorId, InstanceName};
+use synnefo_core::model::{Flavor, Image, Quota};
+use synnefo_core::ports::{EventBus, GanetiBackend, Store, VmQuery, VmStore};
+use synnefo_core::settings::Settings;
+use synnefo_core::state::OperState;
+use synnefo_core::store::SeaStore;
+use synnefo_ganeti::backend::RapiBackend;
+use synnefo_ganeti::eventd::{Eventd, EventdConfig};
+use synnefo_ganeti::sim::{
+    NewSimInstance, SimConfig, SimHandle, SimLatency, SimNodeConfig, Simulator,
+};
+use tokio::task::JoinSet;
+
+use crate::common::{Context, shutdown_token};
+
+/// Options of `synnefo up`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where the SQLite DB, the simulators' job queues, the eventd spool and clouds.yaml live
+    #[arg(long, default_value = ".synnefo-data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// API listen address
+    #[arg(long, default_value = "127.0.0.1:8774", value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// Number of simulated Ganeti clusters
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub clusters: u8,
+    /// Simulated job latency per phase (queued, waiting, running), milliseconds
+    #[arg(long, default_value_t = 50, value_name = "MS")]
+    pub job_latency_ms: u64,
+    /// Password of the demo user (default: generated on the first run and kept in DATA_DIR/demo-password)
+    #[arg(long, env = "SYNNEFO_UP_DEMO_PASSWORD", hide_env_values = true)]
+    pub demo_password: Option<String>,
+}
+
+const DEMO_USER: &str = "demo";
+const DEMO_PROJECT: &str = "demo";
+
+/// Runs everything until SIGTERM/SIGINT.
+pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&args.data_dir)?;
+    let settings = embedded_settings(&ctx.settings, &data_dir, args.listen);
+    let token = shutdown_token();
+
+    // DB
+    let store = SeaStore::connect(&settings.database.url, settings.database.max_connections)
+        .await
+        .context("opening the embedded SQLite database")?;
+    store.migrate().await.context("migrating the database")?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let password = demo_password(&data_dir, args.demo_password.as_deref())?;
+    seed_demo(store.as_ref(), &password).await?;
+
+    // GANETI: simulated clusters, rebuilt from the DB
+    let mut sims = Vec::new();
+    let mut clients = Vec::new();
+    for i in 1..=args.clusters {
+        let name = format!("cluster{i}");
+        let sim = start_cluster(&data_dir, &name, i, args.job_latency_ms).await?;
+        let backend = store
+            .upsert_backend(&name, &sim.addr().ip().to_string(), sim.addr().port())
+            .await
+            .context("registering the simulated cluster")?;
+        restore_instances(
+            store.as_ref(),
+            &sim,
+            backend.id,
+            &settings.backend_prefix_id,
+        )
+        .await?;
+        clients.push((backend.id, sim.client()?));
+        sims.push((name, sim));
+    }
+    let ganeti: Arc<dyn GanetiBackend> =
+        Arc::new(RapiBackend::from_clients(clients, settings.ganeti.clone()));
+
+    // QUEUE: the in-process bus
+    let bus = Arc::new(InProcessBus::default());
+    let bus_dyn: Arc<dyn EventBus> = bus.clone();
+    let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
+
+    // GANETI-MASTER: one eventd per cluster
+    for (name, sim) in &sims {
+        let mut config = EventdConfig::new(
+            sim.queue_dir(),
+            data_dir.join("spool").join(name),
+            &settings.backend_prefix_id,
+        );
+        config.cluster_name = Some(sim.config().cluster_name.clone());
+        let eventd = Eventd::new(config, bus_dyn.clone());
+        let t = token.clone();
+        tasks.spawn(async move { eventd.run(t).await.map(|_| ()).context("eventd") });
+    }
+
+    // LOGIC: the dispatcher (two consumers per queue, as two dispatchers would)
+    let mut dconfig = DispatcherConfig::from_settings(&settings);
+    dconfig.consumers_per_kind = 2;
+    let vm_store: Arc<dyn VmStore> = store_as_vm_store(store.clone());
+    let dispatcher = Dispatcher::new(vm_store, bus_dyn.clone(), dconfig);
+    {
+        let t = token.clone();
+        tasks.spawn(async move { dispatcher.run(t).await.map(|_| ()).context("dispatcher") });
+    }
+
+    // WEBSERVER: console proxy + API
+    let proxy_config = ProxyConfig {
+        ctrl_socket: Some(data_dir.join("vncauthproxy.sock")),
+        listen_address: args.listen.ip(),
+        port_min: settings.vncauthproxy.port_min,
+        port_max: settings.vncauthproxy.port_max,
+        ..ProxyConfig::default()
+    };
+    let proxy = VncAuthProxy::start(proxy_config, token.clone())
+        .await
+        .context("starting vncauthproxy")?;
+    let state = ApiState::new(
+        store.clone(),
+        ganeti.clone(),
+        ApiConfig::from_settings(&settings),
+    )
+    .with_console(Arc::new(synnefo_api::consoles::InProcessForwarder {
+        handle: proxy.clone(),
+        public_host: args.listen.ip().to_string(),
+    }));
+    let app = synnefo_api::router(state);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "binding the API to {} (is another `synnefo up` running?)",
+                args.listen
+            )
+        })?;
+    {
+        let t = token.clone();
+        tasks.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { t.cancelled().await })
+                .await
+                .context("API server")
+        });
+    }
+
+    // Administration: staggered reconciliation
+    {
+        let t = token.clone();
+        let store = store.clone();
+        let ganeti = ganeti.clone();
+        let settings = settings.clone();
+        tasks.spawn(async move {
+            use synnefo_core::service::reconcile::{Reconciler, RunOptions, Scope};
+            let clock: Arc<dyn synnefo_core::ports::Clock> = Arc::new(synnefo_core::ports::SystemClock);
+            let reconciler = Reconciler::new(store, ganeti, clock, settings.backend_prefix_id.clone());
+            let interval = settings.reconciliation.interval_min;
+            let opts = RunOptions {
+                scope: Scope::Staggered {
+                    interval_min: interval,
+                    reconciliation_min: settings.reconciliation.reconciliation_min,
+                },
+                ..RunOptions::default()
+            };
+            reconciler
+                .run_periodically(opts, Duration::from_secs(interval * 60), t, |r| match r {
+                    Ok(report) => tracing::info!(summary = %crate::cmd::reconcile::render(&report).lines().next().unwrap_or(""), "reconcile run (report only)"),
+                    Err(e) => tracing::warn!(error = %e, "reconcile run failed"),
+                })
+                .await;
+            Ok(())
+        });
+    }
+
+    let clouds = write_clouds_yaml(&data_dir, &settings, &password)?;
+    print_banner(&args, &settings, &clouds, &password, &sims);
+
+    // Run until Ctrl-C/SIGTERM, or until a service fails.
+    let mut status = ExitCode::SUCCESS;
+    tokio::select! {
+        _ = token.cancelled() => {}
+        Some(r) = tasks.join_next() => {
+            if let Ok(Err(e)) | Err(e) = r.map_err(anyhow::Error::from) {
+                tracing::error!(error = %format!("{e:#}"), "a service stopped; shutting down");
+                status = ExitCode::FAILURE;
+            }
+            token.cancel();
+        }
+    }
+    let drain = async {
+        while let Some(r) = tasks.join_next().await {
+            if let Ok(Err(e)) = r {
+                tracing::warn!(error = %format!("{e:#}"), "service ended with an error during shutdown");
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(15), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("some services did not stop within 15 s");
+    }
+    proxy.shutdown().await;
+    bus.close();
+    for (_, sim) in &sims {
+        sim.shutdown();
+    }
+    println!("synnefo up: stopped; data kept in {}", data_dir.display());
+    Ok(status)
+}
+
+fn store_as_vm_store(store: Arc<dyn Store>) -> Arc<dyn VmStore> {
+    store
+}
+
+/// The settings of the embedded default: SQLite and everything under the data dir.
+fn embedded_settings(base: &Settings, data_dir: &Path, listen: SocketAddr) -> Settings {
+    let mut s = base.clone();
+    s.data_dir = data_dir.to_path_buf();
+    s.database.url = format!(
+        "sqlite://{}?mode=rwc",
+        data_dir.join("synnefo.db").display()
+    );
+    s.api.listen = listen.to_string();
+    s.api.public_url = format!("http://{listen}");
+    s.vncauthproxy.ctrl_socket = data_dir.join("vncauthproxy.sock");
+    s.vncauthproxy.public_host = listen.ip().to_string();
+    s.eventd.spool_dir = data_dir.join("spool");
+    // The simulators run diskless instances on "NICs" with no real network.
+    s.ganeti.default_disk_template = "diskless".into();
+    s.ganeti.default_nic_mode = "routed".into();
+    s.ganeti.default_nic_link = "100".into();
+    s
+}
+
+async fn start_cluster(
+    data_dir: &Path,
+    name: &str,
+    index: u8,
+    latency_ms: u64,
+) -> anyhow::Result<SimHandle> {
+    let config = SimConfig {
+        cluster_name: format!("{name}.sim"),
+        data_dir: Some(data_dir.join("ganeti").join(name)),
+        // Nodes live on loopback: consoles and everything else stay on this machine.
+        nodes: (1..=2)
+            .map(|n| SimNodeConfig {
+                name: format!("node{n}.{name}.sim"),
+                ip: Some("127.0.0.1".into()),
+                ..SimNodeConfig::default()
+            })
+            .collect(),
+        vnc_port_base: 11000 + u16::from(index) * 1000,
+        latency: SimLatency::uniform(Duration::from_millis(latency_ms)),
+        archive_after_ms: Some(60_000),
+        ..SimConfig::default()
+    };
+    Simulator::builder()
+        .config(config)
+        .start()
+        .await
+        .with_context(|| format!("starting the simulated cluster {name}"))
+}
+
+/// Re-creates, in a fresh simulator, the instances the DB says live there.
+async fn restore_instances(
+    store: &dyn Store,
+    sim: &SimHandle,
+    backend: BackendId,
+    prefix: &str,
+) -> anyhow::Result<()> {
+    let vms = store
+        .list_vms(&VmQuery {
+            backend_id: Some(backend),
+            ..VmQuery::default()
+        })
+        .await?;
+    let flavors: BTreeMap<FlavorId, Flavor> = store
+        .list_flavors()
+        .await?
+        .into_iter()
+        .map(|f| (f.id, f))
+        .collect();
+    let mut restored = 0;
+    for vm in vms {
+        if !matches!(vm.state.operstate, OperState::Started | OperState::Stopped) {
+            continue;
+        }
+        let nics = store.nics(vm.id).await?;
+        let flavor = flavors.get(&vm.flavor_id);
+        sim.add_instance_directly(NewSimInstance {
+            name: InstanceName::new(prefix, vm.id).to_string(),
+            memory_mib: flavor.map_or(512, |f| f.ram_mib.max(0) as u64),
+            vcpus: flavor.map_or(1, |f| f.vcpus.max(0) as u64),
+            running: vm.state.operstate == OperState::Started,
+            nic_ips: nics.iter().map(|n| n.ip.clone()).collect(),
+            ..NewSimInstance::default()
+        });
+        restored += 1;
+    }
+    if restored > 0 {
+        tracing::info!(restored, cluster = %sim.config().cluster_name, "simulated instances restored from the DB");
+    }
+    Ok(())
+}
+
+fn demo_password(data_dir: &Path, given: Option<&str>) -> anyhow::Result<String> {
+    let path = data_dir.join("demo-password");
+    if let Some(p) = given {
+        return Ok(p.to_string());
+    }
+    if let Ok(p) = std::fs::read_to_string(&path) {
+        let p = p.trim().to_string();
+        if !p.is_empty() {
+            return Ok(p);
+        }
+    }
+    let secret = synnefo_core::service::identity::new_token_secret();
+    let p: String = secret
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(16)
+        .collect();
+    write_private(&path, &format!("{p}\n"))?;
+    Ok(p)
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Demo identity, quota, flavors and images; idempotent.
+async fn seed_demo(store: &dyn Store, password: &str) -> anyhow::Result<()> {
+    let hash = synnefo_core::service::identity::hash_password(password)?;
+    let user = match store.user_by_name(DEMO_USER).await? {
+        Some(u) => store.update_user(&u.id, Some(hash), Some(true)).await?,
+        None => store.create_user(DEMO_USER, &hash, false).await?,
+    };
+    let project = match store.project_by_name(DEMO_PROJECT).await? {
+        Some(p) => p,
+        None => store.create_project(DEMO_PROJECT).await?,
+    };
+    store.add_member(&user.id, &project.id).await?;
+    store
+        .set_quota(
+            &project.id,
+            Quota {
+                servers: Some(50),
+                vcpus: Some(100),
+                ram_mib: Some(200 * 1024),
+            },
+        )
+        .await?;
+    let existing: Vec<String> = store
+        .list_flavors()
+        .await?
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    for (name, vcpus, ram, disk) in [
+        ("m1.tiny", 1, 512, 1),
+        ("m1.small", 1, 2048, 20),
+        ("m1.medium", 2, 4096, 40),
+        ("m1.large", 4, 8192, 80),
+    ] {
+        if !existing.iter().any(|n| n == name) {
+            store
+                .create_flavor(&Flavor {
+                    id: FlavorId(0),
+                    name: name.into(),
+                    vcpus,
+                    ram_mib: ram,
+                    disk_gib: disk,
+                    disk_template: "diskless".into(),
+                    is_public: true,
+                    deleted: false,
+                })
+                .await?;
+        }
+    }
+    let now = chrono::Utc::now();
+    for (id, name, os) in [
+        (
+            "0e5a2c6e-8c1b-4b7e-9f3e-6f1d2a0d0001",
+            "debian",
+            "snf-image+default",
+        ),
+        (
+            "0e5a2c6e-8c1b-4b7e-9f3e-6f1d2a0d0002",
+            "cirros",
+            "noop+default",
+        ),
+    ] {
+        if store.image(id).await?.is_none() {
+            store
+                .put_image(&Image {
+                    id: id.into(),
+                    name: name.into(),
+                    os_type: os.into(),
+                    osparams: BTreeMap::from([("img_id".to_string(), name.to_string())]),
+                    status: "ACTIVE".into(),
+                    metadata: BTreeMap::from([("os".to_string(), name.to_string())]),
+                    min_disk_gib: 0,
+                    min_ram_mib: 0,
+                    is_public: true,
+                    owner: None,
+                    created: now,
+                    updated: now,
+                })
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+fn write_clouds_yaml(
+    data_dir: &Path,
+    settings: &Settings,
+    password: &str,
+) -> anyhow::Result<PathBuf> {
+    let path = data_dir.join("clouds.yaml");
+    let text = format!(
+        "# Written by `synnefo up`. Use: OS_CLIENT_CONFIG_FILE={path} openstack --os-cloud synnefo-local ...\n\
+clouds:\n  synnefo-local:\n    auth:\n      auth_url: {url}/identity/v3\n      username: {DEMO_USER}\n      password: \"{password}\"\n      project_name: {DEMO_PROJECT}\n      user_domain_name: Default\n      project_domain_name: Default\n    region_name: {region}\n    identity_api_version: 3\n    interface: public\n",
+        path = path.display(),
+        url = settings.api.public_url,
+        region = settings.api.region,
+    );
+    write_private(&path, &text)?;
+    Ok(path)
+}
+
+fn print_banner(
+    args: &Args,
+    settings: &Settings,
+    clouds: &Path,
+    password: &str,
+    sims: &[(String, SimHandle)],
+) {
+    let url = &settings.api.public_url;
+    println!();
+    println!(
+        "  Synnefo is up (embedded: SQLite, in-process bus, {} simulated Ganeti cluster(s))",
+        sims.len()
+    );
+    println!();
+    println!("  Compute API   {url}/compute/v2.1");
+    println!("  Identity      {url}/identity/v3");
+    println!("  Credentials   user {DEMO_USER}, password {password}, project {DEMO_PROJECT}");
+    println!("  clouds.yaml   {}", clouds.display());
+    for (name, sim) in sims {
+        println!(
+            "  Ganeti        {name}: RAPI {} (job queue {})",
+            sim.url(),
+            sim.queue_dir().display()
+        );
+    }
+    println!("  Data          {}", args.data_dir.display());
+    println!();
+    println!("  Next:");
+    println!("    export OS_CLIENT_CONFIG_FILE={}", clouds.display());
+    println!(
+        "    openstack --os-cloud synnefo-local server create --flavor m1.small --image debian --wait demo1"
+    );
+    println!();
+    println!("  Ctrl-C stops everything; the next `synnefo up` reuses the data dir.");
+    println!();
+}
