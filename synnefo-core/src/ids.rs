@@ -118,7 +118,15 @@ mod tests {
 
     #[test]
     fn foreign_names_are_not_ours() {
-        for bad in ["snf-", "snf-x", "snf-4a", "vm-42", "snf--1", "snf-042", "snf-99999999999999999999"] {
+        for bad in [
+            "snf-",
+            "snf-x",
+            "snf-4a",
+            "vm-42",
+            "snf--1",
+            "snf-042",
+            "snf-99999999999999999999",
+        ] {
             assert_eq!(InstanceName::parse("snf-", bad), None, "{bad}");
         }
     }

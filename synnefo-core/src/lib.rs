@@ -49,4 +49,7 @@ pub mod state;
 pub mod store;
 pub mod testing;
 
-pub use error::{ActionError, BackendError, BusError, DomainError, EventError, ServiceError, SettingsError, StoreError};
+pub use error::{
+    ActionError, BackendError, BusError, DomainError, EventError, ServiceError, SettingsError,
+    StoreError,
+};

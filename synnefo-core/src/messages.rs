@@ -177,7 +177,9 @@ fn to_nics(wire: &[WireNic]) -> Vec<Nic> {
 
 fn time_us((sec, usec): (i64, i64)) -> Result<i64, EventError> {
     if !(0..1_000_000).contains(&usec) || sec < 0 {
-        return Err(EventError::Malformed(format!("bad event_time [{sec}, {usec}]")));
+        return Err(EventError::Malformed(format!(
+            "bad event_time [{sec}, {usec}]"
+        )));
     }
     sec.checked_mul(1_000_000)
         .and_then(|v| v.checked_add(usec))
@@ -188,7 +190,10 @@ impl OpStatusMessage {
     /// Validates the message into a [`Notification`] for `prefix`'s VMs.
     pub fn into_notification(self, prefix: &str) -> Result<Notification, EventError> {
         if self.kind != MessageKind::OpStatus.type_name() {
-            return Err(EventError::Malformed(format!("unexpected type {:?}", self.kind)));
+            return Err(EventError::Malformed(format!(
+                "unexpected type {:?}",
+                self.kind
+            )));
         }
         let name = InstanceName::parse(prefix, &self.instance)
             .ok_or_else(|| EventError::ForeignInstance(self.instance.clone()))?;
@@ -214,7 +219,10 @@ impl NetStatusMessage {
     /// Validates the message into a [`Notification`] for `prefix`'s VMs.
     pub fn into_notification(self, prefix: &str) -> Result<Notification, EventError> {
         if self.kind != MessageKind::NetStatus.type_name() {
-            return Err(EventError::Malformed(format!("unexpected type {:?}", self.kind)));
+            return Err(EventError::Malformed(format!(
+                "unexpected type {:?}",
+                self.kind
+            )));
         }
         let name = InstanceName::parse(prefix, &self.instance)
             .ok_or_else(|| EventError::ForeignInstance(self.instance.clone()))?;
@@ -242,7 +250,9 @@ pub fn decode(body: &[u8], prefix: &str) -> Result<Notification, EventError> {
         "ganeti-net-status" => serde_json::from_slice::<NetStatusMessage>(body)
             .map_err(|e| EventError::Malformed(e.to_string()))?
             .into_notification(prefix),
-        other => Err(EventError::Malformed(format!("unknown message type {other:?}"))),
+        other => Err(EventError::Malformed(format!(
+            "unknown message type {other:?}"
+        ))),
     }
 }
 
@@ -253,7 +263,8 @@ mod tests {
 
     #[test]
     fn decodes_a_synnefo_op_status_message() {
-        let body = br#"{"type":"ganeti-op-status","instance":"snf-42","operation":"OP_INSTANCE_STARTUP",
+        let body =
+            br#"{"type":"ganeti-op-status","instance":"snf-42","operation":"OP_INSTANCE_STARTUP",
             "jobId":1234,"status":"success","logmsg":null,"result":null,"event_time":[1700000000,5],
             "cluster":"c1"}"#;
         let n = decode(body, "snf-").unwrap();
@@ -300,8 +311,14 @@ mod tests {
 
     #[test]
     fn routing_keys_follow_synnefo() {
-        assert_eq!(MessageKind::OpStatus.routing_key("snf-"), "ganeti.snf.event.op");
-        assert_eq!(MessageKind::NetStatus.routing_key("snf-"), "ganeti.snf.event.net");
+        assert_eq!(
+            MessageKind::OpStatus.routing_key("snf-"),
+            "ganeti.snf.event.op"
+        );
+        assert_eq!(
+            MessageKind::NetStatus.routing_key("snf-"),
+            "ganeti.snf.event.net"
+        );
     }
 
     #[test]

@@ -135,17 +135,24 @@ pub struct JobInfo {
 impl JobInfo {
     /// The error message of a failed job: the first failing op's result.
     pub fn error_message(&self) -> Option<String> {
-        self.ops.iter().find(|o| o.status == JobStatus::Error).map(|o| match &o.result {
-            // ["OpPrereqError", [msg, ecode]]
-            Value::Array(a) if a.len() == 2 => match &a[1] {
-                Value::Array(inner) if !inner.is_empty() => {
-                    format!("{}: {}", a[0].as_str().unwrap_or("error"), inner[0].as_str().unwrap_or(&inner[0].to_string()))
-                }
-                other => format!("{}: {}", a[0].as_str().unwrap_or("error"), other),
-            },
-            Value::Null => o.log.last().cloned().unwrap_or_else(|| "job failed".into()),
-            other => other.to_string(),
-        })
+        self.ops
+            .iter()
+            .find(|o| o.status == JobStatus::Error)
+            .map(|o| match &o.result {
+                // ["OpPrereqError", [msg, ecode]]
+                Value::Array(a) if a.len() == 2 => match &a[1] {
+                    Value::Array(inner) if !inner.is_empty() => {
+                        format!(
+                            "{}: {}",
+                            a[0].as_str().unwrap_or("error"),
+                            inner[0].as_str().unwrap_or(&inner[0].to_string())
+                        )
+                    }
+                    other => format!("{}: {}", a[0].as_str().unwrap_or("error"), other),
+                },
+                Value::Null => o.log.last().cloned().unwrap_or_else(|| "job failed".into()),
+                other => other.to_string(),
+            })
     }
 }
 
@@ -169,21 +176,44 @@ pub trait GanetiBackend: Send + Sync {
     /// Starts an instance.
     async fn startup(&self, backend: BackendId, instance: &str) -> Result<JobId, BackendError>;
     /// Shuts an instance down (`timeout`: how long Ganeti waits for ACPI).
-    async fn shutdown(&self, backend: BackendId, instance: &str, timeout: Option<Duration>) -> Result<JobId, BackendError>;
+    async fn shutdown(
+        &self,
+        backend: BackendId,
+        instance: &str,
+        timeout: Option<Duration>,
+    ) -> Result<JobId, BackendError>;
     /// Reboots an instance.
-    async fn reboot(&self, backend: BackendId, instance: &str, kind: RebootKind) -> Result<JobId, BackendError>;
+    async fn reboot(
+        &self,
+        backend: BackendId,
+        instance: &str,
+        kind: RebootKind,
+    ) -> Result<JobId, BackendError>;
     /// Removes an instance.
     async fn remove(&self, backend: BackendId, instance: &str) -> Result<JobId, BackendError>;
     /// Lists every instance of a cluster in one bulk call.
     async fn list_instances(&self, backend: BackendId) -> Result<Vec<InstanceInfo>, BackendError>;
     /// One instance, or `None` if the cluster does not have it.
-    async fn instance_info(&self, backend: BackendId, instance: &str) -> Result<Option<InstanceInfo>, BackendError>;
+    async fn instance_info(
+        &self,
+        backend: BackendId,
+        instance: &str,
+    ) -> Result<Option<InstanceInfo>, BackendError>;
     /// Console location of an instance.
-    async fn console(&self, backend: BackendId, instance: &str) -> Result<ConsoleInfo, BackendError>;
+    async fn console(
+        &self,
+        backend: BackendId,
+        instance: &str,
+    ) -> Result<ConsoleInfo, BackendError>;
     /// A job's current state.
     async fn job_status(&self, backend: BackendId, job: JobId) -> Result<JobInfo, BackendError>;
     /// Waits (long-polls) until the job ends or `timeout` passes; returns its state.
-    async fn wait_for_job(&self, backend: BackendId, job: JobId, timeout: Duration) -> Result<JobInfo, BackendError>;
+    async fn wait_for_job(
+        &self,
+        backend: BackendId,
+        job: JobId,
+        timeout: Duration,
+    ) -> Result<JobInfo, BackendError>;
     /// Capacity and load of a cluster.
     async fn cluster_load(&self, backend: BackendId) -> Result<ClusterLoad, BackendError>;
 }
@@ -195,7 +225,12 @@ pub trait GanetiBackend: Send + Sync {
 #[async_trait]
 pub trait IdentityStore: Send + Sync {
     /// Creates a user (`password_hash` already argon2-hashed).
-    async fn create_user(&self, name: &str, password_hash: &str, is_admin: bool) -> Result<User, StoreError>;
+    async fn create_user(
+        &self,
+        name: &str,
+        password_hash: &str,
+        is_admin: bool,
+    ) -> Result<User, StoreError>;
     /// A user by login name.
     async fn user_by_name(&self, name: &str) -> Result<Option<User>, StoreError>;
     /// A user by id.
@@ -203,7 +238,12 @@ pub trait IdentityStore: Send + Sync {
     /// All users.
     async fn list_users(&self) -> Result<Vec<User>, StoreError>;
     /// Changes a user's password hash or enabled flag.
-    async fn update_user(&self, id: &str, password_hash: Option<String>, enabled: Option<bool>) -> Result<User, StoreError>;
+    async fn update_user(
+        &self,
+        id: &str,
+        password_hash: Option<String>,
+        enabled: Option<bool>,
+    ) -> Result<User, StoreError>;
     /// Creates a project.
     async fn create_project(&self, name: &str) -> Result<Project, StoreError>;
     /// A project by name.
@@ -255,13 +295,23 @@ pub trait CatalogStore: Send + Sync {
 #[async_trait]
 pub trait BackendStore: Send + Sync {
     /// Creates a backend, or updates host/port of the one with that name.
-    async fn upsert_backend(&self, name: &str, host: &str, port: u16) -> Result<Backend, StoreError>;
+    async fn upsert_backend(
+        &self,
+        name: &str,
+        host: &str,
+        port: u16,
+    ) -> Result<Backend, StoreError>;
     /// All backends.
     async fn list_backends(&self) -> Result<Vec<Backend>, StoreError>;
     /// One backend.
     async fn backend(&self, id: BackendId) -> Result<Option<Backend>, StoreError>;
     /// Sets the drained/offline flags (`None` leaves a flag alone).
-    async fn set_backend_flags(&self, id: BackendId, drained: Option<bool>, offline: Option<bool>) -> Result<Backend, StoreError>;
+    async fn set_backend_flags(
+        &self,
+        id: BackendId,
+        drained: Option<bool>,
+        offline: Option<bool>,
+    ) -> Result<Backend, StoreError>;
     /// Per backend: non-deleted VMs and their summed RAM (MiB).
     async fn backend_usage(&self) -> Result<HashMap<BackendId, Usage>, StoreError>;
 }
@@ -328,11 +378,19 @@ pub trait VmStore: Send + Sync {
     async fn update_vm_state(&self, update: &VmStateUpdate) -> Result<Vm, StoreError>;
     /// Writes many state updates in one transaction; per update, `Ok` or the
     /// error (typically `Conflict`) that made that one alone not apply.
-    async fn update_vm_states(&self, updates: &[VmStateUpdate]) -> Result<Vec<Result<(), StoreError>>, StoreError>;
+    async fn update_vm_states(
+        &self,
+        updates: &[VmStateUpdate],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError>;
     /// Renames a VM.
     async fn rename_vm(&self, id: VmId, name: &str) -> Result<Vm, StoreError>;
     /// Replaces (`replace = true`) or merges a VM's metadata; returns the result.
-    async fn set_vm_metadata(&self, id: VmId, items: &BTreeMap<String, String>, replace: bool) -> Result<BTreeMap<String, String>, StoreError>;
+    async fn set_vm_metadata(
+        &self,
+        id: VmId,
+        items: &BTreeMap<String, String>,
+        replace: bool,
+    ) -> Result<BTreeMap<String, String>, StoreError>;
     /// Deletes one metadata key; `NotFound` if absent.
     async fn delete_vm_metadata(&self, id: VmId, key: &str) -> Result<(), StoreError>;
     /// A VM's NICs in index order.

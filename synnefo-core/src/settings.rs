@@ -45,7 +45,11 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"********\"" })
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"********\""
+        })
     }
 }
 
@@ -131,7 +135,11 @@ pub struct AmqpSettings {
 impl AmqpSettings {
     /// The `amqp://` URI for lapin.
     pub fn uri(&self) -> String {
-        let vhost = if self.vhost == "/" { "%2f".to_string() } else { self.vhost.trim_start_matches('/').to_string() };
+        let vhost = if self.vhost == "/" {
+            "%2f".to_string()
+        } else {
+            self.vhost.trim_start_matches('/').to_string()
+        };
         format!(
             "amqp://{}:{}@{}:{}/{}",
             pct(&self.username),
@@ -146,7 +154,9 @@ impl AmqpSettings {
 fn pct(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -337,7 +347,10 @@ impl SettingsSources {
         let files = if !explicit.is_empty() {
             explicit.to_vec()
         } else if let Ok(v) = std::env::var("SYNNEFO_CONFIG") {
-            v.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect()
+            v.split(':')
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from)
+                .collect()
         } else if Path::new(DEFAULT_CONFIG_PATH).exists() {
             vec![PathBuf::from(DEFAULT_CONFIG_PATH)]
         } else {
@@ -408,8 +421,14 @@ impl Settings {
             })
         };
         let p = &self.backend_prefix_id;
-        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') || !p.as_bytes()[0].is_ascii_alphabetic() {
-            return bad("backend_prefix_id", "must start with a letter and hold only letters, digits and '-'");
+        if p.is_empty()
+            || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            || !p.as_bytes()[0].is_ascii_alphabetic()
+        {
+            return bad(
+                "backend_prefix_id",
+                "must start with a letter and hold only letters, digits and '-'",
+            );
         }
         if !["sqlite:", "postgres:", "postgresql:", "mysql:", "mariadb:"]
             .iter()
@@ -421,13 +440,21 @@ impl Settings {
             return bad("database.max_connections", "must be at least 1");
         }
         if self.reconciliation.reconciliation_min == 0 {
-            return bad("reconciliation.reconciliation_min", "must be at least 1 minute");
+            return bad(
+                "reconciliation.reconciliation_min",
+                "must be at least 1 minute",
+            );
         }
         if self.reconciliation.interval_min == 0 {
             return bad("reconciliation.interval_min", "must be at least 1 minute");
         }
-        if self.vncauthproxy.port_min > self.vncauthproxy.port_max || self.vncauthproxy.port_min == 0 {
-            return bad("vncauthproxy.port_min", "must be non-zero and not above port_max");
+        if self.vncauthproxy.port_min > self.vncauthproxy.port_max
+            || self.vncauthproxy.port_min == 0
+        {
+            return bad(
+                "vncauthproxy.port_min",
+                "must be non-zero and not above port_max",
+            );
         }
         if self.amqp.prefetch == 0 {
             return bad("amqp.prefetch", "must be at least 1");
@@ -443,7 +470,10 @@ impl Settings {
                 return bad(&format!("ganeti.clusters.{name}.host"), "must not be empty");
             }
             if c.timeout_secs == 0 {
-                return bad(&format!("ganeti.clusters.{name}.timeout_secs"), "must be at least 1");
+                return bad(
+                    &format!("ganeti.clusters.{name}.timeout_secs"),
+                    "must be at least 1",
+                );
             }
         }
         Ok(())
@@ -456,7 +486,11 @@ impl Settings {
 }
 
 fn describe_figment_error(e: figment::Error) -> String {
-    let key = if e.path.is_empty() { String::new() } else { format!("key `{}`: ", e.path.join(".")) };
+    let key = if e.path.is_empty() {
+        String::new()
+    } else {
+        format!("key `{}`: ", e.path.join("."))
+    };
     let source = match &e.metadata {
         Some(md) => match &md.source {
             Some(figment::Source::File(p)) => format!(" (in {})", p.display()),
@@ -486,16 +520,13 @@ mod tests {
 
     fn load(text: &str) -> Result<Settings, SettingsError> {
         let f = file(text);
-        Settings::load(&SettingsSources {
+        let loaded = Settings::load(&SettingsSources {
             files: vec![f.path().to_path_buf()],
             env: false,
             inline: None,
-        })
-        .map_err(|e| {
-            // Keep the temp file alive until the error is rendered.
-            let _ = &f;
-            e
-        })
+        });
+        drop(f);
+        loaded
     }
 
     #[test]
@@ -523,7 +554,10 @@ password = "p"
         )
         .unwrap();
         assert_eq!(s.backend_prefix_id, "vm-");
-        assert_eq!(s.database.max_connections, 16, "untouched keys keep their defaults");
+        assert_eq!(
+            s.database.max_connections, 16,
+            "untouched keys keep their defaults"
+        );
         let c1 = &s.ganeti.clusters["c1"];
         assert_eq!((c1.port, c1.https, c1.timeout_secs), (5080, true, 30));
     }
@@ -596,9 +630,13 @@ password = "p"
 
     #[test]
     fn validation_names_the_key() {
-        let err = Settings::defaults_with("backend_prefix_id = \"1x\"").unwrap_err().to_string();
+        let err = Settings::defaults_with("backend_prefix_id = \"1x\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("backend_prefix_id"), "{err}");
-        let err = Settings::defaults_with("[vncauthproxy]\nport_min = 9\nport_max = 8").unwrap_err().to_string();
+        let err = Settings::defaults_with("[vncauthproxy]\nport_min = 9\nport_max = 8")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("vncauthproxy.port_min"), "{err}");
     }
 
@@ -620,7 +658,10 @@ password = "rapipass"
         let shown = s.to_masked_toml();
         for secret in ["dbpass", "rabbitpass", "rapipass"] {
             assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
-            assert!(!format!("{s:?}").contains(secret), "{secret} leaked in Debug");
+            assert!(
+                !format!("{s:?}").contains(secret),
+                "{secret} leaked in Debug"
+            );
         }
         assert!(shown.contains("postgres://synnefo:********@db/synnefo"));
         assert_eq!(s.amqp.password.expose(), "rabbitpass");
@@ -628,7 +669,8 @@ password = "rapipass"
 
     #[test]
     fn amqp_uri_encodes_credentials() {
-        let s = Settings::defaults_with("[amqp]\nusername = \"okeanos\"\npassword = \"0k3@n0s\"").unwrap();
+        let s = Settings::defaults_with("[amqp]\nusername = \"okeanos\"\npassword = \"0k3@n0s\"")
+            .unwrap();
         assert_eq!(s.amqp.uri(), "amqp://okeanos:0k3%40n0s@127.0.0.1:5672/%2f");
     }
 }

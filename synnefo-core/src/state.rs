@@ -124,7 +124,10 @@ impl JobStatus {
 
     /// True for the statuses a job never leaves.
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobStatus::Canceled | JobStatus::Success | JobStatus::Error)
+        matches!(
+            self,
+            JobStatus::Canceled | JobStatus::Success | JobStatus::Error
+        )
     }
 
     /// Progress rank within one opcode: a later status never has a lower rank.
@@ -529,7 +532,12 @@ pub fn start_action(vm: &VmState, action: Action) -> Result<VmState, ActionError
     if vm.deleted {
         return Err(ActionError::Deleted);
     }
-    if vm.operstate == OperState::Build && !matches!(action, Action::Destroy | Action::Suspend | Action::Unsuspend) {
+    if vm.operstate == OperState::Build
+        && !matches!(
+            action,
+            Action::Destroy | Action::Suspend | Action::Unsuspend
+        )
+    {
         return Err(ActionError::BuildInProgress);
     }
     let refuse = || {
@@ -549,7 +557,9 @@ pub fn start_action(vm: &VmState, action: Action) -> Result<VmState, ActionError
         {
             return refuse();
         }
-        Action::Destroy if vm.operstate == OperState::Destroyed => return Err(ActionError::Deleted),
+        Action::Destroy if vm.operstate == OperState::Destroyed => {
+            return Err(ActionError::Deleted);
+        }
         _ => {}
     }
     let mut next = vm.clone();
@@ -560,7 +570,10 @@ pub fn start_action(vm: &VmState, action: Action) -> Result<VmState, ActionError
         _ => {}
     }
     next.job = None;
-    next.action = Some(PendingAction { action, job_id: None });
+    next.action = Some(PendingAction {
+        action,
+        job_id: None,
+    });
     Ok(next)
 }
 

@@ -27,7 +27,9 @@ pub fn amqp_url() -> String {
 
 /// True when running under CI (`CI=true`).
 pub fn in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+    std::env::var("CI")
+        .map(|v| v == "true" || v == "1")
+        .unwrap_or(false)
 }
 
 /// Handles an unreachable service: panics under CI, otherwise prints a loud

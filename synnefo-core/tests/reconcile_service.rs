@@ -644,7 +644,7 @@ async fn staggered(n: u64, interval: u64, window: u64) {
         ..RunOptions::default()
     };
     let k = batch_size(n, interval, window);
-    if window % interval == 0 {
+    if window.is_multiple_of(interval) {
         assert_eq!(
             k,
             seed_batch_size(n, interval, window),

@@ -42,15 +42,12 @@ pub async fn run(files: &[PathBuf], cmd: ConfigCommand) -> anyhow::Result<ExitCo
                 .iter()
                 .map(|f| f.display().to_string())
                 .collect();
-            println!(
-                "settings OK (defaults{}{})",
-                if files.is_empty() {
-                    String::new()
-                } else {
-                    format!(" + {}", files.join(" + "))
-                },
-                " + SYNNEFO_* environment"
-            );
+            let extra = if files.is_empty() {
+                String::new()
+            } else {
+                format!(" + {}", files.join(" + "))
+            };
+            println!("settings OK (defaults{extra} + SYNNEFO_* environment)");
         }
         ConfigCommand::Defaults => unreachable!("handled above"),
     }

@@ -83,7 +83,11 @@ pub fn change_for(vm: &Vm, state: &VmState, n: &Notification) -> Option<VmChange
                 state: next,
                 // NICs reported with a successful op are the instance's NICs
                 // after that op; only take them from an event we applied.
-                nics: if event.status == crate::state::JobStatus::Success { nics.clone() } else { None },
+                nics: if event.status == crate::state::JobStatus::Success {
+                    nics.clone()
+                } else {
+                    None
+                },
             }),
             Transition::Ignored(_) => None,
         },
@@ -95,7 +99,10 @@ pub fn change_for(vm: &Vm, state: &VmState, n: &Notification) -> Option<VmChange
 }
 
 /// Applies one backend notification to its VM.
-pub async fn apply_notification<S: VmStore + ?Sized>(store: &S, n: &Notification) -> Result<ApplyOutcome, ServiceError> {
+pub async fn apply_notification<S: VmStore + ?Sized>(
+    store: &S,
+    n: &Notification,
+) -> Result<ApplyOutcome, ServiceError> {
     let changed = modify_vm(store, n.vm(), |vm| Ok(change_for(vm, &vm.state, n))).await?;
     Ok(match changed {
         Some(_) => ApplyOutcome::Applied,
@@ -115,20 +122,33 @@ pub async fn apply_notifications<S: VmStore + ?Sized>(
     let mut ids: Vec<VmId> = batch.iter().map(Notification::vm).collect();
     ids.sort_unstable();
     ids.dedup();
-    let vms: HashMap<VmId, Vm> = store.vms(&ids).await?.into_iter().map(|v| (v.id, v)).collect();
+    let vms: HashMap<VmId, Vm> = store
+        .vms(&ids)
+        .await?
+        .into_iter()
+        .map(|v| (v.id, v))
+        .collect();
 
     // Fold every notification of a VM into one pending change.
-    let mut results: Vec<Option<Result<ApplyOutcome, ServiceError>>> = Vec::with_capacity(batch.len());
-    let mut pending: HashMap<VmId, (VmState, Option<Vec<Nic>>, Vec<usize>)> = HashMap::new();
+    let mut results: Vec<Option<Result<ApplyOutcome, ServiceError>>> =
+        Vec::with_capacity(batch.len());
+    // Per VM: the folded state, NICs to store, and the batch indexes it covers.
+    type Pending = (VmState, Option<Vec<Nic>>, Vec<usize>);
+    let mut pending: HashMap<VmId, Pending> = HashMap::new();
     for (i, n) in batch.iter().enumerate() {
         let Some(vm) = vms.get(&n.vm()) else {
-            results.push(Some(Err(ServiceError::NotFound(format!("server {} not found", n.vm())))));
+            results.push(Some(Err(ServiceError::NotFound(format!(
+                "server {} not found",
+                n.vm()
+            )))));
             continue;
         };
         let current = pending.get(&vm.id).map_or(&vm.state, |p| &p.0);
         match change_for(vm, current, n) {
             Some(change) => {
-                let entry = pending.entry(vm.id).or_insert_with(|| (vm.state.clone(), None, Vec::new()));
+                let entry = pending
+                    .entry(vm.id)
+                    .or_insert_with(|| (vm.state.clone(), None, Vec::new()));
                 entry.0 = change.state;
                 if change.nics.is_some() {
                     entry.1 = change.nics;
@@ -154,7 +174,11 @@ pub async fn apply_notifications<S: VmStore + ?Sized>(
             }
         })
         .collect();
-    let written = if updates.is_empty() { Vec::new() } else { store.update_vm_states(&updates).await? };
+    let written = if updates.is_empty() {
+        Vec::new()
+    } else {
+        store.update_vm_states(&updates).await?
+    };
 
     for (id, outcome) in order.iter().zip(written) {
         let members = &pending[id].2;

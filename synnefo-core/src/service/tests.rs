@@ -56,14 +56,20 @@ async fn modify_vm_retries_after_losing_a_race() {
         if w.fetch_add(1, Ordering::SeqCst) == 0 {
             Err(StoreError::Conflict("vm 1".into()))
         } else {
-            assert_eq!(u.expected_version, 1, "recomputed from the reloaded version");
+            assert_eq!(
+                u.expected_version, 1,
+                "recomputed from the reloaded version"
+            );
             let mut v = vm(1, 2);
             v.state = u.state.clone();
             Ok(v)
         }
     });
     let n = op(1, 5, OpCode::InstanceCreate, JobStatus::Success);
-    assert_eq!(apply_notification(&store, &n).await.unwrap(), ApplyOutcome::Applied);
+    assert_eq!(
+        apply_notification(&store, &n).await.unwrap(),
+        ApplyOutcome::Applied
+    );
     assert_eq!(loads.load(Ordering::SeqCst), 2);
     assert_eq!(writes.load(Ordering::SeqCst), 2);
 }
@@ -73,17 +79,25 @@ async fn unknown_vms_are_not_found() {
     let mut store = MockVmStore::new();
     store.expect_vm().returning(|_| Ok(None));
     store.expect_update_vm_state().times(0);
-    let err = apply_notification(&store, &op(9, 1, OpCode::InstanceStartup, JobStatus::Success)).await.unwrap_err();
+    let err = apply_notification(
+        &store,
+        &op(9, 1, OpCode::InstanceStartup, JobStatus::Success),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, ServiceError::NotFound(_)), "{err}");
 }
 
 #[tokio::test]
 async fn a_batch_is_one_read_and_one_write() {
     let mut store = MockVmStore::new();
-    store
-        .expect_vms()
-        .times(1)
-        .returning(|ids| Ok(ids.iter().filter(|i| i.0 != 3).map(|i| vm(i.0, 0)).collect()));
+    store.expect_vms().times(1).returning(|ids| {
+        Ok(ids
+            .iter()
+            .filter(|i| i.0 != 3)
+            .map(|i| vm(i.0, 0))
+            .collect())
+    });
     store.expect_update_vm_states().times(1).returning(|ups| {
         assert_eq!(ups.len(), 2, "one update per VM, events folded");
         let one = ups.iter().find(|u| u.id == VmId(1)).unwrap();
@@ -101,8 +115,14 @@ async fn a_batch_is_one_read_and_one_write() {
     let out = apply_notifications(&store, &batch).await.unwrap();
     assert!(matches!(out[0], Ok(ApplyOutcome::Applied)));
     assert!(matches!(out[2], Ok(ApplyOutcome::Applied)));
-    assert!(matches!(out[3], Ok(ApplyOutcome::Ignored(_))), "duplicate within the batch");
-    assert!(matches!(out[4], Err(ServiceError::NotFound(_))), "VM 3 is not in the store");
+    assert!(
+        matches!(out[3], Ok(ApplyOutcome::Ignored(_))),
+        "duplicate within the batch"
+    );
+    assert!(
+        matches!(out[4], Err(ServiceError::NotFound(_))),
+        "VM 3 is not in the store"
+    );
 }
 
 #[tokio::test]
@@ -119,7 +139,9 @@ async fn a_batch_with_only_duplicates_writes_nothing() {
     ) {
         current.state = s;
     }
-    store.expect_vms().returning(move |_| Ok(vec![current.clone()]));
+    store
+        .expect_vms()
+        .returning(move |_| Ok(vec![current.clone()]));
     store.expect_update_vm_states().times(0);
     let out = apply_notifications(&store, &[n]).await.unwrap();
     assert!(matches!(out[0], Ok(ApplyOutcome::Ignored(_))));

@@ -45,12 +45,21 @@ const SUCCESS_TABLE: &[(&str, Option<&str>)] = &[
 ];
 
 fn expected(from: &str, opcode: &str, status: &str) -> &'static str {
-    let from: &'static str = OperState::ALL.iter().find(|o| o.as_str() == from).unwrap().as_str();
+    let from: &'static str = OperState::ALL
+        .iter()
+        .find(|o| o.as_str() == from)
+        .unwrap()
+        .as_str();
     if from == "DESTROYED" {
         return "DESTROYED";
     }
     match status {
-        "success" => SUCCESS_TABLE.iter().find(|(o, _)| *o == opcode).unwrap().1.unwrap_or(from),
+        "success" => SUCCESS_TABLE
+            .iter()
+            .find(|(o, _)| *o == opcode)
+            .unwrap()
+            .1
+            .unwrap_or(from),
         "error" | "canceled" if opcode == "OP_INSTANCE_CREATE" => "ERROR",
         _ => from,
     }
@@ -58,7 +67,11 @@ fn expected(from: &str, opcode: &str, status: &str) -> &'static str {
 
 #[test]
 fn every_operstate_opcode_status_combination() {
-    assert_eq!(SUCCESS_TABLE.len(), OpCode::ALL.len(), "table covers every opcode");
+    assert_eq!(
+        SUCCESS_TABLE.len(),
+        OpCode::ALL.len(),
+        "table covers every opcode"
+    );
     let mut checked = 0;
     for from in OperState::ALL {
         for &opcode in OpCode::ALL {
@@ -73,11 +86,24 @@ fn every_operstate_opcode_status_combination() {
                 assert_eq!(next.operstate.as_str(), want, "{from} + {opcode} {status}");
                 // The job is always recorded, with its log message.
                 let job = next.job.as_ref().unwrap();
-                assert_eq!((job.job_id, job.opcode, job.status), (JobId(10), opcode, status));
-                assert_eq!(job.log_msg.as_deref(), Some(format!("{opcode} {status}").as_str()));
-                assert_eq!(next.deleted, want == "DESTROYED", "{from} + {opcode} {status}: deleted flag");
+                assert_eq!(
+                    (job.job_id, job.opcode, job.status),
+                    (JobId(10), opcode, status)
+                );
+                assert_eq!(
+                    job.log_msg.as_deref(),
+                    Some(format!("{opcode} {status}").as_str())
+                );
+                assert_eq!(
+                    next.deleted,
+                    want == "DESTROYED",
+                    "{from} + {opcode} {status}: deleted flag"
+                );
                 // Applying the same event again is a no-op.
-                assert_eq!(apply_op_status(&next, &e), Transition::Ignored(Ignored::Duplicate));
+                assert_eq!(
+                    apply_op_status(&next, &e),
+                    Transition::Ignored(Ignored::Duplicate)
+                );
                 checked += 1;
             }
         }
@@ -87,8 +113,14 @@ fn every_operstate_opcode_status_combination() {
 
 #[test]
 fn unknown_opcodes_and_statuses_are_typed_errors() {
-    assert_eq!("OP_NODE_ADD".parse::<OpCode>(), Err(EventError::UnknownOpCode("OP_NODE_ADD".into())));
-    assert_eq!("done".parse::<JobStatus>(), Err(EventError::UnknownStatus("done".into())));
+    assert_eq!(
+        "OP_NODE_ADD".parse::<OpCode>(),
+        Err(EventError::UnknownOpCode("OP_NODE_ADD".into()))
+    );
+    assert_eq!(
+        "done".parse::<JobStatus>(),
+        Err(EventError::UnknownStatus("done".into()))
+    );
     for op in OpCode::ALL {
         assert_eq!(op.as_str().parse::<OpCode>().unwrap(), *op);
     }
@@ -97,29 +129,44 @@ fn unknown_opcodes_and_statuses_are_typed_errors() {
 #[test]
 fn stale_events_never_regress_state() {
     let vm = VmState::new_build();
-    let Transition::Applied(vm) = apply_op_status(&vm, &ev(1, OpCode::InstanceCreate, JobStatus::Success, 10)) else {
+    let Transition::Applied(vm) =
+        apply_op_status(&vm, &ev(1, OpCode::InstanceCreate, JobStatus::Success, 10))
+    else {
         panic!()
     };
-    let Transition::Applied(vm) = apply_op_status(&vm, &ev(3, OpCode::InstanceShutdown, JobStatus::Success, 30)) else {
+    let Transition::Applied(vm) = apply_op_status(
+        &vm,
+        &ev(3, OpCode::InstanceShutdown, JobStatus::Success, 30),
+    ) else {
         panic!()
     };
     assert_eq!(vm.operstate, OperState::Stopped);
     // A startup from an older job arrives late: ignored entirely.
     let late = ev(2, OpCode::InstanceStartup, JobStatus::Success, 20);
-    assert_eq!(apply_op_status(&vm, &late), Transition::Ignored(Ignored::Stale));
+    assert_eq!(
+        apply_op_status(&vm, &late),
+        Transition::Ignored(Ignored::Stale)
+    );
     // And an older status of the same op too.
     let older = ev(3, OpCode::InstanceShutdown, JobStatus::Running, 25);
-    assert_eq!(apply_op_status(&vm, &older), Transition::Ignored(Ignored::Stale));
+    assert_eq!(
+        apply_op_status(&vm, &older),
+        Transition::Ignored(Ignored::Stale)
+    );
 }
 
 #[test]
 fn removal_is_absorbing() {
     let vm = vm_in(OperState::Started);
-    let Transition::Applied(vm) = apply_op_status(&vm, &ev(5, OpCode::InstanceRemove, JobStatus::Success, 50)) else {
+    let Transition::Applied(vm) =
+        apply_op_status(&vm, &ev(5, OpCode::InstanceRemove, JobStatus::Success, 50))
+    else {
         panic!()
     };
     assert!(vm.deleted);
-    let Transition::Applied(after) = apply_op_status(&vm, &ev(6, OpCode::InstanceStartup, JobStatus::Success, 60)) else {
+    let Transition::Applied(after) =
+        apply_op_status(&vm, &ev(6, OpCode::InstanceStartup, JobStatus::Success, 60))
+    else {
         panic!()
     };
     assert_eq!(after.operstate, OperState::Destroyed);
@@ -130,15 +177,23 @@ fn failures_keep_state_and_log() {
     let vm = vm_in(OperState::Started);
     let mut e = ev(7, OpCode::InstanceShutdown, JobStatus::Error, 70);
     e.log_msg = Some("OpPrereqError: instance is locked".into());
-    let Transition::Applied(next) = apply_op_status(&vm, &e) else { panic!() };
+    let Transition::Applied(next) = apply_op_status(&vm, &e) else {
+        panic!()
+    };
     assert_eq!(next.operstate, OperState::Started);
-    assert_eq!(next.job.unwrap().log_msg.as_deref(), Some("OpPrereqError: instance is locked"));
+    assert_eq!(
+        next.job.unwrap().log_msg.as_deref(),
+        Some("OpPrereqError: instance is locked")
+    );
 }
 
 #[test]
 fn start_action_rules() {
     let build = VmState::new_build();
-    assert_eq!(start_action(&build, Action::Stop), Err(ActionError::BuildInProgress));
+    assert_eq!(
+        start_action(&build, Action::Stop),
+        Err(ActionError::BuildInProgress)
+    );
     let d = start_action(&build, Action::Destroy).unwrap();
     assert!(d.deleted, "destroy marks deleted at once");
     assert_eq!(start_action(&d, Action::Start), Err(ActionError::Deleted));
@@ -151,14 +206,23 @@ fn start_action_rules() {
         log_msg: None,
     });
     let stopping = start_action(&running, Action::Stop).unwrap();
-    assert_eq!(stopping.job, None, "starting an action clears the backend job");
-    assert!(matches!(start_action(&running, Action::Start), Err(ActionError::InvalidState { .. })));
+    assert_eq!(
+        stopping.job, None,
+        "starting an action clears the backend job"
+    );
+    assert!(matches!(
+        start_action(&running, Action::Start),
+        Err(ActionError::InvalidState { .. })
+    ));
 
     let s = start_action(&running, Action::Suspend).unwrap();
     assert!(s.suspended);
     let mut stopped = s.clone();
     stopped.operstate = OperState::Stopped;
-    assert_eq!(start_action(&stopped, Action::Start), Err(ActionError::Suspended));
+    assert_eq!(
+        start_action(&stopped, Action::Start),
+        Err(ActionError::Suspended)
+    );
     let u = start_action(&stopped, Action::Unsuspend).unwrap();
     assert!(!u.suspended);
     assert!(start_action(&u, Action::Start).is_ok());
@@ -179,18 +243,25 @@ fn openstack_status_mapping() {
         assert_eq!(server_status(&vm_in(op)).as_str(), want);
     }
     let vm = vm_in(OperState::Started);
-    let soft = record_submitted_job(&start_action(&vm, Action::Reboot(RebootKind::Soft)).unwrap(), JobId(9));
+    let soft = record_submitted_job(
+        &start_action(&vm, Action::Reboot(RebootKind::Soft)).unwrap(),
+        JobId(9),
+    );
     assert_eq!(server_status(&soft), ServerStatus::Reboot);
     let hard = start_action(&vm, Action::Reboot(RebootKind::Hard)).unwrap();
     assert_eq!(server_status(&hard), ServerStatus::HardReboot);
     assert_eq!(synnefo_status(&vm_in(OperState::Stopped)), "STOPPED");
     // The reboot job finishing ends the REBOOT status.
-    let Transition::Applied(done) = apply_op_status(&soft, &ev(9, OpCode::InstanceReboot, JobStatus::Success, 5)) else {
+    let Transition::Applied(done) =
+        apply_op_status(&soft, &ev(9, OpCode::InstanceReboot, JobStatus::Success, 5))
+    else {
         panic!()
     };
     assert_eq!(server_status(&done), ServerStatus::Active);
     // A failed reboot also ends it.
-    let Transition::Applied(failed) = apply_op_status(&soft, &ev(9, OpCode::InstanceReboot, JobStatus::Error, 5)) else {
+    let Transition::Applied(failed) =
+        apply_op_status(&soft, &ev(9, OpCode::InstanceReboot, JobStatus::Error, 5))
+    else {
         panic!()
     };
     assert_eq!(server_status(&failed), ServerStatus::Active);
@@ -214,8 +285,11 @@ fn history() -> impl Strategy<Value = Vec<OpStatusEvent>> {
         1 => Just(JobStatus::Canceled),
     ];
     let job = (op, end, any::<bool>(), 1u32..3);
-    (prop::collection::vec(job, 0..8), prop_oneof![Just(JobStatus::Success), Just(JobStatus::Error)]).prop_map(
-        |(jobs, create_end)| {
+    (
+        prop::collection::vec(job, 0..8),
+        prop_oneof![Just(JobStatus::Success), Just(JobStatus::Error)],
+    )
+        .prop_map(|(jobs, create_end)| {
             let mut out = Vec::new();
             let mut t = 1_000_000i64;
             let all = std::iter::once((OpCode::InstanceCreate, create_end, true, 1)).chain(jobs);
@@ -237,14 +311,15 @@ fn history() -> impl Strategy<Value = Vec<OpStatusEvent>> {
                 }
             }
             out
-        },
-    )
+        })
 }
 
 fn run(events: &[OpStatusEvent]) -> VmState {
-    events.iter().fold(VmState::new_build(), |vm, e| match apply_op_status(&vm, e) {
-        Transition::Applied(n) => n,
-        Transition::Ignored(_) => vm,
+    events.iter().fold(VmState::new_build(), |vm, e| {
+        match apply_op_status(&vm, e) {
+            Transition::Applied(n) => n,
+            Transition::Ignored(_) => vm,
+        }
     })
 }
 
