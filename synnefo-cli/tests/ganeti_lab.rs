@@ -1452,7 +1452,9 @@ async fn scenario(
     ensure!(
         // Which check refuses first depends on the allocator (hail) or the
         // instance policy; either way the fault is Ganeti's own message.
-        ["violates policy", "iallocator", "OpPrereqError"].iter().any(|m| fault.contains(m))
+        ["violates policy", "iallocator", "OpPrereqError"]
+            .iter()
+            .any(|m| fault.contains(m))
             && !fault.starts_with("Ganeti job"),
         "the fault does not carry Ganeti's message (the failed job's result): {server}"
     );
