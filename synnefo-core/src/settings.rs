@@ -529,6 +529,21 @@ mod tests {
         loaded
     }
 
+    /// Loads `text` as an override file; returns the error and the file's path.
+    fn load_err(text: &str) -> (String, String) {
+        let f = file(text);
+        let path = f.path().display().to_string();
+        let loaded = Settings::load(&SettingsSources {
+            files: vec![f.path().to_path_buf()],
+            env: false,
+            inline: None,
+        });
+        match loaded {
+            Ok(_) => panic!("settings {text:?} should not load"),
+            Err(e) => (e.to_string(), path),
+        }
+    }
+
     #[test]
     fn defaults_load() {
         let s = Settings::defaults_with("").unwrap();
@@ -564,57 +579,29 @@ password = "p"
 
     #[test]
     fn unknown_keys_name_the_key_and_the_file() {
-        let f = file("[database]\nurll = \"x\"\n");
-        let err = Settings::load(&SettingsSources {
-            files: vec![f.path().to_path_buf()],
-            env: false,
-            inline: None,
-        })
-        .unwrap_err()
-        .to_string();
+        let (err, path) = load_err("[database]\nurll = \"x\"\n");
         assert!(err.contains("urll"), "{err}");
-        assert!(err.contains(&f.path().display().to_string()), "{err}");
+        assert!(err.contains(&path), "{err}");
     }
 
     #[test]
     fn wrong_types_name_the_key_and_the_file() {
-        let f = file("[amqp]\nport = \"five\"\n");
-        let err = Settings::load(&SettingsSources {
-            files: vec![f.path().to_path_buf()],
-            env: false,
-            inline: None,
-        })
-        .unwrap_err()
-        .to_string();
+        let (err, path) = load_err("[amqp]\nport = \"five\"\n");
         assert!(err.contains("amqp.port"), "{err}");
-        assert!(err.contains(&f.path().display().to_string()), "{err}");
+        assert!(err.contains(&path), "{err}");
     }
 
     #[test]
     fn missing_required_values_are_named() {
-        let f = file("[ganeti.clusters.c1]\nhost = \"h\"\nusername = \"u\"\n");
-        let err = Settings::load(&SettingsSources {
-            files: vec![f.path().to_path_buf()],
-            env: false,
-            inline: None,
-        })
-        .unwrap_err()
-        .to_string();
+        let (err, _path) = load_err("[ganeti.clusters.c1]\nhost = \"h\"\nusername = \"u\"\n");
         assert!(err.contains("password"), "{err}");
         assert!(err.contains("ganeti.clusters.c1"), "{err}");
     }
 
     #[test]
     fn syntax_errors_name_the_file() {
-        let f = file("[database\n");
-        let err = Settings::load(&SettingsSources {
-            files: vec![f.path().to_path_buf()],
-            env: false,
-            inline: None,
-        })
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains(&f.path().display().to_string()), "{err}");
+        let (err, path) = load_err("[database\n");
+        assert!(err.contains(&path), "{err}");
     }
 
     #[test]
