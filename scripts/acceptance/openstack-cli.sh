@@ -56,8 +56,14 @@ fi
 BIN=${SYNNEFO_TEST_BIN:-}
 if [[ -z "$BIN" ]]; then
     log "building synnefo"
-    (cd "$ROOT" && cargo build --quiet -p synnefo-cli --bin synnefo)
-    BIN="$ROOT/target/debug/synnefo"
+    # Ask cargo where it put the binary: CI points CARGO_TARGET_DIR at a cache outside the clone.
+    BIN=$(cd "$ROOT" && cargo build --locked --quiet -p synnefo-cli --bin synnefo --message-format=json |
+        python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "synnefo":
+        print(m["executable"])')
+    if [[ -z "$BIN" || ! -x "$BIN" ]]; then echo "could not locate the synnefo binary after cargo build"; exit 1; fi
 fi
 log "starting synnefo up on $API"
 SYNNEFO_CONFIG=/dev/null "$BIN" up --data-dir "$WORK/data" --listen "127.0.0.1:${PORT}" \
