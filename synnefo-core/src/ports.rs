@@ -399,6 +399,12 @@ pub trait VmStore: Send + Sync {
     async fn nics_of(&self, ids: &[VmId]) -> Result<HashMap<VmId, Vec<Nic>>, StoreError>;
     /// Replaces a VM's NICs.
     async fn set_nics(&self, id: VmId, nics: &[Nic]) -> Result<(), StoreError>;
+    /// The project's VM generation: a counter that every committed change
+    /// to one of the project's VMs (creation, state, name, metadata, NICs)
+    /// increases in the same transaction. Read it before reading VMs: equal
+    /// generations mean equal VM data, whichever process wrote. `NotFound`
+    /// for an unknown project.
+    async fn vm_generation(&self, project_id: &str) -> Result<i64, StoreError>;
     /// The `limit` non-deleted VMs reconciled longest ago (never first).
     async fn least_recently_reconciled(&self, limit: u64) -> Result<Vec<Vm>, StoreError>;
     /// Stamps `ids` as reconciled at `at`.

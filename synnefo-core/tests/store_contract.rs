@@ -1291,6 +1291,114 @@ async fn reconciliation(s: &SeaStore) {
     assert!(s.least_recently_reconciled(0).await.unwrap().is_empty());
 }
 
+/// Every committed change to a project's VMs bumps its generation; reads,
+/// bookkeeping, failed writes and other projects' changes do not.
+async fn vm_generations(s: &SeaStore) {
+    let t = tenant(s).await;
+    let other = tenant(s).await;
+    let generation = |p: &str| {
+        let p = p.to_string();
+        async move { s.vm_generation(&p).await.expect("generation") }
+    };
+    let mut g = generation(&t.project.id).await;
+    let other_g = generation(&other.project.id).await;
+    fn bumped(g: &mut i64, now: i64, what: &str) {
+        assert!(
+            now > *g,
+            "{what} did not bump the generation ({now} <= {g})"
+        );
+        *g = now;
+    }
+
+    let a = create(s, &t, "gen-a").await;
+    bumped(&mut g, generation(&t.project.id).await, "create");
+    let b = create(s, &t, "gen-b").await;
+    bumped(&mut g, generation(&t.project.id).await, "second create");
+
+    let st = applied(
+        &a.state,
+        &ev(
+            1,
+            OpCode::InstanceCreate,
+            JobStatus::Success,
+            1_700_000_000_000_000,
+        ),
+    );
+    let up = VmStateUpdate {
+        id: a.id,
+        expected_version: a.version,
+        state: st.clone(),
+        nics: None,
+    };
+    let a2 = s.update_vm_state(&up).await.unwrap();
+    bumped(&mut g, generation(&t.project.id).await, "state update");
+    assert!(matches!(
+        s.update_vm_state(&up).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(generation(&t.project.id).await, g, "a conflict bumped it");
+
+    let batch = [
+        VmStateUpdate {
+            id: a.id,
+            expected_version: a2.version,
+            state: a2.state.clone(),
+            nics: Some(vec![nic(0, "192.0.2.9")]),
+        },
+        VmStateUpdate {
+            id: b.id,
+            expected_version: b.version,
+            state: st.clone(),
+            nics: None,
+        },
+    ];
+    let res = s.update_vm_states(&batch).await.unwrap();
+    assert!(res.iter().all(Result::is_ok), "{res:?}");
+    bumped(&mut g, generation(&t.project.id).await, "batch update");
+    // a batch whose every update conflicts writes nothing
+    let res = s.update_vm_states(&batch).await.unwrap();
+    assert!(res.iter().all(Result::is_err), "{res:?}");
+    assert_eq!(generation(&t.project.id).await, g, "a lost batch bumped it");
+
+    s.rename_vm(a.id, "gen-a2").await.unwrap();
+    bumped(&mut g, generation(&t.project.id).await, "rename");
+    let meta = BTreeMap::from([("k".to_string(), "v".to_string())]);
+    s.set_vm_metadata(a.id, &meta, false).await.unwrap();
+    bumped(&mut g, generation(&t.project.id).await, "metadata set");
+    s.delete_vm_metadata(a.id, "k").await.unwrap();
+    bumped(&mut g, generation(&t.project.id).await, "metadata delete");
+    assert!(s.delete_vm_metadata(a.id, "k").await.is_err());
+    assert_eq!(
+        generation(&t.project.id).await,
+        g,
+        "a failed delete bumped it"
+    );
+    s.set_nics(b.id, &[nic(0, "192.0.2.10")]).await.unwrap();
+    bumped(&mut g, generation(&t.project.id).await, "set NICs");
+
+    // reads and reconciliation bookkeeping leave it alone
+    s.list_vms(&VmQuery::default()).await.unwrap();
+    s.mark_reconciled(&[a.id, b.id], Utc::now()).await.unwrap();
+    assert_eq!(generation(&t.project.id).await, g);
+    // a create over quota rolls back with its bump
+    let full = Quota {
+        servers: Some(0),
+        ..Quota::default()
+    };
+    assert!(s.create_vm(&new_vm(&t, "over"), full).await.is_err());
+    assert_eq!(
+        generation(&t.project.id).await,
+        g,
+        "a refused create bumped it"
+    );
+
+    assert_eq!(generation(&other.project.id).await, other_g);
+    assert!(matches!(
+        s.vm_generation("no-such-project").await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
 async fn contract(s: &SeaStore) {
     migrations_are_idempotent(s).await;
     identity(s).await;
@@ -1303,6 +1411,7 @@ async fn contract(s: &SeaStore) {
     nics(s).await;
     state_updates(s).await;
     reconciliation(s).await;
+    vm_generations(s).await;
 }
 
 // ------------------------------------------------------------------ concurrency

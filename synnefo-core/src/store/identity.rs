@@ -135,11 +135,13 @@ impl IdentityStore for SeaStore {
             id: new_id(),
             name: name.to_string(),
             created: now(),
+            vm_generation: 0,
         };
         let am = project::ActiveModel {
             id: Set(row.id.clone()),
             name: Set(row.name.clone()),
             created: Set(row.created),
+            vm_generation: Set(0),
         };
         exec_insert(&self.db, &insert_stmt(self.db_backend(), &am)?)
             .await

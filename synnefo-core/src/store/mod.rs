@@ -42,10 +42,18 @@
 //!   `DELETE` and one multi-row `INSERT`. Five round trips for 256 updates
 //!   instead of 256.
 //! * **Quota checks cannot be raced.** `create_vm` first locks the project's
-//!   row (`FOR NO KEY UPDATE` on PostgreSQL, `FOR UPDATE` on MySQL, a no-op
-//!   `UPDATE` on SQLite, which takes SQLite's single write lock), then sums
-//!   the usage and inserts: concurrent creates of one project are
-//!   serialized, creates of different projects are not.
+//!   row by bumping its `vm_generation` (an `UPDATE` takes the row lock on
+//!   PostgreSQL and MySQL and SQLite's single write lock), then sums the
+//!   usage and inserts: concurrent creates of one project are serialized,
+//!   creates of different projects are not.
+//! * **Every VM write bumps its project's `vm_generation`** in the same
+//!   transaction, after the VM rows are locked (VM rows, then project rows
+//!   in id order: one lock order, no deadlocks). API processes compare that
+//!   one number with the generation a cached listing was rendered at: a
+//!   primary-key read instead of re-reading hundreds of VMs, and exact
+//!   across any number of processes ([`VmStore::vm_generation`](crate::ports::VmStore::vm_generation)).
+//!   The batch path bumps each project once per batch, as its last
+//!   statement, so the project row is held only until the commit.
 //! * **SQLite transactions that read before they write take the write lock
 //!   first.** sea-orm opens `BEGIN DEFERRED` transactions; in WAL mode a
 //!   reader that later upgrades to a writer after someone else committed

@@ -88,6 +88,54 @@ async fn touch(db: &impl ConnectionTrait, id: i64) -> Result<(), StoreError> {
     if res.rows_affected == 0 {
         return Err(StoreError::NotFound(server(id)));
     }
+    bump_generation_of_vm(db, id).await
+}
+
+/// Bumps `projects.vm_generation` of the project VM `id` belongs to. Every
+/// write to a VM, its NICs or metadata calls this in its transaction, after
+/// the VM row is locked (VM row, then project row: the one lock order).
+async fn bump_generation_of_vm(db: &impl ConnectionTrait, id: i64) -> Result<(), StoreError> {
+    let mut q = Sql::new(db.get_database_backend());
+    q.push(
+        "UPDATE projects SET vm_generation = vm_generation + 1 \
+         WHERE id = (SELECT project_id FROM vms WHERE id = ",
+    )
+    .bind(id)
+    .push(")");
+    db.execute(q.build()).await.map_err(db_err)?;
+    Ok(())
+}
+
+/// Bumps `projects.vm_generation` of several projects, locking their rows
+/// in id order first so that concurrent batches cannot deadlock.
+async fn bump_generations(
+    db: &impl ConnectionTrait,
+    project_ids: &[&str],
+) -> Result<(), StoreError> {
+    let backend = db.get_database_backend();
+    let mut ids = project_ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    for chunk in ids.chunks(IN_CHUNK) {
+        let lock = match backend {
+            DbBackend::Postgres => Some("FOR NO KEY UPDATE"),
+            DbBackend::MySql => Some("FOR UPDATE"),
+            // one writer at a time already
+            DbBackend::Sqlite => None,
+        };
+        if let (Some(lock), true) = (lock, chunk.len() > 1) {
+            let mut q = Sql::new(backend);
+            q.push("SELECT id FROM projects WHERE id IN ")
+                .bind_list(chunk.iter().copied())
+                .push(" ORDER BY id ")
+                .push(lock);
+            db.query_all(q.build()).await.map_err(db_err)?;
+        }
+        let mut q = Sql::new(backend);
+        q.push("UPDATE projects SET vm_generation = vm_generation + 1 WHERE id IN ")
+            .bind_list(chunk.iter().copied());
+        db.execute(q.build()).await.map_err(db_err)?;
+    }
     Ok(())
 }
 
@@ -148,31 +196,14 @@ async fn upsert_metadata(
 }
 
 /// Takes the lock that serializes creates within one project (see the
-/// module docs of [`super`]); [`StoreError::NotFound`] if there is no such
-/// project.
+/// module docs of [`super`]) by bumping its `vm_generation` (the create is a
+/// change to the project's VMs); [`StoreError::NotFound`] if there is no
+/// such project.
 async fn lock_project(db: &impl ConnectionTrait, project_id: &str) -> Result<(), StoreError> {
-    let backend = db.get_database_backend();
-    let mut q = Sql::new(backend);
-    let found = match backend {
-        DbBackend::Sqlite => {
-            q.push("UPDATE projects SET name = name WHERE id = ")
-                .bind(project_id);
-            db.execute(q.build()).await.map_err(db_err)?.rows_affected() > 0
-        }
-        DbBackend::Postgres | DbBackend::MySql => {
-            let lock = if backend == DbBackend::Postgres {
-                "FOR NO KEY UPDATE"
-            } else {
-                "FOR UPDATE"
-            };
-            q.push("SELECT id FROM projects WHERE id = ")
-                .bind(project_id)
-                .push(" ")
-                .push(lock);
-            db.query_one(q.build()).await.map_err(db_err)?.is_some()
-        }
-    };
-    if found {
+    let mut q = Sql::new(db.get_database_backend());
+    q.push("UPDATE projects SET vm_generation = vm_generation + 1 WHERE id = ")
+        .bind(project_id);
+    if db.execute(q.build()).await.map_err(db_err)?.rows_affected() > 0 {
         Ok(())
     } else {
         Err(StoreError::NotFound(format!("project {project_id}")))
@@ -423,6 +454,7 @@ impl VmStore for SeaStore {
                 )),
             });
         }
+        bump_generation_of_vm(&txn, id).await?;
         if let Some(nics) = &update.nics {
             replace_nics(&txn, id, nics).await?;
         }
@@ -453,9 +485,10 @@ impl VmStore for SeaStore {
         ids.sort_unstable();
         ids.dedup();
         let mut current: HashMap<i64, i64> = HashMap::with_capacity(ids.len());
+        let mut project_of: HashMap<i64, String> = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(IN_CHUNK) {
             let mut q = Sql::new(backend);
-            q.push("SELECT id, version FROM vms WHERE id IN ")
+            q.push("SELECT id, version, project_id FROM vms WHERE id IN ")
                 .bind_list(chunk.iter().copied())
                 .push(" ORDER BY id");
             match backend {
@@ -467,10 +500,9 @@ impl VmStore for SeaStore {
                 DbBackend::Sqlite => &mut q,
             };
             for row in txn.query_all(q.build()).await.map_err(db_err)? {
-                current.insert(
-                    row.try_get_by_index(0).map_err(db_err)?,
-                    row.try_get_by_index(1).map_err(db_err)?,
-                );
+                let id: i64 = row.try_get_by_index(0).map_err(db_err)?;
+                current.insert(id, row.try_get_by_index(1).map_err(db_err)?);
+                project_of.insert(id, row.try_get_by_index(2).map_err(db_err)?);
             }
         }
 
@@ -552,6 +584,13 @@ impl VmStore for SeaStore {
             .collect();
         insert_nics(&txn, rows).await?;
 
+        // Last, so the project rows stay locked only until the commit.
+        let projects: Vec<&str> = winners
+            .iter()
+            .filter_map(|w| project_of.get(&w.id).map(String::as_str))
+            .collect();
+        bump_generations(&txn, &projects).await?;
+
         txn.commit().await.map_err(db_err)?;
         Ok(results)
     }
@@ -572,6 +611,7 @@ impl VmStore for SeaStore {
         if res.rows_affected == 0 {
             return Err(StoreError::NotFound(server(id)));
         }
+        bump_generation_of_vm(&txn, id.0).await?;
         let vm = load_vm(&txn, id.0)
             .await?
             .ok_or_else(|| StoreError::NotFound(server(id)))?;
@@ -659,6 +699,19 @@ impl VmStore for SeaStore {
         touch(&txn, id.0).await?;
         replace_nics(&txn, id.0, nics).await?;
         txn.commit().await.map_err(db_err)
+    }
+
+    async fn vm_generation(&self, project_id: &str) -> Result<i64, StoreError> {
+        let mut q = Sql::new(self.db_backend());
+        q.push("SELECT vm_generation FROM projects WHERE id = ")
+            .bind(project_id);
+        let row = self
+            .db
+            .query_one(q.build())
+            .await
+            .map_err(db_err)?
+            .ok_or_else(|| StoreError::NotFound(format!("project {project_id}")))?;
+        row.try_get_by_index(0).map_err(db_err)
     }
 
     async fn least_recently_reconciled(&self, limit: u64) -> Result<Vec<Vm>, StoreError> {

@@ -14,6 +14,8 @@ pub struct Model {
     pub name: String,
     /// When created.
     pub created: DateTimeUtc,
+    /// Bumped with every change to one of the project's VMs.
+    pub vm_generation: i64,
 }
 
 /// No navigable relations: the store joins explicitly.
