@@ -64,11 +64,18 @@ fn sqlite_path(url: &str) -> Option<String> {
 }
 
 /// Sets up tracing (human or JSON), once.
+///
+/// The human format is colored only on a terminal (and without
+/// `NO_COLOR`): a service's stderr goes to journald or a log file, where
+/// escape sequences are noise.
 pub fn init_logging(format: &str, level: &str) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SYNNEFO_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(color)
         .with_writer(std::io::stderr);
     let _ = if format == "json" {
         builder.json().try_init()
