@@ -113,6 +113,12 @@ impl ApiError {
     }
 }
 
+impl From<synnefo_core::StoreError> for ApiError {
+    fn from(e: synnefo_core::StoreError) -> Self {
+        ServiceError::from(e).into()
+    }
+}
+
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {

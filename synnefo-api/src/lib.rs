@@ -36,6 +36,7 @@ pub mod error;
 pub mod extract;
 mod glance;
 mod keystone;
+pub mod listing;
 pub mod metrics;
 pub mod microversion;
 pub mod nova;
@@ -99,7 +100,6 @@ async fn observe(State(app): State<state::Shared>, mut req: Request, next: Next)
     let span = tracing::info_span!("request", request_id = %id, method = %method, path = %req.uri().path());
     let mut resp = next.run(req).instrument(span.clone()).await;
     if write {
-        app.list_cache.clear();
         app.token_cache.clear();
     }
     let elapsed = started.elapsed();

@@ -31,9 +31,10 @@ pub struct ApiConfig {
     /// Base URL of the noVNC page (`.../vnc_auto.html`) for `novnc`
     /// consoles; `None` answers `novnc` requests with a `vnc://` URL.
     pub novnc_url: Option<String>,
-    /// Serve repeated server listings from a per-process cache of rendered
-    /// pages for this long (`None`: off, the default). See [`ListCache`].
-    pub list_cache_ttl: Option<Duration>,
+    /// Memory budget of the cache of rendered server listings, in bytes
+    /// (0: off). Pages are exact, not time-limited: see
+    /// [`Listings`](crate::listing::Listings).
+    pub list_cache_bytes: usize,
     /// Trust a validated token for this long without asking the database
     /// again (`None`: validate every request). Like keystonemiddleware's
     /// token cache: a token revoked through another API process keeps
@@ -66,7 +67,7 @@ impl ApiConfig {
             max_body_bytes: s.api.max_body_bytes,
             compute: ComputeConfig::from_settings(s),
             novnc_url,
-            list_cache_ttl: None,
+            list_cache_bytes: s.api.list_cache_mib.saturating_mul(1024 * 1024),
             token_cache_ttl: Some(Duration::from_secs(5)),
         }
     }
@@ -81,7 +82,7 @@ impl Default for ApiConfig {
             max_body_bytes: 1024 * 1024,
             compute: ComputeConfig::default(),
             novnc_url: None,
-            list_cache_ttl: None,
+            list_cache_bytes: crate::listing::DEFAULT_LIST_CACHE_BYTES,
             token_cache_ttl: None,
         }
     }
@@ -146,8 +147,8 @@ pub struct App {
     pub config: ApiConfig,
     /// Request metrics.
     pub metrics: Metrics,
-    /// Rendered server listings (when enabled).
-    pub list_cache: ListCache,
+    /// Rendered server listings and the generation reads that validate them.
+    pub listings: crate::listing::Listings,
     /// Validated tokens (when enabled).
     pub token_cache: TokenCache,
 }
@@ -170,7 +171,10 @@ impl App {
         Self {
             compute,
             identity,
-            list_cache: ListCache::new(state.config.list_cache_ttl),
+            listings: crate::listing::Listings::new(
+                state.store.clone(),
+                state.config.list_cache_bytes,
+            ),
             token_cache: TokenCache::new(state.config.token_cache_ttl),
             config: state.config,
             metrics: Metrics::default(),
@@ -185,87 +189,6 @@ impl App {
 
 /// Shared handle.
 pub type Shared = Arc<App>;
-
-/// A micro-cache of rendered server listings, off by default.
-///
-/// Listing 200 servers costs milliseconds of database work per request;
-/// dashboards and CLIs poll the same listing. With a TTL set, a page
-/// rendered for (project, path, query, microversion) is served again for
-/// that long. Any write this process serves (every non-GET request) clears
-/// the cache, so a client sees its own changes at once; changes applied by
-/// the dispatcher or by another API process show up within the TTL. A
-/// generation counter keeps a listing that started before a write from
-/// re-filling the cache with what it read.
-#[derive(Debug)]
-pub struct ListCache {
-    ttl: Option<Duration>,
-    generation: std::sync::atomic::AtomicU64,
-    pages: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, bytes::Bytes)>>,
-}
-
-/// Most pages kept; the cache is emptied when full.
-pub const LIST_CACHE_MAX_PAGES: usize = 4096;
-
-impl ListCache {
-    /// A cache with this TTL (`None`: disabled).
-    pub fn new(ttl: Option<Duration>) -> Self {
-        Self {
-            ttl: ttl.filter(|t| !t.is_zero()),
-            generation: std::sync::atomic::AtomicU64::new(0),
-            pages: std::sync::Mutex::new(std::collections::HashMap::new()),
-        }
-    }
-
-    /// True when enabled.
-    pub fn enabled(&self) -> bool {
-        self.ttl.is_some()
-    }
-
-    /// The current generation (read it before computing a page).
-    pub fn generation(&self) -> u64 {
-        self.generation.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// A fresh page, if any.
-    pub fn get(&self, key: &str) -> Option<bytes::Bytes> {
-        let ttl = self.ttl?;
-        let pages = self.pages.lock().ok()?;
-        pages
-            .get(key)
-            .filter(|(at, _)| at.elapsed() < ttl)
-            .map(|(_, b)| b.clone())
-    }
-
-    /// Stores a page computed at generation `generation`, unless a write
-    /// happened since.
-    pub fn put(&self, key: String, generation: u64, page: bytes::Bytes) {
-        if self.ttl.is_none() {
-            return;
-        }
-        let Ok(mut pages) = self.pages.lock() else {
-            return;
-        };
-        if self.generation() != generation {
-            return;
-        }
-        if pages.len() >= LIST_CACHE_MAX_PAGES {
-            pages.clear();
-        }
-        pages.insert(key, (std::time::Instant::now(), page));
-    }
-
-    /// Forgets everything (after a write).
-    pub fn clear(&self) {
-        if self.ttl.is_none() {
-            return;
-        }
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        if let Ok(mut pages) = self.pages.lock() {
-            pages.clear();
-        }
-    }
-}
 
 /// Validated tokens by digest, for a short time (see
 /// [`ApiConfig::token_cache_ttl`]). Emptied by every write this process

@@ -789,7 +789,7 @@ async fn caches_never_hide_this_process_writes() {
         sqlite_store().await,
         move |s| {
             let mut cfg = config();
-            cfg.list_cache_ttl = Some(Duration::from_secs(60));
+            cfg.list_cache_bytes = 1 << 20;
             cfg.token_cache_ttl = Some(Duration::from_secs(60));
             synnefo_api::ApiState::new(s, g, cfg)
         },
@@ -820,4 +820,95 @@ async fn caches_never_hide_this_process_writes() {
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     let r = get(&c.app, "/v2.1/servers/detail", &c.alice_token).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+/// Two API processes over one database, listing cache on in both: every
+/// write, through either process or straight to the store as a dispatcher
+/// does, shows in the other's next listing. No TTL, no coordination.
+#[tokio::test]
+async fn listing_cache_is_exact_across_processes() {
+    use synnefo_core::ports::VmStore;
+    let c = cloud().await;
+    let other = synnefo_api::router(synnefo_api::ApiState::new(
+        c.store.clone() as std::sync::Arc<dyn synnefo_core::ports::Store>,
+        std::sync::Arc::new(accepting_ganeti(c.jobs.clone())),
+        config(),
+    ));
+    let detail = |app: &axum::Router| {
+        let (app, token) = (app.clone(), c.alice_token.clone());
+        async move { get(&app, "/v2.1/servers/detail", &token).await.body }
+    };
+    assert_eq!(detail(&other).await["servers"], json!([]));
+
+    let id = create(&c.app, &c.alice_token, "first").await;
+    let page = detail(&other).await;
+    assert_eq!(page["servers"][0]["id"], id.as_str());
+    assert_eq!(page["servers"][0]["status"], "BUILD");
+    assert_eq!(
+        detail(&other).await,
+        page,
+        "a repeated read is the same page"
+    );
+
+    // the dispatcher's write, straight to the store
+    let job = pending_job(&c.store, &id).await;
+    complete(&c.store, &id, OpCode::InstanceCreate, job).await;
+    let page = detail(&other).await;
+    assert_eq!(page["servers"][0]["status"], "ACTIVE");
+    assert!(
+        page["servers"][0]["addresses"]["public"].is_array(),
+        "{page}"
+    );
+
+    // a rename and metadata through the first process
+    let r = put(
+        &c.app,
+        &format!("/v2.1/servers/{id}"),
+        &c.alice_token,
+        json!({"server": {"name": "renamed"}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(detail(&other).await["servers"][0]["name"], "renamed");
+    let r = get(&other, "/v2.1/servers", &c.alice_token).await;
+    assert_eq!(r.body["servers"][0]["name"], "renamed");
+    let r = post(
+        &c.app,
+        &format!("/v2.1/servers/{id}/metadata"),
+        &c.alice_token,
+        json!({"metadata": {"role": "db"}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        detail(&other).await["servers"][0]["metadata"],
+        json!({"role": "db"})
+    );
+    // and one more straight to the store
+    let vm: synnefo_core::ids::VmId = id.parse().unwrap();
+    c.store
+        .set_vm_metadata(
+            vm,
+            &std::collections::BTreeMap::from([("role".to_string(), "web".to_string())]),
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        detail(&other).await["servers"][0]["metadata"],
+        json!({"role": "web"})
+    );
+    // a second server, created through the other process
+    let second = create(&other, &c.alice_token, "second").await;
+    let page = detail(&c.app).await;
+    let ids: Vec<_> = page["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, vec![second, id]);
+    // Bob's project has its own pages
+    let r = get(&other, "/v2.1/servers/detail", &c.bob_token).await;
+    assert_eq!(r.body["servers"], json!([]));
 }

@@ -61,7 +61,7 @@ pub enum ActionError {
 }
 
 /// Errors of the [`crate::ports::Store`] port.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// No such row (or not visible to the caller).
     #[error("{0} not found")]

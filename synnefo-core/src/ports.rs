@@ -405,6 +405,12 @@ pub trait VmStore: Send + Sync {
     /// generations mean equal VM data, whichever process wrote. `NotFound`
     /// for an unknown project.
     async fn vm_generation(&self, project_id: &str) -> Result<i64, StoreError>;
+    /// [`VmStore::vm_generation`] of several projects in one read; unknown
+    /// projects are absent from the map.
+    async fn vm_generations(
+        &self,
+        project_ids: &[String],
+    ) -> Result<HashMap<String, i64>, StoreError>;
     /// The `limit` non-deleted VMs reconciled longest ago (never first).
     async fn least_recently_reconciled(&self, limit: u64) -> Result<Vec<Vm>, StoreError>;
     /// Stamps `ids` as reconciled at `at`.

@@ -176,6 +176,10 @@ pub struct ApiSettings {
     pub token_ttl_secs: u64,
     /// Request body limit.
     pub max_body_bytes: usize,
+    /// Memory for rendered server listings, MiB per API process (0: off).
+    /// Pages are validated against the database on every request, so the
+    /// cache never serves stale data.
+    pub list_cache_mib: usize,
 }
 
 /// `[ganeti]`.

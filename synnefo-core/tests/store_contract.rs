@@ -1393,6 +1393,21 @@ async fn vm_generations(s: &SeaStore) {
     );
 
     assert_eq!(generation(&other.project.id).await, other_g);
+    let both = s
+        .vm_generations(&[
+            t.project.id.clone(),
+            other.project.id.clone(),
+            "no-such-project".into(),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        both,
+        std::collections::HashMap::from([
+            (t.project.id.clone(), g),
+            (other.project.id.clone(), other_g)
+        ])
+    );
     assert!(matches!(
         s.vm_generation("no-such-project").await,
         Err(StoreError::NotFound(_))

@@ -115,29 +115,66 @@ async fn list_vms(
     Ok((vms, f))
 }
 
+/// A listing page, from [`crate::listing::Listings`] (exact: validated
+/// against the project's VM generation) or rendered by `render`.
+async fn listing_page<F, Fut>(
+    app: &Shared,
+    auth: &Auth,
+    key: String,
+    render: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<bytes::Bytes, ApiError>>,
+{
+    let page = app.listings.page(&auth.0.project.id, key, render).await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        page,
+    )
+        .into_response())
+}
+
+/// The cache key of a listing: who sees it, in which dialect, and the exact
+/// request (path, filters, paging).
+fn listing_key(auth: &Auth, m: Mount, v: Version, uri: &axum::http::Uri) -> String {
+    format!("{}|{}|{}|{}", auth.0.project.id, m.0, v, uri)
+}
+
+fn to_json_bytes(v: &impl serde::Serialize) -> Result<bytes::Bytes, ApiError> {
+    serde_json::to_vec(v)
+        .map(bytes::Bytes::from)
+        .map_err(|_| ApiError::internal())
+}
+
 /// `GET /servers`.
 pub async fn list(
     State(app): State<Shared>,
     Extension(m): Extension<Mount>,
+    Extension(v): Extension<Version>,
     auth: Auth,
     p: Params,
+    uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
-    let (vms, f) = list_vms(&app, &auth, &p).await?;
-    let base = app.base(m.0);
-    let refs: Vec<_> = vms.iter().map(|vm| views::server_ref(&base, vm)).collect();
-    let next = views::next_link(
-        &base,
-        "servers",
-        &p.0,
-        vms.last().map(|v| v.id.to_string()),
-        f.limit,
-        vms.len(),
-    );
-    Ok(Json(match next {
-        Some(links) => json!({"servers": refs, "servers_links": links}),
-        None => json!({"servers": refs}),
+    let key = listing_key(&auth, m, v, &uri);
+    listing_page(&app, &auth, key, || async {
+        let (vms, f) = list_vms(&app, &auth, &p).await?;
+        let base = app.base(m.0);
+        let refs: Vec<_> = vms.iter().map(|vm| views::server_ref(&base, vm)).collect();
+        let next = views::next_link(
+            &base,
+            "servers",
+            &p.0,
+            vms.last().map(|v| v.id.to_string()),
+            f.limit,
+            vms.len(),
+        );
+        to_json_bytes(&match next {
+            Some(links) => json!({"servers": refs, "servers_links": links}),
+            None => json!({"servers": refs}),
+        })
     })
-    .into_response())
+    .await
 }
 
 /// `GET /servers/detail`.
@@ -149,64 +186,49 @@ pub async fn detail(
     p: Params,
     uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
-    let key = format!("{}|{}|{}", auth.0.project.id, v, uri);
-    if let Some(page) = app.list_cache.get(&key) {
-        return Ok((
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            page,
-        )
-            .into_response());
-    }
-    let generation = app.list_cache.generation();
-    let (vms, f) = list_vms(&app, &auth, &p).await?;
-    let base = app.base(m.0);
-    let nics = app.compute.nics_of(&vms).await?;
-    let flavors = if v.at_least(47) {
-        app.compute.flavor_map().await?
-    } else {
-        Default::default()
-    };
-    let bodies: Vec<_> = vms
-        .iter()
-        .map(|vm| {
-            views::server(
-                &base,
-                v,
-                View::Detail,
-                vm,
-                nics.get(&vm.id).map_or(&[][..], Vec::as_slice),
-                &flavors,
-            )
+    let key = listing_key(&auth, m, v, &uri);
+    listing_page(&app, &auth, key, || async {
+        let (vms, f) = list_vms(&app, &auth, &p).await?;
+        let base = app.base(m.0);
+        let nics = app.compute.nics_of(&vms).await?;
+        let flavors = if v.at_least(47) {
+            app.compute.flavor_map().await?
+        } else {
+            Default::default()
+        };
+        let bodies: Vec<_> = vms
+            .iter()
+            .map(|vm| {
+                views::server(
+                    &base,
+                    v,
+                    View::Detail,
+                    vm,
+                    nics.get(&vm.id).map_or(&[][..], Vec::as_slice),
+                    &flavors,
+                )
+            })
+            .collect();
+        let next = views::next_link(
+            &base,
+            "servers/detail",
+            &p.0,
+            vms.last().map(|v| v.id.to_string()),
+            f.limit,
+            vms.len(),
+        );
+        #[derive(serde::Serialize)]
+        struct Page<'a> {
+            servers: &'a [views::ServerBody],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            servers_links: Option<Vec<views::Link>>,
+        }
+        to_json_bytes(&Page {
+            servers: &bodies,
+            servers_links: next,
         })
-        .collect();
-    let next = views::next_link(
-        &base,
-        "servers/detail",
-        &p.0,
-        vms.last().map(|v| v.id.to_string()),
-        f.limit,
-        vms.len(),
-    );
-    #[derive(serde::Serialize)]
-    struct Page<'a> {
-        servers: &'a [views::ServerBody],
-        #[serde(skip_serializing_if = "Option::is_none")]
-        servers_links: Option<Vec<views::Link>>,
-    }
-    let page = Page {
-        servers: &bodies,
-        servers_links: next,
-    };
-    if !app.list_cache.enabled() {
-        return Ok(Json(page).into_response());
-    }
-    let bytes = bytes::Bytes::from(serde_json::to_vec(&page).map_err(|_| ApiError::internal())?);
-    app.list_cache.put(key, generation, bytes.clone());
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        bytes,
-    )
-        .into_response())
+    })
+    .await
 }
 
 async fn render_one(

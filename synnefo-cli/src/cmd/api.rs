@@ -33,10 +33,12 @@ pub struct Args {
     /// Serve without a console proxy (console requests answer 503)
     #[arg(long)]
     pub no_console: bool,
-    /// Serve repeated server listings from a per-process cache for this
-    /// many milliseconds (0: off); this process's own writes clear it
-    #[arg(long, default_value_t = 0, value_name = "MS")]
-    pub list_cache_ms: u64,
+    /// Memory for rendered server listings in MiB, 0 to turn the cache
+    /// off [default: api.list_cache_mib]. Pages are checked against the
+    /// project's change counter in the database on every request, so they
+    /// are never stale, whichever process changed what
+    #[arg(long, value_name = "MIB")]
+    pub list_cache_mib: Option<usize>,
     /// Trust a validated token for this many milliseconds without asking
     /// the database (0: validate every request)
     #[arg(long, default_value_t = 5000, value_name = "MS")]
@@ -87,8 +89,9 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         RapiBackend::new(clusters, settings.ganeti.clone()).context("building the RAPI clients")?,
     );
     let mut config = ApiConfig::from_settings(settings);
-    config.list_cache_ttl =
-        Some(std::time::Duration::from_millis(args.list_cache_ms)).filter(|d| !d.is_zero());
+    if let Some(mib) = args.list_cache_mib {
+        config.list_cache_bytes = mib.saturating_mul(1024 * 1024);
+    }
     config.token_cache_ttl =
         Some(std::time::Duration::from_millis(args.token_cache_ms)).filter(|d| !d.is_zero());
     let mut state = ApiState::new(store, ganeti.clone(), config)

@@ -126,6 +126,12 @@ impl SeaStore {
             .connect_timeout(Duration::from_secs(10))
             // also bounds the retries of the first connect to a down server
             .acquire_timeout(Duration::from_secs(10))
+            // sqlx pings every connection when it is released; pinging on
+            // acquire too doubles the round trips of every query. A
+            // connection that died while idle (server restart) fails its
+            // next query once, is discarded, and callers retry: the
+            // dispatcher requeues, the API answers 503.
+            .test_before_acquire(false)
             .sqlx_logging(false);
         let db = Database::connect(opts)
             .await
@@ -154,7 +160,11 @@ impl SeaStore {
         } else {
             SqlitePoolOptions::new().max_connections(max_connections)
         };
+        // A SQLite connection is a file handle that cannot go stale: skip
+        // sqlx's ping before each acquire (a round trip to the connection's
+        // worker thread, as costly as the query itself for point reads).
         let pool = pool_opts
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(opts)
             .await

@@ -714,6 +714,25 @@ impl VmStore for SeaStore {
         row.try_get_by_index(0).map_err(db_err)
     }
 
+    async fn vm_generations(
+        &self,
+        project_ids: &[String],
+    ) -> Result<HashMap<String, i64>, StoreError> {
+        let mut out = HashMap::with_capacity(project_ids.len());
+        for chunk in project_ids.chunks(IN_CHUNK) {
+            let mut q = Sql::new(self.db_backend());
+            q.push("SELECT id, vm_generation FROM projects WHERE id IN ")
+                .bind_list(chunk.iter().map(String::as_str));
+            for row in self.db.query_all(q.build()).await.map_err(db_err)? {
+                out.insert(
+                    row.try_get_by_index(0).map_err(db_err)?,
+                    row.try_get_by_index(1).map_err(db_err)?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
     async fn least_recently_reconciled(&self, limit: u64) -> Result<Vec<Vm>, StoreError> {
         let mut select = vm::Entity::find().filter(vm::Column::Deleted.eq(false));
         // NULL (never reconciled) first. MySQL and SQLite sort NULL first in
