@@ -346,10 +346,9 @@ async fn breakdown(store: &Arc<SeaStore>, token: &str) -> anyhow::Result<()> {
     }
     let flavors = t.elapsed() / n;
     let t = Instant::now();
+    let projects = vec![q.project_id.clone().unwrap_or_default()];
     for _ in 0..n * 10 {
-        store
-            .vm_generation(&q.project_id.clone().unwrap_or_default())
-            .await?;
+        store.vm_generations(&projects).await?;
     }
     let generation = t.elapsed() / (n * 10);
     println!(
@@ -510,7 +509,7 @@ async fn main() -> anyhow::Result<()> {
             if i == 1 { " (goal >= 40%)" } else { "" }
         );
     }
-    store.connection().clone().close().await?;
+    store.close().await?;
     if let Some(scratch) = scratch {
         scratch.drop_database().await?;
     }

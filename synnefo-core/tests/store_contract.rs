@@ -1784,3 +1784,67 @@ async fn sqlite_file_survives_reopen_and_is_wal() {
         Some("persisted".to_string())
     );
 }
+
+/// A PostgreSQL restart as the pool sees it: every server connection of the
+/// database is killed. The next generation read replaces its dead
+/// connection and answers; other reads fail at most once per pooled
+/// connection (sqlx no longer pings before each acquire) and then recover.
+#[tokio::test]
+async fn postgres_connections_killed_under_the_store_recover() {
+    let test = "postgres_connections_killed_under_the_store_recover";
+    let Some(db) = postgres(test).await else {
+        return;
+    };
+    let s = &db.store;
+    let t = tenant(s).await;
+    create(s, &t, "before").await;
+    let ids = vec![t.project.id.clone()];
+    let g = s.vm_generations(&ids).await.unwrap()[&t.project.id];
+    let name: String = s
+        .connection()
+        .query_one(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT current_database()",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index(0)
+        .unwrap();
+    let admin = admin_connect(&testing::pg_url()).await.unwrap();
+    let killed = admin
+        .query_all(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+            ),
+        ))
+        .await
+        .unwrap()
+        .len();
+    let _ = admin.close().await;
+    assert!(killed >= 2, "killed {killed} connections");
+    assert_eq!(
+        s.vm_generations(&ids)
+            .await
+            .expect("generation read after the kill")[&t.project.id],
+        g
+    );
+    let mut failures = 0;
+    loop {
+        match s.list_vms(&VmQuery::default()).await {
+            Ok(vms) => {
+                assert_eq!(vms.len(), 1);
+                break;
+            }
+            Err(StoreError::Database(e)) => {
+                failures += 1;
+                assert!(failures <= 8, "still failing after {failures} reads: {e}");
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    eprintln!("{test}: {killed} connections killed, {failures} failed reads before recovery");
+    create(s, &t, "after").await;
+    assert!(s.vm_generations(&ids).await.unwrap()[&t.project.id] > g);
+}

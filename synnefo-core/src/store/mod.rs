@@ -71,6 +71,7 @@ mod backends;
 mod catalog;
 mod convert;
 pub mod entities;
+mod generations;
 mod identity;
 pub mod migration;
 mod sql;
@@ -103,6 +104,7 @@ pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Debug, Clone)]
 pub struct SeaStore {
     db: DatabaseConnection,
+    generations: std::sync::Arc<generations::GenerationReader>,
 }
 
 impl SeaStore {
@@ -126,17 +128,11 @@ impl SeaStore {
             .connect_timeout(Duration::from_secs(10))
             // also bounds the retries of the first connect to a down server
             .acquire_timeout(Duration::from_secs(10))
-            // sqlx pings every connection when it is released; pinging on
-            // acquire too doubles the round trips of every query. A
-            // connection that died while idle (server restart) fails its
-            // next query once, is discarded, and callers retry: the
-            // dispatcher requeues, the API answers 503.
-            .test_before_acquire(false)
             .sqlx_logging(false);
         let db = Database::connect(opts)
             .await
             .map_err(|e| StoreError::Database(format!("cannot connect: {e}")))?;
-        Ok(SeaStore { db })
+        Ok(SeaStore::from_connection(db))
     }
 
     async fn connect_sqlite(url: &str, max_connections: u32) -> Result<SeaStore, StoreError> {
@@ -169,15 +165,18 @@ impl SeaStore {
             .connect_with(opts)
             .await
             .map_err(|e| StoreError::Database(format!("cannot open SQLite database: {e}")))?;
-        Ok(SeaStore {
-            db: SqlxSqliteConnector::from_sqlx_sqlite_pool(pool),
-        })
+        Ok(SeaStore::from_connection(
+            SqlxSqliteConnector::from_sqlx_sqlite_pool(pool),
+        ))
     }
 
     /// Wraps an existing sea-orm connection (pool settings are the caller's;
     /// for SQLite enable foreign keys).
     pub fn from_connection(db: DatabaseConnection) -> SeaStore {
-        SeaStore { db }
+        SeaStore {
+            db,
+            generations: Default::default(),
+        }
     }
 
     /// The underlying connection.
@@ -205,9 +204,11 @@ impl SeaStore {
         Ok(pending.iter().map(|m| m.name().to_string()).collect())
     }
 
-    /// Closes the pool.
-    pub async fn close(self) -> Result<(), StoreError> {
-        self.db.close().await.map_err(db_err)
+    /// Closes the pool (for every clone of this store).
+    pub async fn close(&self) -> Result<(), StoreError> {
+        // the pool waits for every connection to come back
+        self.generations.release().await;
+        self.db.clone().close().await.map_err(db_err)
     }
 
     /// Begins a transaction that is going to write. On SQLite it takes the

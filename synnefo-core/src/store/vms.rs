@@ -718,6 +718,9 @@ impl VmStore for SeaStore {
         &self,
         project_ids: &[String],
     ) -> Result<HashMap<String, i64>, StoreError> {
+        if let Some(read) = self.generations.read(&self.db, project_ids).await {
+            return read;
+        }
         let mut out = HashMap::with_capacity(project_ids.len());
         for chunk in project_ids.chunks(IN_CHUNK) {
             let mut q = Sql::new(self.db_backend());
