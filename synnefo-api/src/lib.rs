@@ -17,7 +17,9 @@
 //! Handlers are a few lines: extract, call
 //! [`synnefo_core::service::compute`] / [`synnefo_core::service::identity`],
 //! wrap. Every response carries `x-openstack-request-id`; bad input is a
-//! 400 (or 413) fault, never a 500.
+//! 400 (or 413) fault, never a 500. Server listings are served from an
+//! exact per-process cache validated against the database on every request
+//! ([`listing`]), so API processes stay stateless.
 //!
 //! ```no_run
 //! use std::sync::Arc;
