@@ -36,13 +36,11 @@
 //! that settles it; a stranded server is then deleted by its user and lived
 //! again from a new create. Everything else must settle on its own.
 //!
-//! Known product bug, tolerated for stranded VMs only: reconciliation turns
-//! a stranded VM to ERROR; its user's delete submits a removal of an
-//! instance Ganeti never had, which fails ("Instance '...' not known"), and
-//! the VM stays deleted but in ERROR, never DESTROYED (the seed's
-//! `process_op_status` counts such a failed OP_INSTANCE_REMOVE as a
-//! removal). The test accepts exactly that state for exactly those VMs, and
-//! says so loudly.
+//! Reconciliation turns a stranded VM to ERROR; its user's delete then has
+//! no instance to remove, and the VM must still end deleted and DESTROYED
+//! like every other (no row may stay deleted but in ERROR: a removal of an
+//! instance Ganeti does not have counts as a removal, as in the seed's
+//! `process_op_status`).
 //!
 //! A SKIPPED line without PostgreSQL or RabbitMQ (a failure under
 //! `CI=true`). Isolation: its own database and instance-name prefix (hence
@@ -64,7 +62,7 @@ use serde_json::{Value, json};
 use synnefo_amqp::{AmqpBus, AmqpConfig};
 use synnefo_core::model::Vm;
 use synnefo_core::ports::{VmQuery, VmStore};
-use synnefo_core::state::{JobStatus, OpCode, OperState};
+use synnefo_core::state::OperState;
 use synnefo_core::store::SeaStore;
 use synnefo_core::testing::{amqp_url, service_unavailable};
 use synnefo_ganeti::rapi::{RapiClient, RapiConfig};
@@ -836,45 +834,16 @@ fn describe(v: &Vm) -> String {
     )
 }
 
-/// A product bug this test tolerates for stranded VMs only (see the module
-/// doc): the user's delete of a VM Ganeti never had submits a removal that
-/// fails with "Instance '...' not known", and the dispatcher leaves the row
-/// deleted but in ERROR instead of DESTROYED (the seed's
-/// `backend.process_op_status` counts such a failed OP_INSTANCE_REMOVE as a
-/// removal).
-fn removed_but_error(v: &Vm) -> bool {
-    v.state.deleted
-        && v.state.operstate == OperState::Error
-        && v.state.job.as_ref().is_some_and(|j| {
-            j.opcode == OpCode::InstanceRemove
-                && j.status == JobStatus::Error
-                && j.log_msg
-                    .as_deref()
-                    .is_some_and(|m| m.contains("not known"))
-        })
-}
-
-/// Waits until every VM row is deleted and DESTROYED (or, for the ids in
-/// `tolerated`, deleted in the state of [`removed_but_error`]). Returns the
-/// rows that are not, and the tolerated ones.
-async fn wait_settled(
-    store: &SeaStore,
-    tolerated: &BTreeSet<String>,
-    timeout: Duration,
-) -> Result<(Vec<Vm>, Vec<Vm>), String> {
+/// Waits until every VM row is deleted and DESTROYED. Returns the rows
+/// that are not.
+async fn wait_settled(store: &SeaStore, timeout: Duration) -> Result<Vec<Vm>, String> {
     let deadline = Instant::now() + timeout;
     loop {
-        let (mut left, mut known) = (Vec::new(), Vec::new());
-        for v in all_vms(store).await? {
-            if v.state.deleted && v.state.operstate == OperState::Destroyed {
-                continue;
-            }
-            if tolerated.contains(&v.id.to_string()) && removed_but_error(&v) {
-                known.push(v);
-            } else {
-                left.push(v);
-            }
-        }
+        let left: Vec<Vm> = all_vms(store)
+            .await?
+            .into_iter()
+            .filter(|v| !(v.state.deleted && v.state.operstate == OperState::Destroyed))
+            .collect();
         // A deleted VM whose removal was never submitted (the API died in
         // between) and that nothing touched for a while will not settle
         // by itself: no point waiting for it.
@@ -884,7 +853,7 @@ async fn wait_settled(
                 && chrono::Utc::now() - v.updated > chrono::TimeDelta::seconds(5)
         };
         if left.iter().all(stuck) || Instant::now() > deadline {
-            return Ok((left, known));
+            return Ok(left);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -1242,8 +1211,7 @@ async fn run(
             "the API still lists servers (HTTP {status}): {listed:?}"
         ));
     }
-    let stranded_ids: BTreeSet<String> = stranded.iter().map(|(_, id)| id.clone()).collect();
-    let (mut left, mut known) = wait_settled(store, &stranded_ids, Duration::from_secs(30)).await?;
+    let mut left = wait_settled(store, Duration::from_secs(30)).await?;
     let mut orphans = sim_instances(&rapi, prefix).await?;
     if !left.is_empty() || !orphans.is_empty() {
         // Allowed only for deletes cut off in flight: the API marked the VM
@@ -1268,7 +1236,7 @@ async fn run(
         used_reconcile.push(format!(
             "cut-off deletes: VMs {rows:?}, instances {orphans:?}"
         ));
-        (left, known) = wait_settled(store, &stranded_ids, Duration::from_secs(30)).await?;
+        left = wait_settled(store, Duration::from_secs(30)).await?;
         orphans = sim_instances(&rapi, prefix).await?;
     }
     if !left.is_empty() {
@@ -1280,7 +1248,6 @@ async fn run(
     if !orphans.is_empty() {
         return Err(format!("instances left in the simulator: {orphans:?}"));
     }
-    let known: Vec<String> = known.iter().map(describe).collect();
     let rows = all_vms(store).await?.len();
     let deadline = Instant::now() + Duration::from_secs(20);
     let depths = loop {
@@ -1301,8 +1268,7 @@ async fn run(
         return Err(format!("queues did not drain: {depths:?}"));
     }
     eprintln!(
-        "[{TEST}] checks (API lists none; {rows} VM rows, all deleted and DESTROYED but {} deleted in ERROR; simulator empty; queues drained): {:.2} s",
-        known.len(),
+        "[{TEST}] checks (API lists none; {rows} VM rows, all deleted and DESTROYED; simulator empty; queues drained): {:.2} s",
         t_check.elapsed().as_secs_f64()
     );
 
@@ -1355,12 +1321,6 @@ async fn run(
     eprintln!("[{TEST}] servers with a cut-off request: {}", notes.len());
     for (name, n) in &notes {
         eprintln!("    {name}: {}", n.join("; "));
-    }
-    if !known.is_empty() {
-        eprintln!(
-            "[{TEST}] !!!!! PRODUCT BUG (tolerated for stranded VMs only): deleted after reconciliation put them \
-             in ERROR, their removal failed \"not known\" and they stay deleted but ERROR, never DESTROYED: {known:#?}"
-        );
     }
     if used_reconcile.is_empty() {
         eprintln!("[{TEST}] everything settled without reconciliation");

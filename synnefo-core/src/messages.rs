@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::error::EventError;
 use crate::ids::{InstanceName, JobId, VmId};
 use crate::model::Nic;
-use crate::state::OpStatusEvent;
+use crate::state::{JobStatus, OpError, OpStatusEvent};
 
 /// The exchange all notifications go to (topic, durable).
 pub const EXCHANGE: &str = "ganeti";
@@ -188,6 +188,15 @@ fn time_us((sec, usec): (i64, i64)) -> Result<i64, EventError> {
 
 impl OpStatusMessage {
     /// Validates the message into a [`Notification`] for `prefix`'s VMs.
+    ///
+    /// A failed opcode whose `result` is Ganeti's error
+    /// (`["OpPrereqError", ["Instance 'snf-1' not known", "unknown_entity"]]`)
+    /// gets that error as its `log_msg`, in [`OpError`]'s text form with the
+    /// classification code (`OpPrereqError: Instance 'snf-1' not known
+    /// (unknown_entity)`), whatever `logmsg` says: the producer's `logmsg`
+    /// is our eventd's rendering without the code, or, from Synnefo's own
+    /// eventd, the op's last progress line. The state machine reads the
+    /// error from there ([`OpStatusEvent::error`]).
     pub fn into_notification(self, prefix: &str) -> Result<Notification, EventError> {
         if self.kind != MessageKind::OpStatus.type_name() {
             return Err(EventError::Malformed(format!(
@@ -198,13 +207,19 @@ impl OpStatusMessage {
         let name = InstanceName::parse(prefix, &self.instance)
             .ok_or_else(|| EventError::ForeignInstance(self.instance.clone()))?;
         let opcode = self.operation.parse()?;
-        let status = self.status.parse()?;
+        let status: JobStatus = self.status.parse()?;
+        let log_msg = match status {
+            JobStatus::Error => OpError::from_result(&self.result)
+                .map(|e| e.to_string())
+                .or(self.logmsg),
+            _ => self.logmsg,
+        };
         let event = OpStatusEvent {
             job_id: JobId(self.job_id),
             op_index: self.op_index,
             opcode,
             status,
-            log_msg: self.logmsg,
+            log_msg,
             time_us: time_us(self.event_time)?,
         };
         Ok(Notification::OpStatus {
@@ -259,7 +274,7 @@ pub fn decode(body: &[u8], prefix: &str) -> Result<Notification, EventError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{JobStatus, OpCode};
+    use crate::state::{OpCode, OperState};
 
     #[test]
     fn decodes_a_synnefo_op_status_message() {
@@ -307,6 +322,94 @@ mod tests {
             let err = decode(body, "snf-").unwrap_err().to_string();
             assert!(err.contains(want), "{err} should mention {want}");
         }
+    }
+
+    /// The op of a job file Ganeti 3.0 wrote (the lab's recorded queue).
+    fn recorded_op(file: &str) -> serde_json::Value {
+        let path = format!(
+            "{}/../synnefo-ganeti/tests/fixtures/ganeti-3.0/queue/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let job: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        job["ops"][0].clone()
+    }
+
+    fn failed_op(operation: &str, logmsg: Option<&str>, result: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "type": "ganeti-op-status", "instance": "snf-42", "operation": operation,
+            "jobId": 12, "status": "error", "logmsg": logmsg, "result": result,
+            "event_time": [1_795_644_193, 457_784],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_failed_op_carries_ganetis_error_with_its_code() {
+        // job-12: Ganeti 3.0 failing an op on an instance it does not know
+        // (a startup in the recording; a removal fails in the same
+        // prerequisite, `_ExpandAndLockInstance`, with the same result).
+        let unknown = recorded_op("job-12");
+        assert_eq!(unknown["status"], "error");
+        assert_eq!(unknown["log"], serde_json::json!([]), "no log at all");
+        // Our eventd's logmsg (the error without its code), and Synnefo's
+        // eventd's (the last log line: none here).
+        for logmsg in [Some("OpPrereqError: Instance 'snf-nosuch' not known"), None] {
+            let body = failed_op("OP_INSTANCE_REMOVE", logmsg, unknown["result"].clone());
+            let Notification::OpStatus { event, .. } = decode(&body, "snf-").unwrap() else {
+                panic!()
+            };
+            assert_eq!(
+                event.log_msg.as_deref(),
+                Some("OpPrereqError: Instance 'snf-nosuch' not known (unknown_entity)")
+            );
+            let err = event.error().unwrap();
+            assert_eq!(
+                (err.class.as_str(), err.errcode.as_deref()),
+                ("OpPrereqError", Some("unknown_entity"))
+            );
+            assert!(event.removes_missing_instance());
+            assert_eq!(event.determined_state(), Some(OperState::Destroyed));
+        }
+        // The same failure of a startup determines nothing.
+        let body = failed_op("OP_INSTANCE_STARTUP", None, unknown["result"].clone());
+        let Notification::OpStatus { event, .. } = decode(&body, "snf-").unwrap() else {
+            panic!()
+        };
+        assert!(!event.removes_missing_instance());
+        assert_eq!(event.determined_state(), None);
+
+        // job-13: a create the instance policy rejected (`wrong_input`).
+        let rejected = recorded_op("job-13");
+        let body = failed_op("OP_INSTANCE_CREATE", None, rejected["result"].clone());
+        let Notification::OpStatus { event, .. } = decode(&body, "snf-").unwrap() else {
+            panic!()
+        };
+        let msg = event.log_msg.clone().unwrap();
+        assert!(
+            msg.starts_with("OpPrereqError: Instance allocation to group")
+                && msg.ends_with("(wrong_input)"),
+            "{msg}"
+        );
+        assert_eq!(event.determined_state(), Some(OperState::Error));
+        // The same result on a removal is not "the instance is gone".
+        let body = failed_op("OP_INSTANCE_REMOVE", None, rejected["result"].clone());
+        let Notification::OpStatus { event, .. } = decode(&body, "snf-").unwrap() else {
+            panic!()
+        };
+        assert!(!event.removes_missing_instance());
+
+        // No error in the result: the producer's logmsg stays.
+        let body = failed_op(
+            "OP_INSTANCE_REMOVE",
+            Some("disk busy"),
+            serde_json::Value::Null,
+        );
+        let Notification::OpStatus { event, .. } = decode(&body, "snf-").unwrap() else {
+            panic!()
+        };
+        assert_eq!(event.log_msg.as_deref(), Some("disk busy"));
+        assert_eq!(event.determined_state(), None);
     }
 
     #[test]

@@ -16,7 +16,8 @@ use synnefo_core::model::{Nic, Vm};
 use synnefo_core::ports::{InstanceInfo, JobInfo};
 use synnefo_core::reconcile::{
     BackendListing, Diff, FixAction, FixClass, FixFlags, FlavorSize, Guards, Input, JobObservation,
-    Listing, VmSnapshot, apply_db_fixes, batch_size, diff, plan_fixes, seed_batch_size,
+    Listing, VmSnapshot, apply_db_fixes, batch_size, diff, plan_fixes, record_orphan_removal,
+    seed_batch_size,
 };
 use synnefo_core::state::{
     Action, BackendJob, JobStatus, OpCode, OperState, PendingAction, RebootKind, VmState,
@@ -308,20 +309,42 @@ impl Model {
     }
 
     /// Applies a plan the way the executor does: DB fixes folded per VM,
-    /// orphan removals on the cluster.
+    /// orphan removals on the cluster, and the removal job recorded on the
+    /// row of a deleted or DESTROYED VM whose orphan was removed (the job
+    /// has not ended when the next run looks).
     fn apply(&mut self, actions: &[FixAction]) {
+        let removal = |vm: VmId| {
+            actions.iter().find_map(|a| match a {
+                FixAction::DestroyOrphan { vm: v, .. } if *v == vm => {
+                    Some(JobId(10_000 + vm.0 as u64))
+                }
+                _ => None,
+            })
+        };
+        let write = |vm: &Vm| -> Option<(VmState, Option<Vec<Nic>>)> {
+            let change = apply_db_fixes(vm, actions);
+            let (state, nics) = match change {
+                Some(c) => (c.state, c.nics),
+                None => (vm.state.clone(), None),
+            };
+            let state = match removal(vm.id) {
+                Some(job) => record_orphan_removal(&state, job),
+                None => state,
+            };
+            (state != vm.state || nics.is_some()).then_some((state, nics))
+        };
         for snap in &mut self.vms {
-            if let Some(change) = apply_db_fixes(&snap.vm, actions) {
-                snap.vm.state = change.state;
-                if let Some(n) = change.nics {
+            if let Some((state, nics)) = write(&snap.vm) {
+                snap.vm.state = state;
+                if let Some(n) = nics {
                     snap.nics = n;
                 }
                 snap.vm.version += 1;
             }
         }
         for vm in &mut self.others {
-            if let Some(change) = apply_db_fixes(vm, actions) {
-                vm.state = change.state;
+            if let Some((state, _)) = write(vm) {
+                vm.state = state;
                 vm.version += 1;
             }
         }

@@ -548,6 +548,55 @@ fn cases() -> Vec<Case> {
             vec![],
             vec![held(1, Rule::StuckBuild, Guard::TooYoung)],
         ),
+        case(
+            "R1: deleted, not DESTROYED, no instance (its removal never counted) is stale",
+            World::new()
+                .vm(with(vm(1, Error), |v| v.vm.state.deleted = true))
+                .vm(with(vm(2, Started), |v| v.vm.state.deleted = true))
+                .vm(with(vm(3, Build), |v| v.vm.state.deleted = true)),
+            vec![stale(1, Error), stale(2, Started), stale(3, Build)],
+            vec![],
+        ),
+        case(
+            "R1: deleted and DESTROYED without instance is settled",
+            World::new().vm(with(vm(1, Destroyed), |v| v.vm.state.deleted = true)),
+            vec![],
+            vec![],
+        ),
+        case(
+            "R1 guard: deleted, not DESTROYED, its remove job not yet ended",
+            World::new().vm(with(vm(1, Error), |v| {
+                v.vm.state.deleted = true;
+                pending(v, Action::Destroy, Some(9));
+            })),
+            vec![],
+            vec![held(
+                1,
+                Rule::Stale,
+                Guard::DestroyPending {
+                    job: Some(JobId(9)),
+                },
+            )],
+        ),
+        case(
+            "R1: deleted, not DESTROYED, its remove job ended (notification lost)",
+            World::new()
+                .vm(with(vm(1, Error), |v| {
+                    v.vm.state.deleted = true;
+                    pending(v, Action::Destroy, Some(9));
+                }))
+                .job(1, job(9, JobStatus::Error, OpCode::InstanceRemove)),
+            vec![stale(1, Error)],
+            vec![],
+        ),
+        case(
+            "R1 guard: deleted, not DESTROYED, a cluster failed to list",
+            World::new()
+                .vm(with(vm(1, Error), |v| v.vm.state.deleted = true))
+                .listing(B2, Listing::Unreachable("refused".into())),
+            vec![],
+            vec![held(1, Rule::Stale, Guard::ClusterUnreachable)],
+        ),
         // ------------------------------------------------------------ R2
         case(
             "R2: an instance with no VM row",
@@ -931,6 +980,16 @@ fn vms_on_unlisted_clusters_are_unchecked() {
         .vm(with(vm(1, Started), |v| v.vm.backend_id = Some(B3)))
         .diff();
     assert_eq!(d.unchecked[0].reason, UncheckedReason::BackendUnknown);
+    assert!(d.discrepancies.is_empty());
+    // A deleted VM not yet DESTROYED on an unlisted cluster: the same.
+    let d = World::new()
+        .vm(with(vm(1, Error), |v| {
+            v.vm.state.deleted = true;
+            v.vm.backend_id = Some(B2);
+        }))
+        .listing(B2, Listing::Offline)
+        .diff();
+    assert_eq!(d.unchecked[0].reason, UncheckedReason::BackendOffline);
     assert!(d.discrepancies.is_empty());
 }
 

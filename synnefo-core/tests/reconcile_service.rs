@@ -24,7 +24,7 @@ use synnefo_core::reconcile::{
 };
 use synnefo_core::service::reconcile::{BackendStatus, FixResult, Reconciler, RunOptions, Scope};
 use synnefo_core::state::{
-    Action, JobStatus, OpCode, OperState, PendingAction, RebootKind, VmState,
+    Action, BackendJob, JobStatus, OpCode, OperState, PendingAction, RebootKind, VmState,
 };
 use synnefo_core::store::SeaStore;
 
@@ -136,9 +136,10 @@ impl GanetiBackend for FakeGaneti {
         if let Some(v) = self.instances.lock().unwrap().get_mut(&backend) {
             v.retain(|i| i.name != instance);
         }
-        Ok(JobId(
-            5000 + self.next_job.fetch_add(1, Ordering::SeqCst) as u64,
-        ))
+        // Like Ganeti, the job is known (and runs) once submitted.
+        let id = 5000 + self.next_job.fetch_add(1, Ordering::SeqCst) as u64;
+        self.job(id, JobStatus::Running, OpCode::InstanceRemove);
+        Ok(JobId(id))
     }
     async fn list_instances(&self, backend: BackendId) -> Result<Vec<InstanceInfo>, BackendError> {
         *self.listed.lock().unwrap().entry(backend).or_default() += 1;
@@ -505,10 +506,103 @@ async fn report_then_fix_then_clean() {
         "held VMs are not touched"
     );
 
-    // Clean.
+    // Clean: the orphan's removal job still runs, so its row waits.
     w.clock.advance(TimeDelta::minutes(1));
     let report = w.reconciler.run(&all(FixFlags::NONE)).await.unwrap();
     assert!(report.is_clean(), "{:#?}", report.discrepancies);
+    assert!(
+        report.held.iter().any(|h| h.vm == gone.id
+            && h.rule == Rule::Stale
+            && matches!(h.guard, Guard::DestroyPending { job: Some(_) })),
+        "{:#?}",
+        report.held
+    );
+}
+
+/// A deleted VM whose removal ended without the DB counting it (here: rows
+/// left deleted but in ERROR by a removal of an instance Ganeti did not
+/// have, before such a failure counted as a removal) is found by `--all`
+/// and fixed by `--fix-stale`; a deleted VM whose removal job still runs is
+/// held, and settles once Ganeti reports that job ended.
+#[tokio::test]
+async fn deleted_vms_whose_removal_never_counted_are_destroyed() {
+    let w = world().await;
+    let failed_remove = BackendJob {
+        job_id: JobId(40),
+        opcode: OpCode::InstanceRemove,
+        status: JobStatus::Error,
+        log_msg: Some("OpPrereqError: Instance 'snf-1' not known".into()),
+    };
+    let zombie = w
+        .vm(OperState::Error, |s| {
+            s.deleted = true;
+            s.job = Some(failed_remove.clone());
+        })
+        .await;
+    let removing = w
+        .vm(OperState::Started, |s| {
+            s.deleted = true;
+            s.action = Some(PendingAction {
+                action: Action::Destroy,
+                job_id: Some(JobId(41)),
+            });
+        })
+        .await;
+    w.ganeti.job(41, JobStatus::Running, OpCode::InstanceRemove);
+    let done = w.vm(OperState::Destroyed, |s| s.deleted = true).await;
+
+    let report = w.reconciler.run(&all(FixFlags::NONE)).await.unwrap();
+    assert_eq!(
+        report.discrepancies,
+        vec![Discrepancy::Stale {
+            vm: zombie.id,
+            backend: Some(w.b1),
+            operstate: OperState::Error,
+        }]
+    );
+    assert_eq!(
+        report
+            .held
+            .iter()
+            .map(|h| (h.vm, h.rule, h.guard))
+            .collect::<Vec<_>>(),
+        vec![(
+            removing.id,
+            Rule::Stale,
+            Guard::DestroyPending {
+                job: Some(JobId(41))
+            }
+        )]
+    );
+    assert_eq!(
+        report.stats.vms, 2,
+        "the deleted and DESTROYED row is not read"
+    );
+    let _ = done;
+
+    let report = w
+        .reconciler
+        .run(&all(FixFlags {
+            stale: true,
+            ..FixFlags::NONE
+        }))
+        .await
+        .unwrap();
+    assert!(report.unfixed.is_empty(), "{report:#?}");
+    let z = w.get(zombie.id).await;
+    assert!(z.state.deleted && z.state.operstate == OperState::Destroyed);
+    assert_eq!(z.state.job, Some(failed_remove), "the job on record stays");
+
+    // The running removal ends and its notification is lost.
+    w.ganeti.job(41, JobStatus::Success, OpCode::InstanceRemove);
+    w.clock.advance(TimeDelta::minutes(1));
+    let report = w.reconciler.run(&all(FixFlags::ALL)).await.unwrap();
+    assert_eq!(report.fixes.len(), 1, "{report:#?}");
+    let r = w.get(removing.id).await;
+    assert!(r.state.deleted && r.state.operstate == OperState::Destroyed);
+    assert_eq!(r.state.action, None);
+    let report = w.reconciler.run(&all(FixFlags::NONE)).await.unwrap();
+    assert!(report.is_clean() && report.held.is_empty(), "{report:#?}");
 }
 
 #[tokio::test]

@@ -333,6 +333,74 @@ async fn simulator_answers_carry_every_field_of_real_ganeti() {
     );
 }
 
+/// Ganeti 3.0 takes `DELETE /2/instances/NAME` for an instance it does not
+/// have and fails the job in its prerequisites. The recording has that
+/// failure for a startup (`failed`: job-failed.json, queue/job-N); a
+/// removal fails in the same place (both opcodes expand and lock the
+/// instance in `ExpandNames`, `_ExpandAndLockInstance`) with the same error,
+/// so the simulator's removal must fail exactly like that recorded job:
+/// same result, no log, never executed.
+#[tokio::test]
+async fn removing_an_unknown_instance_fails_like_ganeti() {
+    let sim = Simulator::builder()
+        .latency(SimLatency::zero())
+        .start()
+        .await
+        .unwrap();
+    let c = sim.client().unwrap();
+    let job = c
+        .remove_instance("snf-nosuch")
+        .await
+        .expect("the submit is accepted");
+    c.wait_for_job(job, Duration::from_secs(30)).await.unwrap();
+
+    // The opcodes' inputs differ (startup vs remove); everything else may not.
+    let without_inputs = |mut v: Value| {
+        v["ops"] = Value::Null;
+        v
+    };
+    let real = fixture("job-failed.json");
+    let (status, answer) = get_raw(&sim, &format!("/2/jobs/{job}")).await;
+    assert_eq!(status, 200);
+    assert_shape(
+        "job-failed.json (a removal)",
+        &without_inputs(real.clone()),
+        &without_inputs(answer.clone()),
+    );
+    assert_eq!(answer["ops"][0]["OP_ID"], "OP_INSTANCE_REMOVE");
+    for field in ["status", "opstatus", "oplog", "opresult"] {
+        assert_eq!(answer[field], real[field], "{field}");
+    }
+    assert_eq!(answer["summary"], json!(["INSTANCE_REMOVE(snf-nosuch)"]));
+    assert_eq!(
+        real["opresult"],
+        json!([[
+            "OpPrereqError",
+            ["Instance 'snf-nosuch' not known", "unknown_entity"]
+        ]])
+    );
+
+    let real_file = fixture(&format!("queue/job-{}", recorded_jobs()["failed"]));
+    let sim_file: Value =
+        serde_json::from_slice(&std::fs::read(sim.queue_dir().join(format!("job-{job}"))).unwrap())
+            .unwrap();
+    let without_input = |mut v: Value| {
+        v["ops"][0]["input"] = Value::Null;
+        v
+    };
+    assert_shape(
+        "queue/job-failed (a removal)",
+        &without_input(real_file.clone()),
+        &without_input(sim_file.clone()),
+    );
+    let (real_op, sim_op) = (&real_file["ops"][0], &sim_file["ops"][0]);
+    for field in ["status", "result", "log", "exec_timestamp"] {
+        assert_eq!(sim_op[field], real_op[field], "ops[0].{field}");
+    }
+    assert_eq!(sim_op["input"]["OP_ID"], "OP_INSTANCE_REMOVE");
+    assert!(!sim_op["end_timestamp"].is_null() && !sim_file["end_timestamp"].is_null());
+}
+
 #[test]
 fn the_client_decodes_every_recorded_answer() {
     let dec = |f: &str| std::fs::read(fixtures().join(f)).unwrap();

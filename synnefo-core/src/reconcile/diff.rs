@@ -577,7 +577,11 @@ pub fn diff(input: &Input<'_>) -> Diff {
     for snap in input.vms {
         let vm = &snap.vm;
         if vm.state.deleted {
-            // Not in D: only its instances matter, as orphans.
+            // Not in D: only its instances matter, as orphans; unless it
+            // has none and never became DESTROYED.
+            if vm.state.operstate != OperState::Destroyed && !index.contains_key(&vm.id) {
+                check_unremoved(input, vm, &listed, &offline, any_unreachable, &mut out);
+            }
             continue;
         }
         checked.insert(vm.id);
@@ -887,6 +891,56 @@ fn check_vm(
             ganeti,
         };
         emit(out, d, guard);
+    }
+}
+
+/// A deleted VM that is not DESTROYED and whose instance no cluster lists:
+/// its removal ended without the DB hearing that the instance is gone (a
+/// lost notification, or a removal of an instance Ganeti did not have,
+/// recorded as a failure before that counted as a removal). R1, unless its
+/// removal is still in flight ([`Guard::DestroyPending`]).
+fn check_unremoved(
+    input: &Input<'_>,
+    vm: &Vm,
+    listed: &HashSet<BackendId>,
+    offline: &HashSet<BackendId>,
+    any_unreachable: bool,
+    out: &mut Diff,
+) {
+    out.stats.vms += 1;
+    let recorded = vm.backend_id;
+    if let Some(b) = recorded
+        && !listed.contains(&b)
+    {
+        let reason = if offline.contains(&b) {
+            UncheckedReason::BackendOffline
+        } else if input.listings.iter().any(|l| l.backend == b) {
+            UncheckedReason::BackendUnreachable
+        } else {
+            UncheckedReason::BackendUnknown
+        };
+        out.unchecked.push(Unchecked {
+            vm: vm.id,
+            backend: recorded,
+            reason,
+        });
+        return;
+    }
+    if recorded.is_none() && listed.is_empty() {
+        out.unchecked.push(Unchecked {
+            vm: vm.id,
+            backend: None,
+            reason: UncheckedReason::BackendUnknown,
+        });
+        return;
+    }
+    match in_flight(vm, input.jobs.get(&vm.id), input.now, input.guards) {
+        Some(job) => out.held.push(Held {
+            vm: vm.id,
+            rule: Rule::Stale,
+            guard: Guard::DestroyPending { job },
+        }),
+        None => stale(out, vm, any_unreachable),
     }
 }
 

@@ -21,14 +21,16 @@
 //!
 //! # Rules
 //!
-//! `D` = VMs in the DB that are not deleted; `G` = instances named
+//! `D` = VMs in the DB that are not deleted, and deleted VMs that are not
+//! DESTROYED and have no instance (their removal ended but the DB never
+//! counted it; checked for R1 only); `G` = instances named
 //! `<prefix><vm id>` on the clusters that could be listed. Names that do not
 //! parse as ours are other tenants of the cluster and are ignored (counted
 //! in [`DiffStats::foreign_ignored`]).
 //!
 //! | rule | finding | guard (the finding is [`Held`] instead) |
 //! |---|---|---|
-//! | R1 [`Discrepancy::Stale`] | in D, not in G | a job is in flight for the VM; the VM is in BUILD and its create job has not ended (or has no job yet and the VM is younger than [`Guards::stuck_after`]); a cluster failed to list (the instance may live there). VMs in ERROR without an instance are not stale: a failed create leaves none. |
+//! | R1 [`Discrepancy::Stale`] | in D, not in G (a deleted VM: not DESTROYED, not in G) | a job is in flight for the VM (for a deleted VM: its removal, [`Guard::DestroyPending`]); the VM is in BUILD and its create job has not ended (or has no job yet and the VM is younger than [`Guards::stuck_after`]); a cluster failed to list (the instance may live there). Live VMs in ERROR without an instance are not stale: a failed create leaves none. |
 //! | R2 [`Discrepancy::Orphan`] | in G, but deleted or unknown in D, or a second copy on a cluster the VM is not recorded on | the VM's removal is still in flight (the user deleted it, the remove job has not ended) |
 //! | R3 [`Discrepancy::UnsyncedOperstate`] | G running but D not STARTED, or G stopped but D not BUILD/ERROR/STOPPED | a job is in flight for the VM |
 //! | [`Discrepancy::UnsyncedFlavor`] | beparams vcpus/maxmem differ from the flavor | a job is in flight |

@@ -28,7 +28,11 @@
 //!   the user can simply retry; the caller gets a 503 (unreachable) or a 409
 //!   (refused).
 //! * **Delete of an instance Ganeti does not have**: the VM is destroyed at
-//!   once; there is nothing left to remove.
+//!   once; there is nothing left to remove. For a VM in ERROR (its create
+//!   failed) the instance is looked up first ([`GanetiBackend::instance_info`]).
+//!   Otherwise Ganeti takes the removal job whatever the name and fails it
+//!   (`OpPrereqError`, `unknown_entity`); the dispatcher then destroys the
+//!   VM ([`state::OpStatusEvent::determined_state`]).
 //!
 //! The core stays free of I/O of its own: placement and console forwarding
 //! are ports ([`Placement`], [`ConsoleForwarder`]).
@@ -951,6 +955,14 @@ impl Compute {
             return self.finish_without_ganeti(started, action).await;
         };
         let instance = InstanceName::new(&self.config.prefix, started.id).to_string();
+        if action == Action::Destroy
+            && started.state.operstate == OperState::Error
+            && self.instance_absent(backend, &instance).await
+        {
+            // Its create failed: there is no instance, hence nothing for a
+            // removal job to do (Ganeti would accept the job and fail it).
+            return self.finish_without_ganeti(started, action).await;
+        }
         let submitted = match action {
             Action::Start => self.ganeti.startup(backend, &instance).await,
             Action::Stop | Action::Suspend => {
@@ -985,6 +997,19 @@ impl Compute {
                     | BackendError::Rejected(_) => e.into(),
                     other => BackendError::Rejected(other.to_string()).into(),
                 })
+            }
+        }
+    }
+
+    /// True only if Ganeti answers that it does not have `instance`; an
+    /// unreachable cluster is not an answer (the caller then submits the
+    /// removal as usual, whose outcome settles the VM).
+    async fn instance_absent(&self, backend: BackendId, instance: &str) -> bool {
+        match self.ganeti.instance_info(backend, instance).await {
+            Ok(found) => found.is_none(),
+            Err(e) => {
+                tracing::warn!(%instance, error = %e, "cannot tell whether the instance exists; submitting its removal");
+                false
             }
         }
     }

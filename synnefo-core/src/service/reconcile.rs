@@ -7,8 +7,9 @@
 //!    skipped, failures are recorded and the run goes on. Listing *before*
 //!    reading the DB is what makes an instance without a row a real orphan:
 //!    the API commits a VM's row before it submits the create job.
-//! 2. **Read the DB**: all VMs (`--all`, in pages) or the staggered batch
-//!    ([`batch_size`] of the least recently reconciled), their NICs and
+//! 2. **Read the DB**: all VMs (`--all`, in pages: every VM not DESTROYED,
+//!    deleted ones included, and the DESTROYED ones not deleted) or the
+//!    staggered batch ([`batch_size`] of the least recently reconciled), their NICs and
 //!    flavors, and the rows of every other VM id the listings mention
 //!    (deleted ones included), so orphans are found over the full listings.
 //! 3. **Diff** ([`diff`]). VMs held back by a job believed in flight get that
@@ -47,6 +48,7 @@ use crate::reconcile::{
     batch_size, diff, plan_fixes, record_orphan_removal,
 };
 use crate::service::{VmChange, modify_vm};
+use crate::state::OperState;
 
 /// Errors that stop a whole run (per-item failures are in the report).
 #[derive(Debug, thiserror::Error)]
@@ -479,23 +481,44 @@ impl Reconciler {
             Scope::All => {
                 progress(ProgressEvent::Phase(Phase::Loading, total));
                 let mut out: Vec<Vm> = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+                // Every VM that is not DESTROYED, deleted ones included (a
+                // deleted VM whose removal never counted is checked for R1),
+                // then the live ones that are DESTROYED; never the deleted
+                // and DESTROYED rows, the whole history.
+                let not_destroyed = VmQuery {
+                    include_deleted: true,
+                    operstates: Some(
+                        OperState::ALL
+                            .into_iter()
+                            .filter(|o| *o != OperState::Destroyed)
+                            .collect(),
+                    ),
+                    ..VmQuery::default()
+                };
+                let live_destroyed = VmQuery {
+                    operstates: Some(vec![OperState::Destroyed]),
+                    ..VmQuery::default()
+                };
                 let page = opts.page_size.max(1);
-                let mut marker = None;
-                loop {
-                    let q = VmQuery {
-                        marker,
-                        limit: Some(page),
-                        ..VmQuery::default()
-                    };
-                    let batch = self.store.list_vms(&q).await?;
-                    let n = batch.len() as u64;
-                    progress(ProgressEvent::Advance(n));
-                    marker = batch.last().map(|v| v.id);
-                    out.extend(batch);
-                    if n < page {
-                        break;
+                for query in [not_destroyed, live_destroyed] {
+                    let mut marker = None;
+                    loop {
+                        let q = VmQuery {
+                            marker,
+                            limit: Some(page),
+                            ..query.clone()
+                        };
+                        let batch = self.store.list_vms(&q).await?;
+                        let n = batch.len() as u64;
+                        progress(ProgressEvent::Advance(n));
+                        marker = batch.last().map(|v| v.id);
+                        out.extend(batch);
+                        if n < page {
+                            break;
+                        }
                     }
                 }
+                out.sort_unstable_by_key(|v| v.id);
                 Ok(out)
             }
         }

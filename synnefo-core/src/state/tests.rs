@@ -44,7 +44,33 @@ const SUCCESS_TABLE: &[(&str, Option<&str>)] = &[
     ("OP_INSTANCE_FAILOVER", None),
 ];
 
-fn expected(from: &str, opcode: &str, status: &str) -> &'static str {
+/// What Ganeti may report as a job's log message, and whether it says that
+/// Ganeti does not know the instance (written out, not derived from
+/// `OpError`). `None`: the job's own progress line (`"{opcode} {status}"`).
+const LOG_MESSAGES: &[(Option<&str>, bool)] = &[
+    (None, false),
+    (
+        Some("OpPrereqError: Instance 'snf-1' not known (unknown_entity)"),
+        true,
+    ),
+    // A producer that dropped the code: Ganeti's own words.
+    (Some("OpPrereqError: Instance 'snf-1' not known"), true),
+    (
+        Some("OpPrereqError: Instance 'snf-1' is locked (wrong_state)"),
+        false,
+    ),
+    (
+        Some("OpExecError: Could not remove instance 'snf-1' not known"),
+        false,
+    ),
+    (Some("Instance 'snf-1' not known"), false),
+    (
+        Some("OpPrereqError: Instance allocation violates policy (wrong_input)"),
+        false,
+    ),
+];
+
+fn expected(from: &str, opcode: &str, status: &str, instance_unknown: bool) -> &'static str {
     let from: &'static str = OperState::ALL
         .iter()
         .find(|o| o.as_str() == from)
@@ -61,12 +87,14 @@ fn expected(from: &str, opcode: &str, status: &str) -> &'static str {
             .1
             .unwrap_or(from),
         "error" | "canceled" if opcode == "OP_INSTANCE_CREATE" => "ERROR",
+        // Nothing left to remove (the seed's ticket #799).
+        "error" if opcode == "OP_INSTANCE_REMOVE" && instance_unknown => "DESTROYED",
         _ => from,
     }
 }
 
 #[test]
-fn every_operstate_opcode_status_combination() {
+fn every_operstate_opcode_status_log_message_combination() {
     assert_eq!(
         SUCCESS_TABLE.len(),
         OpCode::ALL.len(),
@@ -76,39 +104,145 @@ fn every_operstate_opcode_status_combination() {
     for from in OperState::ALL {
         for &opcode in OpCode::ALL {
             for status in JobStatus::ALL {
-                let vm = vm_in(from);
-                let e = ev(10, opcode, status, 1_000);
-                let want = expected(from.as_str(), opcode.as_str(), status.as_str());
-                let next = match apply_op_status(&vm, &e) {
-                    Transition::Applied(n) => n,
-                    Transition::Ignored(why) => panic!("{from} {opcode} {status} ignored: {why:?}"),
-                };
-                assert_eq!(next.operstate.as_str(), want, "{from} + {opcode} {status}");
-                // The job is always recorded, with its log message.
-                let job = next.job.as_ref().unwrap();
-                assert_eq!(
-                    (job.job_id, job.opcode, job.status),
-                    (JobId(10), opcode, status)
-                );
-                assert_eq!(
-                    job.log_msg.as_deref(),
-                    Some(format!("{opcode} {status}").as_str())
-                );
-                assert_eq!(
-                    next.deleted,
-                    want == "DESTROYED",
-                    "{from} + {opcode} {status}: deleted flag"
-                );
-                // Applying the same event again is a no-op.
-                assert_eq!(
-                    apply_op_status(&next, &e),
-                    Transition::Ignored(Ignored::Duplicate)
-                );
-                checked += 1;
+                for &(msg, unknown) in LOG_MESSAGES {
+                    let vm = vm_in(from);
+                    let mut e = ev(10, opcode, status, 1_000);
+                    if let Some(m) = msg {
+                        e.log_msg = Some(m.to_string());
+                    }
+                    let want = expected(from.as_str(), opcode.as_str(), status.as_str(), unknown);
+                    let case = format!("{from} + {opcode} {status} {msg:?}");
+                    let next = match apply_op_status(&vm, &e) {
+                        Transition::Applied(n) => n,
+                        Transition::Ignored(why) => panic!("{case} ignored: {why:?}"),
+                    };
+                    assert_eq!(next.operstate.as_str(), want, "{case}");
+                    // The job is always recorded, with its log message.
+                    let job = next.job.as_ref().unwrap();
+                    assert_eq!(
+                        (job.job_id, job.opcode, job.status),
+                        (JobId(10), opcode, status)
+                    );
+                    assert_eq!(job.log_msg, e.log_msg, "{case}");
+                    assert_eq!(next.deleted, want == "DESTROYED", "{case}: deleted flag");
+                    // Applying the same event again is a no-op.
+                    assert_eq!(
+                        apply_op_status(&next, &e),
+                        Transition::Ignored(Ignored::Duplicate)
+                    );
+                    checked += 1;
+                }
             }
         }
     }
-    assert_eq!(checked, 5 * 15 * 7);
+    assert_eq!(checked, 5 * 15 * 7 * LOG_MESSAGES.len());
+}
+
+#[test]
+fn op_errors_parse_from_results_and_text() {
+    use serde_json::json;
+    let cases = [
+        (
+            json!([
+                "OpPrereqError",
+                ["Instance 'snf-1' not known", "unknown_entity"]
+            ]),
+            Some((
+                "OpPrereqError",
+                "Instance 'snf-1' not known",
+                Some("unknown_entity"),
+            )),
+            "OpPrereqError: Instance 'snf-1' not known (unknown_entity)",
+        ),
+        (
+            json!(["OpExecError", ["Could not start instance"]]),
+            Some(("OpExecError", "Could not start instance", None)),
+            "OpExecError: Could not start instance",
+        ),
+        (
+            json!(["OpExecError", "disk full"]),
+            Some(("OpExecError", "disk full", None)),
+            "OpExecError: disk full",
+        ),
+        // A code Ganeti does not define is not a code.
+        (
+            json!(["OpPrereqError", ["x", "no_such_code"]]),
+            Some(("OpPrereqError", "x", None)),
+            "OpPrereqError: x",
+        ),
+    ];
+    for (result, want, text) in cases {
+        let e = OpError::from_result(&result).unwrap();
+        let got = (e.class.as_str(), e.message.as_str(), e.errcode.as_deref());
+        assert_eq!(Some(got), want, "{result}");
+        assert_eq!(e.to_string(), text);
+        assert_eq!(OpError::parse(text), Some(e), "round trip of {text}");
+    }
+    for not_an_error in [
+        json!(null),
+        json!("Job canceled by request"),
+        json!(["node1"]),
+        json!([["node1.lab.test"]]),
+        json!(["node1", "node2"]),
+    ] {
+        assert_eq!(OpError::from_result(&not_an_error), None, "{not_an_error}");
+    }
+    for not_an_error in [
+        "* starting instance...",
+        "Note: x",
+        "job 3 failed: simulated",
+    ] {
+        assert_eq!(OpError::parse(not_an_error), None, "{not_an_error}");
+    }
+    // A message that merely ends in parentheses keeps them.
+    let e = OpError::parse("OpExecError: hypervisor failed (kvm)").unwrap();
+    assert_eq!(
+        (e.message.as_str(), e.errcode),
+        ("hypervisor failed (kvm)", None)
+    );
+    // Only an error event has an error.
+    let mut ok = ev(1, OpCode::InstanceRemove, JobStatus::Success, 1);
+    ok.log_msg = Some("OpPrereqError: Instance 'snf-1' not known (unknown_entity)".into());
+    assert_eq!(ok.error(), None);
+}
+
+#[test]
+fn a_removal_of_an_unknown_instance_destroys_in_any_order() {
+    // A VM whose create Ganeti rejected, then deleted: the removal fails
+    // because there is no instance.
+    let create = ev(3, OpCode::InstanceCreate, JobStatus::Error, 30);
+    let mut remove = ev(9, OpCode::InstanceRemove, JobStatus::Error, 90);
+    remove.log_msg = Some("OpPrereqError: Instance 'snf-1' not known (unknown_entity)".into());
+    let deleted = |vm: VmState| {
+        let mut d = start_action(&vm, Action::Destroy).unwrap();
+        d = record_submitted_job(&d, JobId(9));
+        d
+    };
+    let Transition::Applied(error) = apply_op_status(&VmState::new_build(), &create) else {
+        panic!()
+    };
+    assert_eq!(error.operstate, OperState::Error);
+    let Transition::Applied(done) = apply_op_status(&deleted(error), &remove) else {
+        panic!()
+    };
+    assert_eq!(done.operstate, OperState::Destroyed);
+    assert!(done.deleted);
+    assert_eq!(done.action, None, "the removal settles the delete");
+    assert_eq!(server_status(&done), ServerStatus::Deleted);
+    // The create's failure arriving late changes nothing.
+    assert_eq!(
+        apply_op_status(&done, &create),
+        Transition::Ignored(Ignored::Stale)
+    );
+    // A removal that failed for another reason leaves the VM as it was.
+    let mut busy = remove.clone();
+    busy.log_msg = Some("OpExecError: Could not remove disks".into());
+    let Transition::Applied(kept) = apply_op_status(&deleted(vm_in(OperState::Started)), &busy)
+    else {
+        panic!()
+    };
+    assert_eq!(kept.operstate, OperState::Started);
+    assert!(kept.deleted);
 }
 
 #[test]
@@ -279,21 +413,26 @@ fn history() -> impl Strategy<Value = Vec<OpStatusEvent>> {
         Just(OpCode::InstanceRemove),
         Just(OpCode::InstanceCreate),
     ];
+    // (final status, the error says Ganeti does not know the instance)
     let end = prop_oneof![
-        6 => Just(JobStatus::Success),
-        2 => Just(JobStatus::Error),
-        1 => Just(JobStatus::Canceled),
+        6 => Just((JobStatus::Success, false)),
+        2 => Just((JobStatus::Error, false)),
+        1 => Just((JobStatus::Error, true)),
+        1 => Just((JobStatus::Canceled, false)),
     ];
     let job = (op, end, any::<bool>(), 1u32..3);
     (
         prop::collection::vec(job, 0..8),
-        prop_oneof![Just(JobStatus::Success), Just(JobStatus::Error)],
+        prop_oneof![
+            Just((JobStatus::Success, false)),
+            Just((JobStatus::Error, false))
+        ],
     )
         .prop_map(|(jobs, create_end)| {
             let mut out = Vec::new();
             let mut t = 1_000_000i64;
             let all = std::iter::once((OpCode::InstanceCreate, create_end, true, 1)).chain(jobs);
-            for (i, (op, end, waits, nops)) in all.enumerate() {
+            for (i, (op, (end, unknown), waits, nops)) in all.enumerate() {
                 let job_id = (i as u64 + 1) * 7;
                 for op_index in 0..nops {
                     let mut statuses = vec![JobStatus::Queued];
@@ -306,6 +445,11 @@ fn history() -> impl Strategy<Value = Vec<OpStatusEvent>> {
                         t += 13;
                         let mut e = ev(job_id, op, s, t);
                         e.op_index = op_index;
+                        if unknown && s == JobStatus::Error {
+                            e.log_msg = Some(
+                                "OpPrereqError: Instance 'snf-1' not known (unknown_entity)".into(),
+                            );
+                        }
                         out.push(e);
                     }
                 }
