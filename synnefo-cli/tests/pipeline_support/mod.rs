@@ -51,6 +51,17 @@ fn with_database(url: &str, db: &str) -> String {
 }
 
 impl TestDb {
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The URL of the server's maintenance database (to act on this one
+    /// from outside it).
+    pub fn admin_url(&self) -> &str {
+        &self.admin_url
+    }
+
     /// Creates and migrates a database, or reports PostgreSQL unavailable.
     pub async fn create(test: &str) -> Option<(TestDb, SeaStore)> {
         let admin_url = pg_url();
@@ -402,10 +413,21 @@ pub async fn mismatches(
     expected: &BTreeMap<VmId, (OperState, bool)>,
 ) -> Vec<(VmId, (OperState, bool), (OperState, bool))> {
     let ids: Vec<VmId> = expected.keys().copied().collect();
-    let got: BTreeMap<VmId, (OperState, bool)> = store
-        .vms(&ids)
-        .await
-        .expect("read vms")
+    // A read may fail on a connection the test (or a database restart)
+    // killed: the pool drops it and the next read gets a fresh one.
+    let mut attempts = 0;
+    let vms = loop {
+        match store.vms(&ids).await {
+            Ok(v) => break v,
+            Err(e) if attempts < 50 => {
+                attempts += 1;
+                eprintln!("reading the VMs failed ({e}); retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("read vms: {e}"),
+        }
+    };
+    let got: BTreeMap<VmId, (OperState, bool)> = vms
         .into_iter()
         .map(|v| (v.id, (v.state.operstate, v.state.deleted)))
         .collect();
@@ -607,16 +629,241 @@ pub fn restart_lock() -> Option<File> {
     Some(f)
 }
 
+// ------------------------------------------------------------- PostgreSQL
+
+/// Serialises PostgreSQL restarts (and tests that kill the server's
+/// connections) between test processes and threads; held for a whole test.
+#[allow(clippy::incompatible_msrv)] // File::lock: Rust 1.89; the toolchain is newer.
+pub fn pg_restart_lock() -> Option<File> {
+    let f = File::create("/tmp/synnefo-postgresql-restart.lock").ok()?;
+    f.lock().ok()?;
+    Some(f)
+}
+
+/// The local PostgreSQL cluster a test may restart (`pg_lsclusters`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgCluster {
+    /// Major version (`15`).
+    pub version: String,
+    /// Cluster name (`main`).
+    pub name: String,
+    /// Its port.
+    pub port: u16,
+}
+
+impl PgCluster {
+    /// The cluster of this machine that serves `url` (a loopback host and
+    /// the cluster's port), or why there is none.
+    pub fn serving(url: &str) -> Result<PgCluster, String> {
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let hostport = rest.split(['/', '?']).next().unwrap_or_default();
+        let hostport = hostport.rsplit_once('@').map_or(hostport, |(_, h)| h);
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|e| format!("port of {url}: {e}"))?,
+            ),
+            None => (hostport, 5432),
+        };
+        if !matches!(host, "127.0.0.1" | "localhost" | "[::1]" | "") {
+            return Err(format!("{host} is not this machine"));
+        }
+        let out = Command::new("pg_lsclusters")
+            .arg("-h")
+            .output()
+            .map_err(|e| format!("pg_lsclusters: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "pg_lsclusters: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() >= 4 && f[2].parse() == Ok(port) && f[3] == "online").then(|| PgCluster {
+                    version: f[0].to_string(),
+                    name: f[1].to_string(),
+                    port,
+                })
+            })
+            .ok_or_else(|| format!("no online cluster on port {port} in pg_lsclusters"))
+    }
+
+    fn ctl(&self, action: &str) -> Result<(), String> {
+        let out = Command::new("pg_ctlcluster")
+            .args(["--skip-systemctl-redirect", "-m", "fast"])
+            .args([&self.version, &self.name, action])
+            .output()
+            .map_err(|e| format!("pg_ctlcluster: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "pg_ctlcluster {} {} {action}: {}{}",
+                self.version,
+                self.name,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    /// Restarts the server (fast shutdown: every session is ended; the
+    /// command returns once it accepts connections again). Returns how
+    /// long it took. A guard starts it again should the restart fail
+    /// half-way.
+    pub fn restart(&self) -> Result<Duration, String> {
+        let t = Instant::now();
+        let guard = PgStartGuard(self.clone());
+        let result = self.ctl("restart");
+        drop(guard);
+        result.map(|()| t.elapsed())
+    }
+
+    /// Stops the server (fast shutdown); it is started again when the
+    /// returned guard is dropped (also on panic), or by [`PgStartGuard::start`].
+    pub fn stop(&self) -> Result<PgStartGuard, String> {
+        let guard = PgStartGuard(self.clone());
+        self.ctl("stop")?;
+        Ok(guard)
+    }
+}
+
+/// Starts the cluster when dropped if it is not running (also on panic).
+pub struct PgStartGuard(PgCluster);
+
+impl PgStartGuard {
+    /// Starts the cluster now; returns once it accepts connections.
+    pub fn start(self) -> Result<(), String> {
+        let result = self.0.ctl("start");
+        drop(self);
+        result
+    }
+}
+
+impl Drop for PgStartGuard {
+    fn drop(&mut self) {
+        let online = Command::new("pg_lsclusters")
+            .arg("-h")
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout).lines().any(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f.len() >= 4
+                        && f[0] == self.0.version
+                        && f[1] == self.0.name
+                        && f[3] == "online"
+                })
+            })
+            .unwrap_or(false);
+        if !online && let Err(e) = self.0.ctl("start") {
+            eprintln!("!!!!! could not start PostgreSQL again: {e}");
+        }
+    }
+}
+
+/// Ends every session of database `db` (`pg_terminate_backend`) from a
+/// fresh connection to the maintenance database; returns how many.
+pub async fn kill_connections(admin_url: &str, db: &str) -> Result<usize, String> {
+    use sea_orm::{DbBackend, Statement};
+    let admin = Database::connect(admin_url)
+        .await
+        .map_err(|e| format!("connecting to {admin_url}: {e}"))?;
+    let rows = admin
+        .query_all(Statement::from_string(
+            DbBackend::Postgres,
+            format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+            ),
+        ))
+        .await
+        .map_err(|e| format!("pg_terminate_backend: {e}"));
+    let _ = admin.close().await;
+    Ok(rows?.len())
+}
+
+/// The figures a `synnefo dispatcher` prints when it stops (`dispatcher
+/// stopped: N applied, N ignored, N dead-lettered, N batches, N
+/// redelivered, N retries`), by name.
+pub fn dispatcher_totals(log: &str) -> Option<BTreeMap<String, u64>> {
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("dispatcher stopped: "))?;
+    Some(
+        line.trim_start_matches("dispatcher stopped: ")
+            .split(", ")
+            .filter_map(|part| {
+                let (n, what) = part.split_once(' ')?;
+                Some((what.to_string(), n.parse().ok()?))
+            })
+            .collect(),
+    )
+}
+
+// ------------------------------------------------------------- end to end runs
+
+/// What happens to the services while the jobs run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disruption {
+    /// Nothing.
+    None,
+    /// RabbitMQ stopped for a few seconds (`rabbitmqctl stop_app`).
+    BrokerRestart,
+    /// Every session of the test database killed (`pg_terminate_backend`)
+    /// three times, and PostgreSQL itself restarted once in between.
+    DatabaseRestart,
+}
+
 /// The full pipeline: the Ganeti simulator runs each VM's jobs -> `synnefo
 /// eventd` publishes from its job queue -> RabbitMQ -> two `synnefo
 /// dispatcher`s -> PostgreSQL; asserts every VM's final state. With
 /// `restart_broker`, RabbitMQ is stopped for a few seconds while jobs run.
 pub async fn end_to_end(test: &str, per_lifecycle: usize, restart_broker: bool) {
+    let disruption = if restart_broker {
+        Disruption::BrokerRestart
+    } else {
+        Disruption::None
+    };
+    end_to_end_with(test, per_lifecycle, disruption).await;
+}
+
+/// [`end_to_end`] with a [`Disruption`] while the jobs run. Under a
+/// database restart the dispatchers must also have retried (the outage
+/// overlapped their work), never dead-lettered, and stop cleanly.
+pub async fn end_to_end_with(test: &str, per_lifecycle: usize, disruption: Disruption) {
     use synnefo_ganeti::sim::Simulator;
 
+    let restart_broker = disruption == Disruption::BrokerRestart;
+    let restart_db = disruption == Disruption::DatabaseRestart;
+    // Taken before the database is created: the database disruption of
+    // another test must not hit this one's database either.
+    let t_lock = Instant::now();
+    let _pg_lock = if restart_db {
+        let lock = pg_restart_lock();
+        eprintln!("{test}: waited {:?} for the restart lock", t_lock.elapsed());
+        lock
+    } else {
+        None
+    };
+    let t_test = Instant::now();
     let prefix = unique_prefix();
     let Some((db, store)) = TestDb::create(test).await else {
         return;
+    };
+    let cluster = if restart_db {
+        match PgCluster::serving(&db.url) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                service_unavailable(test, "a PostgreSQL restart (pg_ctlcluster, as root)", &e);
+                return;
+            }
+        }
+    } else {
+        None
     };
     let mut amqp = synnefo_amqp::AmqpConfig::new(amqp_url(), &prefix);
     amqp.publish_timeout = Duration::from_secs(30);
@@ -641,15 +888,20 @@ pub async fn end_to_end(test: &str, per_lifecycle: usize, restart_broker: bool) 
         None
     };
     let dir = tempfile::tempdir().unwrap();
-    // Slow jobs when the broker restarts, so the outage lands mid-stream.
-    let latency = if restart_broker {
-        synnefo_ganeti::sim::SimLatency {
+    // Slow jobs when a service restarts, so the outage lands mid-stream
+    // (a database restart takes a few seconds: the jobs outlast it).
+    let latency = match disruption {
+        Disruption::None => synnefo_ganeti::sim::SimLatency::default(),
+        Disruption::BrokerRestart => synnefo_ganeti::sim::SimLatency {
             queued_ms: 100,
             waiting_ms: 100,
             running_ms: 1_000,
-        }
-    } else {
-        synnefo_ganeti::sim::SimLatency::default()
+        },
+        Disruption::DatabaseRestart => synnefo_ganeti::sim::SimLatency {
+            queued_ms: 100,
+            waiting_ms: 100,
+            running_ms: 2_500,
+        },
     };
     let sim = Simulator::builder()
         .data_dir(dir.path().join("sim"))
@@ -698,9 +950,21 @@ pub async fn end_to_end(test: &str, per_lifecycle: usize, restart_broker: bool) 
         .expect("defaults")
         .ganeti;
     let mut tasks = tokio::task::JoinSet::new();
-    for (vm, life) in vms.iter().zip(lives.iter().copied()) {
+    // Under a database disruption the lifecycles start one after another,
+    // so notifications flow all the time instead of in bursts and every
+    // disruption lands while the dispatchers write.
+    let stagger = if restart_db {
+        Duration::from_millis(120)
+    } else {
+        Duration::ZERO
+    };
+    for (i, (vm, life)) in vms.iter().zip(lives.iter().copied()).enumerate() {
         let (client, ganeti, name) = (client.clone(), ganeti.clone(), format!("{prefix}{}", vm.0));
-        tasks.spawn(async move { drive(&client, &ganeti, &name, life).await });
+        let delay = stagger * i as u32;
+        tasks.spawn(async move {
+            tokio::time::sleep(delay).await;
+            drive(&client, &ganeti, &name, life).await
+        });
     }
     if restart_broker {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -709,6 +973,45 @@ pub async fn end_to_end(test: &str, per_lifecycle: usize, restart_broker: bool) 
         tokio::time::sleep(Duration::from_secs(3)).await;
         drop(guard);
         eprintln!("{test}: RabbitMQ back at {:?}", started.elapsed());
+    }
+    if let Some(cluster) = &cluster {
+        let kill = |when: &'static str| {
+            let (admin, name) = (db.admin_url().to_string(), db.name().to_string());
+            async move {
+                let t = started.elapsed();
+                let n = kill_connections(&admin, &name)
+                    .await
+                    .expect("pg_terminate_backend");
+                eprintln!("{test}: {when}: killed {n} sessions of the test database at {t:?}");
+            }
+        };
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        kill("kill 1").await;
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        kill("kill 2").await;
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        eprintln!("{test}: restarting PostgreSQL at {:?}", started.elapsed());
+        let c = cluster.clone();
+        let took = tokio::task::spawn_blocking(move || c.restart())
+            .await
+            .expect("restart task")
+            .expect("PostgreSQL restart");
+        eprintln!(
+            "{test}: PostgreSQL {}/{} restarted in {took:?}, back at {:?}",
+            cluster.version,
+            cluster.name,
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        kill("kill 3").await;
+        // Work is left for after the restart: the dispatchers must do it
+        // over new sessions (every old one is gone).
+        let left = mismatches(&store, &expected).await.len();
+        eprintln!(
+            "{test}: {left} of {} VMs not in their final state after the restart",
+            expected.len()
+        );
+        assert!(left > 0, "the jobs ended before the database restart");
     }
     while let Some(r) = tasks.join_next().await {
         r.expect("driver task").expect("lifecycle on the simulator");
@@ -750,6 +1053,34 @@ pub async fn end_to_end(test: &str, per_lifecycle: usize, restart_broker: bool) 
             eprintln!("{test}: {}: {line}", p.name);
         }
     }
+    if restart_db {
+        // The outage overlapped the dispatchers' work: they retried (the
+        // database refused or dropped them), nothing was dead-lettered,
+        // and each printed its totals on the way out.
+        let mut retries = 0;
+        for p in [&a, &b] {
+            let totals = dispatcher_totals(&p.log_text())
+                .unwrap_or_else(|| panic!("{} printed no totals:\n{}", p.name, p.log_text()));
+            assert_eq!(
+                totals.get("dead-lettered"),
+                Some(&0),
+                "{}: {totals:?}",
+                p.name
+            );
+            retries += totals.get("retries").copied().unwrap_or(0);
+            for line in p
+                .log_text()
+                .lines()
+                .filter(|l| l.contains("database unavailable"))
+                .take(3)
+            {
+                eprintln!("{test}: {}: {line}", p.name);
+            }
+        }
+        // Retries happen when a session dies under a query; an outage
+        // shorter than the pool's acquire timeout only delays the rest.
+        eprintln!("{test}: dispatcher batches retried after a database error: {retries}");
+    }
     if restart_broker {
         // The outage overlapped the stream: eventd had to hold messages
         // back, and the dispatchers had to reconnect.
@@ -782,4 +1113,5 @@ pub async fn end_to_end(test: &str, per_lifecycle: usize, restart_broker: bool) 
     sim.shutdown();
     drop(store);
     drop(db);
+    eprintln!("{test}: passed in {:?}", t_test.elapsed());
 }
