@@ -84,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
             }],
             os_type: "snf-image+default".into(),
             osparams: Default::default(),
+            osparams_secret: Default::default(),
             beparams: BeParamsRequest {
                 vcpus: Some(1),
                 maxmem: Some(1024),

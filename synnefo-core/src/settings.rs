@@ -198,6 +198,10 @@ pub struct GanetiSettings {
     pub shutdown_timeout_secs: u64,
     /// Hypervisor to request (empty: the cluster default).
     pub hypervisor: String,
+    /// OS parameters sent as Ganeti's `osparams_secret`: handed to the OS
+    /// create script but never written to Ganeti's configuration or job
+    /// files (the admin password, `img_passwd`, by default).
+    pub secret_osparams: Vec<String>,
     /// Clusters by name.
     pub clusters: BTreeMap<String, ClusterSettings>,
 }

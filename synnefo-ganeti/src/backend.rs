@@ -24,7 +24,7 @@ use synnefo_core::state::RebootKind;
 use crate::error::RapiError;
 use crate::rapi::{
     BeParamsRequest, CreateInstanceRequest, DiskRequest, NicRequest, NodeInfo, RapiClient,
-    RapiConfig,
+    RapiConfig, SecretOsParams,
 };
 
 /// Several Ganeti clusters behind one [`GanetiBackend`].
@@ -95,6 +95,11 @@ pub fn create_request(spec: &InstanceSpec, settings: &GanetiSettings) -> CreateI
         spec.nics.iter().map(|n| nic_request(n, settings)).collect()
     };
     let ram = u64::try_from(spec.ram_mib).unwrap_or(0);
+    let (secret, osparams): (BTreeMap<_, _>, BTreeMap<_, _>) = spec
+        .osparams
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .partition(|(k, _)| settings.secret_osparams.contains(k));
     CreateInstanceRequest {
         version: 1,
         mode: "create".into(),
@@ -103,7 +108,8 @@ pub fn create_request(spec: &InstanceSpec, settings: &GanetiSettings) -> CreateI
         disks,
         nics,
         os_type: spec.os_type.clone(),
-        osparams: spec.osparams.clone(),
+        osparams,
+        osparams_secret: SecretOsParams(secret),
         beparams: BeParamsRequest {
             vcpus: u64::try_from(spec.vcpus).ok(),
             maxmem: Some(ram),
@@ -284,6 +290,7 @@ mod tests {
 
     fn settings() -> GanetiSettings {
         GanetiSettings {
+            secret_osparams: vec!["img_passwd".into()],
             default_disk_template: "plain".into(),
             default_nic_mode: "bridged".into(),
             default_nic_link: "br0".into(),
@@ -303,7 +310,10 @@ mod tests {
             disk_gib: 20,
             disk_template: String::new(),
             os_type: "snf-image+default".into(),
-            osparams: BTreeMap::from([("img_id".to_string(), "debian".to_string())]),
+            osparams: BTreeMap::from([
+                ("img_id".to_string(), "debian".to_string()),
+                ("img_passwd".to_string(), "s3cret".to_string()),
+            ]),
             nics: vec![],
             hvparams: BTreeMap::new(),
             start: true,
@@ -319,6 +329,7 @@ mod tests {
                 "__version__": 1, "mode": "create", "instance_name": "snf-42", "disk_template": "plain",
                 "disks": [{"size": 20480}], "nics": [{"mode": "bridged", "link": "br0"}],
                 "os_type": "snf-image+default", "osparams": {"img_id": "debian"},
+                "osparams_secret": {"img_passwd": "s3cret"},
                 "beparams": {"vcpus": 2, "maxmem": 2048, "minmem": 2048}, "hvparams": {},
                 "hypervisor": "kvm", "ip_check": false, "name_check": false, "conflicts_check": false, "start": true
             })

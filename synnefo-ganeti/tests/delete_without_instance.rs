@@ -105,6 +105,7 @@ async fn world() -> World {
     let ganeti: Arc<dyn GanetiBackend> = Arc::new(RapiBackend::from_clients(
         [(backend, sim.client().unwrap())],
         GanetiSettings {
+            secret_osparams: vec!["img_passwd".into()],
             default_disk_template: "plain".into(),
             default_nic_mode: "bridged".into(),
             default_nic_link: "br0".into(),

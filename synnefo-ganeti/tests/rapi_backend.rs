@@ -16,6 +16,7 @@ use synnefo_ganeti::sim::{SimHandle, SimLatency, Simulator};
 
 fn settings() -> GanetiSettings {
     GanetiSettings {
+        secret_osparams: vec!["img_passwd".into()],
         default_disk_template: "plain".into(),
         default_nic_mode: "bridged".into(),
         default_nic_link: "br0".into(),

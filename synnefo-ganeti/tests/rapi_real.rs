@@ -125,6 +125,7 @@ impl Target {
             }],
             os_type: self.os.clone(),
             osparams: Default::default(),
+            osparams_secret: Default::default(),
             beparams: BeParamsRequest {
                 vcpus: Some(1),
                 maxmem: Some(128),

@@ -22,6 +22,7 @@ fn body(name: &str) -> CreateInstanceRequest {
         nics: vec![NicRequest::default()],
         os_type: "snf-image+default".into(),
         osparams: Default::default(),
+        osparams_secret: Default::default(),
         beparams: BeParamsRequest {
             vcpus: Some(2),
             maxmem: Some(1024),
@@ -319,4 +320,43 @@ async fn lists_100k_instances() {
     );
     // Generous bounds for unoptimised test builds on a 2-core machine.
     assert!(full < Duration::from_secs(60), "{full:?}");
+}
+
+/// Like Ganeti 3.0 (checked on the lab): `osparams_secret` is accepted and
+/// its values never reach the job file or the job's RAPI view (`null`).
+#[tokio::test]
+async fn secret_os_parameters_never_reach_job_files() {
+    let sim = Simulator::builder()
+        .latency(SimLatency::uniform(Duration::from_millis(2)))
+        .start()
+        .await
+        .unwrap();
+    let c = sim.client().unwrap();
+    let mut b = body("snf-secret");
+    b.osparams_secret
+        .0
+        .insert("img_passwd".into(), "TopSecret-123".into());
+    assert!(!format!("{b:?}").contains("TopSecret"), "Debug shows it");
+    let id = c.create_instance(&b).await.unwrap();
+    c.wait_for_job_success(id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let file = std::fs::read_to_string(sim.queue_dir().join(format!("job-{id}")))
+        .or_else(|_| {
+            std::fs::read_to_string(
+                sim.queue_dir()
+                    .join("archive")
+                    .join((id / 10_000).to_string())
+                    .join(format!("job-{id}")),
+            )
+        })
+        .unwrap();
+    assert!(!file.contains("TopSecret"), "{file}");
+    let v: Value = serde_json::from_str(&file).unwrap();
+    assert_eq!(
+        v["ops"][0]["input"]["osparams_secret"],
+        serde_json::json!({"img_passwd": null})
+    );
+    let job = serde_json::to_string(&c.job(id).await.unwrap().ops).unwrap();
+    assert!(!job.contains("TopSecret"), "{job}");
 }

@@ -113,6 +113,7 @@ fn create_body(name: &str, start: bool) -> CreateInstanceRequest {
         nics: vec![nic("192.0.2.91")],
         os_type: "noop+default".into(),
         osparams: Default::default(),
+        osparams_secret: Default::default(),
         beparams: BeParamsRequest {
             vcpus: Some(1),
             maxmem: Some(128),

@@ -804,6 +804,26 @@ pub struct BeParamsRequest {
     pub minmem: Option<u64>,
 }
 
+/// OS parameters whose values never show in `Debug` output (logs).
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SecretOsParams(pub BTreeMap<String, String>);
+
+impl SecretOsParams {
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for SecretOsParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, "********")))
+            .finish()
+    }
+}
+
 /// The `POST /2/instances` body, request version 1 (`OP_INSTANCE_CREATE`
 /// parameters plus `__version__`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -826,6 +846,9 @@ pub struct CreateInstanceRequest {
     /// OS parameters.
     #[serde(default)]
     pub osparams: BTreeMap<String, String>,
+    /// OS parameters Ganeti passes to the OS but never stores.
+    #[serde(default, skip_serializing_if = "SecretOsParams::is_empty")]
+    pub osparams_secret: SecretOsParams,
     /// Backend parameters.
     #[serde(default)]
     pub beparams: BeParamsRequest,

@@ -884,6 +884,12 @@ impl SimState {
         }
         input.extend(params);
         input.insert("OP_ID".into(), json!(op_id));
+        // Like Ganeti: secret OS parameters reach the OS, never the job file.
+        if let Some(Value::Object(secret)) = input.get_mut("osparams_secret") {
+            for v in secret.values_mut() {
+                *v = Value::Null;
+            }
+        }
         let instance = input
             .get("instance_name")
             .and_then(Value::as_str)
