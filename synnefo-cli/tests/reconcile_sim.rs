@@ -467,7 +467,23 @@ async fn report_fix_then_clean_on_the_simulator() {
     );
     assert!(w.sim.instance(&format!("snf-{}", healthy.id)).is_some());
 
-    // 3. Clean.
+    // 3. No dispatcher runs here, so the success of the orphan's removal
+    // never reaches the deleted VM's row: a deleted VM that is not
+    // DESTROYED and has no instance is stale, and --fix-stale ends it.
+    let (code, out) = w.reconcile(&["--all", "--json"]);
+    assert_eq!(code, 1, "{out}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        kinds(&report),
+        vec![("stale".into(), deleted.id.0)],
+        "{out}"
+    );
+    let (code, out) = w.reconcile(&["--all", "--fix-stale"]);
+    assert_eq!(code, 0, "{out}");
+    let d = w.get(deleted.id).await;
+    assert!(d.state.deleted && d.state.operstate == OperState::Destroyed);
+
+    // 4. Clean.
     let (code, out) = w.reconcile(&["--all"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("no discrepancies"), "{out}");

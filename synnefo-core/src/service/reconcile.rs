@@ -201,7 +201,8 @@ pub struct RunReport {
     pub at: DateTime<Utc>,
     /// Which VMs.
     pub scope: Scope,
-    /// Non-deleted VMs in the DB.
+    /// VMs reconciliation covers: the non-deleted ones, plus (in `--all`
+    /// runs) deleted ones not yet DESTROYED that this run read.
     pub total_vms: u64,
     /// VMs this run looked at.
     pub batch: u64,
@@ -340,6 +341,7 @@ impl Reconciler {
         let total_vms = self.store.count_vms().await?;
         let vms = self.load_vms(opts, total_vms, progress).await?;
         let ids: Vec<VmId> = vms.iter().map(|v| v.id).collect();
+        let total_vms = total_vms.max(ids.len() as u64);
         let mut nics = self.store.nics_of(&ids).await?;
         let flavors: HashMap<FlavorId, FlavorSize> = self
             .store
