@@ -46,9 +46,13 @@ impl Context {
             std::fs::create_dir_all(parent)
                 .with_context(|| format!("creating {}", parent.display()))?;
         }
-        synnefo_core::store::SeaStore::connect(&db.url, db.max_connections)
-            .await
-            .map_err(|e| Unavailable(format!("database: {e}")).into())
+        synnefo_core::store::SeaStore::connect_with_timeout(
+            &db.url,
+            db.max_connections,
+            std::time::Duration::from_secs(db.connect_timeout_secs),
+        )
+        .await
+        .map_err(|e| Unavailable(format!("database: {e}")).into())
     }
 }
 

@@ -336,11 +336,16 @@ impl Dispatcher {
             );
             let results = match applied {
                 Ok(r) => r,
-                Err(e) if is_transient(&e) => std::iter::repeat_with(|| {
-                    Err(ServiceError::Store(StoreError::Database(e.to_string())))
-                })
-                .take(notes.len())
-                .collect(),
+                Err(e) if is_transient(&e) => {
+                    // every note of the batch failed for the same reason
+                    let cause = match &e {
+                        ServiceError::Store(s) => s.clone(),
+                        other => StoreError::Database(other.to_string()),
+                    };
+                    std::iter::repeat_with(|| Err(ServiceError::Store(cause.clone())))
+                        .take(notes.len())
+                        .collect()
+                }
                 Err(e) => {
                     // Not the database being down: find the culprit(s) one by one.
                     tracing::warn!(error = %e, "batch apply failed; applying one by one");

@@ -118,16 +118,30 @@ impl SeaStore {
     ///
     /// Does not create the schema: call [`SeaStore::migrate`].
     pub async fn connect(url: &str, max_connections: u32) -> Result<SeaStore, StoreError> {
+        Self::connect_with_timeout(url, max_connections, Duration::from_secs(10)).await
+    }
+
+    /// [`SeaStore::connect`], waiting at most `timeout` to connect to a
+    /// PostgreSQL or MySQL server and to get a pooled connection
+    /// (`database.connect_timeout_secs`). SQLite ignores it: its pool
+    /// waits up to a minute behind long writes, its writers
+    /// [`SQLITE_BUSY_TIMEOUT`].
+    pub async fn connect_with_timeout(
+        url: &str,
+        max_connections: u32,
+        timeout: Duration,
+    ) -> Result<SeaStore, StoreError> {
         let max_connections = max_connections.max(1);
+        let timeout = timeout.max(Duration::from_secs(1));
         if url.starts_with("sqlite:") {
             return Self::connect_sqlite(url, max_connections).await;
         }
         let mut opts = ConnectOptions::new(url.to_string());
         opts.max_connections(max_connections)
             .min_connections(0)
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(timeout)
             // also bounds the retries of the first connect to a down server
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(timeout)
             .sqlx_logging(false);
         let db = Database::connect(opts)
             .await
