@@ -654,30 +654,8 @@ fn check_vm(
     let vm = &snap.vm;
     let job_obs = input.jobs.get(&vm.id);
     let recorded = vm.backend_id;
-    if let Some(b) = recorded
-        && !listed.contains(&b)
-    {
-        let reason = if offline.contains(&b) {
-            UncheckedReason::BackendOffline
-        } else if input.listings.iter().any(|l| l.backend == b) {
-            UncheckedReason::BackendUnreachable
-        } else {
-            UncheckedReason::BackendUnknown
-        };
-        out.unchecked.push(Unchecked {
-            vm: vm.id,
-            backend: recorded,
-            reason,
-        });
-        return;
-    }
-    if recorded.is_none() && listed.is_empty() {
-        // Nowhere to look: not a single cluster answered.
-        out.unchecked.push(Unchecked {
-            vm: vm.id,
-            backend: None,
-            reason: UncheckedReason::BackendUnknown,
-        });
+    if let Some(u) = unchecked(vm, input, listed, offline) {
+        out.unchecked.push(u);
         return;
     }
     let occurrences = index.get(&vm.id).map_or(&[][..], Occ::as_slice);
@@ -894,6 +872,36 @@ fn check_vm(
     }
 }
 
+/// Why `vm` cannot be checked in this run, if it cannot: its recorded
+/// cluster was not listed (offline, unreachable or unknown), or it has no
+/// recorded cluster and not a single cluster answered.
+fn unchecked(
+    vm: &Vm,
+    input: &Input<'_>,
+    listed: &HashSet<BackendId>,
+    offline: &HashSet<BackendId>,
+) -> Option<Unchecked> {
+    match vm.backend_id {
+        Some(b) if !listed.contains(&b) => Some(Unchecked {
+            vm: vm.id,
+            backend: Some(b),
+            reason: if offline.contains(&b) {
+                UncheckedReason::BackendOffline
+            } else if input.listings.iter().any(|l| l.backend == b) {
+                UncheckedReason::BackendUnreachable
+            } else {
+                UncheckedReason::BackendUnknown
+            },
+        }),
+        None if listed.is_empty() => Some(Unchecked {
+            vm: vm.id,
+            backend: None,
+            reason: UncheckedReason::BackendUnknown,
+        }),
+        _ => None,
+    }
+}
+
 /// A deleted VM that is not DESTROYED and whose instance no cluster lists:
 /// its removal ended without the DB hearing that the instance is gone (a
 /// lost notification, or a removal of an instance Ganeti did not have,
@@ -908,30 +916,8 @@ fn check_unremoved(
     out: &mut Diff,
 ) {
     out.stats.vms += 1;
-    let recorded = vm.backend_id;
-    if let Some(b) = recorded
-        && !listed.contains(&b)
-    {
-        let reason = if offline.contains(&b) {
-            UncheckedReason::BackendOffline
-        } else if input.listings.iter().any(|l| l.backend == b) {
-            UncheckedReason::BackendUnreachable
-        } else {
-            UncheckedReason::BackendUnknown
-        };
-        out.unchecked.push(Unchecked {
-            vm: vm.id,
-            backend: recorded,
-            reason,
-        });
-        return;
-    }
-    if recorded.is_none() && listed.is_empty() {
-        out.unchecked.push(Unchecked {
-            vm: vm.id,
-            backend: None,
-            reason: UncheckedReason::BackendUnknown,
-        });
+    if let Some(u) = unchecked(vm, input, listed, offline) {
+        out.unchecked.push(u);
         return;
     }
     match in_flight(vm, input.jobs.get(&vm.id), input.now, input.guards) {
