@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use chrono::{TimeDelta, TimeZone, Utc};
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group};
 use synnefo_core::ids::{BackendId, FlavorId, InstanceName, JobId, VmId};
-use synnefo_core::model::{Nic, Vm};
+use synnefo_core::model::{Flavor, Nic, Vm};
 use synnefo_core::ports::InstanceInfo;
 use synnefo_core::reconcile::{
     BackendListing, FlavorSize, Guards, Input, JobObservation, Listing, VmSnapshot, diff,
@@ -78,11 +78,40 @@ const FLAVOR: FlavorSize = FlavorSize {
     ram_mib: 2048,
 };
 
+/// `FLAVOR`'s id in [`catalogue`] (2 vCPUs, 2 GiB, 20 GiB plain).
+const FLAVOR_ID: FlavorId = FlavorId(21);
+
 struct World {
     vms: Vec<VmSnapshot>,
     others: Vec<Vm>,
     listings: Vec<BackendListing>,
     jobs: HashMap<VmId, JobObservation>,
+    flavors: Vec<Flavor>,
+}
+
+/// A catalogue of the size of a real one: every vCPU/RAM step, two disk
+/// sizes, two templates.
+fn catalogue() -> Vec<Flavor> {
+    let mut out = Vec::new();
+    for vcpus in [1, 2, 4, 8] {
+        for ram_mib in [1024, 2048, 4096, 8192] {
+            for disk_gib in [20, 40] {
+                for disk_template in ["plain", "drbd"] {
+                    out.push(Flavor {
+                        id: FlavorId(out.len() as i64 + 1),
+                        name: format!("c{vcpus}r{ram_mib}d{disk_gib}{disk_template}"),
+                        vcpus,
+                        ram_mib,
+                        disk_gib,
+                        disk_template: disk_template.into(),
+                        is_public: true,
+                        deleted: false,
+                    });
+                }
+            }
+        }
+    }
+    out
 }
 
 fn nic(id: i64, drift: bool) -> Nic {
@@ -152,7 +181,7 @@ fn world(n: usize) -> World {
             user_id: "u".into(),
             project_id: "p".into(),
             name: format!("vm{id}"),
-            flavor_id: FlavorId(1),
+            flavor_id: FLAVOR_ID,
             image_id: "img".into(),
             backend_id: Some(backend),
             state,
@@ -212,6 +241,12 @@ fn world(n: usize) -> World {
             },
         ],
         jobs: HashMap::new(),
+        flavors: {
+            let c = catalogue();
+            let f = &c[FLAVOR_ID.0 as usize - 1];
+            assert_eq!((f.vcpus, f.ram_mib), (FLAVOR.vcpus, FLAVOR.ram_mib));
+            c
+        },
     }
 }
 
@@ -224,6 +259,7 @@ impl World {
             others: &self.others,
             listings: &self.listings,
             jobs: &self.jobs,
+            flavors: &self.flavors,
             guards: Guards::default(),
         }
     }

@@ -182,6 +182,16 @@ pub struct Vm {
     pub version: i64,
 }
 
+/// A VM's size and cluster: what reconciliation corrects when Ganeti shows
+/// otherwise (an instance resized or moved behind our back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmPlacement {
+    /// The flavor.
+    pub flavor_id: FlavorId,
+    /// The Ganeti cluster.
+    pub backend_id: Option<BackendId>,
+}
+
 /// A VM's network interface as Ganeti reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Nic {

@@ -21,7 +21,9 @@ use serde_json::Value;
 use crate::error::{BackendError, BusError, StoreError};
 use crate::ids::{BackendId, FlavorId, JobId, VmId};
 use crate::messages::MessageKind;
-use crate::model::{Backend, Flavor, Image, NewVm, Nic, Project, Quota, Token, Usage, User, Vm};
+use crate::model::{
+    Backend, Flavor, Image, NewVm, Nic, Project, Quota, Token, Usage, User, Vm, VmPlacement,
+};
 use crate::state::{JobStatus, OperState, RebootKind, VmState};
 
 // ---------------------------------------------------------------- Ganeti
@@ -382,6 +384,15 @@ pub trait VmStore: Send + Sync {
         &self,
         updates: &[VmStateUpdate],
     ) -> Result<Vec<Result<(), StoreError>>, StoreError>;
+    /// Sets a VM's flavor and cluster if it is still at `expected_version`
+    /// (`Conflict` otherwise, `NotFound` for an unknown VM, `Integrity` for
+    /// an unknown flavor or cluster); bumps the version like a state update.
+    async fn update_vm_placement(
+        &self,
+        id: VmId,
+        expected_version: i64,
+        placement: &VmPlacement,
+    ) -> Result<Vm, StoreError>;
     /// Renames a VM.
     async fn rename_vm(&self, id: VmId, name: &str) -> Result<Vm, StoreError>;
     /// Replaces (`replace = true`) or merges a VM's metadata; returns the result.

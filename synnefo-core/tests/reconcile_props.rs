@@ -12,12 +12,12 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use proptest::prelude::*;
 use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
-use synnefo_core::model::{Nic, Vm};
+use synnefo_core::model::{Flavor, Nic, Vm};
 use synnefo_core::ports::{InstanceInfo, JobInfo};
 use synnefo_core::reconcile::{
     BackendListing, Diff, FixAction, FixClass, FixFlags, FlavorSize, Guards, Input, JobObservation,
-    Listing, VmSnapshot, apply_db_fixes, batch_size, diff, plan_fixes, record_orphan_removal,
-    seed_batch_size,
+    Listing, VmSnapshot, apply_db_fixes, batch_size, diff, placement_fix, plan_fixes,
+    record_orphan_removal, seed_batch_size,
 };
 use synnefo_core::state::{
     Action, BackendJob, JobStatus, OpCode, OperState, PendingAction, RebootKind, VmState,
@@ -29,6 +29,34 @@ const FLAVOR: FlavorSize = FlavorSize {
     vcpus: 1,
     ram_mib: 512,
 };
+
+/// Flavor 1 is `FLAVOR`; flavor 2 has 4 vCPUs, what a drifted instance
+/// runs unless it drifted to an odd size (6 vCPUs), which no flavor has.
+fn catalogue() -> Vec<Flavor> {
+    [(1, 1), (2, 4)]
+        .into_iter()
+        .map(|(id, vcpus)| Flavor {
+            id: FlavorId(id),
+            name: format!("f{id}"),
+            vcpus,
+            ram_mib: FLAVOR.ram_mib,
+            disk_gib: 10,
+            disk_template: "plain".into(),
+            is_public: true,
+            deleted: false,
+        })
+        .collect()
+}
+
+fn size_of(flavor: FlavorId) -> Option<FlavorSize> {
+    catalogue()
+        .into_iter()
+        .find(|f| f.id == flavor)
+        .map(|f| FlavorSize {
+            vcpus: f.vcpus,
+            ram_mib: f.ram_mib,
+        })
+}
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap()
@@ -48,6 +76,7 @@ struct VmGen {
     running: bool,
     nics_drift: bool,
     flavor_drift: bool,
+    odd_size: bool,
     obs: u8,
 }
 
@@ -92,9 +121,10 @@ prop_compose! {
         running: bool,
         nics_drift in prop::bool::weighted(0.3),
         flavor_drift in prop::bool::weighted(0.2),
+        odd_size in prop::bool::weighted(0.3),
         obs in 0u8..5,
     ) -> VmGen {
-        VmGen { operstate, deleted, backend, action, recorded_job, old, in_batch, presence, running, nics_drift, flavor_drift, obs }
+        VmGen { operstate, deleted, backend, action, recorded_job, old, in_batch, presence, running, nics_drift, flavor_drift, odd_size, obs }
     }
 }
 
@@ -191,7 +221,11 @@ fn build(gens: &[VmGen], unknown: usize, b2: u8) -> Model {
             admin_up: g.running,
             running: g.running,
             status: "x".into(),
-            vcpus: Some(if g.flavor_drift { 4 } else { FLAVOR.vcpus }),
+            vcpus: Some(match (g.flavor_drift, g.odd_size) {
+                (false, _) => FLAVOR.vcpus,
+                (true, false) => 4,
+                (true, true) => 6,
+            }),
             ram_mib: Some(FLAVOR.ram_mib),
             nics: vec![nic(id, g.nics_drift)],
             pnode: None,
@@ -304,6 +338,7 @@ impl Model {
             others: &self.others,
             listings: &self.listings,
             jobs: &self.jobs,
+            flavors: &catalogue(),
             guards: Guards::default(),
         })
     }
@@ -333,6 +368,15 @@ impl Model {
             };
             (state != vm.state || nics.is_some()).then_some((state, nics))
         };
+        // As the executor: the state write first, then flavor and cluster
+        // judged on the row it left.
+        let place = |vm: &mut Vm| {
+            let p = placement_fix(vm, actions)?;
+            vm.flavor_id = p.flavor_id;
+            vm.backend_id = p.backend_id;
+            vm.version += 1;
+            Some(p.flavor_id)
+        };
         for snap in &mut self.vms {
             if let Some((state, nics)) = write(&snap.vm) {
                 snap.vm.state = state;
@@ -341,12 +385,16 @@ impl Model {
                 }
                 snap.vm.version += 1;
             }
+            if let Some(flavor) = place(&mut snap.vm) {
+                snap.flavor = size_of(flavor);
+            }
         }
         for vm in &mut self.others {
             if let Some((state, _)) = write(vm) {
                 vm.state = state;
                 vm.version += 1;
             }
+            place(vm);
         }
         for a in actions {
             if let FixAction::DestroyOrphan {

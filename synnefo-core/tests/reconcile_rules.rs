@@ -5,12 +5,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
-use synnefo_core::model::{Nic, Vm};
+use synnefo_core::model::{Flavor, Nic, Vm, VmPlacement};
 use synnefo_core::ports::{InstanceInfo, JobInfo, JobOpInfo};
 use synnefo_core::reconcile::{
     BackendListing, Diff, Discrepancy, FixAction, FixClass, FixFlags, FlavorSize, Guard, Guards,
     Held, Input, JobObservation, Listing, NicAddr, OrphanReason, Rule, StateFix, StuckReason,
-    Unchecked, UncheckedReason, VmSnapshot, apply_db_fixes, diff, fixed_state, plan_fixes,
+    Unchecked, UncheckedReason, VmSnapshot, apply_db_fixes, diff, fixed_state, placement_fix,
+    plan_fixes,
 };
 use synnefo_core::state::{
     Action, BackendJob, JobStatus, OpCode, OperState, PendingAction, VmState,
@@ -26,6 +27,39 @@ const FLAVOR: FlavorSize = FlavorSize {
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap()
+}
+
+fn flavor(
+    id: i64,
+    vcpus: i32,
+    ram_mib: i32,
+    disk_gib: i32,
+    template: &str,
+    deleted: bool,
+) -> Flavor {
+    Flavor {
+        id: FlavorId(id),
+        name: format!("f{id}"),
+        vcpus,
+        ram_mib,
+        disk_gib,
+        disk_template: template.into(),
+        is_public: true,
+        deleted,
+    }
+}
+
+/// Flavor 1 is `FLAVOR` (20 GiB, plain); the others exist to be matched,
+/// or to be near misses (another disk size or template).
+fn catalogue() -> Vec<Flavor> {
+    vec![
+        flavor(1, 2, 1024, 20, "plain", false),
+        flavor(2, 4, 1024, 20, "plain", false),
+        flavor(3, 2, 2048, 20, "plain", true),
+        flavor(4, 2, 2048, 20, "plain", false),
+        flavor(5, 8, 1024, 40, "plain", false),
+        flavor(6, 8, 1024, 20, "drbd", false),
+    ]
 }
 
 fn state(operstate: OperState) -> VmState {
@@ -186,6 +220,7 @@ impl World {
             others: &self.others,
             listings: &self.listings,
             jobs: &self.jobs,
+            flavors: &catalogue(),
             guards: Guards::default(),
         })
     }
@@ -753,14 +788,16 @@ fn cases() -> Vec<Case> {
             vec![Discrepancy::UnsyncedFlavor {
                 vm: VmId(1),
                 backend: B1,
+                flavor: FlavorId(1),
                 db: FLAVOR,
                 ganeti_vcpus: Some(4),
                 ganeti_ram_mib: Some(1024),
+                matching: Some(FlavorId(2)),
             }],
             vec![],
         ),
         case(
-            "flavor: maxmem differs",
+            "flavor: maxmem differs; a live flavor matches before a deleted one",
             World::new().vm(vm(1, Started)).on(B1, {
                 let mut i = inst(1, true);
                 i.ram_mib = Some(2048);
@@ -769,9 +806,29 @@ fn cases() -> Vec<Case> {
             vec![Discrepancy::UnsyncedFlavor {
                 vm: VmId(1),
                 backend: B1,
+                flavor: FlavorId(1),
                 db: FLAVOR,
                 ganeti_vcpus: Some(2),
                 ganeti_ram_mib: Some(2048),
+                matching: Some(FlavorId(4)),
+            }],
+            vec![],
+        ),
+        case(
+            "flavor: only flavors of another disk size or template have that size",
+            World::new().vm(vm(1, Started)).on(B1, {
+                let mut i = inst(1, true);
+                i.vcpus = Some(8);
+                i
+            }),
+            vec![Discrepancy::UnsyncedFlavor {
+                vm: VmId(1),
+                backend: B1,
+                flavor: FlavorId(1),
+                db: FLAVOR,
+                ganeti_vcpus: Some(8),
+                ganeti_ram_mib: Some(1024),
+                matching: None,
             }],
             vec![],
         ),
@@ -914,6 +971,65 @@ fn cases() -> Vec<Case> {
             vec![],
         ),
         case(
+            "R2: DESTROYED (checked), its copies on two other clusters are orphans, not a move",
+            World::new()
+                .vm(vm(4, Destroyed))
+                .on(B2, inst(4, false))
+                .on(B3, inst(4, false)),
+            vec![
+                orphan(4, B2, OrphanReason::Destroyed),
+                orphan(4, B3, OrphanReason::Destroyed),
+            ],
+            vec![],
+        ),
+        case(
+            "wrong backend guard: a cluster failed to list (it may hold another copy)",
+            World::new()
+                .vm(vm(1, Started))
+                .on(B2, inst(1, true))
+                .listing(B3, Listing::Unreachable("timeout".into())),
+            vec![],
+            vec![held(1, Rule::WrongBackend, Guard::ClusterUnreachable)],
+        ),
+        case(
+            "wrong backend guard: a cluster is offline (not listed)",
+            World::new()
+                .vm(vm(1, Started))
+                .on(B2, inst(1, true))
+                .listing(B3, Listing::Offline),
+            vec![],
+            vec![held(1, Rule::WrongBackend, Guard::ClusterUnreachable)],
+        ),
+        case(
+            "wrong backend: no cluster recorded and a job pending; nothing to look the job up on, so reported",
+            World::new()
+                .vm(with(vm(1, Started), |v| {
+                    v.vm.backend_id = None;
+                    pending(v, Action::Stop, Some(21));
+                }))
+                .on(B1, inst(1, true)),
+            vec![Discrepancy::WrongBackend {
+                vm: VmId(1),
+                recorded: None,
+                found_on: vec![B1],
+            }],
+            vec![],
+        ),
+        case(
+            "wrong backend guard: a job is in flight on the recorded cluster",
+            World::new()
+                .vm(with(vm(1, Started), |v| pending(v, Action::Stop, Some(21))))
+                .on(B2, inst(1, true)),
+            vec![],
+            vec![held(
+                1,
+                Rule::WrongBackend,
+                Guard::JobInFlight {
+                    job: Some(JobId(21)),
+                },
+            )],
+        ),
+        case(
             "wrong backend: on two other clusters, ambiguous, nothing else checked",
             World::new()
                 .vm(vm(1, Started))
@@ -1039,14 +1155,30 @@ fn one_of_each() -> Vec<Discrepancy> {
         Discrepancy::UnsyncedFlavor {
             vm: VmId(6),
             backend: B1,
+            flavor: FlavorId(1),
             db: FLAVOR,
-            ganeti_vcpus: Some(8),
+            ganeti_vcpus: Some(4),
             ganeti_ram_mib: None,
+            matching: Some(FlavorId(2)),
         },
         Discrepancy::WrongBackend {
             vm: VmId(7),
             recorded: Some(B1),
             found_on: vec![B2],
+        },
+        Discrepancy::UnsyncedFlavor {
+            vm: VmId(8),
+            backend: B1,
+            flavor: FlavorId(1),
+            db: FLAVOR,
+            ganeti_vcpus: Some(16),
+            ganeti_ram_mib: None,
+            matching: None,
+        },
+        Discrepancy::WrongBackend {
+            vm: VmId(9),
+            recorded: Some(B1),
+            found_on: vec![B2, B3],
         },
     ]
 }
@@ -1055,8 +1187,8 @@ fn one_of_each() -> Vec<Discrepancy> {
 fn report_only_by_default() {
     let plan = plan_fixes(&one_of_each(), FixFlags::default());
     assert!(plan.fixes.is_empty());
-    assert_eq!(plan.not_selected, vec![0, 1, 2, 3, 4]);
-    assert_eq!(plan.manual, vec![5, 6]);
+    assert_eq!(plan.not_selected, vec![0, 1, 2, 3, 4, 5, 6]);
+    assert_eq!(plan.manual, vec![7, 8]);
 }
 
 #[test]
@@ -1082,15 +1214,15 @@ fn each_flag_selects_its_class_only() {
                 unsynced: true,
                 ..FixFlags::NONE
             },
-            vec![2, 3, 4],
+            vec![2, 3, 4, 5, 6],
         ),
-        (FixFlags::ALL, vec![0, 1, 2, 3, 4]),
+        (FixFlags::ALL, vec![0, 1, 2, 3, 4, 5, 6]),
     ];
     for (flags, want) in rows {
         let plan = plan_fixes(&ds, flags);
         let got: Vec<usize> = plan.fixes.iter().map(|f| f.discrepancy).collect();
         assert_eq!(got, want, "{flags:?}");
-        assert_eq!(plan.manual, vec![5, 6]);
+        assert_eq!(plan.manual, vec![7, 8]);
     }
 }
 
@@ -1122,9 +1254,68 @@ fn each_discrepancy_maps_to_its_action() {
                 vm: VmId(5),
                 nics: default_nics(5)
             },
+            FixAction::SetFlavor {
+                vm: VmId(6),
+                from: FlavorId(1),
+                to: FlavorId(2)
+            },
+            FixAction::SetBackend {
+                vm: VmId(7),
+                from: Some(B1),
+                to: B2
+            },
         ]
     );
-    assert_eq!(one_of_each()[5].fix_class(), FixClass::Manual);
+    assert_eq!(one_of_each()[7].fix_class(), FixClass::Manual);
+    assert_eq!(one_of_each()[8].fix_class(), FixClass::Manual);
+}
+
+#[test]
+fn placement_fixes_apply_only_over_what_the_diff_saw() {
+    let v = vm(6, OperState::Started).vm;
+    let set_flavor = FixAction::SetFlavor {
+        vm: VmId(6),
+        from: FlavorId(1),
+        to: FlavorId(2),
+    };
+    let set_backend = FixAction::SetBackend {
+        vm: VmId(6),
+        from: Some(B1),
+        to: B2,
+    };
+    assert_eq!(
+        placement_fix(&v, [&set_flavor, &set_backend]),
+        Some(VmPlacement {
+            flavor_id: FlavorId(2),
+            backend_id: Some(B2),
+        })
+    );
+    // Another VM's fix, or one computed from another flavor, changes nothing.
+    let other_vm = FixAction::SetFlavor {
+        vm: VmId(7),
+        from: FlavorId(1),
+        to: FlavorId(2),
+    };
+    let moved_on = FixAction::SetFlavor {
+        vm: VmId(6),
+        from: FlavorId(3),
+        to: FlavorId(2),
+    };
+    assert_eq!(placement_fix(&v, [&other_vm, &moved_on]), None);
+    // Only the cluster.
+    assert_eq!(
+        placement_fix(&v, [&set_backend]),
+        Some(VmPlacement {
+            flavor_id: FlavorId(1),
+            backend_id: Some(B2),
+        })
+    );
+    // A deleted VM is left alone.
+    let mut deleted = v.clone();
+    deleted.state.deleted = true;
+    assert_eq!(placement_fix(&deleted, [&set_flavor, &set_backend]), None);
+    // State fixes do not touch placement, nor placement fixes the state.
+    assert_eq!(apply_db_fixes(&v, [&set_flavor, &set_backend]), None);
 }
 
 // ---------------------------------------------------------------- state fix

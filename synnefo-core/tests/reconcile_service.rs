@@ -845,3 +845,109 @@ async fn orphan_removal_is_held_while_its_job_runs() {
         }]
     ));
 }
+
+/// Instances resized or moved behind our back: `--fix-unsynced` records the
+/// flavor Ganeti runs (when the catalogue has one) and the cluster the
+/// instance lives on, together with any state fix of the same VM; an odd
+/// size no flavor has stays in the report for an operator.
+#[tokio::test]
+async fn resized_and_moved_instances_are_recorded() {
+    let w = world().await;
+    let medium = w
+        .store
+        .create_flavor(&Flavor {
+            id: FlavorId(0),
+            name: "medium".into(),
+            vcpus: 2,
+            ram_mib: 1024,
+            disk_gib: w.flavor.disk_gib,
+            disk_template: w.flavor.disk_template.clone(),
+            is_public: true,
+            deleted: false,
+        })
+        .await
+        .unwrap();
+    let b2 = w
+        .store
+        .upsert_backend("cluster2", "g2.example.org", 5080)
+        .await
+        .unwrap()
+        .id;
+    let resized = w.vm(OperState::Started, |_| {}).await;
+    let moved = w.vm(OperState::Started, |_| {}).await;
+    let resized_and_stopped = w.vm(OperState::Started, |_| {}).await;
+    let odd = w.vm(OperState::Started, |_| {}).await;
+    let at = |vm: &Vm, running: bool, vcpus: i32, ram_mib: i32| {
+        let mut i = instance(vm.id, running, &format!("10.0.0.{}", vm.id));
+        i.vcpus = Some(vcpus);
+        i.ram_mib = Some(ram_mib);
+        i
+    };
+    let g = &w.ganeti;
+    g.put(w.b1, at(&resized, true, 2, 1024));
+    g.put(b2, at(&moved, true, 1, 512));
+    g.put(w.b1, at(&resized_and_stopped, false, 2, 1024));
+    g.put(w.b1, at(&odd, true, 3, 512));
+
+    let report = w.reconciler.run(&all(FixFlags::NONE)).await.unwrap();
+    let mut kinds: Vec<(Rule, VmId)> = report
+        .discrepancies
+        .iter()
+        .map(|d| (d.rule(), d.vm()))
+        .collect();
+    kinds.sort();
+    let mut want = vec![
+        (Rule::UnsyncedFlavor, resized.id),
+        (Rule::WrongBackend, moved.id),
+        (Rule::UnsyncedOperstate, resized_and_stopped.id),
+        (Rule::UnsyncedFlavor, resized_and_stopped.id),
+        (Rule::UnsyncedFlavor, odd.id),
+    ];
+    want.sort();
+    assert_eq!(kinds, want, "{:#?}", report.discrepancies);
+    assert!(report.discrepancies.iter().any(|d| matches!(d,
+        Discrepancy::UnsyncedFlavor { vm, matching: None, .. } if *vm == odd.id)));
+    let usage = w.store.usage(&w.project).await.unwrap();
+    assert_eq!((usage.vcpus, usage.ram_mib), (4, 2048), "four small VMs");
+
+    w.clock.advance(TimeDelta::minutes(1));
+    let report = w.reconciler.run(&all(FixFlags::ALL)).await.unwrap();
+    let done: Vec<&FixAction> = report
+        .fixes
+        .iter()
+        .filter(|f| matches!(f.result, FixResult::Done { .. }))
+        .map(|f| &f.action)
+        .collect();
+    assert_eq!(done.len(), 4, "{:#?}", report.fixes);
+    assert_eq!(report.unfixed.len(), 1, "only the odd size is left");
+    assert_eq!(report.discrepancies[report.unfixed[0]].vm(), odd.id);
+
+    let r = w.get(resized.id).await;
+    assert_eq!((r.flavor_id, r.backend_id), (medium.id, Some(w.b1)));
+    let m = w.get(moved.id).await;
+    assert_eq!((m.flavor_id, m.backend_id), (w.flavor.id, Some(b2)));
+    let rs = w.get(resized_and_stopped.id).await;
+    assert_eq!(
+        (rs.flavor_id, rs.state.operstate),
+        (medium.id, OperState::Stopped)
+    );
+    assert_eq!(w.get(odd.id).await.flavor_id, w.flavor.id);
+    let usage = w.store.usage(&w.project).await.unwrap();
+    assert_eq!(
+        (usage.vcpus, usage.ram_mib),
+        (2 + 1 + 2 + 1, 1024 + 512 + 1024 + 512),
+        "usage follows the recorded flavors"
+    );
+
+    w.clock.advance(TimeDelta::minutes(1));
+    let report = w.reconciler.run(&all(FixFlags::ALL)).await.unwrap();
+    assert_eq!(
+        report
+            .discrepancies
+            .iter()
+            .map(|d| (d.rule(), d.vm()))
+            .collect::<Vec<_>>(),
+        vec![(Rule::UnsyncedFlavor, odd.id)]
+    );
+    assert!(report.fixes.is_empty());
+}

@@ -23,7 +23,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr};
 use synnefo_core::StoreError;
 use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
-use synnefo_core::model::{Flavor, Image, NewVm, Nic, Project, Quota, Token, Usage, User, Vm};
+use synnefo_core::model::{
+    Flavor, Image, NewVm, Nic, Project, Quota, Token, Usage, User, Vm, VmPlacement,
+};
 use synnefo_core::ports::{
     BackendStore, CatalogStore, IdentityStore, VmQuery, VmStateUpdate, VmStore,
 };
@@ -1427,6 +1429,76 @@ async fn contract(s: &SeaStore) {
     state_updates(s).await;
     reconciliation(s).await;
     vm_generations(s).await;
+    placement(s).await;
+}
+
+/// Reconciliation's flavor and cluster fix: versioned like a state update,
+/// moves the listing generation and the project's usage with it.
+async fn placement(s: &SeaStore) {
+    let t = tenant(s).await;
+    let vm = create(s, &t, "placed").await;
+    let bigger = flavor(s, 4, 4096).await;
+    let cluster = s
+        .upsert_backend(&unique("cluster"), "ganeti.example.org", 5080)
+        .await
+        .unwrap();
+    let generation = s.vm_generation(&t.project.id).await.unwrap();
+    let usage = s.usage(&t.project.id).await.unwrap();
+    assert_eq!((usage.vcpus, usage.ram_mib), (2, 1024));
+
+    let to = VmPlacement {
+        flavor_id: bigger.id,
+        backend_id: Some(cluster.id),
+    };
+    let moved = s.update_vm_placement(vm.id, vm.version, &to).await.unwrap();
+    assert_eq!(
+        (moved.flavor_id, moved.backend_id),
+        (bigger.id, Some(cluster.id))
+    );
+    assert_eq!(moved.version, vm.version + 1);
+    assert_eq!(moved.state, vm.state, "the state is left alone");
+    assert_eq!(s.vm(vm.id).await.unwrap(), Some(moved.clone()));
+    assert!(s.vm_generation(&t.project.id).await.unwrap() > generation);
+    let usage = s.usage(&t.project.id).await.unwrap();
+    assert_eq!((usage.vcpus, usage.ram_mib), (4, 4096));
+
+    // A stale version conflicts and changes nothing.
+    let back = VmPlacement {
+        flavor_id: t.flavor.id,
+        backend_id: None,
+    };
+    assert!(matches!(
+        s.update_vm_placement(vm.id, vm.version, &back).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.vm(vm.id).await.unwrap(), Some(moved.clone()));
+    assert!(matches!(
+        s.update_vm_placement(VmId(i64::MAX), 1, &back).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // An unknown flavor or cluster is refused, and nothing is written.
+    for bad in [
+        VmPlacement {
+            flavor_id: FlavorId(i64::MAX),
+            backend_id: None,
+        },
+        VmPlacement {
+            flavor_id: t.flavor.id,
+            backend_id: Some(BackendId(i64::MAX)),
+        },
+    ] {
+        let got = s.update_vm_placement(vm.id, moved.version, &bad).await;
+        assert!(
+            matches!(got, Err(StoreError::Integrity(_))),
+            "{bad:?}: {got:?}"
+        );
+        assert_eq!(s.vm(vm.id).await.unwrap(), Some(moved.clone()));
+    }
+    let again = s
+        .update_vm_placement(vm.id, moved.version, &back)
+        .await
+        .unwrap();
+    assert_eq!((again.flavor_id, again.backend_id), (t.flavor.id, None));
 }
 
 // ------------------------------------------------------------------ concurrency

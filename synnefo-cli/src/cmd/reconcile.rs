@@ -57,7 +57,7 @@ pub struct Args {
     /// Remove instances with no live VM from Ganeti (R2)
     #[arg(long)]
     pub fix_orphans: bool,
-    /// Set operstate, NICs and stuck builds from Ganeti (R3 and extensions)
+    /// Set operstate, NICs, stuck builds, flavor and cluster from Ganeti (R3 and extensions)
     #[arg(long)]
     pub fix_unsynced: bool,
     /// All of the --fix-* flags
@@ -308,18 +308,23 @@ fn describe(d: &Discrepancy) -> (String, String) {
         ),
         Discrepancy::UnsyncedFlavor {
             backend,
+            flavor,
             db,
             ganeti_vcpus,
             ganeti_ram_mib,
+            matching,
             ..
         } => (
             backend.to_string(),
             format!(
-                "flavor {} vCPU/{} MiB, Ganeti {} vCPU/{} MiB",
+                "flavor {flavor} {} vCPU/{} MiB, Ganeti {} vCPU/{} MiB ({})",
                 db.vcpus,
                 db.ram_mib,
                 ganeti_vcpus.map_or("?".into(), |v| v.to_string()),
-                ganeti_ram_mib.map_or("?".into(), |v| v.to_string())
+                ganeti_ram_mib.map_or("?".into(), |v| v.to_string()),
+                matching.map_or("no flavor matches".into(), |f| format!(
+                    "flavor {f} matches"
+                ))
             ),
         ),
         Discrepancy::UnsyncedNics {

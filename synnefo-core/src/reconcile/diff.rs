@@ -11,8 +11,8 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{BackendId, InstanceName, JobId, VmId};
-use crate::model::{Nic, Vm};
+use crate::ids::{BackendId, FlavorId, InstanceName, JobId, VmId};
+use crate::model::{Flavor, Nic, Vm};
 use crate::ports::{InstanceInfo, JobInfo};
 use crate::state::{Action, JobStatus, OpCode, OperState};
 
@@ -107,6 +107,9 @@ pub struct Input<'a> {
     pub listings: &'a [BackendListing],
     /// Observations of the jobs some VMs wait for, by VM.
     pub jobs: &'a HashMap<VmId, JobObservation>,
+    /// The flavor catalogue, deleted flavors included: where an instance's
+    /// beparams differ from its VM's flavor, the flavor they do match.
+    pub flavors: &'a [Flavor],
     /// Time-based guard thresholds.
     pub guards: Guards,
 }
@@ -241,12 +244,18 @@ pub enum Discrepancy {
         vm: VmId,
         /// The cluster the instance is on.
         backend: BackendId,
+        /// The recorded flavor.
+        flavor: FlavorId,
         /// The flavor's size.
         db: FlavorSize,
         /// Ganeti's vcpus.
         ganeti_vcpus: Option<i32>,
         /// Ganeti's maxmem (MiB).
         ganeti_ram_mib: Option<i32>,
+        /// The flavor with Ganeti's vcpus and RAM and the recorded flavor's
+        /// disk and disk template (the fix records it); `None` if the
+        /// catalogue has none, which leaves the finding to an operator.
+        matching: Option<FlavorId>,
     },
     /// The NICs' IPs or MACs differ.
     UnsyncedNics {
@@ -370,7 +379,8 @@ pub enum Guard {
     },
     /// In BUILD with no create job, but younger than [`Guards::stuck_after`].
     TooYoung,
-    /// A cluster failed to list; the instance may live there.
+    /// A cluster failed to list (or, for a move to another cluster, is
+    /// offline); the instance may live there.
     ClusterUnreachable,
 }
 
@@ -688,15 +698,40 @@ fn check_vm(
             Some(*f)
         }
         (None, 0) => None,
+        (None, _) if operstate == OperState::Destroyed => {
+            // Not a VM to re-home: every copy is an orphan.
+            for (b, inst) in occurrences {
+                let d = Discrepancy::Orphan {
+                    vm: vm.id,
+                    backend: *b,
+                    instance: inst.name.clone(),
+                    reason: OrphanReason::Destroyed,
+                };
+                emit(out, d, flight.map(flight_guard));
+            }
+            return;
+        }
         (None, n) => {
-            out.discrepancies.push(Discrepancy::WrongBackend {
+            let d = Discrepancy::WrongBackend {
                 vm: vm.id,
                 recorded,
                 found_on: occurrences.iter().map(|(b, _)| *b).collect(),
-            });
+            };
             if n > 1 {
+                // Ambiguous: an operator decides which copy is the VM.
+                out.discrepancies.push(d);
                 return;
             }
+            // A job in flight went to the recorded cluster: moving the
+            // record under it would send its lookups elsewhere. A cluster
+            // that was not listed may hold another copy, which would make
+            // this the ambiguous case.
+            let guard = match flight {
+                Some(job) if recorded.is_some() => Some(flight_guard(job)),
+                _ if any_unreachable || !offline.is_empty() => Some(Guard::ClusterUnreachable),
+                _ => None,
+            };
+            emit(out, d, guard);
             Some(occurrences[0])
         }
     };
@@ -850,9 +885,16 @@ fn check_vm(
             let d = Discrepancy::UnsyncedFlavor {
                 vm: vm.id,
                 backend,
+                flavor: vm.flavor_id,
                 db: flavor,
                 ganeti_vcpus: inst.vcpus,
                 ganeti_ram_mib: inst.ram_mib,
+                matching: matching_flavor(
+                    input.flavors,
+                    vm.flavor_id,
+                    inst.vcpus.unwrap_or(flavor.vcpus),
+                    inst.ram_mib.unwrap_or(flavor.ram_mib),
+                ),
             };
             emit(out, d, guard);
         }
@@ -944,6 +986,30 @@ fn stale(out: &mut Diff, vm: &Vm, any_unreachable: bool) {
             operstate: vm.state.operstate,
         });
     }
+}
+
+/// The flavor an instance's beparams match: Ganeti's vcpus and RAM, the
+/// recorded flavor's disk and disk template (Ganeti's listing carries no
+/// disk size to compare). Live flavors before deleted ones, public before
+/// private (every owner may look those up), then the lowest id, so every
+/// run picks the same.
+fn matching_flavor(
+    catalogue: &[Flavor],
+    recorded: FlavorId,
+    vcpus: i32,
+    ram_mib: i32,
+) -> Option<FlavorId> {
+    let current = catalogue.iter().find(|f| f.id == recorded)?;
+    catalogue
+        .iter()
+        .filter(|f| {
+            f.vcpus == vcpus
+                && f.ram_mib == ram_mib
+                && f.disk_gib == current.disk_gib
+                && f.disk_template == current.disk_template
+        })
+        .min_by_key(|f| (f.deleted, !f.is_public, f.id))
+        .map(|f| f.id)
 }
 
 fn emit(out: &mut Diff, d: Discrepancy, guard: Option<Guard>) {

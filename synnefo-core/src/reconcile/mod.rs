@@ -16,7 +16,8 @@
 //! * [`fixed_state`] / [`apply_db_fixes`]: the DB side of a fix as a pure
 //!   change of [`VmState`](crate::state::VmState), which the executor writes
 //!   through [`crate::service::modify_vm`], the one code path the dispatcher
-//!   also uses.
+//!   also uses; [`placement_fix`]: a VM's flavor or cluster as Ganeti
+//!   shows them, written with the same optimistic concurrency.
 //! * [`batch_size`]: the staggered schedule of the seed.
 //!
 //! # Rules
@@ -33,10 +34,10 @@
 //! | R1 [`Discrepancy::Stale`] | in D, not in G (a deleted VM: not DESTROYED, not in G) | a job is in flight for the VM (for a deleted VM: its removal, [`Guard::DestroyPending`]); the VM is in BUILD and its create job has not ended (or has no job yet and the VM is younger than [`Guards::stuck_after`]); a cluster failed to list (the instance may live there). Live VMs in ERROR without an instance are not stale: a failed create leaves none. |
 //! | R2 [`Discrepancy::Orphan`] | in G, but deleted or unknown in D, or a second copy on a cluster the VM is not recorded on | the VM's removal is still in flight (the user deleted it, the remove job has not ended) |
 //! | R3 [`Discrepancy::UnsyncedOperstate`] | G running but D not STARTED, or G stopped but D not BUILD/ERROR/STOPPED | a job is in flight for the VM |
-//! | [`Discrepancy::UnsyncedFlavor`] | beparams vcpus/maxmem differ from the flavor | a job is in flight |
+//! | [`Discrepancy::UnsyncedFlavor`] | beparams vcpus/maxmem differ from the flavor (the fix records the flavor they match, if the catalogue has one) | a job is in flight |
 //! | [`Discrepancy::UnsyncedNics`] | the NICs' IPs or MACs differ | a job is in flight |
 //! | [`Discrepancy::StuckBuild`] | in BUILD, but the create job ended (success or error) and the DB never heard, or the VM has no create job and is older than [`Guards::stuck_after`] | the create job is in flight; no job and younger than the threshold |
-//! | [`Discrepancy::WrongBackend`] | the instance lives on another cluster than recorded | none (report only) |
+//! | [`Discrepancy::WrongBackend`] | the live VM's instance lives on another cluster than recorded (a DESTROYED VM's copies are orphans) | a job is in flight (it went to the recorded cluster); a cluster was not listed (it may hold another copy). Never held, and left to an operator, when the instance is on several other clusters |
 //!
 //! "A job is in flight" ([`in_flight`]): the VM has a pending user action,
 //! or its last recorded job status is not terminal, *unless* a job
@@ -66,6 +67,6 @@ pub use diff::{
 };
 pub use plan::{
     FixAction, FixClass, FixFlags, Plan, PlannedFix, StateFix, apply_db_fixes, fixed_state,
-    plan_fixes, record_orphan_removal,
+    placement_fix, plan_fixes, record_orphan_removal,
 };
 pub use schedule::{batch_size, seed_batch_size};

@@ -1,15 +1,16 @@
 //! The fix planner and the DB side of a fix, both pure.
 //!
 //! Report-only is the default: a discrepancy becomes an action only when the
-//! operator selected its class ([`FixFlags`]). Some findings have no safe
-//! automatic fix (a flavor the instance does not match, an instance on
-//! another cluster): they are reported as [`FixClass::Manual`].
+//! operator selected its class ([`FixFlags`]). Two findings have no safe
+//! automatic fix: beparams that match no flavor of the catalogue, and an
+//! instance found on several clusters none of which is recorded. They are
+//! reported as [`FixClass::Manual`].
 
 use serde::{Deserialize, Serialize};
 
 use super::diff::{Discrepancy, OrphanReason};
-use crate::ids::{BackendId, JobId, VmId};
-use crate::model::{Nic, Vm};
+use crate::ids::{BackendId, FlavorId, JobId, VmId};
+use crate::model::{Nic, Vm, VmPlacement};
 use crate::service::VmChange;
 use crate::state::{Action, OperState, PendingAction, VmState};
 
@@ -21,7 +22,7 @@ pub struct FixFlags {
     pub stale: bool,
     /// R2: remove orphan instances from Ganeti.
     pub orphans: bool,
-    /// R3, NICs, stuck builds: set the DB from Ganeti.
+    /// R3, NICs, stuck builds, flavor, cluster: set the DB from Ganeti.
     pub unsynced: bool,
 }
 
@@ -77,12 +78,15 @@ impl Discrepancy {
             Discrepancy::Orphan { .. } => FixClass::Orphans,
             Discrepancy::UnsyncedOperstate { .. }
             | Discrepancy::UnsyncedNics { .. }
-            | Discrepancy::StuckBuild { .. } => FixClass::Unsynced,
-            // The store has no way to change a VM's flavor or cluster, and
-            // resizing or moving the instance is an operator's call.
-            Discrepancy::UnsyncedFlavor { .. } | Discrepancy::WrongBackend { .. } => {
-                FixClass::Manual
-            }
+            | Discrepancy::StuckBuild { .. }
+            | Discrepancy::UnsyncedFlavor {
+                matching: Some(_), ..
+            } => FixClass::Unsynced,
+            Discrepancy::WrongBackend { found_on, .. } if found_on.len() == 1 => FixClass::Unsynced,
+            // No flavor has the instance's size, or copies on several
+            // clusters: which one is the VM is an operator's call.
+            Discrepancy::UnsyncedFlavor { matching: None, .. }
+            | Discrepancy::WrongBackend { .. } => FixClass::Manual,
         }
     }
 }
@@ -113,6 +117,26 @@ pub enum FixAction {
         /// The NICs.
         nics: Vec<Nic>,
     },
+    /// Record the flavor the instance's beparams match (Ganeti was resized
+    /// behind our back). Skipped if the VM's flavor is no longer `from`.
+    SetFlavor {
+        /// The VM.
+        vm: VmId,
+        /// The flavor the diff saw.
+        from: FlavorId,
+        /// The flavor Ganeti runs.
+        to: FlavorId,
+    },
+    /// Record the cluster the instance lives on. Skipped if the VM's
+    /// recorded cluster is no longer `from`.
+    SetBackend {
+        /// The VM.
+        vm: VmId,
+        /// The cluster the diff saw recorded.
+        from: Option<BackendId>,
+        /// Where the instance is.
+        to: BackendId,
+    },
     /// R2: remove the instance from its cluster.
     DestroyOrphan {
         /// The VM id the name parses to.
@@ -131,13 +155,24 @@ impl FixAction {
             FixAction::SetOperState { vm, .. }
             | FixAction::MarkDestroyed { vm }
             | FixAction::SetNics { vm, .. }
+            | FixAction::SetFlavor { vm, .. }
+            | FixAction::SetBackend { vm, .. }
             | FixAction::DestroyOrphan { vm, .. } => *vm,
         }
     }
 
-    /// True for fixes written to the DB (through `modify_vm`).
+    /// True for fixes written to the DB (through `modify_vm`, or for
+    /// [placement](Self::is_placement) fixes `update_vm_placement`).
     pub fn is_db(&self) -> bool {
         !matches!(self, FixAction::DestroyOrphan { .. })
+    }
+
+    /// True for a VM's flavor or cluster fix ([`placement_fix`]).
+    pub fn is_placement(&self) -> bool {
+        matches!(
+            self,
+            FixAction::SetFlavor { .. } | FixAction::SetBackend { .. }
+        )
     }
 }
 
@@ -202,6 +237,26 @@ pub fn plan_fixes(discrepancies: &[Discrepancy], flags: FixFlags) -> Plan {
                 vm: *vm,
                 nics: ganeti.clone(),
             },
+            Discrepancy::UnsyncedFlavor {
+                vm,
+                flavor,
+                matching: Some(to),
+                ..
+            } => FixAction::SetFlavor {
+                vm: *vm,
+                from: *flavor,
+                to: *to,
+            },
+            Discrepancy::WrongBackend {
+                vm,
+                recorded,
+                found_on,
+            } if found_on.len() == 1 => FixAction::SetBackend {
+                vm: *vm,
+                from: *recorded,
+                to: found_on[0],
+            },
+            // fix_class made these Manual above.
             Discrepancy::UnsyncedFlavor { .. } | Discrepancy::WrongBackend { .. } => continue,
         };
         let also_mark = matches!(
@@ -295,10 +350,42 @@ pub fn apply_db_fixes<'a>(
                 }
             }
             FixAction::SetNics { nics: n, .. } if !state.deleted => nics = Some(n.clone()),
-            FixAction::SetNics { .. } => {}
+            FixAction::SetNics { .. }
+            | FixAction::SetFlavor { .. }
+            | FixAction::SetBackend { .. } => {}
         }
     }
     (state != vm.state || nics.is_some()).then_some(VmChange { state, nics })
+}
+
+/// A VM's flavor and cluster after its [`FixAction::SetFlavor`] and
+/// [`FixAction::SetBackend`] fixes, or `None` if they change nothing. An
+/// action whose `from` no longer matches the VM is skipped (someone else
+/// changed it since the diff), and a deleted VM is left alone.
+pub fn placement_fix<'a>(
+    vm: &Vm,
+    actions: impl IntoIterator<Item = &'a FixAction>,
+) -> Option<VmPlacement> {
+    if vm.state.deleted {
+        return None;
+    }
+    let mut placement = VmPlacement {
+        flavor_id: vm.flavor_id,
+        backend_id: vm.backend_id,
+    };
+    for action in actions {
+        match action {
+            FixAction::SetFlavor { vm: v, from, to } if *v == vm.id && *from == vm.flavor_id => {
+                placement.flavor_id = *to;
+            }
+            FixAction::SetBackend { vm: v, from, to } if *v == vm.id && *from == vm.backend_id => {
+                placement.backend_id = Some(*to);
+            }
+            _ => {}
+        }
+    }
+    (placement.flavor_id != vm.flavor_id || placement.backend_id != vm.backend_id)
+        .then_some(placement)
 }
 
 /// Records on a deleted (or DESTROYED) row the removal job the reconciler

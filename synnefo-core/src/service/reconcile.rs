@@ -18,10 +18,13 @@
 //! 4. **Plan** ([`plan_fixes`]) with the selected [`FixFlags`]; report-only
 //!    by default.
 //! 5. **Execute**, infallibly per item: orphans are removed through
-//!    [`GanetiBackend::remove`] after re-checking their row; DB fixes go
-//!    through [`modify_vm`] (the dispatcher's code path), one write per VM,
-//!    and only if the VM is still at the version the diff saw (else it is
-//!    left for the next run). Each item records its own outcome.
+//!    [`GanetiBackend::remove`] after re-checking their row; state and NIC
+//!    fixes go through [`modify_vm`] (the dispatcher's code path), one write
+//!    per VM, and only if the VM is still at the version the diff saw (else
+//!    it is left for the next run); flavor and cluster fixes follow in a
+//!    second versioned write
+//!    ([`VmStore::update_vm_placement`](crate::ports::VmStore::update_vm_placement)). Each item
+//!    records its own outcome.
 //! 6. **Stamp** the VMs of this run as reconciled at the run's time.
 //!
 //! [`Reconciler::run_periodically`] is the reconciler task: no input per
@@ -45,7 +48,7 @@ use crate::ports::{Clock, GanetiBackend, Store, VmQuery};
 use crate::reconcile::{
     BackendListing, DiffStats, Discrepancy, FixAction, FixFlags, FlavorSize, Guard, Guards, Held,
     Input, JobObservation, Listing, OrphanReason, Unchecked, VmSnapshot, apply_db_fixes,
-    batch_size, diff, plan_fixes, record_orphan_removal,
+    batch_size, diff, placement_fix, plan_fixes, record_orphan_removal,
 };
 use crate::service::{VmChange, modify_vm};
 use crate::state::OperState;
@@ -270,6 +273,49 @@ impl std::fmt::Debug for Reconciler {
 
 fn noop(_: ProgressEvent) {}
 
+/// Why a fix was skipped: the row moved on since the diff.
+const MOVED: &str = "the VM changed since the diff; left for the next run";
+/// Why a fix was skipped: the row already says so.
+const NOTHING_TO_CHANGE: &str = "nothing to change";
+
+/// How the state-and-NICs write of one VM went.
+enum StateWrite {
+    /// Written; the stored row.
+    Written(Box<Vm>),
+    /// The fixes change nothing on the row.
+    NothingToChange,
+    /// The row changed since the diff.
+    Moved,
+    /// The VM is gone.
+    NotFound(String),
+    /// The write failed.
+    Failed(String),
+}
+
+impl StateWrite {
+    fn result(&self) -> FixResult {
+        match self {
+            StateWrite::Written(_) => FixResult::Done { job: None },
+            StateWrite::NothingToChange => FixResult::Skipped {
+                reason: NOTHING_TO_CHANGE.into(),
+            },
+            StateWrite::Moved => FixResult::Skipped {
+                reason: MOVED.into(),
+            },
+            StateWrite::NotFound(m) => FixResult::Skipped { reason: m.clone() },
+            StateWrite::Failed(e) => FixResult::Failed { error: e.clone() },
+        }
+    }
+}
+
+/// The results of one VM's two DB writes.
+struct VmWriteResults {
+    /// Of its state and NIC fixes.
+    state: FixResult,
+    /// Of its flavor and cluster fixes.
+    placement: FixResult,
+}
+
 /// An orphan removal's outcome: (fix index, result, job to record on its row).
 type Removal = (usize, FixResult, Option<(VmId, JobId)>);
 
@@ -343,11 +389,9 @@ impl Reconciler {
         let ids: Vec<VmId> = vms.iter().map(|v| v.id).collect();
         let total_vms = total_vms.max(ids.len() as u64);
         let mut nics = self.store.nics_of(&ids).await?;
-        let flavors: HashMap<FlavorId, FlavorSize> = self
-            .store
-            .list_flavors()
-            .await?
-            .into_iter()
+        let catalogue = self.store.list_flavors().await?;
+        let flavors: HashMap<FlavorId, FlavorSize> = catalogue
+            .iter()
             .map(|f| {
                 (
                     f.id,
@@ -394,6 +438,7 @@ impl Reconciler {
             others: &others,
             listings: &listings,
             jobs: &no_jobs,
+            flavors: &catalogue,
             guards: opts.guards,
         };
         let mut found = diff(&input);
@@ -633,7 +678,7 @@ impl Reconciler {
             by_vm.entry(*vm).or_default();
         }
         let removal_jobs = &removal_jobs;
-        let writes: Vec<(Vec<usize>, FixResult)> = futures::stream::iter(by_vm)
+        let writes: Vec<(Vec<usize>, VmWriteResults)> = futures::stream::iter(by_vm)
             .map(|(vm, members)| async move {
                 let actions: Vec<&FixAction> = members.iter().map(|&i| &fixes[i].action).collect();
                 let result = self
@@ -650,9 +695,13 @@ impl Reconciler {
             .buffer_unordered(opts.concurrency.max(1))
             .collect()
             .await;
-        for (members, result) in writes {
+        for (members, results) in writes {
             for i in members {
-                outcomes[i] = Some(result.clone());
+                outcomes[i] = Some(if fixes[i].action.is_placement() {
+                    results.placement.clone()
+                } else {
+                    results.state.clone()
+                });
             }
         }
 
@@ -735,15 +784,89 @@ impl Reconciler {
         }
     }
 
-    /// Writes one VM's DB fixes (and a removal job to record) in one
-    /// `modify_vm`, only if the VM is still at `expected` version.
+    /// Writes one VM's DB fixes: its state and NIC fixes (and a removal job
+    /// to record) in one `modify_vm`, only if the VM is still at `expected`
+    /// version; then its flavor and cluster fixes, only if nobody wrote in
+    /// between. Each write has its own result. If the process dies between
+    /// the two, the next run finds the placement finding again.
     async fn write_fixes(
         &self,
         vm: VmId,
         actions: &[&FixAction],
         expected: Option<i64>,
         removal: Option<JobId>,
-    ) -> FixResult {
+    ) -> VmWriteResults {
+        let state_write = self.write_state_fixes(vm, actions, expected, removal).await;
+        let state = state_write.result();
+        if !actions.iter().any(|a| a.is_placement()) {
+            return VmWriteResults {
+                placement: state.clone(),
+                state,
+            };
+        }
+        let base = match state_write {
+            StateWrite::Written(row) => *row,
+            StateWrite::NothingToChange => match self.store.vm(vm).await {
+                Ok(Some(row)) if Some(row.version) == expected => row,
+                Ok(Some(_)) => {
+                    return VmWriteResults {
+                        state,
+                        placement: FixResult::Skipped {
+                            reason: MOVED.into(),
+                        },
+                    };
+                }
+                Ok(None) => {
+                    return VmWriteResults {
+                        state,
+                        placement: FixResult::Skipped {
+                            reason: format!("server {vm} not found"),
+                        },
+                    };
+                }
+                Err(e) => {
+                    return VmWriteResults {
+                        state,
+                        placement: FixResult::Failed {
+                            error: e.to_string(),
+                        },
+                    };
+                }
+            },
+            // The row moved on, is gone or cannot be written: same for both.
+            StateWrite::Moved | StateWrite::NotFound(_) | StateWrite::Failed(_) => {
+                return VmWriteResults {
+                    placement: state.clone(),
+                    state,
+                };
+            }
+        };
+        let placement = match placement_fix(&base, actions.iter().copied()) {
+            None => FixResult::Skipped {
+                reason: NOTHING_TO_CHANGE.into(),
+            },
+            Some(p) => match self.store.update_vm_placement(vm, base.version, &p).await {
+                Ok(_) => FixResult::Done { job: None },
+                Err(StoreError::Conflict(_)) => FixResult::Skipped {
+                    reason: MOVED.into(),
+                },
+                Err(StoreError::NotFound(m)) => FixResult::Skipped { reason: m },
+                Err(e) => FixResult::Failed {
+                    error: e.to_string(),
+                },
+            },
+        };
+        VmWriteResults { state, placement }
+    }
+
+    /// State and NIC fixes (and a removal job to record) in one `modify_vm`.
+    async fn write_state_fixes(
+        &self,
+        vm: VmId,
+        actions: &[&FixAction],
+        expected: Option<i64>,
+        removal: Option<JobId>,
+    ) -> StateWrite {
         let moved = AtomicBool::new(false);
         let result = modify_vm(&*self.store, vm, |current| {
             if Some(current.version) != expected {
@@ -765,20 +888,13 @@ impl Reconciler {
         })
         .await;
         match result {
-            Ok(Some(_)) => FixResult::Done { job: None },
-            Ok(None) if moved.load(Ordering::Relaxed) => FixResult::Skipped {
-                reason: "the VM changed since the diff; left for the next run".into(),
-            },
-            Ok(None) => FixResult::Skipped {
-                reason: "nothing to change".into(),
-            },
-            Err(ServiceError::NotFound(m)) => FixResult::Skipped { reason: m },
-            Err(e) => FixResult::Failed {
-                error: e.to_string(),
-            },
+            Ok(Some(stored)) => StateWrite::Written(Box::new(stored)),
+            Ok(None) if moved.load(Ordering::Relaxed) => StateWrite::Moved,
+            Ok(None) => StateWrite::NothingToChange,
+            Err(ServiceError::NotFound(m)) => StateWrite::NotFound(m),
+            Err(e) => StateWrite::Failed(e.to_string()),
         }
     }
-
     /// The reconciler task: a run every `period` until `cancel`; each
     /// report (or error) goes to `on_report`. A failed run is not retried
     /// early: the next activation is the retry.

@@ -19,7 +19,7 @@ use super::identity::project_usage;
 use super::sql::{IN_CHUNK, Sql, db_err, insert_returning_id, insert_stmt};
 use crate::error::StoreError;
 use crate::ids::VmId;
-use crate::model::{NewVm, Nic, Quota, Usage, Vm};
+use crate::model::{NewVm, Nic, Quota, Usage, Vm, VmPlacement};
 use crate::ports::{VmQuery, VmStateUpdate, VmStore};
 use crate::state::VmState;
 
@@ -458,6 +458,43 @@ impl VmStore for SeaStore {
         if let Some(nics) = &update.nics {
             replace_nics(&txn, id, nics).await?;
         }
+        let vm = load_vm(&txn, id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(server(id)))?;
+        txn.commit().await.map_err(db_err)?;
+        Ok(vm)
+    }
+
+    async fn update_vm_placement(
+        &self,
+        id: VmId,
+        expected_version: i64,
+        placement: &VmPlacement,
+    ) -> Result<Vm, StoreError> {
+        let id = id.0;
+        let backend = self.db_backend();
+        let txn = self.db.begin().await.map_err(db_err)?;
+        let mut stmt = Query::update();
+        stmt.table(vm::Entity)
+            .value(vm::Column::FlavorId, placement.flavor_id.0)
+            .value(vm::Column::BackendId, placement.backend_id.map(|b| b.0))
+            .value(vm::Column::Version, Expr::col(vm::Column::Version).add(1))
+            .value(vm::Column::Updated, ts(backend, now()))
+            .and_where(vm::Column::Id.eq(id))
+            .and_where(vm::Column::Version.eq(expected_version));
+        let res = txn.execute(backend.build(&stmt)).await.map_err(db_err)?;
+        if res.rows_affected() == 0 {
+            let current = vm::Entity::find_by_id(id).one(&txn).await.map_err(db_err)?;
+            return Err(match current {
+                None => StoreError::NotFound(server(id)),
+                Some(row) => StoreError::Conflict(format!(
+                    "{} (now at version {}, placement computed from {expected_version})",
+                    server(id),
+                    row.version,
+                )),
+            });
+        }
+        bump_generation_of_vm(&txn, id).await?;
         let vm = load_vm(&txn, id)
             .await?
             .ok_or_else(|| StoreError::NotFound(server(id)))?;
