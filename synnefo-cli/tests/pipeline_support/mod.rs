@@ -816,6 +816,9 @@ pub enum Disruption {
     /// Every session of the test database killed (`pg_terminate_backend`)
     /// three times, and PostgreSQL itself restarted once in between.
     DatabaseRestart,
+    /// eventd SIGKILLed mid-stream and started again only after jobs went
+    /// on changing for a few seconds without it.
+    EventdRestart,
 }
 
 /// The full pipeline: the Ganeti simulator runs each VM's jobs -> `synnefo
@@ -892,7 +895,7 @@ pub async fn end_to_end_with(test: &str, per_lifecycle: usize, disruption: Disru
     // (a database restart takes a few seconds: the jobs outlast it).
     let latency = match disruption {
         Disruption::None => synnefo_ganeti::sim::SimLatency::default(),
-        Disruption::BrokerRestart => synnefo_ganeti::sim::SimLatency {
+        Disruption::BrokerRestart | Disruption::EventdRestart => synnefo_ganeti::sim::SimLatency {
             queued_ms: 100,
             waiting_ms: 100,
             running_ms: 1_000,
@@ -973,6 +976,21 @@ pub async fn end_to_end_with(test: &str, per_lifecycle: usize, disruption: Disru
         tokio::time::sleep(Duration::from_secs(3)).await;
         drop(guard);
         eprintln!("{test}: RabbitMQ back at {:?}", started.elapsed());
+    }
+    if disruption == Disruption::EventdRestart {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        eventd.kill();
+        eprintln!("{test}: eventd SIGKILLed at {:?}", started.elapsed());
+        // Jobs go on changing in Ganeti's queue while nobody watches it.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let left = mismatches(&store, &expected).await.len();
+        eprintln!(
+            "{test}: {left} of {} VMs not in their final state while eventd is down",
+            expected.len()
+        );
+        assert!(left > 0, "the jobs ended before eventd was killed");
+        eventd = Proc::start("eventd", dir.path(), &config, &eventd_args);
+        eprintln!("{test}: eventd started again at {:?}", started.elapsed());
     }
     if let Some(cluster) = &cluster {
         let kill = |when: &'static str| {
@@ -1080,6 +1098,18 @@ pub async fn end_to_end_with(test: &str, per_lifecycle: usize, disruption: Disru
         // Retries happen when a session dies under a query; an outage
         // shorter than the pool's acquire timeout only delays the rest.
         eprintln!("{test}: dispatcher batches retried after a database error: {retries}");
+    }
+    if disruption == Disruption::EventdRestart {
+        // The second run found the job files that changed while it was down.
+        let log = eventd.log_text();
+        let caught_up = log
+            .rsplit("catch_up_files: ")
+            .next()
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        eprintln!("{test}: the restarted eventd caught up on {caught_up} job files");
+        assert!(caught_up > 0, "no catch-up after the restart:\n{log}");
     }
     if restart_broker {
         // The outage overlapped the stream: eventd had to hold messages
