@@ -2,6 +2,7 @@
 //! `synnefo ganeti-sim` command (and tests) can build one from a file or
 //! flags.
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -43,6 +44,16 @@ pub struct SimConfig {
     pub single_step: bool,
     /// Instances created at start-up (running, spread over the nodes).
     pub populate: Option<SimPopulate>,
+    /// Ganeti networks, each connected to the (only) node group. Empty by
+    /// default: NICs then take mode/link from the request (default
+    /// `bridged`/`br0`) and a NIC naming a network fails the create.
+    pub networks: Vec<SimNetworkConfig>,
+    /// The OS definitions every node has (`/srv/ganeti/os/NAME`); a create
+    /// with another OS fails like Ganeti's. Default: `noop` and `snf-image`
+    /// (see [`SimOsConfig::defaults`]).
+    pub os: Vec<SimOsConfig>,
+    /// The default group's instance policy (the part the simulator checks).
+    pub ipolicy: SimIPolicy,
 }
 
 impl Default for SimConfig {
@@ -72,6 +83,200 @@ impl Default for SimConfig {
             wait_timeout_ms: 10_000,
             single_step: false,
             populate: None,
+            networks: Vec::new(),
+            os: SimOsConfig::defaults(),
+            ipolicy: SimIPolicy::default(),
+        }
+    }
+}
+
+impl SimConfig {
+    /// Checks what serde cannot: network subnets and addresses, unique
+    /// names, a sane policy.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut names = std::collections::BTreeSet::new();
+        for n in &self.networks {
+            if !names.insert(n.name.as_str()) {
+                return Err(format!("network {:?} is defined twice", n.name));
+            }
+            let (base, prefix) = n.subnet_v4()?;
+            let contains = |ip: &str| -> Result<(), String> {
+                let a: Ipv4Addr = ip
+                    .parse()
+                    .map_err(|e| format!("network {:?}: address {ip:?}: {e}", n.name))?;
+                let mask = u32::MAX << (32 - prefix);
+                if u32::from(a) & mask != base {
+                    return Err(format!("network {:?}: {ip} is not in {}", n.name, n.subnet));
+                }
+                Ok(())
+            };
+            if let Some(g) = &n.gateway {
+                contains(g)?;
+            }
+            for r in &n.reserved_ips {
+                contains(r)?;
+            }
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for o in &self.os {
+            if o.name.is_empty() || o.name.contains('+') {
+                return Err(format!(
+                    "OS name {:?} must be non-empty, without '+'",
+                    o.name
+                ));
+            }
+            if !names.insert(o.name.as_str()) {
+                return Err(format!("OS {:?} is defined twice", o.name));
+            }
+        }
+        if self.ipolicy.disk_size_min_mib > self.ipolicy.disk_size_max_mib {
+            return Err("ipolicy: disk_size_min_mib is above disk_size_max_mib".into());
+        }
+        Ok(())
+    }
+}
+
+/// A Ganeti network (`gnt-network add` + `gnt-network connect` to the
+/// default group with `mode`/`link`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimNetworkConfig {
+    /// Network name (what a NIC's `network` names).
+    pub name: String,
+    /// IPv4 subnet in CIDR notation, /16 to /30 like Ganeti's address pool.
+    pub subnet: String,
+    /// Gateway, reserved in the pool like Ganeti does.
+    pub gateway: Option<String>,
+    /// Further externally reserved addresses (`--add-reserved-ips`).
+    pub reserved_ips: Vec<String>,
+    /// NIC mode of the group connection (`bridged`, `routed`, `openvswitch`).
+    pub mode: String,
+    /// NIC link of the group connection.
+    pub link: String,
+    /// NIC VLAN of the group connection (Ganeti: empty).
+    pub vlan: String,
+    /// Fixed UUID; a random one is generated at start if unset.
+    pub uuid: Option<String>,
+}
+
+impl Default for SimNetworkConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            subnet: String::new(),
+            gateway: None,
+            reserved_ips: Vec::new(),
+            mode: "bridged".into(),
+            link: "br0".into(),
+            vlan: String::new(),
+            uuid: None,
+        }
+    }
+}
+
+impl SimNetworkConfig {
+    /// A network with this name and subnet, connected bridged to `br0`.
+    pub fn new(name: &str, subnet: &str) -> Self {
+        Self {
+            name: name.into(),
+            subnet: subnet.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The subnet as (network address, prefix length).
+    pub fn subnet_v4(&self) -> Result<(u32, u32), String> {
+        let err = |m: &str| format!("network {:?}: subnet {:?}: {m}", self.name, self.subnet);
+        let (addr, len) = self
+            .subnet
+            .split_once('/')
+            .ok_or_else(|| err("expected CIDR a.b.c.d/len"))?;
+        let addr: Ipv4Addr = addr.parse().map_err(|e| err(&format!("{e}")))?;
+        let len: u32 = len.parse().map_err(|e| err(&format!("{e}")))?;
+        if !(16..=30).contains(&len) {
+            return Err(err("Ganeti's address pools take /16 to /30"));
+        }
+        let mask = u32::MAX << (32 - len);
+        let base = u32::from(addr);
+        if base & mask != base {
+            return Err(err("host bits are set"));
+        }
+        Ok((base, len))
+    }
+}
+
+/// An OS definition (`ganeti-os-interface`): name, variants, parameters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimOsConfig {
+    /// OS name (`noop`; `os_type` is `NAME+VARIANT`).
+    pub name: String,
+    /// `variants.list`; empty: the OS takes no variant.
+    pub variants: Vec<String>,
+    /// The names in `parameters.list`: any other OS parameter fails a create.
+    pub parameters: Vec<String>,
+}
+
+impl Default for SimOsConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            variants: vec!["default".into()],
+            parameters: Vec::new(),
+        }
+    }
+}
+
+impl SimOsConfig {
+    /// The default OS list: `noop` (the lab's OS: `delay`, plus the image
+    /// parameters Synnefo sends) and `snf-image` (its `parameters.list`),
+    /// both with the single variant `default`.
+    pub fn defaults() -> Vec<Self> {
+        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        vec![
+            Self {
+                name: "noop".into(),
+                variants: list(&["default"]),
+                parameters: list(&[
+                    "delay",
+                    "img_id",
+                    "img_format",
+                    "img_passwd",
+                    "img_properties",
+                    "img_personality",
+                ]),
+            },
+            Self {
+                name: "snf-image".into(),
+                variants: list(&["default"]),
+                parameters: list(&[
+                    "img_id",
+                    "img_format",
+                    "img_passwd",
+                    "img_personality",
+                    "img_properties",
+                    "config_url",
+                ]),
+            },
+        ]
+    }
+}
+
+/// The instance policy of the default node group (Ganeti's defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimIPolicy {
+    /// Smallest disk (MiB) of a new instance.
+    pub disk_size_min_mib: u64,
+    /// Largest disk (MiB) of a new instance.
+    pub disk_size_max_mib: u64,
+}
+
+impl Default for SimIPolicy {
+    fn default() -> Self {
+        Self {
+            disk_size_min_mib: 1024,
+            disk_size_max_mib: 1024 * 1024,
         }
     }
 }
@@ -240,6 +445,13 @@ mod tests {
             count: 10,
             ..Default::default()
         });
+        c.networks = vec![SimNetworkConfig {
+            gateway: Some("198.51.100.1".into()),
+            mode: "routed".into(),
+            link: "100".into(),
+            ..SimNetworkConfig::new("synnefo-lab", "198.51.100.0/24")
+        }];
+        assert_eq!(c.validate(), Ok(()));
         let s = serde_json::to_string(&c).unwrap();
         let back: SimConfig = serde_json::from_str(&s).unwrap();
         assert_eq!(back, c);
@@ -247,5 +459,44 @@ mod tests {
             serde_json::from_str(r#"{"hypervisor": "fake", "tls": {"mode": "none"}}"#).unwrap();
         assert_eq!(partial.hypervisor, "fake");
         assert!(serde_json::from_str::<SimConfig>(r#"{"nope": 1}"#).is_err());
+        assert!(
+            serde_json::from_str::<SimConfig>(r#"{"networks": [{"name": "n", "nope": 1}]}"#)
+                .is_err()
+        );
+        assert_eq!(partial.os, SimOsConfig::defaults());
+    }
+
+    #[test]
+    fn validate_refuses_bad_networks_and_oses() {
+        let with_net = |n: SimNetworkConfig| SimConfig {
+            networks: vec![n],
+            ..SimConfig::default()
+        };
+        let bad = [
+            SimNetworkConfig::new("a", "198.51.100.0"),
+            SimNetworkConfig::new("a", "198.51.100.1/24"),
+            SimNetworkConfig::new("a", "10.0.0.0/8"),
+            SimNetworkConfig::new("a", "10.0.0.0/31"),
+            SimNetworkConfig {
+                gateway: Some("192.0.2.1".into()),
+                ..SimNetworkConfig::new("a", "198.51.100.0/24")
+            },
+            SimNetworkConfig {
+                reserved_ips: vec!["x".into()],
+                ..SimNetworkConfig::new("a", "198.51.100.0/24")
+            },
+        ];
+        for n in bad {
+            assert!(with_net(n.clone()).validate().is_err(), "{n:?}");
+        }
+        let mut twice = with_net(SimNetworkConfig::new("a", "198.51.100.0/24"));
+        twice.networks.push(twice.networks[0].clone());
+        assert!(twice.validate().is_err());
+        let mut os = SimConfig::default();
+        os.os.push(SimOsConfig {
+            name: "noop+default".into(),
+            ..SimOsConfig::default()
+        });
+        assert!(os.validate().is_err());
     }
 }

@@ -44,7 +44,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-pub use config::{SimConfig, SimLatency, SimNodeConfig, SimPopulate, SimTls, SimUser};
+pub use config::{
+    SimConfig, SimIPolicy, SimLatency, SimNetworkConfig, SimNodeConfig, SimOsConfig, SimPopulate,
+    SimTls, SimUser,
+};
 pub use json::PyFormatter;
 pub use queue::JOBS_PER_ARCHIVE_DIRECTORY;
 pub use state::{FailureRule, NewSimInstance, SimDisk, SimInstance, SimNic};
@@ -205,6 +208,9 @@ impl SimBuilder {
         if config.nodes.is_empty() {
             config.nodes.push(SimNodeConfig::default());
         }
+        config
+            .validate()
+            .map_err(|e| RapiError::Config(format!("simulator configuration: {e}")))?;
         let (tempdir, data_dir) = match &config.data_dir {
             Some(d) => (None, d.clone()),
             None => {
@@ -583,6 +589,16 @@ impl SimHandle {
                 true
             }
             None => false,
+        })
+    }
+
+    /// The UUID of a configured network (generated at start unless set).
+    pub fn network_uuid(&self, name: &str) -> Option<String> {
+        self.shared.read(|st| {
+            st.networks
+                .iter()
+                .find(|n| n.cfg.name == name)
+                .map(|n| n.uuid.clone())
         })
     }
 

@@ -7,7 +7,8 @@
 //! Jobs touching the same instance run in id order (Ganeti's instance
 //! lock): a later job stays `waiting` until the earlier ones end.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use serde::ser::{SerializeMap, Serializer};
@@ -15,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use synnefo_core::state::JobStatus;
 
-use super::config::{SimConfig, SimLatency, SimNodeConfig};
+use super::config::{SimConfig, SimLatency, SimNetworkConfig, SimNodeConfig, SimOsConfig};
 use super::json::to_py_vec;
 use super::queue::QueueFiles;
 use crate::rapi::types::{LogEntry, Timestamp};
@@ -48,6 +49,68 @@ pub(crate) struct NodeState {
     pub ctime: f64,
 }
 
+/// A network: its configuration, UUID and address pool (Ganeti's
+/// `AddressPool`: a bit per address of the subnet).
+#[derive(Debug, Clone)]
+pub(crate) struct NetState {
+    pub cfg: SimNetworkConfig,
+    pub uuid: String,
+    base: u32,
+    size: u32,
+    /// External reservations (index in the subnet): network, broadcast,
+    /// gateway, `reserved_ips`, node addresses in the subnet.
+    ext: BTreeSet<u32>,
+}
+
+impl NetState {
+    fn new(cfg: &SimNetworkConfig, node_ips: &[String]) -> Option<Self> {
+        let (base, prefix) = cfg.subnet_v4().ok()?;
+        let mut n = Self {
+            cfg: cfg.clone(),
+            uuid: cfg
+                .uuid
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            base,
+            size: 1 << (32 - prefix),
+            ext: BTreeSet::new(),
+        };
+        n.ext.insert(0);
+        n.ext.insert(n.size - 1);
+        let reserved = cfg.gateway.iter().chain(&cfg.reserved_ips).chain(node_ips);
+        for ip in reserved {
+            if let Some(i) = n.index(ip) {
+                n.ext.insert(i);
+            }
+        }
+        Some(n)
+    }
+
+    /// The index of an address in the subnet.
+    fn index(&self, ip: &str) -> Option<u32> {
+        let a = u32::from(ip.parse::<Ipv4Addr>().ok()?);
+        a.checked_sub(self.base).filter(|i| *i < self.size)
+    }
+
+    fn addr(&self, index: u32) -> String {
+        Ipv4Addr::from(self.base + index).to_string()
+    }
+
+    /// Ganeti's `GenerateFree`: the lowest address reserved by no one.
+    fn first_free(&self, used: &BTreeSet<u32>) -> Option<u32> {
+        (0..self.size).find(|i| !self.ext.contains(i) && !used.contains(i))
+    }
+}
+
+/// Python's `repr` of a list of strings (`['100', 'routed', '']`).
+fn py_str_list(items: &[&str]) -> String {
+    let quoted: Vec<String> = items
+        .iter()
+        .map(|s| format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")))
+        .collect();
+    format!("[{}]", quoted.join(", "))
+}
+
 /// One NIC of a simulated instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimNic {
@@ -59,8 +122,11 @@ pub struct SimNic {
     pub mode: String,
     /// Link.
     pub link: String,
-    /// Ganeti network name.
+    /// Ganeti network name (`nic.networks.names`).
     pub network: Option<String>,
+    /// Ganeti network UUID (`nic.networks`).
+    #[serde(default)]
+    pub network_uuid: Option<String>,
     /// NIC name.
     pub name: Option<String>,
     /// UUID.
@@ -234,7 +300,7 @@ impl Serialize for InstanceView<'_> {
         field!("nic.links", seq(i.nics.iter().map(|n| n.link.as_str())));
         field!(
             "nic.networks",
-            seq(i.nics.iter().map(|n| n.network.as_deref()))
+            seq(i.nics.iter().map(|n| n.network_uuid.as_deref()))
         );
         field!(
             "nic.networks.names",
@@ -358,6 +424,10 @@ pub(crate) struct OpState {
     pub end: Option<Timestamp>,
     pub pending_logs: VecDeque<String>,
     pub failure: Option<FailureRule>,
+    /// NICs worked out in the prerequisites (a create's NICs, a modify's
+    /// added NICs): network parameters inherited, pool addresses chosen.
+    /// Their addresses stay reserved while the op runs.
+    pub nics: Option<Vec<SimNic>>,
 }
 
 impl OpState {
@@ -624,6 +694,7 @@ pub(crate) struct SimState {
     pub cluster_uuid: String,
     pub ctime: f64,
     pub nodes: Vec<NodeState>,
+    pub networks: Vec<NetState>,
     pub instances: BTreeMap<String, SimInstance>,
     pub jobs: BTreeMap<u64, Job>,
     pub last_job_id: u64,
@@ -639,7 +710,7 @@ impl SimState {
     pub(crate) fn new(cfg: SimConfig, queue: Option<QueueFiles>) -> Self {
         let ctime = now_f64();
         let group_uuid = uuid::Uuid::new_v4().to_string();
-        let nodes = cfg
+        let nodes: Vec<NodeState> = cfg
             .nodes
             .iter()
             .enumerate()
@@ -654,6 +725,12 @@ impl SimState {
                 ctime,
             })
             .collect();
+        let node_ips: Vec<String> = nodes.iter().map(|n| n.ip.clone()).collect();
+        let networks = cfg
+            .networks
+            .iter()
+            .filter_map(|n| NetState::new(n, &node_ips))
+            .collect();
         let last_job_id = queue.as_ref().map(QueueFiles::read_serial).unwrap_or(0);
         let mut s = Self {
             latency: cfg.latency,
@@ -663,6 +740,7 @@ impl SimState {
             cluster_uuid: uuid::Uuid::new_v4().to_string(),
             ctime,
             nodes,
+            networks,
             instances: BTreeMap::new(),
             jobs: BTreeMap::new(),
             last_job_id,
@@ -729,6 +807,7 @@ impl SimState {
                 mode: "bridged".into(),
                 link: "br0".into(),
                 network: None,
+                network_uuid: None,
                 name: None,
                 uuid: uuid::Uuid::new_v4().to_string(),
                 vlan: None,
@@ -907,6 +986,7 @@ impl SimState {
             end: None,
             pending_logs: VecDeque::new(),
             failure,
+            nics: None,
         };
         let job = Job {
             id,
@@ -1038,7 +1118,9 @@ impl SimState {
                     return false;
                 }
                 let opcode = self.jobs[&id].ops[i].opcode.clone();
-                let check = self.prereq(&self.jobs[&id].ops[i]);
+                // Log lines of the prerequisites (Ganeti's LogInfo in
+                // CheckPrereq) are written even if a later check fails.
+                let (prelogs, check) = self.prereq(&self.jobs[&id].ops[i]);
                 let uuid = self
                     .instances
                     .get(&instance)
@@ -1063,6 +1145,15 @@ impl SimState {
                     .unwrap_or(0);
                 let mut macs: VecDeque<String> = (0..need_mac).map(|_| self.new_mac()).collect();
                 let job = self.jobs.get_mut(&id).expect("job exists");
+                for msg in prelogs {
+                    job.log_serial += 1;
+                    job.ops[i].log.push(LogEntry {
+                        serial: job.log_serial,
+                        time: now,
+                        kind: "message".into(),
+                        message: json!(msg),
+                    });
+                }
                 let op = &mut job.ops[i];
                 if opcode == "OP_INSTANCE_SET_PARAMS"
                     && let Some(Value::Array(mods)) = op.input.get_mut("nics")
@@ -1086,9 +1177,14 @@ impl SimState {
                     .as_ref()
                     .filter(|f| f.class == "OpPrereqError")
                     .map(FailureRule::result);
-                if let Some(err) = check.err().or(injected_prereq) {
+                let check = match (check, injected_prereq) {
+                    (Err(e), _) | (Ok(_), Some(e)) => Err(e),
+                    (Ok(nics), None) => Ok(nics),
+                };
+                if let Err(err) = check.clone() {
                     self.fail(id, i, err);
                 } else {
+                    op.nics = check.ok().flatten();
                     op.status = JobStatus::Running;
                     op.exec = Some(now);
                     op.pending_logs = logs.into();
@@ -1184,74 +1280,372 @@ impl SimState {
         }
     }
 
-    fn prereq(&self, op: &OpState) -> Result<(), Value> {
+    /// The op's prerequisites, like Ganeti's `CheckPrereq`: the log lines
+    /// it writes on the way (kept even when a later check fails) and either
+    /// the error (`["OpPrereqError", [msg, ecode]]`, or `OpExecError` for
+    /// the OS parameter validation, as Ganeti raises it) or the NICs worked
+    /// out for a create (all) or a modify (the added ones).
+    fn prereq(&self, op: &OpState) -> (Vec<String>, Result<Option<Vec<SimNic>>, Value>) {
+        let mut logs = Vec::new();
         let name = op.instance();
-        match op.opcode.as_str() {
-            "OP_INSTANCE_CREATE" => {
-                if self.instances.contains_key(name) {
-                    return Err(prereq(
-                        format!("Instance '{name}' is already in the cluster"),
-                        "already_exists",
-                    ));
-                }
-                if let Some(p) = op.input.get("pnode").and_then(Value::as_str) {
-                    match self.nodes.iter().find(|n| n.cfg.name == p) {
-                        None => {
-                            return Err(prereq(format!("Node '{p}' not known"), "unknown_entity"));
-                        }
-                        Some(n) if n.cfg.offline => {
-                            return Err(prereq(
-                                format!("Cannot use offline primary node '{p}'"),
-                                "wrong_state",
-                            ));
-                        }
-                        Some(n) if n.cfg.drained => {
-                            return Err(prereq(
-                                format!("Cannot use drained primary node '{p}'"),
-                                "wrong_state",
-                            ));
-                        }
-                        _ => {}
-                    }
-                } else if self.pick_node(0).is_none() {
-                    return Err(prereq(
-                        "Can't compute nodes using iallocator 'hail': no usable node".into(),
-                        "insufficient_resources",
-                    ));
-                }
-                let mem = create_beparam(op, "maxmem");
-                let start = op
-                    .input
-                    .get("start")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(true);
-                if start {
-                    let node = self.target_node(op);
-                    let used = self.used_memory();
-                    if let Some(n) =
-                        node.and_then(|name| self.nodes.iter().find(|n| n.cfg.name == name))
-                    {
-                        let free = self
-                            .node_free(n, used.get(n.cfg.name.as_str()).map(|u| u.0).unwrap_or(0));
-                        if free < mem {
-                            return Err(prereq(
-                                format!(
-                                    "Not enough memory on node {} for starting instance {name}: needed {mem} MiB, available {free} MiB",
-                                    n.cfg.name
-                                ),
-                                "insufficient_resources",
-                            ));
-                        }
-                    }
-                }
-                Ok(())
-            }
-            "" => Ok(()),
+        let r = match op.opcode.as_str() {
+            "OP_INSTANCE_CREATE" => self.create_prereq(op, &mut logs).map(Some),
+            "" => Ok(None),
             _ if !self.instances.contains_key(name) => Err(prereq(
                 format!("Instance '{name}' not known"),
                 "unknown_entity",
             )),
-            _ => Ok(()),
+            "OP_INSTANCE_SET_PARAMS" => self.modify_prereq(op, &mut logs).map(Some),
+            _ => Ok(None),
+        };
+        (logs, r)
+    }
+
+    fn create_prereq(&self, op: &OpState, logs: &mut Vec<String>) -> Result<Vec<SimNic>, Value> {
+        let name = op.instance();
+        let input = &op.input;
+        let flag =
+            |k: &str, default: bool| input.get(k).and_then(Value::as_bool).unwrap_or(default);
+        // CheckArguments.
+        let os_type = input.get("os_type").and_then(Value::as_str);
+        let Some(os_type) = os_type else {
+            return Err(prereq(
+                "No guest OS or OS image specified".into(),
+                "wrong_input",
+            ));
+        };
+        // ExpandNames / CheckPrereq, in Ganeti's order.
+        if self.instances.contains_key(name) {
+            return Err(prereq(
+                format!("Instance '{name}' is already in the cluster"),
+                "already_exists",
+            ));
+        }
+        if let Some(p) = input.get("pnode").and_then(Value::as_str)
+            && !self.nodes.iter().any(|n| n.cfg.name == p)
+        {
+            return Err(prereq(format!("Node '{p}' not known"), "unknown_entity"));
+        }
+        // ComputeNics: syntax and network lookup.
+        let requested: Vec<Value> = input
+            .get("nics")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let mut nics = Vec::new();
+        for n in &requested {
+            nics.push(self.nic_syntax(n)?);
+        }
+        // The allocator, then the primary node's state.
+        let pnode = match input.get("pnode").and_then(Value::as_str) {
+            Some(p) => p.to_string(),
+            None => self.pick_node(0).ok_or_else(|| {
+                prereq(
+                    "Can't compute nodes using iallocator 'hail': no usable node".into(),
+                    "insufficient_resources",
+                )
+            })?,
+        };
+        let node = self
+            .nodes
+            .iter()
+            .find(|n| n.cfg.name == pnode)
+            .expect("known node");
+        if node.cfg.offline {
+            return Err(prereq(
+                format!("Cannot use offline primary node '{pnode}'"),
+                "wrong_state",
+            ));
+        }
+        if node.cfg.drained {
+            return Err(prereq(
+                format!("Cannot use drained primary node '{pnode}'"),
+                "wrong_state",
+            ));
+        }
+        // Network NICs: parameters of the group connection, pool addresses.
+        let conflicts_check = flag("conflicts_check", true);
+        self.resolve_nets(&mut nics, conflicts_check, logs, true)?;
+        // Instance policy.
+        if !flag("ignore_ipolicy", false) {
+            let sizes = input
+                .get("disks")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|d| d.get("size").and_then(Value::as_u64).unwrap_or(0));
+            let (min, max) = (
+                self.cfg.ipolicy.disk_size_min_mib,
+                self.cfg.ipolicy.disk_size_max_mib,
+            );
+            let violations: Vec<String> = sizes
+                .enumerate()
+                .filter(|(_, size)| *size < min || *size > max)
+                .map(|(i, size)| {
+                    format!("disk-size/{i} value {size} is not in range [{min}, {max}]")
+                })
+                .collect();
+            if !violations.is_empty() {
+                return Err(prereq(
+                    format!(
+                        "Instance allocation to group {} (default) violates policy: {}",
+                        node.group_uuid,
+                        violations.join(", ")
+                    ),
+                    "wrong_input",
+                ));
+            }
+        }
+        // The OS (CheckNodeHasOS, then CheckOSParams).
+        let os = self.check_os(os_type, &pnode, flag("force_variant", false))?;
+        let mut unsupported: BTreeSet<&str> = BTreeSet::new();
+        for key in ["osparams", "osparams_private", "osparams_secret"] {
+            for k in input
+                .get(key)
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k)
+            {
+                if !os.parameters.iter().any(|p| p == k) {
+                    unsupported.insert(k);
+                }
+            }
+        }
+        if !unsupported.is_empty() {
+            return Err(json!([
+                "OpExecError",
+                [format!(
+                    "OS Parameters validation failed on node {pnode}: The following parameters are not supported by the OS {}: {}",
+                    os.name,
+                    unsupported.into_iter().collect::<Vec<_>>().join(", ")
+                )]
+            ]));
+        }
+        // Memory on the primary node.
+        let mem = create_beparam(op, "maxmem");
+        if flag("start", true) {
+            let used = self.used_memory();
+            let free = self.node_free(node, used.get(pnode.as_str()).map(|u| u.0).unwrap_or(0));
+            if free < mem {
+                return Err(prereq(
+                    format!(
+                        "Not enough memory on node {pnode} for starting instance {name}: needed {mem} MiB, available {free} MiB"
+                    ),
+                    "insufficient_resources",
+                ));
+            }
+        }
+        Ok(nics)
+    }
+
+    /// The NICs a modify adds: the same checks and pool as a create.
+    fn modify_prereq(&self, op: &OpState, logs: &mut Vec<String>) -> Result<Vec<SimNic>, Value> {
+        let mut nics = Vec::new();
+        for m in op
+            .input
+            .get("nics")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let a = m.as_array().cloned().unwrap_or_default();
+            if a.first().and_then(Value::as_str) == Some("add") {
+                nics.push(self.nic_syntax(a.last().unwrap_or(&Value::Null))?);
+            }
+        }
+        let conflicts_check = op
+            .input
+            .get("conflicts_check")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
+        self.resolve_nets(&mut nics, conflicts_check, logs, false)?;
+        Ok(nics)
+    }
+
+    /// One requested NIC checked like Ganeti's `ComputeNics` (no MAC yet:
+    /// `mac` is empty unless given).
+    fn nic_syntax(&self, n: &Value) -> Result<SimNic, Value> {
+        let s = |k: &str| n.get(k).and_then(Value::as_str).map(str::to_string);
+        let network = s("network").filter(|x| !x.eq_ignore_ascii_case("none"));
+        let ip = s("ip").filter(|x| !x.eq_ignore_ascii_case("none"));
+        let mut nic = SimNic {
+            ip: ip.clone(),
+            mac: s("mac")
+                .filter(|m| m != "auto" && m != "generate")
+                .unwrap_or_default(),
+            mode: s("mode").unwrap_or_else(|| "bridged".into()),
+            link: s("link").unwrap_or_else(|| "br0".into()),
+            network: None,
+            network_uuid: None,
+            name: s("name").filter(|x| !x.eq_ignore_ascii_case("none")),
+            uuid: uuid::Uuid::new_v4().to_string(),
+            vlan: None,
+        };
+        let given = |k: &str| n.get(k).is_some_and(|v| !v.is_null());
+        if network.is_some() && (given("mode") || given("link")) {
+            return Err(prereq(
+                "If network is given, no mode or link is allowed to be passed".into(),
+                "wrong_input",
+            ));
+        }
+        if ip
+            .as_deref()
+            .is_some_and(|i| i.eq_ignore_ascii_case("pool"))
+            && network.is_none()
+        {
+            return Err(prereq(
+                "if ip=pool, parameter network must be passed too".into(),
+                "wrong_input",
+            ));
+        }
+        if let Some(net) = network {
+            let found = self
+                .networks
+                .iter()
+                .find(|x| x.cfg.name == net || x.uuid == net)
+                .ok_or_else(|| prereq(format!("Network '{net}' not found"), "unknown_entity"))?;
+            nic.network = Some(found.cfg.name.clone());
+            nic.network_uuid = Some(found.uuid.clone());
+        }
+        Ok(nic)
+    }
+
+    /// Network NICs take the mode/link/vlan of the network's group
+    /// connection (a create logs them) and `ip: pool` the first free
+    /// address (logged).
+    fn resolve_nets(
+        &self,
+        nics: &mut [SimNic],
+        conflicts_check: bool,
+        logs: &mut Vec<String>,
+        create: bool,
+    ) -> Result<(), Value> {
+        let mut taken: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
+        for (idx, nic) in nics.iter_mut().enumerate() {
+            let Some(uuid) = nic.network_uuid.clone() else {
+                continue;
+            };
+            let net = self
+                .networks
+                .iter()
+                .find(|n| n.uuid == uuid)
+                .expect("looked up before");
+            let c = &net.cfg;
+            if create {
+                logs.push(format!(
+                    " - INFO: NIC/{idx} inherits netparams {}",
+                    py_str_list(&[&c.link, &c.mode, &c.vlan])
+                ));
+            }
+            nic.mode = c.mode.clone();
+            nic.link = c.link.clone();
+            nic.vlan = Some(c.vlan.clone());
+            let used = taken
+                .entry(uuid.clone())
+                .or_insert_with(|| self.used_addresses(net));
+            match nic.ip.as_deref() {
+                Some(ip) if ip.eq_ignore_ascii_case("pool") => {
+                    let i = net.first_free(used).ok_or_else(|| {
+                        // LUInstanceCreate names the NIC, LUInstanceSetParams does not.
+                        let which = if create {
+                            format!(" for NIC {idx}")
+                        } else {
+                            String::new()
+                        };
+                        prereq(
+                            format!("Unable to get a free IP{which} from the address pool"),
+                            "wrong_state",
+                        )
+                    })?;
+                    used.insert(i);
+                    let ip = net.addr(i);
+                    logs.push(format!(" - INFO: Chose IP {ip} from network {}", c.name));
+                    nic.ip = Some(ip);
+                }
+                Some(ip) => {
+                    let taken_here = net
+                        .index(ip)
+                        .filter(|i| !(conflicts_check && used.contains(i)));
+                    match taken_here {
+                        Some(i) => {
+                            used.insert(i);
+                        }
+                        None => {
+                            return Err(prereq(
+                                format!(
+                                    "IP address {ip} already in use or does not belong to network {}",
+                                    c.name
+                                ),
+                                "not_unique",
+                            ));
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Addresses of a network held by instances' NICs and by ops that are
+    /// still running (Ganeti's temporary reservations).
+    fn used_addresses(&self, net: &NetState) -> BTreeSet<u32> {
+        let in_net = |n: &SimNic| {
+            (n.network_uuid.as_deref() == Some(net.uuid.as_str()))
+                .then(|| n.ip.as_deref().and_then(|ip| net.index(ip)))
+                .flatten()
+        };
+        let held = self
+            .instances
+            .values()
+            .flat_map(|i| i.nics.iter().filter_map(in_net));
+        let pending = self
+            .jobs
+            .values()
+            .filter(|j| !j.status().is_terminal())
+            .flat_map(|j| j.ops.iter())
+            .filter(|o| !o.status.is_terminal())
+            .filter_map(|o| o.nics.as_ref())
+            .flat_map(|nics| nics.iter().filter_map(in_net));
+        held.chain(pending).collect()
+    }
+
+    /// Ganeti's `CheckNodeHasOS`: the OS exists on the node, with the variant.
+    fn check_os(
+        &self,
+        os_type: &str,
+        node: &str,
+        force_variant: bool,
+    ) -> Result<&SimOsConfig, Value> {
+        let (base, variant) = match os_type.split_once('+') {
+            Some((b, v)) => (b, Some(v)),
+            None => (os_type, None),
+        };
+        let os = self.cfg.os.iter().find(|o| o.name == base).ok_or_else(|| {
+            prereq(
+                format!(
+                    "OS '{os_type}' not in supported OS list for node {node}: Directory for OS {base} not found in search path"
+                ),
+                "wrong_input",
+            )
+        })?;
+        if force_variant {
+            return Ok(os);
+        }
+        match variant {
+            Some(v) if os.variants.is_empty() => Err(prereq(
+                format!("OS '{}' doesn't support variants ('{v}' passed)", os.name),
+                "wrong_input",
+            )),
+            None if !os.variants.is_empty() => Err(prereq(
+                "OS name must include a variant".into(),
+                "wrong_input",
+            )),
+            Some(v) if !os.variants.iter().any(|x| x == v) => {
+                Err(prereq("Unsupported OS variant".into(), "wrong_input"))
+            }
+            _ => Ok(os),
         }
     }
 
@@ -1310,14 +1704,27 @@ impl SimState {
                     .map(str::to_string)
                     .unwrap_or_else(|| self.cfg.hypervisor.clone());
                 let mut nics = Vec::new();
-                for n in op
-                    .input
-                    .get("nics")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    nics.push(self.nic_from(n));
+                match &op.nics {
+                    Some(resolved) => {
+                        for n in resolved {
+                            let mut n = n.clone();
+                            if n.mac.is_empty() {
+                                n.mac = self.new_mac();
+                            }
+                            nics.push(n);
+                        }
+                    }
+                    None => {
+                        for n in op
+                            .input
+                            .get("nics")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                        {
+                            nics.push(self.nic_from(n));
+                        }
+                    }
                 }
                 let disk_template = op
                     .input
@@ -1435,6 +1842,7 @@ impl SimState {
             mode: s("mode").unwrap_or_else(|| "bridged".into()),
             link: s("link").unwrap_or_else(|| "br0".into()),
             network: s("network"),
+            network_uuid: None,
             name: s("name"),
             uuid: uuid::Uuid::new_v4().to_string(),
             vlan: None,
@@ -1450,6 +1858,7 @@ impl SimState {
         }
         let mut changes = Vec::new();
         let mut new_nics = Vec::new();
+        let mut resolved = op.nics.iter().flatten();
         for m in op
             .input
             .get("nics")
@@ -1470,6 +1879,16 @@ impl SimState {
                             .unwrap_or_default()
                             .to_string(),
                     );
+                    if let Some(r) = resolved.next() {
+                        nic.ip.clone_from(&r.ip);
+                        nic.mode.clone_from(&r.mode);
+                        nic.link.clone_from(&r.link);
+                        nic.network.clone_from(&r.network);
+                        nic.network_uuid.clone_from(&r.network_uuid);
+                        if r.network_uuid.is_some() {
+                            nic.vlan.clone_from(&r.vlan);
+                        }
+                    }
                     new_nics.push(("add", nic))
                 }
                 Some("remove") => new_nics.push(("remove", self.nic_from(&Value::Null))),
@@ -1488,7 +1907,7 @@ impl SimState {
                         nic.ip.clone().unwrap_or_else(|| "None".into()),
                         nic.mode,
                         nic.link,
-                        nic.network.clone().unwrap_or_else(|| "None".into())
+                        nic.network_uuid.clone().unwrap_or_else(|| "None".into())
                     )
                 ]));
                 i.nics.push(nic);
