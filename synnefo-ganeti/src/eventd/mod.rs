@@ -49,6 +49,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use futures::FutureExt;
 use synnefo_core::messages::MessageKind;
 use synnefo_core::ports::EventBus;
 use synnefo_core::settings::Settings;
@@ -339,6 +340,9 @@ struct Core {
     watermark_us: Option<i64>,
     dirty: bool,
     pending_snapshot: Option<(u64, SavedState)>,
+    /// The state file being written on a blocking thread: its fsync (ms on
+    /// a disk) must not stall the loop that turns renames into messages.
+    saving: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Core {
@@ -534,23 +538,61 @@ impl Core {
         Ok(())
     }
 
-    /// Saves the state file when its marks are all handed off.
+    /// Starts saving the state file, on a blocking thread, once its marks
+    /// are all handed off; one save at a time, each newer than the last.
     fn maybe_save(&mut self, handed_off: u64, force: bool) {
+        if let Some(h) = &mut self.saving {
+            match h.now_or_never() {
+                // Still writing: the next tick tries again.
+                None => return,
+                Some(done) => {
+                    self.saving = None;
+                    self.saved(done);
+                }
+            }
+        }
+        if let Some(snap) = self.snapshot_to_save(handed_off, force) {
+            let dir = self.config.spool_dir.clone();
+            self.saving = Some(tokio::task::spawn_blocking(move || {
+                state::save_state(&dir, &snap)
+            }));
+        }
+    }
+
+    /// The last save at shutdown, after any save still running.
+    async fn final_save(&mut self) {
+        if let Some(h) = self.saving.take() {
+            let done = h.await;
+            self.saved(done);
+        }
+        if let Some(snap) = self.snapshot_to_save(u64::MAX, true) {
+            let done = state::save_state(&self.config.spool_dir, &snap);
+            self.saved(Ok(done));
+        }
+    }
+
+    fn snapshot_to_save(&mut self, handed_off: u64, force: bool) -> Option<SavedState> {
         if self.pending_snapshot.is_none() && (self.dirty || force) {
             let snap =
                 SavedState::capture(&self.marks, self.history.transitions(), self.watermark_us);
             self.pending_snapshot = Some((self.seq, snap));
             self.dirty = false;
         }
-        if let Some((seq, _)) = &self.pending_snapshot
-            && *seq <= handed_off
-            && let Some((_, snap)) = self.pending_snapshot.take()
-            && let Err(e) = state::save_state(&self.config.spool_dir, &snap)
-        {
-            // Not fatal: the next start then republishes a little more.
-            tracing::error!(dir = %self.config.spool_dir.display(), error = %e, "cannot save the state file");
-            self.dirty = true;
+        match &self.pending_snapshot {
+            Some((seq, _)) if *seq <= handed_off => self.pending_snapshot.take().map(|(_, s)| s),
+            _ => None,
         }
+    }
+
+    fn saved(&mut self, done: Result<std::io::Result<()>, tokio::task::JoinError>) {
+        let err = match done {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        // Not fatal: the next start then republishes a little more.
+        tracing::error!(dir = %self.config.spool_dir.display(), error = %err, "cannot save the state file");
+        self.dirty = true;
     }
 }
 
@@ -643,6 +685,7 @@ impl Eventd {
             seq: 0,
             dirty: false,
             pending_snapshot: None,
+            saving: None,
         };
         self.metrics.master.store(
             matches!(core.config.master, MasterMode::Always),
@@ -697,7 +740,9 @@ impl Eventd {
         };
         if published.is_ok() {
             // Everything is confirmed or spooled now: the state can be saved.
-            core.maybe_save(u64::MAX, true);
+            core.final_save().await;
+        } else if let Some(h) = core.saving.take() {
+            let _ = h.await;
         }
         published?;
         result?;
