@@ -574,3 +574,67 @@ async fn a_bad_network_config_does_not_start() {
         .unwrap_err();
     assert!(err.to_string().contains("subnet"), "{err}");
 }
+
+/// The recorded create jobs' log lines, with the instance name replaced.
+fn recorded_log(fixture: &str, name: &str) -> Vec<String> {
+    let path = format!(
+        "{}/tests/fixtures/ganeti-3.0/{fixture}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let job: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let recorded = job["ops"][0]["instance_name"].as_str().unwrap().to_string();
+    log_lines(&job)
+        .into_iter()
+        .map(|l| l.replace(&recorded, name))
+        .collect()
+}
+
+/// A create's log lines are the recorded ones: diskless and started, and
+/// with a 1 GiB `file` disk, not started (disks announced, synced, OS
+/// create scripts run).
+#[tokio::test]
+async fn create_log_lines_are_the_recorded_ones() {
+    let sim = sim_with(vec![], false).await;
+    let diskless = create(&sim, &body("snf-901", vec![])).await;
+    assert_eq!(diskless["status"], "success", "{diskless}");
+    assert_eq!(
+        log_lines(&diskless),
+        recorded_log("job-create.json", "snf-901")
+    );
+
+    let mut b = body("snf-903", vec![]);
+    b.disk_template = "file".into();
+    b.disks = vec![DiskRequest {
+        size: 1024,
+        mode: None,
+        name: None,
+    }];
+    b.start = false;
+    let with_disk = create(&sim, &b).await;
+    assert_eq!(with_disk["status"], "success", "{with_disk}");
+    assert_eq!(
+        log_lines(&with_disk),
+        recorded_log("job-create-file-disk.json", "snf-903")
+    );
+}
+
+/// Without a `pnode` the allocator's choice is logged first, as Ganeti's
+/// `LUInstanceCreate` does (`via iallocator <op's or the default>`).
+#[tokio::test]
+async fn the_allocators_choice_is_logged() {
+    let sim = sim_with(vec![], false).await;
+    let mut b = body("snf-904", vec![]);
+    b.pnode = None;
+    let job = create(&sim, &b).await;
+    assert_eq!(job["status"], "success", "{job}");
+    let logs = log_lines(&job);
+    let node = bulk_entry(&sim, "snf-904").await["pnode"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        logs[0],
+        format!(" - INFO: Selected nodes for instance snf-904 via iallocator hail: {node}")
+    );
+    assert_eq!(logs[1..], recorded_log("job-create.json", "snf-904")[..]);
+}

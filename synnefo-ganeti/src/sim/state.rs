@@ -1261,17 +1261,39 @@ impl SimState {
     fn logs_for(&self, op: &OpState) -> Vec<String> {
         match op.opcode.as_str() {
             "OP_INSTANCE_CREATE" => {
-                let mut v = vec![
-                    "* creating instance disks...".to_string(),
-                    format!("adding instance {} to cluster config", op.instance()),
-                    "adding disks to cluster config".to_string(),
-                ];
-                if op
+                // As recorded from Ganeti 3.0.2 (fixtures job-create*.json):
+                // disks are announced first; a job with disks waits for their
+                // sync and runs the OS create scripts (skipped for diskless).
+                let name = op.instance();
+                let flag = |k: &str| op.input.get(k).and_then(Value::as_bool).unwrap_or(true);
+                let sizes: Vec<u64> = op
                     .input
-                    .get("start")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(true)
-                {
+                    .get("disks")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|d| d.get("size").and_then(Value::as_u64).unwrap_or(0))
+                    .collect();
+                let mut v: Vec<String> = sizes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, size)| format!("* disk {i}, size {}", format_unit(*size)))
+                    .collect();
+                v.push("* creating instance disks...".to_string());
+                v.push(format!("adding instance {name} to cluster config"));
+                v.push("adding disks to cluster config".to_string());
+                if !sizes.is_empty() {
+                    if flag("wait_for_sync") {
+                        for _ in 0..2 {
+                            v.push(format!(
+                                " - INFO: Waiting for instance {name} to sync disks"
+                            ));
+                            v.push(format!(" - INFO: Instance {name}'s disks are in sync"));
+                        }
+                    }
+                    v.push("* running the instance OS create scripts...".to_string());
+                }
+                if flag("start") {
                     v.push("* starting instance...".into());
                 }
                 v
@@ -1339,12 +1361,24 @@ impl SimState {
         // The allocator, then the primary node's state.
         let pnode = match input.get("pnode").and_then(Value::as_str) {
             Some(p) => p.to_string(),
-            None => self.pick_node(0).ok_or_else(|| {
-                prereq(
-                    "Can't compute nodes using iallocator 'hail': no usable node".into(),
-                    "insufficient_resources",
-                )
-            })?,
+            None => {
+                let iallocator = input
+                    .get("iallocator")
+                    .and_then(Value::as_str)
+                    .unwrap_or("hail");
+                let chosen = self.pick_node(0).ok_or_else(|| {
+                    prereq(
+                        format!(
+                            "Can't compute nodes using iallocator '{iallocator}': no usable node"
+                        ),
+                        "insufficient_resources",
+                    )
+                })?;
+                logs.push(format!(
+                    " - INFO: Selected nodes for instance {name} via iallocator {iallocator}: {chosen}"
+                ));
+                chosen
+            }
         };
         let node = self
             .nodes
@@ -2000,6 +2034,18 @@ impl SimState {
             }
         }
         ids.len()
+    }
+}
+
+/// Ganeti's `utils.FormatUnit(value, "h")` for a size in MiB: `512M`,
+/// `1.0G`, `2.0T`.
+fn format_unit(mib: u64) -> String {
+    if mib >= 1024 * 1024 {
+        format!("{:.1}T", mib as f64 / (1024.0 * 1024.0))
+    } else if mib >= 1024 {
+        format!("{:.1}G", mib as f64 / 1024.0)
+    } else {
+        format!("{mib}M")
     }
 }
 
