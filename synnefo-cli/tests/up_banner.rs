@@ -17,10 +17,23 @@ fn tmux(args: &[&str]) -> std::io::Result<std::process::Output> {
     Command::new("tmux").args(args).output()
 }
 
+/// tmux on a server of the session's own (`-L`): a session started while
+/// another one's server is exiting would otherwise hit "server exited
+/// unexpectedly".
+fn tmux_on(session: &str, args: &[&str]) -> std::io::Result<std::process::Output> {
+    Command::new("tmux")
+        .args(["-L", session])
+        .args(args)
+        .output()
+}
+
 fn capture(session: &str) -> String {
-    tmux(&["capture-pane", "-p", "-J", "-S", "-200", "-t", session])
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
+    tmux_on(
+        session,
+        &["capture-pane", "-p", "-J", "-S", "-200", "-t", session],
+    )
+    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    .unwrap_or_default()
 }
 
 fn wait_for(session: &str, needle: &str, timeout: Duration) -> String {
@@ -38,7 +51,7 @@ struct Session(String);
 
 impl Drop for Session {
     fn drop(&mut self) {
-        let _ = tmux(&["kill-session", "-t", &self.0]);
+        let _ = tmux_on(&self.0, &["kill-server"]);
     }
 }
 
@@ -48,7 +61,7 @@ fn start(session: &str, data: &Path, port: u16) -> Session {
         "{bin} up --data-dir {} --listen 127.0.0.1:{port} --job-latency-ms 5; echo EXITED-$?; sleep 600",
         data.display()
     );
-    let out = tmux(&[
+    let args = [
         "new-session",
         "-d",
         "-x",
@@ -58,14 +71,18 @@ fn start(session: &str, data: &Path, port: u16) -> Session {
         "-s",
         session,
         &cmd,
-    ])
-    .expect("tmux");
-    assert!(
-        out.status.success(),
-        "tmux new-session: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Session(session.to_string())
+    ];
+    // tmux itself (not synnefo) may fail to bring its server up; try again.
+    let mut last = String::new();
+    for _ in 0..3 {
+        let out = tmux_on(session, &args).expect("tmux");
+        if out.status.success() {
+            return Session(session.to_string());
+        }
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!("tmux new-session: {last}")
 }
 
 #[test]
@@ -114,7 +131,7 @@ fn banner_then_ctrl_c_then_rerun() {
         );
     }
 
-    tmux(&["send-keys", "-t", &name, "C-c", ""]).unwrap();
+    tmux_on(&name, &["send-keys", "-t", &name, "C-c", ""]).unwrap();
     let screen = wait_for(&name, "EXITED-", Duration::from_secs(30));
     assert!(
         screen.contains("synnefo up: stopped; data kept in"),
@@ -132,7 +149,7 @@ fn banner_then_ctrl_c_then_rerun() {
         screen.contains(&format!("password {}", password.trim())),
         "password changed:\n{screen}"
     );
-    tmux(&["send-keys", "-t", &name2, "C-c", ""]).unwrap();
+    tmux_on(&name2, &["send-keys", "-t", &name2, "C-c", ""]).unwrap();
     let screen = wait_for(&name2, "EXITED-", Duration::from_secs(30));
     assert!(
         screen.contains("EXITED-0"),
