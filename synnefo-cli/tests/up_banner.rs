@@ -51,7 +51,13 @@ struct Session(String);
 
 impl Drop for Session {
     fn drop(&mut self) {
+        let socket = tmux_on(&self.0, &["display-message", "-p", "#{socket_path}"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
         let _ = tmux_on(&self.0, &["kill-server"]);
+        if !socket.is_empty() {
+            let _ = std::fs::remove_file(socket);
+        }
     }
 }
 
