@@ -140,7 +140,9 @@ pub struct EventdConfig {
     pub initial_archive_window: Duration,
     /// Jobs remembered in memory and in the state file.
     pub max_tracked_jobs: usize,
-    /// Publishes in flight at once (different jobs only).
+    /// Publishes in flight at once (different jobs only). Under load a
+    /// persistent confirm takes tens of ms, so 10k updates/s need about a
+    /// thousand in flight.
     pub publish_window: usize,
     /// How long to wait for a broker confirm before spooling.
     pub publish_timeout: Duration,
@@ -166,7 +168,7 @@ impl EventdConfig {
             catch_up_slack: Duration::from_secs(2),
             initial_archive_window: Duration::from_secs(3600),
             max_tracked_jobs: 20_000,
-            publish_window: 256,
+            publish_window: 1024,
             publish_timeout: Duration::from_secs(5),
             retry_backoff: (Duration::from_millis(100), Duration::from_secs(5)),
             shutdown_grace: Duration::from_secs(2),
