@@ -4,7 +4,7 @@
 //! and dashboards and CLIs poll the same listing over and over. Every write
 //! to a project's VMs, by any API process or dispatcher, bumps the
 //! project's `vm_generation` in its own transaction
-//! ([`VmStore::vm_generation`](synnefo_core::ports::VmStore::vm_generation)).
+//! ([`VmStore::vm_generation`]).
 //! A listing request reads that one number *after it arrived*, then sends
 //! the page rendered at that generation or a later one, else renders it:
 //! what it sends is what a fresh read would have given at some instant

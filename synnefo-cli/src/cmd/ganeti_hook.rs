@@ -41,7 +41,7 @@ pub struct InstallArgs {
     /// Link name (Ganeti runs only names matching ^[a-zA-Z0-9_-]+$)
     #[arg(long, default_value = "00-synnefo")]
     pub name: String,
-    /// Hook phases to link into (<path>-<phase>.d directories)
+    /// Hook phases to link into (the PATH-PHASE.d directories)
     #[arg(long, value_delimiter = ',', default_values_t = hook::DEFAULT_PHASES.map(String::from))]
     pub phases: Vec<String>,
     /// Link target [default: this executable]

@@ -6,7 +6,7 @@
 //! server validates the request against the catalog *before* storing
 //! anything (a bad flavor or image is a 400 at request time, never a server
 //! that later goes to ERROR), reserves quota atomically in the store
-//! ([`VmStore::create_vm`]), places the VM on a Ganeti backend and submits
+//! ([`VmStore::create_vm`](crate::ports::VmStore::create_vm)), places the VM on a Ganeti backend and submits
 //! the RAPI job. Actions go through the state machine
 //! ([`state::start_action`]) via [`modify_vm`], then Ganeti, then record the
 //! job id; the dispatcher later applies the job's notifications through the
