@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Alias, Expr, NullOrdering, OnConflict, Order, Query};
+use sea_orm::sea_query::{Alias, Expr, NullOrdering, OnConflict, Order, Query, UpdateStatement};
 use sea_orm::{
     ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbBackend,
     EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
@@ -94,6 +94,35 @@ async fn touch(db: &impl ConnectionTrait, id: i64) -> Result<(), StoreError> {
 /// Bumps `projects.vm_generation` of the project VM `id` belongs to. Every
 /// write to a VM, its NICs or metadata calls this in its transaction, after
 /// the VM row is locked (VM row, then project row: the one lock order).
+/// Runs `stmt`, an UPDATE of some of one VM's columns, only if the VM is
+/// still at `expected_version`: bumps its version, `updated` and its
+/// project's listing generation; `NotFound` or `Conflict` otherwise.
+async fn versioned_update(
+    txn: &impl ConnectionTrait,
+    id: i64,
+    expected_version: i64,
+    mut stmt: UpdateStatement,
+) -> Result<(), StoreError> {
+    let backend = txn.get_database_backend();
+    stmt.value(vm::Column::Version, Expr::col(vm::Column::Version).add(1))
+        .value(vm::Column::Updated, ts(backend, now()))
+        .and_where(vm::Column::Id.eq(id))
+        .and_where(vm::Column::Version.eq(expected_version));
+    let res = txn.execute(backend.build(&stmt)).await.map_err(db_err)?;
+    if res.rows_affected() == 0 {
+        let current = vm::Entity::find_by_id(id).one(txn).await.map_err(db_err)?;
+        return Err(match current {
+            None => StoreError::NotFound(server(id)),
+            Some(row) => StoreError::Conflict(format!(
+                "{} (now at version {}, change computed from {expected_version})",
+                server(id),
+                row.version,
+            )),
+        });
+    }
+    bump_generation_of_vm(txn, id).await
+}
+
 async fn bump_generation_of_vm(db: &impl ConnectionTrait, id: i64) -> Result<(), StoreError> {
     let mut q = Sql::new(db.get_database_backend());
     q.push(
@@ -436,25 +465,7 @@ impl VmStore for SeaStore {
         for (c, v) in STATE_COLUMNS.iter().zip(values) {
             stmt.value(Alias::new(*c), v);
         }
-        stmt.value(vm::Column::Version, Expr::col(vm::Column::Version).add(1))
-            .value(vm::Column::Updated, ts(self.db_backend(), now()))
-            .and_where(vm::Column::Id.eq(id))
-            .and_where(vm::Column::Version.eq(update.expected_version));
-        let backend = self.db_backend();
-        let res = txn.execute(backend.build(&stmt)).await.map_err(db_err)?;
-        if res.rows_affected() == 0 {
-            let current = vm::Entity::find_by_id(id).one(&txn).await.map_err(db_err)?;
-            return Err(match current {
-                None => StoreError::NotFound(server(id)),
-                Some(row) => StoreError::Conflict(format!(
-                    "{} (now at version {}, update computed from {})",
-                    server(id),
-                    row.version,
-                    update.expected_version
-                )),
-            });
-        }
-        bump_generation_of_vm(&txn, id).await?;
+        versioned_update(&txn, id, update.expected_version, stmt).await?;
         if let Some(nics) = &update.nics {
             replace_nics(&txn, id, nics).await?;
         }
@@ -472,29 +483,12 @@ impl VmStore for SeaStore {
         placement: &VmPlacement,
     ) -> Result<Vm, StoreError> {
         let id = id.0;
-        let backend = self.db_backend();
         let txn = self.db.begin().await.map_err(db_err)?;
         let mut stmt = Query::update();
         stmt.table(vm::Entity)
             .value(vm::Column::FlavorId, placement.flavor_id.0)
-            .value(vm::Column::BackendId, placement.backend_id.map(|b| b.0))
-            .value(vm::Column::Version, Expr::col(vm::Column::Version).add(1))
-            .value(vm::Column::Updated, ts(backend, now()))
-            .and_where(vm::Column::Id.eq(id))
-            .and_where(vm::Column::Version.eq(expected_version));
-        let res = txn.execute(backend.build(&stmt)).await.map_err(db_err)?;
-        if res.rows_affected() == 0 {
-            let current = vm::Entity::find_by_id(id).one(&txn).await.map_err(db_err)?;
-            return Err(match current {
-                None => StoreError::NotFound(server(id)),
-                Some(row) => StoreError::Conflict(format!(
-                    "{} (now at version {}, placement computed from {expected_version})",
-                    server(id),
-                    row.version,
-                )),
-            });
-        }
-        bump_generation_of_vm(&txn, id).await?;
+            .value(vm::Column::BackendId, placement.backend_id.map(|b| b.0));
+        versioned_update(&txn, id, expected_version, stmt).await?;
         let vm = load_vm(&txn, id)
             .await?
             .ok_or_else(|| StoreError::NotFound(server(id)))?;
