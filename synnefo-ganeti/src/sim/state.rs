@@ -431,6 +431,16 @@ pub(crate) struct OpState {
 }
 
 impl OpState {
+    /// The items of a list in the op's input (`disks`, `nics`); none if
+    /// absent or not a list.
+    fn input_list(&self, key: &str) -> impl Iterator<Item = &Value> {
+        self.input
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+    }
+
     fn instance(&self) -> &str {
         self.input
             .get("instance_name")
@@ -1267,11 +1277,7 @@ impl SimState {
                 let name = op.instance();
                 let flag = |k: &str| op.input.get(k).and_then(Value::as_bool).unwrap_or(true);
                 let sizes: Vec<u64> = op
-                    .input
-                    .get("disks")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
+                    .input_list("disks")
                     .map(|d| d.get("size").and_then(Value::as_u64).unwrap_or(0))
                     .collect();
                 let mut v: Vec<String> = sizes
@@ -1476,13 +1482,7 @@ impl SimState {
     /// The NICs a modify adds: the same checks and pool as a create.
     fn modify_prereq(&self, op: &OpState, logs: &mut Vec<String>) -> Result<Vec<SimNic>, Value> {
         let mut nics = Vec::new();
-        for m in op
-            .input
-            .get("nics")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for m in op.input_list("nics") {
             let a = m.as_array().cloned().unwrap_or_default();
             if a.first().and_then(Value::as_str) == Some("add") {
                 nics.push(self.nic_syntax(a.last().unwrap_or(&Value::Null))?);
@@ -1749,13 +1749,7 @@ impl SimState {
                         }
                     }
                     None => {
-                        for n in op
-                            .input
-                            .get("nics")
-                            .and_then(Value::as_array)
-                            .into_iter()
-                            .flatten()
-                        {
+                        for n in op.input_list("nics") {
                             nics.push(self.nic_from(n));
                         }
                     }
@@ -1767,11 +1761,7 @@ impl SimState {
                     .unwrap_or("diskless")
                     .to_string();
                 let disks = op
-                    .input
-                    .get("disks")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
+                    .input_list("disks")
                     .map(|d| SimDisk {
                         size: d.get("size").and_then(Value::as_u64).unwrap_or(0),
                         uuid: uuid::Uuid::new_v4().to_string(),
@@ -1893,13 +1883,7 @@ impl SimState {
         let mut changes = Vec::new();
         let mut new_nics = Vec::new();
         let mut resolved = op.nics.iter().flatten();
-        for m in op
-            .input
-            .get("nics")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for m in op.input_list("nics") {
             // ["add", index, {...}] or ["add", {...}] or [index, {...}] or ["remove", index, {}]
             let a = m.as_array().cloned().unwrap_or_default();
             let params = a.last().cloned().unwrap_or(Value::Null);
