@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use synnefo_ganeti::rapi::{decode_instances, endpoints::ListInstances};
-use synnefo_ganeti::sim::{SimConfig, SimPopulate, Simulator};
+use synnefo_ganeti_sim::{SimConfig, SimPopulate, Simulator};
 
 struct Counting;
 

@@ -36,8 +36,8 @@ use synnefo_core::bus::{InProcessBus, InProcessBusConfig};
 use synnefo_core::messages::{MessageKind, OpStatusMessage};
 use synnefo_core::ports::{EventBus, Subscription};
 use synnefo_core::state::JobStatus;
-use synnefo_ganeti::eventd::testing::{FakeJob, JobWriter};
-use synnefo_ganeti::eventd::{Eventd, EventdConfig};
+use synnefo_ganeti_master::eventd::testing::{FakeJob, JobWriter};
+use synnefo_ganeti_master::eventd::{Eventd, EventdConfig};
 use tokio_util::sync::CancellationToken;
 
 /// Rename instants by (job, status), set by the writer just before rename.
@@ -186,7 +186,7 @@ async fn baseline(rate: u64, secs: f64) -> (Duration, Duration) {
                 let Some(id) = p
                     .file_name()
                     .and_then(|n| n.to_str())
-                    .and_then(synnefo_ganeti::eventd::job_id_from_file_name)
+                    .and_then(synnefo_ganeti_master::eventd::job_id_from_file_name)
                 else {
                     continue;
                 };

@@ -16,7 +16,7 @@ use std::time::Duration;
 use synnefo_ganeti::rapi::{
     BeParamsRequest, CreateInstanceRequest, NicRequest, RapiClient, RapiConfig,
 };
-use synnefo_ganeti::sim::Simulator;
+use synnefo_ganeti_sim::Simulator;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -21,8 +21,8 @@ use synnefo_core::dispatcher::{Dispatcher, DispatcherConfig};
 use synnefo_core::ports::{BackendStore, EventBus, GanetiBackend, Store, VmStore};
 use synnefo_core::settings::Settings;
 use synnefo_ganeti::backend::RapiBackend;
-use synnefo_ganeti::eventd::{Eventd, EventdConfig};
-use synnefo_ganeti::sim::{SimConfig, SimLatency, SimNodeConfig, Simulator};
+use synnefo_ganeti_master::eventd::{Eventd, EventdConfig};
+use synnefo_ganeti_sim::{SimConfig, SimLatency, SimNodeConfig, Simulator};
 use tokio_util::sync::CancellationToken;
 
 async fn wait_status(c: &Cloud, id: &str, want: &str) {

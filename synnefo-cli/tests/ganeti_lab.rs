@@ -62,7 +62,7 @@ const HOOK_PHASES: [&str; 3] = [
     "instance-modify-post",
 ];
 /// The simulator's default job latency (queued + waiting + running,
-/// `synnefo_ganeti::sim::SimLatency::default()`), printed next to the real
+/// `synnefo_ganeti_sim::SimLatency::default()`), printed next to the real
 /// figures.
 const SIM_DEFAULT_JOB_MS: u64 = 5 + 5 + 20;
 

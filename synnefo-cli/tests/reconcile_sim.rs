@@ -24,7 +24,7 @@ use synnefo_core::state::{Action, OperState, PendingAction, VmState};
 use synnefo_core::store::SeaStore;
 use synnefo_core::testing::{pg_url, service_unavailable};
 use synnefo_ganeti::backend::RapiBackend;
-use synnefo_ganeti::sim::{NewSimInstance, SimHandle, Simulator};
+use synnefo_ganeti_sim::{NewSimInstance, SimHandle, Simulator};
 
 const SYNNEFO: &str = env!("CARGO_BIN_EXE_synnefo");
 

@@ -10,7 +10,7 @@
 use serde_json::Value;
 use synnefo_core::BackendError;
 
-/// What can go wrong talking RAPI (client side) or starting the simulator.
+/// What can go wrong talking RAPI to a Ganeti cluster.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RapiError {
     /// 401: missing or wrong credentials (403: the user may not write).
@@ -62,10 +62,10 @@ pub enum RapiError {
     /// The answer is not the JSON we expect.
     #[error("cannot decode RAPI answer: {0}")]
     Decode(String),
-    /// Invalid client or simulator configuration (URL, CA file, ...).
+    /// Invalid client configuration (URL, CA file, ...).
     #[error("invalid configuration: {0}")]
     Config(String),
-    /// Local I/O (the simulator's listener or queue directory).
+    /// Local I/O (reading a CA or certificate file).
     #[error("I/O error: {0}")]
     Io(String),
 }

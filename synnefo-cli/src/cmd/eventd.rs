@@ -1,7 +1,7 @@
 //! `synnefo eventd`: the GANETI-MASTER's job-queue watcher.
 //!
 //! Runs on every master candidate; publishes only the changes made while
-//! this node is master (see `synnefo_ganeti::eventd::master`). Publishes
+//! this node is master (see `synnefo_ganeti_master::eventd::master`). Publishes
 //! to RabbitMQ; while the broker is down, messages wait in the spool.
 
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use synnefo_amqp::{AmqpBus, AmqpConfig};
-use synnefo_ganeti::eventd::{Eventd, EventdConfig, MasterMode};
+use synnefo_ganeti_master::eventd::{Eventd, EventdConfig, MasterMode};
 
 use crate::common::{ConfigError, Context, shutdown_token};
 

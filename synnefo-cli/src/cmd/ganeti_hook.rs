@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use synnefo_amqp::{AmqpBus, AmqpConfig};
-use synnefo_ganeti::hook::{self, HookOutcome, InstallOptions, Installed};
+use synnefo_ganeti_master::hook::{self, HookOutcome, InstallOptions, Installed};
 
 use crate::common::{ConfigError, Context};
 
@@ -105,7 +105,7 @@ async fn run_hook(ctx: &Context, timeout: Duration) -> anyhow::Result<ExitCode> 
     let outcome = hook::plan(
         &env,
         &ctx.settings.backend_prefix_id,
-        synnefo_ganeti::eventd::job::now_timestamp(),
+        synnefo_ganeti_master::eventd::job::now_timestamp(),
     );
     let msg = match outcome {
         HookOutcome::Skip(why) => {

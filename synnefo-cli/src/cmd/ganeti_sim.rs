@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use synnefo_ganeti::sim::{SimConfig, SimLatency, SimPopulate, SimTls, Simulator};
+use synnefo_ganeti_sim::{SimConfig, SimLatency, SimPopulate, SimTls, Simulator};
 
 use crate::common::{ConfigError, shutdown_token};
 
@@ -82,7 +82,7 @@ pub fn sim_config(args: &Args) -> anyhow::Result<SimConfig> {
             let (name, password) = u
                 .split_once(':')
                 .ok_or_else(|| ConfigError(format!("--user {u:?}: expected NAME:PASSWORD")))?;
-            config.users.push(synnefo_ganeti::sim::SimUser {
+            config.users.push(synnefo_ganeti_sim::SimUser {
                 name: name.into(),
                 password: password.into(),
                 write: true,

@@ -28,8 +28,8 @@ use synnefo_core::settings::Settings;
 use synnefo_core::state::OperState;
 use synnefo_core::store::SeaStore;
 use synnefo_ganeti::backend::RapiBackend;
-use synnefo_ganeti::eventd::{Eventd, EventdConfig};
-use synnefo_ganeti::sim::{
+use synnefo_ganeti_master::eventd::{Eventd, EventdConfig};
+use synnefo_ganeti_sim::{
     NewSimInstance, SimConfig, SimHandle, SimLatency, SimNodeConfig, Simulator,
 };
 use tokio::task::JoinSet;

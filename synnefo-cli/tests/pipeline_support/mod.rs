@@ -838,7 +838,7 @@ pub async fn end_to_end(test: &str, per_lifecycle: usize, restart_broker: bool) 
 /// database restart the dispatchers must also have retried (the outage
 /// overlapped their work), never dead-lettered, and stop cleanly.
 pub async fn end_to_end_with(test: &str, per_lifecycle: usize, disruption: Disruption) {
-    use synnefo_ganeti::sim::Simulator;
+    use synnefo_ganeti_sim::Simulator;
 
     let restart_broker = disruption == Disruption::BrokerRestart;
     let restart_db = disruption == Disruption::DatabaseRestart;
@@ -894,13 +894,13 @@ pub async fn end_to_end_with(test: &str, per_lifecycle: usize, disruption: Disru
     // Slow jobs when a service restarts, so the outage lands mid-stream
     // (a database restart takes a few seconds: the jobs outlast it).
     let latency = match disruption {
-        Disruption::None => synnefo_ganeti::sim::SimLatency::default(),
-        Disruption::BrokerRestart | Disruption::EventdRestart => synnefo_ganeti::sim::SimLatency {
+        Disruption::None => synnefo_ganeti_sim::SimLatency::default(),
+        Disruption::BrokerRestart | Disruption::EventdRestart => synnefo_ganeti_sim::SimLatency {
             queued_ms: 100,
             waiting_ms: 100,
             running_ms: 1_000,
         },
-        Disruption::DatabaseRestart => synnefo_ganeti::sim::SimLatency {
+        Disruption::DatabaseRestart => synnefo_ganeti_sim::SimLatency {
             queued_ms: 100,
             waiting_ms: 100,
             running_ms: 2_500,

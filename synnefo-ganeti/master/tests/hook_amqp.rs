@@ -9,7 +9,7 @@ use synnefo_core::ids::VmId;
 use synnefo_core::messages::{MessageKind, Notification, decode};
 use synnefo_core::ports::EventBus;
 use synnefo_core::testing::{amqp_url, service_unavailable};
-use synnefo_ganeti::hook::{self, HookOutcome};
+use synnefo_ganeti_master::hook::{self, HookOutcome};
 
 fn recorded_env() -> Vec<(String, String)> {
     include_str!("../src/hook/testdata/hook-env-instance-start-post.txt")

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use synnefo_ganeti::rapi::*;
-use synnefo_ganeti::sim::{
+use synnefo_ganeti_sim::{
     SimConfig, SimHandle, SimLatency, SimNetworkConfig, SimOsConfig, Simulator,
 };
 
@@ -212,7 +212,7 @@ async fn pool_skips_reserved_addresses_and_addresses_of_running_jobs() {
     let sim = Simulator::builder()
         .config(SimConfig {
             networks: vec![net],
-            nodes: vec![synnefo_ganeti::sim::SimNodeConfig {
+            nodes: vec![synnefo_ganeti_sim::SimNodeConfig {
                 name: "node1.sim".into(),
                 ip: Some("198.51.100.4".into()),
                 ..Default::default()
@@ -465,7 +465,7 @@ async fn instance_policy_limits_disk_sizes() {
 
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/ganeti-3.0/job-create-failed.json"
+        "/../tests/fixtures/ganeti-3.0/job-create-failed.json"
     );
     let real: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let real_msg = real["opresult"][0][1][0].as_str().unwrap();
@@ -578,7 +578,7 @@ async fn a_bad_network_config_does_not_start() {
 /// The recorded create jobs' log lines, with the instance name replaced.
 fn recorded_log(fixture: &str, name: &str) -> Vec<String> {
     let path = format!(
-        "{}/tests/fixtures/ganeti-3.0/{fixture}",
+        "{}/../tests/fixtures/ganeti-3.0/{fixture}",
         env!("CARGO_MANIFEST_DIR")
     );
     let job: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();

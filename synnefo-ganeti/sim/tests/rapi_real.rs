@@ -26,7 +26,7 @@ use synnefo_core::state::{JobStatus, RebootKind};
 use synnefo_ganeti::RapiError;
 use synnefo_ganeti::rapi::endpoints::Endpoint;
 use synnefo_ganeti::rapi::*;
-use synnefo_ganeti::sim::{SimHandle, SimLatency, Simulator};
+use synnefo_ganeti_sim::{SimHandle, SimLatency, Simulator};
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -75,7 +75,7 @@ async fn target() -> Target {
     .await
 }
 
-async fn sim_target(b: synnefo_ganeti::sim::SimBuilder) -> Target {
+async fn sim_target(b: synnefo_ganeti_sim::SimBuilder) -> Target {
     let sim = b.start().await.expect("simulator");
     let cfg = sim.client_config();
     Target {

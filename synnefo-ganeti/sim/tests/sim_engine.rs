@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use synnefo_core::state::JobStatus;
 use synnefo_ganeti::rapi::*;
-use synnefo_ganeti::sim::{NewSimInstance, SimConfig, SimLatency, SimPopulate, Simulator};
+use synnefo_ganeti_sim::{NewSimInstance, SimConfig, SimLatency, SimPopulate, Simulator};
 
 fn body(name: &str) -> CreateInstanceRequest {
     CreateInstanceRequest {

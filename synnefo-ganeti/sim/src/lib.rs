@@ -1,4 +1,10 @@
-//! A Ganeti simulator that speaks RAPI.
+//! # synnefo-ganeti-sim
+//!
+//! A Ganeti simulator that speaks RAPI, for tests, demos and benchmarks:
+//! `synnefo ganeti-sim` and `synnefo up` run it, and the test suites of
+//! the client, eventd, the API and the CLI run against it. No production
+//! node runs it; it lives apart from `synnefo-ganeti` so that programs
+//! embedding the RAPI client do not compile an HTTP server.
 //!
 //! It answers the same paths with the same JSON as Ganeti 3.0 (checked
 //! against recorded fixtures by `tests/sim_golden.rs`), runs jobs through
@@ -14,9 +20,15 @@
 //! exercise client timeouts. It holds 100k instances in a `BTreeMap` and
 //! streams the bulk listing straight into one buffer.
 //!
+//! Inside: [`SimConfig`] (plain data), the HTTP side (`server`), the
+//! cluster model (`model`), the RAPI views (`views`), the job engine
+//! (`jobs`), networks and address pools (`networks`), cluster policy
+//! checks (`policy`), one module per opcode family (`ops`), and the
+//! on-disk job queue (`queue`).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), synnefo_ganeti::RapiError> {
-//! use synnefo_ganeti::sim::Simulator;
+//! use synnefo_ganeti_sim::Simulator;
 //! let sim = Simulator::builder().https().single_step(true).start().await?;
 //! let client = sim.client()?;
 //! let job = client.startup("snf-1").await?;
@@ -25,7 +37,10 @@
 //! # Ok(()) }
 //! ```
 
+#![recursion_limit = "256"]
+
 mod config;
+mod error;
 mod json;
 mod queue;
 mod server;
@@ -52,8 +67,10 @@ pub use json::PyFormatter;
 pub use queue::JOBS_PER_ARCHIVE_DIRECTORY;
 pub use state::{FailureRule, NewSimInstance, SimDisk, SimInstance, SimNic};
 
-use crate::error::RapiError;
-use crate::rapi::{RapiClient, RapiConfig};
+pub use error::SimError;
+
+use synnefo_ganeti::RapiError;
+use synnefo_ganeti::rapi::{RapiClient, RapiConfig};
 use queue::QueueFiles;
 use state::SimState;
 
@@ -203,14 +220,14 @@ impl SimBuilder {
     }
 
     /// Binds, starts the driver, and returns the handle.
-    pub async fn start(self) -> Result<SimHandle, RapiError> {
+    pub async fn start(self) -> Result<SimHandle, SimError> {
         let mut config = self.config;
         if config.nodes.is_empty() {
             config.nodes.push(SimNodeConfig::default());
         }
         config
             .validate()
-            .map_err(|e| RapiError::Config(format!("simulator configuration: {e}")))?;
+            .map_err(|e| SimError::Config(format!("simulator configuration: {e}")))?;
         let (tempdir, data_dir) = match &config.data_dir {
             Some(d) => (None, d.clone()),
             None => {
@@ -272,7 +289,7 @@ impl SimBuilder {
 
 type TlsSetup = (String, rustls::ServerConfig);
 
-fn build_tls(tls: &SimTls) -> Result<Option<TlsSetup>, RapiError> {
+fn build_tls(tls: &SimTls) -> Result<Option<TlsSetup>, SimError> {
     let (cert_pem, key_pem) = match tls {
         SimTls::None => return Ok(None),
         SimTls::Generate { names } => {
@@ -282,7 +299,7 @@ fn build_tls(tls: &SimTls) -> Result<Option<TlsSetup>, RapiError> {
                 names.clone()
             };
             let ck = rcgen::generate_simple_self_signed(names)
-                .map_err(|e| RapiError::Tls(format!("cannot generate certificate: {e}")))?;
+                .map_err(|e| SimError::Tls(format!("cannot generate certificate: {e}")))?;
             (ck.cert.pem(), ck.key_pair.serialize_pem())
         }
         SimTls::Pem { cert, key } => (cert.clone(), key.clone()),
@@ -293,17 +310,17 @@ fn build_tls(tls: &SimTls) -> Result<Option<TlsSetup>, RapiError> {
     };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<Result<_, _>>()
-        .map_err(|e| RapiError::Config(format!("simulator certificate: {e:?}")))?;
+        .map_err(|e| SimError::Config(format!("simulator certificate: {e:?}")))?;
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|e| RapiError::Config(format!("simulator key: {e:?}")))?;
+        .map_err(|e| SimError::Config(format!("simulator key: {e:?}")))?;
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .map_err(|e| RapiError::Tls(e.to_string()))?
+    .map_err(|e| SimError::Tls(e.to_string()))?
     .with_no_client_auth()
     .with_single_cert(chain, key)
-    .map_err(|e| RapiError::Tls(format!("simulator certificate/key: {e}")))?;
+    .map_err(|e| SimError::Tls(format!("simulator certificate/key: {e}")))?;
     Ok(Some((cert_pem, config)))
 }
 

@@ -30,8 +30,8 @@ use synnefo_core::settings::GanetiSettings;
 use synnefo_core::state::{JobStatus, OpCode, OperState};
 use synnefo_core::store::SeaStore;
 use synnefo_ganeti::backend::RapiBackend;
-use synnefo_ganeti::eventd::{Eventd, EventdConfig};
-use synnefo_ganeti::sim::{FailureRule, SimHandle, SimLatency, Simulator};
+use synnefo_ganeti_master::eventd::{Eventd, EventdConfig};
+use synnefo_ganeti_sim::{FailureRule, SimHandle, SimLatency, Simulator};
 use tokio_util::sync::CancellationToken;
 
 const PREFIX: &str = "snf-";

@@ -10,8 +10,8 @@ use synnefo_core::messages::{MessageKind, OpStatusMessage};
 use synnefo_core::ports::EventBus;
 use synnefo_core::state::JobStatus;
 use synnefo_core::testing::{amqp_url, service_unavailable};
-use synnefo_ganeti::eventd::testing::{FakeJob, JobWriter};
-use synnefo_ganeti::eventd::{Eventd, EventdConfig};
+use synnefo_ganeti_master::eventd::testing::{FakeJob, JobWriter};
+use synnefo_ganeti_master::eventd::{Eventd, EventdConfig};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

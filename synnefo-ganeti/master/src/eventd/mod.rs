@@ -24,7 +24,7 @@
 //!
 //! ```no_run
 //! # async fn demo(bus: std::sync::Arc<dyn synnefo_core::ports::EventBus>) -> Result<(), Box<dyn std::error::Error>> {
-//! use synnefo_ganeti::eventd::{Eventd, EventdConfig};
+//! use synnefo_ganeti_master::eventd::{Eventd, EventdConfig};
 //! let config = EventdConfig::new("/var/lib/ganeti/queue", "/var/spool/synnefo/eventd", "snf-");
 //! let cancel = tokio_util::sync::CancellationToken::new();
 //! let metrics = Eventd::new(config, bus).run(cancel).await?;

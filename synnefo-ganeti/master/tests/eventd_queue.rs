@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use synnefo_core::messages::OpStatusMessage;
 use synnefo_core::state::JobStatus;
-use synnefo_ganeti::eventd::testing::{FakeJob, JobWriter, RecordingBus, write_master_file};
-use synnefo_ganeti::eventd::{
+use synnefo_ganeti_master::eventd::testing::{FakeJob, JobWriter, RecordingBus, write_master_file};
+use synnefo_ganeti_master::eventd::{
     Eventd, EventdConfig, EventdError, MasterMode, Metrics, MetricsSnapshot,
 };
 use tokio::task::JoinHandle;

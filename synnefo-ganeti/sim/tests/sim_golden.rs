@@ -1,5 +1,5 @@
 //! Golden test against answers and job files recorded from a real Ganeti
-//! 3.0.2 (`tests/fixtures/ganeti-3.0/`, see its README):
+//! 3.0.2 (`synnefo-ganeti/tests/fixtures/ganeti-3.0/`, see its README):
 //!
 //! * the simulator's answers carry every key the real ones carry,
 //!   recursively (values and ids differ; shapes must not);
@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use synnefo_ganeti::rapi::*;
-use synnefo_ganeti::sim::{SimHandle, SimLatency, Simulator};
+use synnefo_ganeti_sim::{SimHandle, SimLatency, Simulator};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ganeti-3.0")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/ganeti-3.0")
 }
 
 fn fixture(name: &str) -> Value {

@@ -12,7 +12,7 @@ use synnefo_core::settings::{ClusterSettings, GanetiSettings, Secret};
 use synnefo_core::state::{JobStatus, RebootKind};
 use synnefo_ganeti::allocator::allocate;
 use synnefo_ganeti::backend::RapiBackend;
-use synnefo_ganeti::sim::{SimHandle, SimLatency, Simulator};
+use synnefo_ganeti_sim::{SimHandle, SimLatency, Simulator};
 
 fn settings() -> GanetiSettings {
     GanetiSettings {

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use synnefo_core::state::{JobStatus, RebootKind};
-use synnefo_ganeti::eventd::testing::RecordingBus;
-use synnefo_ganeti::eventd::{Eventd, EventdConfig};
-use synnefo_ganeti::sim::{NewSimInstance, Simulator};
+use synnefo_ganeti_master::eventd::testing::RecordingBus;
+use synnefo_ganeti_master::eventd::{Eventd, EventdConfig};
+use synnefo_ganeti_sim::{NewSimInstance, Simulator};
 use tokio_util::sync::CancellationToken;
 
 fn rank(s: &str) -> u8 {
