@@ -19,11 +19,11 @@ use synnefo_core::ports::{ClusterLoad, GanetiBackend};
 /// One cluster as the allocator sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Candidate {
-    /// The cluster.
+    /// The cluster (Synnefo's backend id).
     pub id: BackendId,
     /// No new VMs.
     pub drained: bool,
-    /// Unreachable.
+    /// Its RAPI did not answer: the cluster is skipped.
     pub offline: bool,
     /// Its load, `None` if it could not be read.
     pub load: Option<ClusterLoad>,

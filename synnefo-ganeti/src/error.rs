@@ -41,7 +41,7 @@ pub enum RapiError {
     /// A Ganeti job ended in `error` (or `canceled`).
     #[error("job {job_id} failed: {message}")]
     JobFailed {
-        /// The job.
+        /// The failed job's id.
         job_id: u64,
         /// A readable message (the failing op's error text).
         message: String,

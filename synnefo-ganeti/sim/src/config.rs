@@ -16,12 +16,13 @@ pub struct SimConfig {
     pub listen: String,
     /// Plain HTTP or HTTPS.
     pub tls: SimTls,
-    /// RAPI users.
+    /// The RAPI users (Ganeti's `rapi/users` file); requests authenticate
+    /// as one of them with HTTP basic auth.
     pub users: Vec<SimUser>,
     /// Refuse anonymous reads (Ganeti allows them unless started with
     /// `--require-authentication`).
     pub require_authentication: bool,
-    /// Cluster name.
+    /// The cluster's name (`/2/info`, `ssconf_cluster_name`).
     pub cluster_name: String,
     /// Nodes; the first is the master.
     pub nodes: Vec<SimNodeConfig>,
@@ -36,11 +37,11 @@ pub struct SimConfig {
     /// Write Ganeti-shaped job files into `<data_dir>/queue`.
     pub write_job_files: bool,
     /// Move finished jobs to `queue/archive/<N/10000>/` this long after they end
-    /// (`None`: never, unless [`super::SimHandle::archive_finished_jobs`]).
+    /// (`None`: never, unless [`crate::SimHandle::archive_finished_jobs`]).
     pub archive_after_ms: Option<u64>,
     /// How long `GET /2/jobs/ID/wait` holds a request without change (Ganeti: 10 s).
     pub wait_timeout_ms: u64,
-    /// Jobs advance only on [`super::SimHandle::step`].
+    /// Jobs advance only on [`crate::SimHandle::step`].
     pub single_step: bool,
     /// Instances created at start-up (running, spread over the nodes).
     pub populate: Option<SimPopulate>,
@@ -289,9 +290,9 @@ pub enum SimTls {
     #[default]
     None,
     /// HTTPS with a freshly generated self-signed certificate for these names
-    /// (default `localhost`, `127.0.0.1`); its PEM is [`super::SimHandle::cert_pem`].
+    /// (default `localhost`, `127.0.0.1`); its PEM is [`crate::SimHandle::cert_pem`].
     Generate {
-        /// subjectAltNames.
+        /// The certificate's subjectAltNames (DNS names or IP addresses).
         names: Vec<String>,
     },
     /// HTTPS with a PEM certificate chain and private key given inline.
@@ -313,7 +314,7 @@ pub enum SimTls {
 /// A RAPI user (`users` file line).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimUser {
-    /// Name.
+    /// The user name of basic auth.
     pub name: String,
     /// Clear-text password.
     pub password: String,
@@ -321,25 +322,25 @@ pub struct SimUser {
     pub write: bool,
 }
 
-/// One node.
+/// One node of the cluster: its capacity and its flags.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SimNodeConfig {
-    /// Node name.
+    /// The node's name (the first node's is written to `ssconf_master_node`).
     pub name: String,
     /// Primary IP (default: 192.0.2.<index+10>).
     pub ip: Option<String>,
-    /// Memory (MiB).
+    /// Total memory in MiB (`mtotal`).
     pub memory_mib: u64,
     /// Memory the node OS uses (MiB).
     pub node_memory_mib: u64,
-    /// Disk (MiB).
+    /// Disk in MiB (`dtotal` and `dfree`; never consumed).
     pub disk_mib: u64,
-    /// CPUs.
+    /// Physical CPUs (`ctotal`).
     pub cpus: u64,
-    /// Offline.
+    /// Offline: not usable, and shown without capacity.
     pub offline: bool,
-    /// Drained.
+    /// Drained: no new instances on it.
     pub drained: bool,
 }
 
@@ -405,11 +406,11 @@ impl SimLatency {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct SimPopulate {
-    /// How many.
+    /// How many instances.
     pub count: u64,
     /// Name prefix (`snf-` gives `snf-1` .. `snf-<count>`).
     pub prefix: String,
-    /// First number.
+    /// The number of the first one (`snf-<first>`).
     pub first: u64,
     /// Memory of each (MiB).
     pub memory_mib: u64,

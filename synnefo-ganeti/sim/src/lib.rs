@@ -41,10 +41,15 @@
 
 mod config;
 mod error;
+mod jobs;
 mod json;
+mod model;
+mod networks;
+mod ops;
+mod policy;
 mod queue;
 mod server;
-mod state;
+mod views;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -65,14 +70,15 @@ pub use config::{
 };
 pub use json::PyFormatter;
 pub use queue::JOBS_PER_ARCHIVE_DIRECTORY;
-pub use state::{FailureRule, NewSimInstance, SimDisk, SimInstance, SimNic};
+pub use jobs::FailureRule;
+pub use model::{NewSimInstance, SimDisk, SimInstance, SimNic};
 
 pub use error::SimError;
 
 use synnefo_ganeti::RapiError;
 use synnefo_ganeti::rapi::{RapiClient, RapiConfig};
 use queue::QueueFiles;
-use state::SimState;
+use model::SimState;
 
 /// State shared by the HTTP handlers, the driver and the handle.
 #[derive(Debug)]
@@ -110,7 +116,8 @@ impl Shared {
     }
 }
 
-/// Entry point: `Simulator::builder()...start().await`.
+/// The entry point: `Simulator::builder()...start().await` gives a
+/// running [`SimHandle`].
 #[derive(Debug)]
 pub struct Simulator;
 
@@ -164,7 +171,7 @@ impl SimBuilder {
         self
     }
 
-    /// Adds a user.
+    /// Adds a user; `write` lets it submit jobs and long-poll.
     pub fn add_user(mut self, name: &str, password: &str, write: bool) -> Self {
         self.config.users.push(SimUser {
             name: name.into(),
@@ -174,7 +181,7 @@ impl SimBuilder {
         self
     }
 
-    /// Job latency.
+    /// How long jobs spend in each status (timed mode).
     pub fn latency(mut self, latency: SimLatency) -> Self {
         self.config.latency = latency;
         self
@@ -439,7 +446,7 @@ impl SimHandle {
         c
     }
 
-    /// A client for this simulator.
+    /// A RAPI client for this simulator (see [`SimHandle::client_config`]).
     pub fn client(&self) -> Result<RapiClient, RapiError> {
         RapiClient::new(self.client_config())
     }
@@ -526,7 +533,7 @@ impl SimHandle {
         self.shared.mutate(|st| st.archive(Duration::ZERO))
     }
 
-    /// Adds a failure rule.
+    /// Adds a failure rule; the first matching rule fails each new job.
     pub fn add_failure(&self, rule: FailureRule) {
         self.shared.mutate(|st| st.failures.push(rule));
     }
@@ -619,7 +626,7 @@ impl SimHandle {
         })
     }
 
-    /// Adds an instance without a job.
+    /// Adds an instance without a job (behind Ganeti's back).
     pub fn add_instance_directly(&self, spec: NewSimInstance) {
         self.shared.mutate(|st| st.add_instance(&spec));
     }
@@ -635,7 +642,7 @@ impl SimHandle {
             .read(|st| st.instances.keys().cloned().collect())
     }
 
-    /// Number of instances.
+    /// How many instances the cluster has.
     pub fn instance_count(&self) -> usize {
         self.shared.read(|st| st.instances.len())
     }

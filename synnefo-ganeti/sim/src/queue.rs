@@ -6,10 +6,22 @@
 //! canceled before start) are compact JSON via `job-N-<pid>-<n>.tmp`; job
 //! process versions use Python separators via `job-N<random>.new`.
 //! Finished jobs move to `archive/<N / 10000>/job-N`.
+//!
+//! This module is the simulator's persistence: [`QueueFiles`] writes the
+//! files, and the job-file views give them the key order of their Ganeti
+//! writer (luxid's compact JSON, or the job process's Python separators).
 
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::ser::{SerializeMap, Serializer};
+use serde_json::json;
+
+use crate::jobs::{Job, OpState};
+use crate::json::to_py_vec;
+use crate::model::SimState;
 
 /// Jobs per archive sub-directory (Ganeti's `JOBS_PER_ARCHIVE_DIRECTORY`).
 pub const JOBS_PER_ARCHIVE_DIRECTORY: u64 = 10_000;
@@ -124,6 +136,114 @@ fn random_suffix(seed: u64) -> String {
             ALPHABET[(x % ALPHABET.len() as u64) as usize] as char
         })
         .collect()
+}
+
+impl Job {
+    /// The queue file, and whether luxid (compact) or the job process wrote it.
+    pub(crate) fn file_bytes(&self) -> (Vec<u8>, bool) {
+        let luxid = self.process.is_none();
+        let view = JobFileView { job: self, luxid };
+        if luxid {
+            (serde_json::to_vec(&view).unwrap_or_default(), true)
+        } else {
+            (to_py_vec(&view), false)
+        }
+    }
+}
+
+/// A job file in the key order of its writer (luxid or the job process).
+struct JobFileView<'a> {
+    job: &'a Job,
+    luxid: bool,
+}
+
+struct OpFileView<'a> {
+    op: &'a OpState,
+    luxid: bool,
+}
+
+impl Serialize for OpFileView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let o = self.op;
+        let mut input = o.input.clone();
+        input.insert("OP_ID".into(), json!(o.opcode));
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("input", &input)?;
+        m.serialize_entry("status", o.status.as_str())?;
+        m.serialize_entry("result", &o.result)?;
+        m.serialize_entry("log", &o.log)?;
+        if self.luxid {
+            m.serialize_entry("priority", &0)?;
+        }
+        m.serialize_entry("start_timestamp", &o.start)?;
+        m.serialize_entry("exec_timestamp", &o.exec)?;
+        m.serialize_entry("end_timestamp", &o.end)?;
+        if !self.luxid {
+            m.serialize_entry("priority", &0)?;
+        }
+        m.end()
+    }
+}
+
+impl Serialize for JobFileView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let j = self.job;
+        let ops: Vec<OpFileView<'_>> = j
+            .ops
+            .iter()
+            .map(|op| OpFileView {
+                op,
+                luxid: self.luxid,
+            })
+            .collect();
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("id", &j.id)?;
+        m.serialize_entry("ops", &ops)?;
+        match &j.process {
+            None => {
+                m.serialize_entry("received_timestamp", &j.received)?;
+                m.serialize_entry("start_timestamp", &j.start)?;
+                m.serialize_entry("end_timestamp", &j.end)?;
+                if !j.status().is_terminal() {
+                    m.serialize_entry(
+                        "livelock",
+                        &format!("/var/run/ganeti/livelocks/luxi-daemon_{}", j.received.secs),
+                    )?;
+                }
+            }
+            Some((pid, livelock)) => {
+                m.serialize_entry("start_timestamp", &j.start)?;
+                m.serialize_entry("end_timestamp", &j.end)?;
+                m.serialize_entry("received_timestamp", &j.received)?;
+                m.serialize_entry("livelock", livelock)?;
+                m.serialize_entry("process_id", pid)?;
+            }
+        }
+        m.end()
+    }
+
+impl SimState {
+    /// Writes a job's current version to its queue file (unless archived,
+    /// or the simulator writes no files).
+    pub(crate) fn persist(&mut self, id: u64) {
+        let (Some(q), Some(job)) = (self.queue.as_mut(), self.jobs.get(&id)) else {
+            return;
+        };
+        if job.archived || !self.cfg.write_job_files {
+            return;
+        }
+        let (bytes, luxid) = job.file_bytes();
+        let name = format!("job-{id}");
+        let r = if luxid {
+            q.write_luxid(&name, &bytes)
+        } else {
+            q.write_process(&name, &bytes)
+        };
+        if let Err(e) = r {
+            tracing::warn!(job = id, error = %e, "simulator cannot write job file");
+        }
+    }
+
 }
 
 #[cfg(test)]

@@ -20,14 +20,14 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
-use super::json::{to_py_vec, write_py};
-use super::state::{InstanceView, J_FIELDS};
+use crate::Shared;
+use crate::json::{to_py_vec, write_py};
+use crate::views::{InstanceView, J_FIELDS};
 
 type S = State<Arc<Shared>>;
 type Q = Query<HashMap<String, String>>;
 
-/// The router.
+/// The RAPI router: Ganeti 3.0's paths behind the auth and media-type gate.
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/version", get(|| async { py(&json!(2)) }))

@@ -25,13 +25,13 @@ pub struct RapiConfig {
     pub url: String,
     /// Basic-auth user (none: no `Authorization` header).
     pub username: Option<String>,
-    /// Basic-auth password.
+    /// Basic-auth password (hidden in `Debug` output).
     pub password: Option<String>,
     /// PEM of the CA or of the pinned server certificate.
     pub ca_pem: Option<Vec<u8>>,
     /// Skip certificate verification (labs only; logged with `warn!`).
     pub insecure: bool,
-    /// Per-request timeout.
+    /// How long one HTTP request may take (connect, send, read the answer).
     pub timeout: Duration,
     /// TCP + TLS connect timeout.
     pub connect_timeout: Duration,
@@ -180,7 +180,7 @@ impl RapiClient {
         })
     }
 
-    /// The configuration.
+    /// The configuration this client was built with.
     pub fn config(&self) -> &RapiConfig {
         &self.inner.cfg
     }

@@ -20,11 +20,11 @@ use crate::error::RapiError;
 pub trait Endpoint {
     /// The decoded answer.
     type Response: DeserializeOwned;
-    /// HTTP method.
+    /// The HTTP method (`GET`, `POST`, `PUT`, `DELETE`).
     fn method(&self) -> Method;
     /// Path below the base URL (`/2/instances/snf-1/startup`), percent-encoded.
     fn path(&self) -> String;
-    /// Query arguments.
+    /// Query arguments (`bulk=1`, `dry-run=1`, ...); none by default.
     fn query(&self) -> Vec<(&'static str, String)> {
         Vec::new()
     }
@@ -144,7 +144,7 @@ impl Endpoint for ListInstances {
 /// `GET /2/instances/NAME`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GetInstance {
-    /// Instance name.
+    /// The instance, by name.
     pub name: String,
 }
 
@@ -161,7 +161,7 @@ impl Endpoint for GetInstance {
 /// `POST /2/instances` with a version-1 body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CreateInstance {
-    /// The body.
+    /// The JSON request body.
     pub request: CreateInstanceRequest,
     /// Only run the pre-checks.
     pub dry_run: bool,
@@ -190,7 +190,7 @@ impl Endpoint for CreateInstance {
 /// `DELETE /2/instances/NAME`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoveInstance {
-    /// Instance name.
+    /// The instance, by name.
     pub name: String,
 }
 
@@ -207,7 +207,7 @@ impl Endpoint for RemoveInstance {
 /// `PUT /2/instances/NAME/startup`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartupInstance {
-    /// Instance name.
+    /// The instance, by name.
     pub name: String,
 }
 
@@ -224,9 +224,9 @@ impl Endpoint for StartupInstance {
 /// `PUT /2/instances/NAME/shutdown` (body: `{"timeout": secs}`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShutdownInstance {
-    /// Instance name.
+    /// The instance, by name.
     pub name: String,
-    /// The body.
+    /// The JSON request body.
     pub request: ShutdownRequest,
 }
 
@@ -246,7 +246,7 @@ impl Endpoint for ShutdownInstance {
 /// `POST /2/instances/NAME/reboot?type=soft|hard`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RebootInstance {
-    /// Instance name.
+    /// The instance, by name.
     pub name: String,
     /// Soft or hard.
     pub kind: RebootKind,
@@ -272,9 +272,9 @@ impl Endpoint for RebootInstance {
 /// `PUT /2/instances/NAME/modify`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModifyInstance {
-    /// Instance name.
+    /// The instance, by name.
     pub name: String,
-    /// The body.
+    /// The JSON request body.
     pub request: ModifyInstanceRequest,
 }
 
@@ -294,7 +294,7 @@ impl Endpoint for ModifyInstance {
 /// `GET /2/instances/NAME/console`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GetConsole {
-    /// Instance name.
+    /// The instance, by name.
     pub name: String,
 }
 
@@ -311,7 +311,7 @@ impl Endpoint for GetConsole {
 /// `GET /2/jobs/ID`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GetJob {
-    /// Job id.
+    /// The job, by id.
     pub id: u64,
 }
 
@@ -329,9 +329,9 @@ impl Endpoint for GetJob {
 /// changed within Ganeti's ~10 s.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WaitForJobChange {
-    /// Job id.
+    /// The job, by id.
     pub id: u64,
-    /// The body.
+    /// The JSON request body.
     pub request: WaitForJobRequest,
     /// Request timeout (must exceed the server's long-poll budget).
     pub timeout: Duration,
@@ -356,7 +356,7 @@ impl Endpoint for WaitForJobChange {
 /// `DELETE /2/jobs/ID`: cancel a job that has not started running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CancelJob {
-    /// Job id.
+    /// The job, by id.
     pub id: u64,
 }
 
