@@ -467,4 +467,3 @@ impl SimState {
         ids.len()
     }
 }
-}

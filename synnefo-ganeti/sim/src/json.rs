@@ -9,7 +9,7 @@ use serde_json::ser::Formatter;
 
 /// Python `json.dumps` default separators.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct PyFormatter;
+pub(crate) struct PyFormatter;
 
 impl Formatter for PyFormatter {
     fn begin_array_value<W: ?Sized + io::Write>(

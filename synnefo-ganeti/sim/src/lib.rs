@@ -68,17 +68,14 @@ pub use config::{
     SimConfig, SimIPolicy, SimLatency, SimNetworkConfig, SimNodeConfig, SimOsConfig, SimPopulate,
     SimTls, SimUser,
 };
-pub use json::PyFormatter;
-pub use queue::JOBS_PER_ARCHIVE_DIRECTORY;
+pub use error::SimError;
 pub use jobs::FailureRule;
 pub use model::{NewSimInstance, SimDisk, SimInstance, SimNic};
 
-pub use error::SimError;
-
+use model::SimState;
+use queue::QueueFiles;
 use synnefo_ganeti::RapiError;
 use synnefo_ganeti::rapi::{RapiClient, RapiConfig};
-use queue::QueueFiles;
-use model::SimState;
 
 /// State shared by the HTTP handlers, the driver and the handle.
 #[derive(Debug)]

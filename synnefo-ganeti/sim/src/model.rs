@@ -377,5 +377,4 @@ impl SimState {
             .saturating_sub(node.cfg.node_memory_mib)
             .saturating_sub(used)
     }
-
 }

@@ -24,7 +24,7 @@ use crate::json::to_py_vec;
 use crate::model::SimState;
 
 /// Jobs per archive sub-directory (Ganeti's `JOBS_PER_ARCHIVE_DIRECTORY`).
-pub const JOBS_PER_ARCHIVE_DIRECTORY: u64 = 10_000;
+const JOBS_PER_ARCHIVE_DIRECTORY: u64 = 10_000;
 
 /// Writes the queue directory.
 #[derive(Debug)]
@@ -221,6 +221,7 @@ impl Serialize for JobFileView<'_> {
         }
         m.end()
     }
+}
 
 impl SimState {
     /// Writes a job's current version to its queue file (unless archived,
@@ -243,7 +244,6 @@ impl SimState {
             tracing::warn!(job = id, error = %e, "simulator cannot write job file");
         }
     }
-
 }
 
 #[cfg(test)]

@@ -185,10 +185,7 @@ impl SimState {
             uuid: uuid::Uuid::new_v4().to_string(),
             os: p.os_type.clone().unwrap_or_else(|| "noop+default".into()),
             pnode: pnode.clone(),
-            disk_template: p
-                .disk_template
-                .clone()
-                .unwrap_or_else(|| "diskless".into()),
+            disk_template: p.disk_template.clone().unwrap_or_else(|| "diskless".into()),
             admin_up: start,
             running: start,
             nics,

@@ -7,8 +7,8 @@
 //! parameter of the wrong JSON type reads as absent (the `lenient` fields),
 //! so odd input takes the same defaults it always did.
 
-use serde::de::{DeserializeOwned, Deserializer};
 use serde::Deserialize;
+use serde::de::{DeserializeOwned, Deserializer};
 use serde_json::{Map, Value};
 
 /// A field that reads as `None` when absent, null, or of another type.
@@ -193,10 +193,7 @@ fn lenient_be<'de, D: Deserializer<'de>>(d: D) -> Result<BeParams, D::Error> {
 impl CreateParams {
     /// Maximum memory: `maxmem`, else `memory`, else 128 MiB.
     pub(crate) fn maxmem(&self) -> u64 {
-        self.beparams
-            .maxmem
-            .or(self.beparams.memory)
-            .unwrap_or(128)
+        self.beparams.maxmem.or(self.beparams.memory).unwrap_or(128)
     }
 
     /// Virtual CPUs (default 1).
@@ -372,7 +369,10 @@ mod tests {
         assert_eq!(c.nics.len(), 2);
         assert_eq!(c.nics[0].network.as_deref(), Some("net1"));
         assert_eq!(c.nics[0].mode, None);
-        assert!(c.nics[0].sets_mode_or_link, "a number is still a mode given");
+        assert!(
+            c.nics[0].sets_mode_or_link,
+            "a number is still a mode given"
+        );
         assert_eq!(c.nics[1], NicInput::default());
         assert_eq!(c.disk_sizes().collect::<Vec<_>>(), vec![1024, 0]);
         assert_eq!(c.tags, vec!["a", "b"]);

@@ -1,18 +1,10 @@
 //! `GET /2/info` and `GET /2/nodes?bulk=1`.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
-use serde::ser::{SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use synnefo_core::ids::JobId;
-use synnefo_core::model::Nic;
-use synnefo_core::ports::{ConsoleInfo, InstanceInfo, JobInfo, JobOpInfo};
-use synnefo_core::state::JobStatus;
 
-use crate::error::RapiError;
 use super::*;
 
 /// `GET /2/info`: the fields we use, the rest kept in `extra`.

@@ -1,19 +1,12 @@
 //! Instances (`GET /2/instances`, `GET /2/instances/NAME`) and their
 //! console (`GET /2/instances/NAME/console`).
 
-use std::collections::BTreeMap;
-use std::fmt;
-
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
-use serde::ser::{SerializeSeq, Serializer};
+use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use synnefo_core::ids::JobId;
 use synnefo_core::model::Nic;
-use synnefo_core::ports::{ConsoleInfo, InstanceInfo, JobInfo, JobOpInfo};
-use synnefo_core::state::JobStatus;
+use synnefo_core::ports::{ConsoleInfo, InstanceInfo};
 
-use crate::error::RapiError;
 use super::*;
 
 /// Backend parameters as Ganeti reports them (filled with cluster defaults).

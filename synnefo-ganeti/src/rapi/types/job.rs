@@ -1,20 +1,15 @@
 //! Jobs (`GET /2/jobs/ID`, its `/wait` answer, `DELETE /2/jobs/ID`) and
 //! Ganeti's error body.
 
-use std::collections::BTreeMap;
-use std::fmt;
-
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
-use serde::ser::{SerializeSeq, Serializer};
+use serde::de::{self, Deserializer};
+use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
-use synnefo_core::ids::JobId;
-use synnefo_core::model::Nic;
-use synnefo_core::ports::{ConsoleInfo, InstanceInfo, JobInfo, JobOpInfo};
+use serde_json::Value;
+use synnefo_core::ports::{JobInfo, JobOpInfo};
 use synnefo_core::state::JobStatus;
 
-use crate::error::RapiError;
 use super::*;
+use crate::error::RapiError;
 
 /// `GET /2/jobs/ID` (Ganeti's `J_FIELDS`). For an unknown job Ganeti 3.0
 /// answers 200 with `id` echoed and every other field `null`; the client turns that into

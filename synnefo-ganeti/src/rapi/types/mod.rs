@@ -21,7 +21,6 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
-
 mod cluster;
 mod instance;
 mod job;

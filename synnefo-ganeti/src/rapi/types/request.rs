@@ -1,19 +1,9 @@
 //! The request bodies the client sends (create, shutdown, modify, wait).
 
 use std::collections::BTreeMap;
-use std::fmt;
 
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
-use serde::ser::{SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
-use synnefo_core::ids::JobId;
-use synnefo_core::model::Nic;
-use synnefo_core::ports::{ConsoleInfo, InstanceInfo, JobInfo, JobOpInfo};
-use synnefo_core::state::JobStatus;
-
-use crate::error::RapiError;
-use super::*;
+use serde_json::Value;
 
 /// One disk of a create request (`size` in MiB).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,9 @@
 //! Decoding of recorded and edge-case answers.
 
 use super::*;
+use crate::error::RapiError;
 use serde_json::json;
+use synnefo_core::state::JobStatus;
 
 #[test]
 fn job_ids_are_numbers_or_strings() {
@@ -62,19 +64,16 @@ fn unknown_status_is_an_error() {
 
 #[test]
 fn cancel_results() {
-    let c: CancelResult =
-        serde_json::from_value(json!([true, "Job 3 will be canceled"])).unwrap();
+    let c: CancelResult = serde_json::from_value(json!([true, "Job 3 will be canceled"])).unwrap();
     assert!(c.canceled);
     let c: CancelResult =
-        serde_json::from_value(json!([false, "Job 3 is no longer waiting in the queue"]))
-            .unwrap();
+        serde_json::from_value(json!([false, "Job 3 is no longer waiting in the queue"])).unwrap();
     assert!(!c.canceled);
 }
 
 #[test]
 fn admin_state_old_and_new() {
-    let i: Instance =
-        serde_json::from_value(json!({"name": "a", "admin_state": true})).unwrap();
+    let i: Instance = serde_json::from_value(json!({"name": "a", "admin_state": true})).unwrap();
     assert_eq!(i.admin_state.as_deref(), Some("up"));
     let i: Instance =
         serde_json::from_value(json!({"name": "a", "admin_state": "down", "nic.ips": null}))

@@ -1,19 +1,12 @@
 //! Ids, timestamps and job log entries as Ganeti writes them.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::ser::{SerializeSeq, Serializer};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use synnefo_core::ids::JobId;
-use synnefo_core::model::Nic;
-use synnefo_core::ports::{ConsoleInfo, InstanceInfo, JobInfo, JobOpInfo};
-use synnefo_core::state::JobStatus;
-
-use crate::error::RapiError;
-use super::*;
 
 /// A job id as Ganeti sends it: a JSON number (3.0) or a numeric string
 /// (older releases and some documentation). Serialises as a number.
