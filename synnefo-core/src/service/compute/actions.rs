@@ -130,12 +130,8 @@ impl Compute {
             );
         }
         Ok(modify_vm(&*self.store, vm.id, |v| {
-            let mut next = v.state.clone();
-            next.deleted = true;
-            next.operstate = OperState::Destroyed;
-            next.action = None;
             Ok(Some(VmChange {
-                state: next,
+                state: state::destroyed_without_ganeti(&v.state),
                 nics: None,
             }))
         })
@@ -203,21 +199,8 @@ pub(super) fn record_job(vm: &Vm, action: Action, job: JobId) -> Option<VmChange
 
 /// Undoes a started action that Ganeti did not take, if it is still ours.
 fn rollback(vm: &Vm, action: Action, before: &VmState) -> Option<VmChange> {
-    match vm.state.action {
-        Some(PendingAction {
-            action: a,
-            job_id: None,
-        }) if a == action => {
-            let mut next = vm.state.clone();
-            next.action = before.action;
-            next.job = before.job.clone();
-            next.deleted = before.deleted;
-            next.suspended = before.suspended;
-            Some(VmChange {
-                state: next,
-                nics: None,
-            })
-        }
-        _ => None,
-    }
+    state::rollback_submit(&vm.state, action, before).map(|next| VmChange {
+        state: next,
+        nics: None,
+    })
 }

@@ -9,11 +9,11 @@ use super::{
     image_visible, ref_id, validate_metadata, validate_server_name,
 };
 use crate::error::{BackendError, ServiceError, StoreError};
-use crate::ids::{BackendId, InstanceName, JobId};
+use crate::ids::{BackendId, InstanceName};
 use crate::model::{Backend, Flavor, NewVm};
 use crate::ports::InstanceSpec;
 use crate::service::{VmChange, modify_vm};
-use crate::state::{Action, BackendJob, JobStatus, OpCode, OperState};
+use crate::state::{self, Action};
 
 impl Compute {
     /// Creates a server: validate, reserve quota, place, submit to Ganeti.
@@ -123,12 +123,8 @@ impl Compute {
             Err(BackendError::Unavailable(msg)) => {
                 tracing::warn!(vm = %vm.id, error = %msg, "Ganeti unreachable on create; rolling the server back");
                 modify_vm(&*self.store, vm.id, |v| {
-                    let mut next = v.state.clone();
-                    next.deleted = true;
-                    next.operstate = OperState::Destroyed;
-                    next.action = None;
                     Ok(Some(VmChange {
-                        state: next,
+                        state: state::destroyed_without_ganeti(&v.state),
                         nics: None,
                     }))
                 })
@@ -139,22 +135,12 @@ impl Compute {
                 let message = e.to_string();
                 tracing::warn!(vm = %vm.id, error = %message, "Ganeti refused the create; server goes to ERROR");
                 let stored = modify_vm(&*self.store, vm.id, |v| {
-                    if v.state.operstate != OperState::Build {
-                        return Ok(None);
-                    }
-                    let mut next = v.state.clone();
-                    next.operstate = OperState::Error;
-                    next.action = None;
-                    next.job = Some(BackendJob {
-                        job_id: JobId(0),
-                        opcode: OpCode::InstanceCreate,
-                        status: JobStatus::Error,
-                        log_msg: Some(message.clone()),
-                    });
-                    Ok(Some(VmChange {
-                        state: next,
-                        nics: None,
-                    }))
+                    Ok(
+                        state::create_refused(&v.state, message.clone()).map(|next| VmChange {
+                            state: next,
+                            nics: None,
+                        }),
+                    )
                 })
                 .await?;
                 Ok(CreatedServer {
