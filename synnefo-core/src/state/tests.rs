@@ -443,6 +443,65 @@ fn openstack_status_mapping() {
     assert_eq!(server_status(&failed), ServerStatus::Active);
 }
 
+#[test]
+fn local_transitions_table() {
+    let actions = [
+        Action::Start,
+        Action::Stop,
+        Action::Reboot(RebootKind::Soft),
+        Action::Reboot(RebootKind::Hard),
+        Action::Destroy,
+        Action::Suspend,
+        Action::Unsuspend,
+    ];
+    for from in OperState::ALL {
+        for suspended in [false, true] {
+            let mut before = vm_in(from);
+            before.suspended = suspended;
+            before.job = Some(BackendJob {
+                job_id: JobId(4),
+                opcode: OpCode::InstanceStartup,
+                status: JobStatus::Success,
+                log_msg: None,
+            });
+            // Destroyed without a job: whatever the state, gone for good.
+            let gone = destroyed_without_ganeti(&before);
+            assert!(
+                gone.deleted && gone.operstate == OperState::Destroyed && gone.action.is_none()
+            );
+            assert_eq!(server_status(&gone), ServerStatus::Deleted);
+            // A refused create: only from BUILD, to ERROR with the message.
+            match create_refused(&before, "no".into()) {
+                Some(n) => {
+                    assert_eq!(from, OperState::Build);
+                    assert_eq!(n.operstate, OperState::Error);
+                    assert_eq!(n.job.unwrap().log_msg.as_deref(), Some("no"));
+                }
+                None => assert_ne!(from, OperState::Build),
+            }
+            // Rolling back a submitted-but-refused action restores the
+            // user-visible state exactly.
+            for action in actions {
+                let Ok(started) = start_action(&before, action) else {
+                    continue;
+                };
+                let back = rollback_submit(&started, action, &before).unwrap();
+                assert_eq!(back, before, "{from} {action:?} suspended={suspended}");
+                // Once the job is recorded (Ganeti took it) it is not ours
+                // to roll back; nor is another action.
+                let taken = record_submitted_job(&started, JobId(9));
+                assert_eq!(rollback_submit(&taken, action, &before), None);
+                let other = if action == Action::Start {
+                    Action::Stop
+                } else {
+                    Action::Start
+                };
+                assert_eq!(rollback_submit(&started, other, &before), None);
+            }
+        }
+    }
+}
+
 /// A realistic event history of one VM: a create job, then random jobs,
 /// each op walking queued -> (waiting) -> running -> a terminal status.
 fn history() -> impl Strategy<Value = Vec<OpStatusEvent>> {
@@ -529,6 +588,34 @@ proptest! {
             shuffled.swap(i, j);
         }
         prop_assert_eq!(run(&shuffled), in_order);
+    }
+
+    #[test]
+    fn a_delete_without_ganeti_at_any_point_stays_deleted(
+        events in history(),
+        at in any::<prop::sample::Index>(),
+        seed in any::<u64>(),
+    ) {
+        // The local delete (no instance to remove) lands at any point of
+        // any arrival order: the VM ends deleted and DESTROYED, as in order.
+        let mut shuffled = events.clone();
+        let mut x = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let j = (x >> 33) as usize % (i + 1);
+            shuffled.swap(i, j);
+        }
+        let cut = at.index(shuffled.len() + 1);
+        let mut vm = destroyed_without_ganeti(&run(&shuffled[..cut]));
+        for e in &shuffled[cut..] {
+            if let Transition::Applied(n) = apply_op_status(&vm, e) {
+                vm = n;
+            }
+        }
+        let in_order = destroyed_without_ganeti(&run(&events));
+        prop_assert_eq!(vm.operstate, in_order.operstate);
+        prop_assert_eq!(vm.deleted, in_order.deleted);
+        prop_assert_eq!(server_status(&vm), ServerStatus::Deleted);
     }
 
     #[test]
