@@ -33,6 +33,7 @@ fn events() -> Vec<(usize, OpStatusEvent)> {
             opcode: op,
             status,
             log_msg: None,
+            error: None,
             time_us: i as i64,
         };
         out.push((vm, ev));

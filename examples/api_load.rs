@@ -187,6 +187,7 @@ async fn seed(store: &Arc<SeaStore>) -> anyhow::Result<String> {
                 opcode: OpCode::InstanceCreate,
                 status: JobStatus::Success,
                 log_msg: None,
+                error: None,
                 time_us: now.timestamp_micros(),
             },
             nics: Some(vec![Nic {

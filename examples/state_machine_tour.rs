@@ -16,6 +16,7 @@ fn event(job: u64, opcode: OpCode, status: JobStatus, t: i64) -> OpStatusEvent {
         opcode,
         status,
         log_msg: None,
+        error: None,
         time_us: t,
     }
 }

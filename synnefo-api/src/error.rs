@@ -156,9 +156,9 @@ impl From<ServiceError> for ApiError {
                         "The Ganeti cluster did not answer properly; nothing was changed.",
                     )
                 }
-                BackendError::JobFailed { job_id, message } => {
-                    ApiError::conflict(format!("Ganeti job {job_id} failed: {message}"))
-                }
+                BackendError::JobFailed {
+                    job_id, message, ..
+                } => ApiError::conflict(format!("Ganeti job {job_id} failed: {message}")),
             },
             ServiceError::Store(s) => match s {
                 StoreError::NotFound(m) => ApiError::not_found(format!("{m} not found")),

@@ -341,6 +341,7 @@ pub async fn complete(store: &Arc<SeaStore>, id: &str, opcode: OpCode, job: u64)
             opcode,
             status: JobStatus::Success,
             log_msg: None,
+            error: None,
             time_us: chrono::Utc::now().timestamp_micros(),
         },
         nics: Some(vec![synnefo_core::model::Nic {

@@ -109,8 +109,10 @@ pub enum BackendError {
     JobFailed {
         /// The job.
         job_id: u64,
-        /// Ganeti's error message.
+        /// A readable message (the error's text form, or the op's log).
         message: String,
+        /// Ganeti's error, typed, when the failing op's result carried one.
+        error: Option<crate::state::OpError>,
     },
     /// No cluster can take the request.
     #[error("no Ganeti backend available: {0}")]

@@ -27,7 +27,7 @@
 //! let vm = VmState::new_build();
 //! let ev = OpStatusEvent {
 //!     job_id: JobId(1), op_index: 0, opcode: OpCode::InstanceCreate,
-//!     status: JobStatus::Success, log_msg: None, time_us: 1,
+//!     status: JobStatus::Success, log_msg: None, error: None, time_us: 1,
 //! };
 //! if let Transition::Applied(next) = apply_op_status(&vm, &ev) {
 //!     assert_eq!(next.operstate, synnefo_core::state::OperState::Started);

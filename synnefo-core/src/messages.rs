@@ -191,12 +191,10 @@ impl OpStatusMessage {
     ///
     /// A failed opcode whose `result` is Ganeti's error
     /// (`["OpPrereqError", ["Instance 'snf-1' not known", "unknown_entity"]]`)
-    /// gets that error as its `log_msg`, in [`OpError`]'s text form with the
-    /// classification code (`OpPrereqError: Instance 'snf-1' not known
-    /// (unknown_entity)`), whatever `logmsg` says: the producer's `logmsg`
-    /// is our eventd's rendering without the code, or, from Synnefo's own
-    /// eventd, the op's last progress line. The state machine reads the
-    /// error from there ([`OpStatusEvent::error`]).
+    /// carries it typed ([`OpStatusEvent::error`], read here by
+    /// [`OpError::from_result`], the one reader of that tuple); the
+    /// producer's `logmsg` (our eventd's rendering, or, from Synnefo's own
+    /// eventd, the op's last progress line) stays as it came.
     pub fn into_notification(self, prefix: &str) -> Result<Notification, EventError> {
         if self.kind != MessageKind::OpStatus.type_name() {
             return Err(EventError::Malformed(format!(
@@ -208,18 +206,17 @@ impl OpStatusMessage {
             .ok_or_else(|| EventError::ForeignInstance(self.instance.clone()))?;
         let opcode = self.operation.parse()?;
         let status: JobStatus = self.status.parse()?;
-        let log_msg = match status {
-            JobStatus::Error => OpError::from_result(&self.result)
-                .map(|e| e.to_string())
-                .or(self.logmsg),
-            _ => self.logmsg,
+        let error = match status {
+            JobStatus::Error => OpError::from_result(&self.result),
+            _ => None,
         };
         let event = OpStatusEvent {
             job_id: JobId(self.job_id),
             op_index: self.op_index,
             opcode,
             status,
-            log_msg,
+            log_msg: self.logmsg,
+            error,
             time_us: time_us(self.event_time)?,
         };
         Ok(Notification::OpStatus {
@@ -361,12 +358,20 @@ mod tests {
             };
             assert_eq!(
                 event.log_msg.as_deref(),
+                logmsg,
+                "the producer's line stays"
+            );
+            assert_eq!(
+                event.message().as_deref(),
                 Some("OpPrereqError: Instance 'snf-nosuch' not known (unknown_entity)")
             );
-            let err = event.error().unwrap();
+            let err = event.error.clone().unwrap();
             assert_eq!(
-                (err.class.as_str(), err.errcode.as_deref()),
-                ("OpPrereqError", Some("unknown_entity"))
+                (err.class.as_str(), err.code),
+                (
+                    "OpPrereqError",
+                    Some(crate::state::ErrorCode::UnknownEntity)
+                )
             );
             assert!(event.removes_missing_instance());
             assert_eq!(event.determined_state(), Some(OperState::Destroyed));
@@ -385,7 +390,7 @@ mod tests {
         let Notification::OpStatus { event, .. } = decode(&body, "snf-").unwrap() else {
             panic!()
         };
-        let msg = event.log_msg.clone().unwrap();
+        let msg = event.message().unwrap();
         assert!(
             msg.starts_with("OpPrereqError: Instance allocation to group")
                 && msg.ends_with("(wrong_input)"),

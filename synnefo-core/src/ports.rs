@@ -24,7 +24,7 @@ use crate::messages::MessageKind;
 use crate::model::{
     Backend, Flavor, Image, NewVm, Nic, Project, Quota, Token, Usage, User, Vm, VmPlacement,
 };
-use crate::state::{JobStatus, OperState, RebootKind, VmState};
+use crate::state::{JobStatus, OpError, OperState, RebootKind, VmState};
 
 // ---------------------------------------------------------------- Ganeti
 
@@ -115,8 +115,9 @@ pub struct JobOpInfo {
     pub opcode: String,
     /// Opcode status.
     pub status: JobStatus,
-    /// Result (or the error tuple).
-    pub result: Value,
+    /// Ganeti's error, for a failed op (read from its result by
+    /// [`OpError::from_result`] where the RAPI answer came in).
+    pub error: Option<OpError>,
     /// Log messages.
     pub log: Vec<String>,
 }
@@ -135,26 +136,23 @@ pub struct JobInfo {
 }
 
 impl JobInfo {
-    /// The error message of a failed job: the first failing op's result.
-    pub fn error_message(&self) -> Option<String> {
+    /// The error of a failed job: the first failing op's.
+    pub fn error(&self) -> Option<&OpError> {
         self.ops
             .iter()
             .find(|o| o.status == JobStatus::Error)
-            .map(|o| match &o.result {
-                // ["OpPrereqError", [msg, ecode]]
-                Value::Array(a) if a.len() == 2 => match &a[1] {
-                    Value::Array(inner) if !inner.is_empty() => {
-                        format!(
-                            "{}: {}",
-                            a[0].as_str().unwrap_or("error"),
-                            inner[0].as_str().unwrap_or(&inner[0].to_string())
-                        )
-                    }
-                    other => format!("{}: {}", a[0].as_str().unwrap_or("error"), other),
-                },
-                Value::Null => o.log.last().cloned().unwrap_or_else(|| "job failed".into()),
-                other => other.to_string(),
-            })
+            .and_then(|o| o.error.as_ref())
+    }
+
+    /// What to tell people about a failed job: its error, else the
+    /// failing op's last log line.
+    pub fn error_message(&self) -> Option<String> {
+        let op = self.ops.iter().find(|o| o.status == JobStatus::Error)?;
+        Some(match (&op.error, op.log.last()) {
+            (Some(e), _) => e.to_string(),
+            (None, Some(line)) => line.clone(),
+            (None, None) => "job failed".into(),
+        })
     }
 }
 

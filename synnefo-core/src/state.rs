@@ -26,6 +26,15 @@ use std::str::FromStr;
 use crate::error::{ActionError, EventError};
 use crate::ids::JobId;
 
+mod op_error;
+mod transitions;
+
+pub use op_error::{ErrorCode, OpError, PREREQ_ERROR};
+pub use transitions::{
+    StateFix, create_refused, destroyed_without_ganeti, fixed_state, record_orphan_removal,
+    rollback_submit,
+};
+
 /// Synnefo's operating state of a VM (v0.3 names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -407,8 +416,13 @@ pub struct OpStatusEvent {
     pub opcode: OpCode,
     /// Its new status.
     pub status: JobStatus,
-    /// The last log line or error message.
+    /// The last log line the producer reported.
     pub log_msg: Option<String>,
+    /// Ganeti's error, for a failed opcode whose result carries one (read
+    /// from the result by [`OpError::from_result`] where the message came
+    /// in).
+    #[serde(default)]
+    pub error: Option<OpError>,
     /// Event time, microseconds since the epoch.
     pub time_us: i64,
 }
@@ -427,7 +441,7 @@ impl OpStatusEvent {
     /// The operstate this event determines, if it determines one.
     ///
     /// A failed `OP_INSTANCE_REMOVE` of an instance Ganeti does not have
-    /// ([`OpError::is_unknown_instance`]) counts as a removal: there is
+    /// ([`OpError::is_unknown_entity`]) counts as a removal: there is
     /// nothing left to remove (the seed's `process_op_status`, its ticket
     /// #799). Ganeti accepts `DELETE /2/instances/NAME` for any name and
     /// fails the job in its prerequisites, so this is how the removal of a
@@ -443,140 +457,20 @@ impl OpStatusEvent {
         }
     }
 
-    /// Ganeti's error, for a failed opcode whose `log_msg` carries one
-    /// (see [`OpError`] for the format).
-    pub fn error(&self) -> Option<OpError> {
-        (self.status == JobStatus::Error)
-            .then(|| self.log_msg.as_deref().and_then(OpError::parse))
-            .flatten()
+    /// What to record as the job's message: Ganeti's error of a failed
+    /// opcode (its text form, for people), else the producer's log line.
+    pub fn message(&self) -> Option<String> {
+        match (&self.error, self.status) {
+            (Some(e), JobStatus::Error) => Some(e.to_string()),
+            _ => self.log_msg.clone(),
+        }
     }
 
     /// A failed removal of an instance Ganeti does not know.
     pub fn removes_missing_instance(&self) -> bool {
         self.opcode == OpCode::InstanceRemove
-            && self.error().is_some_and(|e| e.is_unknown_instance())
-    }
-}
-
-/// Ganeti's error classification codes (`errors.ECODE_*`), the second item
-/// of an `OpPrereqError`'s arguments.
-pub const GANETI_ERROR_CODES: [&str; 10] = [
-    "resolver_error",
-    "insufficient_resources",
-    "temp_insufficient_resources",
-    "wrong_input",
-    "wrong_state",
-    "unknown_entity",
-    "already_exists",
-    "resource_not_unique",
-    "internal_error",
-    "environment_error",
-];
-
-/// The error of a failed Ganeti opcode: its class, message and (for
-/// `OpPrereqError`) classification code.
-///
-/// Ganeti stores it as the opcode's result,
-/// `["OpPrereqError", ["Instance 'snf-1' not known", "unknown_entity"]]`
-/// (or `[class, [message]]`, `[class, message]`). On a VM it is recorded as
-/// text, the job's `log_msg`, in the form this type displays and parses:
-/// `OpPrereqError: Instance 'snf-1' not known (unknown_entity)` (the form
-/// the RAPI client also shows). The decoder of op-status messages writes a
-/// failed op's `log_msg` from its result in this form
-/// ([`crate::messages::OpStatusMessage::into_notification`]).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct OpError {
-    /// `OpPrereqError`, `OpExecError`, ...
-    pub class: String,
-    /// The message.
-    pub message: String,
-    /// One of [`GANETI_ERROR_CODES`], when Ganeti gave one.
-    pub errcode: Option<String>,
-}
-
-impl OpError {
-    /// Reads an opcode's result; `None` unless it is an error
-    /// `[class, [message, code]]`, `[class, [message]]` or `[class, message]`.
-    pub fn from_result(result: &serde_json::Value) -> Option<OpError> {
-        use serde_json::Value;
-        let [Value::String(class), detail] = result.as_array()?.as_slice() else {
-            return None;
-        };
-        if !is_error_class(class) {
-            return None;
-        }
-        let text = |v: &Value| match v {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let (message, errcode) = match detail {
-            Value::Array(args) if !args.is_empty() => (
-                text(&args[0]),
-                args.get(1)
-                    .and_then(Value::as_str)
-                    .filter(|c| GANETI_ERROR_CODES.contains(c))
-                    .map(str::to_string),
-            ),
-            other => (text(other), None),
-        };
-        Some(OpError {
-            class: class.clone(),
-            message,
-            errcode,
-        })
-    }
-
-    /// Parses the text form (`Class: message` with an optional ` (code)`
-    /// where code is one of [`GANETI_ERROR_CODES`]); `None` for anything
-    /// else (a progress line, a free-form message).
-    pub fn parse(text: &str) -> Option<OpError> {
-        let (class, rest) = text.split_once(": ")?;
-        if !is_error_class(class) {
-            return None;
-        }
-        let coded = rest.strip_suffix(')').and_then(|r| {
-            let (message, code) = r.rsplit_once(" (")?;
-            GANETI_ERROR_CODES
-                .contains(&code)
-                .then(|| (message.to_string(), Some(code.to_string())))
-        });
-        let (message, errcode) = coded.unwrap_or_else(|| (rest.to_string(), None));
-        Some(OpError {
-            class: class.to_string(),
-            message,
-            errcode,
-        })
-    }
-
-    /// Ganeti does not know the instance: an `OpPrereqError` classified
-    /// `unknown_entity` (`errors.ECODE_NOENT`), or, from a producer that
-    /// dropped the code, one whose message is Ganeti's
-    /// `Instance '<name>' not known`.
-    pub fn is_unknown_instance(&self) -> bool {
-        self.class == "OpPrereqError"
-            && match self.errcode.as_deref() {
-                Some(code) => code == "unknown_entity",
-                None => {
-                    self.message.starts_with("Instance '") && self.message.ends_with("' not known")
-                }
-            }
-    }
-}
-
-/// A Ganeti exception class name (`OpPrereqError`, `errors.OpExecError`).
-fn is_error_class(s: &str) -> bool {
-    s.ends_with("Error")
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-}
-
-impl fmt::Display for OpError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.class, self.message)?;
-        if let Some(code) = &self.errcode {
-            write!(f, " ({code})")?;
-        }
-        Ok(())
+            && self.status == JobStatus::Error
+            && self.error.as_ref().is_some_and(OpError::is_unknown_entity)
     }
 }
 
@@ -616,7 +510,7 @@ pub fn apply_op_status(vm: &VmState, ev: &OpStatusEvent) -> Transition {
             job_id: ev.job_id,
             opcode: ev.opcode,
             status: ev.status,
-            log_msg: ev.log_msg.clone(),
+            log_msg: ev.message(),
         });
         next.last_event = Some(pos);
         changed = true;

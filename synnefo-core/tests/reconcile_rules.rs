@@ -144,10 +144,13 @@ fn job(id: u64, status: JobStatus, opcode: OpCode) -> JobObservation {
         ops: vec![JobOpInfo {
             opcode: opcode.as_str().into(),
             status,
-            result: if status == JobStatus::Error {
-                serde_json::json!(["OpExecError", ["disk creation failed"]])
+            error: if status == JobStatus::Error {
+                synnefo_core::state::OpError::from_result(&serde_json::json!([
+                    "OpExecError",
+                    ["disk creation failed"]
+                ]))
             } else {
-                serde_json::Value::Null
+                None
             },
             log: vec![],
         }],

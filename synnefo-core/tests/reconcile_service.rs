@@ -85,10 +85,13 @@ impl FakeGaneti {
                 ops: vec![JobOpInfo {
                     opcode: opcode.as_str().into(),
                     status,
-                    result: if status == JobStatus::Error {
-                        serde_json::json!(["OpExecError", ["no space left"]])
+                    error: if status == JobStatus::Error {
+                        synnefo_core::state::OpError::from_result(&serde_json::json!([
+                            "OpExecError",
+                            ["no space left"]
+                        ]))
                     } else {
-                        serde_json::Value::Null
+                        None
                     },
                     log: vec![],
                 }],

@@ -261,6 +261,7 @@ fn ev(job: u64, op: OpCode, status: JobStatus, time_us: i64) -> OpStatusEvent {
         opcode: op,
         status,
         log_msg: Some(format!("{op} {status}")),
+        error: None,
         time_us,
     }
 }

@@ -9,6 +9,7 @@
 
 use serde_json::Value;
 use synnefo_core::BackendError;
+use synnefo_core::state::OpError;
 
 /// What can go wrong talking RAPI to a Ganeti cluster.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -45,6 +46,9 @@ pub enum RapiError {
         job_id: u64,
         /// A readable message (the failing op's error text).
         message: String,
+        /// The failing op's error, typed (read from `result` where the
+        /// answer came in).
+        error: Option<OpError>,
         /// The failing op's raw `opresult` (e.g. `["OpPrereqError", [msg, ecode]]`).
         result: Value,
         /// The job's log messages, oldest first.
@@ -95,8 +99,15 @@ impl From<RapiError> for BackendError {
             RapiError::NotFound(what) => BackendError::NotFound(what),
             RapiError::Conflict(m) | RapiError::BadRequest(m) => BackendError::Rejected(m),
             RapiError::JobFailed {
-                job_id, message, ..
-            } => BackendError::JobFailed { job_id, message },
+                job_id,
+                message,
+                error,
+                ..
+            } => BackendError::JobFailed {
+                job_id,
+                message,
+                error,
+            },
             RapiError::Http { status, .. } if (500..600).contains(&status) => {
                 BackendError::Unavailable(e.to_string())
             }
@@ -148,12 +159,26 @@ mod tests {
         let failed = RapiError::JobFailed {
             job_id: 7,
             message: "boom".into(),
+            error: Some(OpError {
+                class: "OpExecError".into(),
+                message: "boom".into(),
+                code: None,
+            }),
             result: Value::Null,
             log: vec![],
         };
         match BackendError::from(failed) {
-            BackendError::JobFailed { job_id, message } => {
-                assert_eq!((job_id, message.as_str()), (7, "boom"))
+            BackendError::JobFailed {
+                job_id,
+                message,
+                error,
+            } => {
+                assert_eq!((job_id, message.as_str()), (7, "boom"));
+                assert_eq!(
+                    error.unwrap().class,
+                    "OpExecError",
+                    "the typed error survives"
+                );
             }
             other => panic!("{other:?}"),
         }

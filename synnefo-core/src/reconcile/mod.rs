@@ -60,13 +60,13 @@ mod diff;
 mod plan;
 mod schedule;
 
+pub use crate::state::{StateFix, fixed_state, record_orphan_removal};
 pub use diff::{
     BackendListing, Diff, DiffStats, Discrepancy, FlavorSize, Guard, Guards, Held, Input,
     JobObservation, Listing, NicAddr, OrphanReason, Rule, StuckReason, Unchecked, UncheckedReason,
     VmSnapshot, diff, in_flight,
 };
 pub use plan::{
-    FixAction, FixClass, FixFlags, Plan, PlannedFix, StateFix, apply_db_fixes, fixed_state,
-    placement_fix, plan_fixes, record_orphan_removal,
+    FixAction, FixClass, FixFlags, Plan, PlannedFix, apply_db_fixes, placement_fix, plan_fixes,
 };
 pub use schedule::{batch_size, seed_batch_size};

@@ -9,10 +9,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::diff::{Discrepancy, OrphanReason};
-use crate::ids::{BackendId, FlavorId, JobId, VmId};
+use crate::ids::{BackendId, FlavorId, VmId};
 use crate::model::{Nic, Vm, VmPlacement};
 use crate::service::VmChange;
-use crate::state::{Action, OperState, PendingAction, VmState};
+use crate::state::{OperState, StateFix, fixed_state};
 
 /// Which classes of fixes to apply (`--fix-stale`, `--fix-orphans`,
 /// `--fix-unsynced`; `--fix-all` sets them all).
@@ -283,47 +283,6 @@ pub fn plan_fixes(discrepancies: &[Discrepancy], flags: FixFlags) -> Plan {
     plan
 }
 
-/// The DB side of a fix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum StateFix {
-    /// The instance is gone: DESTROYED, deleted.
-    Destroyed,
-    /// Ganeti shows this operstate.
-    OperState(OperState),
-}
-
-/// The state a VM should have after a fix, or `None` if the fix changes
-/// nothing (or must not apply).
-///
-/// The state machine's invariants hold: a deleted or DESTROYED VM is never
-/// brought back; DESTROYED always comes with `deleted`; a pending action is
-/// cleared (the reconciler only fixes VMs whose job is over, so nothing will
-/// complete it). The generation guards (`last_event`, `state_event`) are
-/// left alone: a reconciliation observation has no position in the job
-/// history, and a later notification from Ganeti is newer truth anyway.
-pub fn fixed_state(state: &VmState, fix: StateFix) -> Option<VmState> {
-    let to = match fix {
-        StateFix::Destroyed | StateFix::OperState(OperState::Destroyed) => {
-            if state.deleted && state.operstate == OperState::Destroyed && state.action.is_none() {
-                return None;
-            }
-            let mut next = state.clone();
-            next.operstate = OperState::Destroyed;
-            next.deleted = true;
-            next.action = None;
-            return Some(next);
-        }
-        StateFix::OperState(to) => to,
-    };
-    if state.deleted || state.operstate == OperState::Destroyed || state.operstate == to {
-        return None;
-    }
-    let mut next = state.clone();
-    next.operstate = to;
-    next.action = None;
-    Some(next)
-}
-
 /// Folds the DB fixes of one VM into one change (one write through
 /// `modify_vm`). Actions for other VMs and orphan removals are ignored; a
 /// `SetOperState` whose `from` no longer matches is skipped.
@@ -386,20 +345,4 @@ pub fn placement_fix<'a>(
     }
     (placement.flavor_id != vm.flavor_id || placement.backend_id != vm.backend_id)
         .then_some(placement)
-}
-
-/// Records on a deleted (or DESTROYED) row the removal job the reconciler
-/// submitted for its orphan instance, so the next run holds the orphan
-/// ([`Guard::DestroyPending`](super::Guard::DestroyPending)) while the job
-/// runs instead of removing it twice; the job's notification completes the
-/// action as usual. Rows of live VMs are returned unchanged.
-pub fn record_orphan_removal(state: &VmState, job: JobId) -> VmState {
-    let mut next = state.clone();
-    if state.deleted || state.operstate == OperState::Destroyed {
-        next.action = Some(PendingAction {
-            action: Action::Destroy,
-            job_id: Some(job),
-        });
-    }
-    next
 }

@@ -35,6 +35,7 @@ fn op(vm: i64, job: u64, opcode: OpCode, status: JobStatus) -> Notification {
             opcode,
             status,
             log_msg: None,
+            error: None,
             time_us: job as i64 * 100 + status.rank() as i64,
         },
         nics: None,

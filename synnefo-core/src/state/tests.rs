@@ -8,6 +8,7 @@ fn ev(job: u64, op: OpCode, status: JobStatus, t: i64) -> OpStatusEvent {
         opcode: op,
         status,
         log_msg: Some(format!("{op} {status}")),
+        error: None,
         time_us: t,
     }
 }
@@ -44,28 +45,34 @@ const SUCCESS_TABLE: &[(&str, Option<&str>)] = &[
     ("OP_INSTANCE_FAILOVER", None),
 ];
 
-/// What Ganeti may report as a job's log message, and whether it says that
-/// Ganeti does not know the instance (written out, not derived from
-/// `OpError`). `None`: the job's own progress line (`"{opcode} {status}"`).
-const LOG_MESSAGES: &[(Option<&str>, bool)] = &[
+/// What Ganeti may report as a failed op's result, and whether it says
+/// that Ganeti does not know the instance (written out, not derived from
+/// `OpError`). `None`: no error in the result.
+const RESULTS: &[(Option<&str>, bool)] = &[
     (None, false),
     (
-        Some("OpPrereqError: Instance 'snf-1' not known (unknown_entity)"),
+        Some(r#"["OpPrereqError", ["Instance 'snf-1' not known", "unknown_entity"]]"#),
         true,
     ),
-    // A producer that dropped the code: Ganeti's own words.
-    (Some("OpPrereqError: Instance 'snf-1' not known"), true),
+    // Without the code it is not classified: the message is not parsed.
     (
-        Some("OpPrereqError: Instance 'snf-1' is locked (wrong_state)"),
+        Some(r#"["OpPrereqError", ["Instance 'snf-1' not known"]]"#),
         false,
     ),
     (
-        Some("OpExecError: Could not remove instance 'snf-1' not known"),
+        Some(r#"["OpPrereqError", ["Instance 'snf-1' is locked", "wrong_state"]]"#),
         false,
     ),
-    (Some("Instance 'snf-1' not known"), false),
     (
-        Some("OpPrereqError: Instance allocation violates policy (wrong_input)"),
+        Some(r#"["OpExecError", ["Could not remove instance", "unknown_entity"]]"#),
+        false,
+    ),
+    (
+        Some(r#"["OpPrereqError", ["x", "some_future_code"]]"#),
+        false,
+    ),
+    (
+        Some(r#"["OpPrereqError", ["Instance allocation violates policy", "wrong_input"]]"#),
         false,
     ),
 ];
@@ -104,12 +111,14 @@ fn every_operstate_opcode_status_log_message_combination() {
     for from in OperState::ALL {
         for &opcode in OpCode::ALL {
             for status in JobStatus::ALL {
-                for &(msg, unknown) in LOG_MESSAGES {
+                for &(result, unknown) in RESULTS {
                     let vm = vm_in(from);
                     let mut e = ev(10, opcode, status, 1_000);
-                    if let Some(m) = msg {
-                        e.log_msg = Some(m.to_string());
+                    if status == JobStatus::Error {
+                        e.error = result
+                            .and_then(|r| OpError::from_result(&serde_json::from_str(r).unwrap()));
                     }
+                    let msg = result;
                     let want = expected(from.as_str(), opcode.as_str(), status.as_str(), unknown);
                     let case = format!("{from} + {opcode} {status} {msg:?}");
                     let next = match apply_op_status(&vm, &e) {
@@ -123,7 +132,11 @@ fn every_operstate_opcode_status_log_message_combination() {
                         (job.job_id, job.opcode, job.status),
                         (JobId(10), opcode, status)
                     );
-                    assert_eq!(job.log_msg, e.log_msg, "{case}");
+                    let want_msg = match (&e.error, status) {
+                        (Some(err), JobStatus::Error) => Some(err.to_string()),
+                        _ => e.log_msg.clone(),
+                    };
+                    assert_eq!(job.log_msg, want_msg, "{case}");
                     assert_eq!(next.deleted, want == "DESTROYED", "{case}: deleted flag");
                     // Applying the same event again is a no-op.
                     assert_eq!(
@@ -135,11 +148,11 @@ fn every_operstate_opcode_status_log_message_combination() {
             }
         }
     }
-    assert_eq!(checked, 5 * 15 * 7 * LOG_MESSAGES.len());
+    assert_eq!(checked, 5 * 15 * 7 * RESULTS.len());
 }
 
 #[test]
-fn op_errors_parse_from_results_and_text() {
+fn op_errors_parse_from_results() {
     use serde_json::json;
     let cases = [
         (
@@ -147,36 +160,61 @@ fn op_errors_parse_from_results_and_text() {
                 "OpPrereqError",
                 ["Instance 'snf-1' not known", "unknown_entity"]
             ]),
-            Some((
+            (
                 "OpPrereqError",
                 "Instance 'snf-1' not known",
-                Some("unknown_entity"),
-            )),
+                Some(ErrorCode::UnknownEntity),
+            ),
             "OpPrereqError: Instance 'snf-1' not known (unknown_entity)",
         ),
         (
             json!(["OpExecError", ["Could not start instance"]]),
-            Some(("OpExecError", "Could not start instance", None)),
+            ("OpExecError", "Could not start instance", None),
             "OpExecError: Could not start instance",
         ),
         (
             json!(["OpExecError", "disk full"]),
-            Some(("OpExecError", "disk full", None)),
+            ("OpExecError", "disk full", None),
             "OpExecError: disk full",
         ),
-        // A code Ganeti does not define is not a code.
+        // A code this build does not know is kept as it came.
         (
             json!(["OpPrereqError", ["x", "no_such_code"]]),
-            Some(("OpPrereqError", "x", None)),
-            "OpPrereqError: x",
+            (
+                "OpPrereqError",
+                "x",
+                Some(ErrorCode::Other("no_such_code".into())),
+            ),
+            "OpPrereqError: x (no_such_code)",
         ),
     ];
-    for (result, want, text) in cases {
+    for (result, want, text) in cases.clone() {
         let e = OpError::from_result(&result).unwrap();
-        let got = (e.class.as_str(), e.message.as_str(), e.errcode.as_deref());
-        assert_eq!(Some(got), want, "{result}");
+        assert_eq!(
+            (e.class.as_str(), e.message.as_str(), e.code.clone()),
+            (want.0, want.1, want.2),
+            "{result}"
+        );
         assert_eq!(e.to_string(), text);
-        assert_eq!(OpError::parse(text), Some(e), "round trip of {text}");
+    }
+    // Every code Ganeti defines, by its wire name (errors.py).
+    let wire = [
+        "resolver_error",
+        "insufficient_resources",
+        "temp_insufficient_resources",
+        "wrong_input",
+        "wrong_state",
+        "unknown_entity",
+        "already_exists",
+        "resource_not_unique",
+        "internal_error",
+        "environment_error",
+    ];
+    assert_eq!(ErrorCode::KNOWN.len(), wire.len());
+    for (code, name) in ErrorCode::KNOWN.iter().zip(wire) {
+        assert_eq!(code.as_str(), name);
+        assert_eq!(&ErrorCode::from_wire(name), code);
+        assert_eq!(serde_json::to_value(code).unwrap(), json!(name));
     }
     for not_an_error in [
         json!(null),
@@ -187,23 +225,23 @@ fn op_errors_parse_from_results_and_text() {
     ] {
         assert_eq!(OpError::from_result(&not_an_error), None, "{not_an_error}");
     }
-    for not_an_error in [
-        "* starting instance...",
-        "Note: x",
-        "job 3 failed: simulated",
-    ] {
-        assert_eq!(OpError::parse(not_an_error), None, "{not_an_error}");
-    }
-    // A message that merely ends in parentheses keeps them.
-    let e = OpError::parse("OpExecError: hypervisor failed (kvm)").unwrap();
-    assert_eq!(
-        (e.message.as_str(), e.errcode),
-        ("hypervisor failed (kvm)", None)
-    );
-    // Only an error event has an error.
+    // Only a failed removal with the code is "the instance is gone".
+    let unknown = OpError::from_result(&cases[0].0).unwrap();
     let mut ok = ev(1, OpCode::InstanceRemove, JobStatus::Success, 1);
-    ok.log_msg = Some("OpPrereqError: Instance 'snf-1' not known (unknown_entity)".into());
-    assert_eq!(ok.error(), None);
+    ok.error = Some(unknown.clone());
+    assert!(!ok.removes_missing_instance());
+    ok.status = JobStatus::Error;
+    assert!(ok.removes_missing_instance());
+    ok.opcode = OpCode::InstanceStartup;
+    assert!(!ok.removes_missing_instance());
+}
+
+fn unknown_instance() -> OpError {
+    OpError {
+        class: PREREQ_ERROR.into(),
+        message: "Instance 'snf-1' not known".into(),
+        code: Some(ErrorCode::UnknownEntity),
+    }
 }
 
 #[test]
@@ -212,7 +250,7 @@ fn a_removal_of_an_unknown_instance_destroys_in_any_order() {
     // because there is no instance.
     let create = ev(3, OpCode::InstanceCreate, JobStatus::Error, 30);
     let mut remove = ev(9, OpCode::InstanceRemove, JobStatus::Error, 90);
-    remove.log_msg = Some("OpPrereqError: Instance 'snf-1' not known (unknown_entity)".into());
+    remove.error = Some(unknown_instance());
     let deleted = |vm: VmState| {
         let mut d = start_action(&vm, Action::Destroy).unwrap();
         d = record_submitted_job(&d, JobId(9));
@@ -236,7 +274,11 @@ fn a_removal_of_an_unknown_instance_destroys_in_any_order() {
     );
     // A removal that failed for another reason leaves the VM as it was.
     let mut busy = remove.clone();
-    busy.log_msg = Some("OpExecError: Could not remove disks".into());
+    busy.error = Some(OpError {
+        class: "OpExecError".into(),
+        message: "Could not remove disks".into(),
+        code: None,
+    });
     let Transition::Applied(kept) = apply_op_status(&deleted(vm_in(OperState::Started)), &busy)
     else {
         panic!()
@@ -401,6 +443,65 @@ fn openstack_status_mapping() {
     assert_eq!(server_status(&failed), ServerStatus::Active);
 }
 
+#[test]
+fn local_transitions_table() {
+    let actions = [
+        Action::Start,
+        Action::Stop,
+        Action::Reboot(RebootKind::Soft),
+        Action::Reboot(RebootKind::Hard),
+        Action::Destroy,
+        Action::Suspend,
+        Action::Unsuspend,
+    ];
+    for from in OperState::ALL {
+        for suspended in [false, true] {
+            let mut before = vm_in(from);
+            before.suspended = suspended;
+            before.job = Some(BackendJob {
+                job_id: JobId(4),
+                opcode: OpCode::InstanceStartup,
+                status: JobStatus::Success,
+                log_msg: None,
+            });
+            // Destroyed without a job: whatever the state, gone for good.
+            let gone = destroyed_without_ganeti(&before);
+            assert!(
+                gone.deleted && gone.operstate == OperState::Destroyed && gone.action.is_none()
+            );
+            assert_eq!(server_status(&gone), ServerStatus::Deleted);
+            // A refused create: only from BUILD, to ERROR with the message.
+            match create_refused(&before, "no".into()) {
+                Some(n) => {
+                    assert_eq!(from, OperState::Build);
+                    assert_eq!(n.operstate, OperState::Error);
+                    assert_eq!(n.job.unwrap().log_msg.as_deref(), Some("no"));
+                }
+                None => assert_ne!(from, OperState::Build),
+            }
+            // Rolling back a submitted-but-refused action restores the
+            // user-visible state exactly.
+            for action in actions {
+                let Ok(started) = start_action(&before, action) else {
+                    continue;
+                };
+                let back = rollback_submit(&started, action, &before).unwrap();
+                assert_eq!(back, before, "{from} {action:?} suspended={suspended}");
+                // Once the job is recorded (Ganeti took it) it is not ours
+                // to roll back; nor is another action.
+                let taken = record_submitted_job(&started, JobId(9));
+                assert_eq!(rollback_submit(&taken, action, &before), None);
+                let other = if action == Action::Start {
+                    Action::Stop
+                } else {
+                    Action::Start
+                };
+                assert_eq!(rollback_submit(&started, other, &before), None);
+            }
+        }
+    }
+}
+
 /// A realistic event history of one VM: a create job, then random jobs,
 /// each op walking queued -> (waiting) -> running -> a terminal status.
 fn history() -> impl Strategy<Value = Vec<OpStatusEvent>> {
@@ -446,9 +547,7 @@ fn history() -> impl Strategy<Value = Vec<OpStatusEvent>> {
                         let mut e = ev(job_id, op, s, t);
                         e.op_index = op_index;
                         if unknown && s == JobStatus::Error {
-                            e.log_msg = Some(
-                                "OpPrereqError: Instance 'snf-1' not known (unknown_entity)".into(),
-                            );
+                            e.error = Some(unknown_instance());
                         }
                         out.push(e);
                     }
@@ -489,6 +588,34 @@ proptest! {
             shuffled.swap(i, j);
         }
         prop_assert_eq!(run(&shuffled), in_order);
+    }
+
+    #[test]
+    fn a_delete_without_ganeti_at_any_point_stays_deleted(
+        events in history(),
+        at in any::<prop::sample::Index>(),
+        seed in any::<u64>(),
+    ) {
+        // The local delete (no instance to remove) lands at any point of
+        // any arrival order: the VM ends deleted and DESTROYED, as in order.
+        let mut shuffled = events.clone();
+        let mut x = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let j = (x >> 33) as usize % (i + 1);
+            shuffled.swap(i, j);
+        }
+        let cut = at.index(shuffled.len() + 1);
+        let mut vm = destroyed_without_ganeti(&run(&shuffled[..cut]));
+        for e in &shuffled[cut..] {
+            if let Transition::Applied(n) = apply_op_status(&vm, e) {
+                vm = n;
+            }
+        }
+        let in_order = destroyed_without_ganeti(&run(&events));
+        prop_assert_eq!(vm.operstate, in_order.operstate);
+        prop_assert_eq!(vm.deleted, in_order.deleted);
+        prop_assert_eq!(server_status(&vm), ServerStatus::Deleted);
     }
 
     #[test]

@@ -548,6 +548,7 @@ async fn failed_create_keeps_its_log() {
     let core: synnefo_core::BackendError = RapiError::JobFailed {
         job_id: id,
         message: "m".into(),
+        error: None,
         result: Value::Null,
         log: vec![],
     }

@@ -205,24 +205,18 @@ pub fn instance_nics(op: &OpEntry) -> Option<Vec<WireNic>> {
         .collect()
 }
 
-/// The readable error of a failed opcode's result: Ganeti stores
-/// `["OpPrereqError", [message, ecode]]` (or `[class, message]`).
+/// The readable error of a failed opcode's result: the text form of the
+/// [`OpError`](synnefo_core::state::OpError) Ganeti stores
+/// (`["OpPrereqError", [message, ecode]]`, or `[class, message]`), else the
+/// result as it is. The typed error travels in the message's `result`.
 pub fn result_error_message(result: &Value) -> Option<String> {
-    let text = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
     match result {
         Value::Null => None,
         Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Array(a) if a.len() == 2 && a[0].is_string() => {
-            let detail = match &a[1] {
-                Value::Array(inner) if !inner.is_empty() => text(&inner[0]),
-                other => text(other),
-            };
-            Some(format!("{}: {detail}", text(&a[0])))
-        }
-        other => Some(other.to_string()),
+        other => Some(
+            synnefo_core::state::OpError::from_result(other)
+                .map_or_else(|| other.to_string(), |e| e.to_string()),
+        ),
     }
 }
 

@@ -1,0 +1,118 @@
+//! The transitions that do not come from a Ganeti notification: the
+//! outcomes of submitting (or failing to submit) a user action, and the
+//! reconciler's fixes. Like [`apply_op_status`](super::apply_op_status)
+//! and [`start_action`](super::start_action) they are pure functions from
+//! the current state; the services only store what they return.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Action, BackendJob, JobStatus, OpCode, OperState, PendingAction, VmState};
+use crate::ids::JobId;
+
+/// The job id recorded for a create Ganeti refused before queueing a job
+/// (Ganeti numbers its jobs from 1).
+const NO_JOB: JobId = JobId(0);
+
+/// The VM is gone without a Ganeti job: deleted, DESTROYED, nothing
+/// pending. For a delete of a VM that has no instance (never placed, or
+/// its create failed) and for a create rolled back because Ganeti was
+/// unreachable.
+pub fn destroyed_without_ganeti(vm: &VmState) -> VmState {
+    let mut next = vm.clone();
+    next.deleted = true;
+    next.operstate = OperState::Destroyed;
+    next.action = None;
+    next
+}
+
+/// Ganeti refused a create request outright (no job was queued): the VM
+/// goes to ERROR with `message` as its fault. `None` unless the VM is
+/// still building (a notification got there first).
+pub fn create_refused(vm: &VmState, message: String) -> Option<VmState> {
+    if vm.operstate != OperState::Build {
+        return None;
+    }
+    let mut next = vm.clone();
+    next.operstate = OperState::Error;
+    next.action = None;
+    next.job = Some(BackendJob {
+        job_id: NO_JOB,
+        opcode: OpCode::InstanceCreate,
+        status: JobStatus::Error,
+        log_msg: Some(message),
+    });
+    Some(next)
+}
+
+/// Undoes `action`, started from `before`, that Ganeti did not take: the
+/// pending action, the recorded job and the deleted/suspended flags go back
+/// to what they were. `None` if the pending action is no longer that
+/// unsubmitted action (someone else moved the VM on since).
+pub fn rollback_submit(vm: &VmState, action: Action, before: &VmState) -> Option<VmState> {
+    match vm.action {
+        Some(PendingAction {
+            action: a,
+            job_id: None,
+        }) if a == action => {
+            let mut next = vm.clone();
+            next.action = before.action;
+            next.job = before.job.clone();
+            next.deleted = before.deleted;
+            next.suspended = before.suspended;
+            Some(next)
+        }
+        _ => None,
+    }
+}
+
+/// The DB side of a reconciliation fix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StateFix {
+    /// The instance is gone: DESTROYED, deleted.
+    Destroyed,
+    /// Ganeti shows this operstate.
+    OperState(OperState),
+}
+
+/// The state a VM should have after a reconciliation fix, or `None` if the
+/// fix changes nothing (or must not apply).
+///
+/// The state machine's invariants hold: a deleted or DESTROYED VM is never
+/// brought back; DESTROYED always comes with `deleted`; a pending action is
+/// cleared (the reconciler only fixes VMs whose job is over, so nothing will
+/// complete it). The generation guards (`last_event`, `state_event`) are
+/// left alone: a reconciliation observation has no position in the job
+/// history, and a later notification from Ganeti is newer truth anyway.
+pub fn fixed_state(state: &VmState, fix: StateFix) -> Option<VmState> {
+    let to = match fix {
+        StateFix::Destroyed | StateFix::OperState(OperState::Destroyed) => {
+            if state.deleted && state.operstate == OperState::Destroyed && state.action.is_none() {
+                return None;
+            }
+            return Some(destroyed_without_ganeti(state));
+        }
+        StateFix::OperState(to) => to,
+    };
+    if state.deleted || state.operstate == OperState::Destroyed || state.operstate == to {
+        return None;
+    }
+    let mut next = state.clone();
+    next.operstate = to;
+    next.action = None;
+    Some(next)
+}
+
+/// Records on a deleted (or DESTROYED) row the removal job the reconciler
+/// submitted for its orphan instance, so the next run holds the orphan
+/// while the job runs instead of removing it twice; the job's notification
+/// completes the action as usual. Rows of live VMs are returned unchanged.
+pub fn record_orphan_removal(state: &VmState, job: JobId) -> VmState {
+    let mut next = state.clone();
+    if state.deleted || state.operstate == OperState::Destroyed {
+        next.action = Some(PendingAction {
+            action: Action::Destroy,
+            job_id: Some(job),
+        });
+    }
+    next
+}
