@@ -282,8 +282,16 @@ mod tests {
             vec![
                 ("snf-events-op", "ganeti", vec!["ganeti.snf.event.op"]),
                 ("snf-events-net", "ganeti", vec!["ganeti.snf.event.net"]),
-                ("snf-events-network", "ganeti", vec!["ganeti.snf.event.network"]),
-                ("snf-events-progress", "ganeti", vec!["ganeti.snf.event.progress"]),
+                (
+                    "snf-events-network",
+                    "ganeti",
+                    vec!["ganeti.snf.event.network"]
+                ),
+                (
+                    "snf-events-progress",
+                    "ganeti",
+                    vec!["ganeti.snf.event.progress"]
+                ),
                 ("snf-events-cluster", "ganeti", vec!["ganeti.event.cluster"]),
                 (
                     "snf-events-dead",
@@ -306,7 +314,10 @@ mod tests {
         c.net_queue = c.op_queue.clone();
         let b = c.bindings();
         assert_eq!(b[0].queue, "snf-events-op");
-        assert_eq!(b[0].keys, vec!["ganeti.snf.event.op", "ganeti.snf.event.net"]);
+        assert_eq!(
+            b[0].keys,
+            vec!["ganeti.snf.event.op", "ganeti.snf.event.net"]
+        );
         assert_eq!(b.iter().filter(|q| q.queue == "snf-events-op").count(), 1);
     }
 
@@ -324,7 +335,10 @@ mod tests {
         assert!(!c.synnefo_queues);
         let d = synnefo_core::settings::Settings::defaults_with("").unwrap();
         let c = AmqpConfig::from_settings(&d.amqp, &d.backend_prefix_id);
-        assert_eq!((c.existing, c.synnefo_queues), (ExistingQueues::Adopt, true));
+        assert_eq!(
+            (c.existing, c.synnefo_queues),
+            (ExistingQueues::Adopt, true)
+        );
         assert_eq!(c.exchange, "ganeti");
         for bad in [
             "[amqp.topology]\nexisting = \"maybe\"",

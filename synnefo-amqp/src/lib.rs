@@ -537,7 +537,11 @@ impl AmqpBus {
         let cfg = &self.inner.config;
         let channel = self.inner.open_channel(&self.inner.consumer).await?;
         let mut depths = QueueDepths::default();
-        let synnefo: Vec<String> = cfg.synnefo_bindings().into_iter().map(|b| b.queue).collect();
+        let synnefo: Vec<String> = cfg
+            .synnefo_bindings()
+            .into_iter()
+            .map(|b| b.queue)
+            .collect();
         let mut seen = Vec::new();
         for q in cfg.bindings().into_iter().map(|b| b.queue) {
             if seen.contains(&q) {

@@ -112,7 +112,12 @@ impl Prober<'_> {
             ..Default::default()
         };
         let r = ch
-            .exchange_declare(short(name)?, ExchangeKind::Topic, opts, FieldTable::default())
+            .exchange_declare(
+                short(name)?,
+                ExchangeKind::Topic,
+                opts,
+                FieldTable::default(),
+            )
             .await;
         self.settle(r, &format!("exchange {name}"))
     }
@@ -202,7 +207,8 @@ async fn declare_with(
         if adopted {
             tracing::debug!(queue = %q, "queue exists; using it as it is");
         } else {
-            let dlx = (b.exchange != cfg.dead_letter_exchange).then_some(&*cfg.dead_letter_exchange);
+            let dlx =
+                (b.exchange != cfg.dead_letter_exchange).then_some(&*cfg.dead_letter_exchange);
             ch.queue_declare(short(q)?, qopts, queue_args(cfg, dlx)?)
                 .await
                 .map_err(|e| topo(format!("queue {q}"), e))?;

@@ -97,9 +97,13 @@ async fn declare_like_synnefo(conn: &Connection, exchange: &str, prefix: &str) {
         )
         .await
         .unwrap();
-        ch.queue_declare(qdl.as_str().into(), durable, table(&[("x-ha-policy", "all")]))
-            .await
-            .unwrap();
+        ch.queue_declare(
+            qdl.as_str().into(),
+            durable,
+            table(&[("x-ha-policy", "all")]),
+        )
+        .await
+        .unwrap();
         ch.queue_bind(
             q.as_str().into(),
             exchange.into(),
@@ -202,19 +206,16 @@ async fn starts_on_queues_synnefo_declared_and_routes_every_key() {
     let prefix = unique_prefix();
     let cfg = own_exchanges(&prefix);
     // Probe the broker first (SKIPPED without one).
-    let Some(probe) = connect(
-        "starts_on_queues_synnefo_declared_and_routes_every_key",
-        {
-            let mut c = cfg.clone();
-            c.exchange = format!("{prefix}probe");
-            c.dead_letter_exchange = format!("{prefix}probe-dl");
-            c.op_queue = format!("{prefix}probe-op");
-            c.net_queue = format!("{prefix}probe-net");
-            c.dead_queue = format!("{prefix}probe-dead");
-            c.synnefo_queues = false;
-            c
-        },
-    )
+    let Some(probe) = connect("starts_on_queues_synnefo_declared_and_routes_every_key", {
+        let mut c = cfg.clone();
+        c.exchange = format!("{prefix}probe");
+        c.dead_letter_exchange = format!("{prefix}probe-dl");
+        c.op_queue = format!("{prefix}probe-op");
+        c.net_queue = format!("{prefix}probe-net");
+        c.dead_queue = format!("{prefix}probe-dead");
+        c.synnefo_queues = false;
+        c
+    })
     .await
     else {
         return;
@@ -242,7 +243,9 @@ async fn starts_on_queues_synnefo_declared_and_routes_every_key() {
     }
 
     // ... adopting them as they are works: publisher and consumer start.
-    let bus = AmqpBus::connect(cfg.clone()).await.expect("adopts Synnefo's queues");
+    let bus = AmqpBus::connect(cfg.clone())
+        .await
+        .expect("adopts Synnefo's queues");
     let mut sub = bus.subscribe(MessageKind::OpStatus).await.unwrap();
 
     // Every key Synnefo's eventd / progress monitor publish on, and ours,
@@ -288,15 +291,24 @@ async fn starts_on_queues_synnefo_declared_and_routes_every_key() {
     bus.close().await;
     let op_q = format!("{p}-events-op");
     let ch = conn.create_channel().await.unwrap();
-    publish_raw(&ch, &cfg.exchange, &format!("ganeti.{p}.event.op"), b"reject me").await;
+    publish_raw(
+        &ch,
+        &cfg.exchange,
+        &format!("ganeti.{p}.event.op"),
+        b"reject me",
+    )
+    .await;
     let m = ch
         .basic_get(op_q.as_str().into(), BasicGetOptions { no_ack: false })
         .await
         .unwrap()
         .expect("the message is in Synnefo's op queue");
-    ch.basic_reject(m.delivery.delivery_tag, BasicRejectOptions { requeue: false })
-        .await
-        .unwrap();
+    ch.basic_reject(
+        m.delivery.delivery_tag,
+        BasicRejectOptions { requeue: false },
+    )
+    .await
+    .unwrap();
     let dl = format!("{op_q}-dl");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while ready(&conn, &dl).await == 0 && std::time::Instant::now() < deadline {
@@ -310,8 +322,7 @@ async fn starts_on_queues_synnefo_declared_and_routes_every_key() {
 async fn a_fresh_broker_gets_synnefo_keys_bound_too() {
     let prefix = unique_prefix();
     let cfg = own_exchanges(&prefix);
-    let Some(bus) = connect("a_fresh_broker_gets_synnefo_keys_bound_too", cfg.clone()).await
-    else {
+    let Some(bus) = connect("a_fresh_broker_gets_synnefo_keys_bound_too", cfg.clone()).await else {
         return;
     };
     for (key, body) in bodies_by_key(&prefix) {

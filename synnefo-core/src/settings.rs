@@ -526,16 +526,27 @@ impl Settings {
         let t = &self.amqp.topology;
         for (key, name, may_be_empty) in [
             ("amqp.topology.exchange", &t.exchange, false),
-            ("amqp.topology.dead_letter_exchange", &t.dead_letter_exchange, false),
+            (
+                "amqp.topology.dead_letter_exchange",
+                &t.dead_letter_exchange,
+                false,
+            ),
             ("amqp.topology.op_queue", &t.op_queue, true),
             ("amqp.topology.net_queue", &t.net_queue, true),
-            ("amqp.topology.dead_letter_queue", &t.dead_letter_queue, true),
+            (
+                "amqp.topology.dead_letter_queue",
+                &t.dead_letter_queue,
+                true,
+            ),
         ] {
             if (name.is_empty() && !may_be_empty) || name.len() > 200 {
                 return bad(key, "must be 1 to 200 bytes");
             }
             if name.starts_with("amq.") {
-                return bad(key, "names starting with \"amq.\" are reserved by the broker");
+                return bad(
+                    key,
+                    "names starting with \"amq.\" are reserved by the broker",
+                );
             }
         }
         if t.exchange == t.dead_letter_exchange {

@@ -38,8 +38,8 @@ fn corpus() -> Vec<Case> {
         .map(|name| {
             let read = |suffix: &str| -> Value {
                 let p = dir.join(format!("{name}.{suffix}.json"));
-                let text = std::fs::read_to_string(&p)
-                    .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                let text =
+                    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
                 serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
             };
             let m = read("message");
@@ -68,7 +68,9 @@ fn the_corpus_is_complete_and_consistent() {
     let statuses: BTreeSet<&str> = op_cases(&all)
         .filter_map(|c| c.message["status"].as_str())
         .collect();
-    for s in ["queued", "waiting", "running", "success", "error", "canceled"] {
+    for s in [
+        "queued", "waiting", "running", "success", "error", "canceled",
+    ] {
         assert!(statuses.contains(s), "no case with status {s}");
     }
     for c in &all {
@@ -111,9 +113,19 @@ fn every_op_status_message_parses_and_decodes_right_where_we_know_the_opcode() {
         let body = serde_json::to_vec(m).unwrap();
         match decode(&body, "snf-") {
             Ok(Notification::OpStatus { vm, event, nics }) => {
-                assert_eq!(vm.0 as i64, c.expected["vm_id"].as_i64().unwrap(), "{}", c.name);
+                assert_eq!(
+                    vm.0 as i64,
+                    c.expected["vm_id"].as_i64().unwrap(),
+                    "{}",
+                    c.name
+                );
                 assert_eq!(event.job_id.0, parsed.job_id, "{}", c.name);
-                assert_eq!(event.status.to_string(), m["status"].as_str().unwrap(), "{}", c.name);
+                assert_eq!(
+                    event.status.to_string(),
+                    m["status"].as_str().unwrap(),
+                    "{}",
+                    c.name
+                );
                 let t = &m["event_time"];
                 assert_eq!(
                     event.time_us,
@@ -138,7 +150,10 @@ fn every_op_status_message_parses_and_decodes_right_where_we_know_the_opcode() {
     // acks) and ours refuses as unknown, dead-lettering the message.
     assert_eq!(
         unknown_opcodes,
-        BTreeSet::from(["OP_INSTANCE_GROW_DISK".to_string(), "OP_INSTANCE_SNAPSHOT".to_string()]),
+        BTreeSet::from([
+            "OP_INSTANCE_GROW_DISK".to_string(),
+            "OP_INSTANCE_SNAPSHOT".to_string()
+        ]),
         "update this ledger and docs/eventd.md when a gap closes"
     );
 }
@@ -212,7 +227,11 @@ fn fields_our_wire_type_drops() {
     let fields: Vec<&str> = ledger.keys().map(String::as_str).collect();
     assert_eq!(fields, ["instance_nics[].uuid"], "{ledger:#?}");
     let with_nics = op_cases(&corpus())
-        .filter(|c| c.message["instance_nics"].as_array().is_some_and(|a| !a.is_empty()))
+        .filter(|c| {
+            c.message["instance_nics"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+        })
         .count();
     assert_eq!(ledger["instance_nics[].uuid"].len(), with_nics);
 }
