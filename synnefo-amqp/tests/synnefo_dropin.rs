@@ -22,12 +22,14 @@ use synnefo_amqp::{AmqpBus, AmqpConfig, AmqpError, ExistingQueues};
 use synnefo_core::messages::MessageKind;
 use synnefo_core::ports::EventBus;
 
-/// A config on exchanges of the test's own (`<uuid>-ganeti`, and for
-/// dead letters `<uuid>-ganeti-dl`, Synnefo's naming).
+/// A config on exchanges of the test's own: `<uuid>-ganeti`, and for our
+/// dead letters `<uuid>-ganeti.dead` (our default naming; Synnefo's is
+/// `<exchange>-dl`, so the queues' `x-dead-letter-exchange` differ as in
+/// issue 17).
 fn own_exchanges(prefix: &str) -> AmqpConfig {
     let mut c = config(prefix);
     c.exchange = format!("{}ganeti", prefix);
-    c.dead_letter_exchange = format!("{}-dl", c.exchange);
+    c.dead_letter_exchange = format!("{}.dead", c.exchange);
     c
 }
 
@@ -160,7 +162,8 @@ async fn drop_everything(conn: &Connection, cfg: &AmqpConfig, extra_queues: &[St
             .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
             .await;
     }
-    for ex in [&cfg.exchange, &cfg.dead_letter_exchange] {
+    let synnefo_dl = format!("{}-dl", cfg.exchange);
+    for ex in [&cfg.exchange, &cfg.dead_letter_exchange, &synnefo_dl] {
         let _ = ch
             .exchange_delete(ex.as_str().into(), ExchangeDeleteOptions::default())
             .await;
