@@ -113,12 +113,7 @@ fn every_op_status_message_parses_and_decodes_right_where_we_know_the_opcode() {
         let body = serde_json::to_vec(m).unwrap();
         match decode(&body, "snf-") {
             Ok(Notification::OpStatus { vm, event, nics }) => {
-                assert_eq!(
-                    vm.0 as i64,
-                    c.expected["vm_id"].as_i64().unwrap(),
-                    "{}",
-                    c.name
-                );
+                assert_eq!(vm.0, c.expected["vm_id"].as_i64().unwrap(), "{}", c.name);
                 assert_eq!(event.job_id.0, parsed.job_id, "{}", c.name);
                 assert_eq!(
                     event.status.to_string(),
