@@ -3,12 +3,18 @@
 //! Names follow Synnefo's later releases so an operator recognises them:
 //! exchange `ganeti` (topic), routing keys `ganeti.<prefix>.event.op|net`,
 //! queues `<prefix>-events-op|net`; ours adds a dead-letter exchange
-//! `ganeti.dead` and queue `<prefix>-events-dead`.
+//! `ganeti.dead` and queue `<prefix>-events-dead`. With
+//! [`AmqpConfig::synnefo_queues`] (the default) Synnefo 0.16-0.20's other
+//! queues and routing keys are declared and bound too, and with
+//! [`ExistingQueues::Adopt`] (the default) queues that exist already, e.g.
+//! declared by Synnefo's dispatcher with its own arguments, are used as
+//! they are.
 
 use std::time::Duration;
 
 use synnefo_core::messages::{EXCHANGE, MessageKind};
-use synnefo_core::settings::AmqpSettings;
+pub use synnefo_core::settings::ExistingQueues;
+use synnefo_core::settings::{AmqpSettings, AmqpTopologySettings};
 
 /// Configuration of an [`crate::AmqpBus`].
 #[derive(Clone)]
@@ -21,7 +27,19 @@ pub struct AmqpConfig {
     pub exchange: String,
     /// The dead-letter exchange (topic, durable).
     pub dead_letter_exchange: String,
-    /// Declare quorum queues (RabbitMQ HA) instead of classic durable ones.
+    /// The op-status queue (`<prefix>-events-op`).
+    pub op_queue: String,
+    /// The net-status queue (`<prefix>-events-net`).
+    pub net_queue: String,
+    /// Our dead-letter queue (`<prefix>-events-dead`).
+    pub dead_queue: String,
+    /// What to do with exchanges and queues that already exist.
+    pub existing: ExistingQueues,
+    /// Declare and bind Synnefo 0.16-0.20's network, progress and cluster
+    /// queues and routing keys ([`AmqpConfig::synnefo_bindings`]).
+    pub synnefo_queues: bool,
+    /// Declare quorum queues (RabbitMQ HA) instead of classic durable ones
+    /// (for queues this process creates; adopted ones stay as they are).
     pub quorum_queues: bool,
     /// Unacked messages per consumer.
     pub prefetch: u16,
@@ -48,6 +66,11 @@ impl std::fmt::Debug for AmqpConfig {
             .field("prefix", &self.prefix)
             .field("exchange", &self.exchange)
             .field("dead_letter_exchange", &self.dead_letter_exchange)
+            .field("op_queue", &self.op_queue)
+            .field("net_queue", &self.net_queue)
+            .field("dead_queue", &self.dead_queue)
+            .field("existing", &self.existing)
+            .field("synnefo_queues", &self.synnefo_queues)
             .field("quorum_queues", &self.quorum_queues)
             .field("prefetch", &self.prefetch)
             .field("min_backoff", &self.min_backoff)
@@ -59,14 +82,36 @@ impl std::fmt::Debug for AmqpConfig {
     }
 }
 
+/// One queue of the topology and the routing keys bound to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueBinding {
+    /// Queue name.
+    pub queue: String,
+    /// The exchange it is bound to.
+    pub exchange: String,
+    /// Binding keys (topic patterns).
+    pub keys: Vec<String>,
+}
+
+fn stem_of(prefix: &str) -> &str {
+    prefix.trim_end_matches('-')
+}
+
 impl AmqpConfig {
     /// Defaults for a broker URI and an instance-name prefix.
     pub fn new(uri: impl Into<String>, prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
+        let stem = stem_of(&prefix).to_string();
         Self {
             uri: uri.into(),
-            prefix: prefix.into(),
             exchange: EXCHANGE.to_string(),
             dead_letter_exchange: format!("{EXCHANGE}.dead"),
+            op_queue: format!("{stem}-events-op"),
+            net_queue: format!("{stem}-events-net"),
+            dead_queue: format!("{stem}-events-dead"),
+            existing: ExistingQueues::Adopt,
+            synnefo_queues: true,
+            prefix,
             quorum_queues: false,
             prefetch: 512,
             min_backoff: Duration::from_millis(100),
@@ -78,31 +123,42 @@ impl AmqpConfig {
         }
     }
 
-    /// From the `[amqp]` settings and `backend_prefix_id`.
+    /// From the `[amqp]` settings (`[amqp.topology]` included) and
+    /// `backend_prefix_id`.
     pub fn from_settings(amqp: &AmqpSettings, prefix: &str) -> Self {
+        let base = Self::new(amqp.uri(), prefix);
+        let t: &AmqpTopologySettings = &amqp.topology;
+        let or = |v: &str, d: String| if v.is_empty() { d } else { v.to_string() };
         Self {
+            exchange: t.exchange.clone(),
+            dead_letter_exchange: t.dead_letter_exchange.clone(),
+            op_queue: or(&t.op_queue, base.op_queue.clone()),
+            net_queue: or(&t.net_queue, base.net_queue.clone()),
+            dead_queue: or(&t.dead_letter_queue, base.dead_queue.clone()),
+            existing: t.existing,
+            synnefo_queues: t.synnefo_queues,
             quorum_queues: amqp.quorum_queues,
             prefetch: amqp.prefetch.max(1),
             max_backoff: Duration::from_secs(amqp.max_reconnect_backoff_secs.max(1)),
-            ..Self::new(amqp.uri(), prefix)
+            ..base
         }
     }
 
     fn stem(&self) -> &str {
-        self.prefix.trim_end_matches('-')
+        stem_of(&self.prefix)
     }
 
     /// The queue of one message kind (`snf-events-op`, `snf-events-net`).
     pub fn queue_name(&self, kind: MessageKind) -> String {
         match kind {
-            MessageKind::OpStatus => format!("{}-events-op", self.stem()),
-            MessageKind::NetStatus => format!("{}-events-net", self.stem()),
+            MessageKind::OpStatus => self.op_queue.clone(),
+            MessageKind::NetStatus => self.net_queue.clone(),
         }
     }
 
     /// The dead-letter queue (`snf-events-dead`).
     pub fn dead_letter_queue(&self) -> String {
-        format!("{}-events-dead", self.stem())
+        self.dead_queue.clone()
     }
 
     /// The routing key of one kind (`ganeti.snf.event.op`).
@@ -113,6 +169,78 @@ impl AmqpConfig {
     /// The pattern binding the dead-letter queue (`ganeti.snf.#`).
     pub fn dead_letter_binding(&self) -> String {
         format!("ganeti.{}.#", self.stem())
+    }
+
+    /// Synnefo 0.16-0.20's queues other than the op one, each with the
+    /// routing key its eventd (`ganeti.<prefix>.event.network`,
+    /// `ganeti.event.cluster`) or snf-image's progress monitor
+    /// (`ganeti.<prefix>.event.progress`) publishes on. Empty unless
+    /// [`AmqpConfig::synnefo_queues`].
+    pub fn synnefo_bindings(&self) -> Vec<QueueBinding> {
+        if !self.synnefo_queues {
+            return Vec::new();
+        }
+        let stem = self.stem();
+        [
+            ("network", format!("ganeti.{stem}.event.network")),
+            ("progress", format!("ganeti.{stem}.event.progress")),
+            ("cluster", "ganeti.event.cluster".to_string()),
+        ]
+        .into_iter()
+        .map(|(what, key)| QueueBinding {
+            queue: format!("{stem}-events-{what}"),
+            exchange: self.exchange.clone(),
+            keys: vec![key],
+        })
+        .collect()
+    }
+
+    /// Every queue this bus declares (or adopts) and its bindings: the
+    /// per-kind queues, Synnefo's ([`AmqpConfig::synnefo_bindings`]) and
+    /// the dead-letter queue, in declaration order. A queue named twice
+    /// (an operator pointing `net_queue` at `op_queue`) appears once with
+    /// both keys.
+    pub fn bindings(&self) -> Vec<QueueBinding> {
+        let mut out: Vec<QueueBinding> = Vec::new();
+        let mut add = |b: QueueBinding| {
+            if let Some(have) = out
+                .iter_mut()
+                .find(|h| h.queue == b.queue && h.exchange == b.exchange)
+            {
+                for k in b.keys {
+                    if !have.keys.contains(&k) {
+                        have.keys.push(k);
+                    }
+                }
+            } else {
+                out.push(b);
+            }
+        };
+        for kind in MessageKind::ALL {
+            add(QueueBinding {
+                queue: self.queue_name(kind),
+                exchange: self.exchange.clone(),
+                keys: vec![self.routing_key(kind)],
+            });
+        }
+        let synnefo = self.synnefo_bindings();
+        let cluster_keys: Vec<String> = synnefo
+            .iter()
+            .flat_map(|b| b.keys.iter())
+            .filter(|k| !k.starts_with(&format!("ganeti.{}.", self.stem())))
+            .cloned()
+            .collect();
+        for b in synnefo {
+            add(b);
+        }
+        let mut dead_keys = vec![self.dead_letter_binding()];
+        dead_keys.extend(cluster_keys);
+        add(QueueBinding {
+            queue: self.dead_letter_queue(),
+            exchange: self.dead_letter_exchange.clone(),
+            keys: dead_keys,
+        });
+        out
     }
 }
 
@@ -132,6 +260,100 @@ mod tests {
             (c.exchange.as_str(), c.dead_letter_exchange.as_str()),
             ("ganeti", "ganeti.dead")
         );
+        assert_eq!(c.existing, ExistingQueues::Adopt);
+    }
+
+    #[test]
+    fn synnefo_queues_and_keys_are_bound_by_default() {
+        let c = AmqpConfig::new("amqp://x", "snf-");
+        let b = c.bindings();
+        let pairs: Vec<(&str, &str, Vec<&str>)> = b
+            .iter()
+            .map(|b| {
+                (
+                    b.queue.as_str(),
+                    b.exchange.as_str(),
+                    b.keys.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("snf-events-op", "ganeti", vec!["ganeti.snf.event.op"]),
+                ("snf-events-net", "ganeti", vec!["ganeti.snf.event.net"]),
+                (
+                    "snf-events-network",
+                    "ganeti",
+                    vec!["ganeti.snf.event.network"]
+                ),
+                (
+                    "snf-events-progress",
+                    "ganeti",
+                    vec!["ganeti.snf.event.progress"]
+                ),
+                ("snf-events-cluster", "ganeti", vec!["ganeti.event.cluster"]),
+                (
+                    "snf-events-dead",
+                    "ganeti.dead",
+                    vec!["ganeti.snf.#", "ganeti.event.cluster"]
+                ),
+            ]
+        );
+        let off = AmqpConfig {
+            synnefo_queues: false,
+            ..c
+        };
+        assert_eq!(off.bindings().len(), 3);
+        assert_eq!(off.bindings()[2].keys, vec!["ganeti.snf.#".to_string()]);
+    }
+
+    #[test]
+    fn one_queue_named_twice_is_declared_once_with_both_keys() {
+        let mut c = AmqpConfig::new("amqp://x", "snf-");
+        c.net_queue = c.op_queue.clone();
+        let b = c.bindings();
+        assert_eq!(b[0].queue, "snf-events-op");
+        assert_eq!(
+            b[0].keys,
+            vec!["ganeti.snf.event.op", "ganeti.snf.event.net"]
+        );
+        assert_eq!(b.iter().filter(|q| q.queue == "snf-events-op").count(), 1);
+    }
+
+    #[test]
+    fn topology_settings_map_over() {
+        let s = synnefo_core::settings::Settings::defaults_with(
+            "[amqp.topology]\ndead_letter_exchange = \"ganeti-dl\"\nop_queue = \"old-op\"\nexisting = \"declare\"\nsynnefo_queues = false",
+        )
+        .unwrap();
+        let c = AmqpConfig::from_settings(&s.amqp, &s.backend_prefix_id);
+        assert_eq!(c.dead_letter_exchange, "ganeti-dl");
+        assert_eq!(c.op_queue, "old-op");
+        assert_eq!(c.net_queue, "snf-events-net", "empty: derived");
+        assert_eq!(c.existing, ExistingQueues::Declare);
+        assert!(!c.synnefo_queues);
+        let d = synnefo_core::settings::Settings::defaults_with("").unwrap();
+        let c = AmqpConfig::from_settings(&d.amqp, &d.backend_prefix_id);
+        assert_eq!(
+            (c.existing, c.synnefo_queues),
+            (ExistingQueues::Adopt, true)
+        );
+        assert_eq!(c.exchange, "ganeti");
+        for bad in [
+            "[amqp.topology]\nexisting = \"maybe\"",
+            "[amqp.topology]\nexchange = \"\"",
+            "[amqp.topology]\ndead_letter_exchange = \"ganeti\"",
+            "[amqp.topology]\nop_queue = \"amq.x\"",
+            "[amqp.topology]\nno_such_key = 1",
+        ] {
+            assert!(
+                synnefo_core::settings::Settings::defaults_with(bad)
+                    .and_then(|s| s.validate().map(|_| s))
+                    .is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -8,9 +8,14 @@
 //! * **Topology**: a durable topic exchange `ganeti`; one durable queue per
 //!   [`MessageKind`] (`<prefix>-events-op`, `<prefix>-events-net`) bound by
 //!   routing key `ganeti.<prefix>.event.op|net`; a dead-letter exchange
-//!   `ganeti.dead` and queue `<prefix>-events-dead`. Quorum queues on
-//!   request ([`AmqpConfig::quorum_queues`]). Declared by publishers and
-//!   consumers alike, so nothing is published into the void.
+//!   `ganeti.dead` and queue `<prefix>-events-dead`; and Synnefo
+//!   0.16-0.20's `<prefix>-events-network|progress|cluster` queues bound by
+//!   its routing keys ([`AmqpConfig::synnefo_bindings`]). All names are
+//!   configurable. Quorum queues on request ([`AmqpConfig::quorum_queues`]).
+//!   Declared by publishers and consumers alike, so nothing is published
+//!   into the void. Queues that already exist (Synnefo's dispatcher
+//!   declares them with its own arguments) are used as they are
+//!   ([`ExistingQueues::Adopt`], the default).
 //! * **No message lost on the way in**: persistent messages (delivery
 //!   mode 2), publisher confirms, `mandatory` publishing: [`EventBus::publish`]
 //!   returns only once the broker has the message, and reports
@@ -70,7 +75,7 @@ use synnefo_core::settings::mask_url_password;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use config::AmqpConfig;
+pub use config::{AmqpConfig, ExistingQueues, QueueBinding};
 pub use error::AmqpError;
 pub use subscription::AmqpSubscription;
 pub use topology::{DEAD_AT_HEADER, QUEUE_HEADER, REASON_HEADER};
@@ -194,7 +199,7 @@ impl Inner {
                 return Err(channel_err("opening a channel", e));
             }
         };
-        topology::declare(&channel, &self.config).await?;
+        topology::declare(&conn, &channel, &self.config).await?;
         Ok(channel)
     }
 
@@ -383,9 +388,17 @@ impl AmqpBus {
                     .unwrap_or(u64::MAX),
             );
         }
-        for kind in MessageKind::ALL {
-            topology::short(&config.queue_name(kind))?;
-            topology::short(&config.routing_key(kind))?;
+        for b in config.bindings() {
+            topology::short(&b.queue)?;
+            for k in &b.keys {
+                topology::short(k)?;
+            }
+        }
+        for ex in [&config.exchange, &config.dead_letter_exchange] {
+            if ex.is_empty() {
+                return Err(AmqpError::Config("an exchange name is empty".into()));
+            }
+            topology::short(ex)?;
         }
         Ok(AmqpBus {
             inner: Arc::new(Inner {
@@ -493,6 +506,9 @@ pub struct QueueDepths {
     pub net: u32,
     /// `<prefix>-events-dead`.
     pub dead: u32,
+    /// Synnefo's `<prefix>-events-network`, `-progress` and `-cluster`
+    /// together (0 without [`AmqpConfig::synnefo_queues`]).
+    pub synnefo: u32,
 }
 
 fn header_text(headers: &FieldTable, key: &str) -> Option<String> {
@@ -516,37 +532,48 @@ fn x_death_reason(headers: &FieldTable) -> Option<String> {
 }
 
 impl AmqpBus {
-    /// Ready message counts of the op, net and dead-letter queues.
+    /// Ready message counts of the op, net, dead-letter and Synnefo queues.
     pub async fn queue_depths(&self) -> Result<QueueDepths, AmqpError> {
         let cfg = &self.inner.config;
         let channel = self.inner.open_channel(&self.inner.consumer).await?;
-        let mut counts = [0u32; 3];
-        let names = [
-            cfg.queue_name(MessageKind::OpStatus),
-            cfg.queue_name(MessageKind::NetStatus),
-            cfg.dead_letter_queue(),
-        ];
-        for (n, q) in counts.iter_mut().zip(&names) {
+        let mut depths = QueueDepths::default();
+        let synnefo: Vec<String> = cfg
+            .synnefo_bindings()
+            .into_iter()
+            .map(|b| b.queue)
+            .collect();
+        let mut seen = Vec::new();
+        for q in cfg.bindings().into_iter().map(|b| b.queue) {
+            if seen.contains(&q) {
+                continue;
+            }
             let opts = QueueDeclareOptions {
                 passive: true,
                 ..Default::default()
             };
-            *n = channel
-                .queue_declare(topology::short(q)?, opts, FieldTable::default())
+            let n = channel
+                .queue_declare(topology::short(&q)?, opts, FieldTable::default())
                 .await
                 .map_err(|e| channel_err("queue.declare (passive)", e))?
                 .message_count();
+            if q == cfg.queue_name(MessageKind::OpStatus) {
+                depths.op = n;
+            } else if q == cfg.queue_name(MessageKind::NetStatus) {
+                depths.net = n;
+            } else if q == cfg.dead_letter_queue() {
+                depths.dead = n;
+            } else if synnefo.contains(&q) {
+                depths.synnefo += n;
+            }
+            seen.push(q);
         }
         let _ = channel.close(200, "done".into()).await;
-        Ok(QueueDepths {
-            op: counts[0],
-            net: counts[1],
-            dead: counts[2],
-        })
+        Ok(depths)
     }
 
-    /// Deletes this prefix's queues, messages included (tests, and
-    /// decommissioning a prefix). The exchanges stay: others share them.
+    /// Deletes this prefix's queues (those of [`AmqpConfig::bindings`]),
+    /// messages included (tests, and decommissioning a prefix). The
+    /// exchanges stay: others share them.
     pub async fn delete_queues(&self) -> Result<(), AmqpError> {
         let cfg = &self.inner.config;
         let conn = self.inner.connection(&self.inner.consumer).await?;
@@ -554,15 +581,16 @@ impl AmqpBus {
             .create_channel()
             .await
             .map_err(|e| channel_err("opening a channel", e))?;
-        for q in [
-            cfg.queue_name(MessageKind::OpStatus),
-            cfg.queue_name(MessageKind::NetStatus),
-            cfg.dead_letter_queue(),
-        ] {
+        let mut seen = Vec::new();
+        for q in cfg.bindings().into_iter().map(|b| b.queue) {
+            if seen.contains(&q) {
+                continue;
+            }
             channel
                 .queue_delete(topology::short(&q)?, QueueDeleteOptions::default())
                 .await
                 .map_err(|e| channel_err(&format!("deleting {q}"), e))?;
+            seen.push(q);
         }
         let _ = channel.close(200, "done".into()).await;
         Ok(())

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use lapin::types::AMQPValue;
-use synnefo_amqp::{AmqpBus, AmqpError, REASON_HEADER};
+use synnefo_amqp::{AmqpBus, AmqpError, ExistingQueues, REASON_HEADER};
 use synnefo_core::BusError;
 use synnefo_core::messages::MessageKind;
 use synnefo_core::ports::EventBus;
@@ -262,9 +262,13 @@ async fn quorum_queues_are_declared_on_request() {
         other => eprintln!("rabbitmqctl unavailable ({other:?}); queue type not checked"),
     }
 
-    // Switching the setting on existing queues is a clear topology error.
+    // Switching the setting on existing queues: adopted as they are by
+    // default; a clear topology error when told to declare.
     let mut classic = cfg.clone();
     classic.quorum_queues = false;
+    let adopted = AmqpBus::connect(classic.clone()).await.unwrap();
+    adopted.close().await;
+    classic.existing = ExistingQueues::Declare;
     match AmqpBus::connect(classic).await {
         Err(AmqpError::Topology(msg)) => assert!(msg.contains("quorum_queues"), "{msg}"),
         other => panic!("expected a topology error, got {other:?}"),

@@ -130,6 +130,62 @@ pub struct AmqpSettings {
     pub prefetch: u16,
     /// Reconnect backoff cap (seconds).
     pub max_reconnect_backoff_secs: u64,
+    /// `[amqp.topology]`: exchange and queue names, what to do with
+    /// queues that already exist (running next to Synnefo's own daemons).
+    #[serde(default)]
+    pub topology: AmqpTopologySettings,
+}
+
+/// What to do with an exchange or queue that already exists on the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExistingQueues {
+    /// Use it as it is, whatever arguments it was declared with (e.g. by
+    /// Synnefo's dispatcher: `x-dead-letter-exchange=ganeti-dl`); declare
+    /// only what is missing, with ours.
+    #[default]
+    Adopt,
+    /// Declare everything with our arguments; a queue that exists with
+    /// other ones is an error (`PRECONDITION_FAILED`) naming it.
+    Declare,
+}
+
+/// `[amqp.topology]`: the bus objects' names and how existing ones are
+/// treated. Empty queue names are derived from `backend_prefix_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AmqpTopologySettings {
+    /// The notifications exchange (topic).
+    pub exchange: String,
+    /// The dead-letter exchange (topic). Synnefo's is `ganeti-dl`.
+    pub dead_letter_exchange: String,
+    /// The op-status queue (empty: `<prefix>-events-op`).
+    pub op_queue: String,
+    /// The hook's net-status queue (empty: `<prefix>-events-net`).
+    pub net_queue: String,
+    /// Our dead-letter queue (empty: `<prefix>-events-dead`).
+    pub dead_letter_queue: String,
+    /// Existing exchanges and queues: `adopt` (default) or `declare`.
+    pub existing: ExistingQueues,
+    /// Also declare Synnefo 0.16-0.20's `<prefix>-events-network`,
+    /// `-progress` and `-cluster` queues and bind its routing keys
+    /// (`ganeti.<prefix>.event.network|progress`, `ganeti.event.cluster`),
+    /// so no message Synnefo's eventd or snf-image publishes is unroutable.
+    pub synnefo_queues: bool,
+}
+
+impl Default for AmqpTopologySettings {
+    fn default() -> Self {
+        Self {
+            exchange: "ganeti".into(),
+            dead_letter_exchange: "ganeti.dead".into(),
+            op_queue: String::new(),
+            net_queue: String::new(),
+            dead_letter_queue: String::new(),
+            existing: ExistingQueues::Adopt,
+            synnefo_queues: true,
+        }
+    }
 }
 
 impl AmqpSettings {
@@ -466,6 +522,38 @@ impl Settings {
         }
         if self.amqp.prefetch == 0 {
             return bad("amqp.prefetch", "must be at least 1");
+        }
+        let t = &self.amqp.topology;
+        for (key, name, may_be_empty) in [
+            ("amqp.topology.exchange", &t.exchange, false),
+            (
+                "amqp.topology.dead_letter_exchange",
+                &t.dead_letter_exchange,
+                false,
+            ),
+            ("amqp.topology.op_queue", &t.op_queue, true),
+            ("amqp.topology.net_queue", &t.net_queue, true),
+            (
+                "amqp.topology.dead_letter_queue",
+                &t.dead_letter_queue,
+                true,
+            ),
+        ] {
+            if (name.is_empty() && !may_be_empty) || name.len() > 200 {
+                return bad(key, "must be 1 to 200 bytes");
+            }
+            if name.starts_with("amq.") {
+                return bad(
+                    key,
+                    "names starting with \"amq.\" are reserved by the broker",
+                );
+            }
+        }
+        if t.exchange == t.dead_letter_exchange {
+            return bad(
+                "amqp.topology.dead_letter_exchange",
+                "must differ from amqp.topology.exchange",
+            );
         }
         if self.dispatcher.batch_size == 0 {
             return bad("dispatcher.batch_size", "must be at least 1");

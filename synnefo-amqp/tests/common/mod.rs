@@ -7,7 +7,6 @@ use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use synnefo_amqp::{AmqpBus, AmqpConfig};
-use synnefo_core::messages::MessageKind;
 use synnefo_core::ports::{Delivery, Subscription};
 use synnefo_core::testing::{amqp_url, service_unavailable};
 
@@ -73,12 +72,7 @@ pub async fn get(conn: &Connection, queue: &str) -> Option<lapin::message::Basic
 pub async fn cleanup(cfg: &AmqpConfig) {
     let conn = raw().await;
     let ch = conn.create_channel().await.unwrap();
-    let mut queues: Vec<String> = MessageKind::ALL
-        .iter()
-        .map(|k| cfg.queue_name(*k))
-        .collect();
-    queues.push(cfg.dead_letter_queue());
-    for q in queues {
+    for q in cfg.bindings().into_iter().map(|b| b.queue) {
         let _ = ch
             .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
             .await;

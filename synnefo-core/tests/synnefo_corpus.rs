@@ -1,0 +1,237 @@
+//! The Synnefo conformance corpus (`tests/fixtures/synnefo-corpus/`, see
+//! its README): what Synnefo 0.16-0.20's eventd publishes for each job file
+//! recorded on the real Ganeti lab, and what Synnefo 0.20's dispatcher
+//! does with it.
+//!
+//! Today's assertions: every op-status message parses with our wire type;
+//! what our decoder accepts it reads right (VM, job, status, time); and two
+//! ledgers pin exactly what we do not handle yet (opcodes, message kinds)
+//! and which fields our types drop. Closing a gap (issue 17, phase 2)
+//! makes a ledger test fail until the ledger is updated: the gap list can
+//! only shrink knowingly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use serde_json::Value;
+use synnefo_core::EventError;
+use synnefo_core::messages::{Notification, OpStatusMessage, decode};
+
+struct Case {
+    name: String,
+    routing_key: Option<String>,
+    synthetic: bool,
+    message: Value,
+    expected: Value,
+}
+
+fn corpus() -> Vec<Case> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synnefo-corpus/cases");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|n| n.strip_suffix(".message.json").map(str::to_string))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let read = |suffix: &str| -> Value {
+                let p = dir.join(format!("{name}.{suffix}.json"));
+                let text =
+                    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            };
+            let m = read("message");
+            Case {
+                routing_key: m["routing_key"].as_str().map(str::to_string),
+                synthetic: m["synthetic"].as_bool().expect("synthetic flag"),
+                message: m["message"].clone(),
+                expected: read("expected"),
+                name,
+            }
+        })
+        .collect()
+}
+
+fn op_cases(all: &[Case]) -> impl Iterator<Item = &Case> {
+    all.iter()
+        .filter(|c| c.message["type"] == "ganeti-op-status")
+}
+
+#[test]
+fn the_corpus_is_complete_and_consistent() {
+    let all = corpus();
+    assert!(all.len() >= 30, "{} cases", all.len());
+    let recorded = all.iter().filter(|c| !c.synthetic).count();
+    assert!(recorded >= 25, "{recorded} recorded cases");
+    let statuses: BTreeSet<&str> = op_cases(&all)
+        .filter_map(|c| c.message["status"].as_str())
+        .collect();
+    for s in [
+        "queued", "waiting", "running", "success", "error", "canceled",
+    ] {
+        assert!(statuses.contains(s), "no case with status {s}");
+    }
+    for c in &all {
+        assert!(
+            c.expected["outcome"].is_string(),
+            "{}: expected.outcome",
+            c.name
+        );
+        if c.message.is_null() {
+            assert!(c.routing_key.is_none(), "{}", c.name);
+            continue;
+        }
+        // Synnefo's dispatcher acks every message of the corpus: nothing
+        // in it is a dead letter for Synnefo, so none may be for us.
+        if c.routing_key.as_deref() != Some("eventd.heartbeat") {
+            assert_eq!(c.expected["ack"], "ack", "{}", c.name);
+        }
+        let key = c.routing_key.as_deref().unwrap();
+        let t = c.message["type"].as_str().unwrap();
+        let want = match t {
+            "ganeti-op-status" => "ganeti.snf.event.op",
+            "ganeti-network-status" => "ganeti.snf.event.network",
+            "ganeti-cluster-status" => "ganeti.event.cluster",
+            "eventd-heartbeat" => "eventd.heartbeat",
+            t if t.starts_with("image-") => "ganeti.snf.event.progress",
+            other => panic!("{}: unexpected type {other}", c.name),
+        };
+        assert_eq!(key, want, "{}", c.name);
+    }
+}
+
+#[test]
+fn every_op_status_message_parses_and_decodes_right_where_we_know_the_opcode() {
+    let mut unknown_opcodes = BTreeSet::new();
+    for c in op_cases(&corpus()) {
+        let m = &c.message;
+        let parsed: OpStatusMessage = serde_json::from_value(m.clone())
+            .unwrap_or_else(|e| panic!("{}: does not parse: {e}", c.name));
+        assert_eq!(parsed.job_id, m["jobId"].as_u64().unwrap(), "{}", c.name);
+        let body = serde_json::to_vec(m).unwrap();
+        match decode(&body, "snf-") {
+            Ok(Notification::OpStatus { vm, event, nics }) => {
+                assert_eq!(vm.0, c.expected["vm_id"].as_i64().unwrap(), "{}", c.name);
+                assert_eq!(event.job_id.0, parsed.job_id, "{}", c.name);
+                assert_eq!(
+                    event.status.to_string(),
+                    m["status"].as_str().unwrap(),
+                    "{}",
+                    c.name
+                );
+                let t = &m["event_time"];
+                assert_eq!(
+                    event.time_us,
+                    t[0].as_i64().unwrap() * 1_000_000 + t[1].as_i64().unwrap(),
+                    "{}",
+                    c.name
+                );
+                assert_eq!(
+                    nics.map(|n| n.len()),
+                    m["instance_nics"].as_array().map(|a| a.len()),
+                    "{}",
+                    c.name
+                );
+            }
+            // Not `<prefix><digits>`: Synnefo logs and acks; so do we.
+            Err(EventError::ForeignInstance(_)) => {
+                assert!(c.expected["vm_id"].is_null(), "{}", c.name);
+                assert_eq!(c.expected["ack"], "ack", "{}", c.name);
+            }
+            Err(EventError::UnknownOpCode(op)) => {
+                unknown_opcodes.insert(op);
+            }
+            other => panic!("{}: {other:?}", c.name),
+        }
+    }
+    // Ledger (issue 17 item 2): opcodes Synnefo's dispatcher applies (or
+    // acks) and ours refuses as unknown, dead-lettering the message.
+    assert_eq!(
+        unknown_opcodes,
+        BTreeSet::from([
+            "OP_INSTANCE_GROW_DISK".to_string(),
+            "OP_INSTANCE_SNAPSHOT".to_string()
+        ]),
+        "update this ledger and docs/eventd.md when a gap closes"
+    );
+}
+
+#[test]
+fn message_kinds_we_do_not_decode_yet() {
+    let mut refused = BTreeMap::new();
+    for c in corpus() {
+        if c.message.is_null() || c.message["type"] == "ganeti-op-status" {
+            continue;
+        }
+        let body = serde_json::to_vec(&c.message).unwrap();
+        match decode(&body, "snf-") {
+            Err(EventError::Malformed(why)) => {
+                assert!(why.contains("unknown message type"), "{}: {why}", c.name);
+                refused.insert(c.message["type"].as_str().unwrap().to_string(), ());
+            }
+            other => panic!("{}: decoded today? {other:?}", c.name),
+        }
+    }
+    // Ledger (issue 17 item 2): the kinds phase 2 must read and ack.
+    assert_eq!(
+        refused.into_keys().collect::<Vec<_>>(),
+        [
+            "eventd-heartbeat",
+            "ganeti-cluster-status",
+            "ganeti-network-status",
+            "image-copy-progress",
+            "image-helper",
+        ]
+    );
+}
+
+/// Paths (`key`, `instance_nics[].key`) present in `before` and not in `after`.
+fn dropped(before: &Value, after: &Value) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let (Some(b), Some(a)) = (before.as_object(), after.as_object()) else {
+        return out;
+    };
+    for (k, v) in b {
+        match a.get(k) {
+            None if !v.is_null() => {
+                out.insert(k.clone());
+            }
+            Some(Value::Array(av)) if k == "instance_nics" => {
+                for (bn, an) in v.as_array().unwrap().iter().zip(av) {
+                    for f in dropped(bn, an) {
+                        out.insert(format!("instance_nics[].{f}"));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn fields_our_wire_type_drops() {
+    let mut ledger: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for c in op_cases(&corpus()) {
+        let parsed: OpStatusMessage = serde_json::from_value(c.message.clone()).unwrap();
+        let back = serde_json::to_value(&parsed).unwrap();
+        for f in dropped(&c.message, &back) {
+            ledger.entry(f).or_default().insert(c.name.clone());
+        }
+    }
+    // Ledger (issue 17 items 3-4): NIC name and uuid are not kept (the
+    // lab's NICs have null names and networks, so only uuid shows here;
+    // Synnefo's NICs are named `<prefix>nic-<id>` and matched by name).
+    let fields: Vec<&str> = ledger.keys().map(String::as_str).collect();
+    assert_eq!(fields, ["instance_nics[].uuid"], "{ledger:#?}");
+    let with_nics = op_cases(&corpus())
+        .filter(|c| {
+            c.message["instance_nics"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+        })
+        .count();
+    assert_eq!(ledger["instance_nics[].uuid"].len(), with_nics);
+}
