@@ -318,13 +318,19 @@ async fn project(
     Ok(Json(project_body(&p)))
 }
 
-/// `POST user_catalogs` body (either list may be absent or null).
+/// `POST user_catalogs` body (either list may be absent or null; null
+/// entries name nobody, as in Astakos: kamaki asks about the owner of an
+/// ownerless image that way).
 #[derive(Debug, Deserialize)]
 pub struct CatalogRequest {
     #[serde(default)]
-    uuids: Option<Vec<String>>,
+    uuids: Option<Vec<Option<String>>>,
     #[serde(default)]
-    displaynames: Option<Vec<String>>,
+    displaynames: Option<Vec<Option<String>>>,
+}
+
+fn named(list: Option<Vec<Option<String>>>) -> Vec<String> {
+    list.unwrap_or_default().into_iter().flatten().collect()
 }
 
 async fn user_catalogs(
@@ -336,12 +342,8 @@ async fn user_catalogs(
         .map_err(|e| ApiError::bad_request(format!("Request body should be json formatted: {}", e.message)))?;
     let acc = account(&app);
     let user = &auth.0.user;
-    let uuids = acc
-        .usernames(user, req.uuids.as_deref().unwrap_or_default())
-        .await?;
-    let names = acc
-        .user_ids(user, req.displaynames.as_deref().unwrap_or_default())
-        .await?;
+    let uuids = acc.usernames(user, &named(req.uuids)).await?;
+    let names = acc.user_ids(user, &named(req.displaynames)).await?;
     Ok(Json(
         json!({"uuid_catalog": uuids, "displayname_catalog": names}),
     ))

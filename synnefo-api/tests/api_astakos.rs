@@ -369,6 +369,16 @@ async fn user_catalogs_resolve_users_who_share_a_project() {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["uuid_catalog"], json!({}));
+    // A null entry names nobody (kamaki asks so about ownerless images).
+    let r = post(
+        &c.app,
+        "/account/v1.0/user_catalogs",
+        &c.alice_token,
+        json!({"uuids": [null, c.alice.id]}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["uuid_catalog"], json!({ c.alice.id.clone(): "alice" }));
 
     let many: Vec<String> = (0..201).map(|i| format!("u{i}")).collect();
     let r = post(
@@ -379,7 +389,7 @@ async fn user_catalogs_resolve_users_who_share_a_project() {
     )
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
-    for bad in [&b"{oops"[..], b"{\"uuids\": \"alice\"}", b""] {
+    for bad in [&b"{oops"[..], b"{\"uuids\": \"alice\"}", b"{\"uuids\": [1]}", b""] {
         let r = send(
             &c.app,
             Method::POST,
