@@ -57,7 +57,11 @@ pub fn routes() -> Router<Shared> {
     r = both(r, &format!("{ACCOUNT}/projects"), get(projects));
     r = both(r, &format!("{ACCOUNT}/projects/{{id}}"), get(project));
     r = both(r, &format!("{ACCOUNT}/user_catalogs"), post(user_catalogs));
-    r = both(r, &format!("{ACCOUNT}/projects/memberships"), any(unsupported));
+    r = both(
+        r,
+        &format!("{ACCOUNT}/projects/memberships"),
+        any(unsupported),
+    );
     r.route(ACCOUNT, any(unsupported))
         .route(&format!("{ACCOUNT}/"), any(unsupported))
         .route(&format!("{ACCOUNT}/{{*rest}}"), any(unsupported))
@@ -134,7 +138,13 @@ pub fn catalog(app: &Shared) -> Value {
     json!([
         service(app, "cyclades_compute", "compute", "v2.0", "/compute/v2.0"),
         service(app, "astakos_account", "account", "v1.0", ACCOUNT),
-        service(app, "astakos_identity", "identity", "v2.0", "/identity/v2.0"),
+        service(
+            app,
+            "astakos_identity",
+            "identity",
+            "v2.0",
+            "/identity/v2.0"
+        ),
     ])
 }
 
@@ -338,8 +348,12 @@ async fn user_catalogs(
     auth: Auth,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let req: CatalogRequest = decode(&body)
-        .map_err(|e| ApiError::bad_request(format!("Request body should be json formatted: {}", e.message)))?;
+    let req: CatalogRequest = decode(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "Request body should be json formatted: {}",
+            e.message
+        ))
+    })?;
     let acc = account(&app);
     let user = &auth.0.user;
     let uuids = acc.usernames(user, &named(req.uuids)).await?;

@@ -38,6 +38,7 @@ pub fn routes() -> Router<Shared> {
             get(show).put(rename).delete(delete),
         )
         .route("/compute/v2.0/servers/{id}/action", post(action))
+        .route("/compute/v2.0/servers/{id}/ips", get(ips))
         .route(
             "/compute/v2.0/servers/{id}/metadata",
             get(metadata).post(metadata_merge),
@@ -171,6 +172,17 @@ async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let (vm, nics) = app.compute.server_with_nics(&auth.caller(), &id).await?;
     Ok(Json(json!({"server": server(&app, &vm, &nics)})))
+}
+
+/// `GET /servers/{id}/ips` (kamaki's `server info --nics`): the server's
+/// addresses by network, as in its `addresses`.
+async fn ips(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (_, nics) = app.compute.server_with_nics(&auth.caller(), &id).await?;
+    Ok(Json(json!({"addresses": addresses(&nics, true)})))
 }
 
 /// Cyclades create request (unknown keys are a 400, never ignored).

@@ -47,7 +47,10 @@ fn account_endpoint(access: &Value) -> (String, String) {
         .expect("v1.0 endpoint");
     (
         ep["publicURL"].as_str().expect("publicURL").to_string(),
-        ep["SNF:uiURL"].as_str().expect("SNF:uiURL on the endpoint").to_string(),
+        ep["SNF:uiURL"]
+            .as_str()
+            .expect("SNF:uiURL on the endpoint")
+            .to_string(),
     )
 }
 
@@ -137,7 +140,7 @@ async fn quotas_are_the_store_limits_and_usage_per_member_and_project() {
         .unwrap();
     let (_, carol_token) = carol(&c).await;
     // Alice: one running m1.tiny, one stopped m1.tiny. Carol: one building.
-    let running = active(&c, &c.alice_token, "a1").await;
+    active(&c, &c.alice_token, "a1").await;
     let stopped = active(&c, &c.alice_token, "a2").await;
     let r = post(
         &c.app,
@@ -152,7 +155,6 @@ async fn quotas_are_the_store_limits_and_usage_per_member_and_project() {
     create(&c.app, &carol_token, "c1").await;
     // Bob's server is in another project and counts nowhere here.
     active(&c, &c.bob_token, "b1").await;
-    let _ = running;
 
     let r = get(&c.app, "/account/v1.0/quotas", &c.alice_token).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
@@ -176,7 +178,11 @@ async fn quotas_are_the_store_limits_and_usage_per_member_and_project() {
     };
     assert_eq!(h("cyclades.vm"), (5, 2, 0, 5, 3, 0));
     assert_eq!(h("cyclades.total_cpu"), (8, 2, 0, 8, 3, 0));
-    assert_eq!(h("cyclades.cpu"), (8, 1, 0, 8, 2, 0), "stopped holds no CPU");
+    assert_eq!(
+        h("cyclades.cpu"),
+        (8, 1, 0, 8, 2, 0),
+        "stopped holds no CPU"
+    );
     assert_eq!(
         h("cyclades.total_ram"),
         (4096 * MIB, 1024 * MIB, 0, 4096 * MIB, 1536 * MIB, 0)
@@ -234,7 +240,11 @@ async fn the_account_api_needs_a_valid_token() {
         let r = send(&c.app, method.clone(), path, None, body.clone(), &[]).await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path} without token");
         let r = send(&c.app, method, path, Some("bogus"), body, &[]).await;
-        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path} with a bad token");
+        assert_eq!(
+            r.status,
+            StatusCode::UNAUTHORIZED,
+            "{path} with a bad token"
+        );
         assert_eq!(r.body["unauthorized"]["code"], 401);
     }
 }
@@ -242,7 +252,15 @@ async fn the_account_api_needs_a_valid_token() {
 #[tokio::test]
 async fn resources_are_listed_without_a_token() {
     let c = cloud().await;
-    let r = send(&c.app, Method::GET, "/account/v1.0/resources", None, None, &[]).await;
+    let r = send(
+        &c.app,
+        Method::GET,
+        "/account/v1.0/resources",
+        None,
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let names: Vec<&String> = r.body.as_object().unwrap().keys().collect();
     for n in [
@@ -291,12 +309,22 @@ async fn projects_are_the_callers_and_filters_are_strict() {
         ("?mode=member", 1),
         ("?owner=someone", 0),
     ] {
-        let r = get(&c.app, &format!("/account/v1.0/projects{q}"), &c.alice_token).await;
+        let r = get(
+            &c.app,
+            &format!("/account/v1.0/projects{q}"),
+            &c.alice_token,
+        )
+        .await;
         assert_eq!(r.status, StatusCode::OK, "{q}: {:?}", r.body);
         assert_eq!(count(&r), Some(n), "{q}");
     }
     for q in ["?state=bogus", "?mode=all", "?colour=red"] {
-        let r = get(&c.app, &format!("/account/v1.0/projects{q}"), &c.alice_token).await;
+        let r = get(
+            &c.app,
+            &format!("/account/v1.0/projects{q}"),
+            &c.alice_token,
+        )
+        .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}: {:?}", r.body);
         assert_eq!(r.body["badRequest"]["code"], 400);
     }
@@ -378,7 +406,10 @@ async fn user_catalogs_resolve_users_who_share_a_project() {
     )
     .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    assert_eq!(r.body["uuid_catalog"], json!({ c.alice.id.clone(): "alice" }));
+    assert_eq!(
+        r.body["uuid_catalog"],
+        json!({ c.alice.id.clone(): "alice" })
+    );
 
     let many: Vec<String> = (0..201).map(|i| format!("u{i}")).collect();
     let r = post(
@@ -389,7 +420,12 @@ async fn user_catalogs_resolve_users_who_share_a_project() {
     )
     .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
-    for bad in [&b"{oops"[..], b"{\"uuids\": \"alice\"}", b"{\"uuids\": [1]}", b""] {
+    for bad in [
+        &b"{oops"[..],
+        b"{\"uuids\": \"alice\"}",
+        b"{\"uuids\": [1]}",
+        b"",
+    ] {
         let r = send(
             &c.app,
             Method::POST,
@@ -451,14 +487,25 @@ async fn cyclades_create_refuses_what_it_cannot_honour() {
             "networks",
         ),
         ("key_name", with("key_name", json!("my-key")), "Key pairs"),
-        ("user_data", with("user_data", json!("I2Nsb3VkLWNvbmZpZw==")), "User data"),
+        (
+            "user_data",
+            with("user_data", json!("I2Nsb3VkLWNvbmZpZw==")),
+            "User data",
+        ),
         (
             "personality",
-            with("personality", json!([{"path": "/etc/motd", "contents": "aGk="}])),
+            with(
+                "personality",
+                json!([{"path": "/etc/motd", "contents": "aGk="}]),
+            ),
             "personality",
         ),
         ("project", with("project", json!(c.pb.id)), "project"),
-        ("unknown key", with("SNF:colour", json!("red")), "SNF:colour"),
+        (
+            "unknown key",
+            with("SNF:colour", json!("red")),
+            "SNF:colour",
+        ),
         (
             "unknown top-level key",
             json!({"server": base, "extra": 1}),
@@ -484,4 +531,29 @@ async fn cyclades_create_refuses_what_it_cannot_honour() {
         assert_eq!(r.status, StatusCode::ACCEPTED, "{what}: {:?}", r.body);
         assert_eq!(r.body["server"]["tenant_id"], c.pa.id);
     }
+}
+
+#[tokio::test]
+async fn server_ips_list_the_addresses_by_network() {
+    let c = cloud().await;
+    let id = active(&c, &c.alice_token, "vm").await;
+    let r = get(
+        &c.app,
+        &format!("/compute/v2.0/servers/{id}/ips"),
+        &c.alice_token,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let public = r.body["addresses"]["public"].as_array().expect("public");
+    assert_eq!(public.len(), 1);
+    assert_eq!(public[0]["version"], 4);
+    assert!(public[0]["addr"].as_str().unwrap().starts_with("192.0.2."));
+    // Another project's server is a 404, as everywhere.
+    let r = get(
+        &c.app,
+        &format!("/compute/v2.0/servers/{id}/ips"),
+        &c.bob_token,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
