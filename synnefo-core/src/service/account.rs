@@ -4,7 +4,7 @@
 //!
 //! Everything is read from the store; nothing here is invented:
 //!
-//! * A project's limits are its [`Quota`](crate::model::Quota) (servers,
+//! * A project's limits are its [`Quota`] (servers,
 //!   vCPUs, RAM), enforced by the store when a server is created; `None`
 //!   (unlimited) is shown as Astakos' "practically infinite"
 //!   ([`PRACTICALLY_INFINITE`], 2⁶³−1).
