@@ -1,6 +1,6 @@
-//! Synnefo's own dialect, for scripts built on kamaki 0.16: the Cyclades
-//! compute API under `/compute/v2.0` and Astakos-style identity at
-//! `/identity/v2.0/tokens`.
+//! Synnefo's own compute dialect, for scripts built on kamaki 0.16: the
+//! Cyclades compute API under `/compute/v2.0` (Astakos identity and
+//! account are in [`crate::astakos`]).
 //!
 //! Same core calls as the Nova adapter; only the shapes differ: integer ids
 //! in JSON, Synnefo status names (`STOPPED` rather than `SHUTOFF`),
@@ -20,7 +20,6 @@ use serde_json::{Value, json};
 use synnefo_core::ids::FlavorId;
 use synnefo_core::model::{Flavor, Image, Nic, Vm};
 use synnefo_core::service::compute::{CreateServer, FlavorFilter, ImageFilter};
-use synnefo_core::service::identity::{Authenticated, ProjectSelector, UserSelector};
 use synnefo_core::state::{RebootKind, synnefo_status};
 
 use crate::error::ApiError;
@@ -32,8 +31,6 @@ use crate::state::Shared;
 /// Routes of both Synnefo services.
 pub fn routes() -> Router<Shared> {
     Router::new()
-        .route("/identity/v2.0/tokens", post(tokens))
-        .route("/identity/v2.0/tokens/", post(tokens))
         .route("/compute/v2.0/servers", get(list).post(create))
         .route("/compute/v2.0/servers/detail", get(detail))
         .route(
@@ -41,6 +38,7 @@ pub fn routes() -> Router<Shared> {
             get(show).put(rename).delete(delete),
         )
         .route("/compute/v2.0/servers/{id}/action", post(action))
+        .route("/compute/v2.0/servers/{id}/ips", get(ips))
         .route(
             "/compute/v2.0/servers/{id}/metadata",
             get(metadata).post(metadata_merge),
@@ -55,119 +53,6 @@ pub fn routes() -> Router<Shared> {
         .route("/compute/v2.0/images", get(images))
         .route("/compute/v2.0/images/detail", get(images_detail))
         .route("/compute/v2.0/images/{id}", get(image))
-}
-
-// ---------------------------------------------------------------- identity
-
-/// Astakos token request.
-#[derive(Debug, Deserialize)]
-pub struct TokensRequest {
-    auth: TokensAuth,
-}
-
-/// `auth`.
-#[derive(Debug, Deserialize)]
-pub struct TokensAuth {
-    #[serde(default)]
-    token: Option<TokenId>,
-    #[serde(rename = "passwordCredentials", default)]
-    password: Option<PasswordCredentials>,
-    #[serde(rename = "tenantName", default)]
-    tenant_name: Option<String>,
-    #[serde(rename = "tenantId", default)]
-    tenant_id: Option<String>,
-}
-
-/// `{"id": T}`.
-#[derive(Debug, Deserialize)]
-pub struct TokenId {
-    id: String,
-}
-
-/// `{"username", "password"}`.
-#[derive(Debug, Deserialize)]
-pub struct PasswordCredentials {
-    username: String,
-    password: String,
-}
-
-fn service(app: &Shared, name: &str, kind: &str, version: &str, path: &str) -> Value {
-    json!({
-        "SNF:uiURL": format!("{}/ui", app.config.public_url),
-        "endpoints": [{
-            "publicURL": format!("{}{path}", app.config.public_url),
-            "versionId": version,
-            "region": app.config.region,
-        }],
-        "endpoints_links": [],
-        "name": name,
-        "type": kind,
-    })
-}
-
-fn access(app: &Shared, auth: &Authenticated, secret: &str) -> Value {
-    json!({"access": {
-        "token": {
-            "id": secret,
-            "expires": crate::keystone::expires_iso(auth),
-            "tenant": {"id": auth.project.id, "name": auth.project.name},
-        },
-        "user": {
-            "id": auth.user.id,
-            "name": auth.user.name,
-            "roles": [{"id": 1, "name": "default"}],
-            "roles_links": [],
-            "projects": [auth.project.id],
-        },
-        "serviceCatalog": [
-            service(app, "cyclades_compute", "compute", "v2.0", "/compute/v2.0"),
-            service(app, "astakos_account", "account", "v1.0", "/account/v1.0"),
-            service(app, "astakos_keystone", "identity", "v2.0", "/identity/v2.0"),
-        ],
-    }})
-}
-
-async fn tokens(
-    State(app): State<Shared>,
-    Body(req): Body<TokensRequest>,
-) -> Result<Json<Value>, ApiError> {
-    let a = req.auth;
-    let project = match (a.tenant_id, a.tenant_name) {
-        (Some(id), _) => Some(ProjectSelector::Id(id)),
-        (None, Some(n)) => Some(ProjectSelector::Name(n)),
-        _ => None,
-    };
-    match (a.token, a.password) {
-        (Some(t), _) => {
-            let auth = app.identity.validate(&t.id).await?;
-            // Astakos names tenants by user uuid as well as by project.
-            let wanted_other = match &project {
-                Some(ProjectSelector::Id(id)) => id != &auth.project.id && id != &auth.user.id,
-                Some(ProjectSelector::Name(n)) => n != &auth.project.name && n != &auth.user.id,
-                None => false,
-            };
-            if wanted_other {
-                return Err(ApiError::unauthorized(
-                    "The token does not belong to that tenant.",
-                ));
-            }
-            Ok(Json(access(&app, &auth, &t.id)))
-        }
-        (None, Some(p)) => {
-            let issued = app
-                .identity
-                .password_auth(
-                    &UserSelector::Name(p.username),
-                    &p.password,
-                    project.as_ref(),
-                )
-                .await?;
-            Ok(Json(access(&app, &issued.auth, &issued.secret)))
-        }
-        (None, None) => Err(ApiError::bad_request(
-            "Expecting token or passwordCredentials in auth.",
-        )),
-    }
 }
 
 // ---------------------------------------------------------------- views
@@ -289,14 +174,27 @@ async fn show(
     Ok(Json(json!({"server": server(&app, &vm, &nics)})))
 }
 
-/// Cyclades create request.
+/// `GET /servers/{id}/ips` (kamaki's `server info --nics`): the server's
+/// addresses by network, as in its `addresses`.
+async fn ips(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (_, nics) = app.compute.server_with_nics(&auth.caller(), &id).await?;
+    Ok(Json(json!({"addresses": addresses(&nics, true)})))
+}
+
+/// Cyclades create request (unknown keys are a 400, never ignored).
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateRequest {
     server: CreateBody,
 }
 
-/// `server`.
+/// `server`: what kamaki 0.16's `create_server` can send.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateBody {
     name: String,
     #[serde(rename = "imageRef")]
@@ -307,6 +205,51 @@ pub struct CreateBody {
     metadata: BTreeMap<String, String>,
     #[serde(default)]
     personality: Vec<Value>,
+    /// `None`: the cloud's default NICs; `[]`: no NIC at all.
+    #[serde(default)]
+    networks: Option<Vec<Value>>,
+    /// The project to charge; must be the token's.
+    #[serde(default)]
+    project: Option<String>,
+    #[serde(default)]
+    key_name: Option<Value>,
+    #[serde(default)]
+    user_data: Option<Value>,
+}
+
+fn unsupported(what: &str) -> ApiError {
+    ApiError::bad_request(format!("{what} is not supported by this cloud."))
+}
+
+impl CreateBody {
+    /// Honours what Synnefo here can do (no NIC, the token's project) and
+    /// refuses the rest instead of silently dropping it.
+    fn check(&self, auth: &Auth) -> Result<(), ApiError> {
+        if !self.personality.is_empty() {
+            return Err(unsupported("File injection (personality)"));
+        }
+        if self.networks.as_ref().is_some_and(|n| !n.is_empty()) {
+            return Err(unsupported(
+                "Choosing networks or ports (give no \"networks\" for the default NICs, or [] for none)",
+            ));
+        }
+        if self.key_name.is_some() {
+            return Err(unsupported("Key pairs (key_name)"));
+        }
+        if self.user_data.is_some() {
+            return Err(unsupported("User data"));
+        }
+        if let Some(p) = &self.project
+            && p != &auth.0.project.id
+        {
+            return Err(ApiError::bad_request(format!(
+                "Servers are created in the project of the token ({}); \
+                 for project {p}, authenticate with tenantId {p}.",
+                auth.0.project.id
+            )));
+        }
+        Ok(())
+    }
 }
 
 async fn create(
@@ -315,16 +258,13 @@ async fn create(
     Body(req): Body<CreateRequest>,
 ) -> Result<Response, ApiError> {
     let s = req.server;
-    if !s.personality.is_empty() {
-        return Err(ApiError::bad_request(
-            "File injection (personality) is not supported by this cloud.",
-        ));
-    }
+    s.check(&auth)?;
     let flavor_ref = match &s.flavor_ref {
         Value::Number(n) if n.is_u64() => n.to_string(),
         Value::String(v) if !v.is_empty() => v.clone(),
         other => return Err(ApiError::bad_request(format!("Invalid flavorRef: {other}"))),
     };
+    let no_nic = s.networks.as_ref().is_some_and(Vec::is_empty);
     let created = app
         .compute
         .create_server(
@@ -335,7 +275,7 @@ async fn create(
                 image_ref: s.image_ref,
                 metadata: s.metadata,
                 admin_pass: None,
-                no_nic: false,
+                no_nic,
             },
         )
         .await?;

@@ -11,7 +11,7 @@
 //! | `/identity/v3/...` | Keystone v3 subset (password and token methods) |
 //! | `/image/v2/...` | Glance v2 read subset |
 //! | `/compute/v2.0/...` | Synnefo's Cyclades compute dialect (kamaki) |
-//! | `/identity/v2.0/tokens`, `/account/v1.0/...` | Astakos-style identity (kamaki) |
+//! | `/identity/v2.0/tokens`, `/account/v1.0/...` | Astakos identity and account API (kamaki) |
 //! | `/healthz`, `/metrics`, `/openapi.json` | operations |
 //!
 //! Handlers are a few lines: extract, call
@@ -31,6 +31,7 @@
 //! # }
 //! ```
 
+mod astakos;
 pub mod console;
 pub mod consoles;
 mod cyclades;
@@ -73,6 +74,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(keystone::routes())
         .merge(glance::routes())
         .merge(cyclades::routes())
+        .merge(astakos::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi_json))

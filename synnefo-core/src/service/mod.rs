@@ -7,6 +7,7 @@
 //! (or a dispatcher and an API process) can therefore race on one VM and
 //! neither overwrites the other's work.
 
+pub mod account;
 pub mod admin;
 pub mod compute;
 pub mod identity;
