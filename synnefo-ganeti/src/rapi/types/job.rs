@@ -6,7 +6,7 @@ use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use synnefo_core::ports::{JobInfo, JobOpInfo};
-use synnefo_core::state::JobStatus;
+use synnefo_core::state::{JobStatus, OpError};
 
 use super::*;
 use crate::error::RapiError;
@@ -46,29 +46,15 @@ fn parse_status(s: &str) -> Result<JobStatus, RapiError> {
 
 /// A readable message from a failed op's result (`["OpPrereqError",
 /// ["Instance 'x' not known", "unknown_entity"]]` -> `OpPrereqError:
-/// Instance 'x' not known (unknown_entity)`).
+/// Instance 'x' not known (unknown_entity)`): the text form of the
+/// [`OpError`] it carries, else the result as it is.
 pub fn op_error_message(result: &Value) -> Option<String> {
     match result {
-        Value::Array(a) if a.len() == 2 => {
-            let class = a[0].as_str().unwrap_or("error");
-            match &a[1] {
-                Value::Array(inner) if !inner.is_empty() => {
-                    let msg = inner[0]
-                        .as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| inner[0].to_string());
-                    match inner.get(1).and_then(Value::as_str) {
-                        Some(code) => Some(format!("{class}: {msg} ({code})")),
-                        None => Some(format!("{class}: {msg}")),
-                    }
-                }
-                Value::String(s) => Some(format!("{class}: {s}")),
-                other => Some(format!("{class}: {other}")),
-            }
-        }
         Value::Null => None,
         Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
+        other => {
+            Some(OpError::from_result(other).map_or_else(|| other.to_string(), |e| e.to_string()))
+        }
     }
 }
 
@@ -142,12 +128,11 @@ impl RapiJob {
             out.push(JobOpInfo {
                 opcode,
                 status: st,
-                result: self
+                error: self
                     .opresult
                     .as_ref()
                     .and_then(|r| r.get(i))
-                    .cloned()
-                    .unwrap_or(Value::Null),
+                    .and_then(OpError::from_result),
                 log: self
                     .oplog
                     .as_ref()
