@@ -1,0 +1,223 @@
+//! Server actions (start, stop, reboot, delete), renaming and consoles.
+
+use super::{Caller, Compute, ConsoleAccess, generate_password, validate_server_name};
+use crate::error::{BackendError, ServiceError};
+use crate::ids::{BackendId, InstanceName, JobId};
+use crate::model::Vm;
+use crate::service::{VmChange, modify_vm};
+use crate::state::{self, Action, OperState, PendingAction, RebootKind, VmState};
+
+impl Compute {
+    /// Renames a server.
+    pub async fn rename_server(
+        &self,
+        caller: &Caller,
+        id: &str,
+        name: &str,
+    ) -> Result<Vm, ServiceError> {
+        validate_server_name(name)?;
+        let vm = self.server(caller, id).await?;
+        Ok(self.store.rename_vm(vm.id, name).await?)
+    }
+
+    /// Starts a stopped server.
+    pub async fn start(&self, caller: &Caller, id: &str) -> Result<Vm, ServiceError> {
+        self.act(caller, id, Action::Start).await
+    }
+
+    /// Shuts a running server down.
+    pub async fn stop(&self, caller: &Caller, id: &str) -> Result<Vm, ServiceError> {
+        self.act(caller, id, Action::Stop).await
+    }
+
+    /// Reboots a server.
+    pub async fn reboot(
+        &self,
+        caller: &Caller,
+        id: &str,
+        kind: RebootKind,
+    ) -> Result<Vm, ServiceError> {
+        self.act(caller, id, Action::Reboot(kind)).await
+    }
+
+    /// Deletes a server (it disappears from listings at once).
+    pub async fn delete(&self, caller: &Caller, id: &str) -> Result<Vm, ServiceError> {
+        self.act(caller, id, Action::Destroy).await
+    }
+
+    /// Runs a user action: state machine, Ganeti, record the job.
+    pub async fn act(&self, caller: &Caller, id: &str, action: Action) -> Result<Vm, ServiceError> {
+        let vm = self.server(caller, id).await?;
+        let before = vm.state.clone();
+        let started = modify_vm(&*self.store, vm.id, |v| {
+            let next = state::start_action(&v.state, action)?;
+            Ok(Some(VmChange {
+                state: next,
+                nics: None,
+            }))
+        })
+        .await?
+        .unwrap_or(vm);
+        let Some(backend) = started.backend_id else {
+            // Never placed: nothing exists in Ganeti.
+            return self.finish_without_ganeti(started, action).await;
+        };
+        let instance = InstanceName::new(&self.config.prefix, started.id).to_string();
+        if action == Action::Destroy
+            && started.state.operstate == OperState::Error
+            && self.instance_absent(backend, &instance).await
+        {
+            // Its create failed: there is no instance, hence nothing for a
+            // removal job to do (Ganeti would accept the job and fail it).
+            return self.finish_without_ganeti(started, action).await;
+        }
+        let submitted = match action {
+            Action::Start => self.ganeti.startup(backend, &instance).await,
+            Action::Stop | Action::Suspend => {
+                self.ganeti
+                    .shutdown(backend, &instance, Some(self.config.shutdown_timeout))
+                    .await
+            }
+            Action::Reboot(kind) => self.ganeti.reboot(backend, &instance, kind).await,
+            Action::Destroy => self.ganeti.remove(backend, &instance).await,
+            Action::Create | Action::Unsuspend => {
+                return Ok(started);
+            }
+        };
+        match submitted {
+            Ok(job) => Ok(
+                modify_vm(&*self.store, started.id, |v| Ok(record_job(v, action, job)))
+                    .await?
+                    .unwrap_or(started),
+            ),
+            Err(BackendError::NotFound(_)) if action == Action::Destroy => {
+                self.finish_without_ganeti(started, action).await
+            }
+            Err(e) => {
+                tracing::warn!(vm = %started.id, action = action.as_str(), error = %e, "Ganeti did not take the action; rolling back");
+                modify_vm(&*self.store, started.id, |v| {
+                    Ok(rollback(v, action, &before))
+                })
+                .await?;
+                Err(match e {
+                    BackendError::Unavailable(_)
+                    | BackendError::NoBackend(_)
+                    | BackendError::Rejected(_) => e.into(),
+                    other => BackendError::Rejected(other.to_string()).into(),
+                })
+            }
+        }
+    }
+
+    /// True only if Ganeti answers that it does not have `instance`; an
+    /// unreachable cluster is not an answer (the caller then submits the
+    /// removal as usual, whose outcome settles the VM).
+    async fn instance_absent(&self, backend: BackendId, instance: &str) -> bool {
+        match self.ganeti.instance_info(backend, instance).await {
+            Ok(found) => found.is_none(),
+            Err(e) => {
+                tracing::warn!(%instance, error = %e, "cannot tell whether the instance exists; submitting its removal");
+                false
+            }
+        }
+    }
+
+    /// Completes a destroy that needs no Ganeti job.
+    async fn finish_without_ganeti(&self, vm: Vm, action: Action) -> Result<Vm, ServiceError> {
+        if action != Action::Destroy {
+            return Err(
+                BackendError::Rejected(format!("server {} has no Ganeti instance", vm.id)).into(),
+            );
+        }
+        Ok(modify_vm(&*self.store, vm.id, |v| {
+            let mut next = v.state.clone();
+            next.deleted = true;
+            next.operstate = OperState::Destroyed;
+            next.action = None;
+            Ok(Some(VmChange {
+                state: next,
+                nics: None,
+            }))
+        })
+        .await?
+        .unwrap_or(vm))
+    }
+
+    /// Hands out a console: Ganeti's console location, forwarded through
+    /// the proxy with a fresh one-time password.
+    pub async fn console(&self, caller: &Caller, id: &str) -> Result<ConsoleAccess, ServiceError> {
+        let vm = self.server(caller, id).await?;
+        if vm.state.operstate != OperState::Started {
+            return Err(BackendError::Rejected(format!(
+                "Instance {} is not ready for a console (status {}).",
+                vm.id,
+                state::server_status(&vm.state).as_str()
+            ))
+            .into());
+        }
+        let Some(forwarder) = &self.console else {
+            return Err(BackendError::Unavailable("no console proxy is configured".into()).into());
+        };
+        let backend = vm.backend_id.ok_or_else(|| {
+            BackendError::Rejected(format!("server {} has no Ganeti instance", vm.id))
+        })?;
+        let instance = InstanceName::new(&self.config.prefix, vm.id).to_string();
+        let info = self.ganeti.console(backend, &instance).await?;
+        if info.kind != "vnc" {
+            return Err(ServiceError::BadRequest(format!(
+                "Unsupported console type {:?} for instance {}",
+                info.kind, vm.id
+            )));
+        }
+        let (Some(host), Some(port)) = (info.host, info.port) else {
+            return Err(BackendError::Protocol(format!(
+                "Ganeti gave no VNC host/port for {instance}"
+            ))
+            .into());
+        };
+        let password = generate_password();
+        let label = format!("vm {} user {}", vm.id, caller.user_id);
+        let endpoint = forwarder.forward(&host, port, &password, &label).await?;
+        Ok(ConsoleAccess {
+            protocol: "vnc".into(),
+            host: endpoint.host,
+            port: endpoint.port,
+            password,
+        })
+    }
+}
+
+/// Records the job submitted for `action`, if that action is still pending.
+pub(super) fn record_job(vm: &Vm, action: Action, job: JobId) -> Option<VmChange> {
+    match vm.state.action {
+        Some(PendingAction {
+            action: a,
+            job_id: None,
+        }) if a == action => Some(VmChange {
+            state: state::record_submitted_job(&vm.state, job),
+            nics: None,
+        }),
+        _ => None,
+    }
+}
+
+/// Undoes a started action that Ganeti did not take, if it is still ours.
+fn rollback(vm: &Vm, action: Action, before: &VmState) -> Option<VmChange> {
+    match vm.state.action {
+        Some(PendingAction {
+            action: a,
+            job_id: None,
+        }) if a == action => {
+            let mut next = vm.state.clone();
+            next.action = before.action;
+            next.job = before.job.clone();
+            next.deleted = before.deleted;
+            next.suspended = before.suspended;
+            Some(VmChange {
+                state: next,
+                nics: None,
+            })
+        }
+        _ => None,
+    }
+}

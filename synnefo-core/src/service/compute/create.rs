@@ -1,0 +1,199 @@
+//! Creating a server: validate against the catalog, reserve quota, place,
+//! submit to Ganeti.
+
+use std::collections::BTreeMap;
+
+use super::actions::record_job;
+use super::{
+    Caller, Compute, CreateServer, CreatedServer, PASSWORD_OSPARAM, generate_password,
+    image_visible, ref_id, validate_metadata, validate_server_name,
+};
+use crate::error::{BackendError, ServiceError, StoreError};
+use crate::ids::{BackendId, InstanceName, JobId};
+use crate::model::{Backend, Flavor, NewVm};
+use crate::ports::InstanceSpec;
+use crate::service::{VmChange, modify_vm};
+use crate::state::{Action, BackendJob, JobStatus, OpCode, OperState};
+
+impl Compute {
+    /// Creates a server: validate, reserve quota, place, submit to Ganeti.
+    pub async fn create_server(
+        &self,
+        caller: &Caller,
+        req: CreateServer,
+    ) -> Result<CreatedServer, ServiceError> {
+        validate_server_name(&req.name)?;
+        validate_metadata(&req.metadata)?;
+        let flavor = match self.resolve_flavor(&req.flavor_ref).await? {
+            Some(f) if !f.deleted && (f.is_public || caller.is_admin) => f,
+            _ => {
+                return Err(ServiceError::BadRequest(format!(
+                    "Flavor {} could not be found.",
+                    req.flavor_ref
+                )));
+            }
+        };
+        let image_id = ref_id(&req.image_ref).to_string();
+        let image = match self.store.image(&image_id).await? {
+            Some(img) if image_visible(&img, caller) => img,
+            _ => {
+                return Err(ServiceError::BadRequest(format!(
+                    "Image {} could not be found.",
+                    req.image_ref
+                )));
+            }
+        };
+        if !image.status.eq_ignore_ascii_case("active") {
+            return Err(ServiceError::BadRequest(format!(
+                "Image {} is not active.",
+                image.id
+            )));
+        }
+        if flavor.disk_gib < image.min_disk_gib {
+            return Err(ServiceError::BadRequest(format!(
+                "Flavor's disk is too small for requested image. Flavor disk is {} GiB, minimum is {} GiB.",
+                flavor.disk_gib, image.min_disk_gib
+            )));
+        }
+        if flavor.ram_mib < image.min_ram_mib {
+            return Err(ServiceError::BadRequest(format!(
+                "Flavor's memory is too small for requested image. Flavor RAM is {} MiB, minimum is {} MiB.",
+                flavor.ram_mib, image.min_ram_mib
+            )));
+        }
+        let admin_pass = match req.admin_pass {
+            Some(p) if !p.is_empty() => p,
+            _ => generate_password(),
+        };
+        let backend = self.place(&flavor).await?;
+
+        let quota = self.store.quota(&caller.project_id).await?;
+        let new = NewVm {
+            user_id: caller.user_id.clone(),
+            project_id: caller.project_id.clone(),
+            name: req.name,
+            flavor: flavor.clone(),
+            image_id: image.id.clone(),
+            backend_id: Some(backend),
+            metadata: req.metadata,
+        };
+        let vm = self.store.create_vm(&new, quota).await.map_err(|e| match e {
+            StoreError::QuotaExceeded { resource, limit, in_use, requested } => ServiceError::OverLimit(format!(
+                "Quota exceeded for {}: Requested {requested}, but already used {in_use} of {limit} {}",
+                quota_resource_name(resource),
+                quota_resource_name(resource)
+            )),
+            other => other.into(),
+        })?;
+
+        let mut osparams = image.osparams.clone();
+        osparams.insert(PASSWORD_OSPARAM.into(), admin_pass.clone());
+        let spec = InstanceSpec {
+            backend,
+            name: InstanceName::new(&self.config.prefix, vm.id).to_string(),
+            vcpus: flavor.vcpus,
+            ram_mib: flavor.ram_mib,
+            disk_gib: flavor.disk_gib,
+            disk_template: if flavor.disk_template.is_empty() {
+                self.config.default_disk_template.clone()
+            } else {
+                flavor.disk_template.clone()
+            },
+            os_type: image.os_type.clone(),
+            osparams,
+            nics: if req.no_nic {
+                Vec::new()
+            } else {
+                vec![self.config.nic.clone()]
+            },
+            hvparams: BTreeMap::new(),
+            start: true,
+        };
+        match self.ganeti.create_instance(&spec).await {
+            Ok(job) => {
+                let stored = modify_vm(&*self.store, vm.id, |v| {
+                    Ok(record_job(v, Action::Create, job))
+                })
+                .await?;
+                Ok(CreatedServer {
+                    vm: stored.unwrap_or(vm),
+                    admin_pass,
+                })
+            }
+            Err(BackendError::Unavailable(msg)) => {
+                tracing::warn!(vm = %vm.id, error = %msg, "Ganeti unreachable on create; rolling the server back");
+                modify_vm(&*self.store, vm.id, |v| {
+                    let mut next = v.state.clone();
+                    next.deleted = true;
+                    next.operstate = OperState::Destroyed;
+                    next.action = None;
+                    Ok(Some(VmChange {
+                        state: next,
+                        nics: None,
+                    }))
+                })
+                .await?;
+                Err(BackendError::Unavailable(msg).into())
+            }
+            Err(e) => {
+                let message = e.to_string();
+                tracing::warn!(vm = %vm.id, error = %message, "Ganeti refused the create; server goes to ERROR");
+                let stored = modify_vm(&*self.store, vm.id, |v| {
+                    if v.state.operstate != OperState::Build {
+                        return Ok(None);
+                    }
+                    let mut next = v.state.clone();
+                    next.operstate = OperState::Error;
+                    next.action = None;
+                    next.job = Some(BackendJob {
+                        job_id: JobId(0),
+                        opcode: OpCode::InstanceCreate,
+                        status: JobStatus::Error,
+                        log_msg: Some(message.clone()),
+                    });
+                    Ok(Some(VmChange {
+                        state: next,
+                        nics: None,
+                    }))
+                })
+                .await?;
+                Ok(CreatedServer {
+                    vm: stored.unwrap_or(vm),
+                    admin_pass,
+                })
+            }
+        }
+    }
+
+    async fn place(&self, flavor: &Flavor) -> Result<BackendId, ServiceError> {
+        let candidates: Vec<Backend> = self
+            .store
+            .list_backends()
+            .await?
+            .into_iter()
+            .filter(|b| !b.drained && !b.offline)
+            .collect();
+        if candidates.is_empty() {
+            return Err(
+                BackendError::NoBackend("no Ganeti backend accepts new servers".into()).into(),
+            );
+        }
+        let usage = self.store.backend_usage().await?;
+        let chosen = self.placement.place(&candidates, &usage, flavor).await?;
+        if !candidates.iter().any(|b| b.id == chosen) {
+            return Err(BackendError::NoBackend(format!(
+                "placement chose unusable backend {chosen}"
+            ))
+            .into());
+        }
+        Ok(chosen)
+    }
+}
+
+fn quota_resource_name(resource: &str) -> &'static str {
+    match resource {
+        "servers" => "instances",
+        "vcpus" => "cores",
+        _ => "ram",
+    }
+}

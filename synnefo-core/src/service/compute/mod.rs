@@ -1,0 +1,235 @@
+//! Compute use cases: what both API dialects (OpenStack Nova v2.1 and
+//! Synnefo's own Cyclades v2.0) call.
+//!
+//! Why it lives here and not in the API crate: the HTTP adapters differ in
+//! paths, JSON shapes and status names, but the rules must not. Creating a
+//! server validates the request against the catalog *before* storing
+//! anything (a bad flavor or image is a 400 at request time, never a server
+//! that later goes to ERROR), reserves quota atomically in the store
+//! ([`VmStore::create_vm`](crate::ports::VmStore::create_vm)), places the VM on a Ganeti backend and submits
+//! the RAPI job. Actions go through the state machine
+//! ([`state::start_action`](crate::state::start_action)) via [`modify_vm`](crate::service::modify_vm), then Ganeti, then record the
+//! job id; the dispatcher later applies the job's notifications through the
+//! same [`modify_vm`](crate::service::modify_vm).
+//!
+//! Failure policy when talking to Ganeti (documented in `docs/api.md`):
+//!
+//! * **Create, Ganeti refuses** (a [`BackendError::Rejected`](crate::error::BackendError::Rejected),
+//!   [`BackendError::JobFailed`](crate::error::BackendError::JobFailed), ...): the VM goes to ERROR with Ganeti's
+//!   message as its fault, and the caller gets the server back (202), as
+//!   Nova does for a failed build.
+//! * **Create, Ganeti unreachable** ([`BackendError::Unavailable`](crate::error::BackendError::Unavailable)): the VM
+//!   is rolled back (marked deleted and destroyed, so it stops counting
+//!   against quota) and the caller gets a 503. Should the job have reached
+//!   Ganeti after all, reconciliation finds an instance whose VM is deleted
+//!   and removes it.
+//! * **Action, Ganeti unreachable or refusing**: the state change is rolled
+//!   back (the pending action and the previous backend job are restored), so
+//!   the user can simply retry; the caller gets a 503 (unreachable) or a 409
+//!   (refused).
+//! * **Delete of an instance Ganeti does not have**: the VM is destroyed at
+//!   once; there is nothing left to remove. For a VM in ERROR (its create
+//!   failed) the instance is looked up first ([`GanetiBackend::instance_info`]).
+//!   Otherwise Ganeti takes the removal job whatever the name and fails it
+//!   (`OpPrereqError`, `unknown_entity`); the dispatcher then destroys the
+//!   VM ([`state::OpStatusEvent::determined_state`](crate::state::OpStatusEvent::determined_state)).
+//!
+//! The core stays free of I/O of its own: placement and console forwarding
+//! are ports ([`Placement`], [`ConsoleForwarder`]).
+
+mod actions;
+mod catalog;
+mod create;
+mod ports;
+mod servers;
+mod types;
+
+pub use ports::{
+    ConsoleAccess, ConsoleForwarder, LeastLoaded, PlaceWith, Placement, PlacementFuture,
+    ProxyEndpoint,
+};
+pub use types::{
+    CreateServer, CreatedServer, Fault, FlavorFilter, ImageFilter, Limits, ServerFilter, fault,
+    generate_password, image_visible, ref_id, validate_metadata, validate_server_name,
+};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::error::ServiceError;
+use crate::ports::{Clock, GanetiBackend, NicSpec, Store};
+
+/// Longest server name accepted (Nova's limit).
+pub const MAX_NAME_LEN: usize = 255;
+/// Most metadata items a server may carry (Nova's `maxServerMeta`).
+pub const MAX_SERVER_META: usize = 128;
+/// Longest metadata key or value.
+pub const MAX_META_LEN: usize = 255;
+/// Largest page a list returns (Nova's `[api] max_limit`).
+pub const MAX_PAGE: u64 = 1000;
+/// Length of generated admin passwords.
+pub const ADMIN_PASS_LEN: usize = 12;
+/// The OS parameter that carries the admin password to snf-image.
+pub const PASSWORD_OSPARAM: &str = "img_passwd";
+
+/// Who is calling: the identity behind a validated token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The user.
+    pub user_id: String,
+    /// The project the token is scoped to; the caller sees only its servers.
+    pub project_id: String,
+    /// Operators.
+    pub is_admin: bool,
+}
+
+/// Settings the compute service needs (from `Settings`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComputeConfig {
+    /// Instance-name prefix (`snf-`).
+    pub prefix: String,
+    /// Disk template for flavors that do not name one.
+    pub default_disk_template: String,
+    /// NIC for new VMs.
+    pub nic: NicSpec,
+    /// How long Ganeti waits for a clean shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+impl ComputeConfig {
+    /// The compute settings out of the merged settings.
+    pub fn from_settings(s: &crate::settings::Settings) -> Self {
+        let g = &s.ganeti;
+        let nic = if g.default_nic_network.is_empty() {
+            NicSpec {
+                network: None,
+                mode: non_empty(&g.default_nic_mode),
+                link: non_empty(&g.default_nic_link),
+                ip: None,
+            }
+        } else {
+            NicSpec {
+                network: Some(g.default_nic_network.clone()),
+                mode: None,
+                link: None,
+                ip: Some("pool".into()),
+            }
+        };
+        Self {
+            prefix: s.backend_prefix_id.clone(),
+            default_disk_template: g.default_disk_template.clone(),
+            nic,
+            shutdown_timeout: Duration::from_secs(g.shutdown_timeout_secs),
+        }
+    }
+}
+
+impl Default for ComputeConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "snf-".into(),
+            default_disk_template: "plain".into(),
+            nic: NicSpec {
+                network: None,
+                mode: Some("bridged".into()),
+                link: Some("br0".into()),
+                ip: None,
+            },
+            shutdown_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+// ---------------------------------------------------------------- service
+
+/// The compute application service.
+#[derive(Clone)]
+pub struct Compute {
+    store: Arc<dyn Store>,
+    ganeti: Arc<dyn GanetiBackend>,
+    placement: Arc<dyn Placement>,
+    console: Option<Arc<dyn ConsoleForwarder>>,
+    clock: Arc<dyn Clock>,
+    config: ComputeConfig,
+}
+
+impl std::fmt::Debug for Compute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Compute")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Compute {
+    /// A service over `store` and `ganeti`, placing VMs with [`LeastLoaded`]
+    /// and without a console proxy.
+    pub fn new(
+        store: Arc<dyn Store>,
+        ganeti: Arc<dyn GanetiBackend>,
+        config: ComputeConfig,
+    ) -> Self {
+        Self {
+            store,
+            ganeti,
+            placement: Arc::new(LeastLoaded),
+            console: None,
+            clock: Arc::new(crate::ports::SystemClock),
+            config,
+        }
+    }
+
+    /// Uses another placement policy.
+    pub fn with_placement(mut self, placement: Arc<dyn Placement>) -> Self {
+        self.placement = placement;
+        self
+    }
+
+    /// Enables consoles through `forwarder`.
+    pub fn with_console(mut self, forwarder: Arc<dyn ConsoleForwarder>) -> Self {
+        self.console = Some(forwarder);
+        self
+    }
+
+    /// Uses another clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ComputeConfig {
+        &self.config
+    }
+
+    /// True when consoles can be handed out.
+    pub fn has_console(&self) -> bool {
+        self.console.is_some()
+    }
+
+    // ------------------------------------------------------------ limits
+
+    /// The caller's project quota and usage.
+    pub async fn limits(&self, caller: &Caller) -> Result<Limits, ServiceError> {
+        Ok(Limits {
+            quota: self.store.quota(&caller.project_id).await?,
+            usage: self.store.usage(&caller.project_id).await?,
+        })
+    }
+
+    /// Now, by the service's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+}

@@ -1,0 +1,191 @@
+//! Reading servers (one, a filtered page, their NICs) and their metadata.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::{Caller, Compute, MAX_PAGE, ServerFilter, validate_metadata};
+use crate::error::{ServiceError, StoreError};
+use crate::ids::VmId;
+use crate::model::{Nic, Vm};
+use crate::ports::VmQuery;
+use crate::state::{self, OperState, ServerStatus};
+
+impl Compute {
+    /// A server of the caller's project (not deleted); 404 otherwise.
+    pub async fn server(&self, caller: &Caller, id: &str) -> Result<Vm, ServiceError> {
+        let not_found = || ServiceError::NotFound(format!("Instance {id} could not be found."));
+        let vm_id: VmId = id.parse().map_err(|_| not_found())?;
+        match self.store.vm(vm_id).await? {
+            Some(vm) if vm.project_id == caller.project_id && !vm.state.deleted => Ok(vm),
+            _ => Err(not_found()),
+        }
+    }
+
+    /// A server with its NICs.
+    pub async fn server_with_nics(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<(Vm, Vec<Nic>), ServiceError> {
+        let vm = self.server(caller, id).await?;
+        let nics = self.store.nics(vm.id).await?;
+        Ok((vm, nics))
+    }
+
+    /// The caller's servers, newest first, filtered and paged.
+    pub async fn list_servers(
+        &self,
+        caller: &Caller,
+        f: &ServerFilter,
+    ) -> Result<Vec<Vm>, ServiceError> {
+        if let Some(marker) = f.marker {
+            match self.store.vm(marker).await? {
+                Some(vm) if vm.project_id == caller.project_id => {}
+                _ => {
+                    return Err(ServiceError::BadRequest(format!(
+                        "marker [{marker}] not found"
+                    )));
+                }
+            }
+        }
+        let limit = f.limit.unwrap_or(MAX_PAGE).min(MAX_PAGE);
+        // REBOOT / HARD_REBOOT are a pending action on a STARTED VM: the
+        // store filters by operstate, the exact status is checked here, so
+        // page after filtering in that case.
+        let exact_status = f.statuses.as_ref().is_some_and(|s| {
+            s.iter().any(|st| {
+                matches!(
+                    st,
+                    ServerStatus::Reboot | ServerStatus::HardReboot | ServerStatus::Active
+                )
+            })
+        });
+        let query = VmQuery {
+            project_id: Some(caller.project_id.clone()),
+            include_deleted: f.changes_since.is_some()
+                || f.statuses
+                    .as_ref()
+                    .is_some_and(|s| s.contains(&ServerStatus::Deleted)),
+            name_contains: f.name.clone(),
+            operstates: f.statuses.as_deref().map(operstates_for),
+            flavor_id: f.flavor,
+            image_id: f.image.clone(),
+            changes_since: f.changes_since,
+            newest_first: true,
+            marker: f.marker,
+            limit: if exact_status { None } else { Some(limit) },
+            ..VmQuery::default()
+        };
+        let mut vms = self.store.list_vms(&query).await?;
+        if let Some(statuses) = &f.statuses {
+            vms.retain(|vm| statuses.contains(&state::server_status(&vm.state)));
+        }
+        vms.truncate(limit as usize);
+        Ok(vms)
+    }
+
+    /// NICs of several servers.
+    pub async fn nics_of(&self, vms: &[Vm]) -> Result<HashMap<VmId, Vec<Nic>>, ServiceError> {
+        if vms.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let ids: Vec<VmId> = vms.iter().map(|v| v.id).collect();
+        Ok(self.store.nics_of(&ids).await?)
+    }
+
+    // ------------------------------------------------------------ metadata
+
+    /// A server's metadata.
+    pub async fn metadata(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> Result<BTreeMap<String, String>, ServiceError> {
+        Ok(self.server(caller, id).await?.metadata)
+    }
+
+    /// Replaces (`replace`) or merges metadata.
+    pub async fn set_metadata(
+        &self,
+        caller: &Caller,
+        id: &str,
+        items: &BTreeMap<String, String>,
+        replace: bool,
+    ) -> Result<BTreeMap<String, String>, ServiceError> {
+        validate_metadata(items)?;
+        let vm = self.server(caller, id).await?;
+        if !replace {
+            let mut merged = vm.metadata.clone();
+            merged.extend(items.iter().map(|(k, v)| (k.clone(), v.clone())));
+            validate_metadata(&merged)?;
+        }
+        Ok(self.store.set_vm_metadata(vm.id, items, replace).await?)
+    }
+
+    /// One metadata item; 404 if absent.
+    pub async fn metadata_item(
+        &self,
+        caller: &Caller,
+        id: &str,
+        key: &str,
+    ) -> Result<String, ServiceError> {
+        let meta = self.metadata(caller, id).await?;
+        meta.get(key)
+            .cloned()
+            .ok_or_else(|| ServiceError::NotFound("Metadata item was not found".into()))
+    }
+
+    /// Sets one metadata item.
+    pub async fn set_metadata_item(
+        &self,
+        caller: &Caller,
+        id: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), ServiceError> {
+        let item: BTreeMap<String, String> = [(key.to_string(), value.to_string())].into();
+        self.set_metadata(caller, id, &item, false)
+            .await
+            .map(|_| ())
+    }
+
+    /// Deletes one metadata item; 404 if absent.
+    pub async fn delete_metadata_item(
+        &self,
+        caller: &Caller,
+        id: &str,
+        key: &str,
+    ) -> Result<(), ServiceError> {
+        let vm = self.server(caller, id).await?;
+        if !vm.metadata.contains_key(key) {
+            return Err(ServiceError::NotFound("Metadata item was not found".into()));
+        }
+        match self.store.delete_vm_metadata(vm.id, key).await {
+            Ok(()) => Ok(()),
+            Err(StoreError::NotFound(_)) => {
+                Err(ServiceError::NotFound("Metadata item was not found".into()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn operstates_for(statuses: &[ServerStatus]) -> Vec<OperState> {
+    let mut out = Vec::new();
+    for s in statuses {
+        let states: &[OperState] = match s {
+            ServerStatus::Active | ServerStatus::Reboot | ServerStatus::HardReboot => {
+                &[OperState::Started]
+            }
+            ServerStatus::Shutoff => &[OperState::Stopped],
+            ServerStatus::Build => &[OperState::Build],
+            ServerStatus::Error => &[OperState::Error],
+            ServerStatus::Deleted => &[OperState::Destroyed],
+        };
+        for st in states {
+            if !out.contains(st) {
+                out.push(*st);
+            }
+        }
+    }
+    out
+}
