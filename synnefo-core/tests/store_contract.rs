@@ -1524,10 +1524,9 @@ async fn name_regex_listing(s: &SeaStore) {
     let got = s.list_vms(&list("eb", |q| q.limit = Some(2))).await.unwrap();
     assert_eq!(names(got), ["web-10", "web-2"]);
     let marker = vms[3].id;
-    let got = s
-        .list_vms(&list("eb", move |q| q.marker = Some(marker)))
-        .await
-        .unwrap();
+    let mut q = list("eb", |_| {});
+    q.marker = Some(marker);
+    let got = s.list_vms(&q).await.unwrap();
     assert_eq!(names(got), ["web-2", "web-1"]);
     let got = s
         .list_vms(&list("1$", |q| q.newest_first = false))
