@@ -699,6 +699,7 @@ mod tests {
             &vm(),
             &[],
             &flavors,
+            &AccessIps::default(),
         ))
         .unwrap();
         assert_eq!(show21["id"], "42");
@@ -723,6 +724,7 @@ mod tests {
             &vm(),
             &[],
             &flavors,
+            &AccessIps::default(),
         ))
         .unwrap();
         assert!(show79["flavor"].get("original_name").is_some());
@@ -743,6 +745,7 @@ mod tests {
             &vm(),
             &[],
             &flavors,
+            &AccessIps::default(),
         ))
         .unwrap();
         assert!(
@@ -756,6 +759,7 @@ mod tests {
             &vm(),
             &[],
             &flavors,
+            &AccessIps::default(),
         ))
         .unwrap();
         assert!(upd21.get("OS-EXT-STS:vm_state").is_none());
@@ -766,6 +770,7 @@ mod tests {
             &vm(),
             &[],
             &flavors,
+            &AccessIps::default(),
         ))
         .unwrap();
         let show75 = serde_json::to_value(server(
@@ -775,6 +780,7 @@ mod tests {
             &vm(),
             &[],
             &flavors,
+            &AccessIps::default(),
         ))
         .unwrap();
         assert_eq!(
