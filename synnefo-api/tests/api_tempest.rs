@@ -28,7 +28,8 @@ fn names(body: &Value) -> Vec<String> {
 #[tokio::test]
 async fn multi_create_names_quota_and_reservation() {
     let c = cloud().await;
-    let body = json!({"server": {"name": "multi", "imageRef": IMAGE, "flavorRef": "1", "min_count": 3}});
+    let body =
+        json!({"server": {"name": "multi", "imageRef": IMAGE, "flavorRef": "1", "min_count": 3}});
     let r = post(&c.app, "/v2.1/servers", &c.alice_token, body).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
     let first = r.body["server"]["id"].as_str().unwrap().to_string();
@@ -36,9 +37,14 @@ async fn multi_create_names_quota_and_reservation() {
     let r = get(&c.app, "/v2.1/servers?name=^multi", &c.alice_token).await;
     assert_eq!(names(&r.body), ["multi-1", "multi-2", "multi-3"]);
     let r = get(&c.app, &format!("/v2.1/servers/{first}"), &c.alice_token).await;
-    assert_eq!(r.body["server"]["name"], "multi-1", "the answer is the first server");
+    assert_eq!(
+        r.body["server"]["name"], "multi-1",
+        "the answer is the first server"
+    );
     // each one went to Ganeti
-    for s in get(&c.app, "/v2.1/servers?name=^multi", &c.alice_token).await.body["servers"]
+    for s in get(&c.app, "/v2.1/servers?name=^multi", &c.alice_token)
+        .await
+        .body["servers"]
         .as_array()
         .unwrap()
     {
@@ -59,12 +65,14 @@ async fn multi_create_names_quota_and_reservation() {
     // Quota: 5 servers exist, 7 allowed. min 3 cannot fit: 403 and nothing
     // stored; max 4 with min 1 gets the 2 that fit, as in Nova.
     set_quota(&c.store, &c.pa, 7).await;
-    let body = json!({"server": {"name": "big", "imageRef": IMAGE, "flavorRef": "1", "min_count": 3}});
+    let body =
+        json!({"server": {"name": "big", "imageRef": IMAGE, "flavorRef": "1", "min_count": 3}});
     let r = post(&c.app, "/v2.1/servers", &c.alice_token, body).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
     let r = get(&c.app, "/v2.1/servers?name=^big", &c.alice_token).await;
     assert!(names(&r.body).is_empty());
-    let body = json!({"server": {"name": "fit", "imageRef": IMAGE, "flavorRef": "1", "max_count": 4}});
+    let body =
+        json!({"server": {"name": "fit", "imageRef": IMAGE, "flavorRef": "1", "max_count": 4}});
     let r = post(&c.app, "/v2.1/servers", &c.alice_token, body).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
     let r = get(&c.app, "/v2.1/servers?name=^fit", &c.alice_token).await;
@@ -87,7 +95,10 @@ async fn access_ips_are_stored_and_echoed() {
     let id = r.body["server"]["id"].as_str().unwrap().to_string();
     let r = get(&c.app, &format!("/v2.1/servers/{id}"), &c.alice_token).await;
     assert_eq!(r.body["server"]["accessIPv4"], "1.1.1.1");
-    assert_eq!(r.body["server"]["accessIPv6"], "::babe:dc0c:1602", "canonical form");
+    assert_eq!(
+        r.body["server"]["accessIPv6"], "::babe:dc0c:1602",
+        "canonical form"
+    );
     let r = get(&c.app, "/v2.1/servers/detail", &c.alice_token).await;
     assert_eq!(r.body["servers"][0]["accessIPv4"], "1.1.1.1");
 
@@ -114,8 +125,18 @@ async fn access_ips_are_stored_and_echoed() {
     assert_eq!(r.body["server"]["accessIPv4"], "2.2.2.2");
     assert_eq!(r.body["server"]["accessIPv6"], "");
 
-    for bad in [json!({"accessIPv4": "1.1.1.1.1"}), json!({"accessIPv6": "2001::g"}), json!({"accessIPv6": "1.2.3.4"})] {
-        let r = put(&c.app, &format!("/v2.1/servers/{id}"), &c.alice_token, json!({"server": bad})).await;
+    for bad in [
+        json!({"accessIPv4": "1.1.1.1.1"}),
+        json!({"accessIPv6": "2001::g"}),
+        json!({"accessIPv6": "1.2.3.4"}),
+    ] {
+        let r = put(
+            &c.app,
+            &format!("/v2.1/servers/{id}"),
+            &c.alice_token,
+            json!({"server": bad}),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {:?}", r.body);
     }
     // another project's server is 404 whatever the body
@@ -137,18 +158,40 @@ async fn access_ips_are_stored_and_echoed() {
 #[tokio::test]
 async fn name_filter_is_a_bounded_regex() {
     let c = cloud().await;
-    for n in ["ListServerFiltersTestJSON-instance-1", "x-instance-22", "other"] {
+    for n in [
+        "ListServerFiltersTestJSON-instance-1",
+        "x-instance-22",
+        "other",
+    ] {
         create(&c.app, &c.alice_token, n).await;
     }
-    let r = get(&c.app, r"/v2.1/servers?name=%5E.*%5C-instance%5C-%5B0-9%5D%2B%24", &c.alice_token).await;
+    let r = get(
+        &c.app,
+        r"/v2.1/servers?name=%5E.*%5C-instance%5C-%5B0-9%5D%2B%24",
+        &c.alice_token,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    assert_eq!(names(&r.body), ["ListServerFiltersTestJSON-instance-1", "x-instance-22"]);
+    assert_eq!(
+        names(&r.body),
+        ["ListServerFiltersTestJSON-instance-1", "x-instance-22"]
+    );
     let r = get(&c.app, "/v2.1/servers/detail?name=stance", &c.alice_token).await;
     assert_eq!(names(&r.body).len(), 2, "unanchored, as Nova's REGEXP");
-    for bad in ["(", "%5Bz-a%5D", &"a".repeat(300), "%5Cw%7B1000%7D%7B1000%7D"] {
+    for bad in [
+        "(",
+        "%5Bz-a%5D",
+        &"a".repeat(300),
+        "%5Cw%7B1000%7D%7B1000%7D",
+    ] {
         let r = get(&c.app, &format!("/v2.1/servers?name={bad}"), &c.alice_token).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {:?}", r.body);
-        assert!(r.body["badRequest"]["message"].as_str().unwrap().contains("is not a 'regex'"));
+        assert!(
+            r.body["badRequest"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("is not a 'regex'")
+        );
     }
 }
 
@@ -176,11 +219,21 @@ async fn pathological_name_regex_over_200_servers_answers_promptly() {
         .await
         .unwrap();
     let start = Instant::now();
-    let r = get(&c.app, "/v2.1/servers/detail?name=(a%2B)%2B%24", &c.alice_token).await;
+    let r = get(
+        &c.app,
+        "/v2.1/servers/detail?name=(a%2B)%2B%24",
+        &c.alice_token,
+    )
+    .await;
     let took = start.elapsed();
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert!(names(&r.body).is_empty(), "no name ends in a run of a's");
-    let r = get(&c.app, "/v2.1/servers/detail?name=(a%2B)%2B!1%24", &c.alice_token).await;
+    let r = get(
+        &c.app,
+        "/v2.1/servers/detail?name=(a%2B)%2B!1%24",
+        &c.alice_token,
+    )
+    .await;
     assert_eq!(names(&r.body).len(), 1);
     assert!(took < Duration::from_secs(10), "took {took:?}");
 }
@@ -208,7 +261,11 @@ async fn all_tenants_is_for_operators() {
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(names(&r.body), ["alices", "bobs"]);
     let r = get(&c.app, "/v2.1/servers", &op_token).await;
-    assert_eq!(names(&r.body), ["alices"], "without it: the token's project");
+    assert_eq!(
+        names(&r.body),
+        ["alices"],
+        "without it: the token's project"
+    );
     // not served from the per-project cache: a new server elsewhere shows
     create(&c.app, &c.bob_token, "bobs2").await;
     let r = get(&c.app, "/v2.1/servers/detail?all_tenants=1", &op_token).await;
@@ -225,13 +282,41 @@ async fn actions_we_lack_find_the_server_first() {
         ("restore", Value::Null),
         ("os-getConsoleOutput", json!({"length": 10})),
     ] {
-        let r = post(&c.app, "/v2.1/servers/999999/action", &c.alice_token, json!({ action: arg.clone() })).await;
+        let r = post(
+            &c.app,
+            "/v2.1/servers/999999/action",
+            &c.alice_token,
+            json!({ action: arg.clone() }),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{action}: {:?}", r.body);
-        let r = post(&c.app, &format!("/v2.1/servers/{id}/action"), &c.bob_token, json!({ action: arg.clone() })).await;
-        assert_eq!(r.status, StatusCode::NOT_FOUND, "{action} on another project's server");
-        let r = post(&c.app, &format!("/v2.1/servers/{id}/action"), &c.alice_token, json!({ action: arg })).await;
+        let r = post(
+            &c.app,
+            &format!("/v2.1/servers/{id}/action"),
+            &c.bob_token,
+            json!({ action: arg.clone() }),
+        )
+        .await;
+        assert_eq!(
+            r.status,
+            StatusCode::NOT_FOUND,
+            "{action} on another project's server"
+        );
+        let r = post(
+            &c.app,
+            &format!("/v2.1/servers/{id}/action"),
+            &c.alice_token,
+            json!({ action: arg }),
+        )
+        .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{action}: {:?}", r.body);
     }
-    let r = post(&c.app, "/v2.1/servers/999999/action", &c.alice_token, json!({"bogus": null})).await;
+    let r = post(
+        &c.app,
+        "/v2.1/servers/999999/action",
+        &c.alice_token,
+        json!({"bogus": null}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }

@@ -332,7 +332,10 @@ mod tests {
         let re = NameRegex::new(r"^.*\-instance\-[0-9]+$").unwrap();
         assert!(re.is_match("ListServerFiltersTestJSON-instance-123"));
         assert!(!re.is_match("instance-x"));
-        assert!(NameRegex::new("eb").unwrap().is_match("web-1"), "unanchored");
+        assert!(
+            NameRegex::new("eb").unwrap().is_match("web-1"),
+            "unanchored"
+        );
         assert_eq!(NameRegex::new("a").unwrap(), NameRegex::new("a").unwrap());
         assert_ne!(NameRegex::new("a").unwrap(), NameRegex::new("b").unwrap());
     }
@@ -342,7 +345,11 @@ mod tests {
         assert!(NameRegex::new("(").unwrap_err().contains("unclosed"));
         assert!(NameRegex::new("[z-a]").is_err());
         let long = "a".repeat(NAME_REGEX_MAX_LEN + 1);
-        assert!(NameRegex::new(&long).unwrap_err().contains("characters long"));
+        assert!(
+            NameRegex::new(&long)
+                .unwrap_err()
+                .contains("characters long")
+        );
         assert!(NameRegex::new(&"a".repeat(NAME_REGEX_MAX_LEN)).is_ok());
         // short, but compiles to far more than the size limit
         let huge = NameRegex::new(r"\w{1000}{1000}").unwrap_err();

@@ -1490,7 +1490,9 @@ async fn batch_creates_and_access_ips(s: &SeaStore) {
     s.set_access_ips(ids[0], &v4_only).await.unwrap();
     assert_eq!(s.access_ips_of(&ids[..1]).await.unwrap()[&ids[0]], v4_only);
     assert_eq!(s.vm(ids[0]).await.unwrap().unwrap().version, before + 1);
-    s.set_access_ips(ids[0], &AccessIps::default()).await.unwrap();
+    s.set_access_ips(ids[0], &AccessIps::default())
+        .await
+        .unwrap();
     assert!(s.access_ips_of(&ids[..1]).await.unwrap().is_empty());
     assert!(matches!(
         s.set_access_ips(VmId(i64::MAX), &ips).await,
@@ -1520,8 +1522,15 @@ async fn name_regex_listing(s: &SeaStore) {
     let got = s.list_vms(&list(r"^web-\d$", |_| {})).await.unwrap();
     assert_eq!(names(got), ["web-2", "web-1"]);
     let got = s.list_vms(&list("eb", |_| {})).await.unwrap();
-    assert_eq!(names(got), ["web-10", "web-2", "web-1"], "unanchored search");
-    let got = s.list_vms(&list("eb", |q| q.limit = Some(2))).await.unwrap();
+    assert_eq!(
+        names(got),
+        ["web-10", "web-2", "web-1"],
+        "unanchored search"
+    );
+    let got = s
+        .list_vms(&list("eb", |q| q.limit = Some(2)))
+        .await
+        .unwrap();
     assert_eq!(names(got), ["web-10", "web-2"]);
     let marker = vms[3].id;
     let mut q = list("eb", |_| {});

@@ -702,7 +702,10 @@ pub async fn update(
     let vm = app.compute.server(&caller, &id).await?;
     let u = req.server;
     let access = if u.access_ipv4.is_some() || u.access_ipv6.is_some() {
-        Some(access_ips(u.access_ipv4.as_deref(), u.access_ipv6.as_deref())?)
+        Some(access_ips(
+            u.access_ipv4.as_deref(),
+            u.access_ipv6.as_deref(),
+        )?)
     } else {
         None
     };
@@ -741,8 +744,16 @@ pub async fn update(
                 .remove(&vm.id)
                 .unwrap_or_default();
             let merged = AccessIps {
-                v4: if u.access_ipv4.is_some() { new.v4 } else { old.v4 },
-                v6: if u.access_ipv6.is_some() { new.v6 } else { old.v6 },
+                v4: if u.access_ipv4.is_some() {
+                    new.v4
+                } else {
+                    old.v4
+                },
+                v6: if u.access_ipv6.is_some() {
+                    new.v6
+                } else {
+                    old.v6
+                },
             };
             app.compute.set_access_ips(&caller, &id, merged).await?
         }

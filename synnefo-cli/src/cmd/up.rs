@@ -309,11 +309,7 @@ async fn addresses_in_use(store: &dyn Store, name: &str) -> anyhow::Result<Vec<S
         .await?;
     let ids: Vec<_> = vms.iter().map(|v| v.id).collect();
     let nics = store.nics_of(&ids).await?;
-    Ok(nics
-        .into_values()
-        .flatten()
-        .filter_map(|n| n.ip)
-        .collect())
+    Ok(nics.into_values().flatten().filter_map(|n| n.ip).collect())
 }
 
 async fn start_cluster(

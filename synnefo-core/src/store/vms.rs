@@ -459,16 +459,17 @@ impl VmStore for SeaStore {
         Ok(out)
     }
 
-    async fn access_ips_of(
-        &self,
-        ids: &[VmId],
-    ) -> Result<HashMap<VmId, AccessIps>, StoreError> {
+    async fn access_ips_of(&self, ids: &[VmId]) -> Result<HashMap<VmId, AccessIps>, StoreError> {
         let mut out = HashMap::new();
         let ids: Vec<i64> = ids.iter().map(|i| i.0).collect();
         for chunk in ids.chunks(IN_CHUNK) {
             let rows: Vec<(i64, Option<String>, Option<String>)> = vm::Entity::find()
                 .select_only()
-                .columns([vm::Column::Id, vm::Column::AccessIpv4, vm::Column::AccessIpv6])
+                .columns([
+                    vm::Column::Id,
+                    vm::Column::AccessIpv4,
+                    vm::Column::AccessIpv6,
+                ])
                 .filter(vm::Column::Id.is_in(chunk.iter().copied()))
                 .filter(
                     Condition::any()

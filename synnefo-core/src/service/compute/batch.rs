@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use rand::Rng;
 
 use super::create::quota_error;
-use super::{Caller, Compute, CreateServer, CreatedServer, generate_password, validate_server_name};
+use super::{
+    Caller, Compute, CreateServer, CreatedServer, generate_password, validate_server_name,
+};
 use crate::error::{ServiceError, StoreError};
 use crate::ids::VmId;
 use crate::model::{AccessIps, Flavor, NewVm, Quota, Usage, Vm};
@@ -150,7 +152,10 @@ impl Compute {
     }
 
     /// The access addresses of `vms` (absent: none set).
-    pub async fn access_ips_of(&self, vms: &[Vm]) -> Result<HashMap<VmId, AccessIps>, ServiceError> {
+    pub async fn access_ips_of(
+        &self,
+        vms: &[Vm],
+    ) -> Result<HashMap<VmId, AccessIps>, ServiceError> {
         if vms.is_empty() {
             return Ok(HashMap::new());
         }
@@ -202,11 +207,27 @@ mod tests {
             vcpus,
             ram_mib,
         };
-        assert_eq!(servers_that_fit(q(None, None, None), used, &flavor(2, 512)), u32::MAX);
-        assert_eq!(servers_that_fit(q(Some(5), None, None), used, &flavor(2, 512)), 2);
-        assert_eq!(servers_that_fit(q(Some(50), Some(10), None), used, &flavor(2, 512)), 2);
-        assert_eq!(servers_that_fit(q(None, None, Some(2048)), used, &flavor(2, 512)), 2);
-        assert_eq!(servers_that_fit(q(Some(2), None, None), used, &flavor(2, 512)), 0, "over already");
+        assert_eq!(
+            servers_that_fit(q(None, None, None), used, &flavor(2, 512)),
+            u32::MAX
+        );
+        assert_eq!(
+            servers_that_fit(q(Some(5), None, None), used, &flavor(2, 512)),
+            2
+        );
+        assert_eq!(
+            servers_that_fit(q(Some(50), Some(10), None), used, &flavor(2, 512)),
+            2
+        );
+        assert_eq!(
+            servers_that_fit(q(None, None, Some(2048)), used, &flavor(2, 512)),
+            2
+        );
+        assert_eq!(
+            servers_that_fit(q(Some(2), None, None), used, &flavor(2, 512)),
+            0,
+            "over already"
+        );
     }
 
     #[test]
@@ -214,7 +235,11 @@ mod tests {
         let r = reservation_id();
         assert_eq!(r.len(), 10);
         assert!(r.starts_with("r-"));
-        assert!(r[2..].bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        assert!(
+            r[2..]
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        );
         assert_ne!(reservation_id(), reservation_id());
     }
 }

@@ -108,9 +108,12 @@ impl Compute {
         admin_pass: String,
         no_nic: bool,
     ) -> Result<CreatedServer, ServiceError> {
-        let backend = vm
-            .backend_id
-            .ok_or_else(|| ServiceError::Store(StoreError::Integrity(format!("server {} has no cluster", vm.id))))?;
+        let backend = vm.backend_id.ok_or_else(|| {
+            ServiceError::Store(StoreError::Integrity(format!(
+                "server {} has no cluster",
+                vm.id
+            )))
+        })?;
         let mut osparams = image.osparams.clone();
         osparams.insert(PASSWORD_OSPARAM.into(), admin_pass.clone());
         let spec = InstanceSpec {

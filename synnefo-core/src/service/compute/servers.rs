@@ -34,7 +34,11 @@ impl Compute {
     /// Which project a listing covers: the caller's, or every project
     /// (`None`) for an operator's `all_tenants` (403 for anyone else, as
     /// Nova's default policy).
-    fn listing_scope(&self, caller: &Caller, f: &ServerFilter) -> Result<Option<String>, ServiceError> {
+    fn listing_scope(
+        &self,
+        caller: &Caller,
+        f: &ServerFilter,
+    ) -> Result<Option<String>, ServiceError> {
         match (f.all_tenants, caller.is_admin) {
             (false, _) => Ok(Some(caller.project_id.clone())),
             (true, true) => Ok(None),

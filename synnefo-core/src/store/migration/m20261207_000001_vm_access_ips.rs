@@ -42,12 +42,7 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for col in [Vms::AccessIpv4, Vms::AccessIpv6] {
             manager
-                .alter_table(
-                    Table::alter()
-                        .table(Vms::Table)
-                        .drop_column(col)
-                        .to_owned(),
-                )
+                .alter_table(Table::alter().table(Vms::Table).drop_column(col).to_owned())
                 .await?;
         }
         Ok(())
