@@ -134,7 +134,17 @@ async fn list_vms(
     app: &Shared,
     auth: &Auth,
     p: &Params,
+    v: Version,
 ) -> Result<(Vec<synnefo_core::model::Vm>, ServerFilter), ApiError> {
+    // Before 2.38 Nova lists nothing for an unknown status; from 2.38 it is 400.
+    if !v.at_least(38)
+        && p.all("status").iter().any(|s| {
+            ServerStatus::parse(s).is_none()
+                && !NOVA_ONLY_STATUSES.iter().any(|n| n.eq_ignore_ascii_case(s))
+        })
+    {
+        return Ok((Vec::new(), ServerFilter::default()));
+    }
     let f = server_filter(p)?;
     if f.statuses.as_ref().is_some_and(Vec::is_empty) {
         return Ok((Vec::new(), f));
@@ -193,7 +203,7 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let key = listing_key(&auth, m, v, &uri);
     listing_page(&app, &auth, &p, key, || async {
-        let (vms, f) = list_vms(&app, &auth, &p).await?;
+        let (vms, f) = list_vms(&app, &auth, &p, v).await?;
         let base = app.base(m.0);
         let refs: Vec<_> = vms.iter().map(|vm| views::server_ref(&base, vm)).collect();
         let next = views::next_link(
@@ -223,7 +233,7 @@ pub async fn detail(
 ) -> Result<Response, ApiError> {
     let key = listing_key(&auth, m, v, &uri);
     listing_page(&app, &auth, &p, key, || async {
-        let (vms, f) = list_vms(&app, &auth, &p).await?;
+        let (vms, f) = list_vms(&app, &auth, &p, v).await?;
         let base = app.base(m.0);
         let nics = app.compute.nics_of(&vms).await?;
         let access = app.compute.access_ips_of(&vms).await?;
