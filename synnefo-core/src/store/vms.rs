@@ -326,7 +326,7 @@ async fn list_by_name_regex(
         rows.extend(part);
     }
     if query.newest_first {
-        rows.sort_unstable_by(|a, b| b.id.cmp(&a.id));
+        rows.sort_unstable_by_key(|r| std::cmp::Reverse(r.id));
     } else {
         rows.sort_unstable_by_key(|r| r.id);
     }
