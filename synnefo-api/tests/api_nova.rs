@@ -313,7 +313,6 @@ async fn bad_filters_are_400s() {
     for q in [
         "limit=abc",
         "limit=-1",
-        "status=BOGUS",
         "changes-since=yesterday",
         "marker=999999",
         "marker=abc",
@@ -323,6 +322,18 @@ async fn bad_filters_are_400s() {
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}: {:?}", r.body);
         assert_eq!(r.body["badRequest"]["code"], 400, "{q}");
     }
+    // an unknown status: nothing before 2.38, 400 from 2.38 (Nova)
+    let r = get(&c.app, "/v2.1/servers/detail?status=BOGUS", &c.alice_token).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["servers"], json!([]));
+    let r = get_v(
+        &c.app,
+        "/v2.1/servers/detail?status=BOGUS",
+        &c.alice_token,
+        "2.38",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{:?}", r.body);
     for q in [
         "minDisk=x",
         "minRam=-5",

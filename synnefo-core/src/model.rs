@@ -192,6 +192,82 @@ pub struct VmPlacement {
     pub backend_id: Option<BackendId>,
 }
 
+/// A server's `accessIPv4` / `accessIPv6`: addresses the owner declares
+/// the server is reachable at (Nova stores and echoes them; nothing routes
+/// by them). Unset is `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessIps {
+    /// `accessIPv4`.
+    pub v4: Option<std::net::Ipv4Addr>,
+    /// `accessIPv6`.
+    pub v6: Option<std::net::Ipv6Addr>,
+}
+
+/// Longest server-name pattern [`NameRegex::new`] accepts (characters).
+pub const NAME_REGEX_MAX_LEN: usize = 255;
+
+/// Compiled size bound of a [`NameRegex`] (bytes of program and of lazy
+/// DFA cache): a pattern that needs more is refused, not run.
+pub const NAME_REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// A server-name filter as Nova applies it: a regular expression searched
+/// anywhere in the name (Nova's SQL `REGEXP`). Compiled with the `regex`
+/// crate, whose matching is linear in the name's length whatever the
+/// pattern (no backtracking: `(a+)+$` costs what `a+$` costs), and bounded
+/// in pattern length ([`NAME_REGEX_MAX_LEN`]) and compiled size
+/// ([`NAME_REGEX_SIZE_LIMIT`]). Equal when the patterns are equal.
+#[derive(Debug, Clone)]
+pub struct NameRegex {
+    pattern: String,
+    regex: regex::Regex,
+}
+
+impl NameRegex {
+    /// Compiles `pattern`; the error says why it is refused (too long,
+    /// invalid syntax, or too big once compiled).
+    pub fn new(pattern: &str) -> Result<Self, String> {
+        let len = pattern.chars().count();
+        if len > NAME_REGEX_MAX_LEN {
+            return Err(format!(
+                "the pattern is {len} characters long, more than {NAME_REGEX_MAX_LEN}"
+            ));
+        }
+        let regex = regex::RegexBuilder::new(pattern)
+            .size_limit(NAME_REGEX_SIZE_LIMIT)
+            .dfa_size_limit(NAME_REGEX_SIZE_LIMIT)
+            .nest_limit(64)
+            .build()
+            .map_err(|e| match e {
+                regex::Error::CompiledTooBig(limit) => {
+                    format!("the pattern compiles to more than {limit} bytes")
+                }
+                other => other.to_string(),
+            })?;
+        Ok(Self {
+            pattern: pattern.to_string(),
+            regex,
+        })
+    }
+
+    /// The pattern as given.
+    pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+
+    /// True if the pattern occurs anywhere in `name`.
+    pub fn is_match(&self, name: &str) -> bool {
+        self.regex.is_match(name)
+    }
+}
+
+impl PartialEq for NameRegex {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern
+    }
+}
+
+impl Eq for NameRegex {}
+
 /// A VM's network interface as Ganeti reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Nic {
@@ -245,4 +321,40 @@ pub struct NewVm {
     pub backend_id: Option<BackendId>,
     /// Metadata.
     pub metadata: BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_regex_searches_like_nova() {
+        let re = NameRegex::new(r"^.*\-instance\-[0-9]+$").unwrap();
+        assert!(re.is_match("ListServerFiltersTestJSON-instance-123"));
+        assert!(!re.is_match("instance-x"));
+        assert!(
+            NameRegex::new("eb").unwrap().is_match("web-1"),
+            "unanchored"
+        );
+        assert_eq!(NameRegex::new("a").unwrap(), NameRegex::new("a").unwrap());
+        assert_ne!(NameRegex::new("a").unwrap(), NameRegex::new("b").unwrap());
+    }
+
+    #[test]
+    fn name_regex_refuses_invalid_long_and_huge_patterns() {
+        assert!(NameRegex::new("(").unwrap_err().contains("unclosed"));
+        assert!(NameRegex::new("[z-a]").is_err());
+        let long = "a".repeat(NAME_REGEX_MAX_LEN + 1);
+        assert!(
+            NameRegex::new(&long)
+                .unwrap_err()
+                .contains("characters long")
+        );
+        assert!(NameRegex::new(&"a".repeat(NAME_REGEX_MAX_LEN)).is_ok());
+        // short, but compiles to far more than the size limit
+        let huge = NameRegex::new(r"\w{1000}{1000}").unwrap_err();
+        assert!(huge.contains("compiles to more than"), "{huge}");
+        let nested = format!("{}a{}", "(".repeat(100), ")".repeat(100));
+        assert!(NameRegex::new(&nested).is_err(), "nesting is bounded");
+    }
 }

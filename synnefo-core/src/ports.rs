@@ -22,7 +22,8 @@ use crate::error::{BackendError, BusError, StoreError};
 use crate::ids::{BackendId, FlavorId, JobId, VmId};
 use crate::messages::MessageKind;
 use crate::model::{
-    Backend, Flavor, Image, NewVm, Nic, Project, Quota, Token, Usage, User, Vm, VmPlacement,
+    AccessIps, Backend, Flavor, Image, NewVm, Nic, Project, Quota, Token, Usage, User, Vm,
+    VmPlacement,
 };
 use crate::state::{JobStatus, OpError, OperState, RebootKind, VmState};
 
@@ -327,6 +328,10 @@ pub struct VmQuery {
     pub name_contains: Option<String>,
     /// Exact name.
     pub name_exact: Option<String>,
+    /// Name matches this regular expression (searched anywhere in the
+    /// name, as Nova's `name` filter). Applied in the store process, not in
+    /// SQL (the three backends' regex dialects differ), before `limit`.
+    pub name_regex: Option<crate::model::NameRegex>,
     /// Only these operstates.
     pub operstates: Option<Vec<OperState>>,
     /// Only this flavor.
@@ -391,6 +396,20 @@ pub trait VmStore: Send + Sync {
         expected_version: i64,
         placement: &VmPlacement,
     ) -> Result<Vm, StoreError>;
+    /// Stores several new VMs of one project in one transaction, with the
+    /// quota checked once for the whole batch (all or nothing: a batch that
+    /// does not fit stores none and is `QuotaExceeded` for its total). The
+    /// VMs get `access_ips`. In input order.
+    async fn create_vms(
+        &self,
+        new: &[NewVm],
+        access_ips: &AccessIps,
+        quota: Quota,
+    ) -> Result<Vec<Vm>, StoreError>;
+    /// `accessIPv4`/`accessIPv6` of VMs (a VM with neither set is absent).
+    async fn access_ips_of(&self, ids: &[VmId]) -> Result<HashMap<VmId, AccessIps>, StoreError>;
+    /// Sets a VM's access addresses (bumps its version like any change).
+    async fn set_access_ips(&self, id: VmId, ips: &AccessIps) -> Result<(), StoreError>;
     /// Renames a VM.
     async fn rename_vm(&self, id: VmId, name: &str) -> Result<Vm, StoreError>;
     /// Replaces (`replace = true`) or merges a VM's metadata; returns the result.

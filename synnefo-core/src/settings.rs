@@ -236,6 +236,8 @@ pub struct ApiSettings {
     /// Pages are validated against the database on every request, so the
     /// cache never serves stale data.
     pub list_cache_mib: usize,
+    /// Most servers one create request may ask for (`min_count`).
+    pub max_servers_per_request: u32,
 }
 
 /// `[ganeti]`.

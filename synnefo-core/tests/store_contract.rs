@@ -24,7 +24,8 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbE
 use synnefo_core::StoreError;
 use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
 use synnefo_core::model::{
-    Flavor, Image, NewVm, Nic, Project, Quota, Token, Usage, User, Vm, VmPlacement,
+    AccessIps, Flavor, Image, NameRegex, NewVm, Nic, Project, Quota, Token, Usage, User, Vm,
+    VmPlacement,
 };
 use synnefo_core::ports::{
     BackendStore, CatalogStore, IdentityStore, VmQuery, VmStateUpdate, VmStore,
@@ -1431,6 +1432,120 @@ async fn contract(s: &SeaStore) {
     reconciliation(s).await;
     vm_generations(s).await;
     placement(s).await;
+    batch_creates_and_access_ips(s).await;
+    name_regex_listing(s).await;
+}
+
+/// `create_vms`: one transaction, quota judged on the whole batch, input
+/// order; access addresses stored, read back in bulk and changed.
+async fn batch_creates_and_access_ips(s: &SeaStore) {
+    let t = tenant(s).await;
+    let quota = Quota {
+        servers: Some(4),
+        vcpus: None,
+        ram_mib: None,
+    };
+    s.set_quota(&t.project.id, quota).await.unwrap();
+    let ips = AccessIps {
+        v4: Some("192.0.2.7".parse().unwrap()),
+        v6: Some("2001:db8::7".parse().unwrap()),
+    };
+    let batch: Vec<NewVm> = (1..=3).map(|i| new_vm(&t, &format!("b-{i}"))).collect();
+    let vms = s.create_vms(&batch, &ips, quota).await.unwrap();
+    let names: Vec<&str> = vms.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["b-1", "b-2", "b-3"]);
+    assert!(vms.windows(2).all(|w| w[0].id < w[1].id));
+    // 3 + 2 > 4: nothing of the second batch is stored
+    let two: Vec<NewVm> = (4..=5).map(|i| new_vm(&t, &format!("b-{i}"))).collect();
+    match s.create_vms(&two, &AccessIps::default(), quota).await {
+        Err(StoreError::QuotaExceeded {
+            resource: "servers",
+            requested: 2,
+            in_use: 3,
+            ..
+        }) => {}
+        other => panic!("expected servers quota exceeded, got {other:?}"),
+    }
+    assert_eq!(s.usage(&t.project.id).await.unwrap().servers, 3);
+    assert!(s.create_vms(&[], &ips, quota).await.unwrap().is_empty());
+    // a batch across projects is refused
+    let other = tenant(s).await;
+    let mixed = vec![new_vm(&t, "m-1"), new_vm(&other, "m-2")];
+    assert!(matches!(
+        s.create_vms(&mixed, &ips, Quota::default()).await,
+        Err(StoreError::Integrity(_))
+    ));
+
+    let ids: Vec<VmId> = vms.iter().map(|v| v.id).collect();
+    let plain = create(s, &other, "no-access-ips").await;
+    let mut all = ids.clone();
+    all.push(plain.id);
+    let got = s.access_ips_of(&all).await.unwrap();
+    assert_eq!(got.len(), 3, "a VM without access addresses is absent");
+    assert!(ids.iter().all(|id| got[id] == ips));
+    let before = s.vm(ids[0]).await.unwrap().unwrap().version;
+    let v4_only = AccessIps {
+        v4: Some("198.51.100.1".parse().unwrap()),
+        v6: None,
+    };
+    s.set_access_ips(ids[0], &v4_only).await.unwrap();
+    assert_eq!(s.access_ips_of(&ids[..1]).await.unwrap()[&ids[0]], v4_only);
+    assert_eq!(s.vm(ids[0]).await.unwrap().unwrap().version, before + 1);
+    s.set_access_ips(ids[0], &AccessIps::default())
+        .await
+        .unwrap();
+    assert!(s.access_ips_of(&ids[..1]).await.unwrap().is_empty());
+    assert!(matches!(
+        s.set_access_ips(VmId(i64::MAX), &ips).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// `name_regex`: searched anywhere in the name, other filters, order,
+/// marker and limit applied as without it.
+async fn name_regex_listing(s: &SeaStore) {
+    let t = tenant(s).await;
+    let mut vms = Vec::new();
+    for name in ["web-1", "web-2", "db-1", "web-10", "aaaa"] {
+        vms.push(create(s, &t, name).await);
+    }
+    let list = |pattern: &str, f: fn(&mut VmQuery)| {
+        let mut q = VmQuery {
+            project_id: Some(t.project.id.clone()),
+            name_regex: Some(NameRegex::new(pattern).unwrap()),
+            newest_first: true,
+            ..VmQuery::default()
+        };
+        f(&mut q);
+        q
+    };
+    let names = |v: Vec<Vm>| v.into_iter().map(|v| v.name).collect::<Vec<_>>();
+    let got = s.list_vms(&list(r"^web-\d$", |_| {})).await.unwrap();
+    assert_eq!(names(got), ["web-2", "web-1"]);
+    let got = s.list_vms(&list("eb", |_| {})).await.unwrap();
+    assert_eq!(
+        names(got),
+        ["web-10", "web-2", "web-1"],
+        "unanchored search"
+    );
+    let got = s
+        .list_vms(&list("eb", |q| q.limit = Some(2)))
+        .await
+        .unwrap();
+    assert_eq!(names(got), ["web-10", "web-2"]);
+    let marker = vms[3].id;
+    let mut q = list("eb", |_| {});
+    q.marker = Some(marker);
+    let got = s.list_vms(&q).await.unwrap();
+    assert_eq!(names(got), ["web-2", "web-1"]);
+    let got = s
+        .list_vms(&list("1$", |q| q.newest_first = false))
+        .await
+        .unwrap();
+    assert_eq!(names(got), ["web-1", "db-1"]);
+    let got = s.list_vms(&list("(a+)+$", |_| {})).await.unwrap();
+    assert_eq!(names(got), ["aaaa"]);
+    assert!(s.list_vms(&list("^WEB", |_| {})).await.unwrap().is_empty());
 }
 
 /// Reconciliation's flavor and cluster fix: versioned like a state update,
@@ -1693,6 +1808,36 @@ async fn quota_race(s: &SeaStore) {
     }
     assert_eq!((ok, exceeded), (20, 30));
     assert_eq!(s.usage(&t.project.id).await.unwrap().servers, 20);
+
+    // Batches: 12 concurrent batches of 3 against 20 servers: exactly 6
+    // batches are stored whole, the others not at all.
+    let t = tenant(s).await;
+    s.set_quota(&t.project.id, quota).await.unwrap();
+    let batch: Vec<NewVm> = (0..3).map(|i| new_vm(&t, &format!("batch-{i}"))).collect();
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let s = s.clone();
+        let batch = batch.clone();
+        tasks.push(tokio::spawn(async move {
+            s.create_vms(&batch, &AccessIps::default(), quota).await
+        }));
+    }
+    let (mut ok, mut exceeded) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(vms) => {
+                assert_eq!(vms.len(), 3);
+                ok += 1
+            }
+            Err(StoreError::QuotaExceeded {
+                resource: "servers",
+                ..
+            }) => exceeded += 1,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!((ok, exceeded), (6, 6));
+    assert_eq!(s.usage(&t.project.id).await.unwrap().servers, 18);
 }
 
 /// Times a dispatcher-sized batch (printed; not asserted).

@@ -9,7 +9,10 @@ use axum::{Extension, Json};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use synnefo_core::service::compute::{ConsoleAccess, CreateServer, ServerFilter, ref_id};
+use synnefo_core::model::{AccessIps, NameRegex};
+use synnefo_core::service::compute::{
+    ConsoleAccess, CreateCount, CreateServer, ServerFilter, ref_id,
+};
 use synnefo_core::state::{RebootKind, ServerStatus};
 
 use super::Mount;
@@ -39,10 +42,24 @@ pub fn parse_time(v: &str) -> Result<DateTime<Utc>, ApiError> {
     )))
 }
 
+/// The `name` filter: a regular expression, as in Nova (invalid, too long
+/// or too big once compiled: 400, as Nova's `format: regex` check).
+fn name_regex(pattern: &str) -> Result<NameRegex, ApiError> {
+    NameRegex::new(pattern).map_err(|why| {
+        ApiError::bad_request(format!(
+            "Invalid input for query parameters name. Value: {pattern}. '{pattern}' is not a 'regex': {why}"
+        ))
+    })
+}
+
 /// Server list filters from the query string.
 pub fn server_filter(p: &Params) -> Result<ServerFilter, ApiError> {
     let mut f = ServerFilter {
-        name: p.get("name").filter(|s| !s.is_empty()).map(str::to_string),
+        name: p
+            .get("name")
+            .filter(|s| !s.is_empty())
+            .map(name_regex)
+            .transpose()?,
         image: p.get("image").map(|i| ref_id(i).to_string()),
         limit: p.limit()?,
         ..ServerFilter::default()
@@ -65,6 +82,17 @@ pub fn server_filter(p: &Params) -> Result<ServerFilter, ApiError> {
             Ok(id) => f.flavor = Some(id),
             Err(_) => f.statuses = Some(Vec::new()),
         }
+    }
+    if let Some(all) = p.get("all_tenants") {
+        f.all_tenants = match all.to_ascii_lowercase().as_str() {
+            "1" | "t" | "true" | "on" | "y" | "yes" => true,
+            "0" | "f" | "false" | "off" | "n" | "no" => false,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid input for query parameters all_tenants. Value: {all}. Unrecognized value '{all}', acceptable values are: '0', '1', 'f', 'false', 'n', 'no', 'off', 'on', 't', 'true', 'y', 'yes'"
+                )));
+            }
+        };
     }
     if let Some(cs) = p.get("changes-since") {
         f.changes_since = Some(parse_time(cs)?);
@@ -106,7 +134,17 @@ async fn list_vms(
     app: &Shared,
     auth: &Auth,
     p: &Params,
+    v: Version,
 ) -> Result<(Vec<synnefo_core::model::Vm>, ServerFilter), ApiError> {
+    // Before 2.38 Nova lists nothing for an unknown status; from 2.38 it is 400.
+    if !v.at_least(38)
+        && p.all("status").iter().any(|s| {
+            ServerStatus::parse(s).is_none()
+                && !NOVA_ONLY_STATUSES.iter().any(|n| n.eq_ignore_ascii_case(s))
+        })
+    {
+        return Ok((Vec::new(), ServerFilter::default()));
+    }
     let f = server_filter(p)?;
     if f.statuses.as_ref().is_some_and(Vec::is_empty) {
         return Ok((Vec::new(), f));
@@ -120,6 +158,7 @@ async fn list_vms(
 async fn listing_page<F, Fut>(
     app: &Shared,
     auth: &Auth,
+    p: &Params,
     key: String,
     render: F,
 ) -> Result<Response, ApiError>
@@ -127,7 +166,13 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<bytes::Bytes, ApiError>>,
 {
-    let page = app.listings.page(&auth.0.project.id, key, render).await?;
+    // The cache is validated by the caller's project generation: a listing
+    // across projects (all_tenants) is never cached.
+    let page = if p.get("all_tenants").is_some() {
+        render().await?
+    } else {
+        app.listings.page(&auth.0.project.id, key, render).await?
+    };
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         page,
@@ -157,8 +202,8 @@ pub async fn list(
     uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
     let key = listing_key(&auth, m, v, &uri);
-    listing_page(&app, &auth, key, || async {
-        let (vms, f) = list_vms(&app, &auth, &p).await?;
+    listing_page(&app, &auth, &p, key, || async {
+        let (vms, f) = list_vms(&app, &auth, &p, v).await?;
         let base = app.base(m.0);
         let refs: Vec<_> = vms.iter().map(|vm| views::server_ref(&base, vm)).collect();
         let next = views::next_link(
@@ -187,10 +232,11 @@ pub async fn detail(
     uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
     let key = listing_key(&auth, m, v, &uri);
-    listing_page(&app, &auth, key, || async {
-        let (vms, f) = list_vms(&app, &auth, &p).await?;
+    listing_page(&app, &auth, &p, key, || async {
+        let (vms, f) = list_vms(&app, &auth, &p, v).await?;
         let base = app.base(m.0);
         let nics = app.compute.nics_of(&vms).await?;
+        let access = app.compute.access_ips_of(&vms).await?;
         let flavors = if v.at_least(47) {
             app.compute.flavor_map().await?
         } else {
@@ -206,6 +252,7 @@ pub async fn detail(
                     vm,
                     nics.get(&vm.id).map_or(&[][..], Vec::as_slice),
                     &flavors,
+                    access.get(&vm.id).unwrap_or(&AccessIps::default()),
                 )
             })
             .collect();
@@ -249,7 +296,13 @@ async fn render_one(
     } else {
         Default::default()
     };
-    Ok(json!({"server": views::server(&app.base(m.0), v, view, vm, &nics, &flavors)}))
+    let access = app
+        .compute
+        .access_ips_of(std::slice::from_ref(vm))
+        .await?
+        .remove(&vm.id)
+        .unwrap_or_default();
+    Ok(json!({"server": views::server(&app.base(m.0), v, view, vm, &nics, &flavors, &access)}))
 }
 
 /// `GET /servers/{id}`.
@@ -341,14 +394,64 @@ fn unsupported(what: &str) -> ApiError {
     ApiError::bad_request(format!("{what} is not supported by this cloud."))
 }
 
-fn count_is_one(v: &Option<Value>, key: &str) -> Result<(), ApiError> {
-    match v {
-        None => Ok(()),
-        Some(Value::Number(n)) if n.as_u64() == Some(1) => Ok(()),
-        Some(Value::String(s)) if s == "1" => Ok(()),
-        Some(Value::Number(n)) if n.as_u64().is_some_and(|n| n > 1) => {
-            Err(unsupported("Creating several servers at once"))
+/// `accessIPv4` / `accessIPv6` as Nova validates them (format `ipv4` /
+/// `ipv6`); an empty string means unset.
+pub fn access_ips(v4: Option<&str>, v6: Option<&str>) -> Result<AccessIps, ApiError> {
+    fn one<T: std::str::FromStr>(
+        key: &str,
+        kind: &str,
+        v: Option<&str>,
+    ) -> Result<Option<T>, ApiError> {
+        match v {
+            None | Some("") => Ok(None),
+            Some(s) => s.parse().map(Some).map_err(|_| {
+                ApiError::bad_request(format!(
+                    "Invalid input for field/attribute {key}. Value: {s}. '{s}' is not a '{kind}'"
+                ))
+            }),
         }
+    }
+    Ok(AccessIps {
+        v4: one("accessIPv4", "ipv4", v4)?,
+        v6: one("accessIPv6", "ipv6", v6)?,
+    })
+}
+
+/// Nova's `min_count` / `max_count` (`positive_integer`: an integer or a
+/// string of digits, at least 1).
+fn positive_count(v: &Option<Value>, key: &str) -> Result<Option<u32>, ApiError> {
+    let bad = |other: &Value| {
+        ApiError::bad_request(format!(
+            "Invalid input for field/attribute {key}. Value: {other}. {other} is not a positive integer"
+        ))
+    };
+    let n = match v {
+        None => return Ok(None),
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.parse::<u64>().ok()
+        }
+        Some(other) => return Err(bad(other)),
+    };
+    match n {
+        Some(n) if n >= 1 => Ok(Some(u32::try_from(n).unwrap_or(u32::MAX))),
+        _ => Err(bad(v.as_ref().unwrap_or(&Value::Null))),
+    }
+}
+
+/// A Nova boolean (`parameter_types.boolean`): JSON true/false or the
+/// strings Nova accepts.
+fn nova_bool(v: &Option<Value>, key: &str) -> Result<bool, ApiError> {
+    match v {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" | "y" | "t" => Ok(true),
+            "false" | "0" | "no" | "off" | "n" | "f" => Ok(false),
+            _ => Err(ApiError::bad_request(format!(
+                "Invalid input for field/attribute {key}. Value: {s}."
+            ))),
+        },
         Some(other) => Err(ApiError::bad_request(format!(
             "Invalid input for field/attribute {key}. Value: {other}."
         ))),
@@ -393,8 +496,6 @@ impl CreateBody {
         if self.image().is_none() {
             return Err(unsupported("Booting from volume (no imageRef)"));
         }
-        count_is_one(&self.min_count, "min_count")?;
-        count_is_one(&self.max_count, "max_count")?;
         match &self.networks {
             None => {
                 if v.at_least(37) {
@@ -411,11 +512,6 @@ impl CreateBody {
                     "Invalid input for field/attribute networks. Value: {other}."
                 )));
             }
-        }
-        if self.access_ipv4.as_deref().is_some_and(|s| !s.is_empty())
-            || self.access_ipv6.as_deref().is_some_and(|s| !s.is_empty())
-        {
-            return Err(unsupported("accessIPv4/accessIPv6"));
         }
         if self.personality.as_ref().is_some_and(|p| !p.is_empty()) {
             if v.at_least(57) {
@@ -456,9 +552,6 @@ impl CreateBody {
             || matches!(&self.config_drive, Some(Value::String(s)) if s.eq_ignore_ascii_case("true"))
         {
             return Err(unsupported("Config drive"));
-        }
-        if matches!(&self.return_reservation_id, Some(Value::Bool(true))) {
-            return Err(unsupported("return_reservation_id"));
         }
         if let Some(groups) = &self.security_groups
             && groups.iter().any(|g| g.name != "default")
@@ -533,11 +626,18 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let s = req.server;
     s.check(v)?;
+    let min_count = positive_count(&s.min_count, "min_count")?.unwrap_or(1);
+    let max_count = positive_count(&s.max_count, "max_count")?.unwrap_or(min_count);
+    if min_count > max_count {
+        return Err(ApiError::bad_request("min_count must be <= max_count"));
+    }
+    let reservation = nova_bool(&s.return_reservation_id, "return_reservation_id")?;
+    let access = access_ips(s.access_ipv4.as_deref(), s.access_ipv6.as_deref())?;
     let image = s.image().unwrap_or_default();
     let no_nic = matches!(&s.networks, Some(Value::String(n)) if n == "none");
-    let created = app
+    let batch = app
         .compute
-        .create_server(
+        .create_servers(
             &auth.caller(),
             CreateServer {
                 name: s.name,
@@ -547,8 +647,24 @@ pub async fn create(
                 admin_pass: s.admin_pass,
                 no_nic,
             },
+            CreateCount {
+                min: min_count,
+                max: max_count,
+            },
+            access,
         )
         .await?;
+    if reservation {
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"reservation_id": batch.reservation_id})),
+        )
+            .into_response());
+    }
+    // Nova answers a multi-create with the first server.
+    let Some(created) = batch.servers.into_iter().next() else {
+        return Err(ApiError::internal());
+    };
     let body = json!({"server": views::created(&app.base(m.0), &created.vm, created.admin_pass)});
     let location = format!("{}/v2.1/servers/{}", app.base(m.0), created.vm.id);
     let mut resp = (StatusCode::ACCEPTED, Json(body)).into_response();
@@ -595,9 +711,14 @@ pub async fn update(
     let caller = auth.caller();
     let vm = app.compute.server(&caller, &id).await?;
     let u = req.server;
-    if u.access_ipv4.is_some() || u.access_ipv6.is_some() {
-        return Err(unsupported("accessIPv4/accessIPv6"));
-    }
+    let access = if u.access_ipv4.is_some() || u.access_ipv6.is_some() {
+        Some(access_ips(
+            u.access_ipv4.as_deref(),
+            u.access_ipv6.as_deref(),
+        )?)
+    } else {
+        None
+    };
     if u.description.is_some() && !v.at_least(19) {
         return Err(ApiError::bad_request(
             "Invalid input for field/attribute server. Additional properties are not allowed ('description' was unexpected)",
@@ -621,6 +742,31 @@ pub async fn update(
     }
     let vm = match u.name {
         Some(name) => app.compute.rename_server(&caller, &id, &name).await?,
+        None => vm,
+    };
+    let vm = match access {
+        // a field left out keeps its value, as in Nova
+        Some(new) => {
+            let old = app
+                .compute
+                .access_ips_of(std::slice::from_ref(&vm))
+                .await?
+                .remove(&vm.id)
+                .unwrap_or_default();
+            let merged = AccessIps {
+                v4: if u.access_ipv4.is_some() {
+                    new.v4
+                } else {
+                    old.v4
+                },
+                v6: if u.access_ipv6.is_some() {
+                    new.v6
+                } else {
+                    old.v6
+                },
+            };
+            app.compute.set_access_ips(&caller, &id, merged).await?
+        }
         None => vm,
     };
     Ok(Json(render_one(&app, m, v, View::Update, &vm).await?))
@@ -705,11 +851,59 @@ pub async fn action(
             )
         }
         "os-getVNCConsole" => Err(ApiError::not_found("The resource could not be found.")),
+        other if NOVA_ACTIONS_NOT_HERE.contains(&other) => {
+            // Nova finds the server first: an unknown server is 404 whatever
+            // the action.
+            app.compute.server(&caller, &id).await?;
+            Err(unsupported(&format!("The {other} action")))
+        }
         other => Err(ApiError::bad_request(format!(
             "There is no such action: {other}"
         ))),
     }
 }
+
+/// Server actions Nova has and this cloud does not (yet): the server is
+/// looked up first, so an unknown server answers 404 as in Nova, then 400.
+const NOVA_ACTIONS_NOT_HERE: &[&str] = &[
+    "rebuild",
+    "resize",
+    "confirmResize",
+    "revertResize",
+    "createImage",
+    "createBackup",
+    "changePassword",
+    "forceDelete",
+    "restore",
+    "lock",
+    "unlock",
+    "pause",
+    "unpause",
+    "suspend",
+    "resume",
+    "shelve",
+    "shelveOffload",
+    "unshelve",
+    "rescue",
+    "unrescue",
+    "migrate",
+    "os-migrateLive",
+    "evacuate",
+    "addSecurityGroup",
+    "removeSecurityGroup",
+    "addFloatingIp",
+    "removeFloatingIp",
+    "addFixedIp",
+    "removeFixedIp",
+    "os-getConsoleOutput",
+    "os-getSPICEConsole",
+    "os-getRDPConsole",
+    "os-getSerialConsole",
+    "os-resetState",
+    "os-resetNetwork",
+    "injectNetworkInfo",
+    "trigger_crash_dump",
+];
 
 /// `remote_console` request body.
 #[derive(Debug, Deserialize)]

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use synnefo_core::ids::FlavorId;
-use synnefo_core::model::{Flavor, Image, Nic, Vm};
+use synnefo_core::model::{AccessIps, Flavor, Image, Nic, Vm};
 use synnefo_core::service::compute::{Limits, fault};
 use synnefo_core::state::{
     Action, OperState, PendingAction, RebootKind, ServerStatus, server_status,
@@ -213,9 +213,9 @@ pub struct ServerBody {
     updated: String,
     addresses: BTreeMap<String, Vec<Address>>,
     #[serde(rename = "accessIPv4")]
-    access_ipv4: &'static str,
+    access_ipv4: String,
     #[serde(rename = "accessIPv6")]
-    access_ipv6: &'static str,
+    access_ipv6: String,
     links: Vec<Link>,
     #[serde(rename = "OS-DCF:diskConfig")]
     disk_config: &'static str,
@@ -342,7 +342,8 @@ pub fn addresses(nics: &[Nic], extended: bool) -> BTreeMap<String, Vec<Address>>
     out
 }
 
-/// Renders one server.
+/// Renders one server (`access`: its `accessIPv4`/`accessIPv6`, `""` when
+/// unset as in Nova).
 pub fn server(
     base: &str,
     v: Version,
@@ -350,6 +351,7 @@ pub fn server(
     vm: &Vm,
     nics: &[Nic],
     flavors: &HashMap<FlavorId, Flavor>,
+    access: &AccessIps,
 ) -> ServerBody {
     let status = server_status(&vm.state);
     let extended = view != View::Update || v.at_least(75);
@@ -406,8 +408,8 @@ pub fn server(
         created: iso(&vm.created),
         updated: iso(&vm.updated),
         addresses: addresses(nics, extended),
-        access_ipv4: "",
-        access_ipv6: "",
+        access_ipv4: access.v4.map(|a| a.to_string()).unwrap_or_default(),
+        access_ipv6: access.v6.map(|a| a.to_string()).unwrap_or_default(),
         links: links(base, "servers", &id),
         id,
         disk_config: "AUTO",
@@ -697,6 +699,7 @@ mod tests {
             &vm(),
             &[],
             &flavors,
+            &AccessIps::default(),
         ))
         .unwrap();
         assert_eq!(show21["id"], "42");
@@ -721,6 +724,7 @@ mod tests {
             &vm(),
             &[],
             &flavors,
+            &AccessIps::default(),
         ))
         .unwrap();
         assert!(show79["flavor"].get("original_name").is_some());
@@ -741,6 +745,7 @@ mod tests {
             &vm(),
             &[],
             &flavors,
+            &AccessIps::default(),
         ))
         .unwrap();
         assert!(
@@ -754,6 +759,7 @@ mod tests {
             &vm(),
             &[],
             &flavors,
+            &AccessIps::default(),
         ))
         .unwrap();
         assert!(upd21.get("OS-EXT-STS:vm_state").is_none());
@@ -764,6 +770,7 @@ mod tests {
             &vm(),
             &[],
             &flavors,
+            &AccessIps::default(),
         ))
         .unwrap();
         let show75 = serde_json::to_value(server(
@@ -773,6 +780,7 @@ mod tests {
             &vm(),
             &[],
             &flavors,
+            &AccessIps::default(),
         ))
         .unwrap();
         assert_eq!(

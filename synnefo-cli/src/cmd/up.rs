@@ -30,11 +30,17 @@ use synnefo_core::store::SeaStore;
 use synnefo_ganeti::backend::RapiBackend;
 use synnefo_ganeti_master::eventd::{Eventd, EventdConfig};
 use synnefo_ganeti_sim::{
-    NewSimInstance, SimConfig, SimHandle, SimLatency, SimNodeConfig, Simulator,
+    NewSimInstance, SimConfig, SimHandle, SimLatency, SimNetworkConfig, SimNodeConfig, Simulator,
 };
 use tokio::task::JoinSet;
 
 use crate::common::{Context, shutdown_token};
+
+mod hook;
+
+/// The Ganeti network every server of `synnefo up` gets a NIC on (one per
+/// simulated cluster, each with its own address pool).
+pub const PUBLIC_NETWORK: &str = "public";
 
 /// Options of `synnefo up`.
 #[derive(Debug, clap::Args)]
@@ -81,7 +87,8 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let mut clients = Vec::new();
     for i in 1..=args.clusters {
         let name = format!("cluster{i}");
-        let sim = start_cluster(&data_dir, &name, i, args.job_latency_ms).await?;
+        let in_use = addresses_in_use(store.as_ref(), &name).await?;
+        let sim = start_cluster(&data_dir, &name, i, args.job_latency_ms, in_use).await?;
         let backend = store
             .upsert_backend(&name, &sim.addr().ip().to_string(), sim.addr().port())
             .await
@@ -94,7 +101,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         )
         .await?;
         clients.push((backend.id, sim.client()?));
-        sims.push((name, sim));
+        sims.push((name, Arc::new(sim)));
     }
     let ganeti: Arc<dyn GanetiBackend> =
         Arc::new(RapiBackend::from_clients(clients, settings.ganeti.clone()));
@@ -115,6 +122,14 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         let eventd = Eventd::new(config, bus_dyn.clone());
         let t = token.clone();
         tasks.spawn(async move { eventd.run(t).await.map(|_| ()).context("eventd") });
+        // ... and the hook Ganeti would run there
+        let (sim, bus, prefix, t) = (
+            sim.clone(),
+            bus_dyn.clone(),
+            settings.backend_prefix_id.clone(),
+            token.clone(),
+        );
+        tasks.spawn(async move { hook::run(sim, bus, prefix, t).await.context("ganeti hook") });
     }
 
     // LOGIC: the dispatcher (two consumers per queue, as two dispatchers would)
@@ -252,7 +267,49 @@ fn embedded_settings(base: &Settings, data_dir: &Path, listen: SocketAddr) -> Se
     s.ganeti.default_disk_template = "diskless".into();
     s.ganeti.default_nic_mode = "routed".into();
     s.ganeti.default_nic_link = "100".into();
+    // Every server gets an address from the cluster's pool (`ip=pool`).
+    s.ganeti.default_nic_network = PUBLIC_NETWORK.into();
     s
+}
+
+/// The `public` network of simulated cluster `index`: 10.`index`.0.0/16,
+/// routed, with the addresses servers of an earlier run hold reserved
+/// (the simulator keeps no pool on disk).
+fn public_network(index: u8, in_use: Vec<String>) -> SimNetworkConfig {
+    let subnet = format!("10.{index}.0.0/16");
+    let prefix = format!("10.{index}.");
+    SimNetworkConfig {
+        gateway: Some(format!("10.{index}.0.1")),
+        reserved_ips: in_use
+            .into_iter()
+            .filter(|ip| ip.starts_with(&prefix) && ip.parse::<std::net::Ipv4Addr>().is_ok())
+            .collect(),
+        mode: "routed".into(),
+        link: "100".into(),
+        ..SimNetworkConfig::new(PUBLIC_NETWORK, &subnet)
+    }
+}
+
+/// The addresses the DB's servers on cluster `name` hold (none for a
+/// cluster not registered yet).
+async fn addresses_in_use(store: &dyn Store, name: &str) -> anyhow::Result<Vec<String>> {
+    let Some(backend) = store
+        .list_backends()
+        .await?
+        .into_iter()
+        .find(|b| b.name == name)
+    else {
+        return Ok(Vec::new());
+    };
+    let vms = store
+        .list_vms(&VmQuery {
+            backend_id: Some(backend.id),
+            ..VmQuery::default()
+        })
+        .await?;
+    let ids: Vec<_> = vms.iter().map(|v| v.id).collect();
+    let nics = store.nics_of(&ids).await?;
+    Ok(nics.into_values().flatten().filter_map(|n| n.ip).collect())
 }
 
 async fn start_cluster(
@@ -260,6 +317,7 @@ async fn start_cluster(
     name: &str,
     index: u8,
     latency_ms: u64,
+    in_use: Vec<String>,
 ) -> anyhow::Result<SimHandle> {
     let config = SimConfig {
         cluster_name: format!("{name}.sim"),
@@ -275,6 +333,7 @@ async fn start_cluster(
         vnc_port_base: 11000 + u16::from(index) * 1000,
         latency: SimLatency::uniform(Duration::from_millis(latency_ms)),
         archive_after_ms: Some(60_000),
+        networks: vec![public_network(index, in_use)],
         ..SimConfig::default()
     };
     Simulator::builder()
@@ -468,7 +527,7 @@ fn print_banner(
     settings: &Settings,
     clouds: &Path,
     password: &str,
-    sims: &[(String, SimHandle)],
+    sims: &[(String, Arc<SimHandle>)],
 ) {
     let url = &settings.api.public_url;
     println!();

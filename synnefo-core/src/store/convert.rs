@@ -110,6 +110,23 @@ pub(crate) fn flavor(m: flavor::Model) -> Flavor {
     }
 }
 
+/// A VM row's access-address columns, parsed.
+pub(crate) fn access_ips(
+    id: i64,
+    v4: Option<String>,
+    v6: Option<String>,
+) -> Result<crate::model::AccessIps, StoreError> {
+    let bad = |col: &str, v: &str| corrupt(format!("vm {id}: {col} {v:?} is not an address"));
+    Ok(crate::model::AccessIps {
+        v4: v4
+            .map(|v| v.parse().map_err(|_| bad("access_ipv4", &v)))
+            .transpose()?,
+        v6: v6
+            .map(|v| v.parse().map_err(|_| bad("access_ipv6", &v)))
+            .transpose()?,
+    })
+}
+
 pub(crate) fn to_json(map: &BTreeMap<String, String>) -> Result<String, StoreError> {
     serde_json::to_string(map).map_err(|e| StoreError::Integrity(format!("cannot encode map: {e}")))
 }
@@ -466,6 +483,8 @@ mod tests {
             updated: now(),
             last_reconciled: None,
             version: 1,
+            access_ipv4: None,
+            access_ipv6: None,
         };
         assert_eq!(vm_state(&m).unwrap(), s);
     }

@@ -19,7 +19,7 @@ use super::identity::project_usage;
 use super::sql::{IN_CHUNK, Sql, db_err, insert_returning_id, insert_stmt};
 use crate::error::StoreError;
 use crate::ids::VmId;
-use crate::model::{NewVm, Nic, Quota, Usage, Vm, VmPlacement};
+use crate::model::{AccessIps, NewVm, Nic, Quota, Usage, Vm, VmPlacement};
 use crate::ports::{VmQuery, VmStateUpdate, VmStore};
 use crate::state::VmState;
 
@@ -239,6 +239,100 @@ async fn lock_project(db: &impl ConnectionTrait, project_id: &str) -> Result<(),
     }
 }
 
+/// Inserts one new VM (BUILD, version 1) and its metadata; the caller
+/// holds the project lock and has checked the quota.
+async fn insert_vm(
+    txn: &impl ConnectionTrait,
+    backend: DbBackend,
+    new: &NewVm,
+    access_ips: &AccessIps,
+    now: DateTime<Utc>,
+) -> Result<Vm, StoreError> {
+    let state = VmState::new_build();
+    let mut am = vm::ActiveModel {
+        id: NotSet,
+        user_id: Set(new.user_id.clone()),
+        project_id: Set(new.project_id.clone()),
+        name: Set(new.name.clone()),
+        flavor_id: Set(new.flavor.id.0),
+        image_id: Set(new.image_id.clone()),
+        backend_id: Set(new.backend_id.map(|b| b.0)),
+        created: Set(now),
+        updated: Set(now),
+        last_reconciled: Set(None),
+        version: Set(1),
+        access_ipv4: Set(access_ips.v4.map(|a| a.to_string())),
+        access_ipv6: Set(access_ips.v6.map(|a| a.to_string())),
+        ..Default::default()
+    };
+    StateRow::new(&state)?.into_active_model(&mut am);
+    let id = insert_returning_id(txn, insert_stmt(backend, &am)?, vm::Column::Id).await?;
+    upsert_metadata(txn, id, &new.metadata).await?;
+    Ok(Vm {
+        id: VmId(id),
+        user_id: new.user_id.clone(),
+        project_id: new.project_id.clone(),
+        name: new.name.clone(),
+        flavor_id: new.flavor.id,
+        image_id: new.image_id.clone(),
+        backend_id: new.backend_id,
+        state,
+        metadata: new.metadata.clone(),
+        created: now,
+        updated: now,
+        last_reconciled: None,
+        version: 1,
+    })
+}
+
+/// [`VmStore::list_vms`] with a name regex: the (id, name) pairs that pass
+/// the SQL conditions, in page order, are matched here (the regex dialects
+/// of SQLite, PostgreSQL and MySQL differ, and SQLite has none), then the
+/// first `limit` matches are loaded. Matching is linear in each name's
+/// length ([`crate::model::NameRegex`]), so the cost is one narrow scan of
+/// the rows the other filters leave.
+async fn list_by_name_regex(
+    db: &impl ConnectionTrait,
+    cond: Condition,
+    re: &crate::model::NameRegex,
+    query: &VmQuery,
+) -> Result<Vec<Vm>, StoreError> {
+    let mut select = vm::Entity::find()
+        .select_only()
+        .columns([vm::Column::Id, vm::Column::Name])
+        .filter(cond);
+    select = if query.newest_first {
+        select.order_by_desc(vm::Column::Id)
+    } else {
+        select.order_by_asc(vm::Column::Id)
+    };
+    let pairs: Vec<(i64, String)> = select.into_tuple().all(db).await.map_err(db_err)?;
+    let limit = query
+        .limit
+        .map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+    let ids: Vec<i64> = pairs
+        .into_iter()
+        .filter(|(_, name)| re.is_match(name))
+        .map(|(id, _)| id)
+        .take(limit)
+        .collect();
+    let mut rows = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(IN_CHUNK) {
+        let part = vm::Entity::find()
+            .filter(vm::Column::Id.is_in(chunk.iter().copied()))
+            .all(db)
+            .await
+            .map_err(db_err)?;
+        rows.extend(part);
+    }
+    if query.newest_first {
+        rows.sort_unstable_by_key(|r| std::cmp::Reverse(r.id));
+    } else {
+        rows.sort_unstable_by_key(|r| r.id);
+    }
+    with_metadata(db, rows).await
+}
+
 /// One VM's final write in a batch.
 struct Winner<'a> {
     id: i64,
@@ -321,53 +415,98 @@ fn batch_update(backend: DbBackend, rows: &[Winner<'_>], now: DateTime<Utc>) -> 
 #[async_trait]
 impl VmStore for SeaStore {
     async fn create_vm(&self, new: &NewVm, quota: Quota) -> Result<Vm, StoreError> {
-        let txn = self.db.begin().await.map_err(db_err)?;
-        lock_project(&txn, &new.project_id).await?;
-        let usage = project_usage(&txn, &new.project_id).await?;
-        quota.check(
-            usage,
-            Usage {
-                servers: 1,
-                vcpus: i64::from(new.flavor.vcpus),
-                ram_mib: i64::from(new.flavor.ram_mib),
-            },
-        )?;
-        let state = VmState::new_build();
-        let now = now();
-        let mut am = vm::ActiveModel {
-            id: NotSet,
-            user_id: Set(new.user_id.clone()),
-            project_id: Set(new.project_id.clone()),
-            name: Set(new.name.clone()),
-            flavor_id: Set(new.flavor.id.0),
-            image_id: Set(new.image_id.clone()),
-            backend_id: Set(new.backend_id.map(|b| b.0)),
-            created: Set(now),
-            updated: Set(now),
-            last_reconciled: Set(None),
-            version: Set(1),
-            ..Default::default()
+        let mut vms = self
+            .create_vms(std::slice::from_ref(new), &AccessIps::default(), quota)
+            .await?;
+        vms.pop()
+            .ok_or_else(|| StoreError::Database("create stored no VM".into()))
+    }
+
+    async fn create_vms(
+        &self,
+        new: &[NewVm],
+        access_ips: &AccessIps,
+        quota: Quota,
+    ) -> Result<Vec<Vm>, StoreError> {
+        let Some(first) = new.first() else {
+            return Ok(Vec::new());
         };
-        StateRow::new(&state)?.into_active_model(&mut am);
-        let id =
-            insert_returning_id(&txn, insert_stmt(self.db_backend(), &am)?, vm::Column::Id).await?;
-        upsert_metadata(&txn, id, &new.metadata).await?;
+        if new.iter().any(|n| n.project_id != first.project_id) {
+            return Err(StoreError::Integrity(
+                "one batch of new VMs spans several projects".into(),
+            ));
+        }
+        let txn = self.db.begin().await.map_err(db_err)?;
+        lock_project(&txn, &first.project_id).await?;
+        let usage = project_usage(&txn, &first.project_id).await?;
+        let mut wanted = Usage {
+            servers: 0,
+            vcpus: 0,
+            ram_mib: 0,
+        };
+        for n in new {
+            wanted.servers += 1;
+            wanted.vcpus += i64::from(n.flavor.vcpus);
+            wanted.ram_mib += i64::from(n.flavor.ram_mib);
+        }
+        quota.check(usage, wanted)?;
+        let now = now();
+        let mut out = Vec::with_capacity(new.len());
+        for n in new {
+            out.push(insert_vm(&txn, self.db_backend(), n, access_ips, now).await?);
+        }
         txn.commit().await.map_err(db_err)?;
-        Ok(Vm {
-            id: VmId(id),
-            user_id: new.user_id.clone(),
-            project_id: new.project_id.clone(),
-            name: new.name.clone(),
-            flavor_id: new.flavor.id,
-            image_id: new.image_id.clone(),
-            backend_id: new.backend_id,
-            state,
-            metadata: new.metadata.clone(),
-            created: now,
-            updated: now,
-            last_reconciled: None,
-            version: 1,
-        })
+        Ok(out)
+    }
+
+    async fn access_ips_of(&self, ids: &[VmId]) -> Result<HashMap<VmId, AccessIps>, StoreError> {
+        let mut out = HashMap::new();
+        let ids: Vec<i64> = ids.iter().map(|i| i.0).collect();
+        for chunk in ids.chunks(IN_CHUNK) {
+            let rows: Vec<(i64, Option<String>, Option<String>)> = vm::Entity::find()
+                .select_only()
+                .columns([
+                    vm::Column::Id,
+                    vm::Column::AccessIpv4,
+                    vm::Column::AccessIpv6,
+                ])
+                .filter(vm::Column::Id.is_in(chunk.iter().copied()))
+                .filter(
+                    Condition::any()
+                        .add(vm::Column::AccessIpv4.is_not_null())
+                        .add(vm::Column::AccessIpv6.is_not_null()),
+                )
+                .into_tuple()
+                .all(&self.db)
+                .await
+                .map_err(db_err)?;
+            for (id, v4, v6) in rows {
+                out.insert(VmId(id), convert::access_ips(id, v4, v6)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn set_access_ips(&self, id: VmId, ips: &AccessIps) -> Result<(), StoreError> {
+        let txn = self.db.begin().await.map_err(db_err)?;
+        let res = vm::Entity::update_many()
+            .col_expr(
+                vm::Column::AccessIpv4,
+                Expr::value(ips.v4.map(|a| a.to_string())),
+            )
+            .col_expr(
+                vm::Column::AccessIpv6,
+                Expr::value(ips.v6.map(|a| a.to_string())),
+            )
+            .filter(vm::Column::Id.eq(id.0))
+            .exec(&txn)
+            .await
+            .map_err(db_err)?;
+        if res.rows_affected == 0 {
+            return Err(StoreError::NotFound(server(id)));
+        }
+        touch(&txn, id.0).await?;
+        txn.commit().await.map_err(db_err)
     }
 
     async fn vm(&self, id: VmId) -> Result<Option<Vm>, StoreError> {
@@ -434,6 +573,9 @@ impl VmStore for SeaStore {
             } else {
                 vm::Column::Id.gt(m.0)
             });
+        }
+        if let Some(re) = &query.name_regex {
+            return list_by_name_regex(&self.db, cond, re, query).await;
         }
         let mut select = vm::Entity::find().filter(cond);
         select = if query.newest_first {

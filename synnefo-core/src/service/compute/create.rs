@@ -9,8 +9,8 @@ use super::{
     image_visible, ref_id, validate_metadata, validate_server_name,
 };
 use crate::error::{BackendError, ServiceError, StoreError};
-use crate::ids::{BackendId, InstanceName};
-use crate::model::{Backend, Flavor, NewVm};
+use crate::ids::{BackendId, InstanceName, JobId};
+use crate::model::{Backend, Flavor, Image, NewVm, Vm};
 use crate::ports::InstanceSpec;
 use crate::service::{VmChange, modify_vm};
 use crate::state::{self, Action};
@@ -23,6 +23,39 @@ impl Compute {
         req: CreateServer,
     ) -> Result<CreatedServer, ServiceError> {
         validate_server_name(&req.name)?;
+        let (flavor, image) = self.validate_create(caller, &req).await?;
+        let admin_pass = match req.admin_pass {
+            Some(p) if !p.is_empty() => p,
+            _ => generate_password(),
+        };
+        let backend = self.place(&flavor).await?;
+
+        let quota = self.store.quota(&caller.project_id).await?;
+        let new = NewVm {
+            user_id: caller.user_id.clone(),
+            project_id: caller.project_id.clone(),
+            name: req.name,
+            flavor: flavor.clone(),
+            image_id: image.id.clone(),
+            backend_id: Some(backend),
+            metadata: req.metadata,
+        };
+        let vm = self
+            .store
+            .create_vm(&new, quota)
+            .await
+            .map_err(quota_error)?;
+        self.submit_create(vm, &flavor, &image, admin_pass, req.no_nic)
+            .await
+    }
+
+    /// Checks a create request against the catalog (metadata, flavor,
+    /// image and their fit); the flavor and image to use.
+    pub(super) async fn validate_create(
+        &self,
+        caller: &Caller,
+        req: &CreateServer,
+    ) -> Result<(Flavor, Image), ServiceError> {
         validate_metadata(&req.metadata)?;
         let flavor = match self.resolve_flavor(&req.flavor_ref).await? {
             Some(f) if !f.deleted && (f.is_public || caller.is_admin) => f,
@@ -61,31 +94,26 @@ impl Compute {
                 flavor.ram_mib, image.min_ram_mib
             )));
         }
-        let admin_pass = match req.admin_pass {
-            Some(p) if !p.is_empty() => p,
-            _ => generate_password(),
-        };
-        let backend = self.place(&flavor).await?;
+        Ok((flavor, image))
+    }
 
-        let quota = self.store.quota(&caller.project_id).await?;
-        let new = NewVm {
-            user_id: caller.user_id.clone(),
-            project_id: caller.project_id.clone(),
-            name: req.name,
-            flavor: flavor.clone(),
-            image_id: image.id.clone(),
-            backend_id: Some(backend),
-            metadata: req.metadata,
-        };
-        let vm = self.store.create_vm(&new, quota).await.map_err(|e| match e {
-            StoreError::QuotaExceeded { resource, limit, in_use, requested } => ServiceError::OverLimit(format!(
-                "Quota exceeded for {}: Requested {requested}, but already used {in_use} of {limit} {}",
-                quota_resource_name(resource),
-                quota_resource_name(resource)
-            )),
-            other => other.into(),
+    /// Submits the Ganeti create of a stored BUILD server; records the job,
+    /// or rolls the server back (Ganeti unreachable) or puts it in ERROR
+    /// (Ganeti refused).
+    pub(super) async fn submit_create(
+        &self,
+        vm: Vm,
+        flavor: &Flavor,
+        image: &Image,
+        admin_pass: String,
+        no_nic: bool,
+    ) -> Result<CreatedServer, ServiceError> {
+        let backend = vm.backend_id.ok_or_else(|| {
+            ServiceError::Store(StoreError::Integrity(format!(
+                "server {} has no cluster",
+                vm.id
+            )))
         })?;
-
         let mut osparams = image.osparams.clone();
         osparams.insert(PASSWORD_OSPARAM.into(), admin_pass.clone());
         let spec = InstanceSpec {
@@ -101,7 +129,7 @@ impl Compute {
             },
             os_type: image.os_type.clone(),
             osparams,
-            nics: if req.no_nic {
+            nics: if no_nic {
                 Vec::new()
             } else {
                 vec![self.config.nic.clone()]
@@ -151,7 +179,7 @@ impl Compute {
         }
     }
 
-    async fn place(&self, flavor: &Flavor) -> Result<BackendId, ServiceError> {
+    pub(super) async fn place(&self, flavor: &Flavor) -> Result<BackendId, ServiceError> {
         let candidates: Vec<Backend> = self
             .store
             .list_backends()
@@ -173,6 +201,23 @@ impl Compute {
             .into());
         }
         Ok(chosen)
+    }
+}
+
+/// A store quota refusal as Nova words it (403 overLimit).
+pub(super) fn quota_error(e: StoreError) -> ServiceError {
+    match e {
+        StoreError::QuotaExceeded {
+            resource,
+            limit,
+            in_use,
+            requested,
+        } => ServiceError::OverLimit(format!(
+            "Quota exceeded for {}: Requested {requested}, but already used {in_use} of {limit} {}",
+            quota_resource_name(resource),
+            quota_resource_name(resource)
+        )),
+        other => other.into(),
     }
 }
 

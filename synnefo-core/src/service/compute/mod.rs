@@ -38,12 +38,14 @@
 //! are ports ([`Placement`], [`ConsoleForwarder`]).
 
 mod actions;
+mod batch;
 mod catalog;
 mod create;
 mod ports;
 mod servers;
 mod types;
 
+pub use batch::{CreateCount, CreatedBatch};
 pub use ports::{
     ConsoleAccess, ConsoleForwarder, LeastLoaded, PlaceWith, Placement, PlacementFuture,
     ProxyEndpoint,
@@ -96,6 +98,8 @@ pub struct ComputeConfig {
     pub nic: NicSpec,
     /// How long Ganeti waits for a clean shutdown.
     pub shutdown_timeout: Duration,
+    /// Most servers one create request may ask for.
+    pub max_servers_per_request: u32,
 }
 
 impl ComputeConfig {
@@ -122,6 +126,7 @@ impl ComputeConfig {
             default_disk_template: g.default_disk_template.clone(),
             nic,
             shutdown_timeout: Duration::from_secs(g.shutdown_timeout_secs),
+            max_servers_per_request: s.api.max_servers_per_request,
         }
     }
 }
@@ -138,6 +143,7 @@ impl Default for ComputeConfig {
                 ip: None,
             },
             shutdown_timeout: Duration::from_secs(120),
+            max_servers_per_request: 100,
         }
     }
 }

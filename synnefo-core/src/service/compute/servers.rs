@@ -31,15 +31,35 @@ impl Compute {
         Ok((vm, nics))
     }
 
-    /// The caller's servers, newest first, filtered and paged.
+    /// Which project a listing covers: the caller's, or every project
+    /// (`None`) for an operator's `all_tenants` (403 for anyone else, as
+    /// Nova's default policy).
+    fn listing_scope(
+        &self,
+        caller: &Caller,
+        f: &ServerFilter,
+    ) -> Result<Option<String>, ServiceError> {
+        match (f.all_tenants, caller.is_admin) {
+            (false, _) => Ok(Some(caller.project_id.clone())),
+            (true, true) => Ok(None),
+            (true, false) => Err(ServiceError::Forbidden(
+                "Policy doesn't allow os_compute_api:servers:index:get_all_tenants to be performed."
+                    .into(),
+            )),
+        }
+    }
+
+    /// The caller's servers (every project's with `all_tenants`), newest
+    /// first, filtered and paged.
     pub async fn list_servers(
         &self,
         caller: &Caller,
         f: &ServerFilter,
     ) -> Result<Vec<Vm>, ServiceError> {
+        let project = self.listing_scope(caller, f)?;
         if let Some(marker) = f.marker {
             match self.store.vm(marker).await? {
-                Some(vm) if vm.project_id == caller.project_id => {}
+                Some(vm) if project.as_ref().is_none_or(|p| *p == vm.project_id) => {}
                 _ => {
                     return Err(ServiceError::BadRequest(format!(
                         "marker [{marker}] not found"
@@ -60,12 +80,12 @@ impl Compute {
             })
         });
         let query = VmQuery {
-            project_id: Some(caller.project_id.clone()),
+            project_id: project,
             include_deleted: f.changes_since.is_some()
                 || f.statuses
                     .as_ref()
                     .is_some_and(|s| s.contains(&ServerStatus::Deleted)),
-            name_contains: f.name.clone(),
+            name_regex: f.name.clone(),
             operstates: f.statuses.as_deref().map(operstates_for),
             flavor_id: f.flavor,
             image_id: f.image.clone(),

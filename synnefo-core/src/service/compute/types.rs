@@ -41,8 +41,10 @@ pub struct CreatedServer {
 /// Server list filters (already parsed by the adapter).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ServerFilter {
-    /// Name contains this.
-    pub name: Option<String>,
+    /// Name matches this regular expression (anywhere, as in Nova).
+    pub name: Option<crate::model::NameRegex>,
+    /// Every project's servers (operators only; Nova's `all_tenants`).
+    pub all_tenants: bool,
     /// Only these statuses.
     pub statuses: Option<Vec<ServerStatus>>,
     /// Only this image id.

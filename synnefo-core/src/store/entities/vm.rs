@@ -68,6 +68,10 @@ pub struct Model {
     pub last_reconciled: Option<DateTimeUtc>,
     /// Optimistic-concurrency version.
     pub version: i64,
+    /// `accessIPv4` (canonical text form).
+    pub access_ipv4: Option<String>,
+    /// `accessIPv6` (canonical text form).
+    pub access_ipv6: Option<String>,
 }
 
 /// No navigable relations: the store joins explicitly.
