@@ -47,8 +47,8 @@ pub enum RapiError {
         /// A readable message (the failing op's error text).
         message: String,
         /// The failing op's error, typed (read from `result` where the
-        /// answer came in).
-        error: Option<OpError>,
+        /// answer came in); boxed to keep the error small.
+        error: Option<Box<OpError>>,
         /// The failing op's raw `opresult` (e.g. `["OpPrereqError", [msg, ecode]]`).
         result: Value,
         /// The job's log messages, oldest first.
@@ -106,7 +106,7 @@ impl From<RapiError> for BackendError {
             } => BackendError::JobFailed {
                 job_id,
                 message,
-                error,
+                error: error.map(|e| *e),
             },
             RapiError::Http { status, .. } if (500..600).contains(&status) => {
                 BackendError::Unavailable(e.to_string())
@@ -159,11 +159,11 @@ mod tests {
         let failed = RapiError::JobFailed {
             job_id: 7,
             message: "boom".into(),
-            error: Some(OpError {
+            error: Some(Box::new(OpError {
                 class: "OpExecError".into(),
                 message: "boom".into(),
                 code: None,
-            }),
+            })),
             result: Value::Null,
             log: vec![],
         };

@@ -449,7 +449,7 @@ impl RapiClient {
                 Err(RapiError::JobFailed {
                     job_id: id,
                     message,
-                    error: synnefo_core::state::OpError::from_result(&result),
+                    error: synnefo_core::state::OpError::from_result(&result).map(Box::new),
                     result,
                     log: job.log_messages(),
                 })

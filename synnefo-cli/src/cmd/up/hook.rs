@@ -78,12 +78,12 @@ pub async fn run(
                 nics: nics.clone(),
             };
             let now = synnefo_ganeti_master::eventd::job::now_timestamp();
-            if let HookOutcome::Publish(msg) = plan(&env, &prefix, now) {
-                if let Err(e) = publish(&msg, bus.as_ref(), PUBLISH_TIMEOUT).await {
-                    // try again on the next round
-                    tracing::warn!(instance = %name, error = %e, "simulated hook: publish failed");
-                    continue;
-                }
+            if let HookOutcome::Publish(msg) = plan(&env, &prefix, now)
+                && let Err(e) = publish(&msg, bus.as_ref(), PUBLISH_TIMEOUT).await
+            {
+                // try again on the next round
+                tracing::warn!(instance = %name, error = %e, "simulated hook: publish failed");
+                continue;
             }
             seen.insert(name, nics);
         }

@@ -9,7 +9,7 @@ use super::{
     image_visible, ref_id, validate_metadata, validate_server_name,
 };
 use crate::error::{BackendError, ServiceError, StoreError};
-use crate::ids::{BackendId, InstanceName, JobId};
+use crate::ids::{BackendId, InstanceName};
 use crate::model::{Backend, Flavor, Image, NewVm, Vm};
 use crate::ports::InstanceSpec;
 use crate::service::{VmChange, modify_vm};
