@@ -85,7 +85,7 @@ impl Default for Guards {
     }
 }
 
-/// Everything [`diff`] looks at. Borrowed, so a caller with 100k VMs does
+/// Everything [`diff`](super::diff) looks at. Borrowed, so a caller with 100k VMs does
 /// not copy them.
 #[derive(Debug, Clone, Copy)]
 pub struct Input<'a> {
@@ -425,7 +425,7 @@ pub struct DiffStats {
     pub foreign_ignored: usize,
 }
 
-/// The outcome of [`diff`].
+/// The outcome of [`diff`](super::diff).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Diff {
     /// What disagrees.
