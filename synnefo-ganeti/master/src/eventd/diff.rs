@@ -561,8 +561,8 @@ mod tests {
         assert_eq!(d.changes[0].message.result, j.ops[0].result);
         assert_eq!(
             d.changes[0].message.logmsg.as_deref(),
-            Some("OpPrereqError: no space"),
-            "the error, not the progress log"
+            Some("OpPrereqError: no space (insufficient_resources)"),
+            "the typed error with its code, not the progress log"
         );
         assert_eq!(
             d.changes[1].message.logmsg.as_deref(),
