@@ -85,9 +85,11 @@ if [[ ! -f "$KDIR/bin/kamaki" ]]; then
         kamaki==0.16 astakosclient==0.19 objpool==0.4 progress==1.6 \
         python-dateutil==2.8.2 six==1.16.0
 fi
-export HOME="$WORK/home"
-mkdir -p "$HOME"
-kamaki() { PYTHONPATH="$KDIR" timeout 120 "$PY" "$KDIR/bin/kamaki" "$@"; }
+# kamaki alone gets the isolated HOME (its ~/.kamakirc); cargo and rustup
+# below keep the caller's, where the toolchain is configured.
+KHOME="$WORK/home"
+mkdir -p "$KHOME"
+kamaki() { HOME="$KHOME" PYTHONPATH="$KDIR" timeout 120 "$PY" "$KDIR/bin/kamaki" "$@"; }
 kamaki --version
 
 # --- server -------------------------------------------------------------------
