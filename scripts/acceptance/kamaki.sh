@@ -27,27 +27,10 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/synnefo-kamaki.XXXXXX")
 UP_PID=""
-PASSED=0
-FAILED=0
 STARTED=$(date +%s)
 
-cleanup() {
-    if [[ -n "$UP_PID" ]] && kill -0 "$UP_PID" 2>/dev/null; then
-        kill -TERM "$UP_PID" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$UP_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$UP_PID" 2>/dev/null || true
-    fi
-    if [[ "${KEEP:-0}" == 1 ]]; then
-        echo "work dir kept: $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-}
-trap cleanup EXIT
-
-log() { printf '==> %s\n' "$*"; }
-pass() { PASSED=$((PASSED + 1)); printf 'PASS %s\n' "$1"; }
-fail() { FAILED=$((FAILED + 1)); printf 'FAIL %s: %s\n' "$1" "$2"; }
+# shellcheck source=scripts/acceptance/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 # --- Python 2.7 ---------------------------------------------------------------
 is_py27() { [[ -n "$1" && -x "$1" ]] && "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (2, 7))' 2>/dev/null; }

@@ -26,21 +26,8 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/synnefo-tempest.XXXXXX")
 TEMPEST_VERSION=${TEMPEST_VERSION:-47.0.0}
 UP_PID=""
 
-cleanup() {
-    if [[ -n "$UP_PID" ]] && kill -0 "$UP_PID" 2>/dev/null; then
-        kill -TERM "$UP_PID" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$UP_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$UP_PID" 2>/dev/null || true
-    fi
-    if [[ "${KEEP:-0}" == 1 ]]; then
-        echo "work dir kept: $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-}
-trap cleanup EXIT
-
-log() { printf '==> %s\n' "$*"; }
+# shellcheck source=scripts/acceptance/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
