@@ -12,7 +12,6 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::{ConnectionTrait, Database};
 use serde_json::Value;
 use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
 use synnefo_core::model::{Flavor, NewVm, Quota, Vm};
@@ -22,80 +21,11 @@ use synnefo_core::ports::{
 use synnefo_core::settings::Settings;
 use synnefo_core::state::{Action, OperState, PendingAction, VmState};
 use synnefo_core::store::SeaStore;
-use synnefo_core::testing::{pg_url, service_unavailable};
+use synnefo_test_support::db::TestDb;
 use synnefo_ganeti::backend::RapiBackend;
 use synnefo_ganeti_sim::{NewSimInstance, SimHandle, Simulator};
 
 const SYNNEFO: &str = env!("CARGO_BIN_EXE_synnefo");
-
-// ---------------------------------------------------------------- database
-
-/// A fresh PostgreSQL database, dropped at the end.
-struct TestDb {
-    url: String,
-    admin_url: String,
-    name: String,
-}
-
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, format!("?{q}")),
-        None => (url, String::new()),
-    };
-    let host_start = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[host_start..]
-        .find('/')
-        .map_or(base.len(), |i| host_start + i);
-    format!("{}/{db}{query}", &base[..host_end])
-}
-
-impl TestDb {
-    async fn create(test: &str) -> Option<(TestDb, SeaStore)> {
-        let admin_url = pg_url();
-        let admin = match Database::connect(&admin_url).await {
-            Ok(c) => c,
-            Err(e) => {
-                service_unavailable(test, "PostgreSQL", &e.to_string());
-                return None;
-            }
-        };
-        let name = format!("synnefo_reconcile_{}", uuid::Uuid::new_v4().simple());
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create database");
-        let _ = admin.close().await;
-        let db = TestDb {
-            url: with_database(&admin_url, &name),
-            admin_url,
-            name,
-        };
-        let store = SeaStore::connect(&db.url, 4).await.expect("connect");
-        store.migrate().await.expect("migrate");
-        Some((db, store))
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                let admin = Database::connect(&admin_url).await.ok()?;
-                let _ = admin
-                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await;
-                let _ = admin.close().await;
-                Some(())
-            })
-        })
-        .join();
-    }
-}
 
 // ---------------------------------------------------------------- world
 
@@ -113,7 +43,8 @@ struct World {
 }
 
 async fn world(test: &str) -> Option<World> {
-    let (db, store) = TestDb::create(test).await?;
+    let db = TestDb::postgres(test).await?;
+    let store = db.store.clone();
     let sim = Simulator::builder().start().await.expect("simulator");
     let backend = store
         .upsert_backend("sim", "127.0.0.1", sim.addr().port())

@@ -1,17 +1,11 @@
 //! `synnefo up` as a person runs it: in a terminal (tmux), read the banner,
 //! use the cloud, press Ctrl-C, see it stop; run it again on the same data dir.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(18774)
-}
+use synnefo_test_support::wait::free_port;
 
 fn tmux(args: &[&str]) -> std::io::Result<std::process::Output> {
     Command::new("tmux").args(args).output()

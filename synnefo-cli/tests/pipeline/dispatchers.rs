@@ -12,15 +12,14 @@
 //! Isolation: its own database and instance-name prefix (hence routing
 //! keys and queues).
 
-mod pipeline_support;
-
 use std::time::{Duration, Instant};
 
-use pipeline_support::*;
 use synnefo_amqp::{AmqpBus, AmqpConfig};
 use synnefo_core::messages::MessageKind;
 use synnefo_core::ports::EventBus;
-use synnefo_core::testing::{amqp_url, service_unavailable};
+use synnefo_test_support::{amqp_url, service_unavailable};
+
+use crate::support::*;
 
 const TEST: &str = "pipeline_dispatchers";
 const VMS: usize = 280;
@@ -65,10 +64,12 @@ async fn publish_all(bus: &AmqpBus, bodies: &[Vec<u8>]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_dispatchers_one_killed_mid_stream_lose_nothing() {
+    let _heavy = one_at_a_time().await;
     let prefix = unique_prefix();
-    let Some((db, store)) = TestDb::create(TEST).await else {
+    let Some(db) = TestDb::postgres(TEST).await else {
         return;
     };
+    let store = db.store.clone();
     let mut amqp = AmqpConfig::new(amqp_url(), &prefix);
     amqp.publish_timeout = Duration::from_secs(30);
     let bus = match AmqpBus::connect(amqp).await {
@@ -83,6 +84,7 @@ async fn two_dispatchers_one_killed_mid_stream_lose_nothing() {
     let config = write_config(
         dir.path(),
         &db.url,
+        &amqp_url(),
         &prefix,
         "[dispatcher]\nbatch_size = 32\n",
     );
@@ -132,7 +134,7 @@ async fn two_dispatchers_one_killed_mid_stream_lose_nothing() {
     // 1. A backlog, one dispatcher; SIGKILL it as soon as it is consuming:
     //    it holds up to `prefetch` unacked messages, some mid-transaction.
     publish_all(&bus, &bodies[..third]).await;
-    let mut a = Proc::start("dispatcher-a", dir.path(), &config, &args);
+    let mut a = start("dispatcher-a", dir.path(), &config, &args);
     wait_consuming(&bus, third as u32).await;
     let pid = a.pid();
     a.kill();
@@ -144,8 +146,8 @@ async fn two_dispatchers_one_killed_mid_stream_lose_nothing() {
     // 2. More backlog, two dispatchers; SIGKILL one of them mid-stream.
     publish_all(&bus, &bodies[third..2 * third]).await;
     let backlog = bus.queue_depths().await.unwrap().op;
-    let mut a = Proc::start("dispatcher-a", dir.path(), &config, &args);
-    let mut b = Proc::start("dispatcher-b", dir.path(), &config, &args);
+    let mut a = start("dispatcher-a", dir.path(), &config, &args);
+    let mut b = start("dispatcher-b", dir.path(), &config, &args);
     wait_consuming(&bus, backlog).await;
     let pid = b.pid();
     b.kill();
@@ -155,7 +157,7 @@ async fn two_dispatchers_one_killed_mid_stream_lose_nothing() {
     );
 
     // 3. Restart it; the rest streams in while both consume.
-    let mut b = Proc::start("dispatcher-b", dir.path(), &config, &args);
+    let mut b = start("dispatcher-b", dir.path(), &config, &args);
     publish_all(&bus, &bodies[2 * third..]).await;
     eprintln!("{TEST}: published {total} in {:?}", started.elapsed());
 

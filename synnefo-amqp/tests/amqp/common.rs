@@ -1,5 +1,5 @@
-//! Helpers for the tests against the real RabbitMQ (`amqp_url()`).
-#![allow(dead_code)]
+//! Helpers for the tests against a real RabbitMQ (the shared one of
+//! `amqp_url()`, or a test's private node).
 
 use std::time::Duration;
 
@@ -8,16 +8,21 @@ use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use synnefo_amqp::{AmqpBus, AmqpConfig};
 use synnefo_core::ports::{Delivery, Subscription};
-use synnefo_core::testing::{amqp_url, service_unavailable};
+use synnefo_test_support::{amqp_url, service_unavailable};
 
 /// A prefix no other test uses, so each test has its own queues.
 pub fn unique_prefix() -> String {
-    format!("t{}-", &uuid::Uuid::new_v4().simple().to_string()[..10])
+    synnefo_test_support::unique("t") + "-"
 }
 
-/// A test configuration: short backoffs.
+/// A test configuration on the shared broker: short backoffs.
 pub fn config(prefix: &str) -> AmqpConfig {
-    let mut c = AmqpConfig::new(amqp_url(), prefix);
+    config_at(&amqp_url(), prefix)
+}
+
+/// A test configuration on the broker of `url`: short backoffs.
+pub fn config_at(url: &str, prefix: &str) -> AmqpConfig {
+    let mut c = AmqpConfig::new(url, prefix);
     c.min_backoff = Duration::from_millis(50);
     c.max_backoff = Duration::from_millis(500);
     c.publish_timeout = Duration::from_secs(5);
@@ -36,9 +41,9 @@ pub async fn connect(test: &str, cfg: AmqpConfig) -> Option<AmqpBus> {
     }
 }
 
-/// A raw lapin connection for inspecting queues.
-pub async fn raw() -> Connection {
-    Connection::connect(&amqp_url(), ConnectionProperties::default())
+/// A raw lapin connection to the broker of `cfg`, for inspecting queues.
+pub async fn raw(cfg: &AmqpConfig) -> Connection {
+    Connection::connect(&cfg.uri, ConnectionProperties::default())
         .await
         .expect("raw connection")
 }
@@ -70,7 +75,7 @@ pub async fn get(conn: &Connection, queue: &str) -> Option<lapin::message::Basic
 
 /// Deletes the test's queues.
 pub async fn cleanup(cfg: &AmqpConfig) {
-    let conn = raw().await;
+    let conn = raw(cfg).await;
     let ch = conn.create_channel().await.unwrap();
     for q in cfg.bindings().into_iter().map(|b| b.queue) {
         let _ = ch

@@ -1,38 +1,35 @@
 //! PostgreSQL going away under running processes loses nothing and kills
-//! nothing, on the real services:
+//! nothing. Each test restarts a private PostgreSQL cluster of its own
+//! (`initdb`/`pg_ctl` on a free port), never the machine's shared one:
 //!
 //! * the full pipeline (Ganeti simulator -> `synnefo eventd` -> RabbitMQ ->
 //!   two `synnefo dispatcher`s -> PostgreSQL) while jobs run: every session
 //!   of the test database is killed (`pg_terminate_backend`) twice, then
-//!   PostgreSQL is restarted (`pg_ctlcluster ... restart`, fast shutdown),
-//!   then the sessions are killed once more. Every VM ends in the state
-//!   its jobs lead to, nothing is dead-lettered, the dispatchers retried
-//!   (the outage overlapped their work) and kept running, and they stop
-//!   cleanly on SIGTERM;
+//!   PostgreSQL is restarted (fast shutdown), then the sessions are killed
+//!   once more. Every VM ends in the state its jobs lead to, nothing is
+//!   dead-lettered, the dispatchers retried (the outage overlapped their
+//!   work) and kept running, and they stop cleanly on SIGTERM;
 //! * a `synnefo api` process across killed sessions and a PostgreSQL
 //!   restart whose outage (11 s) outlasts the pool's acquire timeout (10 s):
 //!   during the outage it answers 503 (never a 500, never a dropped
 //!   connection), and once the server is back its requests succeed again
 //!   within a few seconds, reads and writes; it stops cleanly on SIGTERM.
 //!
-//! Restarting PostgreSQL needs root and a local cluster (`pg_lsclusters`);
-//! without them the tests print a loud SKIPPED line (a failure under
-//! `CI=true`). Restarts are serialised with a lock file between test
-//! processes (`pipeline_support::pg_restart_lock`), held for each test.
-
-mod pipeline_support;
+//! Without `initdb`/`pg_ctl` (scripts/private-service-deps installs them)
+//! the tests print a loud SKIPPED line (a failure under `CI=true`).
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pipeline_support::{
-    Disruption, PgCluster, Proc, SYNNEFO, TestDb, end_to_end_with, kill_connections,
-    pg_restart_lock, unique_prefix, write_config,
-};
-use serde_json::{Value, json};
-use synnefo_core::testing::service_unavailable;
+use synnefo_test_support::api::ApiClient;
+use synnefo_test_support::db::Server;
+use synnefo_test_support::private::PrivatePostgres;
+use synnefo_test_support::process::synnefo_json;
+use synnefo_test_support::service_unavailable;
+use synnefo_test_support::wait::free_port;
+
+use crate::end_to_end::{Disruption, end_to_end_with};
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dispatchers_survive_killed_sessions_and_a_postgres_restart() {
@@ -47,65 +44,8 @@ const RECOVERY: Duration = Duration::from_secs(5);
 /// acquire timeout (10 s), so requests fail instead of only waiting.
 const OUTAGE: Duration = Duration::from_secs(11);
 
-/// `synnefo -c CONFIG ARGS --json` that must succeed: its JSON output.
-fn synnefo_json(config: &Path, args: &[&str]) -> Value {
-    let out = Command::new(SYNNEFO)
-        .arg("-c")
-        .arg(config)
-        .args(args)
-        .env_remove("SYNNEFO_CONFIG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run synnefo");
-    assert!(
-        out.status.success(),
-        "synnefo {args:?}: {:?}\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON output")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// One request's outcome: an HTTP status, or why there was none.
 type Answer = Result<u16, String>;
-
-async fn get(http: &reqwest::Client, url: &str, token: &str) -> Answer {
-    match http.get(url).header("X-Auth-Token", token).send().await {
-        Ok(r) => Ok(r.status().as_u16()),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// Keystone v3 password login: (HTTP status, token).
-async fn login(http: &reqwest::Client, base: &str) -> (u16, Option<String>) {
-    let body = json!({"auth": {
-        "identity": {"methods": ["password"], "password": {"user": {
-            "name": "restart-user", "domain": {"id": "default"}, "password": "restart-pw"}}},
-        "scope": {"project": {"name": "restart-project", "domain": {"id": "default"}}}}});
-    match http
-        .post(format!("{base}/identity/v3/auth/tokens"))
-        .json(&body)
-        .send()
-        .await
-    {
-        Ok(r) => (
-            r.status().as_u16(),
-            r.headers()
-                .get("x-subject-token")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
-        ),
-        Err(e) => panic!("login: the API dropped the request: {e}"),
-    }
-}
 
 fn histogram(answers: &[(Duration, Answer)]) -> BTreeMap<String, usize> {
     let mut h = BTreeMap::new();
@@ -121,30 +61,31 @@ fn histogram(answers: &[(Duration, Answer)]) -> BTreeMap<String, usize> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_process_survives_a_postgres_restart() {
-    let t_lock = Instant::now();
-    let _lock = pg_restart_lock();
-    eprintln!(
-        "{API_TEST}: waited {:?} for the restart lock",
-        t_lock.elapsed()
-    );
+    let _heavy = one_at_a_time().await;
     let t_test = Instant::now();
-    let Some((db, store)) = TestDb::create(API_TEST).await else {
-        return;
-    };
-    drop(store);
-    let cluster = match PgCluster::serving(&db.url) {
-        Ok(c) => c,
+    let pg = match tokio::task::spawn_blocking(PrivatePostgres::start)
+        .await
+        .expect("starting PostgreSQL")
+    {
+        Ok(pg) => pg,
         Err(e) => {
-            return service_unavailable(
-                API_TEST,
-                "a PostgreSQL restart (pg_ctlcluster, as root)",
-                &e,
-            );
+            return service_unavailable(API_TEST, "a private PostgreSQL (initdb, pg_ctl)", &e);
         }
     };
+    let Some(db) = TestDb::on_server(API_TEST, Server::Postgres, &pg.admin_url()).await else {
+        return;
+    };
+    db.store.close().await.ok();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &db.url, &unique_prefix(), "");
+    let config = write_config(
+        dir.path(),
+        &db.url,
+        &synnefo_test_support::amqp_url(),
+        &unique_prefix(),
+        "",
+    );
     synnefo_json(
+        SYNNEFO,
         &config,
         &[
             "admin",
@@ -157,11 +98,12 @@ async fn an_api_process_survives_a_postgres_restart() {
             "restart-project",
             "--json",
         ],
-    );
+    )
+    .expect("add the user");
     let listen = format!("127.0.0.1:{}", free_port());
     let base = format!("http://{listen}");
     // Tokens validated against the database on every request.
-    let mut api = Proc::start(
+    let mut api = start(
         "api",
         dir.path(),
         &config,
@@ -174,24 +116,17 @@ async fn an_api_process_survives_a_postgres_restart() {
             "0",
         ],
     );
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !api.log_text().contains("compute API listening") {
-        assert!(api.running(), "the API exited:\n{}", api.log_text());
-        assert!(
-            Instant::now() < deadline,
-            "the API did not start:\n{}",
-            api.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (status, token) = login(&http, &base).await;
-    let token = token.unwrap_or_else(|| panic!("login: HTTP {status}"));
-    let servers = format!("{base}/v2.1/servers");
-    assert_eq!(get(&http, &servers, &token).await, Ok(200));
+    api.wait_log_line("compute API listening", Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("the API did not start: {e}"));
+    let mut client = ApiClient::new(&base, Duration::from_secs(20));
+    let r = client
+        .login("restart-user", "restart-pw", "restart-project")
+        .await
+        .expect("login: the API dropped the request");
+    assert_eq!(r.status, 201, "login: {}", r.text());
+    let servers = "/v2.1/servers";
+    assert_eq!(client.status(servers).await, Ok(200));
     eprintln!("{API_TEST}: API up, logged in: {:?}", t_test.elapsed());
 
     // A client polling the API throughout: server listings (token check
@@ -199,15 +134,15 @@ async fn an_api_process_survives_a_postgres_restart() {
     let started = Instant::now();
     let stop = tokio_util::sync::CancellationToken::new();
     let poller = {
-        let (http, token, stop) = (http.clone(), token.clone(), stop.clone());
-        let urls = [servers.clone(), format!("{base}/healthz")];
+        let (client, stop) = (client.clone(), stop.clone());
+        let paths = [servers, "/healthz"];
         tokio::spawn(async move {
             let mut answers: Vec<(Duration, Answer)> = Vec::new();
             let mut slowest = Duration::ZERO;
             let mut i = 0usize;
             while !stop.is_cancelled() {
                 let t = Instant::now();
-                let a = get(&http, &urls[i % 2], &token).await;
+                let a = client.status(paths[i % 2]).await;
                 slowest = slowest.max(t.elapsed());
                 answers.push((started.elapsed(), a));
                 i += 1;
@@ -217,28 +152,17 @@ async fn an_api_process_survives_a_postgres_restart() {
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let n = kill_connections(db.admin_url(), db.name())
-        .await
-        .expect("pg_terminate_backend");
+    let n = db.kill_connections().await.expect("pg_terminate_backend");
     eprintln!("{API_TEST}: killed {n} sessions at {:?}", started.elapsed());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let stop_at = started.elapsed();
-    let c = cluster.clone();
-    let down = tokio::task::spawn_blocking(move || c.stop())
-        .await
-        .unwrap()
-        .expect("PostgreSQL stop");
+    tokio::task::block_in_place(|| pg.stop()).expect("PostgreSQL stop");
     eprintln!(
-        "{API_TEST}: PostgreSQL {}/{} stopped at {stop_at:?} (done at {:?}); down for {OUTAGE:?}",
-        cluster.version,
-        cluster.name,
+        "{API_TEST}: the private PostgreSQL stopped at {stop_at:?} (done at {:?}); down for {OUTAGE:?}",
         started.elapsed()
     );
     tokio::time::sleep(OUTAGE).await;
-    tokio::task::spawn_blocking(move || down.start())
-        .await
-        .unwrap()
-        .expect("PostgreSQL start");
+    tokio::task::block_in_place(|| pg.start_again()).expect("PostgreSQL start");
     let back_at = started.elapsed();
     eprintln!("{API_TEST}: PostgreSQL back at {back_at:?}");
     // Keep polling until well past the recovery window.
@@ -293,12 +217,13 @@ async fn an_api_process_survives_a_postgres_restart() {
         "not all requests succeed {RECOVERY:?} after the restart: {tail:?}"
     );
     // Writes too: a new token is stored.
-    let (status, new_token) = login(&http, &base).await;
-    assert_eq!(status, 201, "login after the restart");
-    assert_eq!(
-        get(&http, &servers, new_token.as_deref().unwrap_or_default()).await,
-        Ok(200)
-    );
+    let mut again = ApiClient::new(&base, Duration::from_secs(20));
+    let r = again
+        .login("restart-user", "restart-pw", "restart-project")
+        .await
+        .expect("login after the restart");
+    assert_eq!(r.status, 201, "login after the restart: {}", r.text());
+    assert_eq!(again.status(servers).await, Ok(200));
 
     let st = api.terminate(Duration::from_secs(20));
     assert!(

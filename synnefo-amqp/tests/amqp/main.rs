@@ -1,7 +1,8 @@
 //! The AMQP bus against the real RabbitMQ: publish/consume/ack, confirms,
 //! dead letters with their reason, redelivery of unacked messages, quorum
-//! queues. (Broker restarts are in `broker_restart.rs`.)
+//! queues; and across a restart of a private broker (`broker_restart`).
 
+mod broker_restart;
 mod common;
 
 use std::time::Duration;
@@ -30,7 +31,7 @@ async fn publish_consume_ack() {
     bus.publish(MessageKind::NetStatus, b"net0".to_vec())
         .await
         .unwrap();
-    let raw = raw().await;
+    let raw = raw(&cfg).await;
     // Confirmed means stored: the count is right the moment publish returns.
     assert_eq!(
         ready(&raw, &cfg.queue_name(MessageKind::OpStatus)).await,
@@ -83,7 +84,7 @@ async fn messages_are_persistent_json() {
     bus.publish(MessageKind::OpStatus, b"{}".to_vec())
         .await
         .unwrap();
-    let raw = raw().await;
+    let raw = raw(&cfg).await;
     let m = get(&raw, &cfg.queue_name(MessageKind::OpStatus))
         .await
         .expect("a message");
@@ -127,7 +128,7 @@ async fn dead_letters_keep_the_reason() {
     .unwrap();
     sub.ack(&[got[1].tag]).await.unwrap();
 
-    let raw = raw().await;
+    let raw = raw(&cfg).await;
     assert_eq!(ready(&raw, &cfg.queue_name(MessageKind::OpStatus)).await, 0);
     let dead = get(&raw, &cfg.dead_letter_queue())
         .await

@@ -47,7 +47,7 @@
 //! routing keys and queues); processes are killed and queues deleted when
 //! the test ends, also on failure (process logs are then printed and kept).
 
-mod pipeline_support;
+mod client;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -56,7 +56,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use pipeline_support::{Proc, SYNNEFO, TestDb, unique_prefix, write_config};
 use reqwest::Method;
 use serde_json::{Value, json};
 use synnefo_amqp::{AmqpBus, AmqpConfig};
@@ -64,7 +63,13 @@ use synnefo_core::model::Vm;
 use synnefo_core::ports::{VmQuery, VmStore};
 use synnefo_core::state::OperState;
 use synnefo_core::store::SeaStore;
-use synnefo_core::testing::{amqp_url, service_unavailable};
+use synnefo_test_support::api::{error_chain, json_id};
+use synnefo_test_support::process::Proc;
+use synnefo_test_support::wait::free_port;
+use synnefo_test_support::{amqp_url, service_unavailable};
+
+use crate::support::{SYNNEFO, TestDb, one_at_a_time, start, unique_prefix, write_config};
+use client::{Client, Outcome, Stats};
 use synnefo_ganeti::rapi::{RapiClient, RapiConfig};
 
 const TEST: &str = "multi_process";
@@ -94,11 +99,13 @@ const POLL: Duration = Duration::from_millis(150);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_apis_two_dispatchers_100_servers_one_api_and_one_dispatcher_killed() {
+    let _heavy = one_at_a_time().await;
     let t0 = Instant::now();
     let prefix = unique_prefix();
-    let Some((db, store)) = TestDb::create(TEST).await else {
+    let Some(db) = TestDb::postgres(TEST).await else {
         return;
     };
+    let store = db.store.clone();
     let bus = match AmqpBus::connect(AmqpConfig::new(amqp_url(), &prefix)).await {
         Ok(b) => b,
         Err(e) => return service_unavailable(TEST, "RabbitMQ", &e.to_string()),
@@ -165,7 +172,7 @@ struct Services {
 
 impl Services {
     fn start(&mut self, name: &str, dir: &Path, config: &Path, args: &[&str]) {
-        self.procs.push(Proc::start(name, dir, config, args));
+        self.procs.push(start(name, dir, config, args));
     }
 
     fn get(&mut self, name: &str) -> &mut Proc {
@@ -220,76 +227,9 @@ impl Drop for Services {
     }
 }
 
-/// Runs `synnefo -c CONFIG ARGS` to completion: (exit code, stdout, stderr).
-fn synnefo_run(config: &Path, args: &[&str]) -> Result<(Option<i32>, String, String), String> {
-    let out = Command::new(SYNNEFO)
-        .arg("-c")
-        .arg(config)
-        .args(args)
-        .env_remove("SYNNEFO_CONFIG")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("running synnefo {}: {e}", args.join(" ")))?;
-    Ok((
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ))
-}
-
 /// `synnefo ... --json` that must succeed: its JSON output.
 fn synnefo_json(config: &Path, args: &[&str]) -> Result<Value, String> {
-    let (code, out, err) = synnefo_run(config, args)?;
-    if code != Some(0) {
-        return Err(format!(
-            "synnefo {} exited {code:?}:\n{out}{err}",
-            args.join(" ")
-        ));
-    }
-    serde_json::from_str(&out)
-        .map_err(|e| format!("synnefo {} printed no JSON ({e}):\n{out}", args.join(" ")))
-}
-
-/// An id printed as a JSON number or string.
-fn json_id(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// A free loopback port (bound, then released for the child to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// Waits for a line of the process's log containing `marker`; returns it.
-async fn wait_log_line(p: &mut Proc, marker: &str, timeout: Duration) -> Result<String, String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(l) = p.log_text().lines().find(|l| l.contains(marker)) {
-            return Ok(l.to_string());
-        }
-        if !p.running() {
-            return Err(format!(
-                "{} exited before printing {marker:?}:\n{}",
-                p.name,
-                p.log_text()
-            ));
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "{} did not print {marker:?} within {timeout:?}:\n{}",
-                p.name,
-                p.log_text()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    synnefo_test_support::process::synnefo_json(SYNNEFO, config, args)
 }
 
 /// Starts an API on a free port; waits until it listens and answers
@@ -312,8 +252,7 @@ async fn start_api(
             &["api", "--listen", &listen, "--no-console"],
         );
         // The log line comes after the bind: then /healthz is ours.
-        match wait_log_line(
-            svc.get(name),
+        match svc.get(name).wait_log_line(
             "compute API listening",
             Duration::from_secs(30),
         )
@@ -339,478 +278,6 @@ async fn start_api(
         return Ok(base);
     }
     Err(format!("{name}: no free port in 3 attempts"))
-}
-
-// ------------------------------------------------------------------ the load-balancing client
-
-/// What became of one request.
-enum Sent {
-    /// The API answered.
-    Answer {
-        api: usize,
-        status: u16,
-        body: Value,
-    },
-    /// The connection broke after the request was sent: it may or may not
-    /// have taken effect.
-    CutOff { api: usize, error: String },
-}
-
-/// Counters of the client.
-#[derive(Default)]
-struct Stats {
-    /// Requests answered, per API.
-    served: [AtomicU64; 2],
-    /// Connections refused (request never delivered; sent to the other API).
-    refused: [AtomicU64; 2],
-    /// Requests cut off in flight, per API.
-    cut_off: [AtomicU64; 2],
-    /// 409 answers to actions and deletes.
-    conflicts: AtomicU64,
-    /// Servers created so far (the kill's trigger).
-    created: AtomicUsize,
-}
-
-/// The user's view: a round-robin client in front of the APIs, with the
-/// catalog entries the servers are created from.
-struct Client {
-    http: reqwest::Client,
-    apis: Vec<String>,
-    next: AtomicUsize,
-    token: OnceLock<String>,
-    image: String,
-    flavor: String,
-    /// Write requests (POST/DELETE) in flight, per API.
-    in_flight_writes: [AtomicUsize; 2],
-    stats: Stats,
-    /// What happened to servers with a cut-off request, by server name.
-    notes: Mutex<BTreeMap<String, Vec<String>>>,
-    /// VM ids whose create was cut off.
-    cut_creates: Mutex<BTreeSet<String>>,
-    /// VM ids whose delete was cut off.
-    cut_deletes: Mutex<BTreeSet<String>>,
-}
-
-/// The error of a reqwest call with its causes.
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
-}
-
-/// How one lifecycle ended.
-enum Outcome {
-    /// Created, stopped, started, deleted.
-    Done,
-    /// Its create was cut off and it stays in BUILD: only reconciliation
-    /// can settle it.
-    Stranded { id: String },
-}
-
-impl Client {
-    fn note(&self, name: &str, what: String) {
-        eprintln!("[{TEST}] {name}: {what}");
-        self.notes
-            .lock()
-            .expect("notes")
-            .entry(name.to_string())
-            .or_default()
-            .push(what);
-    }
-
-    /// Sends one request to the next API in turn; a refused connection
-    /// goes to the other one.
-    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Sent, String> {
-        let n = self.apis.len();
-        let first = self.next.fetch_add(1, Relaxed) % n;
-        let mut refusals = Vec::new();
-        for k in 0..n {
-            let api = (first + k) % n;
-            let url = format!("{}{path}", self.apis[api]);
-            let mut req = self.http.request(method.clone(), &url);
-            if let Some(t) = self.token.get() {
-                req = req.header("X-Auth-Token", t);
-            }
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            let write = method != Method::GET;
-            if write {
-                self.in_flight_writes[api].fetch_add(1, Relaxed);
-            }
-            let result = async {
-                let r = req.send().await?;
-                let status = r.status().as_u16();
-                let bytes = r.bytes().await?;
-                Ok::<_, reqwest::Error>((status, bytes))
-            }
-            .await;
-            if write {
-                self.in_flight_writes[api].fetch_sub(1, Relaxed);
-            }
-            match result {
-                Ok((status, bytes)) => {
-                    self.stats.served[api].fetch_add(1, Relaxed);
-                    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-                        Value::String(String::from_utf8_lossy(&bytes).into_owned())
-                    });
-                    return Ok(Sent::Answer { api, status, body });
-                }
-                Err(e) if e.is_connect() => {
-                    self.stats.refused[api].fetch_add(1, Relaxed);
-                    refusals.push(format!("{}: {}", API_NAMES[api], error_chain(&e)));
-                }
-                Err(e) if e.is_timeout() => {
-                    // Not a death: something hangs. A retry could act twice.
-                    return Err(format!("{method} {url}: timed out: {}", error_chain(&e)));
-                }
-                Err(e) => {
-                    self.stats.cut_off[api].fetch_add(1, Relaxed);
-                    return Ok(Sent::CutOff {
-                        api,
-                        error: error_chain(&e),
-                    });
-                }
-            }
-        }
-        Err(format!(
-            "{method} {path}: no API accepted the connection: {refusals:?}"
-        ))
-    }
-
-    /// A GET, sent again when cut off (reads are idempotent).
-    async fn get(&self, path: &str) -> Result<(u16, Value), String> {
-        let mut last = String::new();
-        for _ in 0..5 {
-            match self.send(Method::GET, path, None).await? {
-                Sent::Answer { status, body, .. } => return Ok((status, body)),
-                Sent::CutOff { api, error } => {
-                    last = format!("{}: {error}", API_NAMES[api]);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
-        Err(format!("GET {path}: cut off 5 times; last: {last}"))
-    }
-
-    /// Keystone v3: a project-scoped token.
-    async fn login(&self, user: &str, password: &str, project: &str) -> Result<(), String> {
-        let body = json!({"auth": {
-            "identity": {"methods": ["password"], "password": {"user": {
-                "name": user, "domain": {"id": "default"}, "password": password}}},
-            "scope": {"project": {"name": project, "domain": {"id": "default"}}}}});
-        let url = format!("{}/identity/v3/auth/tokens", self.apis[0]);
-        let r = self
-            .http
-            .post(&url)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| format!("POST {url}: {}", error_chain(&e)))?;
-        let status = r.status();
-        let token = r
-            .headers()
-            .get("x-subject-token")
-            .and_then(|v| v.to_str().ok())
-            .map(String::from);
-        let text = r.text().await.unwrap_or_default();
-        match token {
-            Some(t) if status.as_u16() == 201 => {
-                let _ = self.token.set(t);
-                Ok(())
-            }
-            _ => Err(format!("POST {url}: HTTP {status}: {text}")),
-        }
-    }
-
-    /// `GET /servers/ID`: its status, or None once it is gone (404).
-    async fn status(&self, id: &str) -> Result<Option<String>, String> {
-        match self.get(&format!("/v2.1/servers/{id}")).await? {
-            (200, v) => Ok(Some(
-                v["server"]["status"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            )),
-            (404, _) => Ok(None),
-            (s, v) => Err(format!("GET /servers/{id}: HTTP {s}: {v}")),
-        }
-    }
-
-    /// Polls until the server's status is `want` ("DELETED": gone).
-    /// Ok(Err(last status)) when `timeout` passes first.
-    async fn wait_status(
-        &self,
-        id: &str,
-        want: &str,
-        timeout: Duration,
-    ) -> Result<Result<(), String>, String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let last = match self.status(id).await? {
-                None if want == "DELETED" => return Ok(Ok(())),
-                None => return Err(format!("server {id} vanished while waiting for {want}")),
-                Some(s) if s == want => return Ok(Ok(())),
-                Some(s) if s == "ERROR" => {
-                    return Err(format!(
-                        "server {id} went to ERROR while waiting for {want}"
-                    ));
-                }
-                Some(s) => s,
-            };
-            if Instant::now() > deadline {
-                return Ok(Err(last));
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    /// Our servers with exactly this name: (id, status).
-    async fn find_by_name(&self, name: &str) -> Result<Vec<(String, String)>, String> {
-        let (status, v) = self
-            .get(&format!("/v2.1/servers/detail?name={name}"))
-            .await?;
-        if status != 200 {
-            return Err(format!(
-                "GET /servers/detail?name={name}: HTTP {status}: {v}"
-            ));
-        }
-        Ok(v["servers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|s| s["name"] == name)
-            .map(|s| {
-                (
-                    json_id(&s["id"]).unwrap_or_default(),
-                    s["status"].as_str().unwrap_or_default().to_string(),
-                )
-            })
-            .collect())
-    }
-
-    /// Creates a server; a cut-off create is looked up by name before it is
-    /// sent again. Returns (id, whether a create was cut off).
-    async fn create(&self, name: &str) -> Result<(String, bool), String> {
-        let body =
-            json!({"server": {"name": name, "imageRef": self.image, "flavorRef": self.flavor}});
-        let mut cut = false;
-        for _ in 0..5 {
-            match self
-                .send(Method::POST, "/v2.1/servers", Some(&body))
-                .await?
-            {
-                Sent::Answer {
-                    status: 202, body, ..
-                } => {
-                    let id = json_id(&body["server"]["id"])
-                        .ok_or_else(|| format!("create {name}: no server id in {body}"))?;
-                    if cut {
-                        self.note(name, format!("created again as {id}"));
-                    }
-                    return Ok((id, cut));
-                }
-                Sent::Answer { api, status, body } => {
-                    return Err(format!(
-                        "create {name} via {}: HTTP {status}: {body}",
-                        API_NAMES[api]
-                    ));
-                }
-                Sent::CutOff { api, error } => {
-                    cut = true;
-                    let found = self.find_by_name(name).await?;
-                    match found.as_slice() {
-                        [] => self.note(
-                            name,
-                            format!(
-                                "create cut off by {} ({error}); not stored: creating again",
-                                API_NAMES[api]
-                            ),
-                        ),
-                        [(id, status)] => {
-                            self.note(
-                                name,
-                                format!(
-                                    "create cut off by {} ({error}); stored as {id}, {status}",
-                                    API_NAMES[api]
-                                ),
-                            );
-                            self.cut_creates.lock().expect("set").insert(id.clone());
-                            return Ok((id.clone(), true));
-                        }
-                        more => {
-                            return Err(format!(
-                                "{name}: several servers after one create: {more:?}"
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-        Err(format!("create {name}: cut off 5 times"))
-    }
-
-    /// Runs an action until the server is in `want`.
-    async fn act(&self, name: &str, id: &str, action: &str, want: &str) -> Result<(), String> {
-        let body = json!({ action: null });
-        let path = format!("/v2.1/servers/{id}/action");
-        let mut cut = false;
-        for _ in 0..10 {
-            match self.send(Method::POST, &path, Some(&body)).await? {
-                Sent::Answer { status: 202, .. } => {
-                    return match self.wait_status(id, want, STATE_TIMEOUT).await? {
-                        Ok(()) => Ok(()),
-                        Err(last) => Err(format!(
-                            "{name} ({id}): {action} accepted, but still {last} after {STATE_TIMEOUT:?}"
-                        )),
-                    };
-                }
-                Sent::Answer {
-                    api,
-                    status: 409,
-                    body,
-                } => {
-                    self.stats.conflicts.fetch_add(1, Relaxed);
-                    let now = self.status(id).await?;
-                    if now.as_deref() == Some(want) {
-                        if cut {
-                            self.note(name, format!("{action}: 409, already {want}: done"));
-                        }
-                        return Ok(());
-                    }
-                    self.note(
-                        name,
-                        format!(
-                            "{action} via {}: 409 ({body}) while {now:?}; again",
-                            API_NAMES[api]
-                        ),
-                    );
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Sent::Answer { api, status, body } => {
-                    return Err(format!(
-                        "{name} ({id}): {action} via {}: HTTP {status}: {body}",
-                        API_NAMES[api]
-                    ));
-                }
-                Sent::CutOff { api, error } => {
-                    cut = true;
-                    match self.wait_status(id, want, SETTLE).await? {
-                        Ok(()) => {
-                            self.note(
-                                name,
-                                format!(
-                                    "{action} cut off by {} ({error}); it went through: {want}",
-                                    API_NAMES[api]
-                                ),
-                            );
-                            return Ok(());
-                        }
-                        Err(last) => self.note(
-                            name,
-                            format!(
-                                "{action} cut off by {} ({error}); still {last} after {SETTLE:?}: again",
-                                API_NAMES[api]
-                            ),
-                        ),
-                    }
-                }
-            }
-        }
-        Err(format!("{name} ({id}): {action} never went through"))
-    }
-
-    /// Deletes a server and waits until it is gone.
-    async fn delete(&self, name: &str, id: &str) -> Result<(), String> {
-        let path = format!("/v2.1/servers/{id}");
-        let mut gone = false;
-        for _ in 0..10 {
-            match self.send(Method::DELETE, &path, None).await? {
-                Sent::Answer {
-                    status: 204 | 404, ..
-                } => {
-                    gone = true;
-                    break;
-                }
-                Sent::Answer {
-                    api,
-                    status: 409,
-                    body,
-                } => {
-                    self.stats.conflicts.fetch_add(1, Relaxed);
-                    self.note(
-                        name,
-                        format!("delete via {}: 409 ({body}); again", API_NAMES[api]),
-                    );
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Sent::Answer { api, status, body } => {
-                    return Err(format!(
-                        "{name} ({id}): delete via {}: HTTP {status}: {body}",
-                        API_NAMES[api]
-                    ));
-                }
-                Sent::CutOff { api, error } => {
-                    let now = self.status(id).await?;
-                    self.note(
-                        name,
-                        format!(
-                            "delete cut off by {} ({error}); now {}",
-                            API_NAMES[api],
-                            now.as_deref().unwrap_or("gone")
-                        ),
-                    );
-                    self.cut_deletes.lock().expect("set").insert(id.to_string());
-                    if now.is_none() {
-                        gone = true;
-                        break;
-                    }
-                }
-            }
-        }
-        if !gone {
-            return Err(format!("{name} ({id}): delete never went through"));
-        }
-        match self.wait_status(id, "DELETED", STATE_TIMEOUT).await? {
-            Ok(()) => Ok(()),
-            Err(last) => Err(format!("{name} ({id}): deleted, but still {last}")),
-        }
-    }
-
-    /// One server's life: create -> ACTIVE, os-stop -> SHUTOFF,
-    /// os-start -> ACTIVE, delete -> gone.
-    async fn lifecycle(&self, name: &str) -> Result<Outcome, String> {
-        let (id, create_cut) = self.create(name).await?;
-        self.stats.created.fetch_add(1, Relaxed);
-        let wait = if create_cut {
-            STRANDED_AFTER
-        } else {
-            STATE_TIMEOUT
-        };
-        if let Err(last) = self.wait_status(&id, "ACTIVE", wait).await? {
-            if create_cut && last == "BUILD" {
-                self.note(
-                    name,
-                    format!(
-                        "{id} still BUILD {STRANDED_AFTER:?} after its cut-off create: stranded"
-                    ),
-                );
-                return Ok(Outcome::Stranded { id });
-            }
-            return Err(format!(
-                "{name} ({id}) not ACTIVE {wait:?} after its create; last {last}"
-            ));
-        }
-        self.act(name, &id, "os-stop", "SHUTOFF").await?;
-        self.act(name, &id, "os-start", "ACTIVE").await?;
-        self.delete(name, &id).await?;
-        Ok(Outcome::Done)
-    }
 }
 
 // ------------------------------------------------------------------ checks
@@ -886,7 +353,7 @@ fn operator_reconcile(config: &Path, fix: bool) -> Result<Value, String> {
     if fix {
         args.push("--fix-all");
     }
-    let (code, out, err) = synnefo_run(config, &args)?;
+    let (code, out, err) = synnefo_test_support::process::run_synnefo(SYNNEFO, config, &args)?;
     let report: Value = serde_json::from_str(&out).map_err(|e| {
         format!(
             "synnefo {} exited {code:?} with no JSON report ({e}):\n{out}{err}",
@@ -957,8 +424,7 @@ async fn run(
             &format!("synnefo:{rapi_password}"),
         ],
     );
-    let line = wait_log_line(
-        svc.get("ganeti-sim"),
+    let line = svc.get("ganeti-sim").wait_log_line(
         "listening on http://",
         Duration::from_secs(20),
     )
@@ -1068,10 +534,9 @@ async fn run(
         apis.push(start_api(svc, name, dir, &config, &http).await?);
     }
     for d in ["dispatcher-a", "dispatcher-b"] {
-        wait_log_line(svc.get(d), "dispatcher starting", Duration::from_secs(20)).await?;
+        svc.get(d).wait_log_line( "dispatcher starting", Duration::from_secs(20)).await?;
     }
-    wait_log_line(
-        svc.get("eventd"),
+    svc.get("eventd").wait_log_line(
         "eventd starting",
         Duration::from_secs(20),
     )

@@ -1,0 +1,97 @@
+//! Domain builders: a user in a project with a flavor, and VMs for them.
+
+use std::collections::BTreeMap;
+
+use synnefo_core::ids::{FlavorId, VmId};
+use synnefo_core::model::{Flavor, NewVm, Project, Quota, User, Vm};
+use synnefo_core::ports::{CatalogStore, IdentityStore, VmStore};
+
+use crate::unique;
+
+/// A user, a project it is a member of, and a public flavor.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    /// The user.
+    pub user: User,
+    /// Its project.
+    pub project: Project,
+    /// A flavor (2 vCPUs, 1 GiB RAM, 10 GiB disk).
+    pub flavor: Flavor,
+}
+
+/// A public `plain` flavor with a unique name.
+pub fn flavor_spec(vcpus: i32, ram_mib: i32, disk_gib: i32) -> Flavor {
+    Flavor {
+        id: FlavorId(0),
+        name: unique("flavor-"),
+        vcpus,
+        ram_mib,
+        disk_gib,
+        disk_template: "plain".into(),
+        is_public: true,
+        deleted: false,
+    }
+}
+
+/// Creates a flavor of `vcpus` and `ram_mib` (10 GiB disk).
+pub async fn flavor<S: CatalogStore + ?Sized>(s: &S, vcpus: i32, ram_mib: i32) -> Flavor {
+    s.create_flavor(&flavor_spec(vcpus, ram_mib, 10))
+        .await
+        .expect("create flavor")
+}
+
+/// Creates a user (not an admin), a project and a flavor, uniquely named.
+pub async fn tenant<S: IdentityStore + CatalogStore + ?Sized>(s: &S) -> Tenant {
+    let user = s
+        .create_user(&unique("user-"), "$argon2id$fake", false)
+        .await
+        .expect("create user");
+    let project = s
+        .create_project(&unique("project-"))
+        .await
+        .expect("create project");
+    s.add_member(&user.id, &project.id)
+        .await
+        .expect("add member");
+    Tenant {
+        flavor: flavor(s, 2, 1024).await,
+        user,
+        project,
+    }
+}
+
+impl Tenant {
+    /// A VM request named `name` of the tenant's flavor (image `img-1`,
+    /// no backend chosen).
+    pub fn new_vm(&self, name: &str) -> NewVm {
+        NewVm {
+            user_id: self.user.id.clone(),
+            project_id: self.project.id.clone(),
+            name: name.to_string(),
+            flavor: self.flavor.clone(),
+            image_id: "img-1".into(),
+            backend_id: None,
+            metadata: BTreeMap::new(),
+        }
+    }
+
+    /// Creates a VM named `name` (in BUILD), without quota limits.
+    pub async fn create_vm<S: VmStore + ?Sized>(&self, s: &S, name: &str) -> Vm {
+        s.create_vm(&self.new_vm(name), Quota::default())
+            .await
+            .expect("create vm")
+    }
+}
+
+/// Creates `n` VMs in BUILD for a new tenant; their ids in order.
+pub async fn create_vms<S: IdentityStore + CatalogStore + VmStore + ?Sized>(
+    s: &S,
+    n: usize,
+) -> Vec<VmId> {
+    let t = tenant(s).await;
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        ids.push(t.create_vm(s, &format!("vm{i}")).await.id);
+    }
+    ids
+}

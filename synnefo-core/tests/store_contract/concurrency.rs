@@ -1,0 +1,276 @@
+//! The store under concurrent writers: optimistic concurrency, the quota race, a batch's timing.
+#![allow(unused_imports)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use synnefo_core::StoreError;
+use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
+use synnefo_core::model::{Flavor, Image, Nic, Quota, Token, Usage, Vm, VmPlacement};
+use synnefo_core::ports::{
+    BackendStore, CatalogStore, IdentityStore, VmQuery, VmStateUpdate, VmStore,
+};
+use synnefo_core::state::{
+    Action, JobStatus, OpCode, OpStatusEvent, OperState, RebootKind, Transition, VmState,
+    apply_op_status, start_action,
+};
+use synnefo_core::store::SeaStore;
+
+use crate::fixtures::*;
+
+/// Loads, applies `event`, writes with the loaded version; on `Conflict`
+/// reloads and re-applies. Returns (versions written, conflicts seen).
+pub(crate) async fn apply_until_done(s: &SeaStore, id: VmId, event: &OpStatusEvent) -> (Vec<i64>, u32) {
+    let mut conflicts = 0;
+    let mut written = Vec::new();
+    loop {
+        let vm = s.vm(id).await.unwrap().unwrap();
+        let next = match apply_op_status(&vm.state, event) {
+            Transition::Applied(next) => next,
+            Transition::Ignored(_) => return (written, conflicts),
+        };
+        match s
+            .update_vm_state(&VmStateUpdate {
+                id,
+                expected_version: vm.version,
+                state: next,
+                nics: None,
+            })
+            .await
+        {
+            Ok(stored) => {
+                assert_eq!(stored.version, vm.version + 1);
+                written.push(stored.version);
+                return (written, conflicts);
+            }
+            Err(StoreError::Conflict(_)) => conflicts += 1,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+}
+
+/// Two tasks race to apply different events to the same VMs; each retries
+/// on `Conflict`. Every version is won by exactly one writer, and the end
+/// state holds both events (equal to applying them in order).
+pub(crate) async fn concurrent_state_updates(s: &SeaStore) {
+    let t = tenant(s).await;
+    let rounds = 40;
+    let mut total_conflicts = 0;
+    for round in 0..rounds {
+        let vm = create(s, &t, &format!("race-{round}")).await;
+        // A: the create succeeded (sets operstate); B: a later job is running
+        // (sets the job fields). Whichever order they land in, both count.
+        let a = ev(100, OpCode::InstanceCreate, JobStatus::Success, 10);
+        let b = OpStatusEvent {
+            op_index: 1,
+            ..ev(101, OpCode::InstanceSetParams, JobStatus::Running, 20)
+        };
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let spawn = |e: OpStatusEvent| {
+            let s = s.clone();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                apply_until_done(&s, vm.id, &e).await
+            })
+        };
+        let (ha, hb) = (spawn(a.clone()), spawn(b.clone()));
+        let (wa, ca) = ha.await.unwrap();
+        let (wb, cb) = hb.await.unwrap();
+        total_conflicts += ca + cb;
+        let mut versions: Vec<i64> = wa.iter().chain(wb.iter()).copied().collect();
+        versions.sort_unstable();
+        assert_eq!(
+            versions,
+            vec![vm.version + 1, vm.version + 2],
+            "one winner per version"
+        );
+        let stored = s.vm(vm.id).await.unwrap().unwrap();
+        let expected = applied(&applied(&vm.state, &a), &b);
+        assert_eq!(
+            stored.state, expected,
+            "round {round}: both updates reflected"
+        );
+        assert_eq!(stored.state.operstate, OperState::Started);
+        assert_eq!(
+            stored.state.job.as_ref().map(|j| j.job_id),
+            Some(JobId(101))
+        );
+    }
+    eprintln!(
+        "concurrent_state_updates: {total_conflicts} conflicts over {rounds} rounds, all retried"
+    );
+
+    // The same through batches: two dispatchers write overlapping batches.
+    let n = 60;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(create(s, &t, &format!("batch-race-{i}")).await.id);
+    }
+    let a = ev(200, OpCode::InstanceCreate, JobStatus::Success, 10);
+    let b = OpStatusEvent {
+        op_index: 1,
+        ..ev(201, OpCode::InstanceSetParams, JobStatus::Running, 20)
+    };
+    let barrier = Arc::new(tokio::sync::Barrier::new(2));
+    let spawn = |e: OpStatusEvent, reverse: bool| {
+        let s = s.clone();
+        let barrier = barrier.clone();
+        let mut ids = ids.clone();
+        if reverse {
+            ids.reverse();
+        }
+        tokio::spawn(async move {
+            barrier.wait().await;
+            let mut pending = ids;
+            let mut conflicts = 0u32;
+            while !pending.is_empty() {
+                let vms = s.vms(&pending).await.unwrap();
+                let updates: Vec<VmStateUpdate> = vms
+                    .iter()
+                    .filter_map(|vm| match apply_op_status(&vm.state, &e) {
+                        Transition::Applied(next) => Some(VmStateUpdate {
+                            id: vm.id,
+                            expected_version: vm.version,
+                            state: next,
+                            nics: None,
+                        }),
+                        Transition::Ignored(_) => None,
+                    })
+                    .collect();
+                let res = match s.update_vm_states(&updates).await {
+                    Ok(res) => res,
+                    // whole-batch contention (deadlock victim, busy): retry all
+                    Err(StoreError::Conflict(_)) => {
+                        conflicts += 1;
+                        continue;
+                    }
+                    Err(e) => panic!("batch failed: {e}"),
+                };
+                pending = updates
+                    .iter()
+                    .zip(res)
+                    .filter_map(|(u, r)| match r {
+                        Ok(()) => None,
+                        Err(StoreError::Conflict(_)) => {
+                            conflicts += 1;
+                            Some(u.id)
+                        }
+                        Err(e) => panic!("update failed: {e}"),
+                    })
+                    .collect();
+            }
+            conflicts
+        })
+    };
+    let (ha, hb) = (spawn(a.clone(), false), spawn(b.clone(), true));
+    let conflicts = ha.await.unwrap() + hb.await.unwrap();
+    for vm in s.vms(&ids).await.unwrap() {
+        assert_eq!(vm.state.operstate, OperState::Started, "vm {}", vm.id);
+        assert_eq!(
+            vm.state.job.as_ref().map(|j| j.job_id),
+            Some(JobId(201)),
+            "vm {}",
+            vm.id
+        );
+        assert_eq!(vm.version, 3, "vm {}: exactly two writes", vm.id);
+    }
+    eprintln!("concurrent batches: {conflicts} conflicts, all retried");
+}
+
+/// 50 concurrent creates against a quota of 20 servers: exactly 20 win.
+pub(crate) async fn quota_race(s: &SeaStore) {
+    let t = tenant(s).await;
+    let quota = Quota {
+        servers: Some(20),
+        vcpus: None,
+        ram_mib: None,
+    };
+    s.set_quota(&t.project.id, quota).await.unwrap();
+    let nv = new_vm(&t, "racer");
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let s = s.clone();
+        let nv = nv.clone();
+        tasks.push(tokio::spawn(async move { s.create_vm(&nv, quota).await }));
+    }
+    let (mut ok, mut exceeded) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(StoreError::QuotaExceeded {
+                resource: "servers",
+                ..
+            }) => exceeded += 1,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!((ok, exceeded), (20, 30));
+    assert_eq!(s.usage(&t.project.id).await.unwrap().servers, 20);
+}
+
+/// Times a dispatcher-sized batch (printed; not asserted).
+pub(crate) async fn batch_timing(s: &SeaStore, label: &str) {
+    let t = tenant(s).await;
+    let mut vms = Vec::new();
+    for i in 0..256 {
+        vms.push(create(s, &t, &format!("bench-{i}")).await);
+    }
+    let ids: Vec<VmId> = vms.iter().map(|v| v.id).collect();
+    let mut best = Duration::MAX;
+    for round in 0..5u64 {
+        let current = s.vms(&ids).await.unwrap();
+        let updates: Vec<VmStateUpdate> = current
+            .iter()
+            .map(|vm| VmStateUpdate {
+                id: vm.id,
+                expected_version: vm.version,
+                state: applied(
+                    &vm.state,
+                    &OpStatusEvent {
+                        op_index: 0,
+                        ..ev(
+                            1000 + round,
+                            OpCode::InstanceSetParams,
+                            JobStatus::Running,
+                            1,
+                        )
+                    },
+                ),
+                nics: if round % 2 == 0 {
+                    Some(vec![nic(0, "10.9.0.1")])
+                } else {
+                    None
+                },
+            })
+            .collect();
+        let start = Instant::now();
+        let res = s.update_vm_states(&updates).await.unwrap();
+        best = best.min(start.elapsed());
+        assert!(res.iter().all(|r| r.is_ok()));
+    }
+    let start = Instant::now();
+    let current = s.vms(&ids).await.unwrap();
+    let load = start.elapsed();
+    let start = Instant::now();
+    for vm in current.iter().take(64) {
+        s.update_vm_state(&VmStateUpdate {
+            id: vm.id,
+            expected_version: vm.version,
+            state: vm.state.clone(),
+            nics: None,
+        })
+        .await
+        .unwrap();
+    }
+    let single = start.elapsed() / 64;
+    eprintln!(
+        "TIMING {label}: update_vm_states(256) best {:?} ({:.0} updates/s); vms(256) {:?}; update_vm_state {:?} each",
+        best,
+        256.0 / best.as_secs_f64(),
+        load,
+        single
+    );
+}
