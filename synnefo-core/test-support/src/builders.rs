@@ -95,3 +95,29 @@ pub async fn create_vms<S: IdentityStore + CatalogStore + VmStore + ?Sized>(
     }
     ids
 }
+
+/// A Ganeti job of one opcode as RAPI reports it; an `error` job carries
+/// `OpExecError` with `why` as its result.
+pub fn job_info(
+    id: u64,
+    status: synnefo_core::state::JobStatus,
+    opcode: synnefo_core::state::OpCode,
+    why: &str,
+) -> synnefo_core::ports::JobInfo {
+    use synnefo_core::state::JobStatus;
+    synnefo_core::ports::JobInfo {
+        id: synnefo_core::ids::JobId(id),
+        status,
+        ops: vec![synnefo_core::ports::JobOpInfo {
+            opcode: opcode.as_str().into(),
+            status,
+            result: if status == JobStatus::Error {
+                serde_json::json!(["OpExecError", [why]])
+            } else {
+                serde_json::Value::Null
+            },
+            log: vec![],
+        }],
+        end_time_us: None,
+    }
+}
