@@ -5,14 +5,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
-use synnefo_core::model::{Flavor, Nic, Vm, VmPlacement};
+use synnefo_core::model::{Flavor, Nic, Vm};
 use synnefo_core::ports::InstanceInfo;
 use synnefo_test_support::builders::job_info;
 use synnefo_core::reconcile::{
-    BackendListing, Diff, Discrepancy, FixAction, FixClass, FixFlags, FlavorSize, Guard, Guards,
-    Held, Input, JobObservation, Listing, NicAddr, OrphanReason, Rule, StateFix, StuckReason,
-    Unchecked, UncheckedReason, VmSnapshot, apply_db_fixes, diff, fixed_state, placement_fix,
-    plan_fixes,
+    BackendListing, Diff, Discrepancy, FlavorSize, Guard, Guards, Held, Input, JobObservation,
+    Listing, OrphanReason, Rule, StuckReason, Unchecked, UncheckedReason, VmSnapshot, diff,
 };
 use synnefo_core::state::{
     Action, BackendJob, JobStatus, OpCode, OperState, PendingAction, VmState,

@@ -20,6 +20,7 @@ use synnefo_core::reconcile::{
     seed_batch_size,
 };
 use synnefo_test_support::builders::job_info;
+use synnefo_test_support::builders::job_info;
 use synnefo_core::service::reconcile::{BackendStatus, FixResult, Reconciler, RunOptions, Scope};
 use synnefo_core::state::{
     Action, BackendJob, JobStatus, OpCode, OperState, PendingAction, RebootKind, VmState,

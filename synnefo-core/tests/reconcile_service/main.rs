@@ -4,28 +4,25 @@
 //! parallel, offline skipped, failures reported), job lookups, and the
 //! "changed since the diff" guard.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use synnefo_core::error::BackendError;
 use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
 use synnefo_core::model::{Flavor, NewVm, Nic, Quota, Vm};
 use synnefo_core::ports::{
-    BackendStore, CatalogStore, Clock, ClusterLoad, ConsoleInfo, GanetiBackend, IdentityStore,
-    InstanceInfo, InstanceSpec, JobInfo, VmQuery, VmStateUpdate, VmStore,
+    BackendStore, CatalogStore, Clock, IdentityStore, InstanceInfo, VmQuery, VmStateUpdate,
+    VmStore,
 };
 use synnefo_core::reconcile::{
     Discrepancy, FixAction, FixFlags, Guard, OrphanReason, Rule, StuckReason, batch_size,
     seed_batch_size,
 };
-use synnefo_test_support::builders::job_info;
 use synnefo_core::service::reconcile::{BackendStatus, FixResult, Reconciler, RunOptions, Scope};
 use synnefo_core::state::{
-    Action, BackendJob, JobStatus, OpCode, OperState, PendingAction, RebootKind, VmState,
+    Action, BackendJob, JobStatus, OpCode, OperState, PendingAction, VmState,
 };
 use synnefo_core::store::SeaStore;
 

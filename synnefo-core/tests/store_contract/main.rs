@@ -42,14 +42,22 @@ async fn sqlite_file(_test: &str) -> Option<TestDb> {
     Some(TestDb::sqlite_file().await)
 }
 
+async fn postgres(test: &str) -> Option<TestDb> {
+    TestDb::postgres(test).await
+}
+
+async fn mysql(test: &str) -> Option<TestDb> {
+    TestDb::mysql(test).await
+}
+
 /// One test per area of the contract, each on a fresh database.
 macro_rules! area_tests {
-    ($open:path; $($area:ident),* $(,)?) => {
+    ($open:ident; $($area:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $area() {
                 let test = concat!(module_path!(), "::", stringify!($area));
-                let Some(db) = $open(test).await else {
+                let Some(db) = crate::$open(test).await else {
                     return;
                 };
                 super::$area(&db.store).await;
@@ -59,9 +67,9 @@ macro_rules! area_tests {
 }
 
 macro_rules! backend_tests {
-    ($module:ident, $open:path) => {
+    ($module:ident, $open:ident) => {
         mod $module {
-            area_tests!(super::$open;
+            area_tests!($open;
                 migrations_are_idempotent,
                 identity,
                 tokens,
@@ -82,7 +90,7 @@ macro_rules! backend_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn batch_timing() {
                 let test = concat!(module_path!(), "::batch_timing");
-                let Some(db) = super::$open(test).await else {
+                let Some(db) = crate::$open(test).await else {
                     return;
                 };
                 super::batch_timing(&db.store, stringify!($module)).await;
@@ -93,8 +101,8 @@ macro_rules! backend_tests {
 
 backend_tests!(sqlite_memory_db, sqlite_memory);
 backend_tests!(sqlite_file_db, sqlite_file);
-backend_tests!(postgres_db, TestDb::postgres);
-backend_tests!(mysql_db, TestDb::mysql);
+backend_tests!(postgres_db, postgres);
+backend_tests!(mysql_db, mysql);
 
 #[tokio::test]
 async fn sqlite_file_survives_reopen_and_is_wal() {
