@@ -21,9 +21,9 @@ use synnefo_core::ports::{
 use synnefo_core::settings::Settings;
 use synnefo_core::state::{Action, OperState, PendingAction, VmState};
 use synnefo_core::store::SeaStore;
-use synnefo_test_support::db::TestDb;
 use synnefo_ganeti::backend::RapiBackend;
 use synnefo_ganeti_sim::{NewSimInstance, SimHandle, Simulator};
+use synnefo_test_support::db::TestDb;
 
 const SYNNEFO: &str = env!("CARGO_BIN_EXE_synnefo");
 

@@ -16,7 +16,12 @@ pub(crate) struct Api {
 }
 
 impl Api {
-    pub(crate) async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Reply> {
+    pub(crate) async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Reply> {
         let method = reqwest::Method::from_bytes(method.as_bytes())?;
         self.client
             .request(method.clone(), path, body)
@@ -35,7 +40,9 @@ impl Api {
     }
 
     pub(crate) async fn action(&self, id: &str, body: Value) -> Result<()> {
-        let r = self.call("POST", &format!("/servers/{id}/action"), Some(&body)).await?;
+        let r = self
+            .call("POST", &format!("/servers/{id}/action"), Some(&body))
+            .await?;
         ensure!(
             r.status == 202,
             "action {body} on server {id}: HTTP {}: {}",
@@ -78,7 +85,12 @@ impl Api {
 
     /// Polls until the server's status is `want` (or it is gone, for
     /// `want == "DELETED"`); fails at once on an unexpected ERROR.
-    pub(crate) async fn wait_status(&self, id: &str, want: &str, procs: &mut Procs) -> Result<Value> {
+    pub(crate) async fn wait_status(
+        &self,
+        id: &str,
+        want: &str,
+        procs: &mut Procs,
+    ) -> Result<Value> {
         let deadline = Instant::now() + STATE_TIMEOUT;
         let mut last;
         loop {

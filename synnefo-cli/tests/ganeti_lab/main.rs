@@ -651,7 +651,11 @@ fn ignore_not_found(e: std::io::Error) -> std::io::Result<()> {
 async fn wait_http(url: &str, procs: &mut Procs) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if ApiClient::new(url, Duration::from_secs(10)).status("").await == Ok(200) {
+        if ApiClient::new(url, Duration::from_secs(10))
+            .status("")
+            .await
+            == Ok(200)
+        {
             return Ok(());
         }
         procs.check_alive()?;

@@ -189,7 +189,9 @@ pub(crate) async fn scenario(
 
     // ---- create -> ACTIVE, with the address Ganeti picked from the pool.
     let t0 = Instant::now();
-    let (s1, admin_pass) = api.create_with_password("lab-one", &fx.image, &fx.flavor).await?;
+    let (s1, admin_pass) = api
+        .create_with_password("lab-one", &fx.image, &fx.flavor)
+        .await?;
     t.record("POST /servers (202; RAPI create submitted)", t0.elapsed());
     let inst1 = name_of(&s1);
     let server = api.wait_status(&s1, "ACTIVE", procs).await?;
@@ -287,7 +289,9 @@ pub(crate) async fn scenario(
 
     // ---- a create Ganeti rejects -> ERROR with Ganeti's message as the fault.
     let t0 = Instant::now();
-    let s2 = api.create("lab-too-big", &fx.image, &fx.flavor_too_big).await?;
+    let s2 = api
+        .create("lab-too-big", &fx.image, &fx.flavor_too_big)
+        .await?;
     let server = api.wait_status(&s2, "ERROR", procs).await?;
     t.record("rejected create -> ERROR", t0.elapsed());
     let fault = server["fault"]["message"].as_str().unwrap_or_default();

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use synnefo_core::ids::VmId;
-use synnefo_test_support::db::Server;
 use synnefo_core::state::OperState;
+use synnefo_test_support::db::Server;
 use synnefo_test_support::private::{PrivatePostgres, PrivateRabbit};
 use synnefo_test_support::{amqp_url, pg_url, service_unavailable};
 
@@ -194,11 +194,15 @@ impl Services {
     }
 
     fn pg_url(&self) -> String {
-        self.pg.as_ref().map_or_else(pg_url, PrivatePostgres::admin_url)
+        self.pg
+            .as_ref()
+            .map_or_else(pg_url, PrivatePostgres::admin_url)
     }
 
     fn amqp_url(&self) -> String {
-        self.rabbit.as_ref().map_or_else(amqp_url, PrivateRabbit::url)
+        self.rabbit
+            .as_ref()
+            .map_or_else(amqp_url, PrivateRabbit::url)
     }
 }
 
@@ -494,4 +498,3 @@ pub async fn end_to_end_with(test: &str, per_lifecycle: usize, disruption: Disru
     drop(db);
     eprintln!("{test}: passed in {:?}", t_test.elapsed());
 }
-

@@ -57,7 +57,13 @@ fn amqp_toml(url: &str) -> String {
 }
 
 /// Writes a settings file for the test's database, broker and prefix.
-pub fn write_config(dir: &Path, db_url: &str, amqp_url: &str, prefix: &str, extra: &str) -> PathBuf {
+pub fn write_config(
+    dir: &Path,
+    db_url: &str,
+    amqp_url: &str,
+    prefix: &str,
+    extra: &str,
+) -> PathBuf {
     let path = dir.join("synnefo.toml");
     let text = format!(
         "backend_prefix_id = {prefix:?}\ndata_dir = {:?}\n[database]\nurl = {db_url:?}\nmax_connections = 4\n{}\n[log]\nlevel = \"info,synnefo_core=info\"\n{extra}",
@@ -263,4 +269,3 @@ pub fn dispatcher_totals(log: &str) -> Option<BTreeMap<String, u64>> {
             .collect(),
     )
 }
-

@@ -53,8 +53,13 @@ impl Reply {
 
     /// The body as JSON.
     pub fn json(&self) -> Result<Value, String> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| format!("HTTP {} body is not JSON ({e}): {}", self.status, self.text()))
+        serde_json::from_slice(&self.body).map_err(|e| {
+            format!(
+                "HTTP {} body is not JSON ({e}): {}",
+                self.status,
+                self.text()
+            )
+        })
     }
 
     /// The body as (lossy) text.
@@ -187,7 +192,10 @@ impl ApiClient {
         }
         let v = r.json()?;
         let id = json_id(&v["server"]["id"]).ok_or_else(|| format!("create {name}: no id: {v}"))?;
-        let pass = v["server"]["adminPass"].as_str().unwrap_or_default().to_string();
+        let pass = v["server"]["adminPass"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         Ok((id, pass))
     }
 
@@ -204,7 +212,11 @@ impl ApiClient {
         if r.status == 202 {
             Ok(())
         } else {
-            Err(format!("action {body} on {id}: HTTP {}: {}", r.status, r.text()))
+            Err(format!(
+                "action {body} on {id}: HTTP {}: {}",
+                r.status,
+                r.text()
+            ))
         }
     }
 

@@ -21,9 +21,7 @@ pub mod private;
 pub mod process;
 pub mod wait;
 
-pub use synnefo_core::testing::{
-    amqp_url, in_ci, mysql_url, pg_url, service_unavailable,
-};
+pub use synnefo_core::testing::{amqp_url, in_ci, mysql_url, pg_url, service_unavailable};
 
 /// A name no other test of any process uses: `prefix`, then 12 hex digits.
 pub fn unique(prefix: &str) -> String {

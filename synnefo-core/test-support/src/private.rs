@@ -49,9 +49,7 @@ fn find_tool(env: &str, candidates: &[PathBuf], tool: &str) -> Result<PathBuf, S
         .cloned()
         .chain(std::env::split_paths(&path))
         .find(|d| d.join(tool).is_file())
-        .ok_or_else(|| {
-            format!("no {tool} (run scripts/private-service-deps, or set {env})")
-        })
+        .ok_or_else(|| format!("no {tool} (run scripts/private-service-deps, or set {env})"))
 }
 
 /// `<root>/*/<sub>` directories, the highest version first.
@@ -145,9 +143,15 @@ impl PrivatePostgres {
             run_as,
         };
         pg.ctl("initdb", |c| {
-            c.arg("-D")
-                .arg(pg.data())
-                .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"]);
+            c.arg("-D").arg(pg.data()).args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ]);
         })?;
         pg.start_server()?;
         Ok(pg)

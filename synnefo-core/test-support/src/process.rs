@@ -96,7 +96,11 @@ impl Proc {
 
     /// Waits until a line of its log contains `marker`; returns that line,
     /// or why not (it exited, or `timeout` passed).
-    pub async fn wait_log_line(&mut self, marker: &str, timeout: Duration) -> Result<String, String> {
+    pub async fn wait_log_line(
+        &mut self,
+        marker: &str,
+        timeout: Duration,
+    ) -> Result<String, String> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(line) = self.log_text().lines().find(|l| l.contains(marker)) {

@@ -23,7 +23,11 @@ pub fn port_open(port: u16) -> bool {
 
 /// Polls `check` every `every` until it returns `Some`, or `None` once
 /// `timeout` has passed (checked once more at the end).
-pub fn poll<T>(timeout: Duration, every: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+pub fn poll<T>(
+    timeout: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = check() {
@@ -38,7 +42,10 @@ pub fn poll<T>(timeout: Duration, every: Duration, mut check: impl FnMut() -> Op
 
 /// Waits (blocking) until `127.0.0.1:port` accepts connections.
 pub fn wait_port(port: u16, timeout: Duration) -> bool {
-    poll(timeout, Duration::from_millis(100), || port_open(port).then_some(())).is_some()
+    poll(timeout, Duration::from_millis(100), || {
+        port_open(port).then_some(())
+    })
+    .is_some()
 }
 
 /// The async [`poll`]: awaits `check` every `every` until it returns
@@ -85,7 +92,11 @@ mod tests {
         );
         let t = Instant::now();
         assert_eq!(
-            poll(Duration::from_millis(50), Duration::from_millis(5), || None::<()>),
+            poll(
+                Duration::from_millis(50),
+                Duration::from_millis(5),
+                || None::<()>
+            ),
             None
         );
         assert!(t.elapsed() >= Duration::from_millis(50));

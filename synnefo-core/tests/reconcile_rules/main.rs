@@ -7,7 +7,6 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
 use synnefo_core::model::{Flavor, Nic, Vm};
 use synnefo_core::ports::InstanceInfo;
-use synnefo_test_support::builders::job_info;
 use synnefo_core::reconcile::{
     BackendListing, Diff, Discrepancy, FlavorSize, Guard, Guards, Held, Input, JobObservation,
     Listing, OrphanReason, Rule, StuckReason, Unchecked, UncheckedReason, VmSnapshot, diff,
@@ -15,6 +14,7 @@ use synnefo_core::reconcile::{
 use synnefo_core::state::{
     Action, BackendJob, JobStatus, OpCode, OperState, PendingAction, VmState,
 };
+use synnefo_test_support::builders::job_info;
 
 mod cases;
 mod planner;
@@ -269,7 +269,12 @@ pub(crate) struct Case {
     held: Vec<Held>,
 }
 
-pub(crate) fn case(name: &'static str, world: World, found: Vec<Discrepancy>, held: Vec<Held>) -> Case {
+pub(crate) fn case(
+    name: &'static str,
+    world: World,
+    found: Vec<Discrepancy>,
+    held: Vec<Held>,
+) -> Case {
     Case {
         name,
         world,

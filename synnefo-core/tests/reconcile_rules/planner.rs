@@ -7,7 +7,6 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
 use synnefo_core::model::{Flavor, Nic, Vm, VmPlacement};
 use synnefo_core::ports::InstanceInfo;
-use synnefo_test_support::builders::job_info;
 use synnefo_core::reconcile::{
     BackendListing, Diff, Discrepancy, FixAction, FixClass, FixFlags, FlavorSize, Guard, Guards,
     Held, Input, JobObservation, Listing, NicAddr, OrphanReason, Rule, StateFix, StuckReason,
@@ -17,6 +16,7 @@ use synnefo_core::reconcile::{
 use synnefo_core::state::{
     Action, BackendJob, JobStatus, OpCode, OperState, PendingAction, VmState,
 };
+use synnefo_test_support::builders::job_info;
 
 use crate::*;
 

@@ -19,13 +19,13 @@ use synnefo_core::reconcile::{
     Discrepancy, FixAction, FixFlags, Guard, OrphanReason, Rule, StuckReason, batch_size,
     seed_batch_size,
 };
-use synnefo_test_support::builders::job_info;
-use synnefo_test_support::builders::job_info;
 use synnefo_core::service::reconcile::{BackendStatus, FixResult, Reconciler, RunOptions, Scope};
 use synnefo_core::state::{
     Action, BackendJob, JobStatus, OpCode, OperState, PendingAction, RebootKind, VmState,
 };
 use synnefo_core::store::SeaStore;
+use synnefo_test_support::builders::job_info;
+use synnefo_test_support::builders::job_info;
 
 // ---------------------------------------------------------------- fakes
 

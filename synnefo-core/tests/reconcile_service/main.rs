@@ -13,8 +13,7 @@ use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
 use synnefo_core::model::{Flavor, NewVm, Nic, Quota, Vm};
 use synnefo_core::ports::{
-    BackendStore, CatalogStore, Clock, IdentityStore, InstanceInfo, VmQuery, VmStateUpdate,
-    VmStore,
+    BackendStore, CatalogStore, Clock, IdentityStore, InstanceInfo, VmQuery, VmStateUpdate, VmStore,
 };
 use synnefo_core::reconcile::{
     Discrepancy, FixAction, FixFlags, Guard, OrphanReason, Rule, StuckReason, batch_size,

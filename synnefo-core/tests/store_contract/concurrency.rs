@@ -22,7 +22,11 @@ use crate::fixtures::*;
 
 /// Loads, applies `event`, writes with the loaded version; on `Conflict`
 /// reloads and re-applies. Returns (versions written, conflicts seen).
-pub(crate) async fn apply_until_done(s: &SeaStore, id: VmId, event: &OpStatusEvent) -> (Vec<i64>, u32) {
+pub(crate) async fn apply_until_done(
+    s: &SeaStore,
+    id: VmId,
+    event: &OpStatusEvent,
+) -> (Vec<i64>, u32) {
     let mut conflicts = 0;
     let mut written = Vec::new();
     loop {

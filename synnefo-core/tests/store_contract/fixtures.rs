@@ -4,9 +4,7 @@
 use chrono::{DateTime, TimeZone, Utc};
 use synnefo_core::ids::JobId;
 use synnefo_core::model::{Flavor, NewVm, Nic, Vm};
-use synnefo_core::state::{
-    JobStatus, OpCode, OpStatusEvent, Transition, VmState, apply_op_status,
-};
+use synnefo_core::state::{JobStatus, OpCode, OpStatusEvent, Transition, VmState, apply_op_status};
 use synnefo_core::store::SeaStore;
 pub(crate) use synnefo_test_support::builders::{Tenant, tenant};
 

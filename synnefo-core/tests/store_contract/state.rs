@@ -414,7 +414,6 @@ pub(crate) async fn vm_generations(s: &SeaStore) {
     ));
 }
 
-
 /// Reconciliation's flavor and cluster fix: versioned like a state update,
 /// moves the listing generation and the project's usage with it.
 pub(crate) async fn placement(s: &SeaStore) {

@@ -76,7 +76,12 @@ impl Client {
 
     /// Sends one request to the next API in turn; a refused connection
     /// goes to the other one.
-    pub(super) async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Sent, String> {
+    pub(super) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Sent, String> {
         let n = self.apis.len();
         let first = self.next.fetch_add(1, Relaxed) % n;
         let mut refusals = Vec::new();
@@ -150,7 +155,12 @@ impl Client {
     }
 
     /// Keystone v3: a project-scoped token.
-    pub(super) async fn login(&self, user: &str, password: &str, project: &str) -> Result<(), String> {
+    pub(super) async fn login(
+        &self,
+        user: &str,
+        password: &str,
+        project: &str,
+    ) -> Result<(), String> {
         let body = synnefo_test_support::api::password_auth(user, password, project);
         let url = format!("{}/identity/v3/auth/tokens", self.apis[0]);
         let r = self
@@ -304,7 +314,13 @@ impl Client {
     }
 
     /// Runs an action until the server is in `want`.
-    pub(super) async fn act(&self, name: &str, id: &str, action: &str, want: &str) -> Result<(), String> {
+    pub(super) async fn act(
+        &self,
+        name: &str,
+        id: &str,
+        action: &str,
+        want: &str,
+    ) -> Result<(), String> {
         let body = json!({ action: null });
         let path = format!("/v2.1/servers/{id}/action");
         let mut cut = false;
@@ -460,4 +476,3 @@ impl Client {
         Ok(Outcome::Done)
     }
 }
-

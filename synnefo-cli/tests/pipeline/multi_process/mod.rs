@@ -252,11 +252,10 @@ async fn start_api(
             &["api", "--listen", &listen, "--no-console"],
         );
         // The log line comes after the bind: then /healthz is ours.
-        match svc.get(name).wait_log_line(
-            "compute API listening",
-            Duration::from_secs(30),
-        )
-        .await
+        match svc
+            .get(name)
+            .wait_log_line("compute API listening", Duration::from_secs(30))
+            .await
         {
             Ok(_) => {}
             Err(e) if e.contains("cannot listen") => {
@@ -424,11 +423,10 @@ async fn run(
             &format!("synnefo:{rapi_password}"),
         ],
     );
-    let line = svc.get("ganeti-sim").wait_log_line(
-        "listening on http://",
-        Duration::from_secs(20),
-    )
-    .await?;
+    let line = svc
+        .get("ganeti-sim")
+        .wait_log_line("listening on http://", Duration::from_secs(20))
+        .await?;
     let sim_url = line
         .split("listening on ")
         .nth(1)
@@ -534,13 +532,13 @@ async fn run(
         apis.push(start_api(svc, name, dir, &config, &http).await?);
     }
     for d in ["dispatcher-a", "dispatcher-b"] {
-        svc.get(d).wait_log_line( "dispatcher starting", Duration::from_secs(20)).await?;
+        svc.get(d)
+            .wait_log_line("dispatcher starting", Duration::from_secs(20))
+            .await?;
     }
-    svc.get("eventd").wait_log_line(
-        "eventd starting",
-        Duration::from_secs(20),
-    )
-    .await?;
+    svc.get("eventd")
+        .wait_log_line("eventd starting", Duration::from_secs(20))
+        .await?;
     svc.check_running(&["ganeti-sim", "eventd", "dispatcher-a", "dispatcher-b"])?;
     eprintln!(
         "[{TEST}] eventd, 2 dispatchers, 2 APIs ({}) up: {:.2} s",
