@@ -1,9 +1,11 @@
 //! The AMQP bus against the real RabbitMQ: publish/consume/ack, confirms,
 //! dead letters with their reason, redelivery of unacked messages, quorum
-//! queues; and across a restart of a private broker (`broker_restart`).
+//! queues; across a restart of a private broker (`broker_restart`); and
+//! next to Synnefo's own queue declarations (`synnefo_dropin`).
 
 mod broker_restart;
 mod common;
+mod synnefo_dropin;
 
 use std::time::Duration;
 

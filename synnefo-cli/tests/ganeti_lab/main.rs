@@ -30,14 +30,14 @@
 //! real cluster against the simulator's default latency.
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
-use serde_json::{Value, json};
+
 use synnefo_test_support::api::ApiClient;
 use synnefo_test_support::db::with_database;
 use synnefo_test_support::wait::free_port;
@@ -73,7 +73,7 @@ const HOOK_PHASES: [&str; 3] = [
     "instance-modify-post",
 ];
 /// The simulator's default job latency (queued + waiting + running,
-/// `synnefo_ganeti::sim::SimLatency::default()`), printed next to the real
+/// `synnefo_ganeti_sim::SimLatency::default()`), printed next to the real
 /// figures.
 const SIM_DEFAULT_JOB_MS: u64 = 5 + 5 + 20;
 
@@ -732,31 +732,26 @@ spool_dir = "{spool}"
     )
 }
 
-/// Deletes the prefix's queues (`<prefix>-events-*`) from RabbitMQ.
+/// Deletes the prefix's queues from RabbitMQ over AMQP (no `rabbitmqctl`:
+/// the broker need not be a local process). Runs on a thread of its own
+/// with its own runtime, so it works from sync cleanup code whether or not
+/// a runtime is current.
 fn delete_queues(prefix: &str) -> Result<()> {
-    let out = Command::new("rabbitmqctl")
-        .args(["-q", "list_queues", "name"])
-        .stdin(Stdio::null())
-        .output()
-        .context("rabbitmqctl list_queues")?;
-    ensure!(
-        out.status.success(),
-        "rabbitmqctl list_queues: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for q in String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::trim)
-        .filter(|q| q.starts_with(prefix))
-    {
-        let st = Command::new("rabbitmqctl")
-            .args(["-q", "delete_queue", q])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()?;
-        ensure!(st.success(), "rabbitmqctl delete_queue {q}");
-    }
-    Ok(())
+    let prefix = prefix.to_string();
+    std::thread::spawn(move || -> Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let config = synnefo_amqp::AmqpConfig::new(amqp_url(), prefix);
+            let bus = synnefo_amqp::AmqpBus::connect(config).await?;
+            bus.delete_queues().await?;
+            bus.close().await;
+            Ok(())
+        })
+    })
+    .join()
+    .map_err(|_| anyhow!("the queue deletion thread panicked"))?
 }
 
 /// Removes every instance named `<prefix>*` from the lab (cleanup).

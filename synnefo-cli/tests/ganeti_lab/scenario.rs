@@ -424,7 +424,8 @@ pub(crate) async fn scenario(
         "server {a} (removed behind our back) still exists"
     );
     let sb = api
-        .server(&b)?
+        .server(&b)
+        .await?
         .with_context(|| format!("server {b} vanished"))?;
     ensure!(
         sb["status"] == "SHUTOFF",
@@ -504,7 +505,8 @@ pub(crate) async fn wait_ips(
     let deadline = Instant::now() + STATE_TIMEOUT;
     loop {
         let server = api
-            .server(id)?
+            .server(id)
+            .await?
             .with_context(|| format!("server {id} vanished"))?;
         let mut ips = server_ips(&server);
         if ips.len() == n {

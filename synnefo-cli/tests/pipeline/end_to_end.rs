@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use synnefo_core::ids::VmId;
+
 use synnefo_core::state::OperState;
 use synnefo_test_support::db::Server;
 use synnefo_test_support::private::{PrivatePostgres, PrivateRabbit};
@@ -213,7 +213,7 @@ impl Services {
 /// dispatchers must also have retried (the outage overlapped their work),
 /// never dead-lettered, and stop cleanly.
 pub async fn end_to_end_with(test: &str, per_lifecycle: usize, disruption: Disruption) {
-    use synnefo_ganeti::sim::Simulator;
+    use synnefo_ganeti_sim::Simulator;
 
     let _heavy = one_at_a_time().await;
     let restart_broker = disruption == Disruption::BrokerRestart;
@@ -248,13 +248,13 @@ pub async fn end_to_end_with(test: &str, per_lifecycle: usize, disruption: Disru
     // Slow jobs when a service restarts, so the outage lands mid-stream
     // (a database restart takes a few seconds: the jobs outlast it).
     let latency = match disruption {
-        Disruption::None => synnefo_ganeti::sim::SimLatency::default(),
-        Disruption::BrokerRestart | Disruption::EventdRestart => synnefo_ganeti::sim::SimLatency {
+        Disruption::None => synnefo_ganeti_sim::SimLatency::default(),
+        Disruption::BrokerRestart | Disruption::EventdRestart => synnefo_ganeti_sim::SimLatency {
             queued_ms: 100,
             waiting_ms: 100,
             running_ms: 1_000,
         },
-        Disruption::DatabaseRestart => synnefo_ganeti::sim::SimLatency {
+        Disruption::DatabaseRestart => synnefo_ganeti_sim::SimLatency {
             queued_ms: 100,
             waiting_ms: 100,
             running_ms: 2_500,

@@ -97,7 +97,7 @@ pub async fn create_vms<S: IdentityStore + CatalogStore + VmStore + ?Sized>(
 }
 
 /// A Ganeti job of one opcode as RAPI reports it; an `error` job carries
-/// `OpExecError` with `why` as its result.
+/// `OpExecError` with `why` as its typed error.
 pub fn job_info(
     id: u64,
     status: synnefo_core::state::JobStatus,
@@ -111,10 +111,10 @@ pub fn job_info(
         ops: vec![synnefo_core::ports::JobOpInfo {
             opcode: opcode.as_str().into(),
             status,
-            result: if status == JobStatus::Error {
-                serde_json::json!(["OpExecError", [why]])
+            error: if status == JobStatus::Error {
+                synnefo_core::state::OpError::from_result(&serde_json::json!(["OpExecError", [why]]))
             } else {
-                serde_json::Value::Null
+                None
             },
             log: vec![],
         }],

@@ -25,7 +25,6 @@ use synnefo_core::state::{
 };
 use synnefo_core::store::SeaStore;
 use synnefo_test_support::builders::job_info;
-use synnefo_test_support::builders::job_info;
 
 // ---------------------------------------------------------------- fakes
 

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeZone, Utc};
 use synnefo_core::StoreError;
 use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
-use synnefo_core::model::{Flavor, Image, Nic, Quota, Token, Usage, Vm, VmPlacement};
+use synnefo_core::model::{
+    AccessIps, Flavor, Image, NewVm, Nic, Quota, Token, Usage, Vm, VmPlacement,
+};
 use synnefo_core::ports::{
     BackendStore, CatalogStore, IdentityStore, VmQuery, VmStateUpdate, VmStore,
 };
@@ -213,6 +215,36 @@ pub(crate) async fn quota_race(s: &SeaStore) {
     }
     assert_eq!((ok, exceeded), (20, 30));
     assert_eq!(s.usage(&t.project.id).await.unwrap().servers, 20);
+
+    // Batches: 12 concurrent batches of 3 against 20 servers: exactly 6
+    // batches are stored whole, the others not at all.
+    let t = tenant(s).await;
+    s.set_quota(&t.project.id, quota).await.unwrap();
+    let batch: Vec<NewVm> = (0..3).map(|i| new_vm(&t, &format!("batch-{i}"))).collect();
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let s = s.clone();
+        let batch = batch.clone();
+        tasks.push(tokio::spawn(async move {
+            s.create_vms(&batch, &AccessIps::default(), quota).await
+        }));
+    }
+    let (mut ok, mut exceeded) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(vms) => {
+                assert_eq!(vms.len(), 3);
+                ok += 1
+            }
+            Err(StoreError::QuotaExceeded {
+                resource: "servers",
+                ..
+            }) => exceeded += 1,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!((ok, exceeded), (6, 6));
+    assert_eq!(s.usage(&t.project.id).await.unwrap().servers, 18);
 }
 
 /// Times a dispatcher-sized batch (printed; not asserted).

@@ -35,6 +35,7 @@ pub(crate) fn ev(job: u64, op: OpCode, status: JobStatus, time_us: i64) -> OpSta
         opcode: op,
         status,
         log_msg: Some(format!("{op} {status}")),
+        error: None,
         time_us,
     }
 }

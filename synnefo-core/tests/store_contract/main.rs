@@ -83,6 +83,8 @@ macro_rules! backend_tests {
                 reconciliation,
                 vm_generations,
                 placement,
+                batch_creates_and_access_ips,
+                name_regex_listing,
                 concurrent_state_updates,
                 quota_race,
             );

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeZone, Utc};
 use synnefo_core::StoreError;
 use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
-use synnefo_core::model::{Flavor, Image, Nic, Quota, Token, Usage, Vm, VmPlacement};
+use synnefo_core::model::{
+    AccessIps, Flavor, Image, NameRegex, NewVm, Nic, Quota, Token, Usage, Vm, VmPlacement,
+};
 use synnefo_core::ports::{
     BackendStore, CatalogStore, IdentityStore, VmQuery, VmStateUpdate, VmStore,
 };
@@ -386,4 +388,116 @@ pub(crate) async fn nics(s: &SeaStore) {
     ));
     s.set_nics(a.id, &[]).await.unwrap();
     assert!(s.nics(a.id).await.unwrap().is_empty());
+}
+
+/// `create_vms`: one transaction, quota judged on the whole batch, input
+/// order; access addresses stored, read back in bulk and changed.
+pub(crate) async fn batch_creates_and_access_ips(s: &SeaStore) {
+    let t = tenant(s).await;
+    let quota = Quota {
+        servers: Some(4),
+        vcpus: None,
+        ram_mib: None,
+    };
+    s.set_quota(&t.project.id, quota).await.unwrap();
+    let ips = AccessIps {
+        v4: Some("192.0.2.7".parse().unwrap()),
+        v6: Some("2001:db8::7".parse().unwrap()),
+    };
+    let batch: Vec<NewVm> = (1..=3).map(|i| new_vm(&t, &format!("b-{i}"))).collect();
+    let vms = s.create_vms(&batch, &ips, quota).await.unwrap();
+    let names: Vec<&str> = vms.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["b-1", "b-2", "b-3"]);
+    assert!(vms.windows(2).all(|w| w[0].id < w[1].id));
+    // 3 + 2 > 4: nothing of the second batch is stored
+    let two: Vec<NewVm> = (4..=5).map(|i| new_vm(&t, &format!("b-{i}"))).collect();
+    match s.create_vms(&two, &AccessIps::default(), quota).await {
+        Err(StoreError::QuotaExceeded {
+            resource: "servers",
+            requested: 2,
+            in_use: 3,
+            ..
+        }) => {}
+        other => panic!("expected servers quota exceeded, got {other:?}"),
+    }
+    assert_eq!(s.usage(&t.project.id).await.unwrap().servers, 3);
+    assert!(s.create_vms(&[], &ips, quota).await.unwrap().is_empty());
+    // a batch across projects is refused
+    let other = tenant(s).await;
+    let mixed = vec![new_vm(&t, "m-1"), new_vm(&other, "m-2")];
+    assert!(matches!(
+        s.create_vms(&mixed, &ips, Quota::default()).await,
+        Err(StoreError::Integrity(_))
+    ));
+
+    let ids: Vec<VmId> = vms.iter().map(|v| v.id).collect();
+    let plain = create(s, &other, "no-access-ips").await;
+    let mut all = ids.clone();
+    all.push(plain.id);
+    let got = s.access_ips_of(&all).await.unwrap();
+    assert_eq!(got.len(), 3, "a VM without access addresses is absent");
+    assert!(ids.iter().all(|id| got[id] == ips));
+    let before = s.vm(ids[0]).await.unwrap().unwrap().version;
+    let v4_only = AccessIps {
+        v4: Some("198.51.100.1".parse().unwrap()),
+        v6: None,
+    };
+    s.set_access_ips(ids[0], &v4_only).await.unwrap();
+    assert_eq!(s.access_ips_of(&ids[..1]).await.unwrap()[&ids[0]], v4_only);
+    assert_eq!(s.vm(ids[0]).await.unwrap().unwrap().version, before + 1);
+    s.set_access_ips(ids[0], &AccessIps::default())
+        .await
+        .unwrap();
+    assert!(s.access_ips_of(&ids[..1]).await.unwrap().is_empty());
+    assert!(matches!(
+        s.set_access_ips(VmId(i64::MAX), &ips).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// `name_regex`: searched anywhere in the name, other filters, order,
+/// marker and limit applied as without it.
+pub(crate) async fn name_regex_listing(s: &SeaStore) {
+    let t = tenant(s).await;
+    let mut vms = Vec::new();
+    for name in ["web-1", "web-2", "db-1", "web-10", "aaaa"] {
+        vms.push(create(s, &t, name).await);
+    }
+    let list = |pattern: &str, f: fn(&mut VmQuery)| {
+        let mut q = VmQuery {
+            project_id: Some(t.project.id.clone()),
+            name_regex: Some(NameRegex::new(pattern).unwrap()),
+            newest_first: true,
+            ..VmQuery::default()
+        };
+        f(&mut q);
+        q
+    };
+    let names = |v: Vec<Vm>| v.into_iter().map(|v| v.name).collect::<Vec<_>>();
+    let got = s.list_vms(&list(r"^web-\d$", |_| {})).await.unwrap();
+    assert_eq!(names(got), ["web-2", "web-1"]);
+    let got = s.list_vms(&list("eb", |_| {})).await.unwrap();
+    assert_eq!(
+        names(got),
+        ["web-10", "web-2", "web-1"],
+        "unanchored search"
+    );
+    let got = s
+        .list_vms(&list("eb", |q| q.limit = Some(2)))
+        .await
+        .unwrap();
+    assert_eq!(names(got), ["web-10", "web-2"]);
+    let marker = vms[3].id;
+    let mut q = list("eb", |_| {});
+    q.marker = Some(marker);
+    let got = s.list_vms(&q).await.unwrap();
+    assert_eq!(names(got), ["web-2", "web-1"]);
+    let got = s
+        .list_vms(&list("1$", |q| q.newest_first = false))
+        .await
+        .unwrap();
+    assert_eq!(names(got), ["web-1", "db-1"]);
+    let got = s.list_vms(&list("(a+)+$", |_| {})).await.unwrap();
+    assert_eq!(names(got), ["aaaa"]);
+    assert!(s.list_vms(&list("^WEB", |_| {})).await.unwrap().is_empty());
 }

@@ -51,7 +51,7 @@ mod client;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
+
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -406,7 +406,7 @@ async fn run(
     // ---- the simulator: plain HTTP on a port it picks, a RAPI user.
     let rapi_password = uuid::Uuid::new_v4().simple().to_string();
     let sim_data = dir.join("sim");
-    let config = write_config(dir, db_url, prefix, "");
+    let config = write_config(dir, db_url, &amqp_url(), prefix, "");
     svc.start(
         "ganeti-sim",
         dir,
@@ -446,6 +446,7 @@ async fn run(
     let config = write_config(
         dir,
         db_url,
+        &amqp_url(),
         prefix,
         &format!(
             "[ganeti.clusters.sim]\nhost = \"127.0.0.1\"\nport = {sim_port}\nusername = \"synnefo\"\npassword = \"{rapi_password}\"\nhttps = false\ntimeout_secs = 15\n"

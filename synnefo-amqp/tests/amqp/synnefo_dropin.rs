@@ -8,9 +8,7 @@
 //! Each test has its own exchanges (Synnefo's `ganeti.event.cluster` key
 //! carries no prefix, so a shared exchange would mix tests).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use lapin::options::{
     BasicGetOptions, BasicPublishOptions, BasicRejectOptions, ConfirmSelectOptions,
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
@@ -226,7 +224,7 @@ async fn starts_on_queues_synnefo_declared_and_routes_every_key() {
     probe.delete_queues().await.unwrap();
     probe.close().await;
 
-    let conn = raw().await;
+    let conn = raw(&cfg).await;
     declare_like_synnefo(&conn, &cfg.exchange, &prefix).await;
     let synnefo_dl: Vec<String> = synnefo_bindings(&prefix)
         .into_iter()
@@ -337,7 +335,7 @@ async fn a_fresh_broker_gets_synnefo_keys_bound_too() {
     assert_eq!((d.op, d.net, d.dead, d.synnefo), (1, 1, 0, 3));
     bus.close().await;
     // Dead letters of the cluster key (no prefix) reach our dead queue.
-    let conn = raw().await;
+    let conn = raw(&cfg).await;
     let ch = conn.create_channel().await.unwrap();
     publish_raw(&ch, &cfg.dead_letter_exchange, "ganeti.event.cluster", b"x").await;
     assert_eq!(ready(&conn, &cfg.dead_letter_queue()).await, 1);
@@ -369,6 +367,6 @@ async fn without_synnefo_queues_their_keys_are_unroutable() {
         other => panic!("expected unroutable, got {other:?}"),
     }
     bus.close().await;
-    let conn = raw().await;
+    let conn = raw(&cfg).await;
     drop_everything(&conn, &cfg, &[]).await;
 }
