@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-
 use synnefo_core::state::OperState;
 use synnefo_test_support::db::Server;
 use synnefo_test_support::private::{PrivatePostgres, PrivateRabbit};

@@ -112,7 +112,10 @@ pub fn job_info(
             opcode: opcode.as_str().into(),
             status,
             error: if status == JobStatus::Error {
-                synnefo_core::state::OpError::from_result(&serde_json::json!(["OpExecError", [why]]))
+                synnefo_core::state::OpError::from_result(&serde_json::json!([
+                    "OpExecError",
+                    [why]
+                ]))
             } else {
                 None
             },

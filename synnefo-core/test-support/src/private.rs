@@ -63,7 +63,7 @@ fn versioned_dirs(root: &str, sub: &str) -> Vec<PathBuf> {
             (v, e.path().join(sub))
         })
         .collect();
-    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.0));
     dirs.into_iter().map(|(_, d)| d).collect()
 }
 
