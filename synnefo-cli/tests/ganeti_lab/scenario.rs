@@ -1,12 +1,11 @@
 //! The scenario on the real cluster: a user's servers through their whole
 //! life, drift repaired by reconciliation, and what Ganeti says about it.
-#![allow(unused_imports)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, anyhow, bail, ensure};
+use anyhow::{Result, anyhow, bail, ensure};
 use serde_json::{Value, json};
 use synnefo_test_support::api::ApiClient;
 

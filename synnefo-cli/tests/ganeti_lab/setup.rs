@@ -1,12 +1,9 @@
 //! The lab's catalog and user (`synnefo admin`) and the Ganeti hook.
-#![allow(unused_imports)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, anyhow, bail, ensure};
-use serde_json::{Value, json};
+use anyhow::{Context as _, Result, ensure};
+use serde_json::Value;
 
 use crate::*;
 

@@ -1,22 +1,12 @@
 //! The planner (which fixes a run applies) and the state fixes.
-#![allow(unused_imports)]
 
-use std::collections::{BTreeMap, HashMap};
-
-use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
-use synnefo_core::model::{Flavor, Nic, Vm, VmPlacement};
-use synnefo_core::ports::InstanceInfo;
+use synnefo_core::ids::{FlavorId, JobId, VmId};
+use synnefo_core::model::VmPlacement;
 use synnefo_core::reconcile::{
-    BackendListing, Diff, Discrepancy, FixAction, FixClass, FixFlags, FlavorSize, Guard, Guards,
-    Held, Input, JobObservation, Listing, NicAddr, OrphanReason, Rule, StateFix, StuckReason,
-    Unchecked, UncheckedReason, VmSnapshot, apply_db_fixes, diff, fixed_state, placement_fix,
-    plan_fixes,
+    Discrepancy, FixAction, FixClass, FixFlags, OrphanReason, StateFix, StuckReason,
+    apply_db_fixes, fixed_state, placement_fix, plan_fixes,
 };
-use synnefo_core::state::{
-    Action, BackendJob, JobStatus, OpCode, OperState, PendingAction, VmState,
-};
-use synnefo_test_support::builders::job_info;
+use synnefo_core::state::{Action, OperState, PendingAction, VmState};
 
 use crate::*;
 

@@ -1,5 +1,4 @@
 //! Fakes of the reconciler's ports: a clock and a Ganeti backend.
-#![allow(unused_imports)]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -7,22 +6,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use synnefo_core::error::BackendError;
-use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
-use synnefo_core::model::{Flavor, NewVm, Nic, Quota, Vm};
+use synnefo_core::ids::{BackendId, JobId, VmId};
 use synnefo_core::ports::{
-    BackendStore, CatalogStore, Clock, ClusterLoad, ConsoleInfo, GanetiBackend, IdentityStore,
-    InstanceInfo, InstanceSpec, JobInfo, VmQuery, VmStateUpdate, VmStore,
+    Clock, ClusterLoad, ConsoleInfo, GanetiBackend, InstanceInfo, InstanceSpec, JobInfo, VmStore,
 };
-use synnefo_core::reconcile::{
-    Discrepancy, FixAction, FixFlags, Guard, OrphanReason, Rule, StuckReason, batch_size,
-    seed_batch_size,
-};
-use synnefo_core::service::reconcile::{BackendStatus, FixResult, Reconciler, RunOptions, Scope};
-use synnefo_core::state::{
-    Action, BackendJob, JobStatus, OpCode, OperState, PendingAction, RebootKind, VmState,
-};
+use synnefo_core::state::{JobStatus, OpCode, RebootKind};
 use synnefo_core::store::SeaStore;
 use synnefo_test_support::builders::job_info;
 

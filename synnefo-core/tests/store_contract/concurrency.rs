@@ -1,22 +1,14 @@
 //! The store under concurrent writers: optimistic concurrency, the quota race, a batch's timing.
-#![allow(unused_imports)]
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeZone, Utc};
 use synnefo_core::StoreError;
-use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
-use synnefo_core::model::{
-    AccessIps, Flavor, Image, NewVm, Nic, Quota, Token, Usage, Vm, VmPlacement,
-};
-use synnefo_core::ports::{
-    BackendStore, CatalogStore, IdentityStore, VmQuery, VmStateUpdate, VmStore,
-};
+use synnefo_core::ids::{JobId, VmId};
+use synnefo_core::model::{AccessIps, NewVm, Quota};
+use synnefo_core::ports::{IdentityStore, VmStateUpdate, VmStore};
 use synnefo_core::state::{
-    Action, JobStatus, OpCode, OpStatusEvent, OperState, RebootKind, Transition, VmState,
-    apply_op_status, start_action,
+    JobStatus, OpCode, OpStatusEvent, OperState, Transition, apply_op_status,
 };
 use synnefo_core::store::SeaStore;
 

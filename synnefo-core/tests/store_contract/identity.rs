@@ -1,21 +1,13 @@
 //! Areas of the store contract: migrations, identity, tokens, quotas and usage, the catalog, backends.
-#![allow(unused_imports)]
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use synnefo_core::StoreError;
-use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
-use synnefo_core::model::{Flavor, Image, Nic, Quota, Token, Usage, Vm, VmPlacement};
-use synnefo_core::ports::{
-    BackendStore, CatalogStore, IdentityStore, VmQuery, VmStateUpdate, VmStore,
-};
-use synnefo_core::state::{
-    Action, JobStatus, OpCode, OpStatusEvent, OperState, RebootKind, Transition, VmState,
-    apply_op_status, start_action,
-};
+use synnefo_core::ids::{BackendId, FlavorId};
+use synnefo_core::model::{Image, Quota, Token, Usage};
+use synnefo_core::ports::{BackendStore, CatalogStore, IdentityStore, VmStateUpdate, VmStore};
+use synnefo_core::state::{Action, start_action};
 use synnefo_core::store::SeaStore;
 
 use crate::fixtures::*;
