@@ -149,10 +149,15 @@ impl AmqpConfig {
     }
 
     /// The queue of one message kind (`snf-events-op`, `snf-events-net`).
+    ///
+    /// Synnefo's own kinds ([`MessageKind::SYNNEFO`]) have the queue its
+    /// dispatcher declares: `<prefix>-events-network`, `-progress`,
+    /// `-cluster`.
     pub fn queue_name(&self, kind: MessageKind) -> String {
         match kind {
             MessageKind::OpStatus => self.op_queue.clone(),
             MessageKind::NetStatus => self.net_queue.clone(),
+            other => format!("{}-events-{}", self.stem(), other.queue_word()),
         }
     }
 
@@ -180,19 +185,14 @@ impl AmqpConfig {
         if !self.synnefo_queues {
             return Vec::new();
         }
-        let stem = self.stem();
-        [
-            ("network", format!("ganeti.{stem}.event.network")),
-            ("progress", format!("ganeti.{stem}.event.progress")),
-            ("cluster", "ganeti.event.cluster".to_string()),
-        ]
-        .into_iter()
-        .map(|(what, key)| QueueBinding {
-            queue: format!("{stem}-events-{what}"),
-            exchange: self.exchange.clone(),
-            keys: vec![key],
-        })
-        .collect()
+        MessageKind::SYNNEFO
+            .into_iter()
+            .map(|kind| QueueBinding {
+                queue: self.queue_name(kind),
+                exchange: self.exchange.clone(),
+                keys: vec![kind.routing_key(&self.prefix)],
+            })
+            .collect()
     }
 
     /// Every queue this bus declares (or adopts) and its bindings: the

@@ -70,6 +70,12 @@ impl AmqpSubscription {
     /// [`Subscription::recv_batch`] if the broker is away now. A topology
     /// conflict (a queue declared with other arguments) is an error.
     pub(crate) async fn open(inner: Arc<Inner>, kind: MessageKind) -> Result<Self, AmqpError> {
+        if MessageKind::SYNNEFO.contains(&kind) && !inner.config.synnefo_queues {
+            return Err(AmqpError::Config(format!(
+                "no {} queue: Synnefo's queues are off (amqp.topology.synnefo_queues = false)",
+                kind.type_name()
+            )));
+        }
         let mut sub = AmqpSubscription {
             queue: inner.config.queue_name(kind),
             inner,

@@ -106,16 +106,20 @@ struct Queue {
 #[derive(Debug)]
 struct Inner {
     config: InProcessBusConfig,
-    queues: [Queue; 2],
+    /// One queue per [`MessageKind`], in declaration order.
+    queues: [Queue; 5],
     closed: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
     fn queue(&self, kind: MessageKind) -> &Queue {
-        match kind {
-            MessageKind::OpStatus => &self.queues[0],
-            MessageKind::NetStatus => &self.queues[1],
-        }
+        &self.queues[match kind {
+            MessageKind::OpStatus => 0,
+            MessageKind::NetStatus => 1,
+            MessageKind::NetworkStatus => 2,
+            MessageKind::Progress => 3,
+            MessageKind::ClusterStatus => 4,
+        }]
     }
 
     fn is_closed(&self) -> bool {
@@ -157,7 +161,7 @@ impl InProcessBus {
         Self {
             inner: Arc::new(Inner {
                 config,
-                queues: [queue(), queue()],
+                queues: std::array::from_fn(|_| queue()),
                 closed: std::sync::atomic::AtomicBool::new(false),
             }),
         }

@@ -5,15 +5,23 @@
 //! that rule and make it cheap:
 //!
 //! 1. take up to `batch_size` deliveries that are ready;
-//! 2. decode each ([`messages::decode`]); what does not decode goes to the
-//!    dead-letter queue with the reason (a message for an instance without
-//!    our prefix is acknowledged and counted as ignored, as Synnefo did);
+//! 2. read each ([`messages::decode_any`]). A notification that changes a
+//!    server goes on to step 3. What is understood but changes nothing here
+//!    (Synnefo's network, cluster and build-progress messages, opcodes
+//!    with no state effect such as tags) is acknowledged and counted, as
+//!    Synnefo's dispatcher acknowledges what it has no use for; so is a
+//!    message for another deployment's instance. An unreadable body (not
+//!    JSON, a key missing, an unknown type) is acknowledged with a WARN
+//!    line, as Synnefo does, or dead-lettered with the reason when
+//!    `dispatcher.malformed_messages = "dead-letter"`;
 //! 3. apply the whole batch with [`service::apply_notifications`]: one read
 //!    and one write transaction;
 //! 4. ack the batch **only after that transaction commits**. A notification
-//!    about a VM the database does not know, or one that fails validation,
-//!    is dead-lettered with the reason; a database outage is retried with
-//!    backoff and nothing is acked meanwhile, so nothing is lost.
+//!    about a server the database does not have is acknowledged and
+//!    counted (`dispatcher.unknown_servers = "ack"`, Synnefo's policy) or
+//!    dead-lettered; one that fails otherwise is dead-lettered with the
+//!    reason; a database outage is retried with backoff and nothing is
+//!    acked meanwhile, so nothing is lost.
 //!
 //! Several dispatchers (and several consumers inside one) compete for the
 //! same queue. They never double-apply: the state machine makes duplicates
@@ -25,7 +33,7 @@
 //! batch already taken is finished and acked (or, if the database is down,
 //! handed back to the queue).
 //!
-//! [`messages::decode`]: crate::messages::decode
+//! [`messages::decode_any`]: crate::messages::decode_any
 //! [`service::apply_notifications`]: crate::service::apply_notifications
 
 use std::sync::Arc;
@@ -35,10 +43,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{BusError, EventError, ServiceError, StoreError};
-use crate::messages::{MessageKind, Notification, decode};
+use crate::messages::{Decoded, MessageKind, Notification, decode_any};
 use crate::ports::{Delivery, EventBus, Subscription, VmStore};
 use crate::service::{ApplyOutcome, apply_notification, apply_notifications};
 use crate::settings::Settings;
+use crate::settings::Unusable;
 
 /// How a dispatcher runs.
 #[derive(Debug, Clone)]
@@ -54,6 +63,14 @@ pub struct DispatcherConfig {
     pub retry_min: Duration,
     /// Longest wait between retries.
     pub retry_max: Duration,
+    /// A notification about a server the database does not have.
+    pub unknown_servers: Unusable,
+    /// A body that cannot be read.
+    pub malformed_messages: Unusable,
+    /// Also consume the kinds only Synnefo's eventd and snf-image publish
+    /// ([`MessageKind::SYNNEFO`]): true when the bus declares their queues
+    /// (`amqp.topology.synnefo_queues`).
+    pub synnefo_kinds: bool,
 }
 
 impl DispatcherConfig {
@@ -62,6 +79,9 @@ impl DispatcherConfig {
         Self {
             prefix: settings.backend_prefix_id.clone(),
             batch_size: settings.dispatcher.batch_size,
+            unknown_servers: settings.dispatcher.unknown_servers,
+            malformed_messages: settings.dispatcher.malformed_messages,
+            synnefo_kinds: settings.amqp.topology.synnefo_queues,
             ..Self::new(&settings.backend_prefix_id)
         }
     }
@@ -74,7 +94,19 @@ impl DispatcherConfig {
             consumers_per_kind: 1,
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
+            unknown_servers: Unusable::Ack,
+            malformed_messages: Unusable::Ack,
+            synnefo_kinds: false,
         }
+    }
+
+    /// The kinds this dispatcher consumes.
+    pub fn kinds(&self) -> Vec<MessageKind> {
+        let mut kinds = MessageKind::ALL.to_vec();
+        if self.synnefo_kinds {
+            kinds.extend(MessageKind::SYNNEFO);
+        }
+        kinds
     }
 }
 
@@ -105,6 +137,9 @@ struct Counters {
     retries: AtomicU64,
     ack_errors: AtomicU64,
     dead_letter_errors: AtomicU64,
+    recorded: AtomicU64,
+    unknown_server: AtomicU64,
+    malformed: AtomicU64,
 }
 
 /// What a dispatcher has done so far.
@@ -131,6 +166,16 @@ pub struct DispatcherMetrics {
     pub ack_errors: u64,
     /// Failed dead-letterings (the message stays unacked and comes back).
     pub dead_letter_errors: u64,
+    /// Messages understood and acknowledged that change no server here
+    /// (Synnefo's network, cluster and progress messages; untracked
+    /// opcodes such as tags).
+    pub recorded: u64,
+    /// Notifications about servers the database does not have,
+    /// acknowledged (`dispatcher.unknown_servers = "ack"`).
+    pub unknown_server: u64,
+    /// Unreadable messages acknowledged (`dispatcher.malformed_messages =
+    /// "ack"`).
+    pub malformed: u64,
 }
 
 impl Counters {
@@ -146,12 +191,20 @@ impl Counters {
             retries: l(&self.retries),
             ack_errors: l(&self.ack_errors),
             dead_letter_errors: l(&self.dead_letter_errors),
+            recorded: l(&self.recorded),
+            unknown_server: l(&self.unknown_server),
+            malformed: l(&self.malformed),
         }
     }
 }
 
 fn bump(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// The start of a body for a log line: at most 256 bytes, lossy UTF-8.
+fn excerpt(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(256)]).into_owned()
 }
 
 /// Consumes notifications from an [`EventBus`] and applies them to a
@@ -204,7 +257,7 @@ impl Dispatcher {
         cancel: CancellationToken,
     ) -> Result<DispatcherMetrics, DispatcherError> {
         let mut subs = Vec::new();
-        for kind in MessageKind::ALL {
+        for kind in self.config.kinds() {
             for _ in 0..self.config.consumers_per_kind.max(1) {
                 let sub = self.bus.subscribe(kind).await.map_err(|source| {
                     DispatcherError::Subscribe {
@@ -309,10 +362,15 @@ impl Dispatcher {
         let redelivered = batch.iter().filter(|d| d.redelivered).count();
         bump(&self.counters.redelivered, redelivered as u64);
         for d in batch {
-            match decode(&d.body, &self.config.prefix) {
-                Ok(n) => {
+            match decode_any(&d.body, &self.config.prefix) {
+                Ok(Decoded::Apply(n)) => {
                     tags.push(d.tag);
                     notes.push(n);
+                }
+                Ok(Decoded::Record(r)) => {
+                    tracing::debug!(kind = r.label(), record = ?r, "acknowledging a message that changes no server here");
+                    bump(&self.counters.recorded, 1);
+                    done.push(d.tag);
                 }
                 Err(EventError::ForeignInstance(name)) => {
                     tracing::info!(instance = %name, "ignoring a notification for an instance that is not ours");
@@ -321,7 +379,14 @@ impl Dispatcher {
                 }
                 Err(e) => {
                     let reason = format!("undecodable {} message: {e}", d.kind.type_name());
-                    self.dead_letter(sub, d.tag, &reason).await;
+                    match self.config.malformed_messages {
+                        Unusable::Ack => {
+                            tracing::warn!(%reason, body = %excerpt(&d.body), "acknowledging an unreadable message (dispatcher.malformed_messages = \"ack\")");
+                            bump(&self.counters.malformed, 1);
+                            done.push(d.tag);
+                        }
+                        Unusable::DeadLetter => self.dead_letter(sub, d.tag, &reason).await,
+                    }
                 }
             }
         }
@@ -373,6 +438,13 @@ impl Dispatcher {
                         last_error = Some(e.to_string());
                         retry_tags.push(tag);
                         retry_notes.push(n);
+                    }
+                    Err(ServiceError::NotFound(_))
+                        if self.config.unknown_servers == Unusable::Ack =>
+                    {
+                        tracing::warn!(server = %n.vm(), "acknowledging a notification for a server the database does not have (dispatcher.unknown_servers = \"ack\")");
+                        bump(&self.counters.unknown_server, 1);
+                        done.push(tag);
                     }
                     Err(e) => {
                         let reason =
@@ -461,10 +533,18 @@ mod tests {
     }
 
     fn dispatcher(store: MockVmStore) -> Dispatcher {
+        dispatcher_with(store, Unusable::Ack)
+    }
+
+    /// A dispatcher whose policy for unknown servers and unreadable
+    /// messages is `policy`.
+    fn dispatcher_with(store: MockVmStore, policy: Unusable) -> Dispatcher {
         let bus = crate::ports::MockEventBus::new();
         let mut cfg = DispatcherConfig::new("snf-");
         cfg.retry_min = Duration::from_millis(1);
         cfg.retry_max = Duration::from_millis(2);
+        cfg.unknown_servers = policy;
+        cfg.malformed_messages = policy;
         Dispatcher::new(Arc::new(store), Arc::new(bus), cfg)
     }
 
@@ -515,7 +595,10 @@ mod tests {
 
     #[tokio::test]
     async fn garbage_is_dead_lettered_with_the_reason_before_the_ack() {
-        let d = dispatcher(store_with(5, Arc::new(Mutex::new(Vec::new()))));
+        let d = dispatcher_with(
+            store_with(5, Arc::new(Mutex::new(Vec::new()))),
+            Unusable::DeadLetter,
+        );
         let mut sub = MockSubscription::new();
         let mut seq = Sequence::new();
         sub.expect_dead_letter()
@@ -537,7 +620,8 @@ mod tests {
             .returning(|_| Ok(()));
         let batch = vec![
             delivery(1, b"{not json".to_vec()),
-            delivery(2, op(1, 1, "OP_FROBNICATE", "success")),
+            // not an opcode name Ganeti could write
+            delivery(2, op(1, 1, "frobnicate", "success")),
             delivery(3, op(1, 2, "OP_INSTANCE_CREATE", "success")),
         ];
         d.process_batch(&mut sub, batch, &CancellationToken::new())
@@ -545,9 +629,65 @@ mod tests {
         assert_eq!(d.metrics().dead_lettered, 2);
     }
 
+    /// Synnefo's policy, our default: unreadable bodies and servers the
+    /// database does not have are logged, counted and acknowledged;
+    /// understood messages that change nothing here (tags, snapshots of
+    /// no state, Synnefo's network/cluster/progress kinds) are recorded
+    /// and acknowledged; nothing is dead-lettered.
+    #[tokio::test]
+    async fn by_default_what_synnefo_acks_is_acked_and_counted() {
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let d = dispatcher(store_with(1, writes.clone()));
+        let mut sub = MockSubscription::new();
+        sub.expect_dead_letter().times(0);
+        sub.expect_ack()
+            .withf(|tags| {
+                let mut t = tags.to_vec();
+                t.sort();
+                t == (1..=9).collect::<Vec<u64>>()
+            })
+            .times(1)
+            .returning(|_| Ok(()));
+        let batch = vec![
+            delivery(1, b"{not json".to_vec()),
+            delivery(2, br#"{"type":"ganeti-op-status","instance":"snf-1"}"#.to_vec()),
+            delivery(3, op(99, 1, "OP_INSTANCE_STARTUP", "success")),
+            delivery(4, op(1, 2, "OP_TAGS_SET", "success")),
+            delivery(5, op(1, 3, "OP_INSTANCE_GROW_DISK", "success")),
+            delivery(
+                6,
+                br#"{"type":"ganeti-network-status","network":"snf-net-7","operation":"OP_NETWORK_ADD","jobId":8,"status":"success","event_time":[1,0]}"#.to_vec(),
+            ),
+            delivery(
+                7,
+                br#"{"type":"image-copy-progress","instance":"snf-1","progress":42,"event_time":[1,0]}"#.to_vec(),
+            ),
+            delivery(8, br#"{"type":"ganeti-cluster-status","cluster":"c1","operation":"OP_CLUSTER_SET_PARAMS","jobId":9,"status":"success"}"#.to_vec()),
+            delivery(9, br#"{"type":"no-such-type"}"#.to_vec()),
+        ];
+        d.process_batch(&mut sub, batch, &CancellationToken::new())
+            .await;
+        let m = d.metrics();
+        assert_eq!(
+            (
+                m.applied,
+                m.recorded,
+                m.unknown_server,
+                m.malformed,
+                m.dead_lettered
+            ),
+            (1, 4, 1, 3, 0),
+            "{m:?}"
+        );
+        assert_eq!(writes.lock().unwrap().as_slice(), [VmId(1)]);
+    }
+
     #[tokio::test]
     async fn unknown_vms_are_dead_lettered_and_foreign_instances_ignored() {
-        let d = dispatcher(store_with(1, Arc::new(Mutex::new(Vec::new()))));
+        let d = dispatcher_with(
+            store_with(1, Arc::new(Mutex::new(Vec::new()))),
+            Unusable::DeadLetter,
+        );
         let mut sub = MockSubscription::new();
         sub.expect_dead_letter()
             .withf(|tag, reason| {
@@ -658,7 +798,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_dead_letter_leaves_the_message_unacked() {
-        let d = dispatcher(store_with(1, Arc::new(Mutex::new(Vec::new()))));
+        let d = dispatcher_with(
+            store_with(1, Arc::new(Mutex::new(Vec::new()))),
+            Unusable::DeadLetter,
+        );
         let mut sub = MockSubscription::new();
         sub.expect_dead_letter()
             .returning(|_, _| Err(BusError::Unavailable("broker gone".into())));
@@ -693,6 +836,7 @@ mod tests {
         let mut cfg = DispatcherConfig::new("snf-");
         cfg.batch_size = 16;
         cfg.consumers_per_kind = 2;
+        cfg.malformed_messages = Unusable::DeadLetter;
         let d = Dispatcher::new(Arc::new(store), Arc::new(bus.clone()), cfg);
         let cancel = CancellationToken::new();
         let run = tokio::spawn({

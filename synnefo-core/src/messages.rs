@@ -21,13 +21,31 @@ pub const EXCHANGE: &str = "ganeti";
 pub enum MessageKind {
     /// `ganeti-op-status`.
     OpStatus,
-    /// `ganeti-net-status`.
+    /// `ganeti-net-status` (the Ganeti hook's NICs; ours and Synnefo's
+    /// before 0.14).
     NetStatus,
+    /// `ganeti-network-status`: Synnefo's eventd for `OP_NETWORK_*` jobs.
+    NetworkStatus,
+    /// snf-image's progress monitor: `image-copy-progress`,
+    /// `image-helper`, `image-error`, `image-info`.
+    Progress,
+    /// `ganeti-cluster-status`: Synnefo's eventd for `OP_CLUSTER_SET_PARAMS`
+    /// (its routing key carries no prefix).
+    ClusterStatus,
 }
 
 impl MessageKind {
-    /// Both kinds.
+    /// The kinds our own processes publish: their queues always exist.
     pub const ALL: [MessageKind; 2] = [MessageKind::OpStatus, MessageKind::NetStatus];
+
+    /// The kinds only Synnefo's eventd and snf-image publish; their queues
+    /// exist when the bus is set up next to Synnefo
+    /// (`amqp.topology.synnefo_queues`).
+    pub const SYNNEFO: [MessageKind; 3] = [
+        MessageKind::NetworkStatus,
+        MessageKind::Progress,
+        MessageKind::ClusterStatus,
+    ];
 
     /// The routing key for this kind under an instance-name prefix.
     pub fn routing_key(self, prefix: &str) -> String {
@@ -35,14 +53,33 @@ impl MessageKind {
         match self {
             MessageKind::OpStatus => format!("ganeti.{p}.event.op"),
             MessageKind::NetStatus => format!("ganeti.{p}.event.net"),
+            MessageKind::NetworkStatus => format!("ganeti.{p}.event.network"),
+            MessageKind::Progress => format!("ganeti.{p}.event.progress"),
+            MessageKind::ClusterStatus => "ganeti.event.cluster".to_string(),
         }
     }
 
-    /// The `type` field value.
+    /// The `type` field value (for [`MessageKind::Progress`], the family:
+    /// each message's own type starts with `image-`).
     pub fn type_name(self) -> &'static str {
         match self {
             MessageKind::OpStatus => "ganeti-op-status",
             MessageKind::NetStatus => "ganeti-net-status",
+            MessageKind::NetworkStatus => "ganeti-network-status",
+            MessageKind::Progress => "image-progress",
+            MessageKind::ClusterStatus => "ganeti-cluster-status",
+        }
+    }
+
+    /// The last word of Synnefo's queue name for this kind
+    /// (`<prefix>-events-<word>`).
+    pub fn queue_word(self) -> &'static str {
+        match self {
+            MessageKind::OpStatus => "op",
+            MessageKind::NetStatus => "net",
+            MessageKind::NetworkStatus => "network",
+            MessageKind::Progress => "progress",
+            MessageKind::ClusterStatus => "cluster",
         }
     }
 }
@@ -246,24 +283,191 @@ impl NetStatusMessage {
     }
 }
 
-/// Decodes a message body of either kind (dispatching on its `type`).
+/// Decodes a message that changes a server (`ganeti-op-status` of a
+/// tracked opcode, `ganeti-net-status`); anything else [`decode_any`]
+/// reads is an error here.
 pub fn decode(body: &[u8], prefix: &str) -> Result<Notification, EventError> {
+    match decode_any(body, prefix)? {
+        Decoded::Apply(n) => Ok(n),
+        Decoded::Record(r) => Err(EventError::Malformed(format!(
+            "a {} message changes no server here",
+            r.label()
+        ))),
+    }
+}
+
+/// A message that is understood but changes no server here: what Synnefo's
+/// eventd and snf-image publish for things this control plane does not
+/// model yet (networks, cluster parameters, build progress), and opcodes
+/// with no state effect. The dispatcher acknowledges and counts each, as
+/// Synnefo's dispatcher acknowledges what it has no callback for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// An `OP_*` opcode we do not track on one of our servers (tags,
+    /// backups, other instance ops): Ganeti ran it, no state follows.
+    Op {
+        /// The server.
+        vm: VmId,
+        /// The opcode (well-formed `OP_[A-Z0-9_]+`, at most 64 bytes).
+        opcode: String,
+        /// Its status.
+        status: JobStatus,
+    },
+    /// `ganeti-network-status` for a Ganeti network.
+    Network {
+        /// The Ganeti network's name.
+        network: String,
+        /// The `OP_NETWORK_*` opcode.
+        opcode: String,
+        /// Its status.
+        status: JobStatus,
+    },
+    /// `ganeti-cluster-status`.
+    Cluster {
+        /// The cluster's name, if given.
+        cluster: Option<String>,
+    },
+    /// snf-image's build progress for one of our servers.
+    Progress {
+        /// The server.
+        vm: VmId,
+        /// The percentage of `image-copy-progress` (0-100), if that kind.
+        percent: Option<u8>,
+        /// The `image-*` type.
+        kind: String,
+    },
+}
+
+impl Record {
+    /// A short label for logs and metrics (a fixed set of values).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Record::Op { .. } => "untracked-op",
+            Record::Network { .. } => "network",
+            Record::Cluster { .. } => "cluster",
+            Record::Progress { .. } => "progress",
+        }
+    }
+}
+
+/// What a message on the bus is, once read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    /// A notification that changes (or may change) one of our servers.
+    Apply(Notification),
+    /// Understood; changes nothing here (acknowledged and counted).
+    Record(Record),
+}
+
+/// An opcode name as Ganeti writes them: `OP_` then capitals, digits and
+/// underscores, bounded.
+fn well_formed_opcode(s: &str) -> bool {
+    s.len() <= 64
+        && s.starts_with("OP_")
+        && s.len() > 3
+        && s.bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn bounded(s: &str) -> String {
+    s.chars().take(128).collect()
+}
+
+/// Reads any message Synnefo 0.16-0.20's eventd, its Ganeti hook (before
+/// 0.14), snf-image's progress monitor or our own producers publish, for
+/// `prefix`'s servers.
+///
+/// Errors: [`EventError::ForeignInstance`] for another deployment's
+/// instance (Synnefo ignores those), [`EventError::Malformed`] for bodies
+/// that are not JSON, lack a key or carry a type nobody publishes, and
+/// [`EventError::UnknownStatus`] for a job status Ganeti does not define.
+pub fn decode_any(body: &[u8], prefix: &str) -> Result<Decoded, EventError> {
     #[derive(Deserialize)]
     struct Probe {
         #[serde(rename = "type")]
         kind: String,
     }
-    let probe: Probe =
-        serde_json::from_slice(body).map_err(|e| EventError::Malformed(e.to_string()))?;
+    let malformed = |e: serde_json::Error| EventError::Malformed(e.to_string());
+    let probe: Probe = serde_json::from_slice(body).map_err(malformed)?;
     match probe.kind.as_str() {
-        "ganeti-op-status" => serde_json::from_slice::<OpStatusMessage>(body)
-            .map_err(|e| EventError::Malformed(e.to_string()))?
-            .into_notification(prefix),
+        "ganeti-op-status" => {
+            let m: OpStatusMessage = serde_json::from_slice(body).map_err(malformed)?;
+            if m.operation.parse::<crate::state::OpCode>().is_err()
+                && well_formed_opcode(&m.operation)
+            {
+                let name = InstanceName::parse(prefix, &m.instance)
+                    .ok_or_else(|| EventError::ForeignInstance(bounded(&m.instance)))?;
+                return Ok(Decoded::Record(Record::Op {
+                    vm: name.vm_id(),
+                    opcode: m.operation,
+                    status: m.status.parse()?,
+                }));
+            }
+            m.into_notification(prefix).map(Decoded::Apply)
+        }
         "ganeti-net-status" => serde_json::from_slice::<NetStatusMessage>(body)
-            .map_err(|e| EventError::Malformed(e.to_string()))?
-            .into_notification(prefix),
+            .map_err(malformed)?
+            .into_notification(prefix)
+            .map(Decoded::Apply),
+        "ganeti-network-status" => {
+            #[derive(Deserialize)]
+            struct Network {
+                network: String,
+                operation: String,
+                status: String,
+            }
+            let m: Network = serde_json::from_slice(body).map_err(malformed)?;
+            if !well_formed_opcode(&m.operation) {
+                return Err(EventError::Malformed(format!(
+                    "bad operation {:?}",
+                    bounded(&m.operation)
+                )));
+            }
+            Ok(Decoded::Record(Record::Network {
+                network: bounded(&m.network),
+                opcode: m.operation,
+                status: m.status.parse()?,
+            }))
+        }
+        "ganeti-cluster-status" | "eventd-heartbeat" => {
+            #[derive(Deserialize)]
+            struct Cluster {
+                #[serde(default)]
+                cluster: Option<String>,
+            }
+            let m: Cluster = serde_json::from_slice(body).map_err(malformed)?;
+            Ok(Decoded::Record(Record::Cluster {
+                cluster: m.cluster.as_deref().map(bounded),
+            }))
+        }
+        t if t.starts_with("image-") && t.len() <= 64 => {
+            #[derive(Deserialize)]
+            struct Progress {
+                instance: String,
+                #[serde(default)]
+                progress: Option<f64>,
+            }
+            let m: Progress = serde_json::from_slice(body).map_err(malformed)?;
+            let name = InstanceName::parse(prefix, &m.instance)
+                .ok_or_else(|| EventError::ForeignInstance(bounded(&m.instance)))?;
+            let percent = match (t, m.progress) {
+                ("image-copy-progress", Some(p)) if (0.0..=100.0).contains(&p) => Some(p as u8),
+                ("image-copy-progress", other) => {
+                    return Err(EventError::Malformed(format!(
+                        "image-copy-progress without a percentage in 0..=100: {other:?}"
+                    )));
+                }
+                _ => None,
+            };
+            Ok(Decoded::Record(Record::Progress {
+                vm: name.vm_id(),
+                percent,
+                kind: t.to_string(),
+            }))
+        }
         other => Err(EventError::Malformed(format!(
-            "unknown message type {other:?}"
+            "unknown message type {:?}",
+            bounded(other)
         ))),
     }
 }
@@ -303,7 +507,7 @@ mod tests {
                 "not one of ours",
             ),
             (
-                br#"{"type":"ganeti-op-status","instance":"snf-1","operation":"OP_FOO","jobId":1,"status":"success","event_time":[1,0]}"#,
+                br#"{"type":"ganeti-op-status","instance":"snf-1","operation":"op foo","jobId":1,"status":"success","event_time":[1,0]}"#,
                 "unknown opcode",
             ),
             (
@@ -427,6 +631,78 @@ mod tests {
             MessageKind::NetStatus.routing_key("snf-"),
             "ganeti.snf.event.net"
         );
+        let synnefo: Vec<String> = MessageKind::SYNNEFO
+            .iter()
+            .map(|k| k.routing_key("snf-"))
+            .collect();
+        assert_eq!(
+            synnefo,
+            [
+                "ganeti.snf.event.network",
+                "ganeti.snf.event.progress",
+                "ganeti.event.cluster"
+            ]
+        );
+    }
+
+    #[test]
+    fn what_changes_no_server_here_is_read_as_a_record() {
+        let rec = |body: &[u8]| match decode_any(body, "snf-") {
+            Ok(Decoded::Record(r)) => r,
+            other => panic!("{}: {other:?}", String::from_utf8_lossy(body)),
+        };
+        assert_eq!(
+            rec(br#"{"type":"ganeti-op-status","instance":"snf-3","operation":"OP_TAGS_SET","jobId":1,"status":"success","event_time":[1,0]}"#),
+            Record::Op {
+                vm: VmId(3),
+                opcode: "OP_TAGS_SET".into(),
+                status: JobStatus::Success
+            }
+        );
+        assert_eq!(
+            rec(br#"{"type":"image-copy-progress","instance":"snf-3","progress":42.5}"#),
+            Record::Progress {
+                vm: VmId(3),
+                percent: Some(42),
+                kind: "image-copy-progress".into()
+            }
+        );
+        assert_eq!(
+            rec(br#"{"type":"eventd-heartbeat","cluster":"c1"}"#),
+            Record::Cluster {
+                cluster: Some("c1".into())
+            }
+        );
+        // What a tracked opcode says is applied, as before.
+        assert!(matches!(
+            decode_any(
+                br#"{"type":"ganeti-op-status","instance":"snf-3","operation":"OP_INSTANCE_GROW_DISK","jobId":1,"status":"success","event_time":[1,0]}"#,
+                "snf-"
+            ),
+            Ok(Decoded::Apply(Notification::OpStatus { .. }))
+        ));
+        // Bad parts are still errors with a reason.
+        for (body, want) in [
+            (
+                &br#"{"type":"image-copy-progress","instance":"snf-3","progress":420}"#[..],
+                "0..=100",
+            ),
+            (
+                br#"{"type":"image-helper","instance":"x-3"}"#,
+                "not one of ours",
+            ),
+            (
+                br#"{"type":"ganeti-network-status","network":"n","operation":"drop table","jobId":1,"status":"success"}"#,
+                "bad operation",
+            ),
+            (
+                br#"{"type":"ganeti-op-status","instance":"snf-3","operation":"OP_TAGS_SET","jobId":1,"status":"done","event_time":[1,0]}"#,
+                "unknown job status",
+            ),
+        ] {
+            let err = decode_any(body, "snf-").unwrap_err().to_string();
+            assert!(err.contains(want), "{err} should mention {want}");
+        }
     }
 
     #[test]

@@ -361,6 +361,27 @@ pub struct EventdSettings {
 pub struct DispatcherSettings {
     /// Messages applied per DB transaction.
     pub batch_size: usize,
+    /// A notification about a server this database does not have (another
+    /// deployment sharing the prefix, a row removed by hand): `ack` (log
+    /// and count it, as Synnefo's dispatcher does) or `dead-letter`.
+    #[serde(default)]
+    pub unknown_servers: Unusable,
+    /// A body that is not JSON, lacks a key or has a type nobody publishes:
+    /// `ack` (log and count, as Synnefo) or `dead-letter` (kept for
+    /// `synnefo admin queue`).
+    #[serde(default)]
+    pub malformed_messages: Unusable,
+}
+
+/// What the dispatcher does with a message it cannot use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unusable {
+    /// Acknowledge it: logged at WARN with the reason and counted.
+    #[default]
+    Ack,
+    /// Send it to the dead-letter queue with the reason.
+    DeadLetter,
 }
 
 /// `[log]`.

@@ -221,6 +221,9 @@ opcodes! {
     InstanceConsole => "OP_INSTANCE_CONSOLE",
     InstanceRecreateDisks => "OP_INSTANCE_RECREATE_DISKS",
     InstanceFailover => "OP_INSTANCE_FAILOVER",
+    InstanceGrowDisk => "OP_INSTANCE_GROW_DISK",
+    InstanceSnapshot => "OP_INSTANCE_SNAPSHOT",
+    InstanceRename => "OP_INSTANCE_RENAME",
 }
 
 impl fmt::Display for OpCode {

@@ -370,3 +370,132 @@ async fn without_synnefo_queues_their_keys_are_unroutable() {
     let conn = raw(&cfg).await;
     drop_everything(&conn, &cfg, &[]).await;
 }
+
+/// The corpus's messages (`synnefo-core/tests/fixtures/synnefo-corpus/`),
+/// each with its routing key, moved to `prefix`: `snf` in keys and
+/// `snf-` in instance names become the test's own. The heartbeat is left
+/// out: Synnefo publishes it without `mandatory` to a queue that exists
+/// only during a status check.
+fn corpus_messages(prefix: &str) -> Vec<(String, String, Vec<u8>)> {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../synnefo-core/tests/fixtures/synnefo-corpus/cases");
+    let mut out = Vec::new();
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".message.json"))
+        .collect();
+    names.sort();
+    let p = stem(prefix);
+    for path in names {
+        let case: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let (Some(key), false) = (case["routing_key"].as_str(), case["message"].is_null()) else {
+            continue;
+        };
+        if key == "eventd.heartbeat" {
+            continue;
+        }
+        let key = key.replace("ganeti.snf.", &format!("ganeti.{p}."));
+        let mut message = case["message"].clone();
+        if let Some(i) = message["instance"].as_str()
+            && let Some(rest) = i.strip_prefix("snf-")
+        {
+            message["instance"] = format!("{prefix}{rest}").into();
+        }
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        out.push((name, key, serde_json::to_vec(&message).unwrap()));
+    }
+    out
+}
+
+/// Issue 17's acceptance on a broker set up by Synnefo 0.20's dispatcher:
+/// our dispatcher adopts its queues, consumes every kind (op, network,
+/// progress, cluster) and reads every message of the corpus; nothing is
+/// unroutable, nothing is dead-lettered (ours nor Synnefo's `-dl` queues),
+/// nothing is left unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_dispatcher_reads_every_corpus_message_on_synnefos_queues() {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    use synnefo_core::dispatcher::{Dispatcher, DispatcherConfig};
+    use synnefo_core::store::SeaStore;
+
+    let prefix = unique_prefix();
+    let cfg = own_exchanges(&prefix);
+    let test = "our_dispatcher_reads_every_corpus_message_on_synnefos_queues";
+    let Some(probe) = connect(test, {
+        let mut c = cfg.clone();
+        c.exchange = format!("{prefix}probe");
+        c.dead_letter_exchange = format!("{prefix}probe-dl");
+        c.op_queue = format!("{prefix}probe-op");
+        c.net_queue = format!("{prefix}probe-net");
+        c.dead_queue = format!("{prefix}probe-dead");
+        c.synnefo_queues = false;
+        c
+    })
+    .await
+    else {
+        return;
+    };
+    probe.delete_queues().await.unwrap();
+    probe.close().await;
+
+    let conn = raw(&cfg).await;
+    declare_like_synnefo(&conn, &cfg.exchange, &prefix).await;
+    let synnefo_dl: Vec<String> = synnefo_bindings(&prefix)
+        .into_iter()
+        .map(|(q, _)| format!("{q}-dl"))
+        .collect();
+    let bus = AmqpBus::connect(cfg.clone())
+        .await
+        .expect("adopts Synnefo's queues");
+    let messages = corpus_messages(&prefix);
+    assert!(messages.len() >= 30, "{} messages", messages.len());
+    for (name, key, body) in &messages {
+        bus.publish_with_key(key, body)
+            .await
+            .unwrap_or_else(|e| panic!("{name} on {key}: {e}"));
+    }
+
+    // A database that knows none of the corpus's servers: Synnefo's policy
+    // (log, count, ack) for those, our default.
+    let store = SeaStore::connect("sqlite::memory:", 1).await.unwrap();
+    store.migrate().await.unwrap();
+    let mut dc = DispatcherConfig::new(&prefix);
+    dc.synnefo_kinds = true;
+    let dispatcher = Dispatcher::new(Arc::new(store), Arc::new(bus.clone()), dc);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn({
+        let d = dispatcher.clone();
+        let cancel = cancel.clone();
+        async move { d.run(cancel).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let seen = |m: &synnefo_core::dispatcher::DispatcherMetrics| {
+        m.applied + m.ignored + m.recorded + m.unknown_server + m.malformed + m.dead_lettered
+    };
+    while seen(&dispatcher.metrics()) < messages.len() as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cancel.cancel();
+    let m = run.await.unwrap().unwrap();
+    assert_eq!(seen(&m), messages.len() as u64, "{m:?}");
+    assert_eq!((m.dead_lettered, m.malformed), (0, 0), "{m:?}");
+    // network 1, cluster 1, progress 2, and the op-status cases of
+    // untracked opcodes (none in the corpus today)
+    assert_eq!(m.recorded, 4, "{m:?}");
+    assert!(m.unknown_server >= 25, "{m:?}");
+
+    let p = stem(&prefix);
+    for q in synnefo_bindings(&prefix)
+        .into_iter()
+        .map(|(q, _)| q)
+        .chain(synnefo_dl.iter().cloned())
+        .chain([format!("{p}-events-net"), cfg.dead_letter_queue()])
+    {
+        assert_eq!(ready(&conn, &q).await, 0, "{q} is not empty");
+    }
+    bus.close().await;
+    drop_everything(&conn, &cfg, &synnefo_dl).await;
+}

@@ -48,8 +48,13 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         config.batch_size = b as usize;
     }
     config.consumers_per_kind = args.consumers as usize;
+    let queues: Vec<String> = config
+        .kinds()
+        .into_iter()
+        .map(|k| bus.config().queue_name(k))
+        .collect();
     tracing::info!(
-        queues = ?synnefo_core::messages::MessageKind::ALL.map(|k| bus.config().queue_name(k)),
+        ?queues,
         batch_size = config.batch_size,
         prefetch = bus.config().prefetch,
         consumers = config.consumers_per_kind,
@@ -59,9 +64,12 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let metrics = dispatcher.run(shutdown_token()).await?;
     bus.close().await;
     eprintln!(
-        "dispatcher stopped: {} applied, {} ignored, {} dead-lettered, {} batches, {} redelivered, {} retries",
+        "dispatcher stopped: {} applied, {} ignored, {} recorded, {} for unknown servers, {} unreadable, {} dead-lettered, {} batches, {} redelivered, {} retries",
         metrics.applied,
         metrics.ignored,
+        metrics.recorded,
+        metrics.unknown_server,
+        metrics.malformed,
         metrics.dead_lettered,
         metrics.batches,
         metrics.redelivered,

@@ -43,6 +43,9 @@ const SUCCESS_TABLE: &[(&str, Option<&str>)] = &[
     ("OP_INSTANCE_CONSOLE", None),
     ("OP_INSTANCE_RECREATE_DISKS", None),
     ("OP_INSTANCE_FAILOVER", None),
+    ("OP_INSTANCE_GROW_DISK", None),
+    ("OP_INSTANCE_SNAPSHOT", None),
+    ("OP_INSTANCE_RENAME", None),
 ];
 
 /// What Ganeti may report as a failed op's result, and whether it says
@@ -148,7 +151,7 @@ fn every_operstate_opcode_status_log_message_combination() {
             }
         }
     }
-    assert_eq!(checked, 5 * 15 * 7 * RESULTS.len());
+    assert_eq!(checked, 5 * 18 * 7 * RESULTS.len());
 }
 
 #[test]

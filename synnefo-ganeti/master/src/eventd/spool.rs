@@ -32,10 +32,7 @@ pub struct SpoolRecord {
 }
 
 fn kind_tag(kind: MessageKind) -> &'static [u8] {
-    match kind {
-        MessageKind::OpStatus => b"op",
-        MessageKind::NetStatus => b"net",
-    }
+    kind.queue_word().as_bytes()
 }
 
 /// Encodes a record as one line (newlines in the body are refused).
@@ -59,11 +56,12 @@ pub fn decode_record(line: &[u8]) -> Result<SpoolRecord, String> {
         .iter()
         .position(|b| *b == b'\t')
         .ok_or("no tab separator")?;
-    let kind = match &line[..tab] {
-        b"op" => MessageKind::OpStatus,
-        b"net" => MessageKind::NetStatus,
-        other => return Err(format!("unknown kind {:?}", String::from_utf8_lossy(other))),
-    };
+    let tag = &line[..tab];
+    let kind = MessageKind::ALL
+        .into_iter()
+        .chain(MessageKind::SYNNEFO)
+        .find(|k| kind_tag(*k) == tag)
+        .ok_or_else(|| format!("unknown kind {:?}", String::from_utf8_lossy(tag)))?;
     let body = line[tab + 1..].to_vec();
     serde_json::from_slice::<serde_json::Value>(&body)
         .map_err(|e| format!("body is not JSON: {e}"))?;
