@@ -44,6 +44,7 @@ pub mod metrics;
 pub mod microversion;
 pub mod nova;
 pub mod openapi;
+pub mod serve;
 pub mod state;
 
 use std::sync::Arc;
@@ -58,6 +59,7 @@ use axum::{Json, Router};
 use tracing::Instrument;
 
 pub use error::ApiError;
+pub use serve::{ServeConfig, serve};
 pub use state::{ApiConfig, ApiState, App};
 
 /// The request id of the current request (in request extensions).
@@ -68,6 +70,9 @@ pub struct RequestId(pub String);
 pub fn router(state: ApiState) -> Router {
     let limit = state.config.max_body_bytes;
     let app: state::Shared = Arc::new(App::new(state));
+    if let Some(every) = app.config.token_purge_interval {
+        state::spawn_token_purger(&app, every);
+    }
     Router::new()
         .merge(nova::routes(""))
         .merge(nova::routes("/compute"))
@@ -94,6 +99,8 @@ async fn observe(State(app): State<state::Shared>, mut req: Request, next: Next)
     let started = Instant::now();
     let id = format!("req-{}", uuid::Uuid::new_v4());
     let method = req.method().clone();
+    // the label set stays closed whatever method a client invents
+    let method_label = metrics::method_label(method.as_str());
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -101,7 +108,7 @@ async fn observe(State(app): State<state::Shared>, mut req: Request, next: Next)
         .unwrap_or_else(|| "unmatched".into());
     req.extensions_mut().insert(RequestId(id.clone()));
     let write = !matches!(method, axum::http::Method::GET | axum::http::Method::HEAD);
-    let span = tracing::info_span!("request", request_id = %id, method = %method, path = %req.uri().path());
+    let span = tracing::info_span!("request", request_id = %id, method = method_label, path = %req.uri().path());
     let mut resp = next.run(req).instrument(span.clone()).await;
     if write {
         app.token_cache.clear();
@@ -124,7 +131,7 @@ async fn observe(State(app): State<state::Shared>, mut req: Request, next: Next)
         }
     });
     app.metrics
-        .observe(method.as_str(), &route, status.as_u16(), elapsed);
+        .observe(method_label, &route, status.as_u16(), elapsed);
     if let Ok(h) = HeaderValue::from_str(&id) {
         resp.headers_mut()
             .insert("x-openstack-request-id", h.clone());

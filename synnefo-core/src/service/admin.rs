@@ -431,8 +431,11 @@ impl Admin {
                 "{user} is not a member of that project (or of any)"
             ))
         })?;
-        let lifetime = chrono::Duration::from_std(ttl.unwrap_or(self.token_ttl))
-            .map_err(|_| bad("token lifetime out of range"))?;
+        // Bounded (at most ten years, never zero): an operator's
+        // `--ttl 10000000000000000` is a 400, not a timestamp overflow.
+        let lifetime = crate::service::identity::token_ttl_from_secs(
+            ttl.unwrap_or(self.token_ttl).as_secs(),
+        )?;
         identity.issue_for(u, p, lifetime).await
     }
 }

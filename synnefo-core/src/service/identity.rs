@@ -12,8 +12,20 @@
 //!   token. Validation hashes the presented secret and looks the digest up.
 //! * A token is scoped to one project the user is a member of; everything
 //!   the compute API shows is limited to that project.
+//! * Password checks are bounded ([`PasswordPolicy`]): at most
+//!   `concurrency` argon2 computations run at once (each holds its memory
+//!   cost, 19 MiB by default), a request waits at most `wait` for a slot and
+//!   is then answered [`ServiceError::Busy`] (503 + `Retry-After`); login
+//!   attempts per source address and failures per user name are counted in
+//!   a fixed window and refused (429) past their limits.
+//! * A rescoped token keeps its parent's expiry (as Keystone does), so a
+//!   chain of rescopes never outlives the password login it started from;
+//!   revoking a token revokes the tokens rescoped from it.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -80,13 +92,41 @@ pub struct Issued {
     pub auth: Authenticated,
 }
 
-/// Hashes a password with argon2id (random salt).
+/// Longest token lifetime accepted (ten years): longer ones are an
+/// operator's typo and would overflow the timestamp arithmetic.
+pub const MAX_TOKEN_TTL_SECS: u64 = 10 * 365 * 86_400;
+
+/// A token lifetime from seconds, refused (400) past
+/// [`MAX_TOKEN_TTL_SECS`] or at zero instead of overflowing.
+pub fn token_ttl_from_secs(secs: u64) -> Result<chrono::Duration, ServiceError> {
+    if secs == 0 || secs > MAX_TOKEN_TTL_SECS {
+        return Err(ServiceError::BadRequest(format!(
+            "token lifetime must be 1..={MAX_TOKEN_TTL_SECS} seconds, not {secs}"
+        )));
+    }
+    chrono::Duration::try_seconds(secs as i64)
+        .ok_or_else(|| ServiceError::BadRequest(format!("token lifetime {secs} s is too long")))
+}
+
+/// Hashes a password with argon2id (random salt, argon2's default cost).
 pub fn hash_password(password: &str) -> Result<String, ServiceError> {
+    hash_password_with(password, &PasswordPolicy::default())
+}
+
+/// Hashes a password with argon2id at the policy's cost (random salt).
+pub fn hash_password_with(password: &str, policy: &PasswordPolicy) -> Result<String, ServiceError> {
     let mut salt = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut salt);
     let salt = SaltString::encode_b64(&salt)
         .map_err(|e| ServiceError::BadRequest(format!("cannot salt password: {e}")))?;
-    Argon2::default()
+    let params = argon2::Params::new(
+        policy.memory_kib,
+        policy.iterations,
+        policy.parallelism,
+        None,
+    )
+    .map_err(|e| ServiceError::BadRequest(format!("invalid argon2 parameters: {e}")))?;
+    Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| ServiceError::BadRequest(format!("cannot hash password: {e}")))
@@ -130,12 +170,147 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(data).into()
 }
 
+/// How hard password logins may be pushed (see the module docs). Built
+/// from the `[limits]` settings by the API; [`Default`] is what the shipped
+/// settings say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordPolicy {
+    /// argon2id memory cost of new hashes, KiB (verification uses the cost
+    /// recorded in each hash).
+    pub memory_kib: u32,
+    /// argon2id time cost (passes) of new hashes.
+    pub iterations: u32,
+    /// argon2id lanes of new hashes.
+    pub parallelism: u32,
+    /// Password checks running at once (0: one per CPU).
+    pub concurrency: usize,
+    /// How long a login waits for a free slot before a 503.
+    pub wait: Duration,
+    /// Password logins per source address per window (0: unlimited).
+    pub attempts_per_address: u32,
+    /// Failed password logins per user name per window (0: unlimited);
+    /// past it, logins of that name are refused until the window ends.
+    pub failures_per_user: u32,
+    /// The counting window of both limits.
+    pub window: Duration,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        Self {
+            memory_kib: argon2::Params::DEFAULT_M_COST,
+            iterations: argon2::Params::DEFAULT_T_COST,
+            parallelism: argon2::Params::DEFAULT_P_COST,
+            concurrency: 0,
+            wait: Duration::from_secs(2),
+            attempts_per_address: 60,
+            failures_per_user: 20,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+impl PasswordPolicy {
+    /// The number of concurrent password checks this policy allows here.
+    pub fn effective_concurrency(&self) -> usize {
+        if self.concurrency > 0 {
+            self.concurrency
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        }
+    }
+}
+
+/// Most keys a [`WindowCounter`] holds; past it, expired windows are
+/// dropped, and if none expired the counter starts over.
+const MAX_COUNTED_KEYS: usize = 65_536;
+
+/// Fixed-window counters by key (address, user name), bounded in size.
+#[derive(Debug)]
+pub struct WindowCounter<K> {
+    window: Duration,
+    state: Mutex<HashMap<K, (Instant, u32)>>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> WindowCounter<K> {
+    /// Counts per `window`.
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window,
+            state: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The count of `key` in its current window.
+    pub fn count(&self, key: &K, now: Instant) -> u32 {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.get(key)
+            .filter(|(start, _)| now.duration_since(*start) < self.window)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// Adds one to `key`'s count; returns the new count.
+    pub fn add(&self, key: &K, now: Instant) -> u32 {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.len() >= MAX_COUNTED_KEYS && !st.contains_key(key) {
+            let window = self.window;
+            st.retain(|_, (start, _)| now.duration_since(*start) < window);
+            if st.len() >= MAX_COUNTED_KEYS {
+                st.clear();
+            }
+        }
+        let e = st.entry(key.clone()).or_insert((now, 0));
+        if now.duration_since(e.0) >= self.window {
+            *e = (now, 0);
+        }
+        e.1 = e.1.saturating_add(1);
+        e.1
+    }
+
+    /// Seconds until `key`'s window ends (at least 1).
+    pub fn retry_after(&self, key: &K, now: Instant) -> u64 {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let left = st.get(key).map_or(self.window, |(start, _)| {
+            self.window.saturating_sub(now.duration_since(*start))
+        });
+        left.as_secs().max(1)
+    }
+}
+
+/// The bounds around password checks: a semaphore and two counters.
+#[derive(Debug)]
+struct LoginGuard {
+    policy: PasswordPolicy,
+    slots: Arc<tokio::sync::Semaphore>,
+    by_address: WindowCounter<IpAddr>,
+    failures_by_user: WindowCounter<String>,
+}
+
+impl LoginGuard {
+    fn new(policy: PasswordPolicy) -> Self {
+        Self {
+            slots: Arc::new(tokio::sync::Semaphore::new(policy.effective_concurrency())),
+            by_address: WindowCounter::new(policy.window),
+            failures_by_user: WindowCounter::new(policy.window),
+            policy,
+        }
+    }
+}
+
+fn user_key(user: &UserSelector) -> String {
+    match user {
+        UserSelector::Id(id) => format!("id:{id}"),
+        UserSelector::Name(n) => format!("name:{n}"),
+    }
+}
+
 /// The identity application service.
 #[derive(Clone)]
 pub struct Identity {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     ttl: chrono::Duration,
+    guard: Arc<LoginGuard>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -156,8 +331,28 @@ impl Identity {
         Self {
             store,
             clock: Arc::new(SystemClock),
-            ttl: chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(1)),
+            ttl: chrono::Duration::from_std(ttl)
+                .ok()
+                .filter(|t| t.num_seconds() as u64 <= MAX_TOKEN_TTL_SECS)
+                .unwrap_or(chrono::Duration::days(1)),
+            guard: Arc::new(LoginGuard::new(PasswordPolicy::default())),
         }
+    }
+
+    /// Uses another password policy (bounds and argon2 cost).
+    pub fn with_password_policy(mut self, policy: PasswordPolicy) -> Self {
+        self.guard = Arc::new(LoginGuard::new(policy));
+        self
+    }
+
+    /// The password policy in force.
+    pub fn password_policy(&self) -> &PasswordPolicy {
+        &self.guard.policy
+    }
+
+    /// Password checks running right now.
+    pub fn password_checks_running(&self) -> usize {
+        self.guard.policy.effective_concurrency() - self.guard.slots.available_permits()
     }
 
     /// Uses another clock (tests of expiry).
@@ -179,6 +374,69 @@ impl Identity {
         password: &str,
         project: Option<&ProjectSelector>,
     ) -> Result<Issued, ServiceError> {
+        self.password_auth_from(None, user, password, project).await
+    }
+
+    /// [`Identity::password_auth`] from a known source address, counted
+    /// against the per-address limit. Refusals by a limit are
+    /// [`ServiceError::Busy`]; they happen before any password is hashed.
+    pub async fn password_auth_from(
+        &self,
+        source: Option<IpAddr>,
+        user: &UserSelector,
+        password: &str,
+        project: Option<&ProjectSelector>,
+    ) -> Result<Issued, ServiceError> {
+        let g = &self.guard;
+        let now = Instant::now();
+        if let Some(ip) = source
+            && g.policy.attempts_per_address > 0
+            && g.by_address.add(&ip, now) > g.policy.attempts_per_address
+        {
+            return Err(ServiceError::Busy {
+                message: "Too many login attempts from this address; try again later.".into(),
+                retry_after_secs: g.by_address.retry_after(&ip, now),
+                per_caller: true,
+            });
+        }
+        let key = user_key(user);
+        if g.policy.failures_per_user > 0
+            && g.failures_by_user.count(&key, now) >= g.policy.failures_per_user
+        {
+            return Err(ServiceError::Busy {
+                message: "Too many failed logins for this user; try again later.".into(),
+                retry_after_secs: g.failures_by_user.retry_after(&key, now),
+                per_caller: true,
+            });
+        }
+        let permit = match tokio::time::timeout(g.policy.wait, g.slots.clone().acquire_owned())
+            .await
+        {
+            Ok(Ok(p)) => p,
+            _ => {
+                return Err(ServiceError::Busy {
+                    message: "Too many logins in progress; try again shortly.".into(),
+                    retry_after_secs: 1,
+                    per_caller: false,
+                });
+            }
+        };
+        let result = self.check_password(user, password, permit).await;
+        if result.is_err() && g.policy.failures_per_user > 0 {
+            g.failures_by_user.add(&key, Instant::now());
+        }
+        let user = result?;
+        let project = self.scope(&user, project).await?;
+        self.issue(user, project).await
+    }
+
+    /// The user, if `password` is theirs; holds `permit` while hashing.
+    async fn check_password(
+        &self,
+        user: &UserSelector,
+        password: &str,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<User, ServiceError> {
         let found = match user {
             UserSelector::Name(n) => self.store.user_by_name(n).await?,
             UserSelector::Id(id) => self.store.user(id).await?,
@@ -190,15 +448,17 @@ impl Identity {
             .map(|u| u.password_hash.clone())
             .unwrap_or_else(dummy_hash);
         let pw = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || verify_password(&hash, &pw))
-            .await
-            .unwrap_or(false);
-        let user = match found {
-            Some(u) if ok && u.enabled => u,
-            _ => return Err(unauthorized()),
-        };
-        let project = self.scope(&user, project).await?;
-        self.issue(user, project).await
+        let ok = tokio::task::spawn_blocking(move || {
+            let ok = verify_password(&hash, &pw);
+            drop(permit);
+            ok
+        })
+        .await
+        .unwrap_or(false);
+        match found {
+            Some(u) if ok && u.enabled => Ok(u),
+            _ => Err(unauthorized()),
+        }
     }
 
     /// Issues a token for `user` in `project` (membership already checked).
@@ -213,6 +473,32 @@ impl Identity {
         project: Project,
         ttl: chrono::Duration,
     ) -> Result<Issued, ServiceError> {
+        let now = self.clock.now();
+        let expires = now
+            .checked_add_signed(ttl)
+            .ok_or_else(|| ServiceError::BadRequest("token lifetime too long".into()))?;
+        self.issue_until(user, project, expires).await
+    }
+
+    /// A token for another project of the same user, from a valid token:
+    /// it expires when its parent does (never later), and revoking the
+    /// parent revokes it ([`IdentityStore::revoke_token`](crate::ports::IdentityStore::revoke_token)).
+    pub async fn rescope(
+        &self,
+        parent: &Authenticated,
+        project: Option<&ProjectSelector>,
+    ) -> Result<Issued, ServiceError> {
+        let project = self.scope(&parent.user, project).await?;
+        self.issue_until(parent.user.clone(), project, parent.token.expires)
+            .await
+    }
+
+    async fn issue_until(
+        &self,
+        user: User,
+        project: Project,
+        expires: DateTime<Utc>,
+    ) -> Result<Issued, ServiceError> {
         let secret = new_token_secret();
         let now = self.clock.now();
         let token = Token {
@@ -220,7 +506,7 @@ impl Identity {
             user_id: user.id.clone(),
             project_id: project.id.clone(),
             issued: now,
-            expires: now + ttl,
+            expires,
             revoked: false,
         };
         self.store.store_token(&token).await?;
@@ -290,7 +576,14 @@ impl Identity {
         Ok(self.validate(secret).await?.token.expires)
     }
 
-    /// Revokes a token; unknown tokens are a 404 (Keystone's answer).
+    /// Deletes tokens that expired more than `grace` ago; returns how many.
+    pub async fn purge_expired(&self, grace: chrono::Duration) -> Result<u64, ServiceError> {
+        let before = self.clock.now() - grace;
+        Ok(self.store.purge_expired_tokens(before).await?)
+    }
+
+    /// Revokes a token (and the tokens rescoped from it); unknown tokens
+    /// are a 404 (Keystone's answer).
     pub async fn revoke(&self, secret: &str) -> Result<(), ServiceError> {
         let digest = token_digest(secret);
         match self.store.token(&digest).await? {
