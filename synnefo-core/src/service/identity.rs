@@ -277,11 +277,58 @@ impl<K: std::hash::Hash + Eq + Clone> WindowCounter<K> {
     }
 }
 
-/// The bounds around password checks: a semaphore and two counters.
+type CheckJob = (String, String, tokio::sync::oneshot::Sender<bool>);
+
+/// A fixed set of OS threads that run password checks. Not tokio's
+/// blocking pool: each argon2 computation allocates its memory cost
+/// (19 MiB) and the allocator keeps it in the arena of the thread that
+/// freed it, so checks spread over hundreds of pool threads keep hundreds
+/// of such blocks. `concurrency` threads keep at most that many.
+#[derive(Debug)]
+struct CheckWorkers {
+    jobs: std::sync::mpsc::Sender<CheckJob>,
+}
+
+impl CheckWorkers {
+    fn start(n: usize) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<CheckJob>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..n.max(1) {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("password-check-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok((hash, password, reply)) = job else { return };
+                        let _ = reply.send(verify_password(&hash, &password));
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a password-check thread");
+            }
+        }
+        Self { jobs: tx }
+    }
+
+    /// Checks `password` against `hash` on a worker thread (false if the
+    /// workers are gone).
+    async fn verify(&self, hash: String, password: String) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.jobs.send((hash, password, tx)).is_err() {
+            return false;
+        }
+        rx.await.unwrap_or(false)
+    }
+}
+
+/// The bounds around password checks: a semaphore, the worker threads and
+/// two counters.
 #[derive(Debug)]
 struct LoginGuard {
     policy: PasswordPolicy,
     slots: Arc<tokio::sync::Semaphore>,
+    workers: std::sync::OnceLock<CheckWorkers>,
     by_address: WindowCounter<IpAddr>,
     failures_by_user: WindowCounter<String>,
 }
@@ -290,10 +337,17 @@ impl LoginGuard {
     fn new(policy: PasswordPolicy) -> Self {
         Self {
             slots: Arc::new(tokio::sync::Semaphore::new(policy.effective_concurrency())),
+            workers: std::sync::OnceLock::new(),
             by_address: WindowCounter::new(policy.window),
             failures_by_user: WindowCounter::new(policy.window),
             policy,
         }
+    }
+
+    /// The worker threads, started at the first check.
+    fn workers(&self) -> &CheckWorkers {
+        self.workers
+            .get_or_init(|| CheckWorkers::start(self.policy.effective_concurrency()))
     }
 }
 
@@ -447,14 +501,12 @@ impl Identity {
             .as_ref()
             .map(|u| u.password_hash.clone())
             .unwrap_or_else(dummy_hash);
-        let pw = password.to_string();
-        let ok = tokio::task::spawn_blocking(move || {
-            let ok = verify_password(&hash, &pw);
-            drop(permit);
-            ok
-        })
-        .await
-        .unwrap_or(false);
+        let ok = self
+            .guard
+            .workers()
+            .verify(hash, password.to_string())
+            .await;
+        drop(permit);
         match found {
             Some(u) if ok && u.enabled => Ok(u),
             _ => Err(unauthorized()),
