@@ -168,3 +168,58 @@ async fn metrics_text(State(app): State<state::Shared>) -> Response {
 async fn openapi_json(State(app): State<state::Shared>) -> Json<serde_json::Value> {
     Json(openapi::document(&app.config.public_url))
 }
+
+/// Entry points for the fuzz targets (`synnefo-api/fuzz`): the request
+/// decoding handlers run before any store access (bodies, query filters,
+/// microversion headers). Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use axum::http::StatusCode;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    use crate::error::ApiError;
+    use crate::extract::{Params, decode};
+
+    fn client_error(r: Result<(), ApiError>) -> Result<(), StatusCode> {
+        r.map_err(|e| e.status)
+    }
+
+    /// Decodes `bytes` as request body number `kind` (server create,
+    /// update, metadata, metadata item, remote console, action, Keystone
+    /// auth, Astakos tokens); `Err` is the answer's status.
+    pub fn body(kind: u8, bytes: &[u8]) -> Result<(), StatusCode> {
+        use crate::nova::servers as s;
+        client_error(match kind % 8 {
+            0 => decode::<s::CreateRequest>(bytes).map(drop),
+            1 => decode::<s::UpdateRequest>(bytes).map(drop),
+            2 => decode::<s::MetadataBody>(bytes).map(drop),
+            3 => decode::<s::MetaItemBody>(bytes).map(drop),
+            4 => decode::<s::RemoteConsoleRequest>(bytes).map(drop),
+            5 => decode::<serde_json::Map<String, serde_json::Value>>(bytes).map(drop),
+            6 => decode::<crate::keystone::AuthRequest>(bytes).map(drop),
+            _ => decode::<crate::cyclades::TokensRequest>(bytes).map(drop),
+        })
+    }
+
+    /// Parses a query string and the server-list filters from it.
+    pub fn query(q: &str) -> Result<(), StatusCode> {
+        client_error((|| {
+            let p = Params::parse(Some(q))?;
+            p.limit()?;
+            crate::nova::servers::server_filter(&p)?;
+            Ok(())
+        })())
+    }
+
+    /// Negotiates a microversion from the two headers clients send.
+    pub fn microversion(openstack: &[u8], nova: &[u8]) -> Result<(), StatusCode> {
+        let mut h = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_bytes(openstack) {
+            h.insert("openstack-api-version", v);
+        }
+        if let Ok(v) = HeaderValue::from_bytes(nova) {
+            h.insert("x-openstack-nova-api-version", v);
+        }
+        client_error(crate::microversion::negotiate(&h).map(drop))
+    }
+}

@@ -102,9 +102,15 @@ impl Metrics {
                 escape(route)
             );
         }
-        out.push_str("# HELP synnefo_api_tokens_purged_total Expired tokens deleted by this process.\n");
+        out.push_str(
+            "# HELP synnefo_api_tokens_purged_total Expired tokens deleted by this process.\n",
+        );
         out.push_str("# TYPE synnefo_api_tokens_purged_total counter\n");
-        let _ = writeln!(out, "synnefo_api_tokens_purged_total {}", inner.tokens_purged);
+        let _ = writeln!(
+            out,
+            "synnefo_api_tokens_purged_total {}",
+            inner.tokens_purged
+        );
         out.push_str(
             "# HELP synnefo_api_token_purge_failures_total Purges of expired tokens that failed.\n",
         );
@@ -176,7 +182,12 @@ mod tests {
     fn unknown_methods_share_one_label() {
         let m = Metrics::default();
         for i in 0..100 {
-            m.observe(&format!("JUNK{i}"), "unmatched", 405, Duration::from_millis(1));
+            m.observe(
+                &format!("JUNK{i}"),
+                "unmatched",
+                405,
+                Duration::from_millis(1),
+            );
         }
         let text = m.render();
         assert!(

@@ -106,12 +106,10 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let svc = app
-            .clone()
-            .map_request(move |mut req: Request<_>| {
-                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                req
-            });
+        let svc = app.clone().map_request(move |mut req: Request<_>| {
+            req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+            req
+        });
         let svc = TowerToHyperService::new(RequestBodyTimeout::new(svc, config.body_timeout));
         let closing = closing.clone();
         let header_timeout = config.header_timeout;

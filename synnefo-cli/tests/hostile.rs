@@ -55,7 +55,14 @@ impl Up {
         .unwrap();
         let log = std::fs::File::create(dir.path().join("up.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_synnefo"))
-            .args(["up", "--clusters", "1", "--job-latency-ms", "5", "--data-dir"])
+            .args([
+                "up",
+                "--clusters",
+                "1",
+                "--job-latency-ms",
+                "5",
+                "--data-dir",
+            ])
             .arg(dir.path().join("data"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .env("SYNNEFO_CONFIG", &config)
@@ -146,7 +153,12 @@ impl Up {
     /// A token of the demo user (Keystone password method).
     async fn token(&self, http: &Client) -> String {
         let r = login(http, self, PASSWORD).await;
-        assert_eq!(r.status(), StatusCode::CREATED, "login failed: {}", self.log());
+        assert_eq!(
+            r.status(),
+            StatusCode::CREATED,
+            "login failed: {}",
+            self.log()
+        );
         r.headers()["x-subject-token"].to_str().unwrap().to_string()
     }
 }
@@ -162,9 +174,11 @@ impl Drop for Up {
 
 async fn login(http: &Client, up: &Up, password: &str) -> reqwest::Response {
     http.post(up.url("/identity/v3/auth/tokens"))
-        .json(&json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        .json(
+            &json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
             "name": "demo", "domain": {"id": "default"}, "password": password}}},
-            "scope": {"project": {"name": "demo", "domain": {"id": "default"}}}}}))
+            "scope": {"project": {"name": "demo", "domain": {"id": "default"}}}}}),
+        )
         .send()
         .await
         .unwrap()
@@ -259,8 +273,10 @@ async fn parallel_wrong_password_logins_keep_memory_bounded() {
         tasks.spawn(async move {
             let r = http
                 .post(url)
-                .json(&json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
-                    "name": "demo", "domain": {"id": "default"}, "password": "wrong"}}}}}))
+                .json(
+                    &json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+                    "name": "demo", "domain": {"id": "default"}, "password": "wrong"}}}}}),
+                )
                 .send()
                 .await
                 .unwrap();
@@ -298,10 +314,14 @@ async fn parallel_wrong_password_logins_keep_memory_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_limits_per_user_and_per_address() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let up = Up::start("[limits]\nlogin_attempts_per_address = 8\nlogin_failures_per_user = 3\n").await;
+    let up =
+        Up::start("[limits]\nlogin_attempts_per_address = 8\nlogin_failures_per_user = 3\n").await;
     let http = Client::new();
     for _ in 0..3 {
-        assert_eq!(login(&http, &up, "wrong").await.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            login(&http, &up, "wrong").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
     }
     // the user is locked for the window, even with the right password
     let r = login(&http, &up, PASSWORD).await;
@@ -312,7 +332,12 @@ async fn login_limits_per_user_and_per_address() {
     for _ in 0..6 {
         statuses.push(login(&http, &up, "wrong").await.status());
     }
-    assert!(statuses[4..].iter().all(|s| *s == StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    assert!(
+        statuses[4..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
 }
 
 /// Item 2: 1,000 connections that sent half a header. Before: they stayed
@@ -329,18 +354,25 @@ async fn slowloris_connections_neither_stay_nor_delay_shutdown() {
     let mut slow = Vec::new();
     for _ in 0..1000 {
         let mut s = TcpStream::connect(("127.0.0.1", up.port)).await.unwrap();
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
         slow.push(s);
     }
     let http = Client::new();
     let r = http.get(up.url("/healthz")).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK, "served while 1,000 clients stall");
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "served while 1,000 clients stall"
+    );
     // the header timeout closed them
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut closed = 0;
     for s in &mut slow {
         let mut buf = [0u8; 256];
-        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await
+        {
             closed += 1;
         }
     }
@@ -349,7 +381,9 @@ async fn slowloris_connections_neither_stay_nor_delay_shutdown() {
     let mut slow = Vec::new();
     for _ in 0..1000 {
         let mut s = TcpStream::connect(("127.0.0.1", up.port)).await.unwrap();
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
         slow.push(s);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -370,7 +404,11 @@ async fn junk_query_listings_keep_memory_flat() {
     let token = up.token(&http).await;
     let _ = active_server(&http, &up, &token).await;
     let run = |from: usize, to: usize| {
-        let (http, token, base) = (http.clone(), token.clone(), up.url("/compute/v2.1/servers/detail"));
+        let (http, token, base) = (
+            http.clone(),
+            token.clone(),
+            up.url("/compute/v2.1/servers/detail"),
+        );
         async move {
             let mut tasks = tokio::task::JoinSet::new();
             for w in 0..8 {
@@ -397,7 +435,9 @@ async fn junk_query_listings_keep_memory_flat() {
     let before = up.rss_mib();
     run(1000, 10_000).await;
     let after = up.rss_mib();
-    eprintln!("10,000 junk-query listings: RSS {before} MiB after the first 1,000, {after} MiB after all");
+    eprintln!(
+        "10,000 junk-query listings: RSS {before} MiB after the first 1,000, {after} MiB after all"
+    );
     assert!(after < before + 16, "RSS grew from {before} to {after} MiB");
 }
 
@@ -410,9 +450,12 @@ async fn invented_methods_do_not_grow_metrics() {
     for i in 0..1000 {
         let method: String = format!("M{i:04}{}", "X".repeat(8 * 1024));
         let mut s = TcpStream::connect(("127.0.0.1", up.port)).await.unwrap();
-        s.write_all(format!("{method} /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        s.write_all(
+            format!("{method} /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut sink = Vec::new();
         let _ = s.read_to_end(&mut sink).await;
     }
@@ -424,7 +467,10 @@ async fn invented_methods_do_not_grow_metrics() {
         .text()
         .await
         .unwrap();
-    eprintln!("/metrics after 1,000 invented methods: {} bytes", text.len());
+    eprintln!(
+        "/metrics after 1,000 invented methods: {} bytes",
+        text.len()
+    );
     assert!(text.len() < 16 * 1024, "/metrics is {} bytes", text.len());
     assert!(text.contains("method=\"other\""), "{text}");
 }
@@ -438,7 +484,10 @@ async fn invented_methods_do_not_grow_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn consoles_are_fair_and_cannot_be_cancelled_by_others() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let up = Up::start("[limits]\nconsole_pending_per_user = 4\nconsole_unauthenticated_per_address = 8\n").await;
+    let up = Up::start(
+        "[limits]\nconsole_pending_per_user = 4\nconsole_unauthenticated_per_address = 8\n",
+    )
+    .await;
     let http = Client::new();
     let token = up.token(&http).await;
     let id = active_server(&http, &up, &token).await;
@@ -486,18 +535,35 @@ async fn consoles_are_fair_and_cannot_be_cancelled_by_others() {
             .args(args)
             .env(
                 "SYNNEFO_DATABASE__URL",
-                format!("sqlite://{}?mode=rwc", up.data().join("synnefo.db").display()),
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    up.data().join("synnefo.db").display()
+                ),
             )
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
-    admin(&["users", "add", "bob", "--password", "bob-password", "--project", "other"]);
+    admin(&[
+        "users",
+        "add",
+        "bob",
+        "--password",
+        "bob-password",
+        "--project",
+        "other",
+    ]);
     let r = http
         .post(up.url("/identity/v3/auth/tokens"))
-        .json(&json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        .json(
+            &json!({"auth": {"identity": {"methods": ["password"], "password": {"user": {
             "name": "bob", "domain": {"id": "default"}, "password": "bob-password"}}},
-            "scope": {"project": {"name": "other", "domain": {"id": "default"}}}}}))
+            "scope": {"project": {"name": "other", "domain": {"id": "default"}}}}}),
+        )
         .send()
         .await
         .unwrap();
@@ -541,7 +607,9 @@ async fn consoles_are_fair_and_cannot_be_cancelled_by_others() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let fds = up.fds();
-    eprintln!("300 unauthenticated console connections from one address: {fds_before} -> {fds} descriptors");
+    eprintln!(
+        "300 unauthenticated console connections from one address: {fds_before} -> {fds} descriptors"
+    );
     assert!(fds < fds_before + 40, "{fds_before} -> {fds} descriptors");
 }
 
@@ -562,8 +630,9 @@ async fn concurrent_metadata_merges_respect_the_limit() {
             token.clone(),
         );
         tasks.spawn(async move {
-            let items: serde_json::Map<String, Value> =
-                (0..100).map(|k| (format!("k{t}-{k}"), json!("v"))).collect();
+            let items: serde_json::Map<String, Value> = (0..100)
+                .map(|k| (format!("k{t}-{k}"), json!("v")))
+                .collect();
             http.post(url)
                 .header("x-auth-token", token)
                 .json(&json!({ "metadata": items }))
@@ -617,13 +686,16 @@ async fn concurrent_metadata_merges_respect_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rescoping_never_extends_and_revocation_cascades_and_purge_runs() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let up = Up::start("[api]\ntoken_ttl_secs = 60\n\n[limits]\ntoken_purge_interval_secs = 1\n").await;
+    let up =
+        Up::start("[api]\ntoken_ttl_secs = 60\n\n[limits]\ntoken_purge_interval_secs = 1\n").await;
     let http = Client::new();
     let parent = up.token(&http).await;
     let r = http
         .post(up.url("/identity/v3/auth/tokens"))
-        .json(&json!({"auth": {"identity": {"methods": ["token"], "token": {"id": parent}},
-            "scope": {"project": {"name": "demo", "domain": {"id": "default"}}}}}))
+        .json(
+            &json!({"auth": {"identity": {"methods": ["token"], "token": {"id": parent}},
+            "scope": {"project": {"name": "demo", "domain": {"id": "default"}}}}}),
+        )
         .send()
         .await
         .unwrap();
@@ -663,21 +735,39 @@ async fn rescoping_never_extends_and_revocation_cascades_and_purge_runs() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "child survived its parent");
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "child survived its parent"
+    );
 
     // item 10: a 1 s token expires and the purge (every second) deletes it
     let out = Command::new(env!("CARGO_BIN_EXE_synnefo"))
         .args(["admin", "tokens", "issue", "demo", "--ttl", "1"])
         .env(
             "SYNNEFO_DATABASE__URL",
-            format!("sqlite://{}?mode=rwc", up.data().join("synnefo.db").display()),
+            format!(
+                "sqlite://{}?mode=rwc",
+                up.data().join("synnefo.db").display()
+            ),
         )
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let m = http.get(up.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        let m = http
+            .get(up.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         let purged: u64 = m
             .lines()
             .find_map(|l| l.strip_prefix("synnefo_api_tokens_purged_total "))
@@ -699,9 +789,19 @@ async fn rescoping_never_extends_and_revocation_cascades_and_purge_runs() {
 async fn admin_ttl_overflow_private_files_and_password_change() {
     let _one = ONE_AT_A_TIME.lock().await;
     let up = Up::start("").await;
-    let db_url = format!("sqlite://{}?mode=rwc", up.data().join("synnefo.db").display());
+    let db_url = format!(
+        "sqlite://{}?mode=rwc",
+        up.data().join("synnefo.db").display()
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_synnefo"))
-        .args(["admin", "tokens", "issue", "demo", "--ttl", "10000000000000000"])
+        .args([
+            "admin",
+            "tokens",
+            "issue",
+            "demo",
+            "--ttl",
+            "10000000000000000",
+        ])
         .env("SYNNEFO_DATABASE__URL", &db_url)
         .output()
         .unwrap();
@@ -718,11 +818,22 @@ async fn admin_ttl_overflow_private_files_and_password_change() {
     let http = Client::new();
     let token = up.token(&http).await;
     let out = Command::new(env!("CARGO_BIN_EXE_synnefo"))
-        .args(["admin", "users", "passwd", "demo", "--password", "a-new-one"])
+        .args([
+            "admin",
+            "users",
+            "passwd",
+            "demo",
+            "--password",
+            "a-new-one",
+        ])
         .env("SYNNEFO_DATABASE__URL", &db_url)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // past the 5 s token cache of the API process
     tokio::time::sleep(Duration::from_millis(5200)).await;
     let r = http
@@ -731,5 +842,9 @@ async fn admin_ttl_overflow_private_files_and_password_change() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "old session survived a password change");
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "old session survived a password change"
+    );
 }

@@ -628,11 +628,20 @@ impl Settings {
         }
         for (key, v) in [
             ("limits.login_window_secs", l.login_window_secs),
-            ("limits.http_header_timeout_secs", l.http_header_timeout_secs),
+            (
+                "limits.http_header_timeout_secs",
+                l.http_header_timeout_secs,
+            ),
             ("limits.http_body_timeout_secs", l.http_body_timeout_secs),
             ("limits.http_max_connections", l.http_max_connections as u64),
-            ("limits.console_pending_per_user", l.console_pending_per_user as u64),
-            ("limits.console_pending_per_project", l.console_pending_per_project as u64),
+            (
+                "limits.console_pending_per_user",
+                l.console_pending_per_user as u64,
+            ),
+            (
+                "limits.console_pending_per_project",
+                l.console_pending_per_project as u64,
+            ),
             (
                 "limits.console_unauthenticated_per_address",
                 l.console_unauthenticated_per_address as u64,

@@ -206,10 +206,9 @@ pub fn parse_response(line: &[u8]) -> Result<u16, ConsoleError> {
     match (r.status.as_str(), r.source_port) {
         ("OK", Some(port)) if port != 0 => Ok(port),
         ("OK", _) => Err(ConsoleError::protocol("control answer OK without a port")),
-        _ if r.busy == Some(BusyReason::Pool) => Err(ConsoleError::PoolExhausted {
-            first: 0,
-            last: 0,
-        }),
+        _ if r.busy == Some(BusyReason::Pool) => {
+            Err(ConsoleError::PoolExhausted { first: 0, last: 0 })
+        }
         _ if r.busy.is_some() => Err(ConsoleError::TooManyPending {
             scope: if r.busy == Some(BusyReason::User) {
                 "user"

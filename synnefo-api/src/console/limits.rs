@@ -391,7 +391,10 @@ mod tests {
         let _b = c.take(Some("bob"), Some("p")).unwrap();
         assert!(matches!(
             c.take(Some("carol"), Some("p")),
-            Err(ConsoleError::TooManyPending { scope: "project", .. })
+            Err(ConsoleError::TooManyPending {
+                scope: "project",
+                ..
+            })
         ));
         // another project is unaffected
         let _d = c.take(Some("dave"), Some("q")).unwrap();

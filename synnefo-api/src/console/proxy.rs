@@ -1,9 +1,9 @@
 //! The proxy: control server, forwardings, sessions.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -279,8 +279,12 @@ impl Shared {
             requester = %pending.requester,
             "forwarding set up"
         );
-        self.tracker
-            .spawn(forwarding_task(self.clone(), pending, (lease, owner), listener));
+        self.tracker.spawn(forwarding_task(
+            self.clone(),
+            pending,
+            (lease, owner),
+            listener,
+        ));
         Ok(port)
     }
 

@@ -142,6 +142,58 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
     }
 }
 
+/// Largest argon2 memory cost a stored hash may ask a check for (1 GiB, in
+/// 1 KiB blocks); a hash asking more fails closed.
+const MAX_CHECK_BLOCKS: usize = 1024 * 1024;
+
+/// [`verify_password`] with caller-owned argon2 memory, grown to the hash's
+/// cost and kept for the next check (the password-check threads reuse one
+/// buffer each, so checks allocate nothing).
+pub fn verify_password_with_memory(
+    hash: &str,
+    password: &str,
+    memory: &mut Vec<argon2::Block>,
+) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let Ok(algorithm) = argon2::Algorithm::try_from(parsed.algorithm) else {
+        return false;
+    };
+    let version = match parsed.version {
+        Some(v) => argon2::Version::try_from(v),
+        None => Ok(argon2::Version::default()),
+    };
+    let (Ok(version), Ok(params)) = (version, argon2::Params::try_from(&parsed)) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if blocks > MAX_CHECK_BLOCKS {
+        return false;
+    }
+    if memory.len() < blocks {
+        memory.resize(blocks, argon2::Block::default());
+    }
+    let mut out = vec![0u8; expected.len()];
+    let ok = Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut memory[..blocks])
+        .is_ok();
+    // constant time in the compared bytes
+    ok && out.len() == expected.as_bytes().len()
+        && out
+            .iter()
+            .zip(expected.as_bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
 /// A new random token secret (64 hex characters).
 pub fn new_token_secret() -> String {
     let mut bytes = [0u8; TOKEN_BYTES];
@@ -298,10 +350,14 @@ impl CheckWorkers {
             let spawned = std::thread::Builder::new()
                 .name(format!("password-check-{i}"))
                 .spawn(move || {
+                    let mut memory = Vec::new();
                     loop {
                         let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        let Ok((hash, password, reply)) = job else { return };
-                        let _ = reply.send(verify_password(&hash, &password));
+                        let Ok((hash, password, reply)) = job else {
+                            return;
+                        };
+                        let _ =
+                            reply.send(verify_password_with_memory(&hash, &password, &mut memory));
                     }
                 });
             if let Err(e) = spawned {
@@ -463,18 +519,17 @@ impl Identity {
                 per_caller: true,
             });
         }
-        let permit = match tokio::time::timeout(g.policy.wait, g.slots.clone().acquire_owned())
-            .await
-        {
-            Ok(Ok(p)) => p,
-            _ => {
-                return Err(ServiceError::Busy {
-                    message: "Too many logins in progress; try again shortly.".into(),
-                    retry_after_secs: 1,
-                    per_caller: false,
-                });
-            }
-        };
+        let permit =
+            match tokio::time::timeout(g.policy.wait, g.slots.clone().acquire_owned()).await {
+                Ok(Ok(p)) => p,
+                _ => {
+                    return Err(ServiceError::Busy {
+                        message: "Too many logins in progress; try again shortly.".into(),
+                        retry_after_secs: 1,
+                        per_caller: false,
+                    });
+                }
+            };
         let result = self.check_password(user, password, permit).await;
         if result.is_err() && g.policy.failures_per_user > 0 {
             g.failures_by_user.add(&key, Instant::now());
@@ -696,6 +751,44 @@ mod tests {
         assert!(!verify_password(&h, "S3cret"));
         assert!(!verify_password("not a hash", "s3cret"));
         assert_ne!(hash_password("s3cret").unwrap(), h, "salted");
+        let mut memory = Vec::new();
+        assert!(verify_password_with_memory(&h, "s3cret", &mut memory));
+        assert!(!verify_password_with_memory(&h, "S3cret", &mut memory));
+        assert!(!verify_password_with_memory(
+            "not a hash",
+            "s3cret",
+            &mut memory
+        ));
+        assert_eq!(memory.len(), 19 * 1024, "one block per KiB of the cost");
+        let cheap = PasswordPolicy {
+            memory_kib: 64,
+            iterations: 1,
+            ..PasswordPolicy::default()
+        };
+        let h2 = hash_password_with("x", &cheap).unwrap();
+        assert!(verify_password(&h2, "x"));
+        assert!(verify_password_with_memory(&h2, "x", &mut memory));
+        assert!(!verify_password_with_memory(&h2, "y", &mut memory));
+    }
+
+    #[test]
+    fn token_lifetimes_are_bounded_not_overflowing() {
+        assert!(token_ttl_from_secs(10_000_000_000_000_000).is_err());
+        assert!(token_ttl_from_secs(0).is_err());
+        assert_eq!(token_ttl_from_secs(60).unwrap().num_seconds(), 60);
+    }
+
+    #[test]
+    fn window_counters_count_and_reset() {
+        let c = WindowCounter::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert_eq!(c.add(&"a", t0), 1);
+        assert_eq!(c.add(&"a", t0), 2);
+        assert_eq!(c.count(&"a", t0), 2);
+        assert_eq!(c.count(&"b", t0), 0);
+        assert_eq!(c.count(&"a", t0 + Duration::from_secs(61)), 0);
+        assert_eq!(c.add(&"a", t0 + Duration::from_secs(61)), 1);
+        assert!(c.retry_after(&"a", t0 + Duration::from_secs(61)) >= 59);
     }
 
     #[test]
