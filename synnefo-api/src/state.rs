@@ -82,16 +82,7 @@ impl ApiConfig {
 
 /// The password policy of the `[limits]` settings.
 pub fn password_policy(l: &synnefo_core::settings::LimitsSettings) -> PasswordPolicy {
-    PasswordPolicy {
-        memory_kib: l.argon2_memory_kib,
-        iterations: l.argon2_iterations,
-        parallelism: l.argon2_parallelism,
-        concurrency: l.password_checks,
-        wait: Duration::from_millis(l.password_check_wait_ms),
-        attempts_per_address: l.login_attempts_per_address,
-        failures_per_user: l.login_failures_per_user,
-        window: Duration::from_secs(l.login_window_secs.max(1)),
-    }
+    PasswordPolicy::from_limits(l)
 }
 
 impl Default for ApiConfig {

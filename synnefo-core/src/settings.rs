@@ -100,7 +100,8 @@ pub struct LimitsSettings {
     pub argon2_iterations: u32,
     /// argon2id lanes of new password hashes.
     pub argon2_parallelism: u32,
-    /// Password checks running at once per API process (0: one per CPU).
+    /// Password checks running at once per API process (0: one per CPU, at
+    /// most 4); each keeps a buffer of `argon2_memory_kib`.
     pub password_checks: usize,
     /// Milliseconds a login waits for a free password-check slot before a
     /// 503 with `Retry-After`.

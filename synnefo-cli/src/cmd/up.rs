@@ -461,10 +461,22 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// Demo identity, quota, flavors and images; idempotent.
 async fn seed_demo(store: &dyn Store, password: &str) -> anyhow::Result<()> {
-    let hash = synnefo_core::service::identity::hash_password(password)?;
+    use synnefo_core::service::identity::{hash_password, verify_password};
     let user = match store.user_by_name(DEMO_USER).await? {
-        Some(u) => store.update_user(&u.id, Some(hash), Some(true)).await?,
-        None => store.create_user(DEMO_USER, &hash, false).await?,
+        // The same password as last time: keep the hash, so the tokens
+        // issued before this restart stay valid (a new hash revokes them).
+        Some(u) if verify_password(&u.password_hash, password) => {
+            store.update_user(&u.id, None, Some(true)).await?
+        }
+        Some(u) => {
+            let hash = hash_password(password)?;
+            store.update_user(&u.id, Some(hash), Some(true)).await?
+        }
+        None => {
+            store
+                .create_user(DEMO_USER, &hash_password(password)?, false)
+                .await?
+        }
     };
     let project = match store.project_by_name(DEMO_PROJECT).await? {
         Some(p) => p,

@@ -234,7 +234,10 @@ pub struct PasswordPolicy {
     pub iterations: u32,
     /// argon2id lanes of new hashes.
     pub parallelism: u32,
-    /// Password checks running at once (0: one per CPU).
+    /// Password checks running at once (0: one per CPU, at most
+    /// [`DEFAULT_MAX_PASSWORD_CHECKS`]). Each holds `memory_kib` of memory
+    /// for good (one buffer per check thread), so this times `memory_kib`
+    /// is what password checking can take.
     pub concurrency: usize,
     /// How long a login waits for a free slot before a 503.
     pub wait: Duration,
@@ -262,13 +265,34 @@ impl Default for PasswordPolicy {
     }
 }
 
+/// Most password checks at once when the policy leaves it to the machine
+/// (`concurrency` 0): four argon2 buffers (76 MiB at the default cost),
+/// however many CPUs there are.
+pub const DEFAULT_MAX_PASSWORD_CHECKS: usize = 4;
+
 impl PasswordPolicy {
+    /// The policy of the `[limits]` settings.
+    pub fn from_limits(l: &crate::settings::LimitsSettings) -> Self {
+        Self {
+            memory_kib: l.argon2_memory_kib,
+            iterations: l.argon2_iterations,
+            parallelism: l.argon2_parallelism,
+            concurrency: l.password_checks,
+            wait: Duration::from_millis(l.password_check_wait_ms),
+            attempts_per_address: l.login_attempts_per_address,
+            failures_per_user: l.login_failures_per_user,
+            window: Duration::from_secs(l.login_window_secs.max(1)),
+        }
+    }
+
     /// The number of concurrent password checks this policy allows here.
     pub fn effective_concurrency(&self) -> usize {
         if self.concurrency > 0 {
             self.concurrency
         } else {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
+            std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .min(DEFAULT_MAX_PASSWORD_CHECKS)
         }
     }
 }
@@ -329,35 +353,71 @@ impl<K: std::hash::Hash + Eq + Clone> WindowCounter<K> {
     }
 }
 
-type CheckJob = (String, String, tokio::sync::oneshot::Sender<bool>);
+/// One password check: the stored hash (`None`: the user does not exist,
+/// check against the dummy hash), the password, where to answer, and the
+/// slot it holds until the worker is done with it.
+struct CheckJob {
+    hash: Option<String>,
+    password: String,
+    reply: tokio::sync::oneshot::Sender<bool>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
 
 /// A fixed set of OS threads that run password checks. Not tokio's
-/// blocking pool: each argon2 computation allocates its memory cost
-/// (19 MiB) and the allocator keeps it in the arena of the thread that
-/// freed it, so checks spread over hundreds of pool threads keep hundreds
-/// of such blocks. `concurrency` threads keep at most that many.
+/// blocking pool: each argon2 computation needs its memory cost (19 MiB by
+/// default), and a freed block stays in the allocator arena of the thread
+/// that freed it, so checks spread over hundreds of pool threads keep
+/// hundreds of such blocks. Here each of the `concurrency` threads owns one
+/// buffer of the policy's cost, reused by every check it runs, so the
+/// memory of password checking is `concurrency × argon2_memory_kib`,
+/// whatever the load.
+///
+/// The semaphore slot travels with the job and is released by the worker
+/// when the computation ends, not when the waiting request goes away: a
+/// client that disconnects mid-check cannot queue more work than there are
+/// slots.
 #[derive(Debug)]
 struct CheckWorkers {
     jobs: std::sync::mpsc::Sender<CheckJob>,
 }
 
 impl CheckWorkers {
-    fn start(n: usize) -> Self {
+    fn start(n: usize, policy: &PasswordPolicy) -> Self {
         let (tx, rx) = std::sync::mpsc::channel::<CheckJob>();
         let rx = Arc::new(Mutex::new(rx));
+        // The hash checked when the user does not exist: made once, at the
+        // policy's cost, so a missing user takes as long as a wrong password.
+        let dummy = Arc::new(std::sync::OnceLock::<String>::new());
+        let keep_blocks = policy_blocks(policy);
         for i in 0..n.max(1) {
             let rx = rx.clone();
+            let dummy = dummy.clone();
+            let policy = policy.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("password-check-{i}"))
                 .spawn(move || {
                     let mut memory = Vec::new();
                     loop {
                         let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                        let Ok((hash, password, reply)) = job else {
+                        let Ok(job) = job else {
                             return;
                         };
-                        let _ =
-                            reply.send(verify_password_with_memory(&hash, &password, &mut memory));
+                        let hash = match &job.hash {
+                            Some(h) => h.as_str(),
+                            None => dummy.get_or_init(|| {
+                                hash_password_with("synnefo-dummy-password", &policy)
+                                    .unwrap_or_default()
+                            }),
+                        };
+                        let ok = verify_password_with_memory(hash, &job.password, &mut memory);
+                        // A hash stored at a higher cost than the policy's
+                        // (an older setting) is checked, but its larger
+                        // buffer is not kept.
+                        if memory.len() > keep_blocks {
+                            memory = Vec::new();
+                        }
+                        drop(job.permit);
+                        let _ = job.reply.send(ok);
                     }
                 });
             if let Err(e) = spawned {
@@ -368,14 +428,36 @@ impl CheckWorkers {
     }
 
     /// Checks `password` against `hash` on a worker thread (false if the
-    /// workers are gone).
-    async fn verify(&self, hash: String, password: String) -> bool {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.jobs.send((hash, password, tx)).is_err() {
+    /// workers are gone); `permit` is released when the check ends.
+    async fn verify(
+        &self,
+        hash: Option<String>,
+        password: String,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> bool {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let job = CheckJob {
+            hash,
+            password,
+            reply,
+            permit,
+        };
+        if self.jobs.send(job).is_err() {
             return false;
         }
         rx.await.unwrap_or(false)
     }
+}
+
+/// The argon2 blocks (1 KiB each) of a hash at the policy's cost.
+fn policy_blocks(policy: &PasswordPolicy) -> usize {
+    argon2::Params::new(
+        policy.memory_kib,
+        policy.iterations,
+        policy.parallelism,
+        None,
+    )
+    .map_or(argon2::Params::DEFAULT_M_COST as usize, |p| p.block_count())
 }
 
 /// The bounds around password checks: a semaphore, the worker threads and
@@ -403,7 +485,7 @@ impl LoginGuard {
     /// The worker threads, started at the first check.
     fn workers(&self) -> &CheckWorkers {
         self.workers
-            .get_or_init(|| CheckWorkers::start(self.policy.effective_concurrency()))
+            .get_or_init(|| CheckWorkers::start(self.policy.effective_concurrency(), &self.policy))
     }
 }
 
@@ -552,16 +634,12 @@ impl Identity {
         };
         // Verify against a dummy hash when the user is missing, so both
         // failures take the same time.
-        let hash = found
-            .as_ref()
-            .map(|u| u.password_hash.clone())
-            .unwrap_or_else(dummy_hash);
+        let hash = found.as_ref().map(|u| u.password_hash.clone());
         let ok = self
             .guard
             .workers()
-            .verify(hash, password.to_string())
+            .verify(hash, password.to_string(), permit)
             .await;
-        drop(permit);
         match found {
             Some(u) if ok && u.enabled => Ok(u),
             _ => Err(unauthorized()),
@@ -705,13 +783,6 @@ impl Identity {
             _ => Err(ServiceError::NotFound("Could not find token.".into())),
         }
     }
-}
-
-fn dummy_hash() -> String {
-    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DUMMY
-        .get_or_init(|| hash_password("synnefo-dummy-password").unwrap_or_default())
-        .clone()
 }
 
 #[cfg(test)]
