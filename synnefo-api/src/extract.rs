@@ -140,7 +140,7 @@ impl FromRequestParts<Shared> for Auth {
 }
 
 /// The client's address, when the server recorded it (the
-/// [`ConnectInfo`](axum::extract::ConnectInfo) extension [`crate::serve`]
+/// [`ConnectInfo`](axum::extract::ConnectInfo) extension [`crate::serve()`]
 /// sets); `None` for routers served otherwise (tests, embedding).
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub Option<std::net::IpAddr>);

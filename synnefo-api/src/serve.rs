@@ -19,7 +19,7 @@
 //!   (slow or stalled clients) is dropped.
 //!
 //! Each request carries the client's address as
-//! [`ConnectInfo`](axum::extract::ConnectInfo)`<SocketAddr>` (the login
+//! [`ConnectInfo`]`<SocketAddr>` (the login
 //! rate limits read it).
 
 use std::net::SocketAddr;
