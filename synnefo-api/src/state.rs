@@ -318,3 +318,54 @@ impl TokenCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synnefo_core::model::{Project, Token, User};
+    use synnefo_core::service::identity::Authenticated;
+
+    fn auth() -> Authenticated {
+        let now = chrono::Utc::now();
+        Authenticated {
+            token: Token {
+                digest: "d".into(),
+                user_id: "u".into(),
+                project_id: "p".into(),
+                issued: now,
+                expires: now + chrono::Duration::hours(1),
+                revoked: false,
+            },
+            user: User {
+                id: "u".into(),
+                name: "user".into(),
+                password_hash: String::new(),
+                enabled: true,
+                is_admin: false,
+                created: now,
+            },
+            project: Project {
+                id: "p".into(),
+                name: "project".into(),
+                created: now,
+            },
+        }
+    }
+
+    /// Issue 19: a validation that began before a revocation (a write that
+    /// clears the cache) is not cached after it.
+    #[test]
+    fn a_validation_racing_a_clear_is_not_cached() {
+        let cache = TokenCache::new(Some(Duration::from_secs(5)));
+        let began = cache.epoch();
+        cache.clear(); // the revocation lands while the validation runs
+        cache.put("d".into(), auth(), began);
+        assert!(cache.get("d").is_none(), "re-cached after a revocation");
+        let began = cache.epoch();
+        cache.put("d".into(), auth(), began);
+        assert!(
+            cache.get("d").is_some(),
+            "a validation without a race is cached"
+        );
+    }
+}
