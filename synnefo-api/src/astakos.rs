@@ -166,7 +166,11 @@ fn access(app: &Shared, auth: &Authenticated, secret: &str) -> Value {
     }})
 }
 
-async fn tokens(State(app): State<Shared>, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn tokens(
+    State(app): State<Shared>,
+    peer: crate::extract::Peer,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         // Astakos' public mode: no credentials, the catalog alone.
         return Ok(Json(json!({"access": {"serviceCatalog": catalog(&app)}})));
@@ -196,7 +200,8 @@ async fn tokens(State(app): State<Shared>, body: Bytes) -> Result<Json<Value>, A
         (None, Some(p)) => {
             let issued = app
                 .identity
-                .password_auth(
+                .password_auth_from(
+                    peer.0,
                     &UserSelector::Name(p.username),
                     &p.password,
                     project.as_ref(),

@@ -36,6 +36,8 @@ pub struct ApiError {
     pub message: String,
     /// Output format.
     pub dialect: Dialect,
+    /// Seconds for a `Retry-After` header (busy and rate-limited answers).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -46,7 +48,22 @@ impl ApiError {
             fault,
             message: message.into(),
             dialect: Dialect::Compute,
+            retry_after: None,
         }
+    }
+
+    /// 429 overLimit (one caller's share used up) with `Retry-After`.
+    pub fn too_many(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "overLimit", message);
+        e.retry_after = Some(retry_after_secs);
+        e
+    }
+
+    /// 503 serviceUnavailable (the service is busy) with `Retry-After`.
+    pub fn busy(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut e = Self::unavailable(message);
+        e.retry_after = Some(retry_after_secs);
+        e
     }
 
     /// 400 badRequest.
@@ -175,6 +192,17 @@ impl From<ServiceError> for ApiError {
                 }
             },
             ServiceError::Event(e) => ApiError::bad_request(e.to_string()),
+            ServiceError::Busy {
+                message,
+                retry_after_secs,
+                per_caller,
+            } => {
+                if per_caller {
+                    ApiError::too_many(message, retry_after_secs)
+                } else {
+                    ApiError::busy(message, retry_after_secs)
+                }
+            }
         }
     }
 }
@@ -187,6 +215,7 @@ fn keystone_title(status: StatusCode) -> &'static str {
         404 => "Not Found",
         409 => "Conflict",
         413 => "Request Entity Too Large",
+        429 => "Too Many Requests",
         503 => "Service Unavailable",
         _ => "Internal Server Error",
     }
@@ -226,6 +255,10 @@ impl IntoResponse for ApiError {
                     .into_response()
             }
         };
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if self.status == StatusCode::UNAUTHORIZED && self.dialect == Dialect::Identity {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

@@ -23,11 +23,25 @@ use crate::state::Shared;
 #[derive(Debug, Clone)]
 pub struct Body<T>(pub T);
 
+/// True when a JSON text holds an escaped NUL (`\u0000`): no database
+/// stores NUL in text (PostgreSQL refuses it), so such input is a 400 here
+/// rather than a 503 from the store.
+fn has_escaped_nul(bytes: &[u8]) -> bool {
+    bytes
+        .windows(6)
+        .any(|w| w[0] == b'\\' && (w[1] == b'u' || w[1] == b'U') && &w[2..] == b"0000")
+}
+
 /// Decodes a JSON body, mapping every failure to a 400 (or 413).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(
             "The request body is empty; a JSON object is required.",
+        ));
+    }
+    if has_escaped_nul(bytes) {
+        return Err(ApiError::bad_request(
+            "Invalid input: NUL characters are not allowed.",
         ));
     }
     serde_json::from_slice(bytes).map_err(|e| {
@@ -107,6 +121,9 @@ impl FromRequestParts<Shared> for Auth {
         if let Some(auth) = app.token_cache.get(&digest) {
             return Ok(Auth(auth));
         }
+        // Read before validating: a revocation that clears the cache while
+        // this validation runs makes the `put` below a no-op.
+        let epoch = app.token_cache.epoch();
         let auth = app
             .identity
             .validate(token)
@@ -117,8 +134,27 @@ impl FromRequestParts<Shared> for Auth {
                 }
                 other => other,
             })?;
-        app.token_cache.put(digest, auth.clone());
+        app.token_cache.put(digest, auth.clone(), epoch);
         Ok(Auth(auth))
+    }
+}
+
+/// The client's address, when the server recorded it (the
+/// [`ConnectInfo`](axum::extract::ConnectInfo) extension [`crate::serve()`]
+/// sets); `None` for routers served otherwise (tests, embedding).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Peer(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip()),
+        ))
     }
 }
 
@@ -131,9 +167,19 @@ impl Params {
     pub fn parse(query: Option<&str>) -> Result<Self, ApiError> {
         match query {
             None | Some("") => Ok(Self::default()),
-            Some(q) => serde_urlencoded::from_str::<Vec<(String, String)>>(q)
-                .map(Params)
-                .map_err(|e| ApiError::bad_request(format!("Invalid query string: {e}"))),
+            Some(q) => {
+                let pairs = serde_urlencoded::from_str::<Vec<(String, String)>>(q)
+                    .map_err(|e| ApiError::bad_request(format!("Invalid query string: {e}")))?;
+                if pairs
+                    .iter()
+                    .any(|(k, v)| k.contains('\0') || v.contains('\0'))
+                {
+                    return Err(ApiError::bad_request(
+                        "Invalid query string: NUL characters are not allowed.",
+                    ));
+                }
+                Ok(Params(pairs))
+            }
         }
     }
 
@@ -206,6 +252,16 @@ mod tests {
             );
         }
         assert_eq!(decode::<T>(b"{\"a\":\"x\"}").unwrap().a, "x");
+    }
+
+    #[test]
+    fn nul_is_a_400_in_bodies_and_queries() {
+        let e = decode::<T>(br#"{"a": "x\u0000y"}"#).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("NUL"), "{}", e.message);
+        assert!(Params::parse(Some("name=a%00b")).is_err());
+        assert!(Params::parse(Some("na%00me=a")).is_err());
+        assert_eq!(decode::<T>(br#"{"a": "x\u0001"}"#).unwrap().a, "x\u{1}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use synnefo_core::service::identity::{Authenticated, Issued, ProjectSelector, UserSelector};
 
 use crate::error::{ApiError, Dialect};
-use crate::extract::{IdentityBody, Params};
+use crate::extract::{IdentityBody, Params, Peer};
 use crate::nova::views::iso;
 use crate::state::Shared;
 
@@ -236,6 +236,7 @@ fn with_subject(mut resp: Response, secret: &str) -> Response {
 
 async fn issue(
     State(app): State<Shared>,
+    peer: Peer,
     p: Params,
     IdentityBody(req): IdentityBody<AuthRequest>,
 ) -> Result<Response, ApiError> {
@@ -252,7 +253,7 @@ async fn issue(
             _ => return Err(bad("Expecting to find id or name in user.")),
         };
         app.identity
-            .password_auth(&user, &pw.user.password, project.as_ref())
+            .password_auth_from(peer.0, &user, &pw.user.password, project.as_ref())
             .await
             .map_err(|e| ApiError::from(e).in_dialect(Dialect::Identity))?
     } else if id.methods.iter().any(|m| m == "token") {
@@ -264,15 +265,15 @@ async fn issue(
             .validate(&t.id)
             .await
             .map_err(|_| unauthorized())?;
-        let project = app
-            .identity
-            .scope(&current.user, project.as_ref())
-            .await
-            .map_err(|_| unauthorized())?;
+        // Keystone keeps the parent's expiry: rescoping never extends a
+        // session, and revoking the parent revokes this one.
         app.identity
-            .issue(current.user, project)
+            .rescope(&current, project.as_ref())
             .await
-            .map_err(|e| ApiError::from(e).in_dialect(Dialect::Identity))?
+            .map_err(|e| match e {
+                synnefo_core::ServiceError::Unauthorized(_) => unauthorized(),
+                other => ApiError::from(other).in_dialect(Dialect::Identity),
+            })?
     } else {
         return Err(unauthorized());
     };

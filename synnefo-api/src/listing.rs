@@ -34,6 +34,14 @@ use tokio::sync::oneshot;
 /// Default [`ApiConfig::list_cache_bytes`](crate::ApiConfig::list_cache_bytes): 64 MiB.
 pub const DEFAULT_LIST_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
+/// Longest cache key kept: a request with a longer key (long filter
+/// values) is rendered and not cached.
+pub const MAX_KEY_BYTES: usize = 1024;
+
+/// What one cached page costs beyond its key and body (map entry, stamp,
+/// `Bytes` header), counted in the budget.
+const ENTRY_OVERHEAD: usize = 96;
+
 /// The listing cache of one API process (see the module docs).
 pub struct Listings {
     pages: Pages,
@@ -78,7 +86,7 @@ impl Listings {
         Fut: std::future::Future<Output = Result<Bytes, E>>,
         E: From<StoreError>,
     {
-        if !self.enabled() {
+        if !self.enabled() || key.len() > MAX_KEY_BYTES {
             return render().await;
         }
         let generation = self.generations.read(project).await?;
@@ -144,7 +152,8 @@ impl Pages {
     /// the budget is spent the cache starts over: pages are cheap to rebuild
     /// and a page is replaced at its project's next change anyway.
     fn put(&self, key: String, generation: i64, page: Bytes) {
-        if page.len() > self.max_bytes {
+        let cost = key.len() + page.len() + ENTRY_OVERHEAD;
+        if cost > self.max_bytes {
             return;
         }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -152,14 +161,14 @@ impl Pages {
             if *g > generation {
                 return;
             }
-            let len = old.len();
-            inner.bytes -= len;
+            let old_cost = key.len() + old.len() + ENTRY_OVERHEAD;
+            inner.bytes -= old_cost;
         }
-        if inner.bytes + page.len() > self.max_bytes {
+        if inner.bytes + cost > self.max_bytes {
             inner.by_key.clear();
             inner.bytes = 0;
         }
-        inner.bytes += page.len();
+        inner.bytes += cost;
         inner.by_key.insert(key, (generation, page));
     }
 
@@ -279,18 +288,25 @@ mod tests {
         assert_eq!(c.get("k", 5).as_deref(), Some(&b"five"[..]));
         c.put("k".into(), 6, Bytes::from_static(b"six!!"));
         assert_eq!(c.get("k", 6).as_deref(), Some(&b"six!!"[..]));
-        assert_eq!(c.bytes(), 5);
+        assert_eq!(c.bytes(), 1 + 5 + ENTRY_OVERHEAD);
     }
 
     #[test]
-    fn the_budget_is_kept() {
-        let c = Pages::new(10);
+    fn the_budget_is_kept_keys_included() {
+        let budget = 2 * (1 + 6 + ENTRY_OVERHEAD) + 5;
+        let c = Pages::new(budget);
         c.put("a".into(), 1, Bytes::from_static(b"123456"));
         c.put("b".into(), 1, Bytes::from_static(b"123456"));
-        assert!(c.bytes() <= 10);
+        assert!(c.bytes() <= budget);
         assert_eq!(c.get("b", 1).as_deref(), Some(&b"123456"[..]));
-        c.put("big".into(), 1, Bytes::from_static(b"12345678901"));
+        c.put("big".into(), 1, Bytes::from(vec![0u8; budget]));
         assert_eq!(c.get("big", 1), None);
+        // a long key costs its length even with a tiny page
+        let c = Pages::new(1000);
+        for i in 0..100 {
+            c.put(format!("{i:0>500}"), 1, Bytes::from_static(b"x"));
+            assert!(c.bytes() <= 1000);
+        }
     }
 
     fn store_with(

@@ -2,8 +2,10 @@
 //!
 //! Two families are enough to watch an API process: a request counter by
 //! method, route template and status, and a latency histogram by route
-//! template. Route templates (`/v2.1/servers/{id}`), not raw paths, keep
-//! the label set bounded whatever clients send.
+//! template. Every label comes from a closed set, whatever clients send:
+//! route templates (`/v2.1/servers/{id}`, or `unmatched`), not raw paths;
+//! the standard methods, any other as `other` ([`method_label`]); status
+//! codes (at most 1,000 values).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -15,6 +17,23 @@ pub const BUCKETS: [f64; 11] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
+/// The metric label of an HTTP method: the standard ones by name, anything
+/// else (extension methods are arbitrary tokens) as `other`.
+pub fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 struct Histogram {
     counts: [u64; BUCKETS.len()],
@@ -24,8 +43,10 @@ struct Histogram {
 
 #[derive(Debug, Default)]
 struct Inner {
-    requests: BTreeMap<(String, String, u16), u64>,
+    requests: BTreeMap<(&'static str, String, u16), u64>,
     latency: BTreeMap<String, Histogram>,
+    tokens_purged: u64,
+    token_purges_failed: u64,
 }
 
 /// In-memory request metrics of this process.
@@ -43,7 +64,7 @@ impl Metrics {
         };
         *inner
             .requests
-            .entry((method.to_string(), route.to_string(), status))
+            .entry((method_label(method), route.to_string(), status))
             .or_default() += 1;
         let h = inner.latency.entry(route.to_string()).or_default();
         for (i, bound) in BUCKETS.iter().enumerate() {
@@ -53,6 +74,16 @@ impl Metrics {
         }
         h.sum += secs;
         h.count += 1;
+    }
+
+    /// Records a purge of expired tokens (`Err`: the purge failed).
+    pub fn tokens_purged(&self, result: Result<u64, ()>) {
+        if let Ok(mut inner) = self.inner.lock() {
+            match result {
+                Ok(n) => inner.tokens_purged += n,
+                Err(()) => inner.token_purges_failed += 1,
+            }
+        }
     }
 
     /// The text exposition.
@@ -71,6 +102,24 @@ impl Metrics {
                 escape(route)
             );
         }
+        out.push_str(
+            "# HELP synnefo_api_tokens_purged_total Expired tokens deleted by this process.\n",
+        );
+        out.push_str("# TYPE synnefo_api_tokens_purged_total counter\n");
+        let _ = writeln!(
+            out,
+            "synnefo_api_tokens_purged_total {}",
+            inner.tokens_purged
+        );
+        out.push_str(
+            "# HELP synnefo_api_token_purge_failures_total Purges of expired tokens that failed.\n",
+        );
+        out.push_str("# TYPE synnefo_api_token_purge_failures_total counter\n");
+        let _ = writeln!(
+            out,
+            "synnefo_api_token_purge_failures_total {}",
+            inner.token_purges_failed
+        );
         out.push_str("# HELP synnefo_api_request_duration_seconds Request latency, by route.\n");
         out.push_str("# TYPE synnefo_api_request_duration_seconds histogram\n");
         for (route, h) in &inner.latency {
@@ -127,5 +176,24 @@ mod tests {
         assert!(
             text.contains("synnefo_api_request_duration_seconds_count{route=\"/v2.1/servers\"} 3")
         );
+    }
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        let m = Metrics::default();
+        for i in 0..100 {
+            m.observe(
+                &format!("JUNK{i}"),
+                "unmatched",
+                405,
+                Duration::from_millis(1),
+            );
+        }
+        let text = m.render();
+        assert!(
+            text.contains("synnefo_api_requests_total{method=\"other\",route=\"unmatched\",status=\"405\"} 100"),
+            "{text}"
+        );
+        assert!(!text.contains("JUNK"));
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use synnefo_core::ports::{GanetiBackend, Store};
 use synnefo_core::service::compute::{Compute, ComputeConfig, ConsoleForwarder, Placement};
-use synnefo_core::service::identity::Identity;
+use synnefo_core::service::identity::{Identity, PasswordPolicy};
 use synnefo_core::settings::Settings;
 
 use crate::metrics::Metrics;
@@ -41,6 +41,10 @@ pub struct ApiConfig {
     /// working here for at most this long; one revoked through this
     /// process stops at once.
     pub token_cache_ttl: Option<Duration>,
+    /// Bounds on password logins and the argon2 cost of new hashes.
+    pub password_policy: PasswordPolicy,
+    /// How often this process deletes expired tokens (`None`: never).
+    pub token_purge_interval: Option<Duration>,
 }
 
 impl ApiConfig {
@@ -69,8 +73,16 @@ impl ApiConfig {
             novnc_url,
             list_cache_bytes: s.api.list_cache_mib.saturating_mul(1024 * 1024),
             token_cache_ttl: Some(Duration::from_secs(5)),
+            password_policy: password_policy(&s.limits),
+            token_purge_interval: Some(Duration::from_secs(s.limits.token_purge_interval_secs))
+                .filter(|d| !d.is_zero()),
         }
     }
+}
+
+/// The password policy of the `[limits]` settings.
+pub fn password_policy(l: &synnefo_core::settings::LimitsSettings) -> PasswordPolicy {
+    PasswordPolicy::from_limits(l)
 }
 
 impl Default for ApiConfig {
@@ -84,6 +96,8 @@ impl Default for ApiConfig {
             novnc_url: None,
             list_cache_bytes: crate::listing::DEFAULT_LIST_CACHE_BYTES,
             token_cache_ttl: None,
+            password_policy: PasswordPolicy::default(),
+            token_purge_interval: None,
         }
     }
 }
@@ -167,7 +181,8 @@ impl App {
         if let Some(c) = state.console {
             compute = compute.with_console(c);
         }
-        let identity = Identity::new(state.store.clone(), state.config.token_ttl);
+        let identity = Identity::new(state.store.clone(), state.config.token_ttl)
+            .with_password_policy(state.config.password_policy.clone());
         Self {
             compute,
             identity,
@@ -190,12 +205,48 @@ impl App {
 /// Shared handle.
 pub type Shared = Arc<App>;
 
+/// Expired tokens are deleted as soon as they expire: a deleted token and
+/// an expired one get the same 401.
+const PURGE_GRACE: chrono::Duration = chrono::Duration::zero();
+
+/// Deletes expired tokens every `every` while `app` lives (a weak handle:
+/// the task ends with the router). Counted in `/metrics`.
+pub(crate) fn spawn_token_purger(app: &Shared, every: Duration) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let weak = Arc::downgrade(app);
+    rt.spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(app) = weak.upgrade() else { return };
+            match app.identity.purge_expired(PURGE_GRACE).await {
+                Ok(n) => {
+                    if n > 0 {
+                        tracing::info!(purged = n, "expired tokens deleted");
+                    }
+                    app.metrics.tokens_purged(Ok(n));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "purging expired tokens failed");
+                    app.metrics.tokens_purged(Err(()));
+                }
+            }
+        }
+    });
+}
+
 /// Validated tokens by digest, for a short time (see
 /// [`ApiConfig::token_cache_ttl`]). Emptied by every write this process
 /// serves, token revocations included.
 #[derive(Debug)]
 pub struct TokenCache {
     ttl: Option<Duration>,
+    /// Bumped by every [`TokenCache::clear`]: a validation that began
+    /// before a clear must not be cached after it.
+    epoch: std::sync::atomic::AtomicU64,
     entries: std::sync::Mutex<
         std::collections::HashMap<
             String,
@@ -215,6 +266,7 @@ impl TokenCache {
     pub fn new(ttl: Option<Duration>) -> Self {
         Self {
             ttl: ttl.filter(|t| !t.is_zero()),
+            epoch: std::sync::atomic::AtomicU64::new(0),
             entries: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
@@ -227,12 +279,27 @@ impl TokenCache {
         (at.elapsed() < ttl && auth.token.expires > chrono::Utc::now()).then(|| auth.clone())
     }
 
-    /// Remembers a validation.
-    pub fn put(&self, digest: String, auth: synnefo_core::service::identity::Authenticated) {
+    /// The current epoch: read it before validating, pass it to
+    /// [`TokenCache::put`].
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Remembers a validation begun at `epoch`, unless the cache was
+    /// cleared since (a revocation may have raced the validation).
+    pub fn put(
+        &self,
+        digest: String,
+        auth: synnefo_core::service::identity::Authenticated,
+        epoch: u64,
+    ) {
         if self.ttl.is_none() {
             return;
         }
         if let Ok(mut entries) = self.entries.lock() {
+            if self.epoch() != epoch {
+                return;
+            }
             if entries.len() >= TOKEN_CACHE_MAX {
                 entries.clear();
             }
@@ -246,7 +313,59 @@ impl TokenCache {
             return;
         }
         if let Ok(mut entries) = self.entries.lock() {
+            self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             entries.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synnefo_core::model::{Project, Token, User};
+    use synnefo_core::service::identity::Authenticated;
+
+    fn auth() -> Authenticated {
+        let now = chrono::Utc::now();
+        Authenticated {
+            token: Token {
+                digest: "d".into(),
+                user_id: "u".into(),
+                project_id: "p".into(),
+                issued: now,
+                expires: now + chrono::Duration::hours(1),
+                revoked: false,
+            },
+            user: User {
+                id: "u".into(),
+                name: "user".into(),
+                password_hash: String::new(),
+                enabled: true,
+                is_admin: false,
+                created: now,
+            },
+            project: Project {
+                id: "p".into(),
+                name: "project".into(),
+                created: now,
+            },
+        }
+    }
+
+    /// Issue 19: a validation that began before a revocation (a write that
+    /// clears the cache) is not cached after it.
+    #[test]
+    fn a_validation_racing_a_clear_is_not_cached() {
+        let cache = TokenCache::new(Some(Duration::from_secs(5)));
+        let began = cache.epoch();
+        cache.clear(); // the revocation lands while the validation runs
+        cache.put("d".into(), auth(), began);
+        assert!(cache.get("d").is_none(), "re-cached after a revocation");
+        let began = cache.epoch();
+        cache.put("d".into(), auth(), began);
+        assert!(
+            cache.get("d").is_some(),
+            "a validation without a race is cached"
+        );
     }
 }

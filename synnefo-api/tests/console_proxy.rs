@@ -169,9 +169,29 @@ async fn legacy_line_protocol_and_refusals() {
     let sock = proxy.socket_path().unwrap().to_owned();
     let backend = fake_backend(BackendAuth::None(RfbVersion::V3_3)).await;
 
+    // An explicit source port outside the pool is refused (issue 19: the
+    // control socket may not take ports the pool does not own) ...
     let free = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sport = free.local_addr().unwrap().port();
+    let outside = free.local_addr().unwrap().port();
     drop(free);
+    assert_eq!(
+        client::request_raw(
+            &sock,
+            format!("{outside}:127.0.0.1:{}:legacyPw", backend.port()).as_bytes(),
+        )
+        .await
+        .unwrap(),
+        b"FAILED"
+    );
+    // ... one inside it is taken (a free one: other tests share the pool).
+    let mut sport = 0;
+    for p in (31500..=31999).rev() {
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            sport = p;
+            break;
+        }
+    }
+    assert_ne!(sport, 0, "no free port in the pool");
     let answer = client::request_raw(
         &sock,
         format!("{sport}:127.0.0.1:{}:legacyPw", backend.port()).as_bytes(),
@@ -194,8 +214,18 @@ async fn legacy_line_protocol_and_refusals() {
     proxy.shutdown().await;
 }
 
+/// A viewer connection to `port` from another loopback address.
+async fn viewer_from(source: [u8; 4], port: u16, password: &str) -> Result<(), ConsoleError> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind((Ipv4Addr::from(source), 0).into())?;
+    let mut s = socket.connect((Ipv4Addr::LOCALHOST, port).into()).await?;
+    rfb::client_handshake(&mut s, Some(password.as_bytes()))
+        .await
+        .map(drop)
+}
+
 #[tokio::test]
-async fn wrong_passwords_fail_and_cancel_the_forwarding() {
+async fn wrong_passwords_refuse_the_address_not_the_forwarding() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = start(ProxyConfig {
         max_failures_per_forwarding: 2,
@@ -207,18 +237,31 @@ async fn wrong_passwords_fail_and_cancel_the_forwarding() {
         .request_forwarding(Forwarding::new(0, "127.0.0.1", backend.port(), "right"))
         .await
         .unwrap();
-    let err = viewer_session(port, "wrong").await.unwrap_err();
+    // a third party (127.0.0.2) answers wrong twice ...
+    let err = viewer_from([127, 0, 0, 2], port, "wrong")
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, ConsoleError::AuthFailed(ref r) if r.contains("authentication failed")),
         "{err}"
     );
-    assert!(viewer_session(port, "wrong2").await.is_err());
-    // Two failures cancelled it: even the right password is now refused.
-    eventually(|| proxy.metrics().pending_forwardings == 0).await;
-    assert!(viewer_session(port, "right").await.is_err());
+    assert!(viewer_from([127, 0, 0, 2], port, "wrong2").await.is_err());
+    // ... and is refused from then on, even with the right password
+    let err = viewer_from([127, 0, 0, 2], port, "right")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ConsoleError::AuthFailed(ref r) if r.contains("too many")),
+        "{err}"
+    );
+    // but the forwarding stays open for its owner (issue 19 item 6: before,
+    // the two wrong answers cancelled it)
+    assert_eq!(proxy.metrics().pending_forwardings, 1);
+    let s = viewer_session(port, "right").await.unwrap();
     let m = proxy.metrics();
     assert_eq!(m.auth_failures, 2);
-    assert_eq!(m.total_sessions, 0);
+    assert_eq!(m.total_sessions, 1);
+    drop(s);
     proxy.shutdown().await;
 }
 

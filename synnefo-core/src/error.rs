@@ -193,6 +193,18 @@ pub enum ServiceError {
     /// A notification was invalid.
     #[error(transparent)]
     Event(#[from] EventError),
+    /// A bounded resource (password checks, login attempts, console
+    /// forwardings) is used up for now; the request may be retried.
+    #[error("{message}")]
+    Busy {
+        /// What is busy, for the client.
+        message: String,
+        /// Seconds after which a retry may succeed (`Retry-After`).
+        retry_after_secs: u64,
+        /// True when one caller (address, user, project) used up its own
+        /// share (429), false when the whole service is busy (503).
+        per_caller: bool,
+    },
 }
 
 impl From<StoreError> for ServiceError {

@@ -238,7 +238,8 @@ pub trait IdentityStore: Send + Sync {
     async fn user(&self, id: &str) -> Result<Option<User>, StoreError>;
     /// All users.
     async fn list_users(&self) -> Result<Vec<User>, StoreError>;
-    /// Changes a user's password hash or enabled flag.
+    /// Changes a user's password hash or enabled flag; a new password
+    /// revokes every token of the user.
     async fn update_user(
         &self,
         id: &str,
@@ -261,7 +262,8 @@ pub trait IdentityStore: Send + Sync {
     async fn store_token(&self, token: &Token) -> Result<(), StoreError>;
     /// A token by digest.
     async fn token(&self, digest: &str) -> Result<Option<Token>, StoreError>;
-    /// Revokes a token (idempotent).
+    /// Revokes a token and the tokens rescoped from it (tokens of the same
+    /// user with the same expiry, issued no earlier); idempotent.
     async fn revoke_token(&self, digest: &str) -> Result<(), StoreError>;
     /// Deletes tokens that expired before `before`; returns how many.
     async fn purge_expired_tokens(&self, before: DateTime<Utc>) -> Result<u64, StoreError>;

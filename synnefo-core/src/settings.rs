@@ -85,6 +85,55 @@ pub struct Settings {
     pub dispatcher: DispatcherSettings,
     /// Logging.
     pub log: LogSettings,
+    /// Bounds on what one client can consume (see `docs/security.md`).
+    pub limits: LimitsSettings,
+}
+
+/// `[limits]`: every bound a hostile client runs into, with its default in
+/// `config/synnefo.dist.toml` (documented in `docs/security.md`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSettings {
+    /// argon2id memory cost of new password hashes (KiB).
+    pub argon2_memory_kib: u32,
+    /// argon2id passes of new password hashes.
+    pub argon2_iterations: u32,
+    /// argon2id lanes of new password hashes.
+    pub argon2_parallelism: u32,
+    /// Password checks running at once per API process (0: one per CPU, at
+    /// most 4); each keeps a buffer of `argon2_memory_kib`.
+    pub password_checks: usize,
+    /// Milliseconds a login waits for a free password-check slot before a
+    /// 503 with `Retry-After`.
+    pub password_check_wait_ms: u64,
+    /// Password logins per source address per window (0: unlimited).
+    pub login_attempts_per_address: u32,
+    /// Failed logins per user name per window before that name is refused
+    /// until the window ends (0: unlimited).
+    pub login_failures_per_user: u32,
+    /// The window of both login limits (seconds).
+    pub login_window_secs: u64,
+    /// Seconds a client has to send a request's headers; also how long an
+    /// idle keep-alive connection stays open.
+    pub http_header_timeout_secs: u64,
+    /// Seconds a client has to send a request's body.
+    pub http_body_timeout_secs: u64,
+    /// Open connections per HTTP listener; further clients wait in the
+    /// kernel's backlog.
+    pub http_max_connections: usize,
+    /// Seconds a stopping process waits for requests in flight before it
+    /// closes the remaining connections.
+    pub shutdown_grace_secs: u64,
+    /// Seconds between purges of expired tokens (0: never).
+    pub token_purge_interval_secs: u64,
+    /// Pending console forwardings per user.
+    pub console_pending_per_user: usize,
+    /// Pending console forwardings per project.
+    pub console_pending_per_project: usize,
+    /// Console connections not yet authenticated, per source address.
+    pub console_unauthenticated_per_address: usize,
+    /// Console connections not yet authenticated, in total.
+    pub console_unauthenticated_total: usize,
 }
 
 /// `[database]`.
@@ -454,7 +503,8 @@ impl SettingsSources {
 /// Variables under the prefix that are not settings.
 fn is_reserved_env(key: &str) -> bool {
     let k = key.to_ascii_uppercase();
-    k == "CONFIG" || k == "LOG" || k.starts_with("TEST_")
+    // UP_*: options of `synnefo up` (SYNNEFO_UP_DEMO_PASSWORD), read by clap.
+    k == "CONFIG" || k == "LOG" || k.starts_with("TEST_") || k.starts_with("UP_")
 }
 
 impl Settings {
@@ -583,6 +633,54 @@ impl Settings {
         }
         if !matches!(self.log.format.as_str(), "human" | "json") {
             return bad("log.format", "must be \"human\" or \"json\"");
+        }
+        let l = &self.limits;
+        if argon2::Params::new(
+            l.argon2_memory_kib,
+            l.argon2_iterations,
+            l.argon2_parallelism,
+            None,
+        )
+        .is_err()
+        {
+            return bad(
+                "limits.argon2_memory_kib",
+                "argon2 parameters out of range (memory >= 8 * parallelism KiB, iterations >= 1, parallelism >= 1)",
+            );
+        }
+        for (key, v) in [
+            ("limits.login_window_secs", l.login_window_secs),
+            (
+                "limits.http_header_timeout_secs",
+                l.http_header_timeout_secs,
+            ),
+            ("limits.http_body_timeout_secs", l.http_body_timeout_secs),
+            ("limits.http_max_connections", l.http_max_connections as u64),
+            (
+                "limits.console_pending_per_user",
+                l.console_pending_per_user as u64,
+            ),
+            (
+                "limits.console_pending_per_project",
+                l.console_pending_per_project as u64,
+            ),
+            (
+                "limits.console_unauthenticated_per_address",
+                l.console_unauthenticated_per_address as u64,
+            ),
+            (
+                "limits.console_unauthenticated_total",
+                l.console_unauthenticated_total as u64,
+            ),
+        ] {
+            if v == 0 {
+                return bad(key, "must be at least 1");
+            }
+        }
+        if self.api.token_ttl_secs == 0
+            || self.api.token_ttl_secs > crate::service::identity::MAX_TOKEN_TTL_SECS
+        {
+            return bad("api.token_ttl_secs", "must be 1 second to 10 years");
         }
         for (name, c) in &self.ganeti.clusters {
             if c.host.is_empty() {

@@ -56,8 +56,20 @@ pub struct ProxyConfig {
     /// Password of the backend VNC servers (Ganeti's VNC password file), if
     /// they require VNC authentication. Default none (security type None).
     pub backend_password: Option<String>,
-    /// Wrong answers after which a forwarding is cancelled. Default 3.
+    /// Wrong answers one source address may give on one forwarding; that
+    /// address is then refused on it. The forwarding itself stays open for
+    /// its owner (nobody else can cancel it). Default 3.
     pub max_failures_per_forwarding: u32,
+    /// Pending (not yet used) forwardings per user. Default 8.
+    pub pending_per_user: usize,
+    /// Pending forwardings per project. Default 32.
+    pub pending_per_project: usize,
+    /// Connections from one source address that have not finished
+    /// authenticating; more are closed at once. Default 16.
+    pub unauthenticated_per_address: usize,
+    /// Connections that have not finished authenticating, in total.
+    /// Default 1024.
+    pub unauthenticated_total: usize,
     /// Authentication failures allowed per source address within
     /// `auth_failure_window` before further connections from that address
     /// are refused. Default 10.
@@ -95,6 +107,10 @@ impl Default for ProxyConfig {
             max_sessions: 10_000,
             backend_password: None,
             max_failures_per_forwarding: 3,
+            pending_per_user: 8,
+            pending_per_project: 32,
+            unauthenticated_per_address: 16,
+            unauthenticated_total: 1024,
             auth_failure_limit: 10,
             auth_failure_window: Duration::from_secs(60),
             websocket_enabled: false,
@@ -123,6 +139,13 @@ impl ProxyConfig {
         }
         if self.max_failures_per_forwarding == 0 || self.auth_failure_limit == 0 {
             return bad("failure limits must be positive");
+        }
+        if self.pending_per_user == 0
+            || self.pending_per_project == 0
+            || self.unauthenticated_per_address == 0
+            || self.unauthenticated_total == 0
+        {
+            return bad("pending and unauthenticated-connection limits must be positive");
         }
         if matches!(&self.backend_password, Some(p) if p.is_empty()) {
             return bad("backend_password must not be empty (omit it instead)");

@@ -39,6 +39,25 @@ pub struct ControlResponse {
     /// Why it failed (on `FAILED`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// On `FAILED` for lack of room: which limit (our extension; other
+    /// clients ignore it). Lets the API answer 429/503 honestly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy: Option<BusyReason>,
+    /// The limit that was reached, with `busy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// Which capacity limit refused a forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BusyReason {
+    /// The user's pending forwardings.
+    User,
+    /// The project's pending forwardings.
+    Project,
+    /// The port pool.
+    Pool,
 }
 
 /// The syntax a (possibly malformed) request line looks like, so even a
@@ -132,6 +151,11 @@ pub fn validate(fwd: &Forwarding) -> Result<(), ConsoleError> {
     if matches!(&fwd.label, Some(l) if l.len() > 256) {
         return bad("label too long");
     }
+    for owner in [&fwd.user, &fwd.project].into_iter().flatten() {
+        if owner.is_empty() || owner.len() > 256 || owner.chars().any(char::is_control) {
+            return bad("user and project must be 1..=256 bytes without control characters");
+        }
+    }
     Ok(())
 }
 
@@ -144,14 +168,32 @@ pub fn encode_response(form: RequestForm, result: &Result<u16, ConsoleError>) ->
             status: "OK".into(),
             source_port: Some(*port),
             reason: None,
+            busy: None,
+            limit: None,
         })
         .unwrap_or_default(),
-        (RequestForm::Json, Err(e)) => serde_json::to_vec(&ControlResponse {
-            status: "FAILED".into(),
-            source_port: None,
-            reason: Some(e.to_string()),
-        })
-        .unwrap_or_default(),
+        (RequestForm::Json, Err(e)) => {
+            let (busy, limit) = match e {
+                ConsoleError::TooManyPending { scope, limit } => (
+                    Some(if *scope == "user" {
+                        BusyReason::User
+                    } else {
+                        BusyReason::Project
+                    }),
+                    Some(*limit),
+                ),
+                ConsoleError::PoolExhausted { .. } => (Some(BusyReason::Pool), None),
+                _ => (None, None),
+            };
+            serde_json::to_vec(&ControlResponse {
+                status: "FAILED".into(),
+                source_port: None,
+                reason: Some(e.to_string()),
+                busy,
+                limit,
+            })
+            .unwrap_or_default()
+        }
     };
     out.push(b'\n');
     out
@@ -164,6 +206,17 @@ pub fn parse_response(line: &[u8]) -> Result<u16, ConsoleError> {
     match (r.status.as_str(), r.source_port) {
         ("OK", Some(port)) if port != 0 => Ok(port),
         ("OK", _) => Err(ConsoleError::protocol("control answer OK without a port")),
+        _ if r.busy == Some(BusyReason::Pool) => {
+            Err(ConsoleError::PoolExhausted { first: 0, last: 0 })
+        }
+        _ if r.busy.is_some() => Err(ConsoleError::TooManyPending {
+            scope: if r.busy == Some(BusyReason::User) {
+                "user"
+            } else {
+                "project"
+            },
+            limit: r.limit.unwrap_or(0),
+        }),
         _ => Err(ConsoleError::Refused(
             r.reason.unwrap_or_else(|| format!("status {}", r.status)),
         )),

@@ -32,6 +32,14 @@ pub enum ConsoleError {
         /// Last port of the pool.
         last: u16,
     },
+    /// A user or project has as many pending forwardings as allowed.
+    #[error("too many pending console forwardings for this {scope} (limit {limit})")]
+    TooManyPending {
+        /// `user` or `project`.
+        scope: &'static str,
+        /// The limit.
+        limit: usize,
+    },
     /// The limit of concurrent sessions is reached.
     #[error("too many concurrent sessions (limit {0})")]
     TooManySessions(usize),

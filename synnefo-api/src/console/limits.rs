@@ -33,7 +33,6 @@ pub fn raise_nofile_limit(target: u64) -> Result<(u64, u64), ConsoleError> {
 
 #[derive(Debug)]
 struct PoolState {
-    next: u16,
     in_use: HashSet<u16>,
 }
 
@@ -72,7 +71,6 @@ impl PortPool {
             last,
             listen,
             state: Arc::new(Mutex::new(PoolState {
-                next: first,
                 in_use: HashSet::new(),
             })),
         }
@@ -92,43 +90,50 @@ impl PortPool {
         socket.listen(64)
     }
 
-    /// Binds `port`, or a free pool port when `port` is 0.
+    /// Marks `port` in use; false if it already was.
+    fn reserve(&self, port: u16) -> bool {
+        lock(&self.state).in_use.insert(port)
+    }
+
+    /// Binds `port` (which must be in the pool), or a free pool port chosen
+    /// at random when `port` is 0: the next console's port cannot be
+    /// guessed from the last one. The lock is held only to reserve a
+    /// candidate, never across a bind.
     pub fn acquire(&self, port: u16) -> Result<(PortLease, TcpListener), ConsoleError> {
-        let mut st = lock(&self.state);
         let lease = |port| PortLease {
             port,
             state: self.state.clone(),
         };
         if port != 0 {
-            if st.in_use.contains(&port) {
+            if port < self.first || port > self.last {
+                return Err(ConsoleError::PortUnavailable {
+                    port,
+                    reason: format!("outside the pool {}..={}", self.first, self.last),
+                });
+            }
+            if !self.reserve(port) {
                 return Err(ConsoleError::PortUnavailable {
                     port,
                     reason: "already forwarded".into(),
                 });
             }
+            let held = lease(port);
             let listener = self.bind(port).map_err(|e| ConsoleError::PortUnavailable {
                 port,
                 reason: e.to_string(),
             })?;
-            st.in_use.insert(port);
-            return Ok((lease(port), listener));
+            return Ok((held, listener));
         }
         let size = u32::from(self.last - self.first) + 1;
-        for _ in 0..size {
-            let candidate = st.next;
-            st.next = if candidate >= self.last {
-                self.first
-            } else {
-                candidate + 1
-            };
-            if st.in_use.contains(&candidate) {
+        let start = rand::random::<u32>() % size;
+        for i in 0..size {
+            let candidate = self.first + ((start + i) % size) as u16;
+            if !self.reserve(candidate) {
                 continue;
             }
+            let held = lease(candidate);
             match self.bind(candidate) {
-                Ok(listener) => {
-                    st.in_use.insert(candidate);
-                    return Ok((lease(candidate), listener));
-                }
+                Ok(listener) => return Ok((held, listener)),
                 // Out of descriptors: no other port will do better.
                 Err(e)
                     if matches!(
@@ -138,13 +143,156 @@ impl PortPool {
                 {
                     return Err(ConsoleError::Io(e));
                 }
-                Err(_) => {}
+                Err(_) => drop(held),
             }
         }
         Err(ConsoleError::PoolExhausted {
             first: self.first,
             last: self.last,
         })
+    }
+}
+
+/// Pending forwardings per user and per project.
+#[derive(Debug)]
+pub(crate) struct OwnerCounts {
+    per_user: usize,
+    per_project: usize,
+    state: Mutex<(HashMap<String, usize>, HashMap<String, usize>)>,
+}
+
+/// One pending forwarding counted against its owner; released on drop.
+#[derive(Debug)]
+pub(crate) struct OwnerSlot {
+    counts: Arc<OwnerCounts>,
+    user: Option<String>,
+    project: Option<String>,
+}
+
+impl OwnerCounts {
+    pub fn new(per_user: usize, per_project: usize) -> Arc<Self> {
+        Arc::new(Self {
+            per_user,
+            per_project,
+            state: Mutex::new((HashMap::new(), HashMap::new())),
+        })
+    }
+
+    /// Counts one more pending forwarding of `user` in `project`, or says
+    /// which cap it would break.
+    pub fn take(
+        self: &Arc<Self>,
+        user: Option<&str>,
+        project: Option<&str>,
+    ) -> Result<OwnerSlot, ConsoleError> {
+        let mut st = lock(&self.state);
+        if let Some(u) = user
+            && st.0.get(u).copied().unwrap_or(0) >= self.per_user
+        {
+            return Err(ConsoleError::TooManyPending {
+                scope: "user",
+                limit: self.per_user,
+            });
+        }
+        if let Some(p) = project
+            && st.1.get(p).copied().unwrap_or(0) >= self.per_project
+        {
+            return Err(ConsoleError::TooManyPending {
+                scope: "project",
+                limit: self.per_project,
+            });
+        }
+        if let Some(u) = user {
+            *st.0.entry(u.to_owned()).or_default() += 1;
+        }
+        if let Some(p) = project {
+            *st.1.entry(p.to_owned()).or_default() += 1;
+        }
+        Ok(OwnerSlot {
+            counts: self.clone(),
+            user: user.map(str::to_owned),
+            project: project.map(str::to_owned),
+        })
+    }
+}
+
+fn release(map: &mut HashMap<String, usize>, key: &Option<String>) {
+    if let Some(k) = key
+        && let Some(n) = map.get_mut(k)
+    {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(k);
+        }
+    }
+}
+
+impl Drop for OwnerSlot {
+    fn drop(&mut self) {
+        let mut st = lock(&self.counts.state);
+        release(&mut st.0, &self.user);
+        release(&mut st.1, &self.project);
+    }
+}
+
+/// Connections that have not finished authenticating, per source address
+/// and in total.
+#[derive(Debug)]
+pub(crate) struct Unauthenticated {
+    per_address: usize,
+    total: usize,
+    state: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One unauthenticated connection; released on drop (when the handshake
+/// ends, either way).
+#[derive(Debug)]
+pub(crate) struct UnauthSlot {
+    owner: Arc<Unauthenticated>,
+    ip: IpAddr,
+}
+
+impl Unauthenticated {
+    pub fn new(per_address: usize, total: usize) -> Arc<Self> {
+        Arc::new(Self {
+            per_address,
+            total,
+            state: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    /// A slot for one more connection from `ip`, if both caps allow.
+    pub fn take(self: &Arc<Self>, ip: IpAddr) -> Option<UnauthSlot> {
+        let mut st = lock(&self.state);
+        let mine = st.1.get(&ip).copied().unwrap_or(0);
+        if st.0 >= self.total || mine >= self.per_address {
+            return None;
+        }
+        st.0 += 1;
+        *st.1.entry(ip).or_default() += 1;
+        Some(UnauthSlot {
+            owner: self.clone(),
+            ip,
+        })
+    }
+
+    /// Connections now holding a slot.
+    #[cfg(test)]
+    pub fn count(&self) -> usize {
+        lock(&self.state).0
+    }
+}
+
+impl Drop for UnauthSlot {
+    fn drop(&mut self) {
+        let mut st = lock(&self.owner.state);
+        st.0 -= 1;
+        if let Some(n) = st.1.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                st.1.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -223,6 +371,54 @@ mod tests {
         held.remove(0);
         let (lease, _l) = pool.acquire(0).unwrap();
         assert_eq!(lease.port(), taken);
+        // an explicit port outside the pool is refused
+        let outside = if first > 1 { first - 1 } else { last + 1 };
+        assert!(matches!(
+            pool.acquire(outside),
+            Err(ConsoleError::PortUnavailable { reason, .. }) if reason.contains("outside")
+        ));
+    }
+
+    #[test]
+    fn owners_are_capped_and_released() {
+        let c = OwnerCounts::new(2, 3);
+        let a1 = c.take(Some("alice"), Some("p")).unwrap();
+        let _a2 = c.take(Some("alice"), Some("p")).unwrap();
+        assert!(matches!(
+            c.take(Some("alice"), Some("q")),
+            Err(ConsoleError::TooManyPending { scope: "user", .. })
+        ));
+        let _b = c.take(Some("bob"), Some("p")).unwrap();
+        assert!(matches!(
+            c.take(Some("carol"), Some("p")),
+            Err(ConsoleError::TooManyPending {
+                scope: "project",
+                ..
+            })
+        ));
+        // another project is unaffected
+        let _d = c.take(Some("dave"), Some("q")).unwrap();
+        drop(a1);
+        let _a3 = c.take(Some("alice"), Some("p")).unwrap();
+        // owner-less forwardings count against nobody
+        for _ in 0..10 {
+            std::mem::forget(c.take(None, None).unwrap());
+        }
+    }
+
+    #[test]
+    fn unauthenticated_connections_are_capped_per_address_and_in_total() {
+        let u = Unauthenticated::new(2, 3);
+        let a = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+        let b = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+        let a1 = u.take(a).unwrap();
+        let _a2 = u.take(a).unwrap();
+        assert!(u.take(a).is_none());
+        let _b1 = u.take(b).unwrap();
+        assert!(u.take(b).is_none(), "total cap");
+        drop(a1);
+        let _b2 = u.take(b).unwrap();
+        assert_eq!(u.count(), 3);
     }
 
     #[test]

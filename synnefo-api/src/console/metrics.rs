@@ -27,6 +27,9 @@ pub struct MetricsSnapshot {
     pub rejected_connections: u64,
     /// Sessions that failed at the backend (connect or handshake).
     pub backend_failures: u64,
+    /// Forwarding requests refused by a per-user or per-project cap or a
+    /// full port pool.
+    pub rejected_forwardings: u64,
 }
 
 #[derive(Debug, Default)]
@@ -41,6 +44,7 @@ pub(crate) struct Metrics {
     pub auth_failures: AtomicU64,
     pub rejected_connections: AtomicU64,
     pub backend_failures: AtomicU64,
+    pub rejected_forwardings: AtomicU64,
 }
 
 impl Metrics {
@@ -56,6 +60,7 @@ impl Metrics {
             auth_failures: self.auth_failures.load(Relaxed),
             rejected_connections: self.rejected_connections.load(Relaxed),
             backend_failures: self.backend_failures.load(Relaxed),
+            rejected_forwardings: self.rejected_forwardings.load(Relaxed),
         }
     }
 }

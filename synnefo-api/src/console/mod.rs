@@ -23,10 +23,16 @@
 //! - **Sans-IO handshakes.** [`rfb`] holds the handshake logic as pure state
 //!   machines over byte slices, driven by small async loops; the same code is
 //!   unit-tested, fuzzed and used by the proxy.
-//! - **Single use, short lived.** A forwarding's password is void after the
-//!   first successful login, after `accept_timeout`, or after
-//!   `max_failures_per_forwarding` wrong answers; failing source addresses are
-//!   rate-limited across all forwardings.
+//! - **Single use, short lived, not cancellable by others.** A forwarding's
+//!   password is void after the first successful login or after
+//!   `accept_timeout`. Wrong answers are counted per source address: an
+//!   address that gave `max_failures_per_forwarding` of them is refused on
+//!   that forwarding (and after `auth_failure_limit` on every forwarding),
+//!   but the forwarding stays open for its owner. Ports are picked at random
+//!   within the pool.
+//! - **Fair.** Pending forwardings are capped per user and per project, and
+//!   connections that have not authenticated yet per source address and in
+//!   total, so one tenant cannot take the pool or the descriptors from all.
 //! - **Cheap sessions.** On Linux the relay moves bytes with splice(2)
 //!   through lazily created pipes (no user-space buffer per idle session);
 //!   elsewhere, or when configured, tokio's `copy_bidirectional`.
@@ -88,6 +94,14 @@ pub struct Forwarding {
     /// optional, not part of the v0.3 protocol.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// The user the forwarding is for: the proxy caps each user's pending
+    /// forwardings (`pending_per_user`). Optional, not part of the v0.3
+    /// protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The project the forwarding is for (`pending_per_project`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
 }
 
 impl Forwarding {
@@ -104,7 +118,16 @@ impl Forwarding {
             destination_port,
             password: password.into(),
             label: None,
+            user: None,
+            project: None,
         }
+    }
+
+    /// The same forwarding on behalf of `user` in `project`.
+    pub fn for_owner(mut self, user: impl Into<String>, project: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self.project = Some(project.into());
+        self
     }
 
     /// The same forwarding with a label for the session log line.
@@ -122,6 +145,8 @@ impl std::fmt::Debug for Forwarding {
             .field("destination_port", &self.destination_port)
             .field("password", &"***")
             .field("label", &self.label)
+            .field("user", &self.user)
+            .field("project", &self.project)
             .finish()
     }
 }

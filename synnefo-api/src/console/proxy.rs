@@ -1,9 +1,10 @@
 //! The proxy: control server, forwardings, sessions.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,10 @@ use tracing::{debug, info, warn};
 
 use super::config::{ProxyConfig, RelayMode};
 use super::control::{self, MAX_REQUEST_LEN};
-use super::limits::{FailureLimiter, PortLease, PortPool, raise_nofile_limit};
+use super::limits::{
+    FailureLimiter, OwnerCounts, OwnerSlot, PortLease, PortPool, Unauthenticated,
+    raise_nofile_limit,
+};
 use super::metrics::{Metrics, MetricsSnapshot, dec, inc};
 use super::relay::{Count, relay_copy};
 use super::rfb::{self, ServerHandshake};
@@ -47,6 +51,11 @@ impl VncAuthProxy {
             pool: PortPool::new(config.listen_address, config.port_min, config.port_max),
             limiter: FailureLimiter::new(config.auth_failure_limit, config.auth_failure_window),
             sessions: Arc::new(Semaphore::new(config.max_sessions)),
+            owners: OwnerCounts::new(config.pending_per_user, config.pending_per_project),
+            unauthenticated: Unauthenticated::new(
+                config.unauthenticated_per_address,
+                config.unauthenticated_total,
+            ),
             backend_password: config
                 .backend_password
                 .as_ref()
@@ -175,6 +184,8 @@ pub(crate) struct Shared {
     pub metrics: Metrics,
     limiter: FailureLimiter,
     sessions: Arc<Semaphore>,
+    owners: Arc<OwnerCounts>,
+    unauthenticated: Arc<Unauthenticated>,
     backend_password: Option<Vec<u8>>,
     pub token: CancellationToken,
     pub tracker: TaskTracker,
@@ -186,12 +197,38 @@ pub(crate) struct Pending {
     port: u16,
     requester: String,
     claimed: AtomicBool,
-    failures: AtomicU32,
+    /// Wrong answers by source address (bounded: addresses past
+    /// [`MAX_FAILING_ADDRESSES`] are left to the global limiter).
+    failures: Mutex<HashMap<IpAddr, u32>>,
     done: CancellationToken,
     deadline: tokio::time::Instant,
 }
 
+/// Most failing addresses remembered per forwarding.
+const MAX_FAILING_ADDRESSES: usize = 1024;
+
 impl Pending {
+    /// Wrong answers `ip` gave on this forwarding.
+    fn failures_of(&self, ip: IpAddr) -> u32 {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ip)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Counts a wrong answer of `ip`; returns its count.
+    fn record_failure(&self, ip: IpAddr) -> u32 {
+        let mut f = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if f.len() >= MAX_FAILING_ADDRESSES && !f.contains_key(&ip) {
+            return 1;
+        }
+        let n = f.entry(ip).or_default();
+        *n = n.saturating_add(1);
+        *n
+    }
+
     /// Consumes the one-time password: true for exactly one caller, and
     /// only before expiry.
     fn try_claim(&self) -> bool {
@@ -214,14 +251,21 @@ impl Shared {
             return Err(ConsoleError::ShuttingDown);
         }
         control::validate(&fwd)?;
-        let (lease, listener) = self.pool.acquire(fwd.source_port)?;
+        let owner = self
+            .owners
+            .take(fwd.user.as_deref(), fwd.project.as_deref())
+            .inspect_err(|_| inc(&self.metrics.rejected_forwardings))?;
+        let (lease, listener) = self
+            .pool
+            .acquire(fwd.source_port)
+            .inspect_err(|_| inc(&self.metrics.rejected_forwardings))?;
         let port = lease.port();
         let pending = Arc::new(Pending {
             fwd,
             port,
             requester,
             claimed: AtomicBool::new(false),
-            failures: AtomicU32::new(0),
+            failures: Mutex::new(HashMap::new()),
             done: self.token.child_token(),
             deadline: tokio::time::Instant::now() + self.config.accept_timeout,
         });
@@ -235,8 +279,12 @@ impl Shared {
             requester = %pending.requester,
             "forwarding set up"
         );
-        self.tracker
-            .spawn(forwarding_task(self.clone(), pending, lease, listener));
+        self.tracker.spawn(forwarding_task(
+            self.clone(),
+            pending,
+            (lease, owner),
+            listener,
+        ));
         Ok(port)
     }
 
@@ -268,7 +316,17 @@ impl Shared {
         let hs_timeout = self.config.handshake_timeout;
         let port = pending.port;
         let transport = viewer.transport();
-        if self.limiter.is_blocked(peer.ip(), Instant::now()) {
+        // Until it has authenticated, a connection holds one of a bounded
+        // number of slots (per address and in total); past them it is
+        // closed at once, so one address cannot hold the descriptors.
+        let Some(unauthenticated) = self.unauthenticated.take(peer.ip()) else {
+            inc(&self.metrics.rejected_connections);
+            debug!(port, %peer, transport, "refused: too many unauthenticated connections");
+            return;
+        };
+        if self.limiter.is_blocked(peer.ip(), Instant::now())
+            || pending.failures_of(peer.ip()) >= self.config.max_failures_per_forwarding
+        {
             inc(&self.metrics.rejected_connections);
             warn!(port, %peer, transport, "refused: too many authentication failures from this address");
             let mut hs = ServerHandshake::rejecting("too many authentication failures");
@@ -297,15 +355,10 @@ impl Shared {
         if !rfb::verify_vnc_auth(pending.fwd.password.as_bytes(), hs.challenge(), &response) {
             inc(&self.metrics.auth_failures);
             self.limiter.record_failure(peer.ip(), Instant::now());
-            let failures = pending.failures.fetch_add(1, Relaxed) + 1;
+            // Counted against the address, not the forwarding: a third
+            // party's wrong answers never cancel the owner's console.
+            let failures = pending.record_failure(peer.ip());
             warn!(port, %peer, transport, failures, "console authentication failed: wrong password");
-            if failures >= self.config.max_failures_per_forwarding {
-                warn!(
-                    port,
-                    failures, "forwarding cancelled after repeated authentication failures"
-                );
-                pending.done.cancel();
-            }
             send_best_effort(&mut viewer, hs_timeout, reply(Err("authentication failed"))).await;
             return;
         }
@@ -335,6 +388,7 @@ impl Shared {
         }
         // Frees the port for new forwardings; this session keeps its socket.
         pending.done.cancel();
+        drop(unauthenticated);
 
         // 3. The backend.
         let destination = format!(
@@ -496,7 +550,7 @@ impl AsyncWrite for Viewer {
 async fn forwarding_task(
     shared: Arc<Shared>,
     pending: Arc<Pending>,
-    lease: PortLease,
+    held: (PortLease, OwnerSlot),
     listener: TcpListener,
 ) {
     let expiry = tokio::time::sleep_until(pending.deadline);
@@ -540,7 +594,7 @@ async fn forwarding_task(
     }
     dec(&shared.metrics.pending_forwardings);
     drop(listener);
-    drop(lease);
+    drop(held);
 }
 
 fn bind_control_socket(config: &ProxyConfig, path: &Path) -> Result<UnixListener, ConsoleError> {

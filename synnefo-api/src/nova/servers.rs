@@ -180,10 +180,44 @@ where
         .into_response())
 }
 
-/// The cache key of a listing: who sees it, in which dialect, and the exact
-/// request (path, filters, paging).
-fn listing_key(auth: &Auth, m: Mount, v: Version, uri: &axum::http::Uri) -> String {
-    format!("{}|{}|{}|{}", auth.0.project.id, m.0, v, uri)
+/// Query parameters that shape a server listing. Others are ignored, as
+/// Nova ignores them: they are dropped before rendering, so they neither
+/// reach the cache key (junk parameters cannot fill the cache with copies
+/// of one page) nor the page's `next` link.
+const LISTING_PARAMS: &[&str] = &[
+    "name",
+    "image",
+    "flavor",
+    "status",
+    "changes-since",
+    "marker",
+    "limit",
+    "sort_dir",
+    "sort_key",
+    "all_tenants",
+];
+
+fn listing_params(p: &Params) -> Params {
+    Params(
+        p.0.iter()
+            .filter(|(k, _)| LISTING_PARAMS.contains(&k.as_str()))
+            .cloned()
+            .collect(),
+    )
+}
+
+/// The cache key of a listing: who sees it, in which dialect, the path and
+/// the parameters that shape it ([`LISTING_PARAMS`], in request order).
+fn listing_key(auth: &Auth, m: Mount, v: Version, uri: &axum::http::Uri, p: &Params) -> String {
+    let query = serde_urlencoded::to_string(&p.0).unwrap_or_default();
+    format!(
+        "{}|{}|{}|{}?{}",
+        auth.0.project.id,
+        m.0,
+        v,
+        uri.path(),
+        query
+    )
 }
 
 fn to_json_bytes(v: &impl serde::Serialize) -> Result<bytes::Bytes, ApiError> {
@@ -201,7 +235,8 @@ pub async fn list(
     p: Params,
     uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
-    let key = listing_key(&auth, m, v, &uri);
+    let p = listing_params(&p);
+    let key = listing_key(&auth, m, v, &uri, &p);
     listing_page(&app, &auth, &p, key, || async {
         let (vms, f) = list_vms(&app, &auth, &p, v).await?;
         let base = app.base(m.0);
@@ -231,7 +266,8 @@ pub async fn detail(
     p: Params,
     uri: axum::http::Uri,
 ) -> Result<Response, ApiError> {
-    let key = listing_key(&auth, m, v, &uri);
+    let p = listing_params(&p);
+    let key = listing_key(&auth, m, v, &uri, &p);
     listing_page(&app, &auth, &p, key, || async {
         let (vms, f) = list_vms(&app, &auth, &p, v).await?;
         let base = app.base(m.0);

@@ -113,10 +113,14 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         .map_err(|e| Unavailable(format!("cannot listen on {listen}: {e}")))?;
     tracing::info!(%listen, public_url = %settings.api.public_url, "compute API listening");
     let token = shutdown_token();
-    axum::serve(listener, synnefo_api::router(state))
-        .with_graceful_shutdown(async move { token.cancelled().await })
-        .await
-        .context("serving the API")?;
+    synnefo_api::serve(
+        listener,
+        synnefo_api::router(state),
+        synnefo_api::ServeConfig::from_settings(&settings.limits),
+        token,
+    )
+    .await
+    .context("serving the API")?;
     tracing::info!("compute API stopped");
     Ok(ExitCode::SUCCESS)
 }

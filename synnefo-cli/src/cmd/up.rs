@@ -67,13 +67,15 @@ const DEMO_PROJECT: &str = "demo";
 
 /// Runs everything until SIGTERM/SIGINT.
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    create_private_dir(&args.data_dir)?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     let settings = embedded_settings(&ctx.settings, &data_dir, args.listen);
     let token = shutdown_token();
 
-    // DB
+    // DB: password hashes and token digests, readable by the owner only
+    // (created empty with mode 0600 before SQLite opens it; SQLite's -wal
+    // and -shm files copy the database file's mode).
+    private_file(&data_dir.join("synnefo.db"))?;
     let store = SeaStore::connect(&settings.database.url, settings.database.max_connections)
         .await
         .context("opening the embedded SQLite database")?;
@@ -143,13 +145,16 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     }
 
     // WEBSERVER: console proxy + API
-    let proxy_config = ProxyConfig {
-        ctrl_socket: Some(data_dir.join("vncauthproxy.sock")),
-        listen_address: args.listen.ip(),
-        port_min: settings.vncauthproxy.port_min,
-        port_max: settings.vncauthproxy.port_max,
-        ..ProxyConfig::default()
-    };
+    let proxy_config = crate::cmd::vncauthproxy::with_limits(
+        ProxyConfig {
+            ctrl_socket: Some(data_dir.join("vncauthproxy.sock")),
+            listen_address: args.listen.ip(),
+            port_min: settings.vncauthproxy.port_min,
+            port_max: settings.vncauthproxy.port_max,
+            ..ProxyConfig::default()
+        },
+        &settings.limits,
+    );
     let proxy = VncAuthProxy::start(proxy_config, token.clone())
         .await
         .context("starting vncauthproxy")?;
@@ -173,9 +178,9 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         })?;
     {
         let t = token.clone();
+        let serve_config = synnefo_api::ServeConfig::from_settings(&settings.limits);
         tasks.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { t.cancelled().await })
+            synnefo_api::serve(listener, app, serve_config, t)
                 .await
                 .context("API server")
         });
@@ -406,6 +411,39 @@ fn demo_password(data_dir: &Path, given: Option<&str>) -> anyhow::Result<String>
     Ok(p)
 }
 
+/// Creates `dir` (and parents) with mode 0700: it holds the database, the
+/// demo password and clouds.yaml. An existing directory keeps its mode
+/// (it may be shared on purpose); its secret files are 0600 anyway.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Creates `path` empty if missing, and makes it 0600 either way.
+fn private_file(path: &Path) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    opts.mode(0o600);
+    opts.open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    #[cfg(unix)]
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("making {} private", path.display()))?;
+    Ok(())
+}
+
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write;
     #[cfg(unix)]
@@ -423,10 +461,22 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// Demo identity, quota, flavors and images; idempotent.
 async fn seed_demo(store: &dyn Store, password: &str) -> anyhow::Result<()> {
-    let hash = synnefo_core::service::identity::hash_password(password)?;
+    use synnefo_core::service::identity::{hash_password, verify_password};
     let user = match store.user_by_name(DEMO_USER).await? {
-        Some(u) => store.update_user(&u.id, Some(hash), Some(true)).await?,
-        None => store.create_user(DEMO_USER, &hash, false).await?,
+        // The same password as last time: keep the hash, so the tokens
+        // issued before this restart stay valid (a new hash revokes them).
+        Some(u) if verify_password(&u.password_hash, password) => {
+            store.update_user(&u.id, None, Some(true)).await?
+        }
+        Some(u) => {
+            let hash = hash_password(password)?;
+            store.update_user(&u.id, Some(hash), Some(true)).await?
+        }
+        None => {
+            store
+                .create_user(DEMO_USER, &hash_password(password)?, false)
+                .await?
+        }
     };
     let project = match store.project_by_name(DEMO_PROJECT).await? {
         Some(p) => p,

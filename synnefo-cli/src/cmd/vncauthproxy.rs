@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use synnefo_api::console::{ProxyConfig, VncAuthProxy};
-use synnefo_core::settings::VncAuthProxySettings;
+use synnefo_core::settings::{LimitsSettings, VncAuthProxySettings};
 
 use crate::common::{ConfigError, Context, shutdown_token};
 
@@ -16,6 +16,15 @@ pub struct Args {
     /// Control socket path (overrides vncauthproxy.ctrl_socket)
     #[arg(long, value_name = "PATH")]
     pub ctrl_socket: Option<std::path::PathBuf>,
+}
+
+/// The `[limits]` console caps applied to a proxy configuration.
+pub fn with_limits(mut c: ProxyConfig, l: &LimitsSettings) -> ProxyConfig {
+    c.pending_per_user = l.console_pending_per_user;
+    c.pending_per_project = l.console_pending_per_project;
+    c.unauthenticated_per_address = l.console_unauthenticated_per_address;
+    c.unauthenticated_total = l.console_unauthenticated_total;
+    c
 }
 
 /// Maps the operator's settings onto the proxy's configuration.
@@ -46,7 +55,10 @@ pub fn proxy_config(s: &VncAuthProxySettings) -> Result<ProxyConfig, ConfigError
 
 /// Runs the proxy until SIGTERM/SIGINT.
 pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
-    let mut config = proxy_config(&ctx.settings.vncauthproxy)?;
+    let mut config = with_limits(
+        proxy_config(&ctx.settings.vncauthproxy)?,
+        &ctx.settings.limits,
+    );
     if let Some(p) = args.ctrl_socket {
         config.ctrl_socket = Some(p);
     }

@@ -17,7 +17,7 @@ use crate::model::{Backend, Flavor, Image, Project, Quota, Usage, User};
 use crate::ports::{Clock, Store, SystemClock};
 use crate::service::compute::Caller;
 use crate::service::identity::{
-    Identity, Issued, ProjectSelector, hash_password, new_token_secret,
+    Identity, Issued, PasswordPolicy, ProjectSelector, hash_password_with, new_token_secret,
 };
 
 /// Shortest password accepted for a user.
@@ -79,6 +79,7 @@ pub struct Admin {
     default_disk_template: String,
     token_ttl: Duration,
     clock: Arc<dyn Clock>,
+    password_policy: PasswordPolicy,
 }
 
 impl std::fmt::Debug for Admin {
@@ -107,7 +108,15 @@ impl Admin {
             default_disk_template,
             token_ttl,
             clock: Arc::new(SystemClock),
+            password_policy: PasswordPolicy::default(),
         }
+    }
+
+    /// Hashes new passwords at this policy's argon2 cost (the `[limits]`
+    /// settings).
+    pub fn with_password_policy(mut self, policy: PasswordPolicy) -> Self {
+        self.password_policy = policy;
+        self
     }
 
     /// Uses another clock (image timestamps).
@@ -166,7 +175,11 @@ impl Admin {
         check_password(password)?;
         let user = self
             .store
-            .create_user(name, &hash_password(password)?, is_admin)
+            .create_user(
+                name,
+                &hash_password_with(password, &self.password_policy)?,
+                is_admin,
+            )
             .await?;
         if let Some(pname) = project {
             let p = match self.store.project_by_name(pname).await? {
@@ -194,7 +207,11 @@ impl Admin {
         let user = self.user(caller, name).await?;
         check_password(password)?;
         self.store
-            .update_user(&user.id, Some(hash_password(password)?), None)
+            .update_user(
+                &user.id,
+                Some(hash_password_with(password, &self.password_policy)?),
+                None,
+            )
             .await?;
         Ok(())
     }
@@ -431,8 +448,10 @@ impl Admin {
                 "{user} is not a member of that project (or of any)"
             ))
         })?;
-        let lifetime = chrono::Duration::from_std(ttl.unwrap_or(self.token_ttl))
-            .map_err(|_| bad("token lifetime out of range"))?;
+        // Bounded (at most ten years, never zero): an operator's
+        // `--ttl 10000000000000000` is a 400, not a timestamp overflow.
+        let lifetime =
+            crate::service::identity::token_ttl_from_secs(ttl.unwrap_or(self.token_ttl).as_secs())?;
         identity.issue_for(u, p, lifetime).await
     }
 }

@@ -116,6 +116,7 @@ impl IdentityStore for SeaStore {
         enabled: Option<bool>,
     ) -> Result<User, StoreError> {
         if password_hash.is_some() || enabled.is_some() {
+            let new_password = password_hash.is_some();
             let mut up = user::Entity::update_many().filter(user::Column::Id.eq(id));
             if let Some(h) = password_hash {
                 up = up.col_expr(user::Column::PasswordHash, Expr::value(h));
@@ -124,6 +125,15 @@ impl IdentityStore for SeaStore {
                 up = up.col_expr(user::Column::Enabled, Expr::value(e));
             }
             up.exec(&self.db).await.map_err(db_err)?;
+            if new_password {
+                // A new password ends every session of the old one.
+                token::Entity::update_many()
+                    .col_expr(token::Column::Revoked, Expr::value(true))
+                    .filter(token::Column::UserId.eq(id))
+                    .exec(&self.db)
+                    .await
+                    .map_err(db_err)?;
+            }
         }
         self.user(id)
             .await?
@@ -246,9 +256,24 @@ impl IdentityStore for SeaStore {
     }
 
     async fn revoke_token(&self, digest: &str) -> Result<(), StoreError> {
+        let Some(row) = token::Entity::find_by_id(digest.to_string())
+            .one(&self.db)
+            .await
+            .map_err(db_err)?
+        else {
+            return Ok(());
+        };
+        // The token and those rescoped from it: same user, the same expiry
+        // (a rescoped token keeps its parent's), issued no earlier.
+        let backend = self.db_backend();
         token::Entity::update_many()
             .col_expr(token::Column::Revoked, Expr::value(true))
-            .filter(token::Column::Digest.eq(digest))
+            .filter(
+                token::Column::Digest.eq(digest).or(token::Column::UserId
+                    .eq(row.user_id.clone())
+                    .and(token::Column::Expires.eq(ts(backend, row.expires)))
+                    .and(token::Column::Issued.gte(ts(backend, row.issued)))),
+            )
             .exec(&self.db)
             .await
             .map_err(db_err)?;

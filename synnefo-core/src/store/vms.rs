@@ -812,6 +812,18 @@ impl VmStore for SeaStore {
             .await?
             .remove(&id.0)
             .unwrap_or_default();
+        // Checked inside the transaction, after `touch` locked the VM row:
+        // concurrent merges of one VM are serialized, so the limit holds
+        // whatever their interleaving. Dropping `txn` rolls back.
+        let limit = crate::service::compute::MAX_SERVER_META;
+        if out.len() > limit {
+            return Err(StoreError::QuotaExceeded {
+                resource: "metadata items",
+                limit: limit as i64,
+                in_use: (out.len() - items.len().min(out.len())) as i64,
+                requested: items.len() as i64,
+            });
+        }
         txn.commit().await.map_err(db_err)?;
         Ok(out)
     }

@@ -1,11 +1,14 @@
 //! The store under concurrent writers: optimistic concurrency, the quota race, a batch's timing.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
 use std::time::{Duration, Instant};
 
 use synnefo_core::StoreError;
 use synnefo_core::ids::{JobId, VmId};
-use synnefo_core::model::{AccessIps, NewVm, Quota};
+use synnefo_core::model::{AccessIps, NewVm, Quota, Token};
 use synnefo_core::ports::{IdentityStore, VmStateUpdate, VmStore};
 use synnefo_core::state::{
     JobStatus, OpCode, OpStatusEvent, OperState, Transition, apply_op_status,
@@ -237,6 +240,77 @@ pub(crate) async fn quota_race(s: &SeaStore) {
     }
     assert_eq!((ok, exceeded), (6, 6));
     assert_eq!(s.usage(&t.project.id).await.unwrap().servers, 18);
+}
+
+/// Issue 19: the metadata limit holds under concurrent merges (checked in
+/// the write's transaction after the VM row is locked); revoking a token
+/// revokes those rescoped from it (same user and expiry, issued no
+/// earlier) and nothing else; a new password revokes the user's tokens,
+/// other user changes do not.
+pub(crate) async fn hardening_races(s: &SeaStore) {
+    let t = tenant(s).await;
+    let vm = create(s, &t, "meta-race").await;
+    let mut tasks = Vec::new();
+    for w in 0..30 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let items: BTreeMap<String, String> = (0..100)
+                .map(|k| (format!("k{w}-{k}"), "v".to_string()))
+                .collect();
+            s.set_vm_metadata(vm.id, &items, false).await
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(m) => {
+                assert!(m.len() <= 128, "a merge returned {} items", m.len());
+                ok += 1
+            }
+            Err(StoreError::QuotaExceeded { .. }) => refused += 1,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    let kept = s.vm(vm.id).await.unwrap().unwrap().metadata.len();
+    assert!(
+        kept <= 128,
+        "{kept} metadata items after 30 concurrent merges"
+    );
+    assert_eq!((ok, refused), (1, 29), "exactly one merge of 100 fits");
+
+    let tok = |digest: &str, issued: DateTime<Utc>, expires: DateTime<Utc>| Token {
+        digest: digest.to_string(),
+        user_id: t.user.id.clone(),
+        project_id: t.project.id.clone(),
+        issued,
+        expires,
+        revoked: false,
+    };
+    let digest = |p: &str| format!("{:0>64}", unique(p).replace('-', ""));
+    let (parent, child, other) = (digest("p"), digest("c"), digest("o"));
+    let expires = at(4_000_000_000, 250_000);
+    s.store_token(&tok(&parent, at(1_700_000_000, 1), expires))
+        .await
+        .unwrap();
+    s.store_token(&tok(&child, at(1_700_000_005, 7), expires))
+        .await
+        .unwrap();
+    s.store_token(&tok(&other, at(1_700_000_010, 0), at(4_000_000_001, 0)))
+        .await
+        .unwrap();
+    s.revoke_token(&parent).await.unwrap();
+    assert!(s.token(&child).await.unwrap().unwrap().revoked, "cascade");
+    assert!(!s.token(&other).await.unwrap().unwrap().revoked);
+
+    s.update_user(&t.user.id, None, Some(true)).await.unwrap();
+    assert!(!s.token(&other).await.unwrap().unwrap().revoked);
+    s.update_user(&t.user.id, Some("$argon2id$new".into()), None)
+        .await
+        .unwrap();
+    assert!(
+        s.token(&other).await.unwrap().unwrap().revoked,
+        "a new password revokes the user's tokens"
+    );
 }
 
 /// Times a dispatcher-sized batch (printed; not asserted).

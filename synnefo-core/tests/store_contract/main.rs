@@ -87,6 +87,7 @@ macro_rules! backend_tests {
                 name_regex_listing,
                 concurrent_state_updates,
                 quota_race,
+                hardening_races,
             );
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,7 @@ use synnefo_core::model::{Project, Quota, User};
 use synnefo_core::ports::Store;
 use synnefo_core::service::admin::{Admin, NewFlavor, NewImage};
 use synnefo_core::service::compute::Caller;
+use synnefo_core::service::identity::PasswordPolicy;
 
 use crate::common::Context;
 
@@ -91,7 +92,8 @@ pub async fn run(ctx: &Context, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         store,
         ctx.settings.ganeti.default_disk_template.clone(),
         Duration::from_secs(ctx.settings.api.token_ttl_secs),
-    );
+    )
+    .with_password_policy(PasswordPolicy::from_limits(&ctx.settings.limits));
     let op = Admin::cli_operator();
     match cmd {
         AdminCommand::Users(c) => users(&admin, &op, c).await?,

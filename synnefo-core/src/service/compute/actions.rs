@@ -173,7 +173,9 @@ impl Compute {
         };
         let password = generate_password();
         let label = format!("vm {} user {}", vm.id, caller.user_id);
-        let endpoint = forwarder.forward(&host, port, &password, &label).await?;
+        let endpoint = forwarder
+            .forward_for(caller, &host, port, &password, &label)
+            .await?;
         Ok(ConsoleAccess {
             protocol: "vnc".into(),
             host: endpoint.host,

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 
+use super::Caller;
 use crate::error::{BackendError, ServiceError};
 use crate::ids::BackendId;
 use crate::model::{Backend, Flavor, Usage};
@@ -88,6 +89,21 @@ pub trait ConsoleForwarder: Send + Sync {
         password: &str,
         label: &str,
     ) -> Result<ProxyEndpoint, ServiceError>;
+
+    /// [`forward`](Self::forward) on behalf of `owner`, so the proxy can
+    /// cap each user's and project's pending forwardings. The default
+    /// ignores the owner.
+    async fn forward_for(
+        &self,
+        owner: &Caller,
+        host: &str,
+        port: u16,
+        password: &str,
+        label: &str,
+    ) -> Result<ProxyEndpoint, ServiceError> {
+        let _ = owner;
+        self.forward(host, port, password, label).await
+    }
 }
 
 /// Where a console client connects.
