@@ -81,18 +81,31 @@ pub fn change_for(vm: &Vm, state: &VmState, n: &Notification) -> Option<VmChange
     let _ = vm;
     match n {
         Notification::OpStatus { event, nics, .. } => match apply_op_status(state, event) {
-            Transition::Applied(next) => Some(VmChange {
-                state: next,
-                // NICs reported with a successful op are the instance's NICs
-                // after that op; only take them from an event we applied.
-                nics: if event.status == crate::state::JobStatus::Success {
+            Transition::Applied(next) => {
+                // A server that is gone has no NICs (Synnefo deletes them
+                // when the removal succeeds, or fails because Ganeti no
+                // longer has the instance).
+                let nics = if next.operstate == crate::state::OperState::Destroyed
+                    && state.operstate != crate::state::OperState::Destroyed
+                {
+                    Some(Vec::new())
+                } else if event.status == crate::state::JobStatus::Success {
+                    // NICs reported with a successful op are the instance's
+                    // NICs after that op; only take them from an event we
+                    // applied.
                     nics.clone()
                 } else {
                     None
-                },
-            }),
+                };
+                Some(VmChange { state: next, nics })
+            }
             Transition::Ignored(_) => None,
         },
+        // A hook's NIC report never brings NICs back to a removed server
+        // (it may arrive after the removal's op-status).
+        Notification::NetStatus { .. } if state.operstate == crate::state::OperState::Destroyed => {
+            None
+        }
         Notification::NetStatus { nics, .. } => Some(VmChange {
             state: state.clone(),
             nics: Some(nics.clone()),

@@ -147,3 +147,67 @@ async fn a_batch_with_only_duplicates_writes_nothing() {
     let out = apply_notifications(&store, &[n]).await.unwrap();
     assert!(matches!(out[0], Ok(ApplyOutcome::Ignored(_))));
 }
+
+fn nic(ip: &str) -> Nic {
+    Nic {
+        index: 0,
+        ip: Some(ip.into()),
+        mac: Some("aa:00:00:00:00:01".into()),
+        network: Some("public".into()),
+        link: None,
+        mode: Some("routed".into()),
+    }
+}
+
+/// Issue 17 item 3, as Synnefo's callbacks have it: a removal that ends
+/// the server deletes its NICs; a hook's NIC report arriving after that
+/// (reordered) does not bring them back; before it, NICs follow the hook.
+#[test]
+fn a_removed_server_loses_its_nics_and_a_late_report_does_not_restore_them() {
+    let v = vm(1, 1);
+    let created = match change_for(
+        &v,
+        &v.state,
+        &op(1, 1, OpCode::InstanceCreate, JobStatus::Success),
+    ) {
+        Some(c) => c.state,
+        None => panic!("create applies"),
+    };
+    let report = Notification::NetStatus {
+        vm: VmId(1),
+        nics: vec![nic("192.0.2.5")],
+        time_us: Some(150),
+    };
+    let running = change_for(&v, &created, &report).expect("NICs follow the hook");
+    assert_eq!(running.nics.as_deref(), Some(&[nic("192.0.2.5")][..]));
+
+    let removed = change_for(
+        &v,
+        &created,
+        &op(1, 2, OpCode::InstanceRemove, JobStatus::Success),
+    )
+    .expect("the removal applies");
+    assert_eq!(removed.state.operstate, OperState::Destroyed);
+    assert_eq!(removed.nics, Some(Vec::new()), "NIC rows deleted");
+    assert!(
+        change_for(&v, &removed.state, &report).is_none(),
+        "a late NIC report changes nothing on a removed server"
+    );
+    // A duplicate of the removal changes nothing (and so deletes nothing twice).
+    assert!(
+        change_for(
+            &v,
+            &removed.state,
+            &op(1, 2, OpCode::InstanceRemove, JobStatus::Success)
+        )
+        .is_none()
+    );
+    // A failed op other than a removal keeps the NICs as they are.
+    let failed = change_for(
+        &v,
+        &created,
+        &op(1, 3, OpCode::InstanceReboot, JobStatus::Error),
+    )
+    .expect("recorded");
+    assert_eq!(failed.nics, None);
+}
