@@ -61,7 +61,7 @@ pub struct Args {
     /// Password of the demo user (default: generated on the first run and kept in DATA_DIR/demo-password)
     #[arg(long, env = "SYNNEFO_UP_DEMO_PASSWORD", hide_env_values = true)]
     pub demo_password: Option<String>,
-    /// Browser consoles: where the noVNC page and its WebSocket listen (default: the API's address, port 6080; port 0 picks a free one)
+    /// Browser consoles: where the noVNC page and its WebSocket listen (default: the API's address, port 6080, or a free port if that is taken; port 0 picks a free one)
     #[arg(long, value_name = "ADDR")]
     pub console_listen: Option<SocketAddr>,
     /// First VNC port of the simulated instances (cluster N uses BASE + (N-1)*1000 onwards)
@@ -157,9 +157,18 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
 
     // WEBSERVER: console proxy (with the browser console: noVNC page and
     // WebSocket) + API
-    let console_listen = args
-        .console_listen
-        .unwrap_or_else(|| SocketAddr::new(args.listen.ip(), 6080));
+    let console_listen = args.console_listen.unwrap_or_else(|| {
+        // The default port may be taken (another `synnefo up`, a noVNC
+        // proxy): the URL comes from the API anyway, so any port will do.
+        let default = SocketAddr::new(args.listen.ip(), 6080);
+        match std::net::TcpListener::bind(default) {
+            Ok(_) => default,
+            Err(e) => {
+                tracing::warn!(%default, error = %e, "browser consoles: default port unavailable, using a free one");
+                SocketAddr::new(args.listen.ip(), 0)
+            }
+        }
+    });
     let proxy_config = ProxyConfig {
         ctrl_socket: Some(data_dir.join("vncauthproxy.sock")),
         listen_address: args.listen.ip(),
