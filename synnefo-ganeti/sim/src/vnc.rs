@@ -68,7 +68,9 @@ impl Default for SimVncConfig {
 
 impl SimHandle {
     /// Serves a VNC screen on every running KVM instance's console port
-    /// (see the [module docs](self)) until the simulator stops.
+    /// until the simulator stops: RFB with security None, a
+    /// [`FB_WIDTH`]x[`FB_HEIGHT`] screen ([`render_console`]), bounded by
+    /// `config`. Instances started, stopped or removed later are followed.
     pub fn serve_vnc(&self, config: SimVncConfig) {
         tokio::spawn(supervise(self.shared.clone(), self.stop.clone(), config));
     }
