@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use synnefo_ganeti::sim::{BACKGROUND, FB_HEIGHT, FB_WIDTH, FOREGROUND, render_console};
+use synnefo_ganeti_sim::{BACKGROUND, FB_HEIGHT, FB_WIDTH, FOREGROUND, render_console};
 use tokio_tungstenite::tungstenite::Message;
 
 fn ci() -> bool {

@@ -515,7 +515,7 @@ fn glyph(c: char) -> [u8; 7] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::{SimConfig, SimNodeConfig, Simulator};
+    use crate::{SimConfig, SimNodeConfig, Simulator};
 
     #[test]
     fn screen_has_the_background_and_the_name() {
@@ -588,7 +588,7 @@ mod tests {
             .port()
     }
 
-    async fn sim_with_one_instance() -> (crate::sim::SimHandle, u16) {
+    async fn sim_with_one_instance() -> (crate::SimHandle, u16) {
         let base = free_port();
         let sim = Simulator::builder()
             .config(SimConfig {
