@@ -371,24 +371,24 @@ async fn expect_screen(b: &mut Browser, url: &str, expected: &[[u8; 3]], what: &
         if state["state"] == "connected" {
             let pixels = b.cdp.eval(&session, PIXELS_JS).await;
             let check = check_pixels(&pixels, expected);
-            if let Some(c) = &check {
-                if c.matching == total {
-                    eprintln!(
-                        "{what}: canvas {}x{} equals the simulator's screen: {}/{total} pixels match \
-                         ({} background #{:02x}{:02x}{:02x}, {} text #ffffff), {:?} after opening; status {:?}",
-                        c.width,
-                        c.height,
-                        c.matching,
-                        c.background,
-                        BACKGROUND[0],
-                        BACKGROUND[1],
-                        BACKGROUND[2],
-                        c.foreground,
-                        started.elapsed(),
-                        state["status"]
-                    );
-                    return check.unwrap();
-                }
+            if let Some(c) = &check
+                && c.matching == total
+            {
+                eprintln!(
+                    "{what}: canvas {}x{} equals the simulator's screen: {}/{total} pixels match \
+                     ({} background #{:02x}{:02x}{:02x}, {} text #ffffff), {:?} after opening; status {:?}",
+                    c.width,
+                    c.height,
+                    c.matching,
+                    c.background,
+                    BACKGROUND[0],
+                    BACKGROUND[1],
+                    BACKGROUND[2],
+                    c.foreground,
+                    started.elapsed(),
+                    state["status"]
+                );
+                return check.unwrap();
             }
             last = (state, check);
         } else {

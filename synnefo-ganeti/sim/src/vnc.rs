@@ -103,10 +103,8 @@ async fn supervise(shared: Arc<Shared>, stop: CancellationToken, config: SimVncC
         let want = consoles(&shared);
         served.retain(|key, (name, token)| {
             let keep = want.get(key) == Some(name);
-            if !keep {
-                if let Some(t) = token {
-                    t.cancel();
-                }
+            if let (false, Some(t)) = (keep, token) {
+                t.cancel();
             }
             keep
         });
@@ -264,9 +262,8 @@ impl PixelFormat {
 
     fn pixel(&self, rgb: [u8; 3], out: &mut Vec<u8>) {
         let mut v: u32 = 0;
-        for i in 0..3 {
-            let c = u32::from(rgb[i]) * u32::from(self.max[i]) / 255;
-            v |= c << self.shift[i];
+        for ((c, max), shift) in rgb.iter().zip(self.max).zip(self.shift) {
+            v |= (u32::from(*c) * u32::from(max) / 255) << shift;
         }
         let all = if self.big_endian {
             v.to_be_bytes()
