@@ -176,6 +176,11 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         port_max: settings.vncauthproxy.port_max,
         websocket_enabled: true,
         websocket_listen: console_listen,
+        websocket_handshake_timeout: Duration::from_secs(
+            settings.vncauthproxy.websocket_handshake_timeout_secs,
+        ),
+        websocket_max_message: settings.vncauthproxy.websocket_max_message_bytes,
+        websocket_max_connections: settings.vncauthproxy.websocket_max_connections,
         ..ProxyConfig::default()
     };
     let proxy = VncAuthProxy::start(proxy_config, token.clone())
