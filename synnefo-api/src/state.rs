@@ -28,7 +28,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// Compute rules (instance prefix, NIC defaults, ...).
     pub compute: ComputeConfig,
-    /// Base URL of the noVNC page (`.../vnc_auto.html`) for `novnc`
+    /// URL of the noVNC console page (`http://HOST:PORT/console.html`,
+    /// served by the vncauthproxy's WebSocket listener) for `novnc`
     /// consoles; `None` answers `novnc` requests with a `vnc://` URL.
     pub novnc_url: Option<String>,
     /// Memory budget of the cache of rendered server listings, in bytes
@@ -50,20 +51,10 @@ pub struct ApiConfig {
 impl ApiConfig {
     /// The API settings out of the merged settings.
     pub fn from_settings(s: &Settings) -> Self {
-        let novnc_url = if s.vncauthproxy.websocket {
-            let port = s
-                .vncauthproxy
-                .websocket_listen
-                .rsplit_once(':')
-                .map(|(_, p)| p.to_string())
-                .unwrap_or_else(|| "6080".into());
-            Some(format!(
-                "http://{}:{}/vnc_auto.html",
-                s.vncauthproxy.public_host, port
-            ))
-        } else {
-            None
-        };
+        let novnc_url = s
+            .vncauthproxy
+            .websocket
+            .then(|| crate::consoles::novnc_page_url(&s.vncauthproxy));
         Self {
             public_url: s.api.public_url.trim_end_matches('/').to_string(),
             region: s.api.region.clone(),

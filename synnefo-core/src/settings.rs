@@ -384,6 +384,16 @@ pub struct VncAuthProxySettings {
     pub websocket: bool,
     /// WebSocket listen address.
     pub websocket_listen: String,
+    /// Base URL browsers reach the WebSocket listener at (e.g.
+    /// `https://console.example.org` behind a TLS proxy); empty:
+    /// `http://{public_host}:{port of websocket_listen}`.
+    pub websocket_public_url: String,
+    /// Seconds a WebSocket-listener connection may take to upgrade.
+    pub websocket_handshake_timeout_secs: u64,
+    /// Largest WebSocket message accepted from a browser, in bytes.
+    pub websocket_max_message_bytes: usize,
+    /// Connections the WebSocket listener holds at once.
+    pub websocket_max_connections: usize,
     /// Password of the nodes' VNC servers.
     pub backend_password: Secret,
 }

@@ -78,13 +78,28 @@ pub struct ProxyConfig {
     #[serde(deserialize_with = "de_secs")]
     pub auth_failure_window: Duration,
     /// Accept browser consoles (noVNC: RFB over WebSocket, subprotocol
-    /// `binary`) on `websocket_listen`. Default false.
+    /// `binary`) on `websocket_listen`, and serve the console page there.
+    /// Default false.
     pub websocket_enabled: bool,
-    /// Address of the WebSocket listener; the browser connects to
-    /// `ws://HOST:PORT/<source_port>` (or `/?port=<source_port>`) and
-    /// authenticates with the forwarding's one-time password.
-    /// Default `0.0.0.0:6080`.
+    /// Address of the WebSocket listener. It serves the noVNC console page
+    /// (`/console.html`) and the WebSockets: `ws://HOST:PORT/?token=<one-time
+    /// password>` (the page's; security type None, the token already proved
+    /// who it is) or `ws://HOST:PORT/<source_port>` (RFB VNC authentication
+    /// with the one-time password, as a TCP viewer). Default `0.0.0.0:6080`.
     pub websocket_listen: SocketAddr,
+    /// Time a connection to the WebSocket listener may take before its
+    /// WebSocket upgrade: reading requests, fetching the page's files on the
+    /// same connection. Slower connections are closed. Default 10 s.
+    #[serde(deserialize_with = "de_secs")]
+    pub websocket_handshake_timeout: Duration,
+    /// Largest WebSocket message (and frame) accepted from a browser, before
+    /// and after authentication; a larger one closes the connection. noVNC
+    /// sends at most 10 KiB at a time. Default 64 KiB; at least 10 KiB.
+    pub websocket_max_message: usize,
+    /// Connections the WebSocket listener holds at once (page downloads,
+    /// handshakes and console sessions); further ones are closed at once.
+    /// Default 4096.
+    pub websocket_max_connections: usize,
     /// Relay implementation. Default `splice`.
     pub relay: RelayMode,
     /// RLIMIT_NOFILE the proxy tries to reach at start (soft limit; the hard
@@ -115,6 +130,9 @@ impl Default for ProxyConfig {
             auth_failure_window: Duration::from_secs(60),
             websocket_enabled: false,
             websocket_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 6080),
+            websocket_handshake_timeout: Duration::from_secs(10),
+            websocket_max_message: 64 * 1024,
+            websocket_max_connections: 4096,
             relay: RelayMode::default(),
             nofile_limit: 65_536,
         }
@@ -131,11 +149,17 @@ impl ProxyConfig {
         if self.ctrl_socket_mode > 0o7777 {
             return bad("ctrl_socket_mode must be a file mode (<= 0o7777)");
         }
-        if self.accept_timeout.is_zero() || self.handshake_timeout.is_zero() {
+        if self.accept_timeout.is_zero()
+            || self.handshake_timeout.is_zero()
+            || self.websocket_handshake_timeout.is_zero()
+        {
             return bad("timeouts must be positive");
         }
-        if self.max_sessions == 0 {
-            return bad("max_sessions must be positive");
+        if self.max_sessions == 0 || self.websocket_max_connections == 0 {
+            return bad("max_sessions and websocket_max_connections must be positive");
+        }
+        if self.websocket_max_message < MIN_WEBSOCKET_MESSAGE {
+            return bad("websocket_max_message must be at least 10240 (noVNC sends up to 10 KiB)");
         }
         if self.max_failures_per_forwarding == 0 || self.auth_failure_limit == 0 {
             return bad("failure limits must be positive");
@@ -153,6 +177,9 @@ impl ProxyConfig {
         Ok(())
     }
 }
+
+/// Smallest `websocket_max_message` allowed: noVNC's send buffer.
+const MIN_WEBSOCKET_MESSAGE: usize = 10 * 1024;
 
 fn de_secs<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let secs = f64::deserialize(d)?;
@@ -195,5 +222,32 @@ mod tests {
             ..ProxyConfig::default()
         };
         assert!(c.validate().is_err());
+        for c in [
+            ProxyConfig {
+                websocket_max_message: 1024,
+                ..ProxyConfig::default()
+            },
+            ProxyConfig {
+                websocket_max_connections: 0,
+                ..ProxyConfig::default()
+            },
+            ProxyConfig {
+                websocket_handshake_timeout: Duration::ZERO,
+                ..ProxyConfig::default()
+            },
+        ] {
+            assert!(c.validate().is_err(), "{c:?}");
+        }
+        let c: ProxyConfig = serde_json::from_str(
+            r#"{"websocket_handshake_timeout": 2.5, "websocket_max_message": 20000,
+                "websocket_max_connections": 7}"#,
+        )
+        .unwrap();
+        assert_eq!(c.websocket_handshake_timeout, Duration::from_millis(2500));
+        assert_eq!(
+            (c.websocket_max_message, c.websocket_max_connections),
+            (20000, 7)
+        );
+        c.validate().unwrap();
     }
 }

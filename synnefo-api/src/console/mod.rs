@@ -57,6 +57,7 @@
 //! # }
 //! ```
 
+mod assets;
 pub mod client;
 mod config;
 pub mod control;
@@ -68,6 +69,7 @@ mod relay;
 pub mod rfb;
 mod websocket;
 
+pub use assets::CONSOLE_PAGE;
 pub use config::{ProxyConfig, RelayMode};
 pub use error::ConsoleError;
 pub use limits::raise_nofile_limit;

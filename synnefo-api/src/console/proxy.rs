@@ -229,6 +229,13 @@ impl Pending {
         *n
     }
 
+    /// Still waiting for its viewer: not used, cancelled or expired.
+    fn is_open(&self) -> bool {
+        !self.claimed.load(Relaxed)
+            && !self.done.is_cancelled()
+            && tokio::time::Instant::now() < self.deadline
+    }
+
     /// Consumes the one-time password: true for exactly one caller, and
     /// only before expiry.
     fn try_claim(&self) -> bool {
@@ -297,22 +304,54 @@ impl Shared {
         self.lock_pending().get(&port).cloned()
     }
 
+    /// The forwarding whose one-time password is `token` and that still
+    /// waits for its viewer (browser consoles). Passwords shorter than
+    /// [`MIN_TOKEN_LEN`] never match: they only work with RFB VNC
+    /// authentication, which is rate limited per forwarding too.
+    pub fn pending_by_token(&self, token: &str) -> Option<Arc<Pending>> {
+        if token.len() < MIN_TOKEN_LEN {
+            return None;
+        }
+        self.lock_pending()
+            .values()
+            .find(|p| p.is_open() && constant_time_eq(p.fwd.password.as_bytes(), token.as_bytes()))
+            .cloned()
+    }
+
+    /// Is `peer` refused for too many recent authentication failures?
+    pub fn is_blocked(&self, peer: SocketAddr) -> bool {
+        self.limiter.is_blocked(peer.ip(), Instant::now())
+    }
+
+    /// Counts a failed authentication by `peer` (a bad or used token).
+    pub fn record_auth_failure(&self, peer: SocketAddr) {
+        inc(&self.metrics.auth_failures);
+        self.limiter.record_failure(peer.ip(), Instant::now());
+    }
+
     /// Serves one viewer connection against `pending`.
     pub async fn serve_viewer(
         self: Arc<Self>,
         pending: Arc<Pending>,
         viewer: Viewer,
         peer: SocketAddr,
+        auth: ViewerAuth,
     ) {
         let transport = viewer.transport();
         tokio::select! {
             () = self.token.cancelled() => {}
-            () = self.serve_viewer_inner(&pending, viewer, peer) => {}
+            () = self.serve_viewer_inner(&pending, viewer, peer, auth) => {}
         }
         debug!(port = pending.port, %peer, transport, "viewer connection closed");
     }
 
-    async fn serve_viewer_inner(&self, pending: &Pending, mut viewer: Viewer, peer: SocketAddr) {
+    async fn serve_viewer_inner(
+        &self,
+        pending: &Pending,
+        mut viewer: Viewer,
+        peer: SocketAddr,
+        auth: ViewerAuth,
+    ) {
         let hs_timeout = self.config.handshake_timeout;
         let port = pending.port;
         let transport = viewer.transport();
@@ -334,8 +373,12 @@ impl Shared {
             return;
         }
 
-        // 1. The viewer authenticates with the one-time password.
-        let mut hs = ServerHandshake::new(rand::random());
+        // 1. The viewer authenticates with the one-time password (or
+        // already did, with the token in its WebSocket URL).
+        let mut hs = match auth {
+            ViewerAuth::Password => ServerHandshake::new(rand::random()),
+            ViewerAuth::Token => ServerHandshake::without_authentication(),
+        };
         let viewer_rest =
             match tokio::time::timeout(hs_timeout, rfb::drive(&mut hs, &mut viewer)).await {
                 Ok(Ok(rest)) => rest,
@@ -348,11 +391,19 @@ impl Shared {
                     return;
                 }
             };
-        let (Some(version), Some(response)) = (hs.version(), hs.response()) else {
+        let Some(version) = hs.version() else {
             return;
         };
-        let reply = |r: Result<(), &str>| rfb::encode_security_result(version, r);
-        if !rfb::verify_vnc_auth(pending.fwd.password.as_bytes(), hs.challenge(), &response) {
+        let security = hs.security_type();
+        let reply = |r: Result<(), &str>| rfb::encode_security_result_for(version, security, r);
+        let password_ok = match (auth, hs.response()) {
+            (ViewerAuth::Token, _) => true,
+            (ViewerAuth::Password, Some(response)) => {
+                rfb::verify_vnc_auth(pending.fwd.password.as_bytes(), hs.challenge(), &response)
+            }
+            (ViewerAuth::Password, None) => return,
+        };
+        if !password_ok {
             inc(&self.metrics.auth_failures);
             self.limiter.record_failure(peer.ip(), Instant::now());
             // Counted against the address, not the forwarding: a third
@@ -422,9 +473,7 @@ impl Shared {
             }
         };
         if tokio::time::timeout(hs_timeout, async {
-            viewer
-                .write_all(&rfb::encode_security_result(version, Ok(())))
-                .await?;
+            viewer.write_all(&reply(Ok(()))).await?;
             viewer.write_all(&backend_rest).await?;
             viewer.flush().await?;
             backend.write_all(&viewer_rest).await
@@ -486,6 +535,23 @@ impl Shared {
 /// Writes `msg` unless the viewer is gone or stalls past `limit`.
 async fn send_best_effort(viewer: &mut Viewer, limit: Duration, msg: Vec<u8>) {
     let _ = tokio::time::timeout(limit, viewer.write_all(&msg)).await;
+}
+
+/// Shortest one-time password that may serve as a browser console's token.
+pub(crate) const MIN_TOKEN_LEN: usize = 12;
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// How a viewer proves it may use a forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ViewerAuth {
+    /// RFB VNC authentication with the one-time password.
+    Password,
+    /// The one-time token in the WebSocket URL was checked before the
+    /// upgrade; the RFB handshake offers security type None.
+    Token,
 }
 
 /// A viewer's transport.
@@ -572,7 +638,7 @@ async fn forwarding_task(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    shared.tracker.spawn(shared.clone().serve_viewer(pending.clone(), Viewer::Tcp(stream), peer));
+                    shared.tracker.spawn(shared.clone().serve_viewer(pending.clone(), Viewer::Tcp(stream), peer, ViewerAuth::Password));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.

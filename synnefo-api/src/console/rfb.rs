@@ -2,7 +2,8 @@
 //! state machines plus thin async drivers.
 //!
 //! The proxy plays both roles: [`ServerHandshake`] faces the user's viewer
-//! (offering only VNC authentication, so the one-time password is checked),
+//! (offering only VNC authentication, so the one-time password is checked;
+//! or only None, for a browser that already presented its one-time token),
 //! [`ClientHandshake`] faces the backend VNC server (security type None, or
 //! VNC authentication with the backend password). Each machine is fed the
 //! bytes received so far and answers how many it consumed, what to send and
@@ -129,6 +130,20 @@ pub fn verify_vnc_auth(
         == 0
 }
 
+/// The SecurityResult a viewer expects after `security`, if any: VNC
+/// authentication always gets one, None only in 3.8 (RFC 6143 7.1.3). Empty
+/// when the protocol has no place for it (a failure then just closes).
+pub fn encode_security_result_for(
+    version: RfbVersion,
+    security: u8,
+    result: Result<(), &str>,
+) -> Vec<u8> {
+    if security == SECURITY_NONE && version != RfbVersion::V3_8 {
+        return Vec::new();
+    }
+    encode_security_result(version, result)
+}
+
 /// SecurityResult message: OK, or failed with a reason (sent in 3.8 only).
 pub fn encode_security_result(version: RfbVersion, result: Result<(), &str>) -> Vec<u8> {
     match result {
@@ -234,13 +249,16 @@ enum ServerState {
 }
 
 /// The server side of the handshake, up to the viewer's VNC authentication
-/// response. Offers only VNC authentication. When [`Handshake::advance`]
-/// reports `finished`, check [`ServerHandshake::response`] against the
-/// password and send [`encode_security_result`]; or, for a machine made by
+/// response. Offers only VNC authentication (or, made by
+/// [`ServerHandshake::without_authentication`], only None). When
+/// [`Handshake::advance`] reports `finished`, check
+/// [`ServerHandshake::response`] against the password and send
+/// [`encode_security_result_for`]; or, for a machine made by
 /// [`ServerHandshake::rejecting`], close the connection.
 #[derive(Debug, Clone)]
 pub struct ServerHandshake {
     state: ServerState,
+    security: u8,
     challenge: [u8; CHALLENGE_LEN],
     version: Option<RfbVersion>,
     reject: Option<String>,
@@ -252,6 +270,7 @@ impl ServerHandshake {
     pub fn new(challenge: [u8; CHALLENGE_LEN]) -> Self {
         Self {
             state: ServerState::Start,
+            security: SECURITY_VNC_AUTH,
             challenge,
             version: None,
             reject: None,
@@ -268,9 +287,25 @@ impl ServerHandshake {
         }
     }
 
+    /// A handshake that offers only security type None: for a viewer that
+    /// already proved who it is another way (a browser's one-time token).
+    /// Finishes when the viewer has chosen None (3.7, 3.8) or right after
+    /// the version (3.3); [`ServerHandshake::response`] stays `None`.
+    pub fn without_authentication() -> Self {
+        Self {
+            security: SECURITY_NONE,
+            ..Self::new([0; CHALLENGE_LEN])
+        }
+    }
+
     /// The negotiated version, once the viewer has sent its own.
     pub fn version(&self) -> Option<RfbVersion> {
         self.version
+    }
+
+    /// The security type offered: [`SECURITY_VNC_AUTH`] or [`SECURITY_NONE`].
+    pub fn security_type(&self) -> u8 {
+        self.security
     }
 
     /// The challenge sent to the viewer.
@@ -306,23 +341,32 @@ impl Handshake for ServerHandshake {
                         out.extend(encode_failure_before_security(v, reason));
                         self.state = ServerState::Done;
                     } else if v == RfbVersion::V3_3 {
-                        out.extend_from_slice(&u32::from(SECURITY_VNC_AUTH).to_be_bytes());
-                        out.extend_from_slice(&self.challenge);
-                        self.state = ServerState::AwaitResponse;
+                        out.extend_from_slice(&u32::from(self.security).to_be_bytes());
+                        if self.security == SECURITY_VNC_AUTH {
+                            out.extend_from_slice(&self.challenge);
+                            self.state = ServerState::AwaitResponse;
+                        } else {
+                            self.state = ServerState::Done;
+                        }
                     } else {
-                        out.extend_from_slice(&[1, SECURITY_VNC_AUTH]);
+                        out.extend_from_slice(&[1, self.security]);
                         self.state = ServerState::AwaitChoice;
                     }
                 }
                 ServerState::AwaitChoice => {
                     let Some(t) = c.u8() else { break };
-                    if t != SECURITY_VNC_AUTH {
+                    if t != self.security {
                         return Err(ConsoleError::protocol(format!(
-                            "viewer chose security type {t}; only VNC authentication (2) was offered"
+                            "viewer chose security type {t}; only {} was offered",
+                            self.security
                         )));
                     }
-                    out.extend_from_slice(&self.challenge);
-                    self.state = ServerState::AwaitResponse;
+                    if self.security == SECURITY_VNC_AUTH {
+                        out.extend_from_slice(&self.challenge);
+                        self.state = ServerState::AwaitResponse;
+                    } else {
+                        self.state = ServerState::Done;
+                    }
                 }
                 ServerState::AwaitResponse => {
                     let Some(r) = c.array16() else { break };
@@ -817,6 +861,55 @@ mod tests {
         let mut s = ServerHandshake::new([0; 16]);
         s.advance(&[]).unwrap();
         assert!(s.advance(b"GET / HTTP/1.1\r\n").is_err());
+    }
+
+    #[test]
+    fn server_without_authentication_offers_only_none() {
+        // 3.8: list [None], choice, then the caller sends SecurityResult.
+        let mut s = ServerHandshake::without_authentication();
+        assert_eq!(s.advance(&[]).unwrap().output, b"RFB 003.008\n");
+        let p = s.advance(b"RFB 003.008\n").unwrap();
+        assert_eq!(p.output, vec![1, SECURITY_NONE]);
+        assert!(!p.finished);
+        let p = s.advance(&[SECURITY_NONE, 1]).unwrap();
+        assert!(p.finished);
+        assert_eq!(p.consumed, 1, "ClientInit belongs to the relayed stream");
+        assert_eq!(s.response(), None);
+        assert_eq!(s.security_type(), SECURITY_NONE);
+        assert_eq!(
+            encode_security_result_for(RfbVersion::V3_8, SECURITY_NONE, Ok(())),
+            vec![0, 0, 0, 0]
+        );
+        // 3.7: no SecurityResult for None.
+        let mut s = ServerHandshake::without_authentication();
+        s.advance(&[]).unwrap();
+        s.advance(b"RFB 003.007\n").unwrap();
+        assert!(s.advance(&[SECURITY_NONE]).unwrap().finished);
+        assert!(encode_security_result_for(RfbVersion::V3_7, SECURITY_NONE, Ok(())).is_empty());
+        assert!(encode_security_result_for(RfbVersion::V3_7, SECURITY_NONE, Err("x")).is_empty());
+        assert_eq!(
+            encode_security_result_for(RfbVersion::V3_7, SECURITY_VNC_AUTH, Err("x")),
+            vec![0, 0, 0, 1]
+        );
+        // 3.3: the server decides None; done right after the version.
+        let mut s = ServerHandshake::without_authentication();
+        s.advance(&[]).unwrap();
+        let p = s.advance(b"RFB 003.003\n").unwrap();
+        assert_eq!(p.output, vec![0, 0, 0, SECURITY_NONE]);
+        assert!(p.finished);
+        // Choosing VNC authentication when only None was offered fails.
+        let mut s = ServerHandshake::without_authentication();
+        s.advance(&[]).unwrap();
+        s.advance(b"RFB 003.008\n").unwrap();
+        assert!(s.advance(&[SECURITY_VNC_AUTH]).is_err());
+        // And the library's client (None, 3.8) gets through it.
+        let mut s = ServerHandshake::without_authentication();
+        let mut c = ClientHandshake::new(None);
+        let p = c.advance(&s.advance(&[]).unwrap().output).unwrap();
+        let p = c.advance(&s.advance(&p.output).unwrap().output).unwrap();
+        assert!(s.advance(&p.output).unwrap().finished);
+        assert!(c.advance(&[0, 0, 0, 0]).unwrap().finished);
+        assert_eq!(c.security_type(), Some(SECURITY_NONE));
     }
 
     #[test]

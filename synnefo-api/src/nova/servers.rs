@@ -820,9 +820,7 @@ pub async fn delete(
 
 fn console_url(app: &Shared, kind: &str, c: &ConsoleAccess) -> String {
     match (kind, &app.config.novnc_url) {
-        ("novnc", Some(base)) => {
-            format!("{base}?path=%3Ftoken%3D{}&password={}", c.port, c.password)
-        }
+        ("novnc", Some(page)) => crate::consoles::novnc_console_url(page, &c.password),
         _ => format!("vnc://{}:{}", c.host, c.port),
     }
 }

@@ -30,7 +30,8 @@ use synnefo_core::store::SeaStore;
 use synnefo_ganeti::backend::RapiBackend;
 use synnefo_ganeti_master::eventd::{Eventd, EventdConfig};
 use synnefo_ganeti_sim::{
-    NewSimInstance, SimConfig, SimHandle, SimLatency, SimNetworkConfig, SimNodeConfig, Simulator,
+    NewSimInstance, SimConfig, SimHandle, SimLatency, SimNetworkConfig, SimNodeConfig,
+    SimVncConfig, Simulator,
 };
 use tokio::task::JoinSet;
 
@@ -60,6 +61,12 @@ pub struct Args {
     /// Password of the demo user (default: generated on the first run and kept in DATA_DIR/demo-password)
     #[arg(long, env = "SYNNEFO_UP_DEMO_PASSWORD", hide_env_values = true)]
     pub demo_password: Option<String>,
+    /// Browser consoles: where the noVNC page and its WebSocket listen (default: the API's address, port 6080, or a free port if that is taken; port 0 picks a free one)
+    #[arg(long, value_name = "ADDR")]
+    pub console_listen: Option<SocketAddr>,
+    /// First VNC port of the simulated instances (cluster N uses BASE + (N-1)*1000 onwards)
+    #[arg(long, default_value_t = 12000, value_name = "PORT")]
+    pub vnc_port_base: u16,
 }
 
 const DEMO_USER: &str = "demo";
@@ -90,7 +97,11 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     for i in 1..=args.clusters {
         let name = format!("cluster{i}");
         let in_use = addresses_in_use(store.as_ref(), &name).await?;
-        let sim = start_cluster(&data_dir, &name, i, args.job_latency_ms, in_use).await?;
+        let vnc_base = args
+            .vnc_port_base
+            .checked_add(u16::from(i - 1) * 1000)
+            .context("--vnc-port-base too high for this many clusters")?;
+        let sim = start_cluster(&data_dir, &name, i, vnc_base, args.job_latency_ms, in_use).await?;
         let backend = store
             .upsert_backend(&name, &sim.addr().ip().to_string(), sim.addr().port())
             .await
@@ -102,6 +113,8 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             &settings.backend_prefix_id,
         )
         .await?;
+        // Every running instance's console shows a (generated) screen.
+        sim.serve_vnc(SimVncConfig::default());
         clients.push((backend.id, sim.client()?));
         sims.push((name, Arc::new(sim)));
     }
@@ -144,29 +157,66 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         tasks.spawn(async move { dispatcher.run(t).await.map(|_| ()).context("dispatcher") });
     }
 
-    // WEBSERVER: console proxy + API
+    // WEBSERVER: console proxy (with the browser console: noVNC page and
+    // WebSocket) + API
+    let console_listen = args.console_listen.unwrap_or_else(|| {
+        // The default port may be taken (another `synnefo up`, a noVNC
+        // proxy): the URL comes from the API anyway, so any port will do.
+        let default = SocketAddr::new(args.listen.ip(), 6080);
+        match std::net::TcpListener::bind(default) {
+            Ok(_) => default,
+            Err(e) => {
+                tracing::warn!(%default, error = %e, "browser consoles: default port unavailable, using a free one");
+                SocketAddr::new(args.listen.ip(), 0)
+            }
+        }
+    });
     let proxy_config = crate::cmd::vncauthproxy::with_limits(
         ProxyConfig {
             ctrl_socket: Some(data_dir.join("vncauthproxy.sock")),
             listen_address: args.listen.ip(),
             port_min: settings.vncauthproxy.port_min,
             port_max: settings.vncauthproxy.port_max,
+            websocket_enabled: true,
+            websocket_listen: console_listen,
+            websocket_handshake_timeout: Duration::from_secs(
+                settings.vncauthproxy.websocket_handshake_timeout_secs,
+            ),
+            websocket_max_message: settings.vncauthproxy.websocket_max_message_bytes,
+            websocket_max_connections: settings.vncauthproxy.websocket_max_connections,
             ..ProxyConfig::default()
         },
         &settings.limits,
     );
     let proxy = VncAuthProxy::start(proxy_config, token.clone())
         .await
-        .context("starting vncauthproxy")?;
-    let state = ApiState::new(
-        store.clone(),
-        ganeti.clone(),
-        ApiConfig::from_settings(&settings),
-    )
-    .with_console(Arc::new(synnefo_api::consoles::InProcessForwarder {
-        handle: proxy.clone(),
-        public_host: args.listen.ip().to_string(),
-    }));
+        .with_context(|| {
+            format!(
+                "starting vncauthproxy (browser consoles on {console_listen}; see --console-listen)"
+            )
+        })?;
+    let mut api_config = ApiConfig::from_settings(&settings);
+    // The page's URL as the browser reaches it: the bound port (0 picks
+    // one), on the API's host when the console listens on all addresses.
+    let console_page = proxy.websocket_addr().map(|addr| {
+        let host = if addr.ip().is_unspecified() {
+            args.listen.ip()
+        } else {
+            addr.ip()
+        };
+        format!(
+            "http://{}{}",
+            SocketAddr::new(host, addr.port()),
+            synnefo_api::console::CONSOLE_PAGE
+        )
+    });
+    api_config.novnc_url = console_page.clone();
+    let state = ApiState::new(store.clone(), ganeti.clone(), api_config).with_console(Arc::new(
+        synnefo_api::consoles::InProcessForwarder {
+            handle: proxy.clone(),
+            public_host: args.listen.ip().to_string(),
+        },
+    ));
     let app = synnefo_api::router(state);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -215,7 +265,14 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     }
 
     let clouds = write_clouds_yaml(&data_dir, &settings, &password)?;
-    print_banner(&args, &settings, &clouds, &password, &sims);
+    print_banner(
+        &args,
+        &settings,
+        &clouds,
+        &password,
+        &sims,
+        console_page.as_deref(),
+    );
 
     // Run until Ctrl-C/SIGTERM, or until a service fails.
     let mut status = ExitCode::SUCCESS;
@@ -321,6 +378,7 @@ async fn start_cluster(
     data_dir: &Path,
     name: &str,
     index: u8,
+    vnc_port_base: u16,
     latency_ms: u64,
     in_use: Vec<String>,
 ) -> anyhow::Result<SimHandle> {
@@ -335,7 +393,7 @@ async fn start_cluster(
                 ..SimNodeConfig::default()
             })
             .collect(),
-        vnc_port_base: 11000 + u16::from(index) * 1000,
+        vnc_port_base,
         latency: SimLatency::uniform(Duration::from_millis(latency_ms)),
         archive_after_ms: Some(60_000),
         networks: vec![public_network(index, in_use)],
@@ -578,6 +636,7 @@ fn print_banner(
     clouds: &Path,
     password: &str,
     sims: &[(String, Arc<SimHandle>)],
+    console_page: Option<&str>,
 ) {
     let url = &settings.api.public_url;
     println!();
@@ -596,6 +655,9 @@ fn print_banner(
             sim.url(),
             sim.queue_dir().display()
         );
+    }
+    if let Some(page) = console_page {
+        println!("  Consoles      {page} (noVNC; `openstack console url show --novnc SERVER`)");
     }
     println!("  Data          {}", args.data_dir.display());
     println!();

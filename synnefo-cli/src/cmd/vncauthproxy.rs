@@ -49,6 +49,9 @@ pub fn proxy_config(s: &VncAuthProxySettings) -> Result<ProxyConfig, ConfigError
             .then(|| s.backend_password.expose().to_string()),
         websocket_enabled: s.websocket,
         websocket_listen: ws,
+        websocket_handshake_timeout: Duration::from_secs(s.websocket_handshake_timeout_secs),
+        websocket_max_message: s.websocket_max_message_bytes,
+        websocket_max_connections: s.websocket_max_connections,
         ..ProxyConfig::default()
     })
 }

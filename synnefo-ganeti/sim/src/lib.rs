@@ -50,6 +50,7 @@ mod policy;
 mod queue;
 mod server;
 mod views;
+mod vnc;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,7 @@ pub use config::{
 pub use error::SimError;
 pub use jobs::FailureRule;
 pub use model::{NewSimInstance, SimDisk, SimInstance, SimNic};
+pub use vnc::{BACKGROUND, FB_HEIGHT, FB_WIDTH, FOREGROUND, SimVncConfig, render_console};
 
 use model::SimState;
 use queue::QueueFiles;
