@@ -151,6 +151,7 @@ impl World {
                 expected_version: vm.version,
                 state,
                 nics: None,
+                resize: None,
             })
             .await
             .unwrap()
@@ -223,6 +224,7 @@ impl World {
                 expected_version: current.version,
                 state,
                 nics: None,
+                resize: None,
             })
             .await
             .unwrap();

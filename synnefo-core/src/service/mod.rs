@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use crate::error::{ServiceError, StoreError};
 use crate::ids::VmId;
 use crate::messages::Notification;
-use crate::model::{Nic, Vm};
+use crate::model::{BeParams, Nic, Vm};
 use crate::ports::{VmStateUpdate, VmStore};
 use crate::state::{Ignored, Transition, VmState, apply_op_status};
 
@@ -32,6 +32,9 @@ pub struct VmChange {
     pub state: VmState,
     /// Replace the NICs with these, if given.
     pub nics: Option<Vec<Nic>>,
+    /// New backend parameters to take the flavor from (see
+    /// [`VmStateUpdate::resize`]).
+    pub resize: Option<BeParams>,
 }
 
 /// Loads a VM, computes a change with `f`, and writes it with optimistic
@@ -55,6 +58,7 @@ where
             expected_version: vm.version,
             state: change.state,
             nics: change.nics,
+            resize: change.resize,
         };
         match store.update_vm_state(&update).await {
             Ok(stored) => return Ok(Some(stored)),
@@ -80,7 +84,12 @@ pub enum ApplyOutcome {
 pub fn change_for(vm: &Vm, state: &VmState, n: &Notification) -> Option<VmChange> {
     let _ = vm;
     match n {
-        Notification::OpStatus { event, nics, .. } => match apply_op_status(state, event) {
+        Notification::OpStatus {
+            event,
+            nics,
+            beparams,
+            ..
+        } => match apply_op_status(state, event) {
             Transition::Applied(next) => {
                 // A server that is gone has no NICs (Synnefo deletes them
                 // when the removal succeeds, or fails because Ganeti no
@@ -97,7 +106,15 @@ pub fn change_for(vm: &Vm, state: &VmState, n: &Notification) -> Option<VmChange
                 } else {
                     None
                 };
-                Some(VmChange { state: next, nics })
+                // Synnefo's dispatcher takes the new flavor from a resize's
+                // parameters; only from an event the state machine applied,
+                // so a stale one never undoes a later resize.
+                let resize = beparams.filter(|_| event.status == crate::state::JobStatus::Success);
+                Some(VmChange {
+                    state: next,
+                    nics,
+                    resize,
+                })
             }
             Transition::Ignored(_) => None,
         },
@@ -109,6 +126,7 @@ pub fn change_for(vm: &Vm, state: &VmState, n: &Notification) -> Option<VmChange
         Notification::NetStatus { nics, .. } => Some(VmChange {
             state: state.clone(),
             nics: Some(nics.clone()),
+            resize: None,
         }),
     }
 }
@@ -148,7 +166,7 @@ pub async fn apply_notifications<S: VmStore + ?Sized>(
     let mut results: Vec<Option<Result<ApplyOutcome, ServiceError>>> =
         Vec::with_capacity(batch.len());
     // Per VM: the folded state, NICs to store, and the batch indexes it covers.
-    type Pending = (VmState, Option<Vec<Nic>>, Vec<usize>);
+    type Pending = (VmState, Option<Vec<Nic>>, Option<BeParams>, Vec<usize>);
     let mut pending: HashMap<VmId, Pending> = HashMap::new();
     for (i, n) in batch.iter().enumerate() {
         let Some(vm) = vms.get(&n.vm()) else {
@@ -163,12 +181,16 @@ pub async fn apply_notifications<S: VmStore + ?Sized>(
             Some(change) => {
                 let entry = pending
                     .entry(vm.id)
-                    .or_insert_with(|| (vm.state.clone(), None, Vec::new()));
+                    .or_insert_with(|| (vm.state.clone(), None, None, Vec::new()));
                 entry.0 = change.state;
                 if change.nics.is_some() {
                     entry.1 = change.nics;
                 }
-                entry.2.push(i);
+                if let Some(later) = change.resize {
+                    // two resizes of one VM in a batch: Ganeti holds both
+                    entry.2 = Some(entry.2.map_or(later, |earlier| earlier.then(later)));
+                }
+                entry.3.push(i);
                 results.push(None);
             }
             None => results.push(Some(Ok(ApplyOutcome::Ignored(Ignored::Stale)))),
@@ -180,12 +202,13 @@ pub async fn apply_notifications<S: VmStore + ?Sized>(
     let updates: Vec<VmStateUpdate> = order
         .iter()
         .map(|id| {
-            let (state, nics, _) = &pending[id];
+            let (state, nics, resize, _) = &pending[id];
             VmStateUpdate {
                 id: *id,
                 expected_version: vms[id].version,
                 state: state.clone(),
                 nics: nics.clone(),
+                resize: *resize,
             }
         })
         .collect();
@@ -196,7 +219,7 @@ pub async fn apply_notifications<S: VmStore + ?Sized>(
     };
 
     for (id, outcome) in order.iter().zip(written) {
-        let members = &pending[id].2;
+        let members = &pending[id].3;
         match outcome {
             Ok(()) => {
                 for &i in members {

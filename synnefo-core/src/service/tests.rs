@@ -5,8 +5,8 @@ use crate::ports::MockVmStore;
 use crate::state::{JobStatus, OpCode, OpStatusEvent, OperState};
 use chrono::Utc;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 fn vm(id: i64, version: i64) -> Vm {
     Vm {
@@ -39,6 +39,7 @@ fn op(vm: i64, job: u64, opcode: OpCode, status: JobStatus) -> Notification {
             time_us: job as i64 * 100 + status.rank() as i64,
         },
         nics: None,
+        beparams: None,
     }
 }
 
@@ -210,4 +211,94 @@ fn a_removed_server_loses_its_nics_and_a_late_report_does_not_restore_them() {
     )
     .expect("recorded");
     assert_eq!(failed.nics, None);
+}
+
+fn resize(vm: i64, job: u64, vcpus: Option<i32>, ram_mib: Option<i32>) -> Notification {
+    match op(vm, job, OpCode::InstanceSetParams, JobStatus::Success) {
+        Notification::OpStatus {
+            vm, event, nics, ..
+        } => Notification::OpStatus {
+            vm,
+            event,
+            nics,
+            beparams: Some(BeParams { vcpus, ram_mib }),
+        },
+        other => other,
+    }
+}
+
+/// Issue 17 item 3: a resize Ganeti reports carries its parameters to the
+/// store (which takes the flavor from them) only from an event the state
+/// machine applies: a stale or duplicate one never undoes a later resize.
+#[test]
+fn a_reported_resize_reaches_the_store_only_from_an_applied_event() {
+    let v = vm(1, 1);
+    let created = change_for(
+        &v,
+        &v.state,
+        &op(1, 1, OpCode::InstanceCreate, JobStatus::Success),
+    )
+    .expect("create applies")
+    .state;
+    let first = change_for(&v, &created, &resize(1, 5, Some(4), None)).expect("applies");
+    assert_eq!(
+        first.resize,
+        Some(BeParams {
+            vcpus: Some(4),
+            ram_mib: None
+        })
+    );
+    let second = change_for(&v, &first.state, &resize(1, 6, None, Some(4096))).expect("applies");
+    // the older resize, delivered again after the newer one: nothing
+    assert!(change_for(&v, &second.state, &resize(1, 5, Some(4), None)).is_none());
+    assert!(change_for(&v, &second.state, &resize(1, 6, None, Some(4096))).is_none());
+    // other ops carry no resize
+    let stopped = change_for(
+        &v,
+        &second.state,
+        &op(1, 7, OpCode::InstanceShutdown, JobStatus::Success),
+    )
+    .expect("applies");
+    assert_eq!(stopped.resize, None);
+}
+
+/// Two resizes of one VM in one batch reach the store as what Ganeti
+/// holds after both.
+#[tokio::test]
+async fn a_batch_folds_two_resizes_of_one_vm() {
+    let mut store = MockVmStore::new();
+    let mut v = vm(1, 1);
+    v.state = match apply_op_status(
+        &v.state,
+        match &op(1, 1, OpCode::InstanceCreate, JobStatus::Success) {
+            Notification::OpStatus { event, .. } => event,
+            _ => unreachable!(),
+        },
+    ) {
+        crate::state::Transition::Applied(s) => s,
+        other => panic!("{other:?}"),
+    };
+    let loaded = v.clone();
+    store
+        .expect_vms()
+        .returning(move |_| Ok(vec![loaded.clone()]));
+    let written = Arc::new(Mutex::new(Vec::new()));
+    let w = written.clone();
+    store.expect_update_vm_states().returning(move |ups| {
+        w.lock().unwrap().extend(ups.iter().map(|u| u.resize));
+        Ok(ups.iter().map(|_| Ok(())).collect())
+    });
+    let batch = [resize(1, 5, Some(4), None), resize(1, 6, None, Some(4096))];
+    let out = apply_notifications(&store, &batch).await.unwrap();
+    assert!(
+        out.iter().all(|r| matches!(r, Ok(ApplyOutcome::Applied))),
+        "{out:?}"
+    );
+    assert_eq!(
+        *written.lock().unwrap(),
+        vec![Some(BeParams {
+            vcpus: Some(4),
+            ram_mib: Some(4096)
+        })]
+    );
 }

@@ -153,6 +153,7 @@ impl World {
                 expected_version: vm.version,
                 state,
                 nics: Some(vec![nic(vm.id.0, &format!("10.0.0.{}", vm.id.0))]),
+                resize: None,
             })
             .await
             .unwrap()
