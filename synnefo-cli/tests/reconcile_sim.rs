@@ -143,6 +143,7 @@ impl World {
             job: None,
             last_event: None,
             state_event: None,
+            nics_time_us: None,
         };
         edit(&mut state);
         self.store

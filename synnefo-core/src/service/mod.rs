@@ -90,7 +90,7 @@ pub fn change_for(vm: &Vm, state: &VmState, n: &Notification) -> Option<VmChange
             beparams,
             ..
         } => match apply_op_status(state, event) {
-            Transition::Applied(next) => {
+            Transition::Applied(mut next) => {
                 // A server that is gone has no NICs (Synnefo deletes them
                 // when the removal succeeds, or fails because Ganeti no
                 // longer has the instance).
@@ -98,11 +98,19 @@ pub fn change_for(vm: &Vm, state: &VmState, n: &Notification) -> Option<VmChange
                     && state.operstate != crate::state::OperState::Destroyed
                 {
                     Some(Vec::new())
-                } else if event.status == crate::state::JobStatus::Success {
+                } else if event.status == crate::state::JobStatus::Success
+                    && let Some(reported) = nics
+                {
                     // NICs reported with a successful op are the instance's
-                    // NICs after that op; only take them from an event we
-                    // applied.
-                    nics.clone()
+                    // NICs after that op; only from an event we applied, and
+                    // only if no later NIC report is on record.
+                    match crate::state::apply_nic_report(&next, Some(event.time_us)) {
+                        Some(with_time) => {
+                            next = with_time;
+                            Some(reported.clone())
+                        }
+                        None => None,
+                    }
                 } else {
                     None
                 };
@@ -118,16 +126,16 @@ pub fn change_for(vm: &Vm, state: &VmState, n: &Notification) -> Option<VmChange
             }
             Transition::Ignored(_) => None,
         },
-        // A hook's NIC report never brings NICs back to a removed server
-        // (it may arrive after the removal's op-status).
-        Notification::NetStatus { .. } if state.operstate == crate::state::OperState::Destroyed => {
-            None
+        // A hook's NIC report takes effect in event-time order, and never
+        // brings NICs back to a removed server (it may arrive after the
+        // removal's op-status).
+        Notification::NetStatus { nics, time_us, .. } => {
+            crate::state::apply_nic_report(state, *time_us).map(|next| VmChange {
+                state: next,
+                nics: Some(nics.clone()),
+                resize: None,
+            })
         }
-        Notification::NetStatus { nics, .. } => Some(VmChange {
-            state: state.clone(),
-            nics: Some(nics.clone()),
-            resize: None,
-        }),
     }
 }
 

@@ -302,3 +302,101 @@ async fn a_batch_folds_two_resizes_of_one_vm() {
         })]
     );
 }
+
+fn net_report(time_us: i64, ip: &str) -> Notification {
+    Notification::NetStatus {
+        vm: VmId(1),
+        nics: vec![nic(ip)],
+        time_us: Some(time_us),
+    }
+}
+
+/// Issue 17 item 3: NIC reports (the hook's, and those a successful op
+/// carries) take effect in event-time order, as Synnefo's `backendtime`
+/// check has it: an older one arriving late changes nothing.
+#[test]
+fn nic_reports_apply_in_event_time_order() {
+    let v = vm(1, 1);
+    let mut state = change_for(
+        &v,
+        &v.state,
+        &op(1, 1, OpCode::InstanceCreate, JobStatus::Success),
+    )
+    .expect("create applies")
+    .state;
+    let newer = change_for(&v, &state, &net_report(1_000, "192.0.2.2")).expect("applies");
+    assert_eq!(newer.nics.as_deref(), Some(&[nic("192.0.2.2")][..]));
+    state = newer.state;
+    assert!(
+        change_for(&v, &state, &net_report(900, "192.0.2.1")).is_none(),
+        "older"
+    );
+    assert!(
+        change_for(&v, &state, &net_report(1_000, "192.0.2.2")).is_none(),
+        "same"
+    );
+    // a successful op older than the report on record: its state applies,
+    // its NICs do not
+    let mut reboot = op(1, 2, OpCode::InstanceReboot, JobStatus::Success);
+    if let Notification::OpStatus { event, nics, .. } = &mut reboot {
+        event.time_us = 950;
+        *nics = Some(vec![nic("192.0.2.9")]);
+    }
+    let c = change_for(&v, &state, &reboot).expect("the reboot applies");
+    assert_eq!(c.nics, None);
+    // one newer than it: both apply
+    if let Notification::OpStatus { event, .. } = &mut reboot {
+        event.job_id = JobId(3);
+        event.time_us = 1_100;
+    }
+    let c = change_for(&v, &state, &reboot).expect("applies");
+    assert_eq!(c.nics.as_deref(), Some(&[nic("192.0.2.9")][..]));
+    assert_eq!(c.state.nics_time_us, Some(1_100));
+    // a report without a time (an old hook) cannot be ordered: taken
+    let untimed = Notification::NetStatus {
+        vm: VmId(1),
+        nics: vec![nic("192.0.2.7")],
+        time_us: None,
+    };
+    let c = change_for(&v, &c.state, &untimed).expect("taken");
+    assert_eq!(c.state.nics_time_us, Some(1_100), "the guard stays");
+}
+
+proptest::proptest! {
+    /// Any arrival order of NIC reports with distinct times, with
+    /// duplicates, leaves the newest report's NICs.
+    #[test]
+    fn any_order_of_nic_reports_leaves_the_newest(
+        times in proptest::collection::btree_set(1i64..1_000_000, 1..10),
+        seed in proptest::prelude::any::<u64>(),
+        dups in 0usize..5,
+    ) {
+        let v = vm(1, 1);
+        let times: Vec<i64> = times.into_iter().collect();
+        let mut reports: Vec<(i64, String)> = times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (*t, format!("192.0.2.{}", i + 1)))
+            .collect();
+        for d in 0..dups {
+            reports.push(reports[d % times.len()].clone());
+        }
+        let mut x = seed | 1;
+        for i in (1..reports.len()).rev() {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let j = (x >> 33) as usize % (i + 1);
+            reports.swap(i, j);
+        }
+        let mut state = v.state.clone();
+        let mut nics = None;
+        for (t, ip) in &reports {
+            if let Some(c) = change_for(&v, &state, &net_report(*t, ip)) {
+                state = c.state;
+                nics = c.nics;
+            }
+        }
+        let newest = times.len();
+        proptest::prop_assert_eq!(nics, Some(vec![nic(&format!("192.0.2.{newest}"))]));
+        proptest::prop_assert_eq!(state.nics_time_us, times.last().copied());
+    }
+}

@@ -384,7 +384,7 @@ struct Winner<'a> {
     from_version: i64,
     /// The version after this batch.
     to_version: i64,
-    values: [Value; 17],
+    values: [Value; 19],
     nics: Option<&'a [Nic]>,
     /// Resizes of this VM's updates in the batch, applied in input order.
     resizes: Vec<BeParams>,

@@ -25,6 +25,15 @@ pub(crate) async fn state_updates(s: &SeaStore) {
     );
     let mut st = applied(&vm.state, &e1);
     st.suspended = true;
+    st.nics_time_us = Some(1_700_000_000_000_002);
+    // a failed job keeps its log line and Ganeti's typed error
+    let job = st.job.as_mut().expect("recorded");
+    job.status = JobStatus::Error;
+    job.error = synnefo_core::state::OpError::from_result(&serde_json::json!([
+        "OpExecError",
+        ["Could not allocate 'ą' ✓ disk", "insufficient_resources"]
+    ]));
+    assert!(job.error.is_some());
     st.action = Some(synnefo_core::state::PendingAction {
         action: Action::Reboot(RebootKind::Hard),
         job_id: Some(JobId(u64::from(u32::MAX) + 5)),

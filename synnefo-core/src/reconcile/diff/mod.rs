@@ -95,7 +95,7 @@ fn create_outcome(vm: &Vm, job: Option<&JobObservation>) -> (Option<JobId>, Opti
         }
     }
     if let Some(j) = recorded_create.filter(|j| j.status.is_terminal()) {
-        return (create_job, Some((j.status, j.log_msg.clone())), false);
+        return (create_job, Some((j.status, j.message())), false);
     }
     (create_job, None, vanished)
 }
