@@ -175,6 +175,7 @@ async fn seed(store: &Arc<SeaStore>) -> anyhow::Result<String> {
                     image_id: image.id.clone(),
                     backend_id: Some(backend.id),
                     metadata: BTreeMap::from([("role".to_string(), "web".to_string())]),
+                    request_id: None,
                 },
                 Quota::default(),
             )

@@ -168,6 +168,7 @@ async fn create_vms(store: &SeaStore, n: usize) -> Result<Vec<VmId>> {
                     image_id: "img".into(),
                     backend_id: None,
                     metadata: BTreeMap::new(),
+                    request_id: None,
                 };
                 ids.push(store.create_vm(&nv, Quota::default()).await?.id);
             }
@@ -372,6 +373,7 @@ async fn round(o: &Opts, r: usize, store: &SeaStore, vms: &[VmId]) -> Result<(f6
                     state: v.state,
                     nics: None,
                     resize: None,
+                    action_log: None,
                 })
                 .collect();
             let t = Instant::now();

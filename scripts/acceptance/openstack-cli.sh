@@ -5,8 +5,8 @@
 # Installs python-openstackclient from PyPI into a throwaway venv, starts
 # `synnefo up` on a free loopback port with a fresh data dir, and runs,
 # unmodified: flavor list, image list, server create --wait, server list,
-# server show, server stop, server start, server reboot, console url show,
-# server delete --wait; each output is checked. Prints "N passed, M failed"
+# server show, server stop, server start, server reboot, server event
+# list/show, console url show, server delete --wait; each output is checked. Prints "N passed, M failed"
 # and exits non-zero on any failure.
 #
 # Environment:
@@ -105,6 +105,12 @@ expect "server show" '^ACTIVE$' server show accept-vm -f value -c status || true
 if osc server stop accept-vm && wait_status accept-vm SHUTOFF; then pass "server stop"; else fail "server stop" "no SHUTOFF"; fi
 if osc server start accept-vm && wait_status accept-vm ACTIVE; then pass "server start"; else fail "server start" "no ACTIVE"; fi
 if osc server reboot --wait accept-vm && wait_status accept-vm ACTIVE; then pass "server reboot"; else fail "server reboot" "no ACTIVE after reboot"; fi
+
+# The server's request history (os-instance-actions), newest first.
+events=$(osc server event list accept-vm -f value -c Action 2>&1 | tr '\n' ' ')
+if [[ "$events" == "reboot start stop create " ]]; then pass "server event list"; else fail "server event list" "got: $events"; fi
+create_req=$(osc server event list accept-vm -f value -c "Request ID" 2>/dev/null | tail -n 1)
+expect "server event show" '^create$' server event show accept-vm "$create_req" -f value -c action || true
 
 expect "console url show" '^(http|vnc)://[^ ]+:[0-9]+' console url show accept-vm -f value -c url || true
 

@@ -100,14 +100,18 @@ pub fn token_header(parts: &Parts) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
-/// An authenticated caller (compute dialects).
+/// An authenticated caller (compute dialects), with the id of the request
+/// it made (for the instance-action history).
 #[derive(Debug, Clone)]
-pub struct Auth(pub Authenticated);
+pub struct Auth(pub Authenticated, pub Option<String>);
 
 impl Auth {
     /// The compute caller.
     pub fn caller(&self) -> Caller {
-        self.0.caller()
+        Caller {
+            request_id: self.1.clone(),
+            ..self.0.caller()
+        }
     }
 }
 
@@ -118,8 +122,12 @@ impl FromRequestParts<Shared> for Auth {
         let token =
             token_header(parts).ok_or_else(|| ApiError::unauthorized("Authentication required"))?;
         let digest = synnefo_core::service::identity::token_digest(token);
+        let request_id = parts
+            .extensions
+            .get::<crate::RequestId>()
+            .map(|r| r.0.clone());
         if let Some(auth) = app.token_cache.get(&digest) {
-            return Ok(Auth(auth));
+            return Ok(Auth(auth, request_id));
         }
         // Read before validating: a revocation that clears the cache while
         // this validation runs makes the `put` below a no-op.
@@ -135,7 +143,7 @@ impl FromRequestParts<Shared> for Auth {
                 other => other,
             })?;
         app.token_cache.put(digest, auth.clone(), epoch);
-        Ok(Auth(auth))
+        Ok(Auth(auth, request_id))
     }
 }
 

@@ -212,6 +212,7 @@ async fn pathological_name_regex_over_200_servers_answers_promptly() {
             image_id: IMAGE.into(),
             backend_id: None,
             metadata: Default::default(),
+            request_id: None,
         })
         .collect();
     c.store

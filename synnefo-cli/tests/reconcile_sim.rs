@@ -130,6 +130,7 @@ impl World {
                     image_id: "img".into(),
                     backend_id: Some(self.backend),
                     metadata: BTreeMap::new(),
+                    request_id: None,
                 },
                 Quota::default(),
             )
@@ -153,6 +154,7 @@ impl World {
                 state,
                 nics: None,
                 resize: None,
+                action_log: None,
             })
             .await
             .unwrap()
@@ -226,6 +228,7 @@ impl World {
                 state,
                 nics: None,
                 resize: None,
+                action_log: None,
             })
             .await
             .unwrap();

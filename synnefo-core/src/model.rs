@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::ids::{BackendId, FlavorId, VmId};
+use crate::ids::{BackendId, FlavorId, JobId, VmId};
 use crate::state::VmState;
 
 /// A user account.
@@ -391,6 +391,61 @@ pub struct NewVm {
     pub backend_id: Option<BackendId>,
     /// Metadata.
     pub metadata: BTreeMap<String, String>,
+    /// The API request that asks for it: its `create` action is recorded
+    /// with the VM, in the same transaction (`None`: no record, e.g. an
+    /// operator's import).
+    pub request_id: Option<String>,
+}
+
+/// One user request that changed a server (Nova's instance action): what
+/// `os-instance-actions` lists and `synnefo server events` prints. Recorded
+/// in the same write as the state change it asks for, so the history has
+/// every accepted request, including a create or delete that crashed
+/// half-way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceAction {
+    /// The server.
+    pub vm: VmId,
+    /// The API request id (`x-openstack-request-id`, `req-<uuid>`).
+    pub request_id: String,
+    /// Nova's action name: `create`, `delete`, `start`, `stop`, `reboot`,
+    /// `suspend`, `resume`, `lock`, `unlock`, ...
+    pub action: String,
+    /// Who asked.
+    pub user_id: String,
+    /// In which project.
+    pub project_id: String,
+    /// When the request was accepted.
+    pub start_time: DateTime<Utc>,
+    /// Last change of this record (the job submitted, or the failure).
+    pub updated: DateTime<Utc>,
+    /// `Error` (Nova's message) with the reason when Ganeti refused the
+    /// request's job; `None` otherwise.
+    pub message: Option<String>,
+    /// The Ganeti job submitted for it, once known.
+    pub job_id: Option<JobId>,
+}
+
+/// How a state write changes the instance-action history (see
+/// [`crate::ports::VmStateUpdate::action_log`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionLog {
+    /// The state machine accepted a request: record it.
+    Accepted(InstanceAction),
+    /// The Ganeti job submitted for request `request_id`.
+    Submitted {
+        /// The request.
+        request_id: String,
+        /// Its job.
+        job_id: JobId,
+    },
+    /// Ganeti did not take request `request_id`'s job (rolled back).
+    Failed {
+        /// The request.
+        request_id: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 #[cfg(test)]

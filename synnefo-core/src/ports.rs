@@ -22,8 +22,8 @@ use crate::error::{BackendError, BusError, StoreError};
 use crate::ids::{BackendId, FlavorId, JobId, VmId};
 use crate::messages::MessageKind;
 use crate::model::{
-    AccessIps, Backend, BeParams, Flavor, Image, NewVm, Nic, Project, Quota, Token, Usage, User,
-    Vm, VmPlacement,
+    AccessIps, ActionLog, Backend, BeParams, Flavor, Image, InstanceAction, NewVm, Nic, Project,
+    Quota, Token, Usage, User, Vm, VmPlacement,
 };
 use crate::state::{JobStatus, OpError, OperState, RebootKind, VmState};
 
@@ -368,6 +368,10 @@ pub struct VmStateUpdate {
     /// match ([`BeParams::new_flavor`]) in the same transaction, or keeps
     /// its flavor when none does (reconciliation then reports it).
     pub resize: Option<BeParams>,
+    /// The instance-action history entry this write makes (a request
+    /// accepted, its job submitted, or its failure), in the same
+    /// transaction as the state.
+    pub action_log: Option<ActionLog>,
 }
 
 /// Virtual machines, their metadata and NICs.
@@ -403,6 +407,9 @@ pub trait VmStore: Send + Sync {
         expected_version: i64,
         placement: &VmPlacement,
     ) -> Result<Vm, StoreError>;
+    /// A server's instance-action history, newest first (deleted servers
+    /// included: the history outlives them).
+    async fn instance_actions(&self, id: VmId) -> Result<Vec<InstanceAction>, StoreError>;
     /// Stores several new VMs of one project in one transaction, with the
     /// quota checked once for the whole batch (all or nothing: a batch that
     /// does not fit stores none and is `QuotaExceeded` for its total). The

@@ -4,6 +4,7 @@
 #[path = "../api_support.rs"]
 mod api_support;
 mod consoles_identity_caches;
+mod instance_actions;
 
 use api_support::*;
 use axum::http::{Method, StatusCode};

@@ -42,6 +42,15 @@ pub enum ServerCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The requests that changed a server (newest first): who asked for
+    /// what, when, and the Ganeti job it became (deleted servers too)
+    Events {
+        /// Server id
+        id: VmId,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_operstate(s: &str) -> Result<OperState, String> {
@@ -124,6 +133,33 @@ pub async fn run(ctx: &Context, cmd: ServerCommand) -> anyhow::Result<ExitCode> 
                     "{}",
                     toml::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string())
                 );
+            }
+        }
+        ServerCommand::Events { id, json } => {
+            if store.vm(id).await?.is_none() {
+                eprintln!("error: server {id} not found");
+                return Ok(ExitCode::from(2));
+            }
+            let actions = store.instance_actions(id).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&actions)?);
+            } else {
+                println!(
+                    "{:<26}  {:<8} {:<40} {:>8}  {:<24} result",
+                    "start", "action", "request", "job", "user"
+                );
+                for a in &actions {
+                    println!(
+                        "{:<26}  {:<8} {:<40} {:>8}  {:<24} {}",
+                        a.start_time.format("%Y-%m-%d %H:%M:%S%.6f"),
+                        a.action,
+                        a.request_id,
+                        a.job_id.map_or_else(|| "-".into(), |j| j.to_string()),
+                        truncate(&a.user_id, 24),
+                        a.message.as_deref().unwrap_or("ok"),
+                    );
+                }
+                eprintln!("{} request(s)", actions.len());
             }
         }
     }

@@ -318,6 +318,7 @@ pub fn apply_db_fixes<'a>(
         state,
         nics,
         resize: None,
+        action_log: None,
     })
 }
 

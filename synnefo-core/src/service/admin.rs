@@ -131,6 +131,7 @@ impl Admin {
             user_id: "synnefo-admin".into(),
             project_id: String::new(),
             is_admin: true,
+            request_id: None,
         }
     }
 
@@ -499,6 +500,7 @@ mod tests {
             user_id: "u".into(),
             project_id: "p".into(),
             is_admin: false,
+            request_id: None,
         };
         assert!(matches!(
             a.list_users(&user).await,

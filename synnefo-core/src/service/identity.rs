@@ -79,6 +79,7 @@ impl Authenticated {
             user_id: self.user.id.clone(),
             project_id: self.project.id.clone(),
             is_admin: self.user.is_admin,
+            request_id: None,
         }
     }
 }

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use crate::error::{ServiceError, StoreError};
 use crate::ids::VmId;
 use crate::messages::Notification;
-use crate::model::{BeParams, Nic, Vm};
+use crate::model::{ActionLog, BeParams, Nic, Vm};
 use crate::ports::{VmStateUpdate, VmStore};
 use crate::state::{Ignored, Transition, VmState, apply_op_status};
 
@@ -35,6 +35,9 @@ pub struct VmChange {
     /// New backend parameters to take the flavor from (see
     /// [`VmStateUpdate::resize`]).
     pub resize: Option<BeParams>,
+    /// The instance-action history entry of this write (see
+    /// [`VmStateUpdate::action_log`]).
+    pub action_log: Option<ActionLog>,
 }
 
 /// Loads a VM, computes a change with `f`, and writes it with optimistic
@@ -59,6 +62,7 @@ where
             state: change.state,
             nics: change.nics,
             resize: change.resize,
+            action_log: change.action_log,
         };
         match store.update_vm_state(&update).await {
             Ok(stored) => return Ok(Some(stored)),
@@ -122,6 +126,7 @@ pub fn change_for(vm: &Vm, state: &VmState, n: &Notification) -> Option<VmChange
                     state: next,
                     nics,
                     resize,
+                    action_log: None,
                 })
             }
             Transition::Ignored(_) => None,
@@ -134,6 +139,7 @@ pub fn change_for(vm: &Vm, state: &VmState, n: &Notification) -> Option<VmChange
                 state: next,
                 nics: Some(nics.clone()),
                 resize: None,
+                action_log: None,
             })
         }
     }
@@ -217,6 +223,7 @@ pub async fn apply_notifications<S: VmStore + ?Sized>(
                 state: state.clone(),
                 nics: nics.clone(),
                 resize: *resize,
+                action_log: None,
             }
         })
         .collect();

@@ -886,6 +886,7 @@ impl Reconciler {
                         state,
                         nics,
                         resize: None,
+                        action_log: None,
                     })
                 }
             })

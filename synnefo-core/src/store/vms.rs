@@ -14,12 +14,15 @@ use sea_orm::{
 
 use super::SeaStore;
 use super::convert::{self, STATE_COLUMNS, StateRow, now, ts};
-use super::entities::{flavor, nic, vm, vm_metadata};
+use super::entities::{flavor, instance_action, nic, vm, vm_metadata};
 use super::identity::project_usage;
 use super::sql::{IN_CHUNK, Sql, db_err, insert_returning_id, insert_stmt};
 use crate::error::StoreError;
 use crate::ids::{FlavorId, VmId};
-use crate::model::{AccessIps, BeParams, Flavor, NewVm, Nic, Quota, Usage, Vm, VmPlacement};
+use crate::model::{
+    AccessIps, ActionLog, BeParams, Flavor, InstanceAction, NewVm, Nic, Quota, Usage, Vm,
+    VmPlacement,
+};
 use crate::ports::{VmQuery, VmStateUpdate, VmStore};
 use crate::state::VmState;
 
@@ -183,6 +186,95 @@ async fn insert_nics(
     Ok(())
 }
 
+/// Longest request id, action name and message stored (the columns'
+/// bounds; request ids are `req-<uuid>`, 40 bytes).
+const REQUEST_ID_LEN: usize = 64;
+const ACTION_LEN: usize = 32;
+const MESSAGE_LEN: usize = 1024;
+
+fn bounded(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// Records an accepted request in a server's history (the caller's
+/// transaction). The same request recorded twice for one server keeps one
+/// row.
+async fn insert_action(
+    db: &impl ConnectionTrait,
+    backend: DbBackend,
+    a: &InstanceAction,
+) -> Result<(), StoreError> {
+    let am = instance_action::ActiveModel {
+        id: NotSet,
+        vm_id: Set(a.vm.0),
+        request_id: Set(bounded(&a.request_id, REQUEST_ID_LEN)),
+        action: Set(bounded(&a.action, ACTION_LEN)),
+        user_id: Set(bounded(&a.user_id, REQUEST_ID_LEN)),
+        project_id: Set(bounded(&a.project_id, REQUEST_ID_LEN)),
+        start_time: Set(a.start_time),
+        updated: Set(a.updated),
+        message: Set(a.message.as_deref().map(|m| bounded(m, MESSAGE_LEN))),
+        job_id: Set(match a.job_id {
+            Some(j) => Some(convert::u64_to_i64(j.0, "job id")?),
+            None => None,
+        }),
+    };
+    let mut stmt = insert_stmt(backend, &am)?;
+    stmt.on_conflict(
+        OnConflict::columns([
+            instance_action::Column::VmId,
+            instance_action::Column::RequestId,
+        ])
+        .update_column(instance_action::Column::Updated)
+        .to_owned(),
+    );
+    db.execute(backend.build(&stmt)).await.map_err(db_err)?;
+    Ok(())
+}
+
+/// Applies a state write's history entry to server `vm` (the caller's
+/// transaction).
+async fn apply_action_log(
+    db: &impl ConnectionTrait,
+    backend: DbBackend,
+    vm: i64,
+    log: &ActionLog,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let (request_id, column, value) = match log {
+        ActionLog::Accepted(a) => return insert_action(db, backend, a).await,
+        ActionLog::Submitted { request_id, job_id } => (
+            request_id,
+            instance_action::Column::JobId,
+            Value::BigInt(Some(convert::u64_to_i64(job_id.0, "job id")?)),
+        ),
+        ActionLog::Failed { request_id, reason } => (
+            request_id,
+            instance_action::Column::Message,
+            Value::String(Some(Box::new(bounded(
+                &format!("Error: {reason}"),
+                MESSAGE_LEN,
+            )))),
+        ),
+    };
+    instance_action::Entity::update_many()
+        .col_expr(column, Expr::value(value))
+        .col_expr(
+            instance_action::Column::Updated,
+            Expr::value(ts(backend, now)),
+        )
+        .filter(instance_action::Column::VmId.eq(vm))
+        .filter(instance_action::Column::RequestId.eq(bounded(request_id, REQUEST_ID_LEN)))
+        .exec(db)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
+
 /// Gives VM `id` the flavor a resize's parameters match (Synnefo's
 /// dispatcher does the same on a successful `OP_INSTANCE_SET_PARAMS`), in
 /// the caller's transaction. Nothing matching: the flavor stays, logged at
@@ -312,6 +404,20 @@ async fn insert_vm(
     StateRow::new(&state)?.into_active_model(&mut am);
     let id = insert_returning_id(txn, insert_stmt(backend, &am)?, vm::Column::Id).await?;
     upsert_metadata(txn, id, &new.metadata).await?;
+    if let Some(request_id) = &new.request_id {
+        let create = InstanceAction {
+            vm: VmId(id),
+            request_id: request_id.clone(),
+            action: "create".into(),
+            user_id: new.user_id.clone(),
+            project_id: new.project_id.clone(),
+            start_time: now,
+            updated: now,
+            message: None,
+            job_id: None,
+        };
+        insert_action(txn, backend, &create).await?;
+    }
     Ok(Vm {
         id: VmId(id),
         user_id: new.user_id.clone(),
@@ -388,6 +494,8 @@ struct Winner<'a> {
     nics: Option<&'a [Nic]>,
     /// Resizes of this VM's updates in the batch, applied in input order.
     resizes: Vec<BeParams>,
+    /// History entries of this VM's updates, in input order.
+    action_logs: Vec<&'a ActionLog>,
 }
 
 /// The multi-row guarded `UPDATE` for up to [`BATCH_ROWS`] winners.
@@ -660,6 +768,9 @@ impl VmStore for SeaStore {
         if let Some(be) = &update.resize {
             apply_resize(&txn, id, be).await?;
         }
+        if let Some(log) = &update.action_log {
+            apply_action_log(&txn, self.db_backend(), id, log, now()).await?;
+        }
         let vm = load_vm(&txn, id)
             .await?
             .ok_or_else(|| StoreError::NotFound(server(id)))?;
@@ -685,6 +796,36 @@ impl VmStore for SeaStore {
             .ok_or_else(|| StoreError::NotFound(server(id)))?;
         txn.commit().await.map_err(db_err)?;
         Ok(vm)
+    }
+
+    async fn instance_actions(&self, id: VmId) -> Result<Vec<InstanceAction>, StoreError> {
+        let rows = instance_action::Entity::find()
+            .filter(instance_action::Column::VmId.eq(id.0))
+            .order_by_desc(instance_action::Column::StartTime)
+            .order_by_desc(instance_action::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(db_err)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(InstanceAction {
+                    vm: VmId(r.vm_id),
+                    request_id: r.request_id,
+                    action: r.action,
+                    user_id: r.user_id,
+                    project_id: r.project_id,
+                    start_time: r.start_time,
+                    updated: r.updated,
+                    message: r.message,
+                    job_id: match r.job_id {
+                        Some(j) => Some(crate::ids::JobId(u64::try_from(j).map_err(|_| {
+                            StoreError::Corrupt(format!("instance action job id {j}"))
+                        })?)),
+                        None => None,
+                    },
+                })
+            })
+            .collect()
     }
 
     /// Updates are judged in input order, as if applied one by one: a second
@@ -756,8 +897,10 @@ impl VmStore for SeaStore {
             let prev = winners.remove(&id);
             let from_version = prev.as_ref().map_or(at, |p| p.from_version);
             let nics = u.nics.as_deref().or(prev.as_ref().and_then(|p| p.nics));
-            let mut resizes = prev.map(|p| p.resizes).unwrap_or_default();
+            let (mut resizes, mut action_logs) =
+                prev.map(|p| (p.resizes, p.action_logs)).unwrap_or_default();
             resizes.extend(u.resize);
+            action_logs.extend(u.action_log.as_ref());
             winners.insert(
                 id,
                 Winner {
@@ -767,6 +910,7 @@ impl VmStore for SeaStore {
                     values,
                     nics,
                     resizes,
+                    action_logs,
                 },
             );
             results.push(Ok(()));
@@ -813,6 +957,9 @@ impl VmStore for SeaStore {
         for w in winners.iter() {
             for be in &w.resizes {
                 apply_resize(&txn, w.id, be).await?;
+            }
+            for log in &w.action_logs {
+                apply_action_log(&txn, backend, w.id, log, now).await?;
             }
         }
 

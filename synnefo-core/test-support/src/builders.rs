@@ -72,6 +72,7 @@ impl Tenant {
             image_id: "img-1".into(),
             backend_id: None,
             metadata: BTreeMap::new(),
+            request_id: None,
         }
     }
 

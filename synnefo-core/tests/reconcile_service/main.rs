@@ -132,6 +132,7 @@ impl World {
                     image_id: "img".into(),
                     backend_id: Some(self.b1),
                     metadata: BTreeMap::new(),
+                    request_id: None,
                 },
                 Quota::default(),
             )
@@ -155,6 +156,7 @@ impl World {
                 state,
                 nics: Some(vec![nic(vm.id.0, &format!("10.0.0.{}", vm.id.0))]),
                 resize: None,
+                action_log: None,
             })
             .await
             .unwrap()

@@ -39,6 +39,7 @@ pub(crate) async fn apply_until_done(
                 state: next,
                 nics: None,
                 resize: None,
+                action_log: None,
             })
             .await
         {
@@ -139,6 +140,7 @@ pub(crate) async fn concurrent_state_updates(s: &SeaStore) {
                             state: next,
                             nics: None,
                             resize: None,
+                            action_log: None,
                         }),
                         Transition::Ignored(_) => None,
                     })
@@ -349,6 +351,7 @@ pub(crate) async fn batch_timing(s: &SeaStore, label: &str) {
                     None
                 },
                 resize: None,
+                action_log: None,
             })
             .collect();
         let start = Instant::now();
@@ -367,6 +370,7 @@ pub(crate) async fn batch_timing(s: &SeaStore, label: &str) {
             state: vm.state.clone(),
             nics: None,
             resize: None,
+            action_log: None,
         })
         .await
         .unwrap();

@@ -63,3 +63,8 @@ pub(crate) fn at(secs: i64, micros: u32) -> DateTime<Utc> {
         .single()
         .expect("valid time")
 }
+
+/// A time `us` microseconds after the epoch.
+pub(crate) fn at_us(us: i64) -> DateTime<Utc> {
+    at(us / 1_000_000, (us % 1_000_000) as u32)
+}

@@ -204,6 +204,7 @@ pub(crate) async fn quotas_and_usage(s: &SeaStore) {
         state: del,
         nics: None,
         resize: None,
+        action_log: None,
     })
     .await
     .unwrap();
@@ -350,6 +351,7 @@ pub(crate) async fn backends(s: &SeaStore) {
         state: st,
         nics: None,
         resize: None,
+        action_log: None,
     })
     .await
     .unwrap();

@@ -84,6 +84,7 @@ macro_rules! backend_tests {
                 vm_generations,
                 placement,
                 resize_from_backend,
+                instance_action_history,
                 batch_creates_and_access_ips,
                 name_regex_listing,
                 concurrent_state_updates,

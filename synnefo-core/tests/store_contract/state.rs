@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use synnefo_core::StoreError;
 use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
-use synnefo_core::model::{BeParams, Quota, VmPlacement};
+use synnefo_core::model::{ActionLog, BeParams, InstanceAction, Quota, VmPlacement};
 use synnefo_core::ports::{BackendStore, IdentityStore, VmQuery, VmStateUpdate, VmStore};
 use synnefo_core::state::{Action, JobStatus, OpCode, RebootKind};
 use synnefo_core::store::SeaStore;
@@ -44,6 +44,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
         state: st.clone(),
         nics: Some(vec![nic(0, "192.0.2.1")]),
         resize: None,
+        action_log: None,
     };
     let v2 = s.update_vm_state(&up).await.unwrap();
     assert_eq!(v2.state, st);
@@ -74,6 +75,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
             state: v2.state.clone(),
             nics: None,
             resize: None,
+            action_log: None,
         })
         .await
         .unwrap();
@@ -94,6 +96,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
             state: huge.clone(),
             nics: None,
             resize: None,
+            action_log: None,
         })
         .await,
         Err(StoreError::Integrity(_))
@@ -123,6 +126,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
             state: ea.clone(),
             nics: Some(vec![nic(0, "10.1.0.1")]),
             resize: None,
+            action_log: None,
         },
         VmStateUpdate {
             id: b.id,
@@ -130,6 +134,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
             state: eb.clone(),
             nics: Some(vec![]),
             resize: None,
+            action_log: None,
         },
         // computed from a stale version: conflicts alone
         VmStateUpdate {
@@ -138,6 +143,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
             state: eb.clone(),
             nics: None,
             resize: None,
+            action_log: None,
         },
         // a second update of `a`, computed from the first one's result
         VmStateUpdate {
@@ -146,6 +152,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
             state: ea2.clone(),
             nics: None,
             resize: None,
+            action_log: None,
         },
         // and a third, stale relative to the second
         VmStateUpdate {
@@ -154,6 +161,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
             state: eb.clone(),
             nics: None,
             resize: None,
+            action_log: None,
         },
         VmStateUpdate {
             id: VmId(i64::MAX),
@@ -161,6 +169,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
             state: eb.clone(),
             nics: None,
             resize: None,
+            action_log: None,
         },
         VmStateUpdate {
             id: c.id,
@@ -168,6 +177,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
             state: huge,
             nics: None,
             resize: None,
+            action_log: None,
         },
     ];
     s.set_nics(b.id, &[nic(0, "10.2.0.1")]).await.unwrap();
@@ -265,6 +275,7 @@ pub(crate) async fn reconciliation(s: &SeaStore) {
         state: st,
         nics: None,
         resize: None,
+        action_log: None,
     })
     .await
     .unwrap();
@@ -342,6 +353,7 @@ pub(crate) async fn vm_generations(s: &SeaStore) {
         state: st.clone(),
         nics: None,
         resize: None,
+        action_log: None,
     };
     let a2 = s.update_vm_state(&up).await.unwrap();
     bumped(&mut g, generation(&t.project.id).await, "state update");
@@ -358,6 +370,7 @@ pub(crate) async fn vm_generations(s: &SeaStore) {
             state: a2.state.clone(),
             nics: Some(vec![nic(0, "192.0.2.9")]),
             resize: None,
+            action_log: None,
         },
         VmStateUpdate {
             id: b.id,
@@ -365,6 +378,7 @@ pub(crate) async fn vm_generations(s: &SeaStore) {
             state: st.clone(),
             nics: None,
             resize: None,
+            action_log: None,
         },
     ];
     let res = s.update_vm_states(&batch).await.unwrap();
@@ -514,6 +528,7 @@ pub(crate) async fn resize_from_backend(s: &SeaStore) {
         state: vm.state.clone(),
         nics: None,
         resize: be(Some(4), Some(4096)),
+        action_log: None,
     };
     let v = s.update_vm_state(&up).await.unwrap();
     assert_eq!(v.flavor_id, bigger.id);
@@ -529,6 +544,7 @@ pub(crate) async fn resize_from_backend(s: &SeaStore) {
         state: v.state.clone(),
         nics: None,
         resize: be(Some(2), Some(1024)),
+        action_log: None,
     };
     let odd = VmStateUpdate {
         expected_version: v.version + 1,
@@ -549,10 +565,140 @@ pub(crate) async fn resize_from_backend(s: &SeaStore) {
             state: v.state.clone(),
             nics: None,
             resize: be(None, Some(1024)),
+            action_log: None,
         })
         .await
         .unwrap();
     assert_eq!(v.flavor_id, t.flavor.id);
     let usage = s.usage(&t.project.id).await.unwrap();
     assert_eq!((usage.vcpus, usage.ram_mib), (2, 1024));
+}
+
+/// The instance-action history: a create request's entry is written with
+/// the VM; later entries ride on state writes (accepted, submitted,
+/// failed) on both write paths; newest first; a deleted VM keeps it.
+pub(crate) async fn instance_action_history(s: &SeaStore) {
+    let t = tenant(s).await;
+    let mut new = new_vm(&t, "audited");
+    new.request_id = Some("req-create".into());
+    let vm = s.create_vm(&new, Quota::default()).await.unwrap();
+    let h = s.instance_actions(vm.id).await.unwrap();
+    assert_eq!(h.len(), 1);
+    assert_eq!(
+        (h[0].action.as_str(), h[0].request_id.as_str(), h[0].job_id),
+        ("create", "req-create", None)
+    );
+    assert_eq!(h[0].user_id, t.user.id);
+    assert_eq!(h[0].project_id, t.project.id);
+
+    let entry = |request: &str, action: &str, at: i64| InstanceAction {
+        vm: vm.id,
+        request_id: request.into(),
+        action: action.into(),
+        user_id: t.user.id.clone(),
+        project_id: t.project.id.clone(),
+        start_time: at_us(at),
+        updated: at_us(at),
+        message: None,
+        job_id: None,
+    };
+    let write = |v: &synnefo_core::model::Vm, log: ActionLog| VmStateUpdate {
+        id: v.id,
+        expected_version: v.version,
+        state: v.state.clone(),
+        nics: None,
+        resize: None,
+        action_log: Some(log),
+    };
+    // the create's job, then a reboot accepted and submitted
+    let v = s
+        .update_vm_state(&write(
+            &vm,
+            ActionLog::Submitted {
+                request_id: "req-create".into(),
+                job_id: JobId(11),
+            },
+        ))
+        .await
+        .unwrap();
+    let v = s
+        .update_vm_state(&write(
+            &v,
+            ActionLog::Accepted(entry("req-reboot", "reboot", 2_000_000_000_000_000)),
+        ))
+        .await
+        .unwrap();
+    let v = s
+        .update_vm_state(&write(
+            &v,
+            ActionLog::Submitted {
+                request_id: "req-reboot".into(),
+                job_id: JobId(u64::from(u32::MAX) + 12),
+            },
+        ))
+        .await
+        .unwrap();
+    // the batch path: a stop accepted and refused in one batch
+    let accepted = write(
+        &v,
+        ActionLog::Accepted(entry("req-stop", "stop", 2_000_000_000_000_001)),
+    );
+    let failed = VmStateUpdate {
+        expected_version: v.version + 1,
+        action_log: Some(ActionLog::Failed {
+            request_id: "req-stop".into(),
+            reason: "cluster unreachable: ✗".into(),
+        }),
+        ..accepted.clone()
+    };
+    let results = s.update_vm_states(&[accepted, failed]).await.unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+
+    let h = s.instance_actions(vm.id).await.unwrap();
+    let summary: Vec<(&str, &str, Option<JobId>, bool)> = h
+        .iter()
+        .map(|a| {
+            (
+                a.action.as_str(),
+                a.request_id.as_str(),
+                a.job_id,
+                a.message.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("stop", "req-stop", None, true),
+            (
+                "reboot",
+                "req-reboot",
+                Some(JobId(u64::from(u32::MAX) + 12)),
+                false
+            ),
+            ("create", "req-create", Some(JobId(11)), false),
+        ]
+    );
+    assert!(
+        h[0].message
+            .as_deref()
+            .unwrap()
+            .contains("cluster unreachable: ✗")
+    );
+    // `updated` moves with each later write (here to now, before the
+    // future start times this test gave the entries)
+    assert!(h[0].updated < h[0].start_time && h[1].updated < h[1].start_time);
+    // a conflicting write records nothing
+    let stale = write(
+        &vm,
+        ActionLog::Accepted(entry("req-lost", "start", 2_000_000_000_000_002)),
+    );
+    assert!(matches!(
+        s.update_vm_state(&stale).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.instance_actions(vm.id).await.unwrap().len(), 3);
+    // another VM's history is its own
+    let other = create(s, &t, "other").await;
+    assert!(s.instance_actions(other.id).await.unwrap().is_empty());
 }

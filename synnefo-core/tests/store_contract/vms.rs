@@ -53,6 +53,7 @@ pub(crate) async fn vms_and_listing(s: &SeaStore) {
             state: del_state,
             nics: None,
             resize: None,
+            action_log: None,
         })
         .await
         .unwrap();

@@ -143,6 +143,7 @@ async fn world() -> World {
             user_id: user.id,
             project_id: project.id,
             is_admin: false,
+            request_id: None,
         },
         flavor,
         image,
@@ -205,6 +206,7 @@ async fn deleting_a_vm_stranded_in_build_ends_destroyed() {
                 image_id: w.image.id.clone(),
                 backend_id: Some(w.backend),
                 metadata: BTreeMap::new(),
+                request_id: None,
             },
             Quota::default(),
         )

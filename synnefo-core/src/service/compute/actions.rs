@@ -3,7 +3,7 @@
 use super::{Caller, Compute, ConsoleAccess, generate_password, validate_server_name};
 use crate::error::{BackendError, ServiceError};
 use crate::ids::{BackendId, InstanceName, JobId};
-use crate::model::Vm;
+use crate::model::{ActionLog, InstanceAction, Vm};
 use crate::service::{VmChange, modify_vm};
 use crate::state::{self, Action, OperState, PendingAction, RebootKind, VmState};
 
@@ -49,12 +49,30 @@ impl Compute {
     pub async fn act(&self, caller: &Caller, id: &str, action: Action) -> Result<Vm, ServiceError> {
         let vm = self.server(caller, id).await?;
         let before = vm.state.clone();
+        let request = caller.request_id.clone();
         let started = modify_vm(&*self.store, vm.id, |v| {
             let next = state::start_action(&v.state, action)?;
+            // The request enters the server's history with the state
+            // change it makes (one transaction).
+            let action_log = request.as_ref().map(|request_id| {
+                let now = chrono::Utc::now();
+                ActionLog::Accepted(InstanceAction {
+                    vm: v.id,
+                    request_id: request_id.clone(),
+                    action: action_name(action).to_string(),
+                    user_id: caller.user_id.clone(),
+                    project_id: caller.project_id.clone(),
+                    start_time: now,
+                    updated: now,
+                    message: None,
+                    job_id: None,
+                })
+            });
             Ok(Some(VmChange {
                 state: next,
                 nics: None,
                 resize: None,
+                action_log,
             }))
         })
         .await?
@@ -86,18 +104,25 @@ impl Compute {
             }
         };
         match submitted {
-            Ok(job) => Ok(
-                modify_vm(&*self.store, started.id, |v| Ok(record_job(v, action, job)))
-                    .await?
-                    .unwrap_or(started),
-            ),
+            Ok(job) => Ok(modify_vm(&*self.store, started.id, |v| {
+                Ok(record_job(v, action, job, request.as_deref()))
+            })
+            .await?
+            .unwrap_or(started)),
             Err(BackendError::NotFound(_)) if action == Action::Destroy => {
                 self.finish_without_ganeti(started, action).await
             }
             Err(e) => {
                 tracing::warn!(vm = %started.id, action = action.as_str(), error = %e, "Ganeti did not take the action; rolling back");
+                let reason = e.to_string();
                 modify_vm(&*self.store, started.id, |v| {
-                    Ok(rollback(v, action, &before))
+                    Ok(rollback(v, action, &before).map(|mut c| {
+                        c.action_log = request.as_ref().map(|r| ActionLog::Failed {
+                            request_id: r.clone(),
+                            reason: reason.clone(),
+                        });
+                        c
+                    }))
                 })
                 .await?;
                 Err(match e {
@@ -135,6 +160,7 @@ impl Compute {
                 state: state::destroyed_without_ganeti(&v.state),
                 nics: None,
                 resize: None,
+                action_log: None,
             }))
         })
         .await?
@@ -187,8 +213,14 @@ impl Compute {
     }
 }
 
-/// Records the job submitted for `action`, if that action is still pending.
-pub(super) fn record_job(vm: &Vm, action: Action, job: JobId) -> Option<VmChange> {
+/// Records the job submitted for `action`, if that action is still
+/// pending, and in request `request`'s history entry.
+pub(super) fn record_job(
+    vm: &Vm,
+    action: Action,
+    job: JobId,
+    request: Option<&str>,
+) -> Option<VmChange> {
     match vm.state.action {
         Some(PendingAction {
             action: a,
@@ -197,8 +229,25 @@ pub(super) fn record_job(vm: &Vm, action: Action, job: JobId) -> Option<VmChange
             state: state::record_submitted_job(&vm.state, job),
             nics: None,
             resize: None,
+            action_log: request.map(|r| ActionLog::Submitted {
+                request_id: r.to_string(),
+                job_id: job,
+            }),
         }),
         _ => None,
+    }
+}
+
+/// Nova's name for an action in the instance-action history.
+pub fn action_name(action: Action) -> &'static str {
+    match action {
+        Action::Create => "create",
+        Action::Start => "start",
+        Action::Stop => "stop",
+        Action::Reboot(_) => "reboot",
+        Action::Destroy => "delete",
+        Action::Suspend => "suspend",
+        Action::Unsuspend => "resume",
     }
 }
 
@@ -208,5 +257,6 @@ fn rollback(vm: &Vm, action: Action, before: &VmState) -> Option<VmChange> {
         state: next,
         nics: None,
         resize: None,
+        action_log: None,
     })
 }

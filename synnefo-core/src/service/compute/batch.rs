@@ -121,6 +121,7 @@ impl Compute {
                     image_id: image.id.clone(),
                     backend_id: Some(backend),
                     metadata: req.metadata.clone(),
+                    request_id: caller.request_id.clone(),
                 })
                 .collect()
         };
@@ -141,8 +142,15 @@ impl Compute {
         let mut servers = Vec::with_capacity(vms.len());
         for vm in vms {
             servers.push(
-                self.submit_create(vm, &flavor, &image, admin_pass.clone(), req.no_nic)
-                    .await?,
+                self.submit_create(
+                    vm,
+                    &flavor,
+                    &image,
+                    admin_pass.clone(),
+                    req.no_nic,
+                    caller.request_id.as_deref(),
+                )
+                .await?,
             );
         }
         Ok(CreatedBatch {

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::error::{BackendError, ServiceError, StoreError};
 use crate::ids::{BackendId, InstanceName};
-use crate::model::{Backend, Flavor, Image, NewVm, Vm};
+use crate::model::{ActionLog, Backend, Flavor, Image, NewVm, Vm};
 use crate::ports::InstanceSpec;
 use crate::service::{VmChange, modify_vm};
 use crate::state::{self, Action};
@@ -39,14 +39,22 @@ impl Compute {
             image_id: image.id.clone(),
             backend_id: Some(backend),
             metadata: req.metadata,
+            request_id: caller.request_id.clone(),
         };
         let vm = self
             .store
             .create_vm(&new, quota)
             .await
             .map_err(quota_error)?;
-        self.submit_create(vm, &flavor, &image, admin_pass, req.no_nic)
-            .await
+        self.submit_create(
+            vm,
+            &flavor,
+            &image,
+            admin_pass,
+            req.no_nic,
+            caller.request_id.as_deref(),
+        )
+        .await
     }
 
     /// Checks a create request against the catalog (metadata, flavor,
@@ -107,6 +115,7 @@ impl Compute {
         image: &Image,
         admin_pass: String,
         no_nic: bool,
+        request: Option<&str>,
     ) -> Result<CreatedServer, ServiceError> {
         let backend = vm.backend_id.ok_or_else(|| {
             ServiceError::Store(StoreError::Integrity(format!(
@@ -140,7 +149,7 @@ impl Compute {
         match self.ganeti.create_instance(&spec).await {
             Ok(job) => {
                 let stored = modify_vm(&*self.store, vm.id, |v| {
-                    Ok(record_job(v, Action::Create, job))
+                    Ok(record_job(v, Action::Create, job, request))
                 })
                 .await?;
                 Ok(CreatedServer {
@@ -155,6 +164,7 @@ impl Compute {
                         state: state::destroyed_without_ganeti(&v.state),
                         nics: None,
                         resize: None,
+                        action_log: failed(request, &msg),
                     }))
                 })
                 .await?;
@@ -169,6 +179,7 @@ impl Compute {
                             state: next,
                             nics: None,
                             resize: None,
+                            action_log: failed(request, &message),
                         }),
                     )
                 })
@@ -229,4 +240,12 @@ fn quota_resource_name(resource: &str) -> &'static str {
         "vcpus" => "cores",
         _ => "ram",
     }
+}
+
+/// The history entry of a create request whose job Ganeti did not take.
+fn failed(request: Option<&str>, reason: &str) -> Option<ActionLog> {
+    request.map(|r| ActionLog::Failed {
+        request_id: r.to_string(),
+        reason: reason.to_string(),
+    })
 }

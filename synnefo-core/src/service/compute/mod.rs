@@ -85,6 +85,10 @@ pub struct Caller {
     pub project_id: String,
     /// Operators.
     pub is_admin: bool,
+    /// The API request this call serves (`req-<uuid>`): the key of the
+    /// instance-action history entry a mutating call records (`None`: no
+    /// entry, e.g. an operator's own tools).
+    pub request_id: Option<String>,
 }
 
 /// Settings the compute service needs (from `Settings`).

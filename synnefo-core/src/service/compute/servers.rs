@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use super::{Caller, Compute, MAX_PAGE, ServerFilter, validate_metadata};
 use crate::error::{ServiceError, StoreError};
 use crate::ids::VmId;
-use crate::model::{Nic, Vm};
+use crate::model::{InstanceAction, Nic, Vm};
 use crate::ports::VmQuery;
 use crate::state::{self, OperState, ServerStatus};
 
@@ -18,6 +18,48 @@ impl Compute {
             Some(vm) if vm.project_id == caller.project_id && !vm.state.deleted => Ok(vm),
             _ => Err(not_found()),
         }
+    }
+
+    /// A server's instance-action history (Nova's `os-instance-actions`),
+    /// newest first. A deleted server's history too when `deleted` (Nova
+    /// from microversion 2.21); operators see any project's servers.
+    pub async fn instance_actions(
+        &self,
+        caller: &Caller,
+        id: &str,
+        deleted: bool,
+    ) -> Result<Vec<InstanceAction>, ServiceError> {
+        let not_found = || ServiceError::NotFound(format!("Instance {id} could not be found."));
+        let vm_id: VmId = id.parse().map_err(|_| not_found())?;
+        match self.store.vm(vm_id).await? {
+            Some(vm)
+                if (vm.project_id == caller.project_id || caller.is_admin)
+                    && (deleted || !vm.state.deleted) =>
+            {
+                Ok(self.store.instance_actions(vm.id).await?)
+            }
+            _ => Err(not_found()),
+        }
+    }
+
+    /// One entry of a server's history, by request id (404 for another
+    /// server's request or none).
+    pub async fn instance_action(
+        &self,
+        caller: &Caller,
+        id: &str,
+        request_id: &str,
+        deleted: bool,
+    ) -> Result<InstanceAction, ServiceError> {
+        self.instance_actions(caller, id, deleted)
+            .await?
+            .into_iter()
+            .find(|a| a.request_id == request_id)
+            .ok_or_else(|| {
+                ServiceError::NotFound(format!(
+                    "Action {request_id} could not be found for instance {id}."
+                ))
+            })
     }
 
     /// A server with its NICs.
