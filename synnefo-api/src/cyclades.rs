@@ -211,8 +211,12 @@ pub struct CreateBody {
     /// The project to charge; must be the token's.
     #[serde(default)]
     project: Option<String>,
+    /// One of the caller's key pairs to inject.
     #[serde(default)]
-    key_name: Option<Value>,
+    key_name: Option<String>,
+    /// Synnefo's several key pairs (not together with `key_name`).
+    #[serde(rename = "SNF:key_names", default)]
+    key_names: Option<Vec<String>>,
     #[serde(default)]
     user_data: Option<Value>,
 }
@@ -233,8 +237,10 @@ impl CreateBody {
                 "Choosing networks or ports (give no \"networks\" for the default NICs, or [] for none)",
             ));
         }
-        if self.key_name.is_some() {
-            return Err(unsupported("Key pairs (key_name)"));
+        if self.key_name.is_some() && self.key_names.as_ref().is_some_and(|k| !k.is_empty()) {
+            return Err(ApiError::bad_request(
+                "Only one of the SNF:key_names and key_name can be set",
+            ));
         }
         if self.user_data.is_some() {
             return Err(unsupported("User data"));
@@ -276,6 +282,10 @@ async fn create(
                 metadata: s.metadata,
                 admin_pass: None,
                 no_nic,
+                key_names: match s.key_name {
+                    Some(k) => vec![k],
+                    None => s.key_names.unwrap_or_default(),
+                },
             },
         )
         .await?;

@@ -6,6 +6,7 @@
 //! which one served the request, so links point back at the same place.
 
 mod catalog;
+pub mod keypairs;
 pub(crate) mod servers;
 pub mod views;
 
@@ -71,6 +72,14 @@ pub fn routes(mount: &'static str) -> Router<Shared> {
         .route(
             &format!("{mount}/v2.1/servers/{{id}}/remote-consoles"),
             post(servers::remote_console),
+        )
+        .route(
+            &format!("{mount}/v2.1/os-keypairs"),
+            get(keypairs::list).post(keypairs::create),
+        )
+        .route(
+            &format!("{mount}/v2.1/os-keypairs/{{name}}"),
+            get(keypairs::show).delete(keypairs::delete),
         )
         .route(&format!("{mount}/v2.1/flavors"), get(catalog::flavors))
         .route(

@@ -4,6 +4,7 @@
 #[path = "../api_support.rs"]
 mod api_support;
 mod consoles_identity_caches;
+mod keypairs_locks;
 
 use api_support::*;
 use axum::http::{Method, StatusCode};

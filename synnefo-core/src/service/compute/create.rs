@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 
 use super::actions::record_job;
 use super::{
-    Caller, Compute, CreateServer, CreatedServer, PASSWORD_OSPARAM, generate_password,
-    image_visible, ref_id, validate_metadata, validate_server_name,
+    AUTH_KEYS_OSPARAM, Caller, Compute, CreateServer, CreatedServer, PASSWORD_OSPARAM,
+    generate_password, image_visible, ref_id, validate_metadata, validate_server_name,
 };
 use crate::error::{BackendError, ServiceError, StoreError};
 use crate::ids::{BackendId, InstanceName};
-use crate::model::{Backend, Flavor, Image, NewVm, Vm};
+use crate::model::{Backend, Flavor, Image, Keypair, NewVm, NewVmAttrs, Vm};
 use crate::ports::InstanceSpec;
 use crate::service::{VmChange, modify_vm};
 use crate::state::{self, Action};
@@ -24,6 +24,7 @@ impl Compute {
     ) -> Result<CreatedServer, ServiceError> {
         validate_server_name(&req.name)?;
         let (flavor, image) = self.validate_create(caller, &req).await?;
+        let keys = self.resolve_key_names(caller, &req.key_names).await?;
         let admin_pass = match req.admin_pass {
             Some(p) if !p.is_empty() => p,
             _ => generate_password(),
@@ -31,6 +32,10 @@ impl Compute {
         let backend = self.place(&flavor).await?;
 
         let quota = self.store.quota(&caller.project_id).await?;
+        let attrs = NewVmAttrs {
+            access: Default::default(),
+            key_names: keys.iter().map(|k| k.name.clone()).collect(),
+        };
         let new = NewVm {
             user_id: caller.user_id.clone(),
             project_id: caller.project_id.clone(),
@@ -42,10 +47,12 @@ impl Compute {
         };
         let vm = self
             .store
-            .create_vm(&new, quota)
+            .create_vms_with(std::slice::from_ref(&new), &attrs, quota)
             .await
-            .map_err(quota_error)?;
-        self.submit_create(vm, &flavor, &image, admin_pass, req.no_nic)
+            .map_err(quota_error)?
+            .pop()
+            .ok_or_else(|| StoreError::Database("create stored no VM".into()))?;
+        self.submit_create(vm, &flavor, &image, admin_pass, &keys, req.no_nic)
             .await
     }
 
@@ -106,6 +113,7 @@ impl Compute {
         flavor: &Flavor,
         image: &Image,
         admin_pass: String,
+        keys: &[Keypair],
         no_nic: bool,
     ) -> Result<CreatedServer, ServiceError> {
         let backend = vm.backend_id.ok_or_else(|| {
@@ -116,6 +124,11 @@ impl Compute {
         })?;
         let mut osparams = image.osparams.clone();
         osparams.insert(PASSWORD_OSPARAM.into(), admin_pass.clone());
+        if !keys.is_empty() {
+            // Synnefo's way: every key's public half, one per line.
+            let auth_keys: Vec<&str> = keys.iter().map(|k| k.public_key.trim()).collect();
+            osparams.insert(AUTH_KEYS_OSPARAM.into(), auth_keys.join("\n"));
+        }
         let spec = InstanceSpec {
             backend,
             name: InstanceName::new(&self.config.prefix, vm.id).to_string(),

@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod flavor;
 pub mod image;
+pub mod keypair;
 pub mod membership;
 pub mod nic;
 pub mod project;

@@ -72,6 +72,14 @@ pub struct Model {
     pub access_ipv4: Option<String>,
     /// `accessIPv6` (canonical text form).
     pub access_ipv6: Option<String>,
+    /// Key pair names given at create (JSON array), if any.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub key_names: Option<String>,
+    /// `LockedBy::as_str` while locked; NULL when unlocked.
+    pub locked_by: Option<String>,
+    /// Why it is locked (Nova 2.73).
+    #[sea_orm(column_type = "Text", nullable)]
+    pub locked_reason: Option<String>,
 }
 
 /// No navigable relations: the store joins explicitly.

@@ -19,6 +19,7 @@ use sea_orm_migration::prelude::*;
 mod m20260101_000001_initial;
 mod m20261126_000001_project_vm_generation;
 mod m20261207_000001_vm_access_ips;
+mod m20261207_000002_keypairs_and_locks;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20260101_000001_initial::Migration),
             Box::new(m20261126_000001_project_vm_generation::Migration),
             Box::new(m20261207_000001_vm_access_ips::Migration),
+            Box::new(m20261207_000002_keypairs_and_locks::Migration),
         ]
     }
 }
