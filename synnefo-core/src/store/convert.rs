@@ -485,6 +485,9 @@ mod tests {
             version: 1,
             access_ipv4: None,
             access_ipv6: None,
+            key_names: None,
+            locked_by: None,
+            locked_reason: None,
         };
         assert_eq!(vm_state(&m).unwrap(), s);
     }
