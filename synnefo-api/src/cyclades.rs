@@ -82,7 +82,9 @@ fn attachments(vm: &Vm, nics: &[Nic]) -> Vec<Value> {
         .collect()
 }
 
-fn server(app: &Shared, vm: &Vm, nics: &[Nic]) -> Value {
+/// A Cyclades server body (`key_names`: the key pairs given at create,
+/// Synnefo's `SNF:key_names`; `key_name` is the first).
+fn server(app: &Shared, vm: &Vm, nics: &[Nic], key_names: &[String]) -> Value {
     let status = synnefo_status(&vm.state);
     let (_, task, _) = nova_states(vm);
     let id = vm.id.to_string();
@@ -107,7 +109,8 @@ fn server(app: &Shared, vm: &Vm, nics: &[Nic]) -> Value {
         "SNF:fqdn": null,
         "SNF:port_forwarding": {},
         "diagnostics": [],
-        "key_name": null,
+        "key_name": key_names.first(),
+        "SNF:key_names": key_names,
         "config_drive": "",
         "links": links(app, "servers", &id),
     })
@@ -158,9 +161,19 @@ async fn detail(State(app): State<Shared>, auth: Auth, p: Params) -> Result<Json
     let f = server_filter(&p)?;
     let vms = app.compute.list_servers(&auth.caller(), &f).await?;
     let nics: HashMap<_, _> = app.compute.nics_of(&vms).await?;
+    let attrs = app.compute.server_attrs_of(&vms).await?;
     let items: Vec<Value> = vms
         .iter()
-        .map(|vm| server(&app, vm, nics.get(&vm.id).map_or(&[][..], Vec::as_slice)))
+        .map(|vm| {
+            server(
+                &app,
+                vm,
+                nics.get(&vm.id).map_or(&[][..], Vec::as_slice),
+                attrs
+                    .get(&vm.id)
+                    .map_or(&[][..], |a| a.key_names.as_slice()),
+            )
+        })
         .collect();
     Ok(Json(json!({ "servers": items })))
 }
@@ -171,7 +184,10 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let (vm, nics) = app.compute.server_with_nics(&auth.caller(), &id).await?;
-    Ok(Json(json!({"server": server(&app, &vm, &nics)})))
+    let attrs = app.compute.server_attrs(&vm).await?;
+    Ok(Json(
+        json!({"server": server(&app, &vm, &nics, &attrs.key_names)}),
+    ))
 }
 
 /// `GET /servers/{id}/ips` (kamaki's `server info --nics`): the server's
@@ -289,7 +305,8 @@ async fn create(
             },
         )
         .await?;
-    let mut body = server(&app, &created.vm, &[]);
+    let attrs = app.compute.server_attrs(&created.vm).await?;
+    let mut body = server(&app, &created.vm, &[], &attrs.key_names);
     body["adminPass"] = json!(created.admin_pass);
     Ok((StatusCode::ACCEPTED, Json(json!({ "server": body }))).into_response())
 }

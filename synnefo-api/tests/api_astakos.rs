@@ -558,6 +558,21 @@ async fn cyclades_create_refuses_what_it_cannot_honour() {
         let r = post(&c.app, "/compute/v2.0/servers", &c.alice_token, body).await;
         assert_eq!(r.status, StatusCode::ACCEPTED, "{what}: {:?}", r.body);
         assert_eq!(r.body["server"]["tenant_id"], c.pa.id);
+        let keyed = what.contains("key_name") && what != "null key_name";
+        let id = r.body["server"]["id"].clone();
+        let r = get(
+            &c.app,
+            &format!("/compute/v2.0/servers/{id}"),
+            &c.alice_token,
+        )
+        .await;
+        if keyed {
+            assert_eq!(r.body["server"]["key_name"], "k1", "{what}");
+            assert_eq!(r.body["server"]["SNF:key_names"], json!(["k1"]), "{what}");
+        } else {
+            assert!(r.body["server"]["key_name"].is_null(), "{what}");
+            assert_eq!(r.body["server"]["SNF:key_names"], json!([]), "{what}");
+        }
     }
 }
 
