@@ -355,11 +355,35 @@ async fn locked_servers_refuse_the_owner() {
     )
     .await;
     assert_eq!(r.status, StatusCode::CONFLICT);
-    // reading still works; locking again is accepted
+    // locking again is accepted (the first lock stays)
     assert_eq!(
         action(json!({"lock": null})).await.status,
         StatusCode::ACCEPTED
     );
+    let r = get_v(
+        &c.app,
+        &format!("/v2.1/servers/{id}"),
+        &c.alice_token,
+        "2.73",
+    )
+    .await;
+    assert_eq!(r.body["server"]["locked_reason"], "audit");
+    // an operator of the project may still act on it
+    {
+        use synnefo_core::ports::IdentityStore;
+        let hash = synnefo_core::service::identity::hash_password("op-pw").unwrap();
+        let op = c.store.create_user("operator", &hash, true).await.unwrap();
+        c.store.add_member(&op.id, &c.pa.id).await.unwrap();
+        let op_token = token(&c.store, &op, &c.pa).await;
+        let r = post(
+            &c.app,
+            &format!("/v2.1/servers/{id}/metadata"),
+            &op_token,
+            json!({"metadata": {"by": "operator"}}),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    }
     // reasons before 2.73 are refused
     let r = post(
         &c.app,
