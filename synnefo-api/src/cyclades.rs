@@ -6,7 +6,9 @@
 //! in JSON, Synnefo status names (`STOPPED` rather than `SHUTOFF`),
 //! `{"start":{}}` / `{"shutdown":{}}` / `{"reboot":{"type":...}}` actions,
 //! and `{"console":{"type":"vnc"}}` answering 200 with the proxy's
-//! host, port and one-time password.
+//! host, port and one-time password. Key pairs (`os-keypairs`) as Synnefo
+//! 0.20 serves them: SSH only, Nova 2.2's status codes (201, 204) without
+//! `type` or `user_id`.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -46,6 +48,14 @@ pub fn routes() -> Router<Shared> {
         .route(
             "/compute/v2.0/servers/{id}/metadata/{key}",
             get(metadata_get).put(metadata_put).delete(metadata_delete),
+        )
+        .route(
+            "/compute/v2.0/os-keypairs",
+            get(keypairs_list).post(keypairs_create),
+        )
+        .route(
+            "/compute/v2.0/os-keypairs/{name}",
+            get(keypairs_show).delete(keypairs_delete),
         )
         .route("/compute/v2.0/flavors", get(flavors))
         .route("/compute/v2.0/flavors/detail", get(flavors_detail))
@@ -516,4 +526,105 @@ async fn image(
 ) -> Result<Json<Value>, ApiError> {
     let i = app.compute.image(&auth.caller(), &id).await?;
     Ok(Json(json!({"image": image_body(&app, &i)})))
+}
+
+// ---------------------------------------------------------------- key pairs
+
+/// Cyclades' key pair create body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeypairRequest {
+    keypair: KeypairBody,
+}
+
+/// `keypair`: a name, and a public key to import (generated if absent).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeypairBody {
+    name: String,
+    #[serde(default)]
+    public_key: Option<String>,
+}
+
+fn keypair_brief(k: &synnefo_core::model::Keypair) -> Value {
+    json!({"name": k.name, "fingerprint": k.fingerprint, "public_key": k.public_key})
+}
+
+async fn keypairs_list(State(app): State<Shared>, auth: Auth) -> Result<Json<Value>, ApiError> {
+    let keys = app
+        .compute
+        .keypairs(&auth.caller(), None, None, None)
+        .await?;
+    let items: Vec<Value> = keys
+        .iter()
+        .map(|k| json!({ "keypair": keypair_brief(k) }))
+        .collect();
+    Ok(Json(json!({ "keypairs": items })))
+}
+
+async fn keypairs_create(
+    State(app): State<Shared>,
+    auth: Auth,
+    Body(req): Body<KeypairRequest>,
+) -> Result<Response, ApiError> {
+    use crate::nova::keypairs::{generate_ssh, import_ssh};
+    let b = req.keypair;
+    synnefo_core::service::compute::validate_keypair_name(&b.name)?;
+    let caller = auth.caller();
+    let (public_key, fingerprint, private_key) = match &b.public_key {
+        Some(pk) => {
+            let i = import_ssh(pk)?;
+            (i.public_key, i.fingerprint, None)
+        }
+        None => {
+            let g = tokio::task::spawn_blocking(generate_ssh)
+                .await
+                .map_err(|_| ApiError::internal())??;
+            (g.public_key, g.fingerprint, Some(g.private_key))
+        }
+    };
+    let k = app
+        .compute
+        .create_keypair(
+            &caller,
+            synnefo_core::model::NewKeypair {
+                user_id: caller.user_id.clone(),
+                name: b.name,
+                kind: synnefo_core::model::KeypairType::Ssh,
+                fingerprint,
+                public_key,
+            },
+        )
+        .await?;
+    let mut body = keypair_brief(&k);
+    if let Some(pk) = private_key {
+        body["private_key"] = json!(pk);
+    }
+    Ok((StatusCode::CREATED, Json(json!({ "keypair": body }))).into_response())
+}
+
+async fn keypairs_show(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let k = app.compute.keypair(&auth.caller(), &name, None).await?;
+    let mut body = keypair_brief(&k);
+    body["id"] = json!(k.id);
+    body["deleted"] = json!(false);
+    body["created_at"] = json!(k.created.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string());
+    body["updated_at"] = Value::Null;
+    body["deleted_at"] = Value::Null;
+    Ok(Json(json!({ "keypair": body })))
+}
+
+async fn keypairs_delete(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    app.compute
+        .delete_keypair(&auth.caller(), &name, None)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
