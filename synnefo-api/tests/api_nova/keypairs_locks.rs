@@ -266,6 +266,26 @@ async fn key_name_on_create_reaches_snf_image() {
         r.body["badRequest"]["message"],
         "Invalid key_name provided."
     );
+    // an x509 key pair cannot be injected
+    let r = post_v(
+        &c.app,
+        "/v2.1/os-keypairs",
+        &c.alice_token,
+        json!({"keypair": {"name": "cert", "type": "x509"}}),
+        "2.2",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let mut body = create_body("k-1");
+    body["server"]["key_name"] = json!("cert");
+    let r = post(&c.app, "/v2.1/servers", &c.alice_token, body).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.body["badRequest"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("x509")
+    );
     // another user's key pair is unknown too
     let mut body = create_body("k-1");
     body["server"]["key_name"] = json!("mine");

@@ -7,7 +7,7 @@
 
 use super::{Caller, Compute};
 use crate::error::{ServiceError, StoreError};
-use crate::model::{Keypair, NewKeypair};
+use crate::model::{Keypair, KeypairType, NewKeypair};
 
 /// Longest key pair name (Nova's limit).
 pub const KEYPAIR_NAME_MAX: usize = 255;
@@ -150,7 +150,8 @@ impl Compute {
     }
 
     /// The caller's key pairs named in a create (duplicates dropped, order
-    /// kept); any unknown name is Nova's 400 "Invalid key_name provided.".
+    /// kept); any unknown name is Nova's 400 "Invalid key_name provided.",
+    /// an x509 one a 400 too (snf-image's `auth_keys` holds SSH keys only).
     pub(super) async fn resolve_key_names(
         &self,
         caller: &Caller,
@@ -162,6 +163,12 @@ impl Compute {
                 continue;
             }
             match self.store.keypair(&caller.user_id, name).await? {
+                Some(k) if k.kind == KeypairType::X509 => {
+                    // snf-image takes OpenSSH authorized_keys lines only
+                    return Err(ServiceError::BadRequest(format!(
+                        "Key pair {name} is an x509 certificate; only SSH key pairs can be injected."
+                    )));
+                }
                 Some(k) => out.push(k),
                 None => {
                     return Err(ServiceError::BadRequest(
