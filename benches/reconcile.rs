@@ -154,6 +154,7 @@ fn world(n: usize) -> World {
             job: None,
             last_event: None,
             state_event: None,
+            nics_time_us: None,
         };
         let mut running = true;
         let mut listed = true;

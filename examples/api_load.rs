@@ -198,6 +198,7 @@ async fn seed(store: &Arc<SeaStore>) -> anyhow::Result<String> {
                 link: Some("br0".into()),
                 mode: Some("bridged".into()),
             }]),
+            beparams: None,
         };
         synnefo_core::service::apply_notification(&**store, &n).await?;
         let _: VmId = vm.id;

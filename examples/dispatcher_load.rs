@@ -371,6 +371,7 @@ async fn round(o: &Opts, r: usize, store: &SeaStore, vms: &[VmId]) -> Result<(f6
                     expected_version: v.version,
                     state: v.state,
                     nics: None,
+                    resize: None,
                 })
                 .collect();
             let t = Instant::now();

@@ -644,6 +644,58 @@ impl AmqpBus {
         let _ = channel.close(200, "done".into()).await;
         Ok(out)
     }
+
+    /// Puts up to `max` dead letters back on the exchange under their
+    /// original routing key, oldest first; returns how many.
+    ///
+    /// Each is published (and confirmed by the broker) **before** it is
+    /// taken off the dead-letter queue, so a crash in between leaves a
+    /// duplicate, never a loss; duplicates are no-ops for the dispatcher.
+    /// A message that fails again comes back to the dead-letter queue with
+    /// its new reason.
+    pub async fn retry_dead_letters(&self, max: usize) -> Result<usize, AmqpError> {
+        let queue = self.inner.config.dead_letter_queue();
+        let channel = self.inner.open_channel(&self.inner.consumer).await?;
+        let mut moved = 0;
+        while moved < max {
+            let got = channel
+                .basic_get(topology::short(&queue)?, BasicGetOptions { no_ack: false })
+                .await
+                .map_err(|e| channel_err("basic.get", e))?;
+            let Some(m) = got else { break };
+            let d = m.delivery;
+            if let Err(e) = self
+                .inner
+                .publish_raw(
+                    &self.inner.config.exchange,
+                    d.routing_key.as_str(),
+                    &d.data,
+                    message_properties(),
+                )
+                .await
+            {
+                // Not republished: it stays a dead letter.
+                let _ = channel
+                    .basic_nack(
+                        d.delivery_tag,
+                        BasicNackOptions {
+                            multiple: false,
+                            requeue: true,
+                        },
+                    )
+                    .await;
+                let _ = channel.close(200, "done".into()).await;
+                return Err(e);
+            }
+            channel
+                .basic_ack(d.delivery_tag, BasicAckOptions { multiple: false })
+                .await
+                .map_err(|e| channel_err("acking a retried dead letter", e))?;
+            moved += 1;
+        }
+        let _ = channel.close(200, "done".into()).await;
+        Ok(moved)
+    }
 }
 
 /// Empty header table helper for callers building properties.

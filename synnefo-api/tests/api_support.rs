@@ -352,6 +352,7 @@ pub async fn complete(store: &Arc<SeaStore>, id: &str, opcode: OpCode, job: u64)
             link: Some("br0".into()),
             mode: Some("bridged".into()),
         }]),
+        beparams: None,
     };
     synnefo_core::service::apply_notification(&**store, &n)
         .await

@@ -143,6 +143,7 @@ impl World {
             job: None,
             last_event: None,
             state_event: None,
+            nics_time_us: None,
         };
         edit(&mut state);
         self.store
@@ -151,6 +152,7 @@ impl World {
                 expected_version: vm.version,
                 state,
                 nics: None,
+                resize: None,
             })
             .await
             .unwrap()
@@ -223,6 +225,7 @@ impl World {
                 expected_version: current.version,
                 state,
                 nics: None,
+                resize: None,
             })
             .await
             .unwrap();

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::error::EventError;
 use crate::ids::{InstanceName, JobId, VmId};
-use crate::model::Nic;
+use crate::model::{BeParams, Nic};
 use crate::state::{JobStatus, OpError, OpStatusEvent};
 
 /// The exchange all notifications go to (topic, durable).
@@ -177,6 +177,10 @@ pub enum Notification {
         event: OpStatusEvent,
         /// NICs reported with a successful op, if any.
         nics: Option<Vec<Nic>>,
+        /// The backend parameters a successful op set (its input's
+        /// `beparams`, which Synnefo's eventd sends for `CREATE` and
+        /// `SET_PARAMS`), if it set any.
+        beparams: Option<BeParams>,
     },
     /// NIC state from the hook.
     NetStatus {
@@ -210,6 +214,53 @@ fn to_nics(wire: &[WireNic]) -> Vec<Nic> {
             mode: n.mode.clone().filter(|s| !s.is_empty()),
         })
         .collect()
+}
+
+/// `job_fields.beparams` of an op-status message: `vcpus` and `maxmem`
+/// (`memory` before Ganeti 2.6), as numbers or as the strings Ganeti's
+/// command line passes (`"2"`, `"512"`, `"512M"`, `"1G"`). Absent or empty:
+/// `None`; a value that is neither: malformed.
+fn beparams_of(job_fields: Option<&Value>) -> Result<Option<BeParams>, EventError> {
+    let Some(Value::Object(be)) = job_fields.and_then(|f| f.get("beparams")) else {
+        return Ok(None);
+    };
+    let read = |key: &str, unit_mib: bool| -> Result<Option<i32>, EventError> {
+        let Some(v) = be.get(key).filter(|v| !v.is_null()) else {
+            return Ok(None);
+        };
+        let bad = || EventError::Malformed(format!("beparams {key}: {}", bounded(&v.to_string())));
+        let n: i64 = match v {
+            Value::Number(n) => n.as_i64().ok_or_else(bad)?,
+            Value::String(t) => {
+                let t = t.trim();
+                let (digits, factor) = match t.as_bytes().last() {
+                    Some(b'M' | b'm') if unit_mib => (&t[..t.len() - 1], 1),
+                    Some(b'G' | b'g') if unit_mib => (&t[..t.len() - 1], 1024),
+                    Some(b'T' | b't') if unit_mib => (&t[..t.len() - 1], 1024 * 1024),
+                    _ => (t, 1),
+                };
+                digits
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(|d| d.checked_mul(factor))
+                    .ok_or_else(bad)?
+            }
+            _ => return Err(bad()),
+        };
+        i32::try_from(n)
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Some)
+            .ok_or_else(bad)
+    };
+    let params = BeParams {
+        vcpus: read("vcpus", false)?,
+        ram_mib: match read("maxmem", true)? {
+            Some(m) => Some(m),
+            None => read("memory", true)?,
+        },
+    };
+    Ok((!params.is_empty()).then_some(params))
 }
 
 fn time_us((sec, usec): (i64, i64)) -> Result<i64, EventError> {
@@ -256,10 +307,18 @@ impl OpStatusMessage {
             error,
             time_us: time_us(self.event_time)?,
         };
+        // Synnefo's dispatcher takes the flavor from the beparams of any
+        // successful op whose message carries them (its eventd sends them
+        // for CREATE and SET_PARAMS).
+        let beparams = match event.status {
+            JobStatus::Success => beparams_of(self.job_fields.as_ref())?,
+            _ => None,
+        };
         Ok(Notification::OpStatus {
             vm: name.vm_id(),
             event,
             nics: self.instance_nics.as_deref().map(to_nics),
+            beparams,
         })
     }
 }
@@ -485,7 +544,9 @@ mod tests {
             "cluster":"c1"}"#;
         let n = decode(body, "snf-").unwrap();
         match n {
-            Notification::OpStatus { vm, event, nics } => {
+            Notification::OpStatus {
+                vm, event, nics, ..
+            } => {
                 assert_eq!(vm, VmId(42));
                 assert_eq!(event.opcode, OpCode::InstanceStartup);
                 assert_eq!(event.status, JobStatus::Success);
@@ -494,6 +555,71 @@ mod tests {
                 assert!(nics.is_none());
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    fn set_params(status: &str, job_fields: &str) -> Result<Notification, EventError> {
+        let body = format!(
+            r#"{{"type":"ganeti-op-status","instance":"snf-7","operation":"OP_INSTANCE_SET_PARAMS","jobId":3,"status":"{status}","event_time":[1,0],"job_fields":{job_fields}}}"#
+        );
+        decode(body.as_bytes(), "snf-")
+    }
+
+    fn beparams(n: Notification) -> Option<BeParams> {
+        match n {
+            Notification::OpStatus { beparams, .. } => beparams,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// What Synnefo's eventd puts in `job_fields.beparams`, as numbers or
+    /// as Ganeti's command line leaves them.
+    #[test]
+    fn reads_the_beparams_of_a_successful_set_params() {
+        let be = |vcpus, ram_mib| Some(BeParams { vcpus, ram_mib });
+        let cases = [
+            (
+                r#"{"beparams":{"vcpus":2,"maxmem":256}}"#,
+                be(Some(2), Some(256)),
+            ),
+            (r#"{"beparams":{"vcpus":"4"}}"#, be(Some(4), None)),
+            (r#"{"beparams":{"maxmem":"2G"}}"#, be(None, Some(2048))),
+            (r#"{"beparams":{"memory":"512M"}}"#, be(None, Some(512))),
+            (
+                r#"{"beparams":{"maxmem":1024,"memory":512}}"#,
+                be(None, Some(1024)),
+            ),
+            (r#"{"beparams":{},"nics":[]}"#, None),
+            (r#"{"beparams":{"auto_balance":true}}"#, None),
+            (r#"{"nics":[]}"#, None),
+            ("null", None),
+        ];
+        for (fields, want) in cases {
+            assert_eq!(
+                beparams(set_params("success", fields).unwrap()),
+                want,
+                "{fields}"
+            );
+        }
+        // only a success resizes
+        for status in ["error", "running", "canceled"] {
+            let n = set_params(status, r#"{"beparams":{"vcpus":2}}"#).unwrap();
+            assert_eq!(beparams(n), None, "{status}");
+        }
+        // values no Ganeti sends: malformed, never a panic
+        for bad in [
+            r#"{"beparams":{"vcpus":"two"}}"#,
+            r#"{"beparams":{"vcpus":-1}}"#,
+            r#"{"beparams":{"vcpus":0}}"#,
+            r#"{"beparams":{"maxmem":99999999999}}"#,
+            r#"{"beparams":{"maxmem":"9999999999G"}}"#,
+            r#"{"beparams":{"maxmem":[1]}}"#,
+            r#"{"beparams":{"maxmem":"G"}}"#,
+        ] {
+            assert!(
+                matches!(set_params("success", bad), Err(EventError::Malformed(_))),
+                "{bad}"
+            );
         }
     }
 

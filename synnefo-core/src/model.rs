@@ -122,6 +122,76 @@ pub struct Flavor {
     pub deleted: bool,
 }
 
+impl Flavor {
+    /// The flavor an instance's backend parameters match: Ganeti's vcpus
+    /// and RAM, the recorded flavor's disk and disk template (Ganeti's
+    /// parameters carry no disk size to compare; Synnefo's resize keeps the
+    /// disk too). Live flavors before deleted ones, public before private
+    /// (every owner may look those up), then the lowest id, so every caller
+    /// picks the same. `None` when the recorded flavor is not in the
+    /// catalogue or nothing matches.
+    pub fn matching(
+        catalogue: &[Flavor],
+        recorded: FlavorId,
+        vcpus: i32,
+        ram_mib: i32,
+    ) -> Option<FlavorId> {
+        let current = catalogue.iter().find(|f| f.id == recorded)?;
+        catalogue
+            .iter()
+            .filter(|f| {
+                f.vcpus == vcpus
+                    && f.ram_mib == ram_mib
+                    && f.disk_gib == current.disk_gib
+                    && f.disk_template == current.disk_template
+            })
+            .min_by_key(|f| (f.deleted, !f.is_public, f.id))
+            .map(|f| f.id)
+    }
+}
+
+/// Backend parameters a successful op set, as its input carried them
+/// (`job_fields.beparams` in Synnefo's message, sent for `CREATE` and
+/// `OP_INSTANCE_SET_PARAMS`): what
+/// Synnefo's dispatcher reads to give the server its new flavor at once,
+/// rather than at the next reconciliation. A parameter the op did not set
+/// keeps the recorded flavor's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct BeParams {
+    /// `vcpus`.
+    pub vcpus: Option<i32>,
+    /// `maxmem` (or the older `memory`), MiB.
+    pub ram_mib: Option<i32>,
+}
+
+impl BeParams {
+    /// Whether the op set either parameter.
+    pub fn is_empty(&self) -> bool {
+        self.vcpus.is_none() && self.ram_mib.is_none()
+    }
+
+    /// These parameters followed by `later` ones: what Ganeti holds after
+    /// both ops (a parameter `later` does not set keeps this one's value).
+    pub fn then(self, later: BeParams) -> BeParams {
+        BeParams {
+            vcpus: later.vcpus.or(self.vcpus),
+            ram_mib: later.ram_mib.or(self.ram_mib),
+        }
+    }
+
+    /// The flavor a server of flavor `recorded` has after these parameters
+    /// ([`Flavor::matching`]); `None` if nothing matches or nothing changed.
+    pub fn new_flavor(&self, catalogue: &[Flavor], recorded: FlavorId) -> Option<FlavorId> {
+        let current = catalogue.iter().find(|f| f.id == recorded)?;
+        let vcpus = self.vcpus.unwrap_or(current.vcpus);
+        let ram = self.ram_mib.unwrap_or(current.ram_mib);
+        if vcpus == current.vcpus && ram == current.ram_mib {
+            return None;
+        }
+        Flavor::matching(catalogue, recorded, vcpus, ram)
+    }
+}
+
 /// An OS image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Image {

@@ -22,8 +22,8 @@ use crate::error::{BackendError, BusError, StoreError};
 use crate::ids::{BackendId, FlavorId, JobId, VmId};
 use crate::messages::MessageKind;
 use crate::model::{
-    AccessIps, Backend, Flavor, Image, Keypair, NewKeypair, NewVm, NewVmAttrs, Nic, Project, Quota,
-    ServerAttrs, Token, Usage, User, Vm, VmLock, VmPlacement,
+    AccessIps, Backend, BeParams, Flavor, Image, Keypair, NewKeypair, NewVm, NewVmAttrs, Nic,
+    Project, Quota, ServerAttrs, Token, Usage, User, Vm, VmLock, VmPlacement,
 };
 use crate::state::{JobStatus, OpError, OperState, RebootKind, VmState};
 
@@ -363,6 +363,11 @@ pub struct VmStateUpdate {
     pub state: VmState,
     /// Replace the VM's NICs with these, if given.
     pub nics: Option<Vec<Nic>>,
+    /// Backend parameters Ganeti reported set (a successful
+    /// `OP_INSTANCE_SET_PARAMS` or create): the store gives the VM the flavor they
+    /// match ([`BeParams::new_flavor`]) in the same transaction, or keeps
+    /// its flavor when none does (reconciliation then reports it).
+    pub resize: Option<BeParams>,
 }
 
 /// Virtual machines, their metadata and NICs.

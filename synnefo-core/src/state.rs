@@ -358,8 +358,24 @@ pub struct BackendJob {
     pub opcode: OpCode,
     /// Its status.
     pub status: JobStatus,
-    /// The last log line (or error message) Ganeti gave.
+    /// The last log line the producer reported (Synnefo's eventd: the
+    /// op's last progress line; ours: the error's text for a failure).
     pub log_msg: Option<String>,
+    /// Ganeti's error, for a failed opcode whose result carried one; kept
+    /// beside the log line, as Synnefo keeps both.
+    #[serde(default)]
+    pub error: Option<OpError>,
+}
+
+impl BackendJob {
+    /// What to show people: Ganeti's error of a failed opcode (its text
+    /// form), else the log line.
+    pub fn message(&self) -> Option<String> {
+        match (&self.error, self.status) {
+            (Some(e), JobStatus::Error) => Some(e.to_string()),
+            _ => self.log_msg.clone(),
+        }
+    }
 }
 
 /// A user action waiting for its backend job to finish.
@@ -388,6 +404,11 @@ pub struct VmState {
     pub last_event: Option<EventPosition>,
     /// Guard of `operstate`: the notification that set it.
     pub state_event: Option<EventPosition>,
+    /// Guard of the NICs: the event time (µs) of the report (a hook's NIC
+    /// report, or a successful op that carried the NICs) now on record;
+    /// Synnefo's `backendtime` check for `ganeti-net-status`.
+    #[serde(default)]
+    pub nics_time_us: Option<i64>,
 }
 
 impl VmState {
@@ -404,6 +425,7 @@ impl VmState {
             job: None,
             last_event: None,
             state_event: None,
+            nics_time_us: None,
         }
     }
 }
@@ -460,8 +482,9 @@ impl OpStatusEvent {
         }
     }
 
-    /// What to record as the job's message: Ganeti's error of a failed
-    /// opcode (its text form, for people), else the producer's log line.
+    /// What to show as the job's message: Ganeti's error of a failed
+    /// opcode (its text form, for people), else the producer's log line
+    /// (both are kept in [`BackendJob`]).
     pub fn message(&self) -> Option<String> {
         match (&self.error, self.status) {
             (Some(e), JobStatus::Error) => Some(e.to_string()),
@@ -487,6 +510,10 @@ pub enum Ignored {
 }
 
 /// Outcome of [`apply_op_status`].
+// `Applied` carries the whole state by value: it is returned once per event
+// and stored at once; boxing it would add an allocation per event to the
+// dispatcher's hot path for no saving.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transition {
     /// The new state to store.
@@ -513,7 +540,11 @@ pub fn apply_op_status(vm: &VmState, ev: &OpStatusEvent) -> Transition {
             job_id: ev.job_id,
             opcode: ev.opcode,
             status: ev.status,
-            log_msg: ev.message(),
+            log_msg: ev.log_msg.clone(),
+            error: match ev.status {
+                JobStatus::Error => ev.error.clone(),
+                _ => None,
+            },
         });
         next.last_event = Some(pos);
         changed = true;
@@ -552,6 +583,31 @@ pub fn apply_op_status(vm: &VmState, ev: &OpStatusEvent) -> Transition {
     } else {
         Transition::Ignored(Ignored::Stale)
     }
+}
+
+/// Takes a NIC report into a VM's state: the NICs Ganeti reported at
+/// `time_us` (a hook's `ganeti-net-status`, or a successful op that carried
+/// the instance's NICs). Returns the state to store with the new NICs, or
+/// `None` when the report must not replace the NICs on record: the server
+/// is removed (its NICs are gone for good), or a report at the same or a
+/// later time is already on record (Synnefo's `event_time <= backendtime`
+/// rule), so NIC reports take effect in event-time order whatever order
+/// they arrive in. A report without a time (an old hook) cannot be ordered
+/// and is taken as it comes.
+pub fn apply_nic_report(vm: &VmState, time_us: Option<i64>) -> Option<VmState> {
+    if vm.operstate == OperState::Destroyed {
+        return None;
+    }
+    if let (Some(t), Some(on_record)) = (time_us, vm.nics_time_us)
+        && t <= on_record
+    {
+        return None;
+    }
+    let mut next = vm.clone();
+    if time_us.is_some() {
+        next.nics_time_us = time_us;
+    }
+    Some(next)
 }
 
 /// Does this terminal event finish the pending action?

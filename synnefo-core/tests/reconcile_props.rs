@@ -180,9 +180,11 @@ fn build(gens: &[VmGen], unknown: usize, b2: u8) -> Model {
                 opcode,
                 status,
                 log_msg: None,
+                error: None,
             }),
             last_event: None,
             state_event: None,
+            nics_time_us: None,
         };
         let vm = Vm {
             id: VmId(id),

@@ -112,8 +112,25 @@ fn every_op_status_message_parses_and_decodes_right() {
         assert_eq!(parsed.job_id, m["jobId"].as_u64().unwrap(), "{}", c.name);
         let body = serde_json::to_vec(m).unwrap();
         match decode_any(&body, "snf-") {
-            Ok(Decoded::Apply(Notification::OpStatus { vm, event, nics })) => {
+            Ok(Decoded::Apply(Notification::OpStatus {
+                vm,
+                event,
+                nics,
+                beparams,
+            })) => {
                 assert_eq!(vm.0, c.expected["vm_id"].as_i64().unwrap(), "{}", c.name);
+                // The new flavor Synnefo's dispatcher looks up: same vcpus
+                // and RAM as the parameters we read (absent: no resize).
+                let want = c.expected.get("flavor_from_beparams").and_then(|f| {
+                    f.as_object().map(|f| {
+                        (
+                            f.get("cpu").and_then(Value::as_i64),
+                            f.get("ram").and_then(Value::as_i64),
+                        )
+                    })
+                });
+                let got = beparams.map(|b| (b.vcpus.map(i64::from), b.ram_mib.map(i64::from)));
+                assert_eq!(got, want, "{}: beparams", c.name);
                 assert_eq!(event.job_id.0, parsed.job_id, "{}", c.name);
                 assert_eq!(event.opcode.as_str(), m["operation"], "{}", c.name);
                 assert_eq!(

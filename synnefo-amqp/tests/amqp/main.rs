@@ -318,3 +318,55 @@ async fn a_closed_bus_says_so() {
     ));
     cleanup(&cfg).await;
 }
+
+/// `synnefo admin queue inspect|retry`'s library calls: a dead letter is
+/// read with its key and reason and left in place; a retry puts it back on
+/// its original queue and takes it off the dead-letter queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_inspected_then_retried_onto_their_queue() {
+    let prefix = unique_prefix();
+    let cfg = config(&prefix);
+    let Some(bus) = connect(
+        "dead_letters_are_inspected_then_retried_onto_their_queue",
+        cfg.clone(),
+    )
+    .await
+    else {
+        return;
+    };
+    for body in ["first", "second"] {
+        bus.publish(MessageKind::OpStatus, body.as_bytes().to_vec())
+            .await
+            .unwrap();
+    }
+    let mut sub = bus.subscribe(MessageKind::OpStatus).await.unwrap();
+    for d in recv_n(&mut sub, 2, 10).await {
+        sub.dead_letter(d.tag, "cannot apply: test").await.unwrap();
+    }
+    drop(sub);
+    let raw = raw(&cfg).await;
+    let dlq = cfg.dead_letter_queue();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while ready(&raw, &dlq).await < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let seen = bus.dead_letters(10, false).await.unwrap();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0].body, b"first");
+    assert_eq!(seen[0].routing_key, cfg.routing_key(MessageKind::OpStatus));
+    assert_eq!(seen[0].reason.as_deref(), Some("cannot apply: test"));
+    assert_eq!(ready(&raw, &dlq).await, 2, "inspecting leaves them");
+
+    assert_eq!(bus.retry_dead_letters(1).await.unwrap(), 1, "bounded");
+    assert_eq!(bus.retry_dead_letters(10).await.unwrap(), 1);
+    assert_eq!(ready(&raw, &dlq).await, 0);
+    let mut sub = bus.subscribe(MessageKind::OpStatus).await.unwrap();
+    let back = recv_n(&mut sub, 2, 10).await;
+    assert_eq!(bodies(&back), ["first", "second"], "oldest first");
+    sub.ack(&back.iter().map(|d| d.tag).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    drop(sub);
+    cleanup(&cfg).await;
+}

@@ -314,7 +314,11 @@ pub fn apply_db_fixes<'a>(
             | FixAction::SetBackend { .. } => {}
         }
     }
-    (state != vm.state || nics.is_some()).then_some(VmChange { state, nics })
+    (state != vm.state || nics.is_some()).then_some(VmChange {
+        state,
+        nics,
+        resize: None,
+    })
 }
 
 /// A VM's flavor and cluster after its [`FixAction::SetFlavor`] and

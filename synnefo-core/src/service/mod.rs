@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use crate::error::{ServiceError, StoreError};
 use crate::ids::VmId;
 use crate::messages::Notification;
-use crate::model::{Nic, Vm};
+use crate::model::{BeParams, Nic, Vm};
 use crate::ports::{VmStateUpdate, VmStore};
 use crate::state::{Ignored, Transition, VmState, apply_op_status};
 
@@ -32,6 +32,9 @@ pub struct VmChange {
     pub state: VmState,
     /// Replace the NICs with these, if given.
     pub nics: Option<Vec<Nic>>,
+    /// New backend parameters to take the flavor from (see
+    /// [`VmStateUpdate::resize`]).
+    pub resize: Option<BeParams>,
 }
 
 /// Loads a VM, computes a change with `f`, and writes it with optimistic
@@ -55,6 +58,7 @@ where
             expected_version: vm.version,
             state: change.state,
             nics: change.nics,
+            resize: change.resize,
         };
         match store.update_vm_state(&update).await {
             Ok(stored) => return Ok(Some(stored)),
@@ -80,8 +84,13 @@ pub enum ApplyOutcome {
 pub fn change_for(vm: &Vm, state: &VmState, n: &Notification) -> Option<VmChange> {
     let _ = vm;
     match n {
-        Notification::OpStatus { event, nics, .. } => match apply_op_status(state, event) {
-            Transition::Applied(next) => {
+        Notification::OpStatus {
+            event,
+            nics,
+            beparams,
+            ..
+        } => match apply_op_status(state, event) {
+            Transition::Applied(mut next) => {
                 // A server that is gone has no NICs (Synnefo deletes them
                 // when the removal succeeds, or fails because Ganeti no
                 // longer has the instance).
@@ -89,27 +98,44 @@ pub fn change_for(vm: &Vm, state: &VmState, n: &Notification) -> Option<VmChange
                     && state.operstate != crate::state::OperState::Destroyed
                 {
                     Some(Vec::new())
-                } else if event.status == crate::state::JobStatus::Success {
+                } else if event.status == crate::state::JobStatus::Success
+                    && let Some(reported) = nics
+                {
                     // NICs reported with a successful op are the instance's
-                    // NICs after that op; only take them from an event we
-                    // applied.
-                    nics.clone()
+                    // NICs after that op; only from an event we applied, and
+                    // only if no later NIC report is on record.
+                    match crate::state::apply_nic_report(&next, Some(event.time_us)) {
+                        Some(with_time) => {
+                            next = with_time;
+                            Some(reported.clone())
+                        }
+                        None => None,
+                    }
                 } else {
                     None
                 };
-                Some(VmChange { state: next, nics })
+                // Synnefo's dispatcher takes the new flavor from a resize's
+                // parameters; only from an event the state machine applied,
+                // so a stale one never undoes a later resize.
+                let resize = beparams.filter(|_| event.status == crate::state::JobStatus::Success);
+                Some(VmChange {
+                    state: next,
+                    nics,
+                    resize,
+                })
             }
             Transition::Ignored(_) => None,
         },
-        // A hook's NIC report never brings NICs back to a removed server
-        // (it may arrive after the removal's op-status).
-        Notification::NetStatus { .. } if state.operstate == crate::state::OperState::Destroyed => {
-            None
+        // A hook's NIC report takes effect in event-time order, and never
+        // brings NICs back to a removed server (it may arrive after the
+        // removal's op-status).
+        Notification::NetStatus { nics, time_us, .. } => {
+            crate::state::apply_nic_report(state, *time_us).map(|next| VmChange {
+                state: next,
+                nics: Some(nics.clone()),
+                resize: None,
+            })
         }
-        Notification::NetStatus { nics, .. } => Some(VmChange {
-            state: state.clone(),
-            nics: Some(nics.clone()),
-        }),
     }
 }
 
@@ -148,7 +174,7 @@ pub async fn apply_notifications<S: VmStore + ?Sized>(
     let mut results: Vec<Option<Result<ApplyOutcome, ServiceError>>> =
         Vec::with_capacity(batch.len());
     // Per VM: the folded state, NICs to store, and the batch indexes it covers.
-    type Pending = (VmState, Option<Vec<Nic>>, Vec<usize>);
+    type Pending = (VmState, Option<Vec<Nic>>, Option<BeParams>, Vec<usize>);
     let mut pending: HashMap<VmId, Pending> = HashMap::new();
     for (i, n) in batch.iter().enumerate() {
         let Some(vm) = vms.get(&n.vm()) else {
@@ -163,12 +189,16 @@ pub async fn apply_notifications<S: VmStore + ?Sized>(
             Some(change) => {
                 let entry = pending
                     .entry(vm.id)
-                    .or_insert_with(|| (vm.state.clone(), None, Vec::new()));
+                    .or_insert_with(|| (vm.state.clone(), None, None, Vec::new()));
                 entry.0 = change.state;
                 if change.nics.is_some() {
                     entry.1 = change.nics;
                 }
-                entry.2.push(i);
+                if let Some(later) = change.resize {
+                    // two resizes of one VM in a batch: Ganeti holds both
+                    entry.2 = Some(entry.2.map_or(later, |earlier| earlier.then(later)));
+                }
+                entry.3.push(i);
                 results.push(None);
             }
             None => results.push(Some(Ok(ApplyOutcome::Ignored(Ignored::Stale)))),
@@ -180,12 +210,13 @@ pub async fn apply_notifications<S: VmStore + ?Sized>(
     let updates: Vec<VmStateUpdate> = order
         .iter()
         .map(|id| {
-            let (state, nics, _) = &pending[id];
+            let (state, nics, resize, _) = &pending[id];
             VmStateUpdate {
                 id: *id,
                 expected_version: vms[id].version,
                 state: state.clone(),
                 nics: nics.clone(),
+                resize: *resize,
             }
         })
         .collect();
@@ -196,7 +227,7 @@ pub async fn apply_notifications<S: VmStore + ?Sized>(
     };
 
     for (id, outcome) in order.iter().zip(written) {
-        let members = &pending[id].2;
+        let members = &pending[id].3;
         match outcome {
             Ok(()) => {
                 for &i in members {

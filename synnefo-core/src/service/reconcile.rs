@@ -882,7 +882,11 @@ impl Reconciler {
                         None => (current.state.clone(), None),
                     };
                     let state = record_orphan_removal(&state, job);
-                    (state != current.state || nics.is_some()).then_some(VmChange { state, nics })
+                    (state != current.state || nics.is_some()).then_some(VmChange {
+                        state,
+                        nics,
+                        resize: None,
+                    })
                 }
             })
         })

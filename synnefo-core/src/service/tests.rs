@@ -5,8 +5,8 @@ use crate::ports::MockVmStore;
 use crate::state::{JobStatus, OpCode, OpStatusEvent, OperState};
 use chrono::Utc;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 fn vm(id: i64, version: i64) -> Vm {
     Vm {
@@ -39,6 +39,7 @@ fn op(vm: i64, job: u64, opcode: OpCode, status: JobStatus) -> Notification {
             time_us: job as i64 * 100 + status.rank() as i64,
         },
         nics: None,
+        beparams: None,
     }
 }
 
@@ -210,4 +211,192 @@ fn a_removed_server_loses_its_nics_and_a_late_report_does_not_restore_them() {
     )
     .expect("recorded");
     assert_eq!(failed.nics, None);
+}
+
+fn resize(vm: i64, job: u64, vcpus: Option<i32>, ram_mib: Option<i32>) -> Notification {
+    match op(vm, job, OpCode::InstanceSetParams, JobStatus::Success) {
+        Notification::OpStatus {
+            vm, event, nics, ..
+        } => Notification::OpStatus {
+            vm,
+            event,
+            nics,
+            beparams: Some(BeParams { vcpus, ram_mib }),
+        },
+        other => other,
+    }
+}
+
+/// Issue 17 item 3: a resize Ganeti reports carries its parameters to the
+/// store (which takes the flavor from them) only from an event the state
+/// machine applies: a stale or duplicate one never undoes a later resize.
+#[test]
+fn a_reported_resize_reaches_the_store_only_from_an_applied_event() {
+    let v = vm(1, 1);
+    let created = change_for(
+        &v,
+        &v.state,
+        &op(1, 1, OpCode::InstanceCreate, JobStatus::Success),
+    )
+    .expect("create applies")
+    .state;
+    let first = change_for(&v, &created, &resize(1, 5, Some(4), None)).expect("applies");
+    assert_eq!(
+        first.resize,
+        Some(BeParams {
+            vcpus: Some(4),
+            ram_mib: None
+        })
+    );
+    let second = change_for(&v, &first.state, &resize(1, 6, None, Some(4096))).expect("applies");
+    // the older resize, delivered again after the newer one: nothing
+    assert!(change_for(&v, &second.state, &resize(1, 5, Some(4), None)).is_none());
+    assert!(change_for(&v, &second.state, &resize(1, 6, None, Some(4096))).is_none());
+    // other ops carry no resize
+    let stopped = change_for(
+        &v,
+        &second.state,
+        &op(1, 7, OpCode::InstanceShutdown, JobStatus::Success),
+    )
+    .expect("applies");
+    assert_eq!(stopped.resize, None);
+}
+
+/// Two resizes of one VM in one batch reach the store as what Ganeti
+/// holds after both.
+#[tokio::test]
+async fn a_batch_folds_two_resizes_of_one_vm() {
+    let mut store = MockVmStore::new();
+    let mut v = vm(1, 1);
+    v.state = match apply_op_status(
+        &v.state,
+        match &op(1, 1, OpCode::InstanceCreate, JobStatus::Success) {
+            Notification::OpStatus { event, .. } => event,
+            _ => unreachable!(),
+        },
+    ) {
+        crate::state::Transition::Applied(s) => s,
+        other => panic!("{other:?}"),
+    };
+    let loaded = v.clone();
+    store
+        .expect_vms()
+        .returning(move |_| Ok(vec![loaded.clone()]));
+    let written = Arc::new(Mutex::new(Vec::new()));
+    let w = written.clone();
+    store.expect_update_vm_states().returning(move |ups| {
+        w.lock().unwrap().extend(ups.iter().map(|u| u.resize));
+        Ok(ups.iter().map(|_| Ok(())).collect())
+    });
+    let batch = [resize(1, 5, Some(4), None), resize(1, 6, None, Some(4096))];
+    let out = apply_notifications(&store, &batch).await.unwrap();
+    assert!(
+        out.iter().all(|r| matches!(r, Ok(ApplyOutcome::Applied))),
+        "{out:?}"
+    );
+    assert_eq!(
+        *written.lock().unwrap(),
+        vec![Some(BeParams {
+            vcpus: Some(4),
+            ram_mib: Some(4096)
+        })]
+    );
+}
+
+fn net_report(time_us: i64, ip: &str) -> Notification {
+    Notification::NetStatus {
+        vm: VmId(1),
+        nics: vec![nic(ip)],
+        time_us: Some(time_us),
+    }
+}
+
+/// Issue 17 item 3: NIC reports (the hook's, and those a successful op
+/// carries) take effect in event-time order, as Synnefo's `backendtime`
+/// check has it: an older one arriving late changes nothing.
+#[test]
+fn nic_reports_apply_in_event_time_order() {
+    let v = vm(1, 1);
+    let mut state = change_for(
+        &v,
+        &v.state,
+        &op(1, 1, OpCode::InstanceCreate, JobStatus::Success),
+    )
+    .expect("create applies")
+    .state;
+    let newer = change_for(&v, &state, &net_report(1_000, "192.0.2.2")).expect("applies");
+    assert_eq!(newer.nics.as_deref(), Some(&[nic("192.0.2.2")][..]));
+    state = newer.state;
+    assert!(
+        change_for(&v, &state, &net_report(900, "192.0.2.1")).is_none(),
+        "older"
+    );
+    assert!(
+        change_for(&v, &state, &net_report(1_000, "192.0.2.2")).is_none(),
+        "same"
+    );
+    // a successful op older than the report on record: its state applies,
+    // its NICs do not
+    let mut reboot = op(1, 2, OpCode::InstanceReboot, JobStatus::Success);
+    if let Notification::OpStatus { event, nics, .. } = &mut reboot {
+        event.time_us = 950;
+        *nics = Some(vec![nic("192.0.2.9")]);
+    }
+    let c = change_for(&v, &state, &reboot).expect("the reboot applies");
+    assert_eq!(c.nics, None);
+    // one newer than it: both apply
+    if let Notification::OpStatus { event, .. } = &mut reboot {
+        event.job_id = JobId(3);
+        event.time_us = 1_100;
+    }
+    let c = change_for(&v, &state, &reboot).expect("applies");
+    assert_eq!(c.nics.as_deref(), Some(&[nic("192.0.2.9")][..]));
+    assert_eq!(c.state.nics_time_us, Some(1_100));
+    // a report without a time (an old hook) cannot be ordered: taken
+    let untimed = Notification::NetStatus {
+        vm: VmId(1),
+        nics: vec![nic("192.0.2.7")],
+        time_us: None,
+    };
+    let c = change_for(&v, &c.state, &untimed).expect("taken");
+    assert_eq!(c.state.nics_time_us, Some(1_100), "the guard stays");
+}
+
+proptest::proptest! {
+    /// Any arrival order of NIC reports with distinct times, with
+    /// duplicates, leaves the newest report's NICs.
+    #[test]
+    fn any_order_of_nic_reports_leaves_the_newest(
+        times in proptest::collection::btree_set(1i64..1_000_000, 1..10),
+        seed in proptest::prelude::any::<u64>(),
+        dups in 0usize..5,
+    ) {
+        let v = vm(1, 1);
+        let times: Vec<i64> = times.into_iter().collect();
+        let mut reports: Vec<(i64, String)> = times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (*t, format!("192.0.2.{}", i + 1)))
+            .collect();
+        for d in 0..dups {
+            reports.push(reports[d % times.len()].clone());
+        }
+        let mut x = seed | 1;
+        for i in (1..reports.len()).rev() {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let j = (x >> 33) as usize % (i + 1);
+            reports.swap(i, j);
+        }
+        let mut state = v.state.clone();
+        let mut nics = None;
+        for (t, ip) in &reports {
+            if let Some(c) = change_for(&v, &state, &net_report(*t, ip)) {
+                state = c.state;
+                nics = c.nics;
+            }
+        }
+        let newest = times.len();
+        proptest::prop_assert_eq!(nics, Some(vec![nic(&format!("192.0.2.{newest}"))]));
+        proptest::prop_assert_eq!(state.nics_time_us, times.last().copied());
+    }
 }

@@ -22,6 +22,7 @@ fn vm_in(state: OperState) -> VmState {
         job: None,
         last_event: None,
         state_event: None,
+        nics_time_us: None,
     }
 }
 
@@ -135,11 +136,19 @@ fn every_operstate_opcode_status_log_message_combination() {
                         (job.job_id, job.opcode, job.status),
                         (JobId(10), opcode, status)
                     );
+                    // Both kept: the producer's log line as it came, and
+                    // Ganeti's error of a failure; people see the error.
+                    assert_eq!(job.log_msg, e.log_msg, "{case}");
+                    let want_error = match status {
+                        JobStatus::Error => e.error.clone(),
+                        _ => None,
+                    };
+                    assert_eq!(job.error, want_error, "{case}");
                     let want_msg = match (&e.error, status) {
                         (Some(err), JobStatus::Error) => Some(err.to_string()),
                         _ => e.log_msg.clone(),
                     };
-                    assert_eq!(job.log_msg, want_msg, "{case}");
+                    assert_eq!(job.message(), want_msg, "{case}");
                     assert_eq!(next.deleted, want == "DESTROYED", "{case}: deleted flag");
                     // Applying the same event again is a no-op.
                     assert_eq!(
@@ -383,6 +392,7 @@ fn start_action_rules() {
         opcode: OpCode::InstanceStartup,
         status: JobStatus::Success,
         log_msg: None,
+        error: None,
     });
     let stopping = start_action(&running, Action::Stop).unwrap();
     assert_eq!(
@@ -466,6 +476,7 @@ fn local_transitions_table() {
                 opcode: OpCode::InstanceStartup,
                 status: JobStatus::Success,
                 log_msg: None,
+                error: None,
             });
             // Destroyed without a job: whatever the state, gone for good.
             let gone = destroyed_without_ganeti(&before);

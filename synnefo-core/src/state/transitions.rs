@@ -40,6 +40,7 @@ pub fn create_refused(vm: &VmState, message: String) -> Option<VmState> {
         opcode: OpCode::InstanceCreate,
         status: JobStatus::Error,
         log_msg: Some(message),
+        error: None,
     });
     Some(next)
 }

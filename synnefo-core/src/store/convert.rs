@@ -12,7 +12,8 @@ use crate::error::StoreError;
 use crate::ids::{BackendId, FlavorId, JobId, VmId};
 use crate::model::{Backend, Flavor, Image, Nic, Project, Token, User, Vm};
 use crate::state::{
-    Action, BackendJob, EventPosition, JobStatus, OpCode, OperState, PendingAction, VmState,
+    Action, BackendJob, EventPosition, JobStatus, OpCode, OpError, OperState, PendingAction,
+    VmState,
 };
 
 /// Longest job log message stored (bytes); longer ones are cut at a char
@@ -228,6 +229,13 @@ pub(crate) fn vm_state(m: &vm::Model) -> Result<VmState, StoreError> {
             opcode: OpCode::from_str(opcode).map_err(corrupt)?,
             status: JobStatus::from_str(status).map_err(corrupt)?,
             log_msg: m.job_log_msg.clone(),
+            error: match &m.job_error {
+                Some(j) => Some(
+                    serde_json::from_str(j)
+                        .map_err(|e| corrupt(format!("vm {}: job error {e}", m.id)))?,
+                ),
+                None => None,
+            },
         }),
         _ => {
             return Err(corrupt(format!(
@@ -256,6 +264,7 @@ pub(crate) fn vm_state(m: &vm::Model) -> Result<VmState, StoreError> {
             m.state_event_time_us,
             "state_event",
         )?,
+        nics_time_us: m.nics_time_us,
     })
 }
 
@@ -279,7 +288,7 @@ pub(crate) fn vm(m: vm::Model, metadata: BTreeMap<String, String>) -> Result<Vm,
 }
 
 /// The `vms` columns that hold [`VmState`], in the order of [`StateRow::values`].
-pub(crate) const STATE_COLUMNS: [&str; 17] = [
+pub(crate) const STATE_COLUMNS: [&str; 19] = [
     "operstate",
     "deleted",
     "suspended",
@@ -297,6 +306,8 @@ pub(crate) const STATE_COLUMNS: [&str; 17] = [
     "state_event_op_index",
     "state_event_status_rank",
     "state_event_time_us",
+    "job_error",
+    "nics_time_us",
 ];
 
 /// [`VmState`] flattened into the `vms` columns.
@@ -313,6 +324,8 @@ pub(crate) struct StateRow {
     pub job_log_msg: Option<String>,
     pub last_event: [Option<i64>; 4],
     pub state_event: [Option<i64>; 4],
+    pub job_error: Option<String>,
+    pub nics_time_us: Option<i64>,
 }
 
 fn position_columns(p: Option<EventPosition>, what: &str) -> Result<[Option<i64>; 4], StoreError> {
@@ -374,11 +387,24 @@ impl StateRow {
                 .map(truncate_log),
             last_event: position_columns(s.last_event, "last_event job id")?,
             state_event: position_columns(s.state_event, "state_event job id")?,
+            job_error: match s.job.as_ref().and_then(|j| j.error.as_ref()) {
+                // the message bounded like the log line
+                Some(e) => Some(
+                    serde_json::to_string(&OpError {
+                        message: truncate_log(&e.message),
+                        class: truncate_log(&e.class),
+                        code: e.code.clone(),
+                    })
+                    .map_err(|e| StoreError::Integrity(format!("job error: {e}")))?,
+                ),
+                None => None,
+            },
+            nics_time_us: s.nics_time_us,
         })
     }
 
     /// The column values, in the order of [`STATE_COLUMNS`].
-    pub(crate) fn values(self) -> [Value; 17] {
+    pub(crate) fn values(self) -> [Value; 19] {
         let [le0, le1, le2, le3] = self.last_event;
         let [se0, se1, se2, se3] = self.state_event;
         [
@@ -399,6 +425,8 @@ impl StateRow {
             Value::BigInt(se1),
             rank_value(se2),
             Value::BigInt(se3),
+            opt_string(self.job_error),
+            Value::BigInt(self.nics_time_us),
         ]
     }
 
@@ -424,6 +452,8 @@ impl StateRow {
         am.state_event_op_index = Set(se1);
         am.state_event_status_rank = Set(se2.and_then(|r| i16::try_from(r).ok()));
         am.state_event_time_us = Set(se3);
+        am.job_error = Set(self.job_error);
+        am.nics_time_us = Set(self.nics_time_us);
     }
 }
 
@@ -441,15 +471,21 @@ mod tests {
         s.job = Some(BackendJob {
             job_id: JobId(7),
             opcode: OpCode::InstanceCreate,
-            status: JobStatus::Running,
-            log_msg: Some("x".into()),
+            status: JobStatus::Error,
+            log_msg: Some("* creating instance disks...".into()),
+            error: OpError::from_result(&serde_json::json!([
+                "OpPrereqError",
+                ["Instance 'snf-1' not known", "unknown_entity"]
+            ])),
         });
+        assert!(s.job.as_ref().unwrap().error.is_some());
         s.last_event = Some(EventPosition {
             job_id: 7,
             op_index: 2,
             status_rank: 2,
             time_us: 99,
         });
+        s.nics_time_us = Some(98);
         let row = StateRow::new(&s).unwrap();
         assert_eq!(row.clone().values().len(), STATE_COLUMNS.len());
         let mut am = <vm::ActiveModel as sea_orm::ActiveModelTrait>::default();
@@ -485,6 +521,8 @@ mod tests {
             version: 1,
             access_ipv4: None,
             access_ipv6: None,
+            job_error: am.job_error.unwrap(),
+            nics_time_us: am.nics_time_us.unwrap(),
             key_names: None,
             locked_by: None,
             locked_reason: None,

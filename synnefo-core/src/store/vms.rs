@@ -14,13 +14,14 @@ use sea_orm::{
 
 use super::SeaStore;
 use super::convert::{self, STATE_COLUMNS, StateRow, now, ts};
-use super::entities::{nic, vm, vm_metadata};
+use super::entities::{flavor, nic, vm, vm_metadata};
 use super::identity::project_usage;
 use super::sql::{IN_CHUNK, Sql, db_err, insert_returning_id, insert_stmt};
 use crate::error::StoreError;
-use crate::ids::VmId;
+use crate::ids::{FlavorId, VmId};
 use crate::model::{
-    AccessIps, LockedBy, NewVm, NewVmAttrs, Nic, Quota, ServerAttrs, Usage, Vm, VmLock, VmPlacement,
+    AccessIps, BeParams, Flavor, LockedBy, NewVm, NewVmAttrs, Nic, Quota, ServerAttrs, Usage, Vm,
+    VmLock, VmPlacement,
 };
 use crate::ports::{VmQuery, VmStateUpdate, VmStore};
 use crate::state::VmState;
@@ -181,6 +182,50 @@ async fn insert_nics(
             .exec_without_returning(db)
             .await
             .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// Gives VM `id` the flavor a resize's parameters match (Synnefo's
+/// dispatcher does the same on a successful `OP_INSTANCE_SET_PARAMS`), in
+/// the caller's transaction. Nothing matching: the flavor stays, logged at
+/// WARN; reconciliation reports the difference (`UnsyncedFlavor`).
+async fn apply_resize(db: &impl ConnectionTrait, id: i64, be: &BeParams) -> Result<(), StoreError> {
+    let Some(row) = vm::Entity::find_by_id(id).one(db).await.map_err(db_err)? else {
+        return Ok(());
+    };
+    let catalogue: Vec<Flavor> = flavor::Entity::find()
+        .all(db)
+        .await
+        .map_err(db_err)?
+        .into_iter()
+        .map(convert::flavor)
+        .collect();
+    let recorded = FlavorId(row.flavor_id);
+    match be.new_flavor(&catalogue, recorded) {
+        Some(to) => {
+            vm::Entity::update_many()
+                .col_expr(vm::Column::FlavorId, Expr::value(to.0))
+                .filter(vm::Column::Id.eq(id))
+                .exec(db)
+                .await
+                .map_err(db_err)?;
+        }
+        None => {
+            let current = catalogue.iter().find(|f| f.id == recorded);
+            let changed = current.is_some_and(|f| {
+                be.vcpus.is_some_and(|v| v != f.vcpus) || be.ram_mib.is_some_and(|r| r != f.ram_mib)
+            });
+            if changed {
+                tracing::warn!(
+                    server = id,
+                    flavor = recorded.0,
+                    vcpus = ?be.vcpus,
+                    ram_mib = ?be.ram_mib,
+                    "Ganeti resized the server to parameters no flavor has; the flavor stays until an operator adds one (reconciliation reports it)"
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -352,8 +397,10 @@ struct Winner<'a> {
     from_version: i64,
     /// The version after this batch.
     to_version: i64,
-    values: [Value; 17],
+    values: [Value; 19],
     nics: Option<&'a [Nic]>,
+    /// Resizes of this VM's updates in the batch, applied in input order.
+    resizes: Vec<BeParams>,
 }
 
 /// The multi-row guarded `UPDATE` for up to [`BATCH_ROWS`] winners.
@@ -709,6 +756,9 @@ impl VmStore for SeaStore {
         if let Some(nics) = &update.nics {
             replace_nics(&txn, id, nics).await?;
         }
+        if let Some(be) = &update.resize {
+            apply_resize(&txn, id, be).await?;
+        }
         let vm = load_vm(&txn, id)
             .await?
             .ok_or_else(|| StoreError::NotFound(server(id)))?;
@@ -804,7 +854,9 @@ impl VmStore for SeaStore {
             current.insert(id, at + 1);
             let prev = winners.remove(&id);
             let from_version = prev.as_ref().map_or(at, |p| p.from_version);
-            let nics = u.nics.as_deref().or(prev.and_then(|p| p.nics));
+            let nics = u.nics.as_deref().or(prev.as_ref().and_then(|p| p.nics));
+            let mut resizes = prev.map(|p| p.resizes).unwrap_or_default();
+            resizes.extend(u.resize);
             winners.insert(
                 id,
                 Winner {
@@ -813,6 +865,7 @@ impl VmStore for SeaStore {
                     to_version: at + 1,
                     values,
                     nics,
+                    resizes,
                 },
             );
             results.push(Ok(()));
@@ -854,6 +907,13 @@ impl VmStore for SeaStore {
             })
             .collect();
         insert_nics(&txn, rows).await?;
+
+        // Resizes Ganeti reported (rare: one statement each).
+        for w in winners.iter() {
+            for be in &w.resizes {
+                apply_resize(&txn, w.id, be).await?;
+            }
+        }
 
         // Last, so the project rows stay locked only until the commit.
         let projects: Vec<&str> = winners

@@ -75,6 +75,7 @@ pub(crate) fn state(operstate: OperState) -> VmState {
         job: None,
         last_event: None,
         state_event: None,
+        nics_time_us: None,
     }
 }
 
@@ -294,6 +295,7 @@ pub(crate) fn running_job(s: &mut VmSnapshot, id: u64, opcode: OpCode) {
         opcode,
         status: JobStatus::Running,
         log_msg: None,
+        error: None,
     });
 }
 

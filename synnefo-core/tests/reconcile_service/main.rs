@@ -145,6 +145,7 @@ impl World {
             job: None,
             last_event: None,
             state_event: None,
+            nics_time_us: None,
         };
         edit(&mut state);
         self.store
@@ -153,6 +154,7 @@ impl World {
                 expected_version: vm.version,
                 state,
                 nics: Some(vec![nic(vm.id.0, &format!("10.0.0.{}", vm.id.0))]),
+                resize: None,
             })
             .await
             .unwrap()
@@ -371,6 +373,7 @@ async fn deleted_vms_whose_removal_never_counted_are_destroyed() {
         opcode: OpCode::InstanceRemove,
         status: JobStatus::Error,
         log_msg: Some("OpPrereqError: Instance 'snf-1' not known".into()),
+        error: None,
     };
     let zombie = w
         .vm(OperState::Error, |s| {

@@ -38,6 +38,7 @@ pub(crate) async fn apply_until_done(
                 expected_version: vm.version,
                 state: next,
                 nics: None,
+                resize: None,
             })
             .await
         {
@@ -137,6 +138,7 @@ pub(crate) async fn concurrent_state_updates(s: &SeaStore) {
                             expected_version: vm.version,
                             state: next,
                             nics: None,
+                            resize: None,
                         }),
                         Transition::Ignored(_) => None,
                     })
@@ -346,6 +348,7 @@ pub(crate) async fn batch_timing(s: &SeaStore, label: &str) {
                 } else {
                     None
                 },
+                resize: None,
             })
             .collect();
         let start = Instant::now();
@@ -363,6 +366,7 @@ pub(crate) async fn batch_timing(s: &SeaStore, label: &str) {
             expected_version: vm.version,
             state: vm.state.clone(),
             nics: None,
+            resize: None,
         })
         .await
         .unwrap();

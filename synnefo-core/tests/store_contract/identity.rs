@@ -203,6 +203,7 @@ pub(crate) async fn quotas_and_usage(s: &SeaStore) {
         expected_version: a.version,
         state: del,
         nics: None,
+        resize: None,
     })
     .await
     .unwrap();
@@ -348,6 +349,7 @@ pub(crate) async fn backends(s: &SeaStore) {
         expected_version: gone.version,
         state: st,
         nics: None,
+        resize: None,
     })
     .await
     .unwrap();

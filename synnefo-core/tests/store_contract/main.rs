@@ -85,6 +85,7 @@ macro_rules! backend_tests {
                 reconciliation,
                 vm_generations,
                 placement,
+                resize_from_backend,
                 batch_creates_and_access_ips,
                 name_regex_listing,
                 concurrent_state_updates,

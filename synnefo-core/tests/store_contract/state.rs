@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::Utc;
 use synnefo_core::StoreError;
 use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
-use synnefo_core::model::{Quota, VmPlacement};
+use synnefo_core::model::{BeParams, Quota, VmPlacement};
 use synnefo_core::ports::{BackendStore, IdentityStore, VmQuery, VmStateUpdate, VmStore};
 use synnefo_core::state::{Action, JobStatus, OpCode, RebootKind};
 use synnefo_core::store::SeaStore;
@@ -25,6 +25,15 @@ pub(crate) async fn state_updates(s: &SeaStore) {
     );
     let mut st = applied(&vm.state, &e1);
     st.suspended = true;
+    st.nics_time_us = Some(1_700_000_000_000_002);
+    // a failed job keeps its log line and Ganeti's typed error
+    let job = st.job.as_mut().expect("recorded");
+    job.status = JobStatus::Error;
+    job.error = synnefo_core::state::OpError::from_result(&serde_json::json!([
+        "OpExecError",
+        ["Could not allocate 'ą' ✓ disk", "insufficient_resources"]
+    ]));
+    assert!(job.error.is_some());
     st.action = Some(synnefo_core::state::PendingAction {
         action: Action::Reboot(RebootKind::Hard),
         job_id: Some(JobId(u64::from(u32::MAX) + 5)),
@@ -34,6 +43,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
         expected_version: vm.version,
         state: st.clone(),
         nics: Some(vec![nic(0, "192.0.2.1")]),
+        resize: None,
     };
     let v2 = s.update_vm_state(&up).await.unwrap();
     assert_eq!(v2.state, st);
@@ -63,6 +73,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
             expected_version: v2.version,
             state: v2.state.clone(),
             nics: None,
+            resize: None,
         })
         .await
         .unwrap();
@@ -81,7 +92,8 @@ pub(crate) async fn state_updates(s: &SeaStore) {
             id: vm.id,
             expected_version: v3.version,
             state: huge.clone(),
-            nics: None
+            nics: None,
+            resize: None,
         })
         .await,
         Err(StoreError::Integrity(_))
@@ -110,12 +122,14 @@ pub(crate) async fn state_updates(s: &SeaStore) {
             expected_version: a.version,
             state: ea.clone(),
             nics: Some(vec![nic(0, "10.1.0.1")]),
+            resize: None,
         },
         VmStateUpdate {
             id: b.id,
             expected_version: b.version,
             state: eb.clone(),
             nics: Some(vec![]),
+            resize: None,
         },
         // computed from a stale version: conflicts alone
         VmStateUpdate {
@@ -123,6 +137,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
             expected_version: c.version - 1,
             state: eb.clone(),
             nics: None,
+            resize: None,
         },
         // a second update of `a`, computed from the first one's result
         VmStateUpdate {
@@ -130,6 +145,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
             expected_version: a.version + 1,
             state: ea2.clone(),
             nics: None,
+            resize: None,
         },
         // and a third, stale relative to the second
         VmStateUpdate {
@@ -137,18 +153,21 @@ pub(crate) async fn state_updates(s: &SeaStore) {
             expected_version: a.version + 1,
             state: eb.clone(),
             nics: None,
+            resize: None,
         },
         VmStateUpdate {
             id: VmId(i64::MAX),
             expected_version: 1,
             state: eb.clone(),
             nics: None,
+            resize: None,
         },
         VmStateUpdate {
             id: c.id,
             expected_version: c.version,
             state: huge,
             nics: None,
+            resize: None,
         },
     ];
     s.set_nics(b.id, &[nic(0, "10.2.0.1")]).await.unwrap();
@@ -245,6 +264,7 @@ pub(crate) async fn reconciliation(s: &SeaStore) {
         expected_version: deleted.version,
         state: st,
         nics: None,
+        resize: None,
     })
     .await
     .unwrap();
@@ -321,6 +341,7 @@ pub(crate) async fn vm_generations(s: &SeaStore) {
         expected_version: a.version,
         state: st.clone(),
         nics: None,
+        resize: None,
     };
     let a2 = s.update_vm_state(&up).await.unwrap();
     bumped(&mut g, generation(&t.project.id).await, "state update");
@@ -336,12 +357,14 @@ pub(crate) async fn vm_generations(s: &SeaStore) {
             expected_version: a2.version,
             state: a2.state.clone(),
             nics: Some(vec![nic(0, "192.0.2.9")]),
+            resize: None,
         },
         VmStateUpdate {
             id: b.id,
             expected_version: b.version,
             state: st.clone(),
             nics: None,
+            resize: None,
         },
     ];
     let res = s.update_vm_states(&batch).await.unwrap();
@@ -473,4 +496,63 @@ pub(crate) async fn placement(s: &SeaStore) {
         .await
         .unwrap();
     assert_eq!((again.flavor_id, again.backend_id), (t.flavor.id, None));
+}
+
+/// A resize Ganeti reports (a successful SET_PARAMS's beparams) gives the
+/// VM the flavor they match in the same write as its state, on both write
+/// paths; parameters no flavor has leave the flavor as it was.
+pub(crate) async fn resize_from_backend(s: &SeaStore) {
+    let t = tenant(s).await;
+    let vm = create(s, &t, "resized").await;
+    let bigger = flavor(s, 4, 4096).await;
+    let be = |vcpus: Option<i32>, ram_mib: Option<i32>| Some(BeParams { vcpus, ram_mib });
+
+    // one VM, one transaction
+    let up = VmStateUpdate {
+        id: vm.id,
+        expected_version: vm.version,
+        state: vm.state.clone(),
+        nics: None,
+        resize: be(Some(4), Some(4096)),
+    };
+    let v = s.update_vm_state(&up).await.unwrap();
+    assert_eq!(v.flavor_id, bigger.id);
+    assert_eq!(v.version, vm.version + 1);
+    let usage = s.usage(&t.project.id).await.unwrap();
+    assert_eq!((usage.vcpus, usage.ram_mib), (4, 4096));
+
+    // the batch path: back to the tenant's flavor, then a resize to
+    // parameters no flavor has (3 vCPUs), which keeps it
+    let back = VmStateUpdate {
+        id: vm.id,
+        expected_version: v.version,
+        state: v.state.clone(),
+        nics: None,
+        resize: be(Some(2), Some(1024)),
+    };
+    let odd = VmStateUpdate {
+        expected_version: v.version + 1,
+        resize: be(Some(3), None),
+        ..back.clone()
+    };
+    let results = s.update_vm_states(&[back, odd]).await.unwrap();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    let v = s.vm(vm.id).await.unwrap().unwrap();
+    assert_eq!(v.flavor_id, t.flavor.id);
+    assert_eq!(v.version, vm.version + 3);
+
+    // only RAM given: the vCPUs stay the recorded flavor's
+    let v = s
+        .update_vm_state(&VmStateUpdate {
+            id: vm.id,
+            expected_version: v.version,
+            state: v.state.clone(),
+            nics: None,
+            resize: be(None, Some(1024)),
+        })
+        .await
+        .unwrap();
+    assert_eq!(v.flavor_id, t.flavor.id);
+    let usage = s.usage(&t.project.id).await.unwrap();
+    assert_eq!((usage.vcpus, usage.ram_mib), (2, 1024));
 }

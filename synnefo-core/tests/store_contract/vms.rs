@@ -52,6 +52,7 @@ pub(crate) async fn vms_and_listing(s: &SeaStore) {
             expected_version: deleted.version,
             state: del_state,
             nics: None,
+            resize: None,
         })
         .await
         .unwrap();

@@ -29,6 +29,31 @@ pub enum AdminCommand {
     /// API tokens (e.g. for kamaki, which authenticates with a token)
     #[command(subcommand)]
     Tokens(TokensCommand),
+    /// The bus's dead-letter queue (RabbitMQ, `[amqp]`)
+    #[command(subcommand)]
+    Queue(QueueCommand),
+}
+
+/// `admin queue`.
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Show dead letters (oldest first) with their routing key and reason;
+    /// they stay in the queue
+    Inspect {
+        /// At most this many
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        max: u32,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Put dead letters back on their original queue (oldest first), e.g.
+    /// after fixing what made them fail; each is republished before it is
+    /// removed, so nothing is lost
+    Retry {
+        /// At most this many
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        max: u32,
+    },
 }
 
 /// Output options.

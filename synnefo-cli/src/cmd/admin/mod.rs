@@ -28,7 +28,7 @@ mod args;
 
 pub use args::{
     AdminCommand, BackendsCommand, FlavorsCommand, ImagesCommand, MembersCommand, Output,
-    PasswordArgs, ProjectsCommand, QuotasCommand, TokensCommand, UsersCommand,
+    PasswordArgs, ProjectsCommand, QueueCommand, QuotasCommand, TokensCommand, UsersCommand,
 };
 
 fn read_password(p: &PasswordArgs) -> anyhow::Result<String> {
@@ -87,6 +87,10 @@ fn limit(v: Option<i64>) -> String {
 
 /// Runs an admin command.
 pub async fn run(ctx: &Context, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
+    if let AdminCommand::Queue(c) = cmd {
+        queue(ctx, c).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let store: Arc<dyn Store> = Arc::new(ctx.store().await?);
     let admin = Admin::new(
         store,
@@ -103,6 +107,7 @@ pub async fn run(ctx: &Context, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Flavors(c) => flavors(&admin, &op, c).await?,
         AdminCommand::Images(c) => images(&admin, &op, c).await?,
         AdminCommand::Backends(c) => backends(&admin, &op, c).await?,
+        AdminCommand::Queue(_) => unreachable!("handled above: it needs no database"),
         AdminCommand::Tokens(TokensCommand::Issue { user, project, ttl }) => {
             let issued = admin
                 .issue_token(&op, &user, project.as_deref(), ttl.map(Duration::from_secs))
@@ -432,4 +437,52 @@ async fn backends(admin: &Admin, op: &Caller, c: BackendsCommand) -> anyhow::Res
         }
     }
     Ok(())
+}
+
+/// `admin queue`: the RabbitMQ dead-letter queue of `[amqp]` and
+/// `backend_prefix_id` (no database needed).
+async fn queue(ctx: &Context, c: QueueCommand) -> anyhow::Result<()> {
+    let s = &ctx.settings;
+    let mut config = synnefo_amqp::AmqpConfig::from_settings(&s.amqp, &s.backend_prefix_id);
+    config.connection_name = format!("synnefo-admin-{}", std::process::id());
+    let bus = synnefo_amqp::AmqpBus::connect(config)
+        .await
+        .map_err(|e| crate::common::Unavailable(format!("message bus: {e}")))?;
+    let result = match c {
+        QueueCommand::Inspect { max, out } => {
+            let letters = bus.dead_letters(max as usize, false).await;
+            letters.map(|letters| {
+                let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                let rows = letters
+                    .iter()
+                    .map(|d| {
+                        let body = text(&d.body);
+                        vec![
+                            d.routing_key.clone(),
+                            d.queue.clone().unwrap_or_default(),
+                            d.reason.clone().unwrap_or_default(),
+                            body.chars().take(120).collect(),
+                        ]
+                    })
+                    .collect();
+                let j = json!(
+                    letters
+                        .iter()
+                        .map(|d| json!({
+                            "routing_key": d.routing_key,
+                            "queue": d.queue,
+                            "reason": d.reason,
+                            "body": text(&d.body),
+                        }))
+                        .collect::<Vec<_>>()
+                );
+                print(out, &["ROUTING KEY", "QUEUE", "REASON", "BODY"], rows, j);
+            })
+        }
+        QueueCommand::Retry { max } => bus.retry_dead_letters(max as usize).await.map(|n| {
+            println!("{n} dead letter(s) put back on their queue");
+        }),
+    };
+    bus.close().await;
+    result.map_err(|e| anyhow::anyhow!("dead-letter queue: {e}"))
 }

@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
-use crate::ids::{BackendId, FlavorId, InstanceName, JobId, VmId};
+use crate::ids::{BackendId, InstanceName, JobId, VmId};
 use crate::model::{Flavor, Vm};
 use crate::ports::InstanceInfo;
 use crate::state::{Action, JobStatus, OpCode, OperState};
@@ -95,7 +95,7 @@ fn create_outcome(vm: &Vm, job: Option<&JobObservation>) -> (Option<JobId>, Opti
         }
     }
     if let Some(j) = recorded_create.filter(|j| j.status.is_terminal()) {
-        return (create_job, Some((j.status, j.log_msg.clone())), false);
+        return (create_job, Some((j.status, j.message())), false);
     }
     (create_job, None, vanished)
 }
@@ -466,7 +466,7 @@ fn check_vm(
                 db: flavor,
                 ganeti_vcpus: inst.vcpus,
                 ganeti_ram_mib: inst.ram_mib,
-                matching: matching_flavor(
+                matching: Flavor::matching(
                     input.flavors,
                     vm.flavor_id,
                     inst.vcpus.unwrap_or(flavor.vcpus),
@@ -563,30 +563,6 @@ fn stale(out: &mut Diff, vm: &Vm, any_unreachable: bool) {
             operstate: vm.state.operstate,
         });
     }
-}
-
-/// The flavor an instance's beparams match: Ganeti's vcpus and RAM, the
-/// recorded flavor's disk and disk template (Ganeti's listing carries no
-/// disk size to compare). Live flavors before deleted ones, public before
-/// private (every owner may look those up), then the lowest id, so every
-/// run picks the same.
-fn matching_flavor(
-    catalogue: &[Flavor],
-    recorded: FlavorId,
-    vcpus: i32,
-    ram_mib: i32,
-) -> Option<FlavorId> {
-    let current = catalogue.iter().find(|f| f.id == recorded)?;
-    catalogue
-        .iter()
-        .filter(|f| {
-            f.vcpus == vcpus
-                && f.ram_mib == ram_mib
-                && f.disk_gib == current.disk_gib
-                && f.disk_template == current.disk_template
-        })
-        .min_by_key(|f| (f.deleted, !f.is_public, f.id))
-        .map(|f| f.id)
 }
 
 fn emit(out: &mut Diff, d: Discrepancy, guard: Option<Guard>) {

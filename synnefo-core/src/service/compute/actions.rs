@@ -57,6 +57,7 @@ impl Compute {
             Ok(Some(VmChange {
                 state: next,
                 nics: None,
+                resize: None,
             }))
         })
         .await?
@@ -136,6 +137,7 @@ impl Compute {
             Ok(Some(VmChange {
                 state: state::destroyed_without_ganeti(&v.state),
                 nics: None,
+                resize: None,
             }))
         })
         .await?
@@ -197,6 +199,7 @@ pub(super) fn record_job(vm: &Vm, action: Action, job: JobId) -> Option<VmChange
         }) if a == action => Some(VmChange {
             state: state::record_submitted_job(&vm.state, job),
             nics: None,
+            resize: None,
         }),
         _ => None,
     }
@@ -207,5 +210,6 @@ fn rollback(vm: &Vm, action: Action, before: &VmState) -> Option<VmChange> {
     state::rollback_submit(&vm.state, action, before).map(|next| VmChange {
         state: next,
         nics: None,
+        resize: None,
     })
 }

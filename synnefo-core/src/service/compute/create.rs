@@ -167,6 +167,7 @@ impl Compute {
                     Ok(Some(VmChange {
                         state: state::destroyed_without_ganeti(&v.state),
                         nics: None,
+                        resize: None,
                     }))
                 })
                 .await?;
@@ -180,6 +181,7 @@ impl Compute {
                         state::create_refused(&v.state, message.clone()).map(|next| VmChange {
                             state: next,
                             nics: None,
+                            resize: None,
                         }),
                     )
                 })

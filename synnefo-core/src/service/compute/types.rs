@@ -120,8 +120,7 @@ pub fn fault(vm: &Vm) -> Option<Fault> {
     }
     let message = match &vm.state.job {
         Some(job) if matches!(job.status, JobStatus::Error | JobStatus::Canceled) => job
-            .log_msg
-            .clone()
+            .message()
             .unwrap_or_else(|| format!("Ganeti job {} failed", job.job_id)),
         _ => "the server failed to build".to_string(),
     };

@@ -72,6 +72,11 @@ pub struct Model {
     pub access_ipv4: Option<String>,
     /// `accessIPv6` (canonical text form).
     pub access_ipv6: Option<String>,
+    /// Ganeti's error of the failed job on record (JSON of `OpError`).
+    #[sea_orm(column_type = "Text", nullable)]
+    pub job_error: Option<String>,
+    /// `nics_time_us`: event time of the NIC report on record.
+    pub nics_time_us: Option<i64>,
     /// Key pair names given at create (JSON array), if any.
     #[sea_orm(column_type = "Text", nullable)]
     pub key_names: Option<String>,

@@ -19,7 +19,8 @@ use sea_orm_migration::prelude::*;
 mod m20260101_000001_initial;
 mod m20261126_000001_project_vm_generation;
 mod m20261207_000001_vm_access_ips;
-mod m20261207_000002_keypairs_and_locks;
+mod m20261207_000002_vm_job_error_nics_time;
+mod m20261207_000003_keypairs_and_locks;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -31,7 +32,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20260101_000001_initial::Migration),
             Box::new(m20261126_000001_project_vm_generation::Migration),
             Box::new(m20261207_000001_vm_access_ips::Migration),
-            Box::new(m20261207_000002_keypairs_and_locks::Migration),
+            Box::new(m20261207_000002_vm_job_error_nics_time::Migration),
+            Box::new(m20261207_000003_keypairs_and_locks::Migration),
         ]
     }
 }

@@ -14,7 +14,7 @@ pub struct Migration;
 
 impl MigrationName for Migration {
     fn name(&self) -> &str {
-        "m20261207_000002_keypairs_and_locks"
+        "m20261207_000003_keypairs_and_locks"
     }
 }
 
