@@ -8,7 +8,8 @@
 # loopback port with a fresh data dir, configures kamaki in an isolated
 # HOME, and runs an unmodified session: login, flavor and image listing,
 # server create --wait, list, info, shutdown, start, reboot SOFT and HARD,
-# console, quota, resource and project listing, delete; and the
+# console, quota, resource and project listing, delete; key pairs
+# (generate, upload, list, info, server create --key-name, delete); and the
 # negatives (unknown server id, bad token). Every step checks kamaki's
 # output, not just its exit status. Prints "N passed, M failed" and exits
 # non-zero on any failure.
@@ -259,6 +260,26 @@ if [[ $(field 'd["'"$PROJECT_ID"'"]["cyclades.vm"]["usage"]' 2>/dev/null) == 0 ]
     pass "quota released after delete"
 else
     fail "quota released after delete" "$OUT"
+fi
+
+# --- key pairs (Cyclades os-keypairs) -------------------------------------------
+KEY="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti kamaki@example"
+expect "keypair generate" 'BEGIN OPENSSH PRIVATE KEY' keypair generate --key-name kamaki-gen || true
+expect "keypair upload" '^fingerprint: *ae:6f:ba:1b:70:2c:ae:c7:5c:ab:6e:4d:5e:d4:c7:23$' \
+    keypair upload --public-key "$KEY" --key-name kamaki-key || true
+expect "keypair list" '^kamaki-key$' keypair list || true
+expect "keypair info" '^public_key: *ssh-ed25519 ' keypair info kamaki-key || true
+if expect "server create --key-name" '^key_name: *kamaki-key$' server create --name kamaki-keyed \
+    --flavor-id "$FLAVOR" --image-id "$IMAGE" --key-name kamaki-key; then
+    KEYED=$(sed -nE 's/^id: *([0-9]+)$/\1/p' <<<"$OUT" | head -n 1)
+    [[ -n "$KEYED" ]] && run server delete "$KEYED"
+fi
+expect_refusal "server create --key-name (unknown key)" 'Invalid key_name' server create --name kamaki-nokey \
+    --flavor-id "$FLAVOR" --image-id "$IMAGE" --key-name no-such-key
+if expect "keypair delete" '' keypair delete kamaki-key && run keypair list && ! grep -q 'kamaki-key' <<<"$ALL"; then
+    pass "keypair gone after delete"
+else
+    fail "keypair gone after delete" "$ALL"
 fi
 
 # --- negatives ----------------------------------------------------------------

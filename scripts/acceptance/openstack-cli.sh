@@ -4,9 +4,11 @@
 #
 # Installs python-openstackclient from PyPI into a throwaway venv, starts
 # `synnefo up` on a free loopback port with a fresh data dir, and runs,
-# unmodified: flavor list, image list, server create --wait, server list,
-# server show, server stop, server start, server reboot, server event
-# list/show, console url show, server delete --wait; each output is checked. Prints "N passed, M failed"
+# unmodified: flavor list, image list, keypair create/list/show (generated
+# and imported), server create --key-name --wait, server list, server show,
+# server lock (stop refused) / unlock, server stop, server start, server
+# reboot, server event list/show, console url show, server delete --wait,
+# keypair delete; each output is checked. Prints "N passed, M failed"
 # and exits non-zero on any failure.
 #
 # Environment:
@@ -98,9 +100,28 @@ wait_status() {
 # --- the session ------------------------------------------------------------
 expect "flavor list" '^m1\.tiny$' flavor list -f value -c Name || true
 expect "image list" '^debian$' image list -f value -c Name || true
-expect "server create --wait" '"status": "ACTIVE"' server create --flavor m1.tiny --image debian --wait -f json accept-vm || true
+expect "keypair create (generated)" 'BEGIN OPENSSH PRIVATE KEY' keypair create accept-gen || true
+ssh-keygen -q -t ed25519 -N '' -C accept@example -f "$WORK/id_accept" 2>/dev/null ||
+    python3 -c 'print("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti accept@example")' >"$WORK/id_accept.pub"
+# Nova's fingerprint: MD5 of the base64-decoded key blob, colon-separated
+FP=$(python3 -c 'import base64,hashlib,sys
+h = hashlib.md5(base64.b64decode(open(sys.argv[1]).read().split()[1])).hexdigest()
+print(":".join(h[i:i + 2] for i in range(0, 32, 2)))' "$WORK/id_accept.pub")
+expect "keypair create --public-key" "^$FP\$" keypair create --public-key "$WORK/id_accept.pub" -f value -c fingerprint accept-key || true
+expect "keypair list" '^accept-key$' keypair list -f value -c Name || true
+expect "keypair show" "^$FP\$" keypair show accept-key -f value -c fingerprint || true
+expect "keypair show --public-key" ' accept@example$' keypair show --public-key accept-key || true
+expect "server create --key-name --wait" '"key_name": "accept-key"' server create --flavor m1.tiny --image debian --key-name accept-key --wait -f json accept-vm || true
 expect "server list" '^accept-vm ACTIVE$' server list -f value -c Name -c Status || true
 expect "server show" '^ACTIVE$' server show accept-vm -f value -c status || true
+expect "server show (key_name)" '^accept-key$' server show accept-vm -f value -c key_name || true
+if osc server lock accept-vm; then
+    out=$(osc server stop accept-vm 2>&1) && rc=0 || rc=$?
+    if [[ $rc -ne 0 ]] && grep -q "is locked" <<<"$out"; then pass "server lock (stop refused)"; else fail "server lock (stop refused)" "stop of a locked server: rc $rc, $out"; fi
+else
+    fail "server lock (stop refused)" "lock failed"
+fi
+if osc server unlock accept-vm; then pass "server unlock"; else fail "server unlock" "unlock failed"; fi
 
 if osc server stop accept-vm && wait_status accept-vm SHUTOFF; then pass "server stop"; else fail "server stop" "no SHUTOFF"; fi
 if osc server start accept-vm && wait_status accept-vm ACTIVE; then pass "server start"; else fail "server start" "no ACTIVE"; fi
@@ -119,6 +140,11 @@ if osc server delete --wait accept-vm; then
     if [[ -z "$left" ]]; then pass "server delete --wait"; else fail "server delete --wait" "still listed: $left"; fi
 else
     fail "server delete --wait" "command failed"
+fi
+if osc keypair delete accept-key accept-gen && [[ -z "$(osc keypair list -f value -c Name)" ]]; then
+    pass "keypair delete"
+else
+    fail "keypair delete" "key pairs left: $(osc keypair list -f value -c Name 2>&1)"
 fi
 
 echo "$PASSED passed, $FAILED failed"

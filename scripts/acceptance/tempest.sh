@@ -59,7 +59,9 @@ fi
 PASSWORD="tempest-$(date +%s)-$RANDOM"
 log "starting synnefo up on $API"
 # Low job latency: tempest waits for every server to go ACTIVE or away.
-SYNNEFO_CONFIG=/dev/null "$BIN" up --data-dir "$WORK/data" --listen "127.0.0.1:${PORT}" \
+# Every test class logs in with a password from 127.0.0.1, well over the
+# per-address login bound (60 a minute) once the run is fast: lift it here.
+SYNNEFO_CONFIG=/dev/null SYNNEFO_LIMITS__LOGIN_ATTEMPTS_PER_ADDRESS=0 "$BIN" up --data-dir "$WORK/data" --listen "127.0.0.1:${PORT}" \
     --clusters 2 --job-latency-ms 20 --demo-password "$PASSWORD" >"$WORK/up.log" 2>&1 &
 UP_PID=$!
 for i in $(seq 1 120); do
@@ -194,7 +196,7 @@ horizon = false
 CONF
 
 # --- run ---------------------------------------------------------------------
-INCLUDE=${TEMPEST_REGEX:-'^tempest\.api\.compute\.(test_versions|flavors|limits|keypairs|servers\.(test_create_server|test_list_server_filters|test_list_servers_negative|test_servers_negative|test_server_actions|test_delete_server|test_server_addresses|test_server_metadata|test_instance_actions|test_novnc))\b'}
+INCLUDE=${TEMPEST_REGEX:-'^tempest\.api\.compute\.(test_versions|flavors|limits|keypairs|servers\.(test_create_server|test_list_server_filters|test_list_servers_negative|test_servers_negative|test_server_actions|test_delete_server|test_server_addresses|test_server_metadata|test_instance_actions(_negative)?|test_novnc))\b'}
 EXCLUDE="$WORK/exclude.txt"
 # the list file takes one regex a line; drop the comments
 sed -e 's/[[:space:]]*#.*$//' -e '/^[[:space:]]*$/d' "$HERE/tempest-exclude.txt" >"$EXCLUDE"

@@ -6,7 +6,9 @@
 //! in JSON, Synnefo status names (`STOPPED` rather than `SHUTOFF`),
 //! `{"start":{}}` / `{"shutdown":{}}` / `{"reboot":{"type":...}}` actions,
 //! and `{"console":{"type":"vnc"}}` answering 200 with the proxy's
-//! host, port and one-time password.
+//! host, port and one-time password. Key pairs (`os-keypairs`) as Synnefo
+//! 0.20 serves them: SSH only, Nova 2.2's status codes (201, 204) without
+//! `type` or `user_id`.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -47,6 +49,14 @@ pub fn routes() -> Router<Shared> {
             "/compute/v2.0/servers/{id}/metadata/{key}",
             get(metadata_get).put(metadata_put).delete(metadata_delete),
         )
+        .route(
+            "/compute/v2.0/os-keypairs",
+            get(keypairs_list).post(keypairs_create),
+        )
+        .route(
+            "/compute/v2.0/os-keypairs/{name}",
+            get(keypairs_show).delete(keypairs_delete),
+        )
         .route("/compute/v2.0/flavors", get(flavors))
         .route("/compute/v2.0/flavors/detail", get(flavors_detail))
         .route("/compute/v2.0/flavors/{id}", get(flavor))
@@ -82,7 +92,9 @@ fn attachments(vm: &Vm, nics: &[Nic]) -> Vec<Value> {
         .collect()
 }
 
-fn server(app: &Shared, vm: &Vm, nics: &[Nic]) -> Value {
+/// A Cyclades server body (`key_names`: the key pairs given at create,
+/// Synnefo's `SNF:key_names`; `key_name` is the first).
+fn server(app: &Shared, vm: &Vm, nics: &[Nic], key_names: &[String]) -> Value {
     let status = synnefo_status(&vm.state);
     let (_, task, _) = nova_states(vm);
     let id = vm.id.to_string();
@@ -107,7 +119,8 @@ fn server(app: &Shared, vm: &Vm, nics: &[Nic]) -> Value {
         "SNF:fqdn": null,
         "SNF:port_forwarding": {},
         "diagnostics": [],
-        "key_name": null,
+        "key_name": key_names.first(),
+        "SNF:key_names": key_names,
         "config_drive": "",
         "links": links(app, "servers", &id),
     })
@@ -158,9 +171,19 @@ async fn detail(State(app): State<Shared>, auth: Auth, p: Params) -> Result<Json
     let f = server_filter(&p)?;
     let vms = app.compute.list_servers(&auth.caller(), &f).await?;
     let nics: HashMap<_, _> = app.compute.nics_of(&vms).await?;
+    let attrs = app.compute.server_attrs_of(&vms).await?;
     let items: Vec<Value> = vms
         .iter()
-        .map(|vm| server(&app, vm, nics.get(&vm.id).map_or(&[][..], Vec::as_slice)))
+        .map(|vm| {
+            server(
+                &app,
+                vm,
+                nics.get(&vm.id).map_or(&[][..], Vec::as_slice),
+                attrs
+                    .get(&vm.id)
+                    .map_or(&[][..], |a| a.key_names.as_slice()),
+            )
+        })
         .collect();
     Ok(Json(json!({ "servers": items })))
 }
@@ -171,7 +194,10 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let (vm, nics) = app.compute.server_with_nics(&auth.caller(), &id).await?;
-    Ok(Json(json!({"server": server(&app, &vm, &nics)})))
+    let attrs = app.compute.server_attrs(&vm).await?;
+    Ok(Json(
+        json!({"server": server(&app, &vm, &nics, &attrs.key_names)}),
+    ))
 }
 
 /// `GET /servers/{id}/ips` (kamaki's `server info --nics`): the server's
@@ -211,8 +237,12 @@ pub struct CreateBody {
     /// The project to charge; must be the token's.
     #[serde(default)]
     project: Option<String>,
+    /// One of the caller's key pairs to inject.
     #[serde(default)]
-    key_name: Option<Value>,
+    key_name: Option<String>,
+    /// Synnefo's several key pairs (not together with `key_name`).
+    #[serde(rename = "SNF:key_names", default)]
+    key_names: Option<Vec<String>>,
     #[serde(default)]
     user_data: Option<Value>,
 }
@@ -233,8 +263,10 @@ impl CreateBody {
                 "Choosing networks or ports (give no \"networks\" for the default NICs, or [] for none)",
             ));
         }
-        if self.key_name.is_some() {
-            return Err(unsupported("Key pairs (key_name)"));
+        if self.key_name.is_some() && self.key_names.as_ref().is_some_and(|k| !k.is_empty()) {
+            return Err(ApiError::bad_request(
+                "Only one of the SNF:key_names and key_name can be set",
+            ));
         }
         if self.user_data.is_some() {
             return Err(unsupported("User data"));
@@ -276,10 +308,15 @@ async fn create(
                 metadata: s.metadata,
                 admin_pass: None,
                 no_nic,
+                key_names: match s.key_name {
+                    Some(k) => vec![k],
+                    None => s.key_names.unwrap_or_default(),
+                },
             },
         )
         .await?;
-    let mut body = server(&app, &created.vm, &[]);
+    let attrs = app.compute.server_attrs(&created.vm).await?;
+    let mut body = server(&app, &created.vm, &[], &attrs.key_names);
     body["adminPass"] = json!(created.admin_pass);
     Ok((StatusCode::ACCEPTED, Json(json!({ "server": body }))).into_response())
 }
@@ -489,4 +526,105 @@ async fn image(
 ) -> Result<Json<Value>, ApiError> {
     let i = app.compute.image(&auth.caller(), &id).await?;
     Ok(Json(json!({"image": image_body(&app, &i)})))
+}
+
+// ---------------------------------------------------------------- key pairs
+
+/// Cyclades' key pair create body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeypairRequest {
+    keypair: KeypairBody,
+}
+
+/// `keypair`: a name, and a public key to import (generated if absent).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeypairBody {
+    name: String,
+    #[serde(default)]
+    public_key: Option<String>,
+}
+
+fn keypair_brief(k: &synnefo_core::model::Keypair) -> Value {
+    json!({"name": k.name, "fingerprint": k.fingerprint, "public_key": k.public_key})
+}
+
+async fn keypairs_list(State(app): State<Shared>, auth: Auth) -> Result<Json<Value>, ApiError> {
+    let keys = app
+        .compute
+        .keypairs(&auth.caller(), None, None, None)
+        .await?;
+    let items: Vec<Value> = keys
+        .iter()
+        .map(|k| json!({ "keypair": keypair_brief(k) }))
+        .collect();
+    Ok(Json(json!({ "keypairs": items })))
+}
+
+async fn keypairs_create(
+    State(app): State<Shared>,
+    auth: Auth,
+    Body(req): Body<KeypairRequest>,
+) -> Result<Response, ApiError> {
+    use crate::nova::keypairs::{generate_ssh, import_ssh};
+    let b = req.keypair;
+    synnefo_core::service::compute::validate_keypair_name(&b.name)?;
+    let caller = auth.caller();
+    let (public_key, fingerprint, private_key) = match &b.public_key {
+        Some(pk) => {
+            let i = import_ssh(pk)?;
+            (i.public_key, i.fingerprint, None)
+        }
+        None => {
+            let g = tokio::task::spawn_blocking(generate_ssh)
+                .await
+                .map_err(|_| ApiError::internal())??;
+            (g.public_key, g.fingerprint, Some(g.private_key))
+        }
+    };
+    let k = app
+        .compute
+        .create_keypair(
+            &caller,
+            synnefo_core::model::NewKeypair {
+                user_id: caller.user_id.clone(),
+                name: b.name,
+                kind: synnefo_core::model::KeypairType::Ssh,
+                fingerprint,
+                public_key,
+            },
+        )
+        .await?;
+    let mut body = keypair_brief(&k);
+    if let Some(pk) = private_key {
+        body["private_key"] = json!(pk);
+    }
+    Ok((StatusCode::CREATED, Json(json!({ "keypair": body }))).into_response())
+}
+
+async fn keypairs_show(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let k = app.compute.keypair(&auth.caller(), &name, None).await?;
+    let mut body = keypair_brief(&k);
+    body["id"] = json!(k.id);
+    body["deleted"] = json!(false);
+    body["created_at"] = json!(k.created.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string());
+    body["updated_at"] = Value::Null;
+    body["deleted_at"] = Value::Null;
+    Ok(Json(json!({ "keypair": body })))
+}
+
+async fn keypairs_delete(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    app.compute
+        .delete_keypair(&auth.caller(), &name, None)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

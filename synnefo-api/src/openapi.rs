@@ -60,7 +60,7 @@ pub const OPERATIONS: &[(&str, &str, &str, &str, u16)] = &[
         "post",
         "/v2.1/servers/{id}/action",
         "compute",
-        "reboot, os-start, os-stop, os-getVNCConsole (< 2.6)",
+        "reboot, os-start, os-stop, lock, unlock, os-getVNCConsole (< 2.6)",
         202,
     ),
     (
@@ -168,6 +168,34 @@ pub const OPERATIONS: &[(&str, &str, &str, &str, u16)] = &[
         "compute",
         "Show absolute limits and usage",
         200,
+    ),
+    (
+        "get",
+        "/v2.1/os-keypairs",
+        "compute",
+        "List the caller's key pairs (user_id 2.10+, limit/marker 2.35+)",
+        200,
+    ),
+    (
+        "post",
+        "/v2.1/os-keypairs",
+        "compute",
+        "Create (generate) or import a key pair (201 from 2.2)",
+        200,
+    ),
+    (
+        "get",
+        "/v2.1/os-keypairs/{name}",
+        "compute",
+        "Show a key pair",
+        200,
+    ),
+    (
+        "delete",
+        "/v2.1/os-keypairs/{name}",
+        "compute",
+        "Delete a key pair (204 from 2.2)",
+        202,
     ),
     (
         "get",

@@ -486,7 +486,24 @@ async fn cyclades_create_refuses_what_it_cannot_honour() {
             with("networks", json!([{"uuid": "net-1"}])),
             "networks",
         ),
-        ("key_name", with("key_name", json!("my-key")), "Key pairs"),
+        (
+            "unknown key_name",
+            with("key_name", json!("my-key")),
+            "Invalid key_name provided.",
+        ),
+        (
+            "unknown SNF:key_names",
+            with("SNF:key_names", json!(["my-key"])),
+            "Invalid key_name provided.",
+        ),
+        (
+            "key_name with SNF:key_names",
+            json!({"server": {
+                "name": "vm", "imageRef": IMAGE, "flavorRef": 1,
+                "key_name": "a", "SNF:key_names": ["b"],
+            }}),
+            "Only one of the SNF:key_names and key_name",
+        ),
         (
             "user_data",
             with("user_data", json!("I2Nsb3VkLWNvbmZpZw==")),
@@ -520,8 +537,19 @@ async fn cyclades_create_refuses_what_it_cannot_honour() {
     let r = get(&c.app, "/compute/v2.0/servers", &c.alice_token).await;
     assert_eq!(r.body["servers"], json!([]), "nothing was created");
 
-    // Honoured: the token's own project, no NICs, empty personality, nulls.
+    // Honoured: the token's own project, no NICs, empty personality, nulls,
+    // the caller's key pairs.
+    let r = post(
+        &c.app,
+        "/v2.1/os-keypairs",
+        &c.alice_token,
+        json!({"keypair": {"name": "k1", "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti k1"}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     for (what, body) in [
+        ("SNF:key_names", with("SNF:key_names", json!(["k1", "k1"]))),
+        ("key_name", with("key_name", json!("k1"))),
         ("own project", with("project", json!(c.pa.id))),
         ("no networks", with("networks", json!([]))),
         ("empty personality", with("personality", json!([]))),
@@ -530,6 +558,21 @@ async fn cyclades_create_refuses_what_it_cannot_honour() {
         let r = post(&c.app, "/compute/v2.0/servers", &c.alice_token, body).await;
         assert_eq!(r.status, StatusCode::ACCEPTED, "{what}: {:?}", r.body);
         assert_eq!(r.body["server"]["tenant_id"], c.pa.id);
+        let keyed = what.contains("key_name") && what != "null key_name";
+        let id = r.body["server"]["id"].clone();
+        let r = get(
+            &c.app,
+            &format!("/compute/v2.0/servers/{id}"),
+            &c.alice_token,
+        )
+        .await;
+        if keyed {
+            assert_eq!(r.body["server"]["key_name"], "k1", "{what}");
+            assert_eq!(r.body["server"]["SNF:key_names"], json!(["k1"]), "{what}");
+        } else {
+            assert!(r.body["server"]["key_name"].is_null(), "{what}");
+            assert_eq!(r.body["server"]["SNF:key_names"], json!([]), "{what}");
+        }
     }
 }
 

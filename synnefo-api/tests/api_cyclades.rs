@@ -215,3 +215,68 @@ async fn kamaki_flow() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.body["itemNotFound"]["code"], 404);
 }
+
+#[tokio::test]
+async fn cyclades_keypairs_as_synnefo_serves_them() {
+    let c = cloud().await;
+    let base = "/compute/v2.0/os-keypairs";
+    let r = post(
+        &c.app,
+        base,
+        &c.alice_token,
+        json!({"keypair": {"name": "gen"}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let k = &r.body["keypair"];
+    assert!(k["private_key"].as_str().unwrap().contains("PRIVATE KEY"));
+    assert!(k["public_key"].as_str().unwrap().starts_with("ssh-rsa "));
+    assert!(k.get("type").is_none() && k.get("user_id").is_none());
+    let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILM+rvN+ot98qgEN796jTiQfZfG1KaT0PtFDJ/XFSqti k";
+    let r = post(
+        &c.app,
+        base,
+        &c.alice_token,
+        json!({"keypair": {"name": "up", "public_key": key}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(
+        r.body["keypair"]["fingerprint"],
+        "ae:6f:ba:1b:70:2c:ae:c7:5c:ab:6e:4d:5e:d4:c7:23"
+    );
+    let r = post(
+        &c.app,
+        base,
+        &c.alice_token,
+        json!({"keypair": {"name": "up", "public_key": key}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    let r = post(
+        &c.app,
+        base,
+        &c.alice_token,
+        json!({"keypair": {"name": "bad", "public_key": "ssh-rsa JUNK"}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = get(&c.app, base, &c.alice_token).await;
+    let names: Vec<&str> = r.body["keypairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["keypair"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["gen", "up"]);
+    let r = get(&c.app, &format!("{base}/up"), &c.alice_token).await;
+    assert_eq!(r.body["keypair"]["public_key"], key);
+    assert_eq!(r.body["keypair"]["deleted"], false);
+    assert!(r.body["keypair"]["id"].is_i64());
+    let r = get(&c.app, &format!("{base}/up"), &c.bob_token).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = delete(&c.app, &format!("{base}/up"), &c.alice_token).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = delete(&c.app, &format!("{base}/up"), &c.alice_token).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}

@@ -50,6 +50,10 @@ pub enum ActionError {
     /// A suspended VM cannot be started by its owner.
     #[error("the server is suspended")]
     Suspended,
+    /// The server is locked (Nova's `lock`) and the caller may not act on
+    /// it.
+    #[error("Instance {0} is locked")]
+    Locked(crate::ids::VmId),
     /// The action makes no sense in the current state.
     #[error("cannot {} a server in state {operstate}", action.as_str().to_lowercase())]
     InvalidState {

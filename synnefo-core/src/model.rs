@@ -273,6 +273,132 @@ pub struct AccessIps {
     pub v6: Option<std::net::Ipv6Addr>,
 }
 
+/// What a key pair holds: an SSH public key or an x509 certificate (Nova's
+/// `type`, from microversion 2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum KeypairType {
+    /// An OpenSSH public key (`ssh-rsa AAAA... comment`).
+    Ssh,
+    /// A PEM x509 certificate (Nova's WinRM certificates).
+    X509,
+}
+
+impl KeypairType {
+    /// Nova's name (`ssh`, `x509`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeypairType::Ssh => "ssh",
+            KeypairType::X509 => "x509",
+        }
+    }
+
+    /// The type named `s` (`ssh`, `x509`), if any.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ssh" => Some(KeypairType::Ssh),
+            "x509" => Some(KeypairType::X509),
+            _ => None,
+        }
+    }
+}
+
+/// A user's key pair (Nova's `os-keypairs`): the public half only; a
+/// generated private key is handed out once and never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keypair {
+    /// Store id (Nova shows it as `id`).
+    pub id: i64,
+    /// The owner: key pairs belong to a user, not a project.
+    pub user_id: String,
+    /// Unique per user.
+    pub name: String,
+    /// SSH key or x509 certificate.
+    pub kind: KeypairType,
+    /// Nova's fingerprint (MD5 of the key blob for SSH, SHA-1 of the DER
+    /// certificate for x509; colon-separated lowercase hex).
+    pub fingerprint: String,
+    /// The public key (OpenSSH line) or certificate (PEM).
+    pub public_key: String,
+    /// When created.
+    pub created: DateTime<Utc>,
+}
+
+/// Fields needed to store a new key pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewKeypair {
+    /// Owner.
+    pub user_id: String,
+    /// Name (validated by the service).
+    pub name: String,
+    /// Type.
+    pub kind: KeypairType,
+    /// Fingerprint.
+    pub fingerprint: String,
+    /// Public key or certificate.
+    pub public_key: String,
+}
+
+/// Who locked a server (Nova's `locked_by`): a server an operator locked
+/// can only be unlocked by an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockedBy {
+    /// The owner (any member of the project).
+    Owner,
+    /// An operator.
+    Admin,
+}
+
+impl LockedBy {
+    /// Stored and shown name (`owner`, `admin`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockedBy::Owner => "owner",
+            LockedBy::Admin => "admin",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "owner" => Some(LockedBy::Owner),
+            "admin" => Some(LockedBy::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// A server's lock (Nova's `lock` action): while set, the owner's mutating
+/// requests are refused with 409; operators may still act.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmLock {
+    /// Who locked it.
+    pub by: LockedBy,
+    /// Why (Nova's `locked_reason`, microversion 2.73).
+    pub reason: Option<String>,
+}
+
+/// What server views show besides the [`Vm`] row: access addresses, the
+/// key pairs injected at create, the lock.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerAttrs {
+    /// `accessIPv4`/`accessIPv6`.
+    pub access: AccessIps,
+    /// Key pair names given at create (Nova's `key_name` is the first;
+    /// Synnefo's `SNF:key_names` all of them).
+    pub key_names: Vec<String>,
+    /// The lock, if locked.
+    pub lock: Option<VmLock>,
+}
+
+/// What a create stores besides each [`NewVm`]: shared by the batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewVmAttrs {
+    /// `accessIPv4`/`accessIPv6`.
+    pub access: AccessIps,
+    /// Key pair names.
+    pub key_names: Vec<String>,
+}
+
 /// Longest server-name pattern [`NameRegex::new`] accepts (characters).
 pub const NAME_REGEX_MAX_LEN: usize = 255;
 

@@ -22,8 +22,9 @@ use crate::error::{BackendError, BusError, StoreError};
 use crate::ids::{BackendId, FlavorId, JobId, VmId};
 use crate::messages::MessageKind;
 use crate::model::{
-    AccessIps, ActionLog, Backend, BeParams, Flavor, Image, InstanceAction, NewVm, Nic, Project,
-    Quota, Token, Usage, User, Vm, VmPlacement,
+    AccessIps, ActionLog, Backend, BeParams, Flavor, Image, InstanceAction, Keypair, NewKeypair,
+    NewVm, NewVmAttrs, Nic, Project, Quota, ServerAttrs, Token, Usage, User, Vm, VmLock,
+    VmPlacement,
 };
 use crate::state::{JobStatus, OpError, OperState, RebootKind, VmState};
 
@@ -419,7 +420,30 @@ pub trait VmStore: Send + Sync {
         new: &[NewVm],
         access_ips: &AccessIps,
         quota: Quota,
+    ) -> Result<Vec<Vm>, StoreError> {
+        let attrs = NewVmAttrs {
+            access: *access_ips,
+            key_names: Vec::new(),
+        };
+        self.create_vms_with(new, &attrs, quota).await
+    }
+    /// [`VmStore::create_vms`] with everything a create may store besides
+    /// the VM rows (access addresses, key pair names), in the same
+    /// transaction.
+    async fn create_vms_with(
+        &self,
+        new: &[NewVm],
+        attrs: &NewVmAttrs,
+        quota: Quota,
     ) -> Result<Vec<Vm>, StoreError>;
+    /// What server views show besides the VM rows (access addresses, key
+    /// names, lock) of existing VMs; a VM with none of them set may be
+    /// absent (its attributes are the default).
+    async fn server_attrs_of(&self, ids: &[VmId])
+    -> Result<HashMap<VmId, ServerAttrs>, StoreError>;
+    /// Locks (`Some`) or unlocks (`None`) a VM; bumps its version like any
+    /// change. `NotFound` for an unknown VM.
+    async fn set_vm_lock(&self, id: VmId, lock: Option<VmLock>) -> Result<(), StoreError>;
     /// `accessIPv4`/`accessIPv6` of VMs (a VM with neither set is absent).
     async fn access_ips_of(&self, ids: &[VmId]) -> Result<HashMap<VmId, AccessIps>, StoreError>;
     /// Sets a VM's access addresses (bumps its version like any change).
@@ -459,10 +483,39 @@ pub trait VmStore: Send + Sync {
     async fn mark_reconciled(&self, ids: &[VmId], at: DateTime<Utc>) -> Result<(), StoreError>;
 }
 
-/// The whole store: one database, the single source of truth.
-pub trait Store: IdentityStore + CatalogStore + BackendStore + VmStore {}
+/// Users' key pairs (Nova's `os-keypairs`): per user, names unique per
+/// user.
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait KeypairStore: Send + Sync {
+    /// Stores a key pair if the user has fewer than `limit` (`None`:
+    /// unlimited), checked in the same transaction as the insert.
+    /// `Integrity` if the user already has one of that name,
+    /// `QuotaExceeded` (resource `keypairs`) over the limit, `NotFound`
+    /// for an unknown user.
+    async fn create_keypair(
+        &self,
+        new: &NewKeypair,
+        limit: Option<i64>,
+    ) -> Result<Keypair, StoreError>;
+    /// A user's key pairs by name, after `marker` (a name) if given, at
+    /// most `limit`.
+    async fn keypairs(
+        &self,
+        user_id: &str,
+        marker: Option<String>,
+        limit: Option<u64>,
+    ) -> Result<Vec<Keypair>, StoreError>;
+    /// One of a user's key pairs.
+    async fn keypair(&self, user_id: &str, name: &str) -> Result<Option<Keypair>, StoreError>;
+    /// Deletes one of a user's key pairs; `NotFound` if there is none.
+    async fn delete_keypair(&self, user_id: &str, name: &str) -> Result<(), StoreError>;
+}
 
-impl<T: IdentityStore + CatalogStore + BackendStore + VmStore> Store for T {}
+/// The whole store: one database, the single source of truth.
+pub trait Store: IdentityStore + CatalogStore + BackendStore + VmStore + KeypairStore {}
+
+impl<T: IdentityStore + CatalogStore + BackendStore + VmStore + KeypairStore> Store for T {}
 
 // ---------------------------------------------------------------- Bus
 

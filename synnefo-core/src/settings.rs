@@ -287,6 +287,14 @@ pub struct ApiSettings {
     pub list_cache_mib: usize,
     /// Most servers one create request may ask for (`min_count`).
     pub max_servers_per_request: u32,
+    /// Most key pairs one user may hold (Nova's `key_pairs` quota,
+    /// `maxTotalKeypairs` in limits).
+    #[serde(default = "default_max_keypairs")]
+    pub max_keypairs_per_user: u32,
+}
+
+fn default_max_keypairs() -> u32 {
+    100
 }
 
 /// `[ganeti]`.

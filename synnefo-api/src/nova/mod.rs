@@ -7,6 +7,7 @@
 
 mod catalog;
 mod instance_actions;
+pub mod keypairs;
 pub(crate) mod servers;
 pub mod views;
 
@@ -80,6 +81,14 @@ pub fn routes(mount: &'static str) -> Router<Shared> {
         .route(
             &format!("{mount}/v2.1/servers/{{id}}/os-instance-actions/{{request_id}}"),
             get(instance_actions::show),
+        )
+        .route(
+            &format!("{mount}/v2.1/os-keypairs"),
+            get(keypairs::list).post(keypairs::create),
+        )
+        .route(
+            &format!("{mount}/v2.1/os-keypairs/{{name}}"),
+            get(keypairs::show).delete(keypairs::delete),
         )
         .route(&format!("{mount}/v2.1/flavors"), get(catalog::flavors))
         .route(

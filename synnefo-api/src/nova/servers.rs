@@ -9,7 +9,7 @@ use axum::{Extension, Json};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use synnefo_core::model::{AccessIps, NameRegex};
+use synnefo_core::model::{AccessIps, NameRegex, ServerAttrs};
 use synnefo_core::service::compute::{
     ConsoleAccess, CreateCount, CreateServer, ServerFilter, ref_id,
 };
@@ -272,7 +272,7 @@ pub async fn detail(
         let (vms, f) = list_vms(&app, &auth, &p, v).await?;
         let base = app.base(m.0);
         let nics = app.compute.nics_of(&vms).await?;
-        let access = app.compute.access_ips_of(&vms).await?;
+        let attrs = app.compute.server_attrs_of(&vms).await?;
         let flavors = if v.at_least(47) {
             app.compute.flavor_map().await?
         } else {
@@ -288,7 +288,7 @@ pub async fn detail(
                     vm,
                     nics.get(&vm.id).map_or(&[][..], Vec::as_slice),
                     &flavors,
-                    access.get(&vm.id).unwrap_or(&AccessIps::default()),
+                    attrs.get(&vm.id).unwrap_or(&ServerAttrs::default()),
                 )
             })
             .collect();
@@ -332,13 +332,8 @@ async fn render_one(
     } else {
         Default::default()
     };
-    let access = app
-        .compute
-        .access_ips_of(std::slice::from_ref(vm))
-        .await?
-        .remove(&vm.id)
-        .unwrap_or_default();
-    Ok(json!({"server": views::server(&app.base(m.0), v, view, vm, &nics, &flavors, &access)}))
+    let attrs = app.compute.server_attrs(vm).await?;
+    Ok(json!({"server": views::server(&app.base(m.0), v, view, vm, &nics, &flavors, &attrs)}))
 }
 
 /// `GET /servers/{id}`.
@@ -557,8 +552,12 @@ impl CreateBody {
             }
             return Err(unsupported("File injection (personality)"));
         }
-        if self.key_name.is_some() {
-            return Err(unsupported("Key pairs"));
+        if let Some(k) = &self.key_name
+            && (k.is_empty() || k.chars().count() > 255)
+        {
+            return Err(ApiError::bad_request(format!(
+                "Invalid input for field/attribute key_name. Value: {k}."
+            )));
         }
         if self.user_data.is_some() {
             return Err(unsupported("User data"));
@@ -682,6 +681,7 @@ pub async fn create(
                 metadata: s.metadata.unwrap_or_default(),
                 admin_pass: s.admin_pass,
                 no_nic,
+                key_names: s.key_name.into_iter().collect(),
             },
             CreateCount {
                 min: min_count,
@@ -885,6 +885,20 @@ pub async fn action(
             )
         }
         "os-getVNCConsole" => Err(ApiError::not_found("The resource could not be found.")),
+        "lock" => {
+            let reason = lock_reason(&arg, v)?;
+            app.compute.lock(&caller, &id, reason).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "unlock" => {
+            if !(arg.is_null() || arg.as_object().is_some_and(|o| o.is_empty())) {
+                return Err(ApiError::bad_request(
+                    "Invalid input for field/attribute unlock. Value: must be null.",
+                ));
+            }
+            app.compute.unlock(&caller, &id).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
         other if NOVA_ACTIONS_NOT_HERE.contains(&other) => {
             // Nova finds the server first: an unknown server is 404 whatever
             // the action.
@@ -893,6 +907,27 @@ pub async fn action(
         }
         other => Err(ApiError::bad_request(format!(
             "There is no such action: {other}"
+        ))),
+    }
+}
+
+/// The `lock` action's argument: `null` (or `{}`), or from 2.73
+/// `{"locked_reason": "..."}` (a string of at most 255 characters).
+fn lock_reason(arg: &Value, v: Version) -> Result<Option<String>, ApiError> {
+    match arg {
+        Value::Null => Ok(None),
+        Value::Object(o) if o.is_empty() => Ok(None),
+        Value::Object(o) if v.at_least(73) && o.len() == 1 => match o.get("locked_reason") {
+            Some(Value::String(r)) => Ok(Some(r.clone())),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "Invalid input for field/attribute locked_reason. Value: {other}. {other} is not of type 'string'"
+            ))),
+            None => Err(ApiError::bad_request(
+                "Invalid input for field/attribute lock. Additional properties are not allowed",
+            )),
+        },
+        other => Err(ApiError::bad_request(format!(
+            "Invalid input for field/attribute lock. Value: {other}."
         ))),
     }
 }
@@ -909,8 +944,6 @@ const NOVA_ACTIONS_NOT_HERE: &[&str] = &[
     "changePassword",
     "forceDelete",
     "restore",
-    "lock",
-    "unlock",
     "pause",
     "unpause",
     "suspend",

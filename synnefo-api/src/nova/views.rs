@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use synnefo_core::ids::FlavorId;
-use synnefo_core::model::{AccessIps, Flavor, Image, Nic, Vm};
+use synnefo_core::model::{Flavor, Image, Nic, ServerAttrs, Vm};
 use synnefo_core::service::compute::{Limits, fault};
 use synnefo_core::state::{
     Action, OperState, PendingAction, RebootKind, ServerStatus, server_status,
@@ -262,7 +262,7 @@ pub struct ServerBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     config_drive: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    key_name: Option<Option<()>>,
+    key_name: Option<Option<String>>,
     // Microversioned.
     #[serde(skip_serializing_if = "Option::is_none")]
     locked: Option<bool>,
@@ -275,7 +275,7 @@ pub struct ServerBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     server_groups: Option<Vec<()>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    locked_reason: Option<Option<()>>,
+    locked_reason: Option<Option<String>>,
 }
 
 /// Nova's `vm_state`, `task_state` and `power_state` for a VM.
@@ -342,8 +342,8 @@ pub fn addresses(nics: &[Nic], extended: bool) -> BTreeMap<String, Vec<Address>>
     out
 }
 
-/// Renders one server (`access`: its `accessIPv4`/`accessIPv6`, `""` when
-/// unset as in Nova).
+/// Renders one server (`attrs`: its `accessIPv4`/`accessIPv6`, `""` when
+/// unset as in Nova, its key pair names and its lock).
 pub fn server(
     base: &str,
     v: Version,
@@ -351,8 +351,9 @@ pub fn server(
     vm: &Vm,
     nics: &[Nic],
     flavors: &HashMap<FlavorId, Flavor>,
-    access: &AccessIps,
+    attrs: &ServerAttrs,
 ) -> ServerBody {
+    let access = &attrs.access;
     let status = server_status(&vm.state);
     let extended = view != View::Update || v.at_least(75);
     let id = vm.id.to_string();
@@ -423,13 +424,15 @@ pub fn server(
         terminated_at: extended.then_some(None),
         volumes_attached: extended.then(Vec::new),
         config_drive: extended.then_some(""),
-        key_name: extended.then_some(None),
-        locked: v.at_least(9).then_some(false),
+        key_name: extended.then(|| attrs.key_names.first().cloned()),
+        locked: v.at_least(9).then_some(attrs.lock.is_some()),
         description: v.at_least(19).then_some(None),
         tags: v.at_least(26).then(Vec::new),
         trusted_image_certificates: v.at_least(63).then_some(None),
         server_groups: (v.at_least(71) && view != View::Detail).then(Vec::new),
-        locked_reason: v.at_least(73).then_some(None),
+        locked_reason: v
+            .at_least(73)
+            .then(|| attrs.lock.as_ref().and_then(|l| l.reason.clone())),
     }
 }
 
@@ -631,7 +634,7 @@ pub fn limits(v: Version, l: &Limits) -> serde_json::Value {
     put("maxTotalCores", lim(l.quota.vcpus));
     put("maxTotalInstances", lim(l.quota.servers));
     put("maxTotalRAMSize", lim(l.quota.ram_mib));
-    put("maxTotalKeypairs", 0);
+    put("maxTotalKeypairs", l.max_keypairs);
     put("maxServerGroups", 0);
     put("maxServerGroupMembers", 0);
     put("totalCoresUsed", l.usage.vcpus);
@@ -699,7 +702,7 @@ mod tests {
             &vm(),
             &[],
             &flavors,
-            &AccessIps::default(),
+            &ServerAttrs::default(),
         ))
         .unwrap();
         assert_eq!(show21["id"], "42");
@@ -724,7 +727,7 @@ mod tests {
             &vm(),
             &[],
             &flavors,
-            &AccessIps::default(),
+            &ServerAttrs::default(),
         ))
         .unwrap();
         assert!(show79["flavor"].get("original_name").is_some());
@@ -745,7 +748,7 @@ mod tests {
             &vm(),
             &[],
             &flavors,
-            &AccessIps::default(),
+            &ServerAttrs::default(),
         ))
         .unwrap();
         assert!(
@@ -759,7 +762,7 @@ mod tests {
             &vm(),
             &[],
             &flavors,
-            &AccessIps::default(),
+            &ServerAttrs::default(),
         ))
         .unwrap();
         assert!(upd21.get("OS-EXT-STS:vm_state").is_none());
@@ -770,7 +773,7 @@ mod tests {
             &vm(),
             &[],
             &flavors,
-            &AccessIps::default(),
+            &ServerAttrs::default(),
         ))
         .unwrap();
         let show75 = serde_json::to_value(server(
@@ -780,7 +783,7 @@ mod tests {
             &vm(),
             &[],
             &flavors,
-            &AccessIps::default(),
+            &ServerAttrs::default(),
         ))
         .unwrap();
         assert_eq!(
@@ -813,6 +816,7 @@ mod tests {
         let l = Limits {
             quota: Default::default(),
             usage: Default::default(),
+            max_keypairs: 100,
         };
         let v1 = limits(Version(1), &l);
         assert_eq!(v1["limits"]["absolute"]["maxTotalInstances"], -1);

@@ -523,6 +523,9 @@ mod tests {
             access_ipv6: None,
             job_error: am.job_error.unwrap(),
             nics_time_us: am.nics_time_us.unwrap(),
+            key_names: None,
+            locked_by: None,
+            locked_reason: None,
         };
         assert_eq!(vm_state(&m).unwrap(), s);
     }

@@ -2,6 +2,7 @@
 //! ([`IdentityStore`](crate::ports::IdentityStore),
 //! [`CatalogStore`](crate::ports::CatalogStore),
 //! [`BackendStore`](crate::ports::BackendStore),
+//! [`KeypairStore`](crate::ports::KeypairStore),
 //! [`VmStore`](crate::ports::VmStore)) over SQLite, PostgreSQL and
 //! MySQL/MariaDB, with the schema in [`migration`].
 //!
@@ -73,6 +74,7 @@ mod convert;
 pub mod entities;
 mod generations;
 mod identity;
+mod keypairs;
 pub mod migration;
 mod sql;
 mod vms;

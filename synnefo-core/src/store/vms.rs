@@ -20,8 +20,8 @@ use super::sql::{IN_CHUNK, Sql, db_err, insert_returning_id, insert_stmt};
 use crate::error::StoreError;
 use crate::ids::{FlavorId, VmId};
 use crate::model::{
-    AccessIps, ActionLog, BeParams, Flavor, InstanceAction, NewVm, Nic, Quota, Usage, Vm,
-    VmPlacement,
+    AccessIps, ActionLog, BeParams, Flavor, InstanceAction, LockedBy, NewVm, NewVmAttrs, Nic,
+    Quota, ServerAttrs, Usage, Vm, VmLock, VmPlacement,
 };
 use crate::ports::{VmQuery, VmStateUpdate, VmStore};
 use crate::state::VmState;
@@ -381,10 +381,19 @@ async fn insert_vm(
     txn: &impl ConnectionTrait,
     backend: DbBackend,
     new: &NewVm,
-    access_ips: &AccessIps,
+    attrs: &NewVmAttrs,
     now: DateTime<Utc>,
 ) -> Result<Vm, StoreError> {
     let state = VmState::new_build();
+    let access_ips = &attrs.access;
+    let key_names = if attrs.key_names.is_empty() {
+        None
+    } else {
+        Some(
+            serde_json::to_string(&attrs.key_names)
+                .map_err(|e| StoreError::Integrity(format!("cannot encode key names: {e}")))?,
+        )
+    };
     let mut am = vm::ActiveModel {
         id: NotSet,
         user_id: Set(new.user_id.clone()),
@@ -399,6 +408,7 @@ async fn insert_vm(
         version: Set(1),
         access_ipv4: Set(access_ips.v4.map(|a| a.to_string())),
         access_ipv6: Set(access_ips.v6.map(|a| a.to_string())),
+        key_names: Set(key_names),
         ..Default::default()
     };
     StateRow::new(&state)?.into_active_model(&mut am);
@@ -570,16 +580,16 @@ fn batch_update(backend: DbBackend, rows: &[Winner<'_>], now: DateTime<Utc>) -> 
 impl VmStore for SeaStore {
     async fn create_vm(&self, new: &NewVm, quota: Quota) -> Result<Vm, StoreError> {
         let mut vms = self
-            .create_vms(std::slice::from_ref(new), &AccessIps::default(), quota)
+            .create_vms_with(std::slice::from_ref(new), &NewVmAttrs::default(), quota)
             .await?;
         vms.pop()
             .ok_or_else(|| StoreError::Database("create stored no VM".into()))
     }
 
-    async fn create_vms(
+    async fn create_vms_with(
         &self,
         new: &[NewVm],
-        access_ips: &AccessIps,
+        attrs: &NewVmAttrs,
         quota: Quota,
     ) -> Result<Vec<Vm>, StoreError> {
         let Some(first) = new.first() else {
@@ -607,7 +617,7 @@ impl VmStore for SeaStore {
         let now = now();
         let mut out = Vec::with_capacity(new.len());
         for n in new {
-            out.push(insert_vm(&txn, self.db_backend(), n, access_ips, now).await?);
+            out.push(insert_vm(&txn, self.db_backend(), n, attrs, now).await?);
         }
         txn.commit().await.map_err(db_err)?;
         Ok(out)
@@ -639,6 +649,92 @@ impl VmStore for SeaStore {
             }
         }
         Ok(out)
+    }
+
+    async fn server_attrs_of(
+        &self,
+        ids: &[VmId],
+    ) -> Result<HashMap<VmId, ServerAttrs>, StoreError> {
+        type Row = (
+            i64,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let mut out = HashMap::new();
+        let ids: Vec<i64> = ids.iter().map(|i| i.0).collect();
+        for chunk in ids.chunks(IN_CHUNK) {
+            let rows: Vec<Row> = vm::Entity::find()
+                .select_only()
+                .columns([
+                    vm::Column::Id,
+                    vm::Column::AccessIpv4,
+                    vm::Column::AccessIpv6,
+                    vm::Column::KeyNames,
+                    vm::Column::LockedBy,
+                    vm::Column::LockedReason,
+                ])
+                .filter(vm::Column::Id.is_in(chunk.iter().copied()))
+                .filter(
+                    Condition::any()
+                        .add(vm::Column::AccessIpv4.is_not_null())
+                        .add(vm::Column::AccessIpv6.is_not_null())
+                        .add(vm::Column::KeyNames.is_not_null())
+                        .add(vm::Column::LockedBy.is_not_null()),
+                )
+                .into_tuple()
+                .all(&self.db)
+                .await
+                .map_err(db_err)?;
+            for (id, v4, v6, key_names, locked_by, reason) in rows {
+                let key_names = match key_names {
+                    None => Vec::new(),
+                    Some(s) => serde_json::from_str(&s).map_err(|e| {
+                        StoreError::Corrupt(format!("vm {id}: key_names {s:?}: {e}"))
+                    })?,
+                };
+                let lock = match locked_by {
+                    None => None,
+                    Some(by) => Some(VmLock {
+                        by: LockedBy::parse(&by).ok_or_else(|| {
+                            StoreError::Corrupt(format!("vm {id}: locked_by {by:?}"))
+                        })?,
+                        reason,
+                    }),
+                };
+                out.insert(
+                    VmId(id),
+                    ServerAttrs {
+                        access: convert::access_ips(id, v4, v6)?,
+                        key_names,
+                        lock,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    async fn set_vm_lock(&self, id: VmId, lock: Option<VmLock>) -> Result<(), StoreError> {
+        let txn = self.db.begin().await.map_err(db_err)?;
+        let (by, reason) = match lock {
+            Some(l) => (Some(l.by.as_str().to_string()), l.reason),
+            None => (None, None),
+        };
+        let res = vm::Entity::update_many()
+            .col_expr(vm::Column::LockedBy, Expr::value(by))
+            .col_expr(vm::Column::LockedReason, Expr::value(reason))
+            .filter(vm::Column::Id.eq(id.0))
+            .exec(&txn)
+            .await
+            .map_err(db_err)?;
+        if res.rows_affected == 0 {
+            return Err(StoreError::NotFound(server(id)));
+        }
+        touch(&txn, id.0).await?;
+        txn.commit().await.map_err(db_err)
     }
 
     async fn set_access_ips(&self, id: VmId, ips: &AccessIps) -> Result<(), StoreError> {

@@ -17,12 +17,14 @@
 mod concurrency;
 mod fixtures;
 mod identity;
+mod keypairs;
 mod state;
 mod vms;
 
 use concurrency::*;
 use fixtures::*;
 use identity::*;
+use keypairs::*;
 use sea_orm::ConnectionTrait;
 use state::*;
 use synnefo_core::StoreError;
@@ -90,6 +92,9 @@ macro_rules! backend_tests {
                 concurrent_state_updates,
                 quota_race,
                 hardening_races,
+                keypairs,
+                keypair_bound_race,
+                server_attrs,
             );
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

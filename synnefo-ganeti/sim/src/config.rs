@@ -245,6 +245,7 @@ impl SimOsConfig {
                     "img_passwd",
                     "img_properties",
                     "img_personality",
+                    "auth_keys",
                 ]),
             },
             Self {
@@ -256,6 +257,7 @@ impl SimOsConfig {
                     "img_passwd",
                     "img_personality",
                     "img_properties",
+                    "auth_keys",
                     "config_url",
                 ]),
             },

@@ -46,8 +46,11 @@ impl Compute {
     }
 
     /// Runs a user action: state machine, Ganeti, record the job.
+    /// A locked server refuses it unless the caller is an operator
+    /// ([`Compute::lock`]).
     pub async fn act(&self, caller: &Caller, id: &str, action: Action) -> Result<Vm, ServiceError> {
         let vm = self.server(caller, id).await?;
+        self.check_unlocked(caller, &vm).await?;
         let before = vm.state.clone();
         let request = caller.request_id.clone();
         let started = modify_vm(&*self.store, vm.id, |v| {

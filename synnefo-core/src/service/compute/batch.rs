@@ -18,7 +18,7 @@ use super::{
 };
 use crate::error::{ServiceError, StoreError};
 use crate::ids::VmId;
-use crate::model::{AccessIps, Flavor, NewVm, Quota, Usage, Vm};
+use crate::model::{AccessIps, Flavor, NewVm, NewVmAttrs, Quota, Usage, Vm};
 
 /// How many servers a create asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +101,11 @@ impl Compute {
             validate_server_name(&format!("{}-{max}", req.name))?;
         }
         let (flavor, image) = self.validate_create(caller, &req).await?;
+        let keys = self.resolve_key_names(caller, &req.key_names).await?;
+        let attrs = NewVmAttrs {
+            access: access_ips,
+            key_names: keys.iter().map(|k| k.name.clone()).collect(),
+        };
         let admin_pass = match &req.admin_pass {
             Some(p) if !p.is_empty() => p.clone(),
             _ => generate_password(),
@@ -125,7 +130,7 @@ impl Compute {
                 })
                 .collect()
         };
-        let vms = match self.store.create_vms(&batch(max), &access_ips, quota).await {
+        let vms = match self.store.create_vms_with(&batch(max), &attrs, quota).await {
             Ok(vms) => vms,
             Err(StoreError::QuotaExceeded { .. }) if max > count.min => {
                 // Fewer then, as Nova: as many as fit, if that is at least min.
@@ -133,7 +138,7 @@ impl Compute {
                 let fit = servers_that_fit(quota, usage, &flavor).min(max);
                 let n = fit.max(count.min);
                 self.store
-                    .create_vms(&batch(n), &access_ips, quota)
+                    .create_vms_with(&batch(n), &attrs, quota)
                     .await
                     .map_err(quota_error)?
             }
@@ -144,10 +149,13 @@ impl Compute {
             servers.push(
                 self.submit_create(
                     vm,
-                    &flavor,
-                    &image,
+                    super::create::Build {
+                        flavor: &flavor,
+                        image: &image,
+                        keys: &keys,
+                        no_nic: req.no_nic,
+                    },
                     admin_pass.clone(),
-                    req.no_nic,
                     caller.request_id.as_deref(),
                 )
                 .await?,

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 
 use super::actions::record_job;
 use super::{
-    Caller, Compute, CreateServer, CreatedServer, PASSWORD_OSPARAM, generate_password,
-    image_visible, ref_id, validate_metadata, validate_server_name,
+    AUTH_KEYS_OSPARAM, Caller, Compute, CreateServer, CreatedServer, PASSWORD_OSPARAM,
+    generate_password, image_visible, ref_id, validate_metadata, validate_server_name,
 };
 use crate::error::{BackendError, ServiceError, StoreError};
 use crate::ids::{BackendId, InstanceName};
-use crate::model::{ActionLog, Backend, Flavor, Image, NewVm, Vm};
+use crate::model::{ActionLog, Backend, Flavor, Image, Keypair, NewVm, NewVmAttrs, Vm};
 use crate::ports::InstanceSpec;
 use crate::service::{VmChange, modify_vm};
 use crate::state::{self, Action};
@@ -24,6 +24,7 @@ impl Compute {
     ) -> Result<CreatedServer, ServiceError> {
         validate_server_name(&req.name)?;
         let (flavor, image) = self.validate_create(caller, &req).await?;
+        let keys = self.resolve_key_names(caller, &req.key_names).await?;
         let admin_pass = match req.admin_pass {
             Some(p) if !p.is_empty() => p,
             _ => generate_password(),
@@ -31,6 +32,10 @@ impl Compute {
         let backend = self.place(&flavor).await?;
 
         let quota = self.store.quota(&caller.project_id).await?;
+        let attrs = NewVmAttrs {
+            access: Default::default(),
+            key_names: keys.iter().map(|k| k.name.clone()).collect(),
+        };
         let new = NewVm {
             user_id: caller.user_id.clone(),
             project_id: caller.project_id.clone(),
@@ -43,18 +48,19 @@ impl Compute {
         };
         let vm = self
             .store
-            .create_vm(&new, quota)
+            .create_vms_with(std::slice::from_ref(&new), &attrs, quota)
             .await
-            .map_err(quota_error)?;
-        self.submit_create(
-            vm,
-            &flavor,
-            &image,
-            admin_pass,
-            req.no_nic,
-            caller.request_id.as_deref(),
-        )
-        .await
+            .map_err(quota_error)?
+            .pop()
+            .ok_or_else(|| StoreError::Database("create stored no VM".into()))?;
+        let build = Build {
+            flavor: &flavor,
+            image: &image,
+            keys: &keys,
+            no_nic: req.no_nic,
+        };
+        self.submit_create(vm, build, admin_pass, caller.request_id.as_deref())
+            .await
     }
 
     /// Checks a create request against the catalog (metadata, flavor,
@@ -111,12 +117,16 @@ impl Compute {
     pub(super) async fn submit_create(
         &self,
         vm: Vm,
-        flavor: &Flavor,
-        image: &Image,
+        build: Build<'_>,
         admin_pass: String,
-        no_nic: bool,
         request: Option<&str>,
     ) -> Result<CreatedServer, ServiceError> {
+        let Build {
+            flavor,
+            image,
+            keys,
+            no_nic,
+        } = build;
         let backend = vm.backend_id.ok_or_else(|| {
             ServiceError::Store(StoreError::Integrity(format!(
                 "server {} has no cluster",
@@ -125,6 +135,11 @@ impl Compute {
         })?;
         let mut osparams = image.osparams.clone();
         osparams.insert(PASSWORD_OSPARAM.into(), admin_pass.clone());
+        if !keys.is_empty() {
+            // Synnefo's way: every key's public half, one per line.
+            let auth_keys: Vec<&str> = keys.iter().map(|k| k.public_key.trim()).collect();
+            osparams.insert(AUTH_KEYS_OSPARAM.into(), auth_keys.join("\n"));
+        }
         let spec = InstanceSpec {
             backend,
             name: InstanceName::new(&self.config.prefix, vm.id).to_string(),
@@ -248,4 +263,14 @@ fn failed(request: Option<&str>, reason: &str) -> Option<ActionLog> {
         request_id: r.to_string(),
         reason: reason.to_string(),
     })
+}
+
+/// What a create job builds: the flavor, the image, the key pairs whose
+/// public keys go to snf-image, and whether the server gets a NIC.
+#[derive(Clone, Copy)]
+pub(super) struct Build<'a> {
+    pub(super) flavor: &'a Flavor,
+    pub(super) image: &'a Image,
+    pub(super) keys: &'a [Keypair],
+    pub(super) no_nic: bool,
 }

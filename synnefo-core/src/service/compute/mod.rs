@@ -41,11 +41,14 @@ mod actions;
 mod batch;
 mod catalog;
 mod create;
+mod keypairs;
+mod locks;
 mod ports;
 mod servers;
 mod types;
 
 pub use batch::{CreateCount, CreatedBatch};
+pub use keypairs::{KEYPAIR_NAME_MAX, validate_keypair_name};
 pub use ports::{
     ConsoleAccess, ConsoleForwarder, LeastLoaded, PlaceWith, Placement, PlacementFuture,
     ProxyEndpoint,
@@ -75,6 +78,9 @@ pub const MAX_PAGE: u64 = 1000;
 pub const ADMIN_PASS_LEN: usize = 12;
 /// The OS parameter that carries the admin password to snf-image.
 pub const PASSWORD_OSPARAM: &str = "img_passwd";
+/// The OS parameter that carries the key pairs' public keys to snf-image
+/// (one per line), as Synnefo's `logic/servers.py` passes them.
+pub const AUTH_KEYS_OSPARAM: &str = "auth_keys";
 
 /// Who is calling: the identity behind a validated token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +110,8 @@ pub struct ComputeConfig {
     pub shutdown_timeout: Duration,
     /// Most servers one create request may ask for.
     pub max_servers_per_request: u32,
+    /// Most key pairs one user may hold.
+    pub max_keypairs_per_user: u32,
 }
 
 impl ComputeConfig {
@@ -131,6 +139,7 @@ impl ComputeConfig {
             nic,
             shutdown_timeout: Duration::from_secs(g.shutdown_timeout_secs),
             max_servers_per_request: s.api.max_servers_per_request,
+            max_keypairs_per_user: s.api.max_keypairs_per_user,
         }
     }
 }
@@ -148,6 +157,7 @@ impl Default for ComputeConfig {
             },
             shutdown_timeout: Duration::from_secs(120),
             max_servers_per_request: 100,
+            max_keypairs_per_user: 100,
         }
     }
 }
@@ -235,6 +245,7 @@ impl Compute {
         Ok(Limits {
             quota: self.store.quota(&caller.project_id).await?,
             usage: self.store.usage(&caller.project_id).await?,
+            max_keypairs: i64::from(self.config.max_keypairs_per_user),
         })
     }
 

@@ -165,7 +165,7 @@ impl Compute {
         Ok(self.server(caller, id).await?.metadata)
     }
 
-    /// Replaces (`replace`) or merges metadata.
+    /// Replaces (`replace`) or merges metadata (409 on a locked server).
     pub async fn set_metadata(
         &self,
         caller: &Caller,
@@ -175,6 +175,7 @@ impl Compute {
     ) -> Result<BTreeMap<String, String>, ServiceError> {
         validate_metadata(items)?;
         let vm = self.server(caller, id).await?;
+        self.check_unlocked(caller, &vm).await?;
         if !replace {
             let mut merged = vm.metadata.clone();
             merged.extend(items.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -210,7 +211,7 @@ impl Compute {
             .map(|_| ())
     }
 
-    /// Deletes one metadata item; 404 if absent.
+    /// Deletes one metadata item; 404 if absent, 409 on a locked server.
     pub async fn delete_metadata_item(
         &self,
         caller: &Caller,
@@ -218,6 +219,7 @@ impl Compute {
         key: &str,
     ) -> Result<(), ServiceError> {
         let vm = self.server(caller, id).await?;
+        self.check_unlocked(caller, &vm).await?;
         if !vm.metadata.contains_key(key) {
             return Err(ServiceError::NotFound("Metadata item was not found".into()));
         }

@@ -27,6 +27,9 @@ pub struct CreateServer {
     pub admin_pass: Option<String>,
     /// Create without a NIC (Nova's `networks: "none"`).
     pub no_nic: bool,
+    /// The caller's key pairs to inject (Nova's `key_name`, Synnefo's
+    /// `SNF:key_names`); unknown names are a 400.
+    pub key_names: Vec<String>,
 }
 
 /// A created server and the admin password it was given.
@@ -97,6 +100,8 @@ pub struct Limits {
     pub quota: Quota,
     /// Current usage.
     pub usage: Usage,
+    /// Most key pairs a user may hold (per user, not per project).
+    pub max_keypairs: i64,
 }
 
 /// The error recorded on a VM whose create failed.

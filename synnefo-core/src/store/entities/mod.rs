@@ -9,6 +9,7 @@ pub mod backend;
 pub mod flavor;
 pub mod image;
 pub mod instance_action;
+pub mod keypair;
 pub mod membership;
 pub mod nic;
 pub mod project;

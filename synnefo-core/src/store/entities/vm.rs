@@ -77,6 +77,14 @@ pub struct Model {
     pub job_error: Option<String>,
     /// `nics_time_us`: event time of the NIC report on record.
     pub nics_time_us: Option<i64>,
+    /// Key pair names given at create (JSON array), if any.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub key_names: Option<String>,
+    /// `LockedBy::as_str` while locked; NULL when unlocked.
+    pub locked_by: Option<String>,
+    /// Why it is locked (Nova 2.73).
+    #[sea_orm(column_type = "Text", nullable)]
+    pub locked_reason: Option<String>,
 }
 
 /// No navigable relations: the store joins explicitly.

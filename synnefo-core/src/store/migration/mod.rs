@@ -20,6 +20,7 @@ mod m20260101_000001_initial;
 mod m20261126_000001_project_vm_generation;
 mod m20261207_000001_vm_access_ips;
 mod m20261207_000002_vm_job_error_nics_time;
+mod m20261207_000003_keypairs_and_locks;
 mod m20261207_000004_instance_actions;
 
 /// All migrations, in order.
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000001_project_vm_generation::Migration),
             Box::new(m20261207_000001_vm_access_ips::Migration),
             Box::new(m20261207_000002_vm_job_error_nics_time::Migration),
+            Box::new(m20261207_000003_keypairs_and_locks::Migration),
             Box::new(m20261207_000004_instance_actions::Migration),
         ]
     }
