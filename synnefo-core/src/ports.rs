@@ -441,9 +441,15 @@ pub trait VmStore: Send + Sync {
     /// absent (its attributes are the default).
     async fn server_attrs_of(&self, ids: &[VmId])
     -> Result<HashMap<VmId, ServerAttrs>, StoreError>;
-    /// Locks (`Some`) or unlocks (`None`) a VM; bumps its version like any
-    /// change. `NotFound` for an unknown VM.
-    async fn set_vm_lock(&self, id: VmId, lock: Option<VmLock>) -> Result<(), StoreError>;
+    /// Locks (`Some`) or unlocks (`None`) a VM, and records `action` (the
+    /// request's history entry) in the same transaction; bumps its version
+    /// like any change. `NotFound` for an unknown VM.
+    async fn set_vm_lock(
+        &self,
+        id: VmId,
+        lock: Option<VmLock>,
+        action: Option<InstanceAction>,
+    ) -> Result<(), StoreError>;
     /// `accessIPv4`/`accessIPv6` of VMs (a VM with neither set is absent).
     async fn access_ips_of(&self, ids: &[VmId]) -> Result<HashMap<VmId, AccessIps>, StoreError>;
     /// Sets a VM's access addresses (bumps its version like any change).

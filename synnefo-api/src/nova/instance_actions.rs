@@ -46,20 +46,27 @@ fn iso_micro(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
 }
 
-/// The action's one event: the Ganeti job it submitted, or the refusal.
+/// The action's one event: the Ganeti job it submitted, or the refusal;
+/// for a lock or unlock (no Ganeti job), the change itself.
 fn events(a: &InstanceAction, admin: bool, v: Version) -> Value {
-    let name = format!("ganeti_submit_{}", a.action);
+    let needs_job = !matches!(a.action.as_str(), "lock" | "unlock");
+    let name = if needs_job {
+        format!("ganeti_submit_{}", a.action)
+    } else {
+        format!("synnefo_{}", a.action)
+    };
     let (result, traceback) = match &a.message {
         Some(m) => ("Error", Some(m.clone())),
-        None if a.job_id.is_some() => ("Success", None),
+        None if a.job_id.is_some() || !needs_job => ("Success", None),
         None => ("In progress", None),
     };
     let mut e = json!({
         "event": name,
         "start_time": iso_micro(&a.start_time),
-        "finish_time": match (&a.message, a.job_id) {
-            (None, None) => Value::Null,
-            _ => json!(iso_micro(&a.updated)),
+        "finish_time": if result == "In progress" {
+            Value::Null
+        } else {
+            json!(iso_micro(&a.updated))
         },
         "result": result,
     });

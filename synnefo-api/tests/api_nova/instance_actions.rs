@@ -181,3 +181,43 @@ async fn a_deleted_servers_history_from_2_21() {
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(actions(&r.body), ["delete", "create"]);
 }
+
+/// Lock and unlock are actions too (no Ganeti job: their event is the
+/// change itself).
+#[tokio::test]
+async fn lock_and_unlock_are_in_the_history() {
+    let c = cloud().await;
+    let id = active(&c, &c.alice_token, "locked").await;
+    for body in [json!({"lock": null}), json!({"unlock": null})] {
+        let r = post(
+            &c.app,
+            &format!("/v2.1/servers/{id}/action"),
+            &c.alice_token,
+            body,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    }
+    let r = get_v(
+        &c.app,
+        &format!("/v2.1/servers/{id}/os-instance-actions"),
+        &c.alice_token,
+        "2.58",
+    )
+    .await;
+    assert_eq!(actions(&r.body), ["unlock", "lock", "create"]);
+    let lock_request = r.body["instanceActions"][1]["request_id"].as_str().unwrap();
+    let r = get_v(
+        &c.app,
+        &format!("/v2.1/servers/{id}/os-instance-actions/{lock_request}"),
+        &c.alice_token,
+        "2.58",
+    )
+    .await;
+    let e = &r.body["instanceAction"]["events"][0];
+    assert_eq!(
+        (e["event"].as_str(), e["result"].as_str()),
+        (Some("synnefo_lock"), Some("Success"))
+    );
+    assert!(e["finish_time"].is_string());
+}

@@ -717,7 +717,12 @@ impl VmStore for SeaStore {
         Ok(out)
     }
 
-    async fn set_vm_lock(&self, id: VmId, lock: Option<VmLock>) -> Result<(), StoreError> {
+    async fn set_vm_lock(
+        &self,
+        id: VmId,
+        lock: Option<VmLock>,
+        action: Option<InstanceAction>,
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin().await.map_err(db_err)?;
         let (by, reason) = match lock {
             Some(l) => (Some(l.by.as_str().to_string()), l.reason),
@@ -732,6 +737,9 @@ impl VmStore for SeaStore {
             .map_err(db_err)?;
         if res.rows_affected == 0 {
             return Err(StoreError::NotFound(server(id)));
+        }
+        if let Some(a) = &action {
+            insert_action(&txn, self.db_backend(), a).await?;
         }
         touch(&txn, id.0).await?;
         txn.commit().await.map_err(db_err)

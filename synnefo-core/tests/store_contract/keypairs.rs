@@ -143,16 +143,19 @@ pub(crate) async fn server_attrs(s: &SeaStore) {
         by: LockedBy::Admin,
         reason: Some("maintenance ünïcode".into()),
     };
-    s.set_vm_lock(plain.id, Some(lock.clone())).await.unwrap();
+    s.set_vm_lock(plain.id, Some(lock.clone()), None)
+        .await
+        .unwrap();
     let got = s.server_attrs_of(&[plain.id]).await.unwrap();
     assert_eq!(got[&plain.id].lock, Some(lock));
     assert!(got[&plain.id].key_names.is_empty());
     assert_eq!(s.vm(plain.id).await.unwrap().unwrap().version, before + 1);
-    s.set_vm_lock(plain.id, None).await.unwrap();
+    s.set_vm_lock(plain.id, None, None).await.unwrap();
     let got = s.server_attrs_of(&[plain.id]).await.unwrap();
     assert!(got.get(&plain.id).is_none_or(|a| a.lock.is_none()));
     assert!(matches!(
-        s.set_vm_lock(synnefo_core::ids::VmId(i64::MAX), None).await,
+        s.set_vm_lock(synnefo_core::ids::VmId(i64::MAX), None, None)
+            .await,
         Err(StoreError::NotFound(_))
     ));
     assert_eq!(s.server_attrs_of(&[]).await.unwrap().len(), 0);

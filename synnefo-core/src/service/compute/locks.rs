@@ -6,7 +6,7 @@
 
 use super::{Caller, Compute};
 use crate::error::{ActionError, ServiceError};
-use crate::model::{LockedBy, ServerAttrs, Vm, VmLock};
+use crate::model::{InstanceAction, LockedBy, ServerAttrs, Vm, VmLock};
 
 /// Longest `locked_reason` (Nova's limit).
 pub const LOCKED_REASON_MAX: usize = 255;
@@ -75,8 +75,9 @@ impl Compute {
         } else {
             LockedBy::Owner
         };
+        let action = history_entry(caller, &vm, "lock");
         self.store
-            .set_vm_lock(vm.id, Some(VmLock { by, reason }))
+            .set_vm_lock(vm.id, Some(VmLock { by, reason }), action)
             .await?;
         tracing::info!(vm = %vm.id, user = %caller.user_id, locked_by = by.as_str(), "server locked");
         self.server(caller, id).await
@@ -95,8 +96,27 @@ impl Compute {
                     .into(),
             ));
         }
-        self.store.set_vm_lock(vm.id, None).await?;
+        let action = history_entry(caller, &vm, "unlock");
+        self.store.set_vm_lock(vm.id, None, action).await?;
         tracing::info!(vm = %vm.id, user = %caller.user_id, "server unlocked");
         self.server(caller, id).await
     }
+}
+
+/// The instance-action history entry of a lock or unlock request (none
+/// without a request id), as Nova records them.
+fn history_entry(caller: &Caller, vm: &Vm, action: &str) -> Option<InstanceAction> {
+    let request_id = caller.request_id.clone()?;
+    let now = chrono::Utc::now();
+    Some(InstanceAction {
+        vm: vm.id,
+        request_id,
+        action: action.to_string(),
+        user_id: caller.user_id.clone(),
+        project_id: caller.project_id.clone(),
+        start_time: now,
+        updated: now,
+        message: None,
+        job_id: None,
+    })
 }
