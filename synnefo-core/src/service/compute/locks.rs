@@ -51,7 +51,7 @@ impl Compute {
     }
 
     /// Locks a server (`reason`: Nova 2.73's `locked_reason`, at most
-    /// [`LOCKED_REASON_MAX`] characters). Locking a locked server keeps
+    /// 255 characters). Locking a locked server keeps
     /// the first lock; an owner cannot take over an operator's lock.
     pub async fn lock(
         &self,
