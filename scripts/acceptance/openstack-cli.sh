@@ -129,7 +129,7 @@ if osc server reboot --wait accept-vm && wait_status accept-vm ACTIVE; then pass
 
 # The server's request history (os-instance-actions), newest first.
 events=$(osc server event list accept-vm -f value -c Action 2>&1 | tr '\n' ' ')
-if [[ "$events" == "reboot start stop create " ]]; then pass "server event list"; else fail "server event list" "got: $events"; fi
+if [[ "$events" == "reboot start stop unlock lock create " ]]; then pass "server event list"; else fail "server event list" "got: $events"; fi
 create_req=$(osc server event list accept-vm -f value -c "Request ID" 2>/dev/null | tail -n 1)
 expect "server event show" '^create$' server event show accept-vm "$create_req" -f value -c action || true
 

@@ -240,10 +240,16 @@ impl World {
     }
 
     fn reconcile(&self, args: &[&str]) -> (i32, String) {
+        self.synnefo("reconcile", args)
+    }
+
+    /// `synnefo <command> <args>` with this world's settings: exit code
+    /// and stdout (stderr is printed).
+    fn synnefo(&self, command: &str, args: &[&str]) -> (i32, String) {
         let out: Output = Command::new(SYNNEFO)
             .arg("--config")
             .arg(&self.config)
-            .arg("reconcile")
+            .arg(command)
             .args(args)
             .env_remove("SYNNEFO_CONFIG")
             .stdin(Stdio::null())
@@ -253,7 +259,7 @@ impl World {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let code = out.status.code().unwrap_or(-1);
         if !stderr.trim().is_empty() {
-            eprintln!("synnefo reconcile {args:?} (exit {code}) stderr:\n{stderr}");
+            eprintln!("synnefo {command} {args:?} (exit {code}) stderr:\n{stderr}");
         }
         (code, stdout)
     }
@@ -479,4 +485,59 @@ async fn staggered_runs_and_the_daemon() {
         .unwrap()
         .unwrap();
     assert_eq!(exit.code(), Some(0), "SIGTERM stops the daemon cleanly");
+}
+
+/// Issue 16 item 8: an operator's `synnefo server` actions on a server of
+/// another project go through the compute service: the state machine's
+/// rules, a real Ganeti job on the cluster, and the history entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_actions_go_through_the_service() {
+    let Some(w) = world("operator_actions_go_through_the_service").await else {
+        return;
+    };
+    let vm = w.vm(OperState::Started, |_| {}).await;
+    w.instance(&vm, true).await;
+    let id = vm.id.to_string();
+
+    // suspend: a shutdown job on the cluster, the flag set, history kept
+    let (code, out) = w.synnefo("server", &["suspend", &id]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("suspend accepted (Ganeti job"), "{out}");
+    let now = w.get(vm.id).await;
+    assert!(now.state.suspended);
+    let pending = now.state.action.expect("pending");
+    assert_eq!(pending.action, Action::Suspend);
+    let job = pending.job_id.expect("job recorded");
+    assert!(
+        w.sim.wait_idle(Duration::from_secs(30)).await,
+        "the shutdown job ends"
+    );
+    let info = w
+        .ganeti
+        .instance_info(w.backend, &format!("snf-{}", vm.id))
+        .await
+        .unwrap()
+        .expect("listed");
+    assert!(!info.running, "the cluster shut it down");
+
+    let (code, out) = w.synnefo("server", &["events", &id, "--json"]);
+    assert_eq!(code, 0);
+    let events: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(events[0]["action"], "suspend");
+    assert_eq!(events[0]["job_id"], job.0);
+    assert!(
+        events[0]["request_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("req-")
+    );
+
+    // the state machine's rules hold for operators too: starting a server
+    // the database still has running (no dispatcher here) is refused
+    let (code, _) = w.synnefo("server", &["start", &id]);
+    assert_eq!(code, 2);
+    assert_eq!(w.get(vm.id).await.version, now.version, "nothing written");
+    // an unknown server: a clear refusal, nothing else
+    let (code, _) = w.synnefo("server", &["stop", "999999"]);
+    assert_eq!(code, 2);
 }

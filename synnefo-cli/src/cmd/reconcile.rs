@@ -200,7 +200,10 @@ pub fn exit_code(report: &RunReport) -> u8 {
 /// One client per DB backend that has credentials in
 /// `[ganeti.clusters.<name>]`; a backend without them fails its listing
 /// (reported, and it holds back R1 like any unreachable cluster).
-async fn backends(store: &dyn Store, ctx: &Context) -> anyhow::Result<Arc<dyn GanetiBackend>> {
+pub(crate) async fn backends(
+    store: &dyn Store,
+    ctx: &Context,
+) -> anyhow::Result<Arc<dyn GanetiBackend>> {
     let settings = &ctx.settings;
     let rows = store
         .list_backends()

@@ -1,12 +1,21 @@
-//! `synnefo server list|show`: operators' view of every project's servers.
+//! `synnefo server`: operators' view of every project's servers
+//! (`list`, `show`, `events`) and their actions on any of them (`start`,
+//! `stop`, `reboot`, `delete`, `suspend`, `unsuspend`). The actions go
+//! through the compute service with an operator caller, never straight to
+//! the store: the state machine's rules, the Ganeti job and the history
+//! entry are the ones an API request gets.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Subcommand;
 use serde_json::json;
+use synnefo_core::ServiceError;
 use synnefo_core::ids::VmId;
-use synnefo_core::ports::{VmQuery, VmStore};
-use synnefo_core::state::{OperState, server_status};
+use synnefo_core::ports::{Store, VmQuery, VmStore};
+use synnefo_core::service::admin::Admin;
+use synnefo_core::service::compute::{Caller, Compute, ComputeConfig, action_name};
+use synnefo_core::state::{Action, OperState, RebootKind, server_status};
 
 use crate::common::Context;
 
@@ -51,6 +60,95 @@ pub enum ServerCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Start a stopped server of any project (through the same service as
+    /// the API, as an operator; recorded in its history)
+    Start {
+        /// Server id
+        id: VmId,
+    },
+    /// Shut a server of any project down
+    Stop {
+        /// Server id
+        id: VmId,
+    },
+    /// Reboot a server of any project
+    Reboot {
+        /// Server id
+        id: VmId,
+        /// Hard reboot (off and on) instead of a soft one
+        #[arg(long)]
+        hard: bool,
+    },
+    /// Delete a server of any project (its instance is removed)
+    Delete {
+        /// Server id
+        id: VmId,
+    },
+    /// Suspend a server: shut it down; its owner cannot start it until an
+    /// operator unsuspends it (Synnefo's administrative suspension)
+    Suspend {
+        /// Server id
+        id: VmId,
+    },
+    /// Lift a suspension (the server stays stopped; its owner may start it)
+    Unsuspend {
+        /// Server id
+        id: VmId,
+    },
+}
+
+impl ServerCommand {
+    /// The state-machine action of an operator's server command, if it is one.
+    fn action(&self) -> Option<(VmId, Action)> {
+        Some(match *self {
+            ServerCommand::Start { id } => (id, Action::Start),
+            ServerCommand::Stop { id } => (id, Action::Stop),
+            ServerCommand::Reboot { id, hard } => (
+                id,
+                Action::Reboot(if hard {
+                    RebootKind::Hard
+                } else {
+                    RebootKind::Soft
+                }),
+            ),
+            ServerCommand::Delete { id } => (id, Action::Destroy),
+            ServerCommand::Suspend { id } => (id, Action::Suspend),
+            ServerCommand::Unsuspend { id } => (id, Action::Unsuspend),
+            _ => return None,
+        })
+    }
+}
+
+/// Runs an operator's action on server `id` through the compute service
+/// (the rules, Ganeti job and history entry are the API's), as the command
+/// line's operator with a request id of its own.
+async fn act(ctx: &Context, id: VmId, action: Action) -> anyhow::Result<ExitCode> {
+    let store: Arc<dyn Store> = Arc::new(ctx.store().await?);
+    let ganeti = crate::cmd::reconcile::backends(store.as_ref(), ctx).await?;
+    let compute = Compute::new(store, ganeti, ComputeConfig::from_settings(&ctx.settings));
+    let caller = Caller {
+        request_id: Some(format!("req-{}", uuid::Uuid::new_v4())),
+        ..Admin::cli_operator()
+    };
+    match compute.act(&caller, &id.to_string(), action).await {
+        Ok(vm) => {
+            let job = vm.state.action.and_then(|a| a.job_id).map_or_else(
+                || "no Ganeti job".to_string(),
+                |j| format!("Ganeti job {j}"),
+            );
+            println!(
+                "server {id}: {} accepted ({job}; request {})",
+                action_name(action),
+                caller.request_id.as_deref().unwrap_or("-")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (ServiceError::NotFound(_) | ServiceError::Action(_))) => {
+            eprintln!("error: server {id}: {e}");
+            Ok(ExitCode::from(2))
+        }
+        Err(e) => Err(anyhow::anyhow!("server {id}: {e}")),
+    }
 }
 
 fn parse_operstate(s: &str) -> Result<OperState, String> {
@@ -61,6 +159,9 @@ fn parse_operstate(s: &str) -> Result<OperState, String> {
 
 /// Runs a server command.
 pub async fn run(ctx: &Context, cmd: ServerCommand) -> anyhow::Result<ExitCode> {
+    if let Some((id, action)) = cmd.action() {
+        return act(ctx, id, action).await;
+    }
     let store = ctx.store().await?;
     match cmd {
         ServerCommand::List {
@@ -162,6 +263,12 @@ pub async fn run(ctx: &Context, cmd: ServerCommand) -> anyhow::Result<ExitCode> 
                 eprintln!("{} request(s)", actions.len());
             }
         }
+        ServerCommand::Start { .. }
+        | ServerCommand::Stop { .. }
+        | ServerCommand::Reboot { .. }
+        | ServerCommand::Delete { .. }
+        | ServerCommand::Suspend { .. }
+        | ServerCommand::Unsuspend { .. } => unreachable!("operator actions are handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }

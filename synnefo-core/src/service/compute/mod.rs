@@ -47,6 +47,7 @@ mod ports;
 mod servers;
 mod types;
 
+pub use actions::action_name;
 pub use batch::{CreateCount, CreatedBatch};
 pub use keypairs::{KEYPAIR_NAME_MAX, validate_keypair_name};
 pub use ports::{

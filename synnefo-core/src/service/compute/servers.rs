@@ -10,12 +10,17 @@ use crate::ports::VmQuery;
 use crate::state::{self, OperState, ServerStatus};
 
 impl Compute {
-    /// A server of the caller's project (not deleted); 404 otherwise.
+    /// A server of the caller's project, or of any project for an
+    /// operator (Nova's default policy), not deleted; 404 otherwise.
     pub async fn server(&self, caller: &Caller, id: &str) -> Result<Vm, ServiceError> {
         let not_found = || ServiceError::NotFound(format!("Instance {id} could not be found."));
         let vm_id: VmId = id.parse().map_err(|_| not_found())?;
         match self.store.vm(vm_id).await? {
-            Some(vm) if vm.project_id == caller.project_id && !vm.state.deleted => Ok(vm),
+            Some(vm)
+                if (vm.project_id == caller.project_id || caller.is_admin) && !vm.state.deleted =>
+            {
+                Ok(vm)
+            }
             _ => Err(not_found()),
         }
     }
