@@ -283,6 +283,10 @@ impl Inner {
         let timeout = self.config.publish_timeout;
         let deadline = Instant::now() + timeout;
         let mut backoff = self.config.min_backoff;
+        // The broker's last refusal (unroutable, nack): what a deadline that
+        // cuts a later attempt reports, so that a key nobody binds is
+        // reported as such whatever the timing, not as a timeout.
+        let mut refused: Option<String> = None;
         loop {
             if self.closed.is_cancelled() {
                 return Err(AmqpError::Closed);
@@ -298,11 +302,22 @@ impl Inner {
                     return Ok(());
                 }
                 Ok(Err(e)) => e,
-                Err(_) => (
-                    None,
-                    AmqpError::PublishTimeout(timeout, "no confirm from the broker".into()),
-                ),
+                Err(_) => match refused.take() {
+                    Some(m) => (
+                        None,
+                        AmqpError::Refused(format!(
+                            "{m} (and the last attempt was not confirmed within {timeout:?})"
+                        )),
+                    ),
+                    None => (
+                        None,
+                        AmqpError::PublishTimeout(timeout, "no confirm from the broker".into()),
+                    ),
+                },
             };
+            if let AmqpError::Refused(m) = &err {
+                refused = Some(m.clone());
+            }
             if matches!(err, AmqpError::Config(_) | AmqpError::Closed) {
                 return Err(err);
             }
