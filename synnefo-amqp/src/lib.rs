@@ -465,12 +465,27 @@ impl AmqpBus {
     }
 
     /// Closes the bus: pending and future calls fail with
-    /// [`BusError::Closed`]; subscriptions stop; connections close.
+    /// [`BusError::Closed`]; subscriptions stop; connections close (each
+    /// given `connect_timeout` for the broker to confirm).
     pub async fn close(&self) {
         self.inner.closed.cancel();
         for slot in [&self.inner.publisher, &self.inner.consumer] {
             if let Some(c) = slot.conn.lock().await.take() {
-                let _ = c.close(200, "synnefo shutting down".into()).await;
+                // Bounded: lapin waits for the broker's close-ok, which a
+                // connection caught closing its channels (seen once in the
+                // pipeline test: "invalid channel state: Closing") never
+                // gets; a stopping process must not hang on it. Dropping
+                // the connection closes the socket anyway.
+                let closing = c.close(200, "synnefo shutting down".into());
+                if tokio::time::timeout(self.inner.config.connect_timeout, closing)
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        timeout = ?self.inner.config.connect_timeout,
+                        "the broker did not confirm the connection close; dropping it"
+                    );
+                }
             }
         }
         *self.inner.pub_channel.lock().await = None;
