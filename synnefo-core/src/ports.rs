@@ -408,9 +408,13 @@ pub trait VmStore: Send + Sync {
         expected_version: i64,
         placement: &VmPlacement,
     ) -> Result<Vm, StoreError>;
-    /// A server's instance-action history, newest first (deleted servers
-    /// included: the history outlives them).
-    async fn instance_actions(&self, id: VmId) -> Result<Vec<InstanceAction>, StoreError>;
+    /// A server's instance-action history, newest first, at most `limit`
+    /// entries (deleted servers included: the history outlives them).
+    async fn instance_actions(
+        &self,
+        id: VmId,
+        limit: u64,
+    ) -> Result<Vec<InstanceAction>, StoreError>;
     /// Stores several new VMs of one project in one transaction, with the
     /// quota checked once for the whole batch (all or nothing: a batch that
     /// does not fit stores none and is `QuotaExceeded` for its total). The

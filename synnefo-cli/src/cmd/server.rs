@@ -56,6 +56,9 @@ pub enum ServerCommand {
     Events {
         /// Server id
         id: VmId,
+        /// At most this many (the newest)
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -236,12 +239,12 @@ pub async fn run(ctx: &Context, cmd: ServerCommand) -> anyhow::Result<ExitCode> 
                 );
             }
         }
-        ServerCommand::Events { id, json } => {
+        ServerCommand::Events { id, limit, json } => {
             if store.vm(id).await?.is_none() {
                 eprintln!("error: server {id} not found");
                 return Ok(ExitCode::from(2));
             }
-            let actions = store.instance_actions(id).await?;
+            let actions = store.instance_actions(id, limit).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&actions)?);
             } else {

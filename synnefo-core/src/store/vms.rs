@@ -902,11 +902,16 @@ impl VmStore for SeaStore {
         Ok(vm)
     }
 
-    async fn instance_actions(&self, id: VmId) -> Result<Vec<InstanceAction>, StoreError> {
+    async fn instance_actions(
+        &self,
+        id: VmId,
+        limit: u64,
+    ) -> Result<Vec<InstanceAction>, StoreError> {
         let rows = instance_action::Entity::find()
             .filter(instance_action::Column::VmId.eq(id.0))
             .order_by_desc(instance_action::Column::StartTime)
             .order_by_desc(instance_action::Column::Id)
+            .limit(limit)
             .all(&self.db)
             .await
             .map_err(db_err)?;

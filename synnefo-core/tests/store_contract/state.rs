@@ -582,7 +582,7 @@ pub(crate) async fn instance_action_history(s: &SeaStore) {
     let mut new = new_vm(&t, "audited");
     new.request_id = Some("req-create".into());
     let vm = s.create_vm(&new, Quota::default()).await.unwrap();
-    let h = s.instance_actions(vm.id).await.unwrap();
+    let h = s.instance_actions(vm.id, 100).await.unwrap();
     assert_eq!(h.len(), 1);
     assert_eq!(
         (h[0].action.as_str(), h[0].request_id.as_str(), h[0].job_id),
@@ -654,7 +654,11 @@ pub(crate) async fn instance_action_history(s: &SeaStore) {
     let results = s.update_vm_states(&[accepted, failed]).await.unwrap();
     assert!(results.iter().all(Result::is_ok), "{results:?}");
 
-    let h = s.instance_actions(vm.id).await.unwrap();
+    // bounded: the newest first
+    let newest = s.instance_actions(vm.id, 1).await.unwrap();
+    assert_eq!(newest.len(), 1);
+    assert_eq!(newest[0].request_id, "req-stop");
+    let h = s.instance_actions(vm.id, 100).await.unwrap();
     let summary: Vec<(&str, &str, Option<JobId>, bool)> = h
         .iter()
         .map(|a| {
@@ -697,8 +701,8 @@ pub(crate) async fn instance_action_history(s: &SeaStore) {
         s.update_vm_state(&stale).await,
         Err(StoreError::Conflict(_))
     ));
-    assert_eq!(s.instance_actions(vm.id).await.unwrap().len(), 3);
+    assert_eq!(s.instance_actions(vm.id, 100).await.unwrap().len(), 3);
     // another VM's history is its own
     let other = create(s, &t, "other").await;
-    assert!(s.instance_actions(other.id).await.unwrap().is_empty());
+    assert!(s.instance_actions(other.id, 100).await.unwrap().is_empty());
 }

@@ -54,6 +54,7 @@ pub use ports::{
     ConsoleAccess, ConsoleForwarder, LeastLoaded, PlaceWith, Placement, PlacementFuture,
     ProxyEndpoint,
 };
+pub use servers::HISTORY_MAX;
 pub use types::{
     CreateServer, CreatedServer, Fault, FlavorFilter, ImageFilter, Limits, ServerFilter, fault,
     generate_password, image_visible, ref_id, validate_metadata, validate_server_name,

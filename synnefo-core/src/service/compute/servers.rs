@@ -9,6 +9,9 @@ use crate::model::{InstanceAction, Nic, Vm};
 use crate::ports::VmQuery;
 use crate::state::{self, OperState, ServerStatus};
 
+/// Most history entries one request reads (the newest).
+pub const HISTORY_MAX: u64 = 1000;
+
 impl Compute {
     /// A server of the caller's project, or of any project for an
     /// operator (Nova's default policy), not deleted; 404 otherwise.
@@ -26,8 +29,10 @@ impl Compute {
     }
 
     /// A server's instance-action history (Nova's `os-instance-actions`),
-    /// newest first. A deleted server's history too when `deleted` (Nova
-    /// from microversion 2.21); operators see any project's servers.
+    /// newest first, its newest [`HISTORY_MAX`] entries (a server rebooted
+    /// a million times must not make one request load a million rows). A
+    /// deleted server's history too when `deleted` (Nova from microversion
+    /// 2.21); operators see any project's servers.
     pub async fn instance_actions(
         &self,
         caller: &Caller,
@@ -41,7 +46,7 @@ impl Compute {
                 if (vm.project_id == caller.project_id || caller.is_admin)
                     && (deleted || !vm.state.deleted) =>
             {
-                Ok(self.store.instance_actions(vm.id).await?)
+                Ok(self.store.instance_actions(vm.id, HISTORY_MAX).await?)
             }
             _ => Err(not_found()),
         }
