@@ -121,6 +121,56 @@ impl GanetiBackend for NoGaneti {
     ) -> Result<synnefo_core::ports::ClusterLoad, synnefo_core::BackendError> {
         Err(unused())
     }
+    async fn create_network(
+        &self,
+        _: &synnefo_core::ports::NetworkSpec,
+    ) -> Result<JobId, synnefo_core::BackendError> {
+        Err(unused())
+    }
+    async fn connect_network(
+        &self,
+        _: synnefo_core::ids::BackendId,
+        _: &str,
+        _: &synnefo_core::ports::NetworkLink,
+    ) -> Result<Vec<JobId>, synnefo_core::BackendError> {
+        Err(unused())
+    }
+    async fn disconnect_network(
+        &self,
+        _: synnefo_core::ids::BackendId,
+        _: &str,
+    ) -> Result<Vec<JobId>, synnefo_core::BackendError> {
+        Err(unused())
+    }
+    async fn remove_network(
+        &self,
+        _: synnefo_core::ids::BackendId,
+        _: &str,
+    ) -> Result<JobId, synnefo_core::BackendError> {
+        Err(unused())
+    }
+    async fn list_networks(
+        &self,
+        _: synnefo_core::ids::BackendId,
+    ) -> Result<Vec<synnefo_core::ports::NetworkInfo>, synnefo_core::BackendError> {
+        Err(unused())
+    }
+    async fn add_nic(
+        &self,
+        _: synnefo_core::ids::BackendId,
+        _: &str,
+        _: &synnefo_core::ports::NicSpec,
+    ) -> Result<JobId, synnefo_core::BackendError> {
+        Err(unused())
+    }
+    async fn remove_nic(
+        &self,
+        _: synnefo_core::ids::BackendId,
+        _: &str,
+        _: &str,
+    ) -> Result<JobId, synnefo_core::BackendError> {
+        Err(unused())
+    }
 }
 
 fn unused() -> synnefo_core::BackendError {

@@ -68,6 +68,66 @@ pub struct NicSpec {
     pub link: Option<String>,
     /// Fixed IP, or `pool` to let Ganeti pick from the network.
     pub ip: Option<String>,
+    /// MAC address (`None`: Ganeti generates one).
+    pub mac: Option<String>,
+    /// Ganeti NIC name (`snf-nic-<port id>` for a port's NIC), by which a
+    /// later modify finds it.
+    pub name: Option<String>,
+}
+
+/// A Ganeti network to create (`gnt-network add`, RAPI `POST /2/networks`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    /// Target cluster.
+    pub backend: BackendId,
+    /// Network name (`snf-net-<network id>`).
+    pub name: String,
+    /// IPv4 subnet in CIDR notation (Ganeti requires one).
+    pub network: String,
+    /// IPv4 gateway.
+    pub gateway: Option<String>,
+    /// IPv6 subnet.
+    pub network6: Option<String>,
+    /// IPv6 gateway.
+    pub gateway6: Option<String>,
+    /// MAC prefix (`aa:00:01`) for NICs Ganeti generates on it.
+    pub mac_prefix: Option<String>,
+    /// Tags (Synnefo tags its networks with their flavor's recipe).
+    pub tags: Vec<String>,
+}
+
+/// How a network joins a cluster's node groups (`gnt-network connect`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkLink {
+    /// `bridged`, `routed` or `openvswitch`.
+    pub mode: String,
+    /// Bridge, routing table or switch.
+    pub link: String,
+    /// VLAN (openvswitch), if any.
+    pub vlan: Option<String>,
+}
+
+/// A Ganeti network as a cluster lists it (`GET /2/networks?bulk=1`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NetworkInfo {
+    /// Name.
+    pub name: String,
+    /// IPv4 subnet.
+    pub network: Option<String>,
+    /// IPv4 gateway.
+    pub gateway: Option<String>,
+    /// IPv6 subnet.
+    pub network6: Option<String>,
+    /// MAC prefix.
+    pub mac_prefix: Option<String>,
+    /// Free addresses in Ganeti's pool.
+    pub free_count: Option<u64>,
+    /// Node groups it is connected to: `(group, mode, link)`.
+    pub groups: Vec<(String, String, String)>,
+    /// Instances with a NIC on it.
+    pub instances: Vec<String>,
+    /// Tags.
+    pub tags: Vec<String>,
 }
 
 /// An instance as a cluster lists it.
@@ -218,6 +278,45 @@ pub trait GanetiBackend: Send + Sync {
     ) -> Result<JobInfo, BackendError>;
     /// Capacity and load of a cluster.
     async fn cluster_load(&self, backend: BackendId) -> Result<ClusterLoad, BackendError>;
+    /// Submits a network creation (`OP_NETWORK_ADD`).
+    async fn create_network(&self, spec: &NetworkSpec) -> Result<JobId, BackendError>;
+    /// Connects a network to every node group of the cluster with `link`
+    /// (`OP_NETWORK_CONNECT`, one job per group).
+    async fn connect_network(
+        &self,
+        backend: BackendId,
+        network: &str,
+        link: &NetworkLink,
+    ) -> Result<Vec<JobId>, BackendError>;
+    /// Disconnects a network from every node group it is connected to
+    /// (`OP_NETWORK_DISCONNECT`, one job per group).
+    async fn disconnect_network(
+        &self,
+        backend: BackendId,
+        network: &str,
+    ) -> Result<Vec<JobId>, BackendError>;
+    /// Submits a network removal (`OP_NETWORK_REMOVE`).
+    async fn remove_network(&self, backend: BackendId, network: &str)
+    -> Result<JobId, BackendError>;
+    /// Every network of a cluster in one bulk call.
+    async fn list_networks(&self, backend: BackendId) -> Result<Vec<NetworkInfo>, BackendError>;
+    /// Adds a NIC to an instance (`OP_INSTANCE_SET_PARAMS` with
+    /// `nics: [["add", -1, ...]]`), hot-plugged where the hypervisor can,
+    /// else on its next reboot.
+    async fn add_nic(
+        &self,
+        backend: BackendId,
+        instance: &str,
+        nic: &NicSpec,
+    ) -> Result<JobId, BackendError>;
+    /// Removes an instance's NIC by its Ganeti name
+    /// (`nics: [["remove", name, {}]]`), hot-unplugged where possible.
+    async fn remove_nic(
+        &self,
+        backend: BackendId,
+        instance: &str,
+        nic_name: &str,
+    ) -> Result<JobId, BackendError>;
 }
 
 // ---------------------------------------------------------------- Store

@@ -10,7 +10,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use synnefo_core::error::BackendError;
 use synnefo_core::ids::{BackendId, JobId, VmId};
 use synnefo_core::ports::{
-    Clock, ClusterLoad, ConsoleInfo, GanetiBackend, InstanceInfo, InstanceSpec, JobInfo, VmStore,
+    Clock, ClusterLoad, ConsoleInfo, GanetiBackend, InstanceInfo, InstanceSpec, JobInfo,
+    NetworkInfo, NetworkLink, NetworkSpec, NicSpec, VmStore,
 };
 use synnefo_core::state::{JobStatus, OpCode, RebootKind};
 use synnefo_core::store::SeaStore;
@@ -160,6 +161,32 @@ impl GanetiBackend for FakeGaneti {
         self.job_status(b, job).await
     }
     async fn cluster_load(&self, _: BackendId) -> Result<ClusterLoad, BackendError> {
+        nope()
+    }
+    async fn create_network(&self, _: &NetworkSpec) -> Result<JobId, BackendError> {
+        nope()
+    }
+    async fn connect_network(
+        &self,
+        _: BackendId,
+        _: &str,
+        _: &NetworkLink,
+    ) -> Result<Vec<JobId>, BackendError> {
+        nope()
+    }
+    async fn disconnect_network(&self, _: BackendId, _: &str) -> Result<Vec<JobId>, BackendError> {
+        nope()
+    }
+    async fn remove_network(&self, _: BackendId, _: &str) -> Result<JobId, BackendError> {
+        nope()
+    }
+    async fn list_networks(&self, _: BackendId) -> Result<Vec<NetworkInfo>, BackendError> {
+        nope()
+    }
+    async fn add_nic(&self, _: BackendId, _: &str, _: &NicSpec) -> Result<JobId, BackendError> {
+        nope()
+    }
+    async fn remove_nic(&self, _: BackendId, _: &str, _: &str) -> Result<JobId, BackendError> {
         nope()
     }
 }

@@ -125,7 +125,7 @@ impl ComputeConfig {
                 network: None,
                 mode: non_empty(&g.default_nic_mode),
                 link: non_empty(&g.default_nic_link),
-                ip: None,
+                ..NicSpec::default()
             }
         } else {
             NicSpec {
@@ -133,6 +133,7 @@ impl ComputeConfig {
                 mode: None,
                 link: None,
                 ip: Some("pool".into()),
+                ..NicSpec::default()
             }
         };
         Self {
@@ -155,7 +156,7 @@ impl Default for ComputeConfig {
                 network: None,
                 mode: Some("bridged".into()),
                 link: Some("br0".into()),
-                ip: None,
+                ..NicSpec::default()
             },
             shutdown_timeout: Duration::from_secs(120),
             max_servers_per_request: 100,
