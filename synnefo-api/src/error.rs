@@ -180,7 +180,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Store(s) => match s {
                 StoreError::NotFound(m) => ApiError::not_found(format!("{m} not found")),
                 StoreError::Conflict(m) => ApiError::conflict(format!("Concurrent update: {m}")),
-                StoreError::Integrity(m) => ApiError::conflict(m),
+                StoreError::Integrity(m) | StoreError::Exhausted(m) => ApiError::conflict(m),
                 StoreError::QuotaExceeded { .. } => ApiError::forbidden(s.to_string()),
                 StoreError::Database(m) => {
                     tracing::error!(error = %m, "database error");

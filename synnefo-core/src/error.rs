@@ -16,6 +16,10 @@ pub enum DomainError {
         /// What is wrong.
         reason: String,
     },
+    /// A request that breaks a rule, worded for the caller as is (e.g.
+    /// Neutron's "Invalid input for cidr. Reason: ...").
+    #[error("{0}")]
+    InvalidRequest(String),
 }
 
 /// A backend notification that cannot be applied.
@@ -88,6 +92,9 @@ pub enum StoreError {
         /// What the request needs.
         requested: i64,
     },
+    /// A pool has nothing left to hand out (IP addresses, MACs).
+    #[error("{0}")]
+    Exhausted(String),
     /// The database is unreachable or failed.
     #[error("database error: {0}")]
     Database(String),

@@ -40,6 +40,7 @@ pub mod error;
 pub mod ids;
 pub mod messages;
 pub mod model;
+pub mod network;
 pub mod ports;
 pub mod reconcile;
 pub mod service;

@@ -26,6 +26,10 @@ use crate::model::{
     NewVm, NewVmAttrs, Nic, Project, Quota, ServerAttrs, Token, Usage, User, Vm, VmLock,
     VmPlacement,
 };
+use crate::network::{
+    FloatingIp, IpHistoryEntry, Network, NetworkStatus, NetworkUpdate, NewNetwork, NewPort,
+    NewSubnet, PoolUsage, Port, PortUpdate, Subnet, SubnetUpdate,
+};
 use crate::state::{JobStatus, OpError, OperState, RebootKind, VmState};
 
 // ---------------------------------------------------------------- Ganeti
@@ -76,7 +80,7 @@ pub struct NicSpec {
 }
 
 /// A Ganeti network to create (`gnt-network add`, RAPI `POST /2/networks`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkSpec {
     /// Target cluster.
     pub backend: BackendId,
@@ -621,10 +625,147 @@ pub trait KeypairStore: Send + Sync {
     async fn delete_keypair(&self, user_id: &str, name: &str) -> Result<(), StoreError>;
 }
 
-/// The whole store: one database, the single source of truth.
-pub trait Store: IdentityStore + CatalogStore + BackendStore + VmStore + KeypairStore {}
+/// A filter for listing networks, subnets, ports or floating IPs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetQuery {
+    /// Only what this project may see (its own, plus shared and external
+    /// networks and their subnets); `None`: everything (operators).
+    pub project_id: Option<String>,
+    /// Only these ids.
+    pub ids: Option<Vec<String>>,
+    /// Exact name.
+    pub name: Option<String>,
+    /// Only on this network.
+    pub network_id: Option<String>,
+    /// Ports: only bound to this device.
+    pub device_id: Option<String>,
+    /// Only external (`router:external`) networks, or only others.
+    pub external: Option<bool>,
+    /// Only shared networks, or only others.
+    pub shared: Option<bool>,
+    /// Ports: this MAC; floating IPs: not used.
+    pub mac: Option<String>,
+    /// Ports: holding this address; floating IPs: this address.
+    pub address: Option<std::net::IpAddr>,
+    /// Floating IPs: associated with this port.
+    pub port_id: Option<String>,
+    /// Page marker: ids after this one (ids ascending).
+    pub marker: Option<String>,
+    /// Page size.
+    pub limit: Option<u64>,
+}
 
-impl<T: IdentityStore + CatalogStore + BackendStore + VmStore + KeypairStore> Store for T {}
+/// Networks, subnets, ports (a server's NICs), floating IPs and the
+/// address pools behind them. Addresses are allocated under the subnet's
+/// row lock, so no two holders ever share one, across any number of
+/// processes (see [`crate::network`]).
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
+#[async_trait]
+pub trait NetworkStore: Send + Sync {
+    /// Stores a network, checking the owner's count against `limit` in the
+    /// same transaction (`QuotaExceeded`, resource `networks`).
+    async fn create_network(
+        &self,
+        new: &NewNetwork,
+        limit: Option<i64>,
+    ) -> Result<Network, StoreError>;
+    /// One network.
+    async fn network(&self, id: &str) -> Result<Option<Network>, StoreError>;
+    /// Networks matching a filter, by id.
+    async fn list_networks(&self, query: &NetQuery) -> Result<Vec<Network>, StoreError>;
+    /// Changes a network.
+    async fn update_network(&self, id: &str, update: &NetworkUpdate)
+    -> Result<Network, StoreError>;
+    /// Sets a network's status.
+    async fn set_network_status(&self, id: &str, status: NetworkStatus) -> Result<(), StoreError>;
+    /// Deletes a network and its subnets; `Integrity` ("in use") while it
+    /// has ports or floating IPs.
+    async fn delete_network(&self, id: &str) -> Result<(), StoreError>;
+    /// The clusters a network has been created on (Ganeti name made and
+    /// connected).
+    async fn network_backends(&self, id: &str) -> Result<Vec<BackendId>, StoreError>;
+    /// Records that a network exists on a cluster (idempotent), or that it
+    /// no longer does (`present = false`).
+    async fn set_network_backend(
+        &self,
+        id: &str,
+        backend: BackendId,
+        present: bool,
+    ) -> Result<(), StoreError>;
+    /// Stores a subnet and its pool; `Integrity` if the network already has
+    /// a subnet of that IP version (Synnefo's rule: one of each).
+    async fn create_subnet(&self, new: &NewSubnet) -> Result<Subnet, StoreError>;
+    /// One subnet.
+    async fn subnet(&self, id: &str) -> Result<Option<Subnet>, StoreError>;
+    /// Subnets matching a filter (`project_id`: those of visible networks).
+    async fn list_subnets(&self, query: &NetQuery) -> Result<Vec<Subnet>, StoreError>;
+    /// Changes a subnet.
+    async fn update_subnet(&self, id: &str, update: &SubnetUpdate) -> Result<Subnet, StoreError>;
+    /// Deletes a subnet; `Integrity` while addresses of it are held.
+    async fn delete_subnet(&self, id: &str) -> Result<(), StoreError>;
+    /// Stores a port with a new MAC and its addresses, allocated in the same
+    /// transaction: `Integrity` for an address already held,
+    /// `Exhausted` when a pool is empty. Opens the address history.
+    async fn create_port(&self, new: &NewPort) -> Result<Port, StoreError>;
+    /// One port.
+    async fn port(&self, id: &str) -> Result<Option<Port>, StoreError>;
+    /// Ports matching a filter, by id.
+    async fn list_ports(&self, query: &NetQuery) -> Result<Vec<Port>, StoreError>;
+    /// The ports bound to these servers, per server in creation order (no
+    /// N+1 for `servers/detail`).
+    async fn ports_of(&self, servers: &[VmId]) -> Result<HashMap<VmId, Vec<Port>>, StoreError>;
+    /// Changes a port.
+    async fn update_port(&self, id: &str, update: &PortUpdate) -> Result<Port, StoreError>;
+    /// Deletes a port: its addresses go back to their pools, floating IPs
+    /// associated with it are disassociated, the history is closed.
+    async fn delete_port(&self, id: &str) -> Result<(), StoreError>;
+    /// Allocates a floating IP on an external network (`address`: this
+    /// one, else any free), checking the project's count against `limit`
+    /// in the same transaction (`QuotaExceeded`, resource `floating_ips`).
+    async fn create_floating_ip(
+        &self,
+        project_id: &str,
+        user_id: Option<String>,
+        network_id: &str,
+        address: Option<std::net::IpAddr>,
+        description: &str,
+        limit: Option<i64>,
+    ) -> Result<FloatingIp, StoreError>;
+    /// One floating IP.
+    async fn floating_ip(&self, id: &str) -> Result<Option<FloatingIp>, StoreError>;
+    /// Floating IPs matching a filter, by id.
+    async fn list_floating_ips(&self, query: &NetQuery) -> Result<Vec<FloatingIp>, StoreError>;
+    /// Associates a floating IP with a port and one of its addresses, with a
+    /// new MAC for the NIC that will carry it (`Some`), or disassociates it
+    /// (`None`); `Integrity` if it is associated elsewhere already.
+    async fn associate_floating_ip(
+        &self,
+        id: &str,
+        port: Option<(String, std::net::IpAddr)>,
+        mac_prefix: &str,
+    ) -> Result<FloatingIp, StoreError>;
+    /// Releases a floating IP (its address back to the pool).
+    async fn delete_floating_ip(&self, id: &str) -> Result<(), StoreError>;
+    /// Who held an address when, newest first.
+    async fn ip_history(
+        &self,
+        address: std::net::IpAddr,
+        limit: u64,
+    ) -> Result<Vec<IpHistoryEntry>, StoreError>;
+    /// A subnet's pool: its size and the addresses held.
+    async fn pool_usage(&self, subnet_id: &str) -> Result<PoolUsage, StoreError>;
+}
+
+/// The whole store: one database, the single source of truth.
+pub trait Store:
+    IdentityStore + CatalogStore + BackendStore + VmStore + KeypairStore + NetworkStore
+{
+}
+
+impl<T: IdentityStore + CatalogStore + BackendStore + VmStore + KeypairStore + NetworkStore> Store
+    for T
+{
+}
 
 // ---------------------------------------------------------------- Bus
 

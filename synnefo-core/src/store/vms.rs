@@ -506,6 +506,8 @@ struct Winner<'a> {
     resizes: Vec<BeParams>,
     /// History entries of this VM's updates, in input order.
     action_logs: Vec<&'a ActionLog>,
+    /// The last update leaves the VM deleted: its ports are released.
+    deleted: bool,
 }
 
 /// The multi-row guarded `UPDATE` for up to [`BATCH_ROWS`] winners.
@@ -875,6 +877,9 @@ impl VmStore for SeaStore {
         if let Some(log) = &update.action_log {
             apply_action_log(&txn, self.db_backend(), id, log, now()).await?;
         }
+        if update.state.deleted {
+            super::networks::release_server_ports(&txn, update.id).await?;
+        }
         let vm = load_vm(&txn, id)
             .await?
             .ok_or_else(|| StoreError::NotFound(server(id)))?;
@@ -1020,6 +1025,7 @@ impl VmStore for SeaStore {
                     nics,
                     resizes,
                     action_logs,
+                    deleted: u.state.deleted,
                 },
             );
             results.push(Ok(()));
@@ -1069,6 +1075,9 @@ impl VmStore for SeaStore {
             }
             for log in &w.action_logs {
                 apply_action_log(&txn, backend, w.id, log, now).await?;
+            }
+            if w.deleted {
+                super::networks::release_server_ports(&txn, VmId(w.id)).await?;
             }
         }
 

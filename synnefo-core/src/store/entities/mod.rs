@@ -7,13 +7,20 @@
 
 pub mod backend;
 pub mod flavor;
+pub mod floating_ip;
 pub mod image;
 pub mod instance_action;
+pub mod ip_allocation;
+pub mod ip_history;
 pub mod keypair;
 pub mod membership;
+pub mod network;
+pub mod network_backend;
 pub mod nic;
+pub mod port;
 pub mod project;
 pub mod quota;
+pub mod subnet;
 pub mod token;
 pub mod user;
 pub mod vm;

@@ -22,6 +22,7 @@ mod m20261207_000001_vm_access_ips;
 mod m20261207_000002_vm_job_error_nics_time;
 mod m20261207_000003_keypairs_and_locks;
 mod m20261207_000004_instance_actions;
+mod m20261207_000005_networks;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000002_vm_job_error_nics_time::Migration),
             Box::new(m20261207_000003_keypairs_and_locks::Migration),
             Box::new(m20261207_000004_instance_actions::Migration),
+            Box::new(m20261207_000005_networks::Migration),
         ]
     }
 }
