@@ -56,7 +56,7 @@ pub fn ganeti_nic_name(port_id: &str) -> String {
 }
 
 /// Synnefo's network kinds: how a network is wired on the nodes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum NetworkFlavor {
     /// Routed, without an L2 segment of its own (Synnefo's public
     /// network kind): `routed` mode on a routing table.
@@ -564,8 +564,7 @@ impl Cidr {
 
     /// `ip`'s position in the range.
     pub fn offset(&self, ip: IpAddr) -> Option<u128> {
-        self.contains(ip)
-            .then(|| to_u128(ip) - self.network_bits())
+        self.contains(ip).then(|| to_u128(ip) - self.network_bits())
     }
 
     /// The last address (IPv4 broadcast).
@@ -728,10 +727,11 @@ pub fn plan_subnet(
         _ => {}
     }
     let parse_ip = |s: &str, what: &str| -> Result<IpAddr, DomainError> {
-        let ip: IpAddr = s
-            .trim()
-            .parse()
-            .map_err(|_| bad(format!("Invalid input for {what}. Reason: '{s}' is not a valid IP address.")))?;
+        let ip: IpAddr = s.trim().parse().map_err(|_| {
+            bad(format!(
+                "Invalid input for {what}. Reason: '{s}' is not a valid IP address."
+            ))
+        })?;
         if !cidr.contains(ip) {
             return Err(bad(format!("{what} {ip} is not in subnet {cidr}")));
         }
@@ -879,14 +879,22 @@ mod tests {
             ("2001:db8::/48", "/64"),
         ] {
             let e = plan_subnet(&req(cidr)).unwrap_err().to_string();
-            assert!(e.contains(why) || e.contains("valid IP subnet"), "{cidr}: {e}");
+            assert!(
+                e.contains(why) || e.contains("valid IP subnet"),
+                "{cidr}: {e}"
+            );
         }
         let mut r = req("10.0.0.0/24");
         r.allocation_pools = Some(vec![
             ("10.0.0.10".into(), "10.0.0.20".into()),
             ("10.0.0.15".into(), "10.0.0.30".into()),
         ]);
-        assert!(plan_subnet(&r).unwrap_err().to_string().contains("overlapping"));
+        assert!(
+            plan_subnet(&r)
+                .unwrap_err()
+                .to_string()
+                .contains("overlapping")
+        );
         r.allocation_pools = Some(vec![("10.0.0.1".into(), "10.0.0.20".into())]);
         assert!(plan_subnet(&r).unwrap_err().to_string().contains("Gateway"));
         r.allocation_pools = Some(vec![("10.0.1.1".into(), "10.0.1.20".into())]);

@@ -300,8 +300,11 @@ pub trait GanetiBackend: Send + Sync {
         network: &str,
     ) -> Result<Vec<JobId>, BackendError>;
     /// Submits a network removal (`OP_NETWORK_REMOVE`).
-    async fn remove_network(&self, backend: BackendId, network: &str)
-    -> Result<JobId, BackendError>;
+    async fn remove_network(
+        &self,
+        backend: BackendId,
+        network: &str,
+    ) -> Result<JobId, BackendError>;
     /// Every network of a cluster in one bulk call.
     async fn list_networks(&self, backend: BackendId) -> Result<Vec<NetworkInfo>, BackendError>;
     /// Adds a NIC to an instance (`OP_INSTANCE_SET_PARAMS` with

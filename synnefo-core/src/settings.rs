@@ -75,6 +75,8 @@ pub struct Settings {
     pub api: ApiSettings,
     /// Ganeti clusters.
     pub ganeti: GanetiSettings,
+    /// Networks, ports and floating IPs.
+    pub network: NetworkSettings,
     /// Reconciliation.
     pub reconciliation: ReconciliationSettings,
     /// The console proxy.
@@ -295,6 +297,34 @@ pub struct ApiSettings {
 
 fn default_max_keypairs() -> u32 {
     100
+}
+
+/// `[network]`: networks, ports and floating IPs (`docs/networks.md`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSettings {
+    /// 3-byte prefix of the MACs allocated to ports (`aa:00:00`).
+    pub mac_prefix: String,
+    /// The flavor of networks users create (`MAC_FILTERED`, ...).
+    pub private_flavor: String,
+    /// Most networks a project may own (0: no limit).
+    pub max_networks_per_project: u32,
+    /// Most floating IPs a project may hold (0: no limit).
+    pub max_floating_ips_per_project: u32,
+    /// How long an API request waits for a Ganeti network or NIC job.
+    pub job_timeout_secs: u64,
+    /// Ganeti mode and link per flavor name.
+    pub flavors: BTreeMap<String, NetworkFlavorSettings>,
+}
+
+/// `[network.flavors.<NAME>]`: how a network flavor is wired on the nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkFlavorSettings {
+    /// Ganeti NIC mode (`bridged`, `routed`, `openvswitch`).
+    pub mode: String,
+    /// Ganeti NIC link.
+    pub link: String,
 }
 
 /// `[ganeti]`.
@@ -648,6 +678,53 @@ impl Settings {
         }
         if self.dispatcher.batch_size == 0 {
             return bad("dispatcher.batch_size", "must be at least 1");
+        }
+        let n = &self.network;
+        let mac_ok = n.mac_prefix.split(':').count() == 3
+            && n.mac_prefix
+                .split(':')
+                .all(|b| b.len() == 2 && u8::from_str_radix(b, 16).is_ok());
+        if !mac_ok {
+            return bad(
+                "network.mac_prefix",
+                "must be three hex bytes, e.g. \"aa:00:00\"",
+            );
+        }
+        if u8::from_str_radix(&n.mac_prefix[..2], 16).is_ok_and(|b| b & 1 == 1) {
+            return bad(
+                "network.mac_prefix",
+                "must be a unicast prefix (first byte even)",
+            );
+        }
+        if crate::network::NetworkFlavor::parse(&n.private_flavor).is_none() {
+            return bad(
+                "network.private_flavor",
+                "must be MAC_FILTERED, PHYSICAL_VLAN, IP_LESS_ROUTED or CUSTOM",
+            );
+        }
+        if !n
+            .flavors
+            .contains_key(&n.private_flavor.to_ascii_uppercase())
+        {
+            return bad(
+                "network.private_flavor",
+                "has no [network.flavors.<it>] wiring",
+            );
+        }
+        for (name, f) in &n.flavors {
+            if crate::network::NetworkFlavor::parse(name).is_none() {
+                return bad("network.flavors", "keys must be Synnefo network flavors");
+            }
+            if !matches!(f.mode.as_str(), "bridged" | "routed" | "openvswitch") || f.link.is_empty()
+            {
+                return bad(
+                    "network.flavors",
+                    "mode must be bridged, routed or openvswitch, and link non-empty",
+                );
+            }
+        }
+        if n.job_timeout_secs == 0 {
+            return bad("network.job_timeout_secs", "must be at least 1");
         }
         if !matches!(self.log.format.as_str(), "human" | "json") {
             return bad("log.format", "must be \"human\" or \"json\"");

@@ -11,6 +11,7 @@ pub mod account;
 pub mod admin;
 pub mod compute;
 pub mod identity;
+pub mod network;
 pub mod reconcile;
 
 use std::collections::HashMap;

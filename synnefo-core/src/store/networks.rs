@@ -67,8 +67,8 @@ fn ip(s: &str, what: &str) -> Result<IpAddr, StoreError> {
 fn subnet_of(m: subnet::Model) -> Result<Subnet, StoreError> {
     let pools: Vec<(String, String)> = serde_json::from_str(&m.pools)
         .map_err(|e| corrupt(format!("subnet {}: pools: {e}", m.id)))?;
-    let dns: Vec<String> = serde_json::from_str(&m.dns)
-        .map_err(|e| corrupt(format!("subnet {}: dns: {e}", m.id)))?;
+    let dns: Vec<String> =
+        serde_json::from_str(&m.dns).map_err(|e| corrupt(format!("subnet {}: dns: {e}", m.id)))?;
     Ok(Subnet {
         cidr: m
             .cidr
@@ -84,10 +84,7 @@ fn subnet_of(m: subnet::Model) -> Result<Subnet, StoreError> {
                 })
             })
             .collect::<Result<_, StoreError>>()?,
-        dns_nameservers: dns
-            .iter()
-            .map(|d| ip(d, "dns"))
-            .collect::<Result<_, _>>()?,
+        dns_nameservers: dns.iter().map(|d| ip(d, "dns")).collect::<Result<_, _>>()?,
         id: m.id,
         network_id: m.network_id,
         project_id: m.project_id,
@@ -119,7 +116,11 @@ fn port_of(m: port::Model, ips: Vec<FixedIp>) -> Result<Port, StoreError> {
 fn floating_of(m: floating_ip::Model) -> Result<FloatingIp, StoreError> {
     Ok(FloatingIp {
         address: ip(&m.address, "floating ip")?,
-        fixed_ip: m.fixed_ip.as_deref().map(|a| ip(a, "fixed ip")).transpose()?,
+        fixed_ip: m
+            .fixed_ip
+            .as_deref()
+            .map(|a| ip(a, "fixed ip"))
+            .transpose()?,
         id: m.id,
         project_id: m.project_id,
         network_id: m.network_id,
@@ -176,23 +177,27 @@ impl SeaStore {
             .ok_or_else(|| StoreError::NotFound(format!("subnet {id}")))
     }
 
-    async fn next_mac(&self, txn: &DatabaseTransaction, prefix: &str) -> Result<String, StoreError> {
+    async fn next_mac(
+        &self,
+        txn: &DatabaseTransaction,
+        prefix: &str,
+    ) -> Result<String, StoreError> {
         let b = self.db_backend();
         let mut up = Sql::new(b);
         up.push("UPDATE counters SET value = value + 1 WHERE name = ")
             .bind("mac");
         txn.execute(up.build()).await.map_err(db_err)?;
         let mut q = Sql::new(b);
-        q.push("SELECT value FROM counters WHERE name = ").bind("mac");
+        q.push("SELECT value FROM counters WHERE name = ")
+            .bind("mac");
         let row = txn
             .query_one(q.build())
             .await
             .map_err(db_err)?
             .ok_or_else(|| corrupt("counters: no mac row"))?;
         let n: i64 = row.try_get_by_index(0).map_err(db_err)?;
-        mac_from_counter(prefix, u64::try_from(n - 1).unwrap_or(u64::MAX)).ok_or_else(|| {
-            StoreError::Exhausted("No more MAC addresses are available.".into())
-        })
+        mac_from_counter(prefix, u64::try_from(n - 1).unwrap_or(u64::MAX))
+            .ok_or_else(|| StoreError::Exhausted("No more MAC addresses are available.".into()))
     }
 
     async fn is_held(
@@ -201,11 +206,13 @@ impl SeaStore {
         subnet_id: &str,
         addr: IpAddr,
     ) -> Result<bool, StoreError> {
-        Ok(ip_allocation::Entity::find_by_id((subnet_id.to_string(), addr.to_string()))
-            .one(txn)
-            .await
-            .map_err(db_err)?
-            .is_some())
+        Ok(
+            ip_allocation::Entity::find_by_id((subnet_id.to_string(), addr.to_string()))
+                .one(txn)
+                .await
+                .map_err(db_err)?
+                .is_some(),
+        )
     }
 
     /// Takes an address of the locked subnet `s`: `want`, or the lowest
@@ -224,7 +231,9 @@ impl SeaStore {
                 .parse()
                 .map_err(|_| corrupt(format!("subnet {}: cidr", s.id)))?;
             let gateway = s.gateway.as_deref().map(|g| ip(g, "gateway")).transpose()?;
-            if !cidr.contains(addr) || addr == cidr.addr || (s.ip_version == 4 && addr == cidr.last())
+            if !cidr.contains(addr)
+                || addr == cidr.addr
+                || (s.ip_version == 4 && addr == cidr.last())
             {
                 return Err(StoreError::Integrity(format!(
                     "IP address {addr} is not a valid IP for the specified subnet."
@@ -337,9 +346,6 @@ impl SeaStore {
             })?;
         open_history(txn, addr, who).await
     }
-
-
-
 
     async fn fixed_ips(
         &self,
@@ -530,10 +536,7 @@ impl NetworkStore for SeaStore {
             u.push(", external = ").bind(e);
         }
         u.push(" WHERE id = ").bind(id);
-        self.connection()
-            .execute(u.build())
-            .await
-            .map_err(db_err)?;
+        self.connection().execute(u.build()).await.map_err(db_err)?;
         self.network(id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("network {id}")))
@@ -548,10 +551,7 @@ impl NetworkStore for SeaStore {
             .bind(ts(b, now()))
             .push(" WHERE id = ")
             .bind(id);
-        self.connection()
-            .execute(u.build())
-            .await
-            .map_err(db_err)?;
+        self.connection().execute(u.build()).await.map_err(db_err)?;
         Ok(())
     }
 
@@ -614,10 +614,7 @@ impl NetworkStore for SeaStore {
                 .push(" AND backend_id = ")
                 .bind(backend.0)
                 .push(")");
-            self.connection()
-                .execute(q.build())
-                .await
-                .map_err(db_err)?;
+            self.connection().execute(q.build()).await.map_err(db_err)?;
         } else {
             network_backend::Entity::delete_many()
                 .filter(network_backend::Column::NetworkId.eq(id))
@@ -739,10 +736,7 @@ impl NetworkStore for SeaStore {
                 .bind(serde_json::to_string(&dns).map_err(|e| corrupt(e))?);
         }
         u.push(" WHERE id = ").bind(id);
-        self.connection()
-            .execute(u.build())
-            .await
-            .map_err(db_err)?;
+        self.connection().execute(u.build()).await.map_err(db_err)?;
         self.subnet(id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("subnet {id}")))
@@ -885,10 +879,7 @@ impl NetworkStore for SeaStore {
         else {
             return Ok(None);
         };
-        Ok(self
-            .ports_with_ips(self.connection(), vec![m])
-            .await?
-            .pop())
+        Ok(self.ports_with_ips(self.connection(), vec![m]).await?.pop())
     }
 
     async fn list_ports(&self, query: &NetQuery) -> Result<Vec<Port>, StoreError> {
@@ -990,8 +981,7 @@ impl NetworkStore for SeaStore {
                     project_id: m.project_id.as_deref(),
                     user_id: None,
                 };
-                open_history(&txn, ip(&a.address, "fixed ip")?, &who)
-                    .await?;
+                open_history(&txn, ip(&a.address, "fixed ip")?, &who).await?;
             }
         }
         let p = self.ports_with_ips(&txn, vec![m]).await?.pop();
@@ -1189,8 +1179,7 @@ impl NetworkStore for SeaStore {
                         user_id: None,
                     };
                     close_history(&txn, "floating_ip_id", id).await?;
-                    open_history(&txn, ip(&f.address, "floating ip")?, &who)
-                        .await?;
+                    open_history(&txn, ip(&f.address, "floating ip")?, &who).await?;
                 }
             }
         }
@@ -1205,8 +1194,7 @@ impl NetworkStore for SeaStore {
 
     async fn delete_floating_ip(&self, id: &str) -> Result<(), StoreError> {
         let txn = self.begin_alloc().await?;
-        release(&txn, ip_allocation::Column::FloatingIpId, id)
-            .await?;
+        release(&txn, ip_allocation::Column::FloatingIpId, id).await?;
         close_history(&txn, "floating_ip_id", id).await?;
         let res = floating_ip::Entity::delete_by_id(id.to_string())
             .exec(&txn)
@@ -1364,10 +1352,8 @@ async fn disassociate(txn: &DatabaseTransaction, id: &str) -> Result<(), StoreEr
         project_id: Some(&f.project_id),
         user_id: None,
     };
-    open_history(txn, ip(&f.address, "floating ip")?, &who)
-        .await
+    open_history(txn, ip(&f.address, "floating ip")?, &who).await
 }
-
 
 /// Releases the ports of a server that is now deleted, in the transaction
 /// that writes its deleted state: addresses back to their pools, floating

@@ -114,6 +114,8 @@ pub struct ComputeConfig {
     pub max_servers_per_request: u32,
     /// Most key pairs one user may hold.
     pub max_keypairs_per_user: u32,
+    /// The network service's settings.
+    pub network: crate::service::network::NetworkConfig,
 }
 
 impl ComputeConfig {
@@ -143,6 +145,7 @@ impl ComputeConfig {
             shutdown_timeout: Duration::from_secs(g.shutdown_timeout_secs),
             max_servers_per_request: s.api.max_servers_per_request,
             max_keypairs_per_user: s.api.max_keypairs_per_user,
+            network: network_config(&s.network),
         }
     }
 }
@@ -161,7 +164,38 @@ impl Default for ComputeConfig {
             shutdown_timeout: Duration::from_secs(120),
             max_servers_per_request: 100,
             max_keypairs_per_user: 100,
+            network: crate::service::network::NetworkConfig::default(),
         }
+    }
+}
+
+/// The network service's settings out of `[network]` (validated).
+fn network_config(n: &crate::settings::NetworkSettings) -> crate::service::network::NetworkConfig {
+    use crate::network::NetworkFlavor;
+    use crate::service::network::{FlavorRecipe, NetworkConfig};
+    let limit = |v: u32| (v > 0).then_some(i64::from(v));
+    NetworkConfig {
+        mac_prefix: n.mac_prefix.to_ascii_lowercase(),
+        private_flavor: NetworkFlavor::parse(&n.private_flavor)
+            .unwrap_or(NetworkFlavor::MacFiltered),
+        flavors: n
+            .flavors
+            .iter()
+            .filter_map(|(k, f)| {
+                NetworkFlavor::parse(k).map(|fl| {
+                    (
+                        fl,
+                        FlavorRecipe {
+                            mode: f.mode.clone(),
+                            link: f.link.clone(),
+                        },
+                    )
+                })
+            })
+            .collect(),
+        max_networks_per_project: limit(n.max_networks_per_project),
+        max_floating_ips_per_project: limit(n.max_floating_ips_per_project),
+        job_timeout: Duration::from_secs(n.job_timeout_secs),
     }
 }
 
@@ -234,6 +268,16 @@ impl Compute {
     /// The configuration.
     pub fn config(&self) -> &ComputeConfig {
         &self.config
+    }
+
+    /// The network service over the same store and clusters.
+    pub fn networking(&self) -> crate::service::network::Networking {
+        crate::service::network::Networking::new(
+            self.store.clone(),
+            self.ganeti.clone(),
+            self.config.network.clone(),
+            self.config.prefix.clone(),
+        )
     }
 
     /// True when consoles can be handed out.

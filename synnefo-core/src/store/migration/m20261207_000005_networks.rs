@@ -229,11 +229,22 @@ impl MigrationTrait for Migration {
             .col(time(b, Networks::Created, false))
             .col(time(b, Networks::Updated, false));
         manager.create_table(t).await?;
-        index(manager, "ix_networks_project", Networks::Table, &["project_id"], false).await?;
+        index(
+            manager,
+            "ix_networks_project",
+            Networks::Table,
+            &["project_id"],
+            false,
+        )
+        .await?;
 
         let mut t = table(b, NetworkBackends::Table);
         t.col(id(NetworkBackends::NetworkId))
-            .col(ColumnDef::new(NetworkBackends::BackendId).big_integer().not_null())
+            .col(
+                ColumnDef::new(NetworkBackends::BackendId)
+                    .big_integer()
+                    .not_null(),
+            )
             .col(time(b, NetworkBackends::Created, false))
             .primary_key(
                 Index::create()
@@ -276,7 +287,14 @@ impl MigrationTrait for Migration {
                 ForeignKeyAction::Cascade,
             ));
         manager.create_table(t).await?;
-        index(manager, "uq_subnets_network_version", Subnets::Table, &["network_id", "ip_version"], true).await?;
+        index(
+            manager,
+            "uq_subnets_network_version",
+            Subnets::Table,
+            &["network_id", "ip_version"],
+            true,
+        )
+        .await?;
 
         let mut t = table(b, Ports::Table);
         t.col(id(Ports::Id).primary_key())
@@ -298,19 +316,45 @@ impl MigrationTrait for Migration {
             ));
         manager.create_table(t).await?;
         index(manager, "uq_ports_mac", Ports::Table, &["mac"], true).await?;
-        index(manager, "ix_ports_device", Ports::Table, &["device_id"], false).await?;
-        index(manager, "ix_ports_network", Ports::Table, &["network_id"], false).await?;
+        index(
+            manager,
+            "ix_ports_device",
+            Ports::Table,
+            &["device_id"],
+            false,
+        )
+        .await?;
+        index(
+            manager,
+            "ix_ports_network",
+            Ports::Table,
+            &["network_id"],
+            false,
+        )
+        .await?;
 
         let mut t = table(b, FloatingIps::Table);
         t.col(id(FloatingIps::Id).primary_key())
-            .col(ColumnDef::new(FloatingIps::ProjectId).string_len(64).not_null())
+            .col(
+                ColumnDef::new(FloatingIps::ProjectId)
+                    .string_len(64)
+                    .not_null(),
+            )
             .col(id(FloatingIps::NetworkId))
             .col(id(FloatingIps::SubnetId))
-            .col(ColumnDef::new(FloatingIps::Address).string_len(64).not_null())
+            .col(
+                ColumnDef::new(FloatingIps::Address)
+                    .string_len(64)
+                    .not_null(),
+            )
             .col(ColumnDef::new(FloatingIps::PortId).string_len(36).null())
             .col(ColumnDef::new(FloatingIps::FixedIp).string_len(64).null())
             .col(ColumnDef::new(FloatingIps::Mac).string_len(17).null())
-            .col(ColumnDef::new(FloatingIps::Description).string_len(255).not_null())
+            .col(
+                ColumnDef::new(FloatingIps::Description)
+                    .string_len(255)
+                    .not_null(),
+            )
             .col(time(b, FloatingIps::Created, false))
             .col(time(b, FloatingIps::Updated, false))
             .foreign_key(&mut fk(
@@ -320,16 +364,38 @@ impl MigrationTrait for Migration {
                 ForeignKeyAction::Restrict,
             ));
         manager.create_table(t).await?;
-        index(manager, "ix_floating_ips_project", FloatingIps::Table, &["project_id"], false).await?;
-        index(manager, "ix_floating_ips_port", FloatingIps::Table, &["port_id"], false).await?;
+        index(
+            manager,
+            "ix_floating_ips_project",
+            FloatingIps::Table,
+            &["project_id"],
+            false,
+        )
+        .await?;
+        index(
+            manager,
+            "ix_floating_ips_port",
+            FloatingIps::Table,
+            &["port_id"],
+            false,
+        )
+        .await?;
 
         let mut t = table(b, IpAllocations::Table);
         t.col(id(IpAllocations::SubnetId))
-            .col(ColumnDef::new(IpAllocations::Address).string_len(64).not_null())
+            .col(
+                ColumnDef::new(IpAllocations::Address)
+                    .string_len(64)
+                    .not_null(),
+            )
             .col(id(IpAllocations::NetworkId))
             .col(ColumnDef::new(IpAllocations::Idx).big_integer().null())
             .col(ColumnDef::new(IpAllocations::PortId).string_len(36).null())
-            .col(ColumnDef::new(IpAllocations::FloatingIpId).string_len(36).null())
+            .col(
+                ColumnDef::new(IpAllocations::FloatingIpId)
+                    .string_len(36)
+                    .null(),
+            )
             .col(time(b, IpAllocations::Created, false))
             .primary_key(
                 Index::create()
@@ -343,8 +409,22 @@ impl MigrationTrait for Migration {
                 ForeignKeyAction::Restrict,
             ));
         manager.create_table(t).await?;
-        index(manager, "ix_ip_allocations_port", IpAllocations::Table, &["port_id"], false).await?;
-        index(manager, "ix_ip_allocations_fip", IpAllocations::Table, &["floating_ip_id"], false).await?;
+        index(
+            manager,
+            "ix_ip_allocations_port",
+            IpAllocations::Table,
+            &["port_id"],
+            false,
+        )
+        .await?;
+        index(
+            manager,
+            "ix_ip_allocations_fip",
+            IpAllocations::Table,
+            &["floating_ip_id"],
+            false,
+        )
+        .await?;
 
         let mut t = table(b, IpFree::Table);
         t.col(id(IpFree::SubnetId))
@@ -369,16 +449,41 @@ impl MigrationTrait for Migration {
         .col(ColumnDef::new(IpHistory::Address).string_len(64).not_null())
         .col(id(IpHistory::NetworkId))
         .col(ColumnDef::new(IpHistory::PortId).string_len(36).null())
-        .col(ColumnDef::new(IpHistory::FloatingIpId).string_len(36).null())
+        .col(
+            ColumnDef::new(IpHistory::FloatingIpId)
+                .string_len(36)
+                .null(),
+        )
         .col(ColumnDef::new(IpHistory::ServerId).string_len(64).null())
         .col(ColumnDef::new(IpHistory::ProjectId).string_len(64).null())
         .col(ColumnDef::new(IpHistory::UserId).string_len(64).null())
         .col(time(b, IpHistory::Allocated, false))
         .col(time(b, IpHistory::Released, true));
         manager.create_table(t).await?;
-        index(manager, "ix_ip_history_address", IpHistory::Table, &["address"], false).await?;
-        index(manager, "ix_ip_history_port", IpHistory::Table, &["port_id"], false).await?;
-        index(manager, "ix_ip_history_fip", IpHistory::Table, &["floating_ip_id"], false).await?;
+        index(
+            manager,
+            "ix_ip_history_address",
+            IpHistory::Table,
+            &["address"],
+            false,
+        )
+        .await?;
+        index(
+            manager,
+            "ix_ip_history_port",
+            IpHistory::Table,
+            &["port_id"],
+            false,
+        )
+        .await?;
+        index(
+            manager,
+            "ix_ip_history_fip",
+            IpHistory::Table,
+            &["floating_ip_id"],
+            false,
+        )
+        .await?;
 
         let mut t = table(b, Counters::Table);
         t.col(

@@ -1,0 +1,1363 @@
+//! Network use cases: what the Neutron API, Nova's server create and the
+//! operator CLI call (networks, subnets, ports, floating IPs).
+//!
+//! Why it is a service of its own, beside [`Compute`](super::compute::Compute):
+//! Neutron's resources live apart from servers (a network outlives them),
+//! but creating a server, attaching an interface or a floating IP crosses
+//! both, so compute holds a [`Networking`] and calls it.
+//!
+//! Ganeti: a network exists on a cluster only once a server there needs
+//! it ([`Networking::ensure_on_backend`], Synnefo's way), created and
+//! connected to every node group with its flavor's mode and link, and the
+//! jobs awaited, so the instance job that follows finds it. A network
+//! without an IPv4 subnet has no Ganeti network (Ganeti requires a
+//! subnet): its NICs are plain mode/link NICs. NIC changes of a running
+//! server (a port attached or detached, a floating IP associated) are
+//! `OP_INSTANCE_SET_PARAMS` jobs, awaited too, so the address is never
+//! released in the database while Ganeti still has it, nor handed out
+//! before Ganeti took it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{BackendError, ServiceError, StoreError};
+use crate::ids::{BackendId, InstanceName, JobId, VmId};
+use crate::model::Vm;
+use crate::network::{
+    DEVICE_OWNER_COMPUTE, FloatingIp, IpRequest, Network, NetworkFlavor, NetworkUpdate, NewNetwork,
+    NewPort, NewSubnet, Port, PortUpdate, Subnet, SubnetRequest, SubnetUpdate, plan_subnet,
+};
+use crate::ports::{GanetiBackend, NetQuery, NetworkLink, NetworkSpec, NicSpec, Store};
+use crate::state::JobStatus;
+
+use super::compute::Caller;
+
+/// Longest network, subnet or port name.
+pub const MAX_NET_NAME_LEN: usize = 255;
+
+/// A flavor's wiring on the nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlavorRecipe {
+    /// Ganeti NIC mode.
+    pub mode: String,
+    /// Ganeti NIC link.
+    pub link: String,
+}
+
+/// Settings of the network service (from `[network]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkConfig {
+    /// 3-byte prefix of the MACs allocated to ports (`aa:00:00`).
+    pub mac_prefix: String,
+    /// The flavor of networks users create.
+    pub private_flavor: NetworkFlavor,
+    /// Mode and link per flavor.
+    pub flavors: BTreeMap<NetworkFlavor, FlavorRecipe>,
+    /// Most networks a project may own (`None`: unlimited).
+    pub max_networks_per_project: Option<i64>,
+    /// Most floating IPs a project may hold.
+    pub max_floating_ips_per_project: Option<i64>,
+    /// How long to wait for a Ganeti network or NIC job.
+    pub job_timeout: Duration,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        let mut flavors = BTreeMap::new();
+        flavors.insert(
+            NetworkFlavor::MacFiltered,
+            FlavorRecipe {
+                mode: "bridged".into(),
+                link: "br0".into(),
+            },
+        );
+        flavors.insert(
+            NetworkFlavor::IpLessRouted,
+            FlavorRecipe {
+                mode: "routed".into(),
+                link: "snf_public".into(),
+            },
+        );
+        flavors.insert(
+            NetworkFlavor::PhysicalVlan,
+            FlavorRecipe {
+                mode: "bridged".into(),
+                link: "br0".into(),
+            },
+        );
+        Self {
+            mac_prefix: "aa:00:00".into(),
+            private_flavor: NetworkFlavor::MacFiltered,
+            flavors,
+            max_networks_per_project: Some(10),
+            max_floating_ips_per_project: Some(10),
+            job_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A network create request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateNetwork {
+    /// Name.
+    pub name: String,
+    /// `admin_state_up` (default true).
+    pub admin_state_up: Option<bool>,
+    /// Shared with every project (operators).
+    pub shared: Option<bool>,
+    /// External: floating IPs come from it (operators).
+    pub external: Option<bool>,
+    /// Synnefo's `type` (operators may pick any; users get the private
+    /// flavor).
+    pub flavor: Option<NetworkFlavor>,
+    /// Mode and link for a `CUSTOM` flavor (operators).
+    pub custom: Option<FlavorRecipe>,
+}
+
+/// One address a port create asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FixedIpRequest {
+    /// On this subnet.
+    pub subnet_id: Option<String>,
+    /// This address.
+    pub ip: Option<IpAddr>,
+}
+
+/// A port create request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreatePort {
+    /// Network.
+    pub network_id: String,
+    /// Name.
+    pub name: String,
+    /// Addresses (`None`: one from each subnet of the network).
+    pub fixed_ips: Option<Vec<FixedIpRequest>>,
+    /// `admin_state_up` (default true).
+    pub admin_state_up: Option<bool>,
+    /// Attach to this server at once.
+    pub device_id: Option<String>,
+}
+
+/// What a server create asks for its NICs (Nova's `networks`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerNetworks {
+    /// Not given, `"auto"` or an empty list: a port on a public network
+    /// (Synnefo's `SNF:ANY_PUBLIC`), or the configured default NIC when
+    /// the cloud has no public network.
+    Auto,
+    /// `"none"`: no NIC.
+    None,
+    /// These, in order.
+    List(Vec<ServerNetwork>),
+}
+
+/// One entry of Nova's `networks` list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerNetwork {
+    /// A network (`uuid`).
+    pub network_id: Option<String>,
+    /// An existing port (`port`).
+    pub port_id: Option<String>,
+    /// A fixed address on the network (`fixed_ip`).
+    pub fixed_ip: Option<IpAddr>,
+}
+
+/// One NIC a server create will get, validated before the server is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NicPlan {
+    /// A new port on a network.
+    New {
+        /// The network.
+        network: Network,
+        /// A fixed address.
+        fixed_ip: Option<IpAddr>,
+    },
+    /// An existing, unbound port of the caller's.
+    Existing(Port),
+}
+
+/// The network service.
+#[derive(Clone)]
+pub struct Networking {
+    store: Arc<dyn Store>,
+    ganeti: Arc<dyn GanetiBackend>,
+    config: NetworkConfig,
+    prefix: String,
+}
+
+impl std::fmt::Debug for Networking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Networking")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn not_found(kind: &str, id: &str) -> ServiceError {
+    ServiceError::NotFound(format!("{kind} {id} could not be found."))
+}
+
+fn check_name(name: &str) -> Result<(), ServiceError> {
+    if name.chars().count() > MAX_NET_NAME_LEN {
+        return Err(ServiceError::BadRequest(format!(
+            "Invalid input: name is longer than {MAX_NET_NAME_LEN} characters."
+        )));
+    }
+    Ok(())
+}
+
+fn bad(e: crate::error::DomainError) -> ServiceError {
+    ServiceError::BadRequest(e.to_string())
+}
+
+impl Networking {
+    /// A service over `store` and `ganeti`; `prefix` is the instance-name
+    /// prefix (`snf-`).
+    pub fn new(
+        store: Arc<dyn Store>,
+        ganeti: Arc<dyn GanetiBackend>,
+        config: NetworkConfig,
+        prefix: String,
+    ) -> Self {
+        Self {
+            store,
+            ganeti,
+            config,
+            prefix,
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &NetworkConfig {
+        &self.config
+    }
+
+    fn scope(caller: &Caller, mut q: NetQuery) -> NetQuery {
+        if !caller.is_admin {
+            q.project_id = Some(caller.project_id.clone());
+        }
+        q
+    }
+
+    fn owns(caller: &Caller, project: Option<&str>) -> bool {
+        caller.is_admin || project == Some(caller.project_id.as_str())
+    }
+
+    // ------------------------------------------------------------ networks
+
+    /// Creates a network. Users get private networks of the configured
+    /// flavor; `shared`, `external`, a flavor or a custom wiring are for
+    /// operators (403 otherwise, as Neutron's policy).
+    pub async fn create_network(
+        &self,
+        caller: &Caller,
+        req: CreateNetwork,
+    ) -> Result<Network, ServiceError> {
+        check_name(&req.name)?;
+        let privileged = req.shared == Some(true)
+            || req.external == Some(true)
+            || req.custom.is_some()
+            || req.flavor.is_some_and(|f| f != self.config.private_flavor);
+        if privileged && !caller.is_admin {
+            return Err(ServiceError::Forbidden(
+                "(rule:create_network) is disallowed by policy".into(),
+            ));
+        }
+        let flavor = req.flavor.unwrap_or(self.config.private_flavor);
+        let recipe = match (&req.custom, self.config.flavors.get(&flavor)) {
+            (Some(c), _) => c.clone(),
+            (None, Some(r)) => r.clone(),
+            (None, None) => {
+                return Err(ServiceError::BadRequest(format!(
+                    "Network type {} is not configured on this cloud.",
+                    flavor.as_str()
+                )));
+            }
+        };
+        let new = NewNetwork {
+            name: req.name,
+            project_id: Some(caller.project_id.clone()),
+            shared: req.shared.unwrap_or(false),
+            external: req.external.unwrap_or(false),
+            flavor,
+            mode: recipe.mode,
+            link: recipe.link,
+            admin_state_up: req.admin_state_up.unwrap_or(true),
+        };
+        let limit = if caller.is_admin {
+            None
+        } else {
+            self.config.max_networks_per_project
+        };
+        Ok(self.store.create_network(&new, limit).await?)
+    }
+
+    /// One network the caller may see.
+    pub async fn network(&self, caller: &Caller, id: &str) -> Result<Network, ServiceError> {
+        match self.store.network(id).await? {
+            Some(n) if caller.is_admin || n.visible_to(&caller.project_id) => Ok(n),
+            _ => Err(not_found("Network", id)),
+        }
+    }
+
+    /// Networks the caller may see, matching `q`.
+    pub async fn networks(
+        &self,
+        caller: &Caller,
+        q: NetQuery,
+    ) -> Result<Vec<Network>, ServiceError> {
+        Ok(self.store.list_networks(&Self::scope(caller, q)).await?)
+    }
+
+    /// The subnet ids of each of `networks` (for network views).
+    pub async fn subnet_ids(
+        &self,
+        networks: &[Network],
+    ) -> Result<HashMap<String, Vec<String>>, ServiceError> {
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        if networks.is_empty() {
+            return Ok(out);
+        }
+        let q = NetQuery {
+            ids: None,
+            ..NetQuery::default()
+        };
+        let wanted: std::collections::HashSet<&str> =
+            networks.iter().map(|n| n.id.as_str()).collect();
+        if networks.len() == 1 {
+            let q = NetQuery {
+                network_id: Some(networks[0].id.clone()),
+                ..NetQuery::default()
+            };
+            for s in self.store.list_subnets(&q).await? {
+                out.entry(s.network_id).or_default().push(s.id);
+            }
+            return Ok(out);
+        }
+        for s in self.store.list_subnets(&q).await? {
+            if wanted.contains(s.network_id.as_str()) {
+                out.entry(s.network_id).or_default().push(s.id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Changes a network (its owner or an operator; `shared` and
+    /// `router:external` operators only).
+    pub async fn update_network(
+        &self,
+        caller: &Caller,
+        id: &str,
+        update: NetworkUpdate,
+    ) -> Result<Network, ServiceError> {
+        let n = self.network(caller, id).await?;
+        if !Self::owns(caller, n.project_id.as_deref()) {
+            return Err(not_found("Network", id));
+        }
+        if (update.shared.is_some() || update.external.is_some()) && !caller.is_admin {
+            return Err(ServiceError::Forbidden(
+                "(rule:update_network:shared) is disallowed by policy".into(),
+            ));
+        }
+        if let Some(name) = &update.name {
+            check_name(name)?;
+        }
+        Ok(self.store.update_network(id, &update).await?)
+    }
+
+    /// Deletes a network (its owner or an operator): 409 while ports or
+    /// floating IPs use it; removed from every cluster it was made on
+    /// first.
+    pub async fn delete_network(&self, caller: &Caller, id: &str) -> Result<(), ServiceError> {
+        let n = self.network(caller, id).await?;
+        if !Self::owns(caller, n.project_id.as_deref()) {
+            return Err(not_found("Network", id));
+        }
+        let in_use = self
+            .store
+            .list_ports(&NetQuery {
+                network_id: Some(id.to_string()),
+                limit: Some(1),
+                ..NetQuery::default()
+            })
+            .await?;
+        let fips = self
+            .store
+            .list_floating_ips(&NetQuery {
+                network_id: Some(id.to_string()),
+                limit: Some(1),
+                ..NetQuery::default()
+            })
+            .await?;
+        if !in_use.is_empty() || !fips.is_empty() {
+            return Err(ServiceError::Store(StoreError::Integrity(format!(
+                "Unable to complete operation on network {id}. There are one or more ports still in use on the network."
+            ))));
+        }
+        for backend in self.store.network_backends(id).await? {
+            self.remove_from_backend(&n, backend).await?;
+        }
+        Ok(self.store.delete_network(id).await?)
+    }
+
+    // ------------------------------------------------------------ subnets
+
+    /// Creates a subnet on a network the caller owns (operators: any).
+    pub async fn create_subnet(
+        &self,
+        caller: &Caller,
+        network_id: &str,
+        name: String,
+        req: SubnetRequest,
+    ) -> Result<Subnet, ServiceError> {
+        check_name(&name)?;
+        let n = self.network(caller, network_id).await?;
+        if !Self::owns(caller, n.project_id.as_deref()) {
+            return Err(ServiceError::Forbidden(format!(
+                "(rule:create_subnet) is disallowed by policy: network {network_id} is not yours"
+            )));
+        }
+        if !self.store.network_backends(network_id).await?.is_empty() {
+            return Err(ServiceError::Store(StoreError::Integrity(format!(
+                "Network {network_id} is already in use on Ganeti clusters; its subnets cannot change."
+            ))));
+        }
+        let (cidr, gateway, pools, dns) = plan_subnet(&req).map_err(bad)?;
+        let new = NewSubnet {
+            network_id: network_id.to_string(),
+            project_id: n.project_id.clone(),
+            name,
+            cidr,
+            gateway,
+            enable_dhcp: req.enable_dhcp.unwrap_or(true),
+            allocation_pools: pools,
+            dns_nameservers: dns,
+        };
+        Ok(self.store.create_subnet(&new).await?)
+    }
+
+    /// One subnet the caller may see.
+    pub async fn subnet(&self, caller: &Caller, id: &str) -> Result<Subnet, ServiceError> {
+        let Some(s) = self.store.subnet(id).await? else {
+            return Err(not_found("Subnet", id));
+        };
+        self.network(caller, &s.network_id)
+            .await
+            .map_err(|_| not_found("Subnet", id))?;
+        Ok(s)
+    }
+
+    /// Subnets of the networks the caller may see.
+    pub async fn subnets(&self, caller: &Caller, q: NetQuery) -> Result<Vec<Subnet>, ServiceError> {
+        Ok(self.store.list_subnets(&Self::scope(caller, q)).await?)
+    }
+
+    /// Changes a subnet's name, DHCP flag or DNS servers.
+    pub async fn update_subnet(
+        &self,
+        caller: &Caller,
+        id: &str,
+        update: SubnetUpdate,
+    ) -> Result<Subnet, ServiceError> {
+        let s = self.subnet(caller, id).await?;
+        if !Self::owns(caller, s.project_id.as_deref()) {
+            return Err(not_found("Subnet", id));
+        }
+        if let Some(n) = &update.name {
+            check_name(n)?;
+        }
+        Ok(self.store.update_subnet(id, &update).await?)
+    }
+
+    /// Deletes a subnet (409 while addresses of it are held, or while its
+    /// network exists on a cluster).
+    pub async fn delete_subnet(&self, caller: &Caller, id: &str) -> Result<(), ServiceError> {
+        let s = self.subnet(caller, id).await?;
+        if !Self::owns(caller, s.project_id.as_deref()) {
+            return Err(not_found("Subnet", id));
+        }
+        if !self.store.network_backends(&s.network_id).await?.is_empty() {
+            return Err(ServiceError::Store(StoreError::Integrity(format!(
+                "Unable to complete operation on subnet {id}: its network is in use on Ganeti clusters."
+            ))));
+        }
+        Ok(self.store.delete_subnet(id).await?)
+    }
+
+    // ------------------------------------------------------------ ports
+
+    async fn ip_requests(
+        &self,
+        network_id: &str,
+        fixed: Option<&[FixedIpRequest]>,
+    ) -> Result<Vec<IpRequest>, ServiceError> {
+        let subnets = self
+            .store
+            .list_subnets(&NetQuery {
+                network_id: Some(network_id.to_string()),
+                ..NetQuery::default()
+            })
+            .await?;
+        let Some(fixed) = fixed else {
+            return Ok(subnets
+                .iter()
+                .map(|s| IpRequest {
+                    subnet_id: s.id.clone(),
+                    ip: None,
+                })
+                .collect());
+        };
+        let mut out = Vec::new();
+        for f in fixed {
+            let subnet = match (&f.subnet_id, f.ip) {
+                (Some(sid), _) => subnets.iter().find(|s| &s.id == sid).ok_or_else(|| {
+                    ServiceError::BadRequest(format!(
+                        "Invalid input for fixed_ips: subnet {sid} is not on network {network_id}."
+                    ))
+                })?,
+                (None, Some(ip)) => subnets
+                    .iter()
+                    .find(|s| s.cidr.contains(ip))
+                    .ok_or_else(|| {
+                        ServiceError::BadRequest(format!(
+                            "Invalid input for fixed_ips: no subnet of network {network_id} holds {ip}."
+                        ))
+                    })?,
+                (None, None) => {
+                    return Err(ServiceError::BadRequest(
+                        "Invalid input for fixed_ips: give subnet_id or ip_address.".into(),
+                    ));
+                }
+            };
+            if let Some(ip) = f.ip
+                && !subnet.cidr.contains(ip)
+            {
+                return Err(ServiceError::BadRequest(format!(
+                    "IP address {ip} is not a valid IP for the specified subnet."
+                )));
+            }
+            out.push(IpRequest {
+                subnet_id: subnet.id.clone(),
+                ip: f.ip,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Creates a port on a network the caller may use; with a `device_id`
+    /// the port is attached to that server at once (a NIC added on
+    /// Ganeti).
+    pub async fn create_port(
+        &self,
+        caller: &Caller,
+        req: CreatePort,
+    ) -> Result<Port, ServiceError> {
+        check_name(&req.name)?;
+        let n = self.network(caller, &req.network_id).await?;
+        if n.external && !n.shared && !caller.is_admin {
+            return Err(ServiceError::Forbidden(
+                "(rule:create_port) is disallowed by policy: ports on an external network come with floating IPs".into(),
+            ));
+        }
+        let server = match req.device_id.as_deref().filter(|d| !d.is_empty()) {
+            Some(d) => Some(self.caller_server(caller, d).await?),
+            None => None,
+        };
+        let ips = self.ip_requests(&n.id, req.fixed_ips.as_deref()).await?;
+        let new = NewPort {
+            network_id: n.id.clone(),
+            project_id: Some(caller.project_id.clone()),
+            user_id: Some(caller.user_id.clone()),
+            name: req.name,
+            device_id: String::new(),
+            device_owner: String::new(),
+            ips,
+            admin_state_up: req.admin_state_up.unwrap_or(true),
+            mac_prefix: self.config.mac_prefix.clone(),
+        };
+        let port = self.store.create_port(&new).await?;
+        match server {
+            None => Ok(port),
+            Some(vm) => match self.attach(&vm, &port).await {
+                Ok(p) => Ok(p),
+                Err(e) => {
+                    self.store.delete_port(&port.id).await?;
+                    Err(e)
+                }
+            },
+        }
+    }
+
+    async fn caller_server(&self, caller: &Caller, id: &str) -> Result<Vm, ServiceError> {
+        let nf = || ServiceError::NotFound(format!("Instance {id} could not be found."));
+        let vm_id: VmId = id.parse().map_err(|_| nf())?;
+        match self.store.vm(vm_id).await? {
+            Some(vm)
+                if (vm.project_id == caller.project_id || caller.is_admin) && !vm.state.deleted =>
+            {
+                Ok(vm)
+            }
+            _ => Err(nf()),
+        }
+    }
+
+    /// One port the caller may see.
+    pub async fn port(&self, caller: &Caller, id: &str) -> Result<Port, ServiceError> {
+        match self.store.port(id).await? {
+            Some(p) if Self::owns(caller, p.project_id.as_deref()) => Ok(p),
+            _ => Err(not_found("Port", id)),
+        }
+    }
+
+    /// The caller's ports matching `q`.
+    pub async fn ports(&self, caller: &Caller, q: NetQuery) -> Result<Vec<Port>, ServiceError> {
+        Ok(self.store.list_ports(&Self::scope(caller, q)).await?)
+    }
+
+    /// Changes a port's name or `admin_state_up`.
+    pub async fn update_port(
+        &self,
+        caller: &Caller,
+        id: &str,
+        name: Option<String>,
+        admin_state_up: Option<bool>,
+    ) -> Result<Port, ServiceError> {
+        self.port(caller, id).await?;
+        if let Some(n) = &name {
+            check_name(n)?;
+        }
+        let update = PortUpdate {
+            name,
+            admin_state_up,
+            ..PortUpdate::default()
+        };
+        Ok(self.store.update_port(id, &update).await?)
+    }
+
+    /// Deletes a port; a port attached to a server is detached from it on
+    /// Ganeti first (its NIC removed), then its addresses go back.
+    pub async fn delete_port(&self, caller: &Caller, id: &str) -> Result<(), ServiceError> {
+        let p = self.port(caller, id).await?;
+        if let Some(vm_id) = p.server()
+            && let Some(vm) = self.store.vm(vm_id).await?
+            && !vm.state.deleted
+            && let Some(backend) = vm.backend_id
+        {
+            for f in self.floating_of_port(&p.id).await? {
+                self.detach_floating(&vm, &f).await?;
+            }
+            let instance = InstanceName::new(&self.prefix, vm.id).to_string();
+            self.run(backend, |g| {
+                let instance = instance.clone();
+                let name = p.ganeti_name();
+                async move { g.remove_nic(backend, &instance, &name).await }
+            })
+            .await
+            .or_else(ignore_missing_nic)?;
+        }
+        Ok(self.store.delete_port(id).await?)
+    }
+
+    async fn floating_of_port(&self, port_id: &str) -> Result<Vec<FloatingIp>, ServiceError> {
+        Ok(self
+            .store
+            .list_floating_ips(&NetQuery {
+                port_id: Some(port_id.to_string()),
+                ..NetQuery::default()
+            })
+            .await?)
+    }
+
+    /// The ports of servers (for `addresses`), per server.
+    pub async fn ports_of(
+        &self,
+        servers: &[VmId],
+    ) -> Result<HashMap<VmId, Vec<Port>>, ServiceError> {
+        Ok(self.store.ports_of(servers).await?)
+    }
+
+    /// The floating IPs associated with `ports`, per port id.
+    pub async fn floating_ips_of(
+        &self,
+        ports: &[&Port],
+    ) -> Result<HashMap<String, Vec<FloatingIp>>, ServiceError> {
+        let mut out: HashMap<String, Vec<FloatingIp>> = HashMap::new();
+        for p in ports {
+            let fips = self.floating_of_port(&p.id).await?;
+            if !fips.is_empty() {
+                out.insert(p.id.clone(), fips);
+            }
+        }
+        Ok(out)
+    }
+
+    // ------------------------------------------------------------ servers
+
+    /// Validates a server create's `networks` before anything is stored:
+    /// the NICs it will get, in order.
+    pub async fn plan_server_nics(
+        &self,
+        caller: &Caller,
+        req: &ServerNetworks,
+    ) -> Result<Option<Vec<NicPlan>>, ServiceError> {
+        match req {
+            ServerNetworks::None => Ok(Some(Vec::new())),
+            ServerNetworks::Auto => {
+                let public = self.public_networks().await?;
+                Ok(public.into_iter().next().map(|n| {
+                    vec![NicPlan::New {
+                        network: n,
+                        fixed_ip: None,
+                    }]
+                }))
+            }
+            ServerNetworks::List(items) => {
+                let mut out = Vec::new();
+                for item in items {
+                    if let Some(pid) = &item.port_id {
+                        let p = self.port(caller, pid).await.map_err(|_| {
+                            ServiceError::BadRequest(format!("Port {pid} could not be found."))
+                        })?;
+                        if !p.device_id.is_empty() {
+                            return Err(ServiceError::Store(StoreError::Integrity(format!(
+                                "Port {pid} is still in use."
+                            ))));
+                        }
+                        out.push(NicPlan::Existing(p));
+                        continue;
+                    }
+                    let Some(nid) = &item.network_id else {
+                        return Err(ServiceError::BadRequest(
+                            "Invalid input for networks: give uuid or port.".into(),
+                        ));
+                    };
+                    let n = self.network(caller, nid).await.map_err(|_| {
+                        ServiceError::BadRequest(format!("Network {nid} could not be found."))
+                    })?;
+                    if n.external && !n.shared && !caller.is_admin && !self.is_public(&n) {
+                        return Err(ServiceError::Forbidden(format!(
+                            "Network {nid} is external: attach a floating IP instead."
+                        )));
+                    }
+                    out.push(NicPlan::New {
+                        network: n,
+                        fixed_ip: item.fixed_ip,
+                    });
+                }
+                Ok(Some(out))
+            }
+        }
+    }
+
+    fn is_public(&self, n: &Network) -> bool {
+        n.project_id.is_none() || n.shared
+    }
+
+    /// Public networks new servers join by default: shared networks with
+    /// an IPv4 subnet (Synnefo's `SNF:ANY_PUBLIC`), oldest first.
+    pub async fn public_networks(&self) -> Result<Vec<Network>, ServiceError> {
+        let mut nets = self
+            .store
+            .list_networks(&NetQuery {
+                shared: Some(true),
+                ..NetQuery::default()
+            })
+            .await?;
+        nets.retain(|n| n.admin_state_up);
+        nets.sort_by_key(|n| n.created);
+        let mut out = Vec::new();
+        for n in nets {
+            let subnets = self
+                .store
+                .list_subnets(&NetQuery {
+                    network_id: Some(n.id.clone()),
+                    ..NetQuery::default()
+                })
+                .await?;
+            if subnets.iter().any(|s| s.cidr.version() == 4) {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Creates (or binds) the ports a stored server's plan asks for. On
+    /// failure, the ports made so far are deleted again.
+    pub async fn bind_server_ports(
+        &self,
+        caller: &Caller,
+        vm: &Vm,
+        plan: &[NicPlan],
+    ) -> Result<Vec<Port>, ServiceError> {
+        let mut made: Vec<Port> = Vec::new();
+        for p in plan {
+            let r = match p {
+                NicPlan::Existing(port) => self
+                    .store
+                    .update_port(
+                        &port.id,
+                        &PortUpdate {
+                            device: Some((vm.id.to_string(), DEVICE_OWNER_COMPUTE.into())),
+                            ..PortUpdate::default()
+                        },
+                    )
+                    .await
+                    .map_err(ServiceError::from),
+                NicPlan::New { network, fixed_ip } => {
+                    let fixed = fixed_ip.map(|ip| {
+                        vec![FixedIpRequest {
+                            subnet_id: None,
+                            ip: Some(ip),
+                        }]
+                    });
+                    match self.ip_requests(&network.id, fixed.as_deref()).await {
+                        Ok(ips) => self
+                            .store
+                            .create_port(&NewPort {
+                                network_id: network.id.clone(),
+                                project_id: Some(vm.project_id.clone()),
+                                user_id: Some(caller.user_id.clone()),
+                                name: String::new(),
+                                device_id: vm.id.to_string(),
+                                device_owner: DEVICE_OWNER_COMPUTE.into(),
+                                ips,
+                                admin_state_up: true,
+                                mac_prefix: self.config.mac_prefix.clone(),
+                            })
+                            .await
+                            .map_err(ServiceError::from),
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            match r {
+                Ok(port) => made.push(port),
+                Err(e) => {
+                    for (i, port) in made.iter().enumerate() {
+                        match &plan[i] {
+                            NicPlan::Existing(_) => {
+                                let _ = self
+                                    .store
+                                    .update_port(
+                                        &port.id,
+                                        &PortUpdate {
+                                            device: Some((String::new(), String::new())),
+                                            status: Some(crate::network::PortStatus::Down),
+                                            ..PortUpdate::default()
+                                        },
+                                    )
+                                    .await;
+                            }
+                            NicPlan::New { .. } => {
+                                let _ = self.store.delete_port(&port.id).await;
+                            }
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(made)
+    }
+
+    /// The Ganeti NICs of `ports` on `backend`, making each network exist
+    /// there first.
+    pub async fn nic_specs(
+        &self,
+        backend: BackendId,
+        ports: &[Port],
+    ) -> Result<Vec<NicSpec>, ServiceError> {
+        let mut out = Vec::new();
+        for p in ports {
+            out.push(self.nic_spec(backend, p).await?);
+        }
+        Ok(out)
+    }
+
+    async fn nic_spec(&self, backend: BackendId, p: &Port) -> Result<NicSpec, ServiceError> {
+        let n = self
+            .store
+            .network(&p.network_id)
+            .await?
+            .ok_or_else(|| not_found("Network", &p.network_id))?;
+        let on_ganeti = self.ensure_on_backend(&n, backend).await?;
+        let ip = p
+            .fixed_ips
+            .iter()
+            .find(|f| f.ip.is_ipv4())
+            .map(|f| f.ip.to_string());
+        Ok(NicSpec {
+            network: on_ganeti.then(|| n.ganeti_name()),
+            mode: (!on_ganeti).then(|| n.mode.clone()),
+            link: (!on_ganeti).then(|| n.link.clone()),
+            ip,
+            mac: Some(p.mac.clone()),
+            name: Some(p.ganeti_name()),
+        })
+    }
+
+    /// Makes network `n` exist on `backend` (created, connected to every
+    /// node group, jobs awaited) unless it does already. False when `n`
+    /// has no IPv4 subnet: its NICs are plain mode/link NICs then.
+    pub async fn ensure_on_backend(
+        &self,
+        n: &Network,
+        backend: BackendId,
+    ) -> Result<bool, ServiceError> {
+        let subnets = self
+            .store
+            .list_subnets(&NetQuery {
+                network_id: Some(n.id.clone()),
+                ..NetQuery::default()
+            })
+            .await?;
+        let Some(v4) = subnets.iter().find(|s| s.cidr.version() == 4) else {
+            return Ok(false);
+        };
+        if self.store.network_backends(&n.id).await?.contains(&backend) {
+            return Ok(true);
+        }
+        let v6 = subnets.iter().find(|s| s.cidr.version() == 6);
+        let spec = NetworkSpec {
+            backend,
+            name: n.ganeti_name(),
+            network: v4.cidr.to_string(),
+            gateway: v4.gateway.map(|g| g.to_string()),
+            network6: v6.map(|s| s.cidr.to_string()),
+            gateway6: v6.and_then(|s| s.gateway).map(|g| g.to_string()),
+            mac_prefix: None,
+            tags: vec![
+                format!("synnefo:network:{}", n.id),
+                format!("synnefo:network:flavor:{}", n.flavor.as_str()),
+            ],
+        };
+        let name = spec.name.clone();
+        let created = self
+            .run(backend, |g| {
+                let spec = spec.clone();
+                async move { g.create_network(&spec).await }
+            })
+            .await;
+        if let Err(e) = created {
+            // Made before (a crash between the job and our record, or a
+            // concurrent create): fine if Ganeti lists it.
+            let listed = self.ganeti.list_networks(backend).await?;
+            if !listed.iter().any(|l| l.name == name) {
+                return Err(e);
+            }
+        }
+        let link = NetworkLink {
+            mode: n.mode.clone(),
+            link: n.link.clone(),
+            vlan: None,
+        };
+        let jobs = self.ganeti.connect_network(backend, &name, &link).await?;
+        for j in jobs {
+            self.await_job(backend, j).await?;
+        }
+        self.store.set_network_backend(&n.id, backend, true).await?;
+        Ok(true)
+    }
+
+    async fn remove_from_backend(
+        &self,
+        n: &Network,
+        backend: BackendId,
+    ) -> Result<(), ServiceError> {
+        let name = n.ganeti_name();
+        match self.ganeti.disconnect_network(backend, &name).await {
+            Ok(jobs) => {
+                for j in jobs {
+                    self.await_job(backend, j).await?;
+                }
+            }
+            Err(BackendError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match self
+            .run(backend, |g| {
+                let name = name.clone();
+                async move { g.remove_network(backend, &name).await }
+            })
+            .await
+        {
+            Ok(()) => {}
+            Err(e) => {
+                let listed = self.ganeti.list_networks(backend).await?;
+                if listed.iter().any(|l| l.name == name) {
+                    return Err(e);
+                }
+            }
+        }
+        self.store
+            .set_network_backend(&n.id, backend, false)
+            .await?;
+        Ok(())
+    }
+
+    /// Submits a job and waits for it to succeed.
+    async fn run<F, Fut>(&self, backend: BackendId, submit: F) -> Result<(), ServiceError>
+    where
+        F: FnOnce(Arc<dyn GanetiBackend>) -> Fut,
+        Fut: std::future::Future<Output = Result<JobId, BackendError>>,
+    {
+        let job = submit(self.ganeti.clone()).await?;
+        self.await_job(backend, job).await
+    }
+
+    async fn await_job(&self, backend: BackendId, job: JobId) -> Result<(), ServiceError> {
+        let deadline = tokio::time::Instant::now() + self.config.job_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let info = self
+                .ganeti
+                .wait_for_job(backend, job, left.min(Duration::from_secs(30)))
+                .await?;
+            match info.status {
+                JobStatus::Success => return Ok(()),
+                JobStatus::Error | JobStatus::Canceled => {
+                    return Err(BackendError::JobFailed {
+                        job_id: job.0,
+                        message: info.error_message().unwrap_or_else(|| "job failed".into()),
+                        error: info.error().cloned(),
+                    }
+                    .into());
+                }
+                _ if left.is_zero() => {
+                    return Err(BackendError::Unavailable(format!(
+                        "Ganeti job {job} did not finish in {:?}",
+                        self.config.job_timeout
+                    ))
+                    .into());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Attaches a stored, unbound port to a server: binds it, adds the NIC
+    /// on Ganeti (awaited). On failure the port is unbound again.
+    async fn attach(&self, vm: &Vm, port: &Port) -> Result<Port, ServiceError> {
+        let backend = vm.backend_id.ok_or_else(|| {
+            ServiceError::Store(StoreError::Integrity(format!(
+                "server {} has no cluster",
+                vm.id
+            )))
+        })?;
+        let bound = self
+            .store
+            .update_port(
+                &port.id,
+                &PortUpdate {
+                    device: Some((vm.id.to_string(), DEVICE_OWNER_COMPUTE.into())),
+                    status: Some(crate::network::PortStatus::Build),
+                    ..PortUpdate::default()
+                },
+            )
+            .await?;
+        let result = async {
+            let spec = self.nic_spec(backend, &bound).await?;
+            let instance = InstanceName::new(&self.prefix, vm.id).to_string();
+            self.run(backend, |g| async move {
+                g.add_nic(backend, &instance, &spec).await
+            })
+            .await
+        }
+        .await;
+        match result {
+            Ok(()) => Ok(self
+                .store
+                .update_port(
+                    &port.id,
+                    &PortUpdate {
+                        status: Some(crate::network::PortStatus::Active),
+                        ..PortUpdate::default()
+                    },
+                )
+                .await?),
+            Err(e) => {
+                self.store
+                    .update_port(
+                        &port.id,
+                        &PortUpdate {
+                            device: Some((String::new(), String::new())),
+                            status: Some(crate::network::PortStatus::Down),
+                            ..PortUpdate::default()
+                        },
+                    )
+                    .await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Attaches a new port on `network_id` to a server (Nova's
+    /// `os-interface` create).
+    pub async fn attach_interface(
+        &self,
+        caller: &Caller,
+        server: &str,
+        network_id: Option<&str>,
+        port_id: Option<&str>,
+        fixed_ip: Option<IpAddr>,
+    ) -> Result<Port, ServiceError> {
+        let vm = self.caller_server(caller, server).await?;
+        match (port_id, network_id) {
+            (Some(pid), _) => {
+                let p = self.port(caller, pid).await?;
+                if !p.device_id.is_empty() {
+                    return Err(ServiceError::Store(StoreError::Integrity(format!(
+                        "Port {pid} is still in use."
+                    ))));
+                }
+                self.attach(&vm, &p).await
+            }
+            (None, Some(nid)) => {
+                self.create_port(
+                    caller,
+                    CreatePort {
+                        network_id: nid.to_string(),
+                        fixed_ips: fixed_ip.map(|ip| {
+                            vec![FixedIpRequest {
+                                subnet_id: None,
+                                ip: Some(ip),
+                            }]
+                        }),
+                        device_id: Some(vm.id.to_string()),
+                        ..CreatePort::default()
+                    },
+                )
+                .await
+            }
+            (None, None) => Err(ServiceError::BadRequest("Give net_id or port_id.".into())),
+        }
+    }
+
+    // ------------------------------------------------------------ floating IPs
+
+    /// Allocates a floating IP from an external network (the first one
+    /// when none is named), optionally associated with a port at once.
+    pub async fn create_floating_ip(
+        &self,
+        caller: &Caller,
+        network_id: Option<&str>,
+        address: Option<IpAddr>,
+        port_id: Option<&str>,
+        description: &str,
+    ) -> Result<FloatingIp, ServiceError> {
+        let network = match network_id {
+            Some(id) => {
+                let n = self.network(caller, id).await?;
+                if !n.external {
+                    return Err(ServiceError::BadRequest(format!(
+                        "Network {id} is not a valid external network."
+                    )));
+                }
+                n
+            }
+            None => self
+                .store
+                .list_networks(&NetQuery {
+                    external: Some(true),
+                    ..NetQuery::default()
+                })
+                .await?
+                .into_iter()
+                .min_by_key(|n| n.created)
+                .ok_or_else(|| {
+                    ServiceError::BadRequest(
+                        "There is no external network for floating IPs.".into(),
+                    )
+                })?,
+        };
+        if address.is_some() && !caller.is_admin {
+            return Err(ServiceError::Forbidden(
+                "(rule:create_floatingip:floating_ip_address) is disallowed by policy".into(),
+            ));
+        }
+        let limit = if caller.is_admin {
+            None
+        } else {
+            self.config.max_floating_ips_per_project
+        };
+        let f = self
+            .store
+            .create_floating_ip(
+                &caller.project_id,
+                Some(caller.user_id.clone()),
+                &network.id,
+                address,
+                description,
+                limit,
+            )
+            .await?;
+        match port_id {
+            None => Ok(f),
+            Some(p) => match self.associate(caller, &f.id, Some(p), None).await {
+                Ok(f) => Ok(f),
+                Err(e) => {
+                    self.store.delete_floating_ip(&f.id).await?;
+                    Err(e)
+                }
+            },
+        }
+    }
+
+    /// One of the caller's floating IPs.
+    pub async fn floating_ip(&self, caller: &Caller, id: &str) -> Result<FloatingIp, ServiceError> {
+        match self.store.floating_ip(id).await? {
+            Some(f) if Self::owns(caller, Some(&f.project_id)) => Ok(f),
+            _ => Err(not_found("Floating IP", id)),
+        }
+    }
+
+    /// The caller's floating IPs matching `q`.
+    pub async fn floating_ips(
+        &self,
+        caller: &Caller,
+        q: NetQuery,
+    ) -> Result<Vec<FloatingIp>, ServiceError> {
+        Ok(self
+            .store
+            .list_floating_ips(&Self::scope(caller, q))
+            .await?)
+    }
+
+    /// Associates a floating IP with a port of a server (`Some`), giving
+    /// the server a NIC on the floating IP's network carrying the address,
+    /// or disassociates it (`None`), removing that NIC. A port that is not
+    /// the caller's or not attached to a server is 404 (the `openstack`
+    /// client then tries the server's next port).
+    pub async fn associate(
+        &self,
+        caller: &Caller,
+        id: &str,
+        port_id: Option<&str>,
+        fixed_ip: Option<IpAddr>,
+    ) -> Result<FloatingIp, ServiceError> {
+        let f = self.floating_ip(caller, id).await?;
+        let Some(pid) = port_id else {
+            if let Some(old) = &f.port_id
+                && let Some(p) = self.store.port(old).await?
+                && let Some(vm_id) = p.server()
+                && let Some(vm) = self.store.vm(vm_id).await?
+                && !vm.state.deleted
+            {
+                self.detach_floating(&vm, &f).await?;
+            }
+            return Ok(self
+                .store
+                .associate_floating_ip(id, None, &self.config.mac_prefix)
+                .await?);
+        };
+        if f.port_id.as_deref() == Some(pid) {
+            return Ok(f);
+        }
+        if let Some(other) = &f.port_id {
+            return Err(ServiceError::Store(StoreError::Integrity(format!(
+                "Cannot associate floating IP {} ({id}) with port {pid}: it is already associated with port {other}.",
+                f.address
+            ))));
+        }
+        let p = self.port(caller, pid).await?;
+        let vm = match p.server() {
+            Some(v) => self
+                .caller_server(caller, &v.to_string())
+                .await
+                .map_err(|_| not_found("Port", pid))?,
+            None => {
+                return Err(ServiceError::NotFound(format!(
+                    "External network {} is not reachable from port {pid}: it is not attached to a server.",
+                    f.network_id
+                )));
+            }
+        };
+        let fixed = match fixed_ip {
+            Some(ip) if p.fixed_ips.iter().any(|x| x.ip == ip) => ip,
+            Some(ip) => {
+                return Err(ServiceError::BadRequest(format!(
+                    "Port {pid} does not have fixed ip {ip}."
+                )));
+            }
+            None => p
+                .fixed_ips
+                .iter()
+                .find(|x| x.ip.is_ipv4())
+                .map(|x| x.ip)
+                .unwrap_or(f.address),
+        };
+        let assoc = self
+            .store
+            .associate_floating_ip(id, Some((pid.to_string(), fixed)), &self.config.mac_prefix)
+            .await?;
+        let backend = vm.backend_id.ok_or_else(|| not_found("Port", pid))?;
+        let result = async {
+            let n = self
+                .store
+                .network(&assoc.network_id)
+                .await?
+                .ok_or_else(|| not_found("Network", &assoc.network_id))?;
+            let on_ganeti = self.ensure_on_backend(&n, backend).await?;
+            let spec = NicSpec {
+                network: on_ganeti.then(|| n.ganeti_name()),
+                mode: (!on_ganeti).then(|| n.mode.clone()),
+                link: (!on_ganeti).then(|| n.link.clone()),
+                ip: Some(assoc.address.to_string()),
+                mac: assoc.mac.clone(),
+                name: Some(assoc.ganeti_nic_name()),
+            };
+            let instance = InstanceName::new(&self.prefix, vm.id).to_string();
+            self.run(backend, |g| async move {
+                g.add_nic(backend, &instance, &spec).await
+            })
+            .await
+        }
+        .await;
+        match result {
+            Ok(()) => Ok(assoc),
+            Err(e) => {
+                self.store
+                    .associate_floating_ip(id, None, &self.config.mac_prefix)
+                    .await?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn detach_floating(&self, vm: &Vm, f: &FloatingIp) -> Result<(), ServiceError> {
+        let Some(backend) = vm.backend_id else {
+            return Ok(());
+        };
+        let instance = InstanceName::new(&self.prefix, vm.id).to_string();
+        let name = f.ganeti_nic_name();
+        self.run(backend, |g| async move {
+            g.remove_nic(backend, &instance, &name).await
+        })
+        .await
+        .or_else(ignore_missing_nic)
+    }
+
+    /// Releases a floating IP (disassociated first).
+    pub async fn delete_floating_ip(&self, caller: &Caller, id: &str) -> Result<(), ServiceError> {
+        let f = self.floating_ip(caller, id).await?;
+        if f.port_id.is_some() {
+            self.associate(caller, id, None, None).await?;
+        }
+        Ok(self.store.delete_floating_ip(id).await?)
+    }
+}
+
+/// A NIC Ganeti does not have is already detached.
+fn ignore_missing_nic(e: ServiceError) -> Result<(), ServiceError> {
+    match &e {
+        ServiceError::Backend(BackendError::JobFailed { message, .. })
+            if message.contains("not found") || message.contains("does not exist") =>
+        {
+            Ok(())
+        }
+        ServiceError::Backend(BackendError::NotFound(_)) => Ok(()),
+        _ => Err(e),
+    }
+}
