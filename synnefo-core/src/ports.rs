@@ -652,6 +652,8 @@ pub struct NetQuery {
     pub address: Option<std::net::IpAddr>,
     /// Floating IPs: associated with this port.
     pub port_id: Option<String>,
+    /// Floating IPs: associated with one of these ports.
+    pub port_ids: Option<Vec<String>>,
     /// Page marker: ids after this one (ids ascending).
     pub marker: Option<String>,
     /// Page size.

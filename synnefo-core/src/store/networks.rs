@@ -1114,6 +1114,9 @@ impl NetworkStore for SeaStore {
         if let Some(p) = &query.port_id {
             q = q.filter(floating_ip::Column::PortId.eq(p.as_str()));
         }
+        if let Some(ps) = &query.port_ids {
+            q = q.filter(floating_ip::Column::PortId.is_in(ps.iter().cloned()));
+        }
         page(q, floating_ip::Column::Id, query)
             .all(self.connection())
             .await
