@@ -535,7 +535,7 @@ impl Cidr {
         }
     }
 
-    fn from_u128(&self, v: u128) -> IpAddr {
+    fn addr_of(&self, v: u128) -> IpAddr {
         match self.addr {
             IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(v as u32)),
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(v)),
@@ -559,7 +559,7 @@ impl Cidr {
 
     /// The `n`th address (0 is the network address).
     pub fn nth(&self, n: u128) -> Option<IpAddr> {
-        (n < self.size()).then(|| self.from_u128(self.network_bits() + n))
+        (n < self.size()).then(|| self.addr_of(self.network_bits() + n))
     }
 
     /// `ip`'s position in the range.
@@ -569,7 +569,7 @@ impl Cidr {
 
     /// The last address (IPv4 broadcast).
     pub fn last(&self) -> IpAddr {
-        self.from_u128(self.network_bits() + (self.size() - 1))
+        self.addr_of(self.network_bits() + (self.size() - 1))
     }
 }
 

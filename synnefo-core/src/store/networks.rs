@@ -1401,3 +1401,27 @@ async fn delete_port_in(txn: &DatabaseTransaction, id: &str) -> Result<(), Store
     }
     Ok(())
 }
+
+/// Ports whose NIC Ganeti reported (by MAC: unique across the cloud) are
+/// `ACTIVE`; one statement per 500 MACs, in the transaction that stores
+/// the report.
+pub(crate) async fn ports_reported(
+    db: &impl ConnectionTrait,
+    macs: &[&str],
+) -> Result<(), StoreError> {
+    let b = db.get_database_backend();
+    for chunk in macs.chunks(500) {
+        if chunk.is_empty() {
+            continue;
+        }
+        let mut u = Sql::new(b);
+        u.push("UPDATE ports SET status = ")
+            .bind(PortStatus::Active.as_str())
+            .push(" WHERE status <> ")
+            .bind(PortStatus::Active.as_str())
+            .push(" AND mac IN ")
+            .bind_list(chunk.iter().map(|m| m.to_ascii_lowercase()));
+        db.execute(u.build()).await.map_err(db_err)?;
+    }
+    Ok(())
+}
