@@ -467,6 +467,28 @@ pub struct PoolUsage {
     pub used: u64,
 }
 
+/// What a pool check found (reconciliation): indexes the free list and the
+/// held addresses disagree on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolCheck {
+    /// The subnet.
+    pub subnet_id: String,
+    /// Below the mark, neither held nor free: never handed out again.
+    pub leaked: Vec<u64>,
+    /// Both free and held: would be handed out twice but for the
+    /// backstop.
+    pub double: Vec<u64>,
+    /// Fixed (the free list rebuilt).
+    pub fixed: bool,
+}
+
+impl PoolCheck {
+    /// True if the pool is consistent.
+    pub fn is_clean(&self) -> bool {
+        self.leaked.is_empty() && self.double.is_empty()
+    }
+}
+
 // ------------------------------------------------------------ addresses
 
 /// An IP network in CIDR notation, normalized (host bits zero).

@@ -28,7 +28,7 @@ use crate::model::{
 };
 use crate::network::{
     FloatingIp, IpHistoryEntry, Network, NetworkStatus, NetworkUpdate, NewNetwork, NewPort,
-    NewSubnet, PoolUsage, Port, PortUpdate, Subnet, SubnetUpdate,
+    NewSubnet, PoolCheck, PoolUsage, Port, PortUpdate, Subnet, SubnetUpdate,
 };
 use crate::state::{JobStatus, OpError, OperState, RebootKind, VmState};
 
@@ -759,6 +759,9 @@ pub trait NetworkStore: Send + Sync {
     ) -> Result<Vec<IpHistoryEntry>, StoreError>;
     /// A subnet's pool: its size and the addresses held.
     async fn pool_usage(&self, subnet_id: &str) -> Result<PoolUsage, StoreError>;
+    /// Checks a subnet's free list against the addresses held (under the
+    /// subnet's lock); with `fix`, rebuilds the free list from them.
+    async fn check_pool(&self, subnet_id: &str, fix: bool) -> Result<PoolCheck, StoreError>;
 }
 
 /// The whole store: one database, the single source of truth.

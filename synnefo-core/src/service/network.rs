@@ -30,6 +30,7 @@ use crate::network::{
     NewPort, NewSubnet, Port, PortUpdate, Subnet, SubnetRequest, SubnetUpdate, plan_subnet,
 };
 use crate::ports::{GanetiBackend, NetQuery, NetworkLink, NetworkSpec, NicSpec, Store};
+use crate::reconcile::networks::{NetworkDiscrepancy, RecordedNetwork};
 use crate::state::JobStatus;
 
 use super::compute::Caller;
@@ -1650,6 +1651,138 @@ impl Networking {
             self.associate(caller, id, None, None).await?;
         }
         Ok(self.store.delete_floating_ip(id).await?)
+    }
+}
+
+/// Which network fixes a reconciliation run may make.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetworkFixes {
+    /// Make again networks removed behind our back.
+    pub missing: bool,
+    /// Adopt networks of ours the DB does not record on a cluster; remove
+    /// unknown ones no instance uses.
+    pub extra: bool,
+    /// Rebuild pools' free lists.
+    pub pools: bool,
+}
+
+/// What a network reconciliation found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NetworkReport {
+    /// Everything found.
+    pub discrepancies: Vec<NetworkDiscrepancy>,
+    /// Fixed, by index in `discrepancies`.
+    pub fixed: Vec<usize>,
+    /// Fixes that failed: index and why.
+    pub failed: Vec<(usize, String)>,
+    /// Clusters that could not be listed, and why.
+    pub unlisted: Vec<(BackendId, String)>,
+}
+
+impl NetworkReport {
+    /// Found and not fixed (not selected, or no automatic fix).
+    pub fn unfixed(&self) -> usize {
+        self.discrepancies.len() - self.fixed.len() - self.failed.len()
+    }
+}
+
+impl Networking {
+    /// Reconciles networks and pools with `backends` (see
+    /// [`crate::reconcile::networks`]); fixes what `fix` selects.
+    pub async fn reconcile(
+        &self,
+        backends: &[BackendId],
+        fix: NetworkFixes,
+    ) -> Result<NetworkReport, ServiceError> {
+        let mut report = NetworkReport::default();
+        let nets = self.store.list_networks(&NetQuery::default()).await?;
+        let mut recorded = Vec::with_capacity(nets.len());
+        for n in &nets {
+            recorded.push(RecordedNetwork {
+                id: n.id.clone(),
+                on: self.store.network_backends(&n.id).await?,
+            });
+        }
+        for &b in backends {
+            let listed = match self.ganeti.list_networks(b).await {
+                Ok(l) => l,
+                Err(e) => {
+                    report.unlisted.push((b, e.to_string()));
+                    continue;
+                }
+            };
+            for d in crate::reconcile::networks::diff_backend(&recorded, b, &listed) {
+                let i = report.discrepancies.len();
+                let outcome = match &d {
+                    NetworkDiscrepancy::Missing {
+                        network_id,
+                        backend,
+                    } if fix.missing => Some(self.remake(network_id, *backend).await),
+                    NetworkDiscrepancy::Extra {
+                        network_id: Some(id),
+                        backend,
+                        ..
+                    } if fix.extra => Some(
+                        self.store
+                            .set_network_backend(id, *backend, true)
+                            .await
+                            .map_err(ServiceError::from),
+                    ),
+                    NetworkDiscrepancy::Extra {
+                        name,
+                        network_id: None,
+                        backend,
+                        instances,
+                    } if fix.extra && instances.is_empty() => {
+                        Some(self.remove_unknown(name, *backend).await)
+                    }
+                    _ => None,
+                };
+                report.discrepancies.push(d);
+                match outcome {
+                    Some(Ok(())) => report.fixed.push(i),
+                    Some(Err(e)) => report.failed.push((i, e.to_string())),
+                    None => {}
+                }
+            }
+        }
+        for s in self.store.list_subnets(&NetQuery::default()).await? {
+            if s.cidr.version() != 4 {
+                continue;
+            }
+            let check = self.store.check_pool(&s.id, fix.pools).await?;
+            if !check.is_clean() {
+                let i = report.discrepancies.len();
+                if check.fixed {
+                    report.fixed.push(i);
+                }
+                report.discrepancies.push(NetworkDiscrepancy::Pool(check));
+            }
+        }
+        Ok(report)
+    }
+
+    async fn remake(&self, network_id: &str, backend: BackendId) -> Result<(), ServiceError> {
+        let n = self
+            .store
+            .network(network_id)
+            .await?
+            .ok_or_else(|| not_found("Network", network_id))?;
+        self.store
+            .set_network_backend(network_id, backend, false)
+            .await?;
+        self.ensure_on_backend(&n, backend).await.map(|_| ())
+    }
+
+    async fn remove_unknown(&self, name: &str, backend: BackendId) -> Result<(), ServiceError> {
+        for j in self.ganeti.disconnect_network(backend, name).await? {
+            self.await_job(backend, j).await?;
+        }
+        self.run(backend, |g| {
+            let name = name.to_string();
+            async move { g.remove_network(backend, &name).await }
+        })
+        .await
     }
 }
 

@@ -82,19 +82,42 @@ pub(crate) async fn networks(s: &SeaStore) {
     let p = t.project.id.as_str();
 
     // networks: the project's bound, visibility
-    let n = s.create_network(&network(Some(p), "private", false), Some(2)).await.unwrap();
-    s.create_network(&network(Some(p), "second", false), Some(2)).await.unwrap();
+    let n = s
+        .create_network(&network(Some(p), "private", false), Some(2))
+        .await
+        .unwrap();
+    s.create_network(&network(Some(p), "second", false), Some(2))
+        .await
+        .unwrap();
     assert!(matches!(
-        s.create_network(&network(Some(p), "third", false), Some(2)).await,
-        Err(StoreError::QuotaExceeded { resource: "networks", limit: 2, in_use: 2, .. })
+        s.create_network(&network(Some(p), "third", false), Some(2))
+            .await,
+        Err(StoreError::QuotaExceeded {
+            resource: "networks",
+            limit: 2,
+            in_use: 2,
+            ..
+        })
     ));
-    let public = s.create_network(&network(None, "public", true), None).await.unwrap();
+    let public = s
+        .create_network(&network(None, "public", true), None)
+        .await
+        .unwrap();
     let seen = |project: &str| NetQuery {
         project_id: Some(project.to_string()),
         ..NetQuery::default()
     };
-    let mine: HashSet<String> = s.list_networks(&seen(p)).await.unwrap().into_iter().map(|n| n.name).collect();
-    assert_eq!(mine, ["private", "second", "public"].map(String::from).into());
+    let mine: HashSet<String> = s
+        .list_networks(&seen(p))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name)
+        .collect();
+    assert_eq!(
+        mine,
+        ["private", "second", "public"].map(String::from).into()
+    );
     let theirs: Vec<String> = s
         .list_networks(&seen(&other.project.id))
         .await
@@ -105,12 +128,18 @@ pub(crate) async fn networks(s: &SeaStore) {
     assert_eq!(theirs, vec!["public".to_string()]);
 
     // subnets: one per IP version
-    let sn = s.create_subnet(&subnet(&n.id, "10.9.0.0/29", None)).await.unwrap();
+    let sn = s
+        .create_subnet(&subnet(&n.id, "10.9.0.0/29", None))
+        .await
+        .unwrap();
     assert!(matches!(
         s.create_subnet(&subnet(&n.id, "10.10.0.0/24", None)).await,
         Err(StoreError::Integrity(_))
     ));
-    let v6 = s.create_subnet(&subnet(&n.id, "2001:db8:9::/64", None)).await.unwrap();
+    let v6 = s
+        .create_subnet(&subnet(&n.id, "2001:db8:9::/64", None))
+        .await
+        .unwrap();
     assert_eq!(s.pool_usage(&sn.id).await.unwrap().size, 5); // .2 to .6
 
     // ports: addresses in pool order, the IPv6 one from the MAC
@@ -127,9 +156,16 @@ pub(crate) async fn networks(s: &SeaStore) {
     assert_eq!(b.fixed_ips[0].ip, ip("10.9.0.3"));
     assert_ne!(a.mac, b.mac);
     // an address asked for by name, above the mark: skipped later
-    let c = s.create_port(&port(&n.id, p, &sn.id, Some("10.9.0.5"))).await.unwrap();
+    let c = s
+        .create_port(&port(&n.id, p, &sn.id, Some("10.9.0.5")))
+        .await
+        .unwrap();
     assert_eq!(c.fixed_ips[0].ip, ip("10.9.0.5"));
-    for (taken, why) in [("10.9.0.5", "in use"), ("10.9.0.1", "gateway"), ("10.9.0.7", "valid")] {
+    for (taken, why) in [
+        ("10.9.0.5", "in use"),
+        ("10.9.0.1", "gateway"),
+        ("10.9.0.7", "valid"),
+    ] {
         match s.create_port(&port(&n.id, p, &sn.id, Some(taken))).await {
             Err(StoreError::Integrity(m)) => assert!(m.contains(why), "{taken}: {m}"),
             other => panic!("{taken}: expected a refusal, got {other:?}"),
@@ -138,7 +174,11 @@ pub(crate) async fn networks(s: &SeaStore) {
     let d = s.create_port(&port(&n.id, p, &sn.id, None)).await.unwrap();
     assert_eq!(d.fixed_ips[0].ip, ip("10.9.0.4"));
     let e = s.create_port(&port(&n.id, p, &sn.id, None)).await.unwrap();
-    assert_eq!(e.fixed_ips[0].ip, ip("10.9.0.6"), "10.9.0.5 is held: skipped");
+    assert_eq!(
+        e.fixed_ips[0].ip,
+        ip("10.9.0.6"),
+        "10.9.0.5 is held: skipped"
+    );
     assert!(matches!(
         s.create_port(&port(&n.id, p, &sn.id, None)).await,
         Err(StoreError::Exhausted(_))
@@ -161,7 +201,10 @@ pub(crate) async fn networks(s: &SeaStore) {
         })
         .await
         .unwrap();
-    assert_eq!(by_ip.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), vec![e.id.as_str()]);
+    assert_eq!(
+        by_ip.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+        vec![e.id.as_str()]
+    );
 
     // a server's ports: ACTIVE once Ganeti reports the NIC, released with it
     let vm = create(s, &t, "with-ports").await;
@@ -185,19 +228,29 @@ pub(crate) async fn networks(s: &SeaStore) {
         })
         .await
         .unwrap();
-    assert_eq!(s.port(&vp.id).await.unwrap().unwrap().status, PortStatus::Active);
+    assert_eq!(
+        s.port(&vp.id).await.unwrap().unwrap().status,
+        PortStatus::Active
+    );
 
     // floating IPs: from the external network's pool, associated, kept
     // by the project when the server goes
-    let psn = s.create_subnet(&subnet(&public.id, "192.0.2.0/29", None)).await.unwrap();
+    let psn = s
+        .create_subnet(&subnet(&public.id, "192.0.2.0/29", None))
+        .await
+        .unwrap();
     let f = s
         .create_floating_ip(p, None, &public.id, None, "mine", Some(1))
         .await
         .unwrap();
     assert_eq!(f.address, ip("192.0.2.2"));
     assert!(matches!(
-        s.create_floating_ip(p, None, &public.id, None, "", Some(1)).await,
-        Err(StoreError::QuotaExceeded { resource: "floating_ips", .. })
+        s.create_floating_ip(p, None, &public.id, None, "", Some(1))
+            .await,
+        Err(StoreError::QuotaExceeded {
+            resource: "floating_ips",
+            ..
+        })
     ));
     let fa = s
         .associate_floating_ip(&f.id, Some((vp.id.clone(), vp.fixed_ips[0].ip)), "aa:00:00")
@@ -206,7 +259,8 @@ pub(crate) async fn networks(s: &SeaStore) {
     assert_eq!(fa.port_id.as_deref(), Some(vp.id.as_str()));
     assert!(fa.mac.is_some());
     assert!(matches!(
-        s.associate_floating_ip(&f.id, Some((c.id.clone(), c.fixed_ips[0].ip)), "aa:00:00").await,
+        s.associate_floating_ip(&f.id, Some((c.id.clone(), c.fixed_ips[0].ip)), "aa:00:00")
+            .await,
         Err(StoreError::Integrity(_))
     ));
     let mut gone = vm.state.clone();
@@ -221,20 +275,32 @@ pub(crate) async fn networks(s: &SeaStore) {
     })
     .await
     .unwrap();
-    assert!(s.port(&vp.id).await.unwrap().is_none(), "the server's port went with it");
+    assert!(
+        s.port(&vp.id).await.unwrap().is_none(),
+        "the server's port went with it"
+    );
     let kept = s.floating_ip(&f.id).await.unwrap().unwrap();
     assert_eq!(kept.port_id, None, "disassociated, still the project's");
     assert_eq!(s.pool_usage(&psn.id).await.unwrap().used, 1);
     // in use: no delete
-    assert!(matches!(s.delete_network(&public.id).await, Err(StoreError::Integrity(_))));
+    assert!(matches!(
+        s.delete_network(&public.id).await,
+        Err(StoreError::Integrity(_))
+    ));
     s.delete_floating_ip(&f.id).await.unwrap();
     assert_eq!(s.pool_usage(&psn.id).await.unwrap().used, 0);
-    assert!(matches!(s.delete_subnet(&sn.id).await, Err(StoreError::Integrity(_))));
+    assert!(matches!(
+        s.delete_subnet(&sn.id).await,
+        Err(StoreError::Integrity(_))
+    ));
     for port in [again, c, e] {
         s.delete_port(&port.id).await.unwrap();
     }
     s.delete_network(&n.id).await.unwrap();
-    assert!(s.subnet(&sn.id).await.unwrap().is_none(), "subnets go with their network");
+    assert!(
+        s.subnet(&sn.id).await.unwrap().is_none(),
+        "subnets go with their network"
+    );
     s.delete_network(&public.id).await.unwrap();
 }
 
@@ -249,7 +315,11 @@ pub(crate) async fn address_race(first: &SeaStore, second: SeaStore) {
         .await
         .unwrap();
     let sn = first
-        .create_subnet(&subnet(&n.id, "10.77.0.0/24", Some(vec![("10.77.0.10", "10.77.0.159")])))
+        .create_subnet(&subnet(
+            &n.id,
+            "10.77.0.0/24",
+            Some(vec![("10.77.0.10", "10.77.0.159")]),
+        ))
         .await
         .unwrap();
     let stores = [Arc::new(first.clone()), Arc::new(second)];
