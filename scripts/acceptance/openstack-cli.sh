@@ -8,8 +8,12 @@
 # and imported), server create --key-name --wait, server list, server show,
 # server lock (stop refused) / unlock, server stop, server start, server
 # reboot, server event list/show, console url show, server delete --wait,
-# keypair delete; each output is checked. Prints "N passed, M failed"
-# and exits non-zero on any failure.
+# keypair delete; then networks (Neutron at /network): network create,
+# subnet create, network list, subnet show, port create, port list, port
+# delete, floating ip create/list/delete (on an external network an
+# operator made: `synnefo admin users add --admin` on the same database),
+# subnet delete, network delete. Each output is checked. Prints "N passed,
+# M failed" and exits non-zero on any failure.
 #
 # Environment:
 #   SYNNEFO_TEST_BIN   a built `synnefo` binary (default: cargo build, debug)
@@ -146,6 +150,41 @@ if osc keypair delete accept-key accept-gen && [[ -z "$(osc keypair list -f valu
 else
     fail "keypair delete" "key pairs left: $(osc keypair list -f value -c Name 2>&1)"
 fi
+
+# --- networks ----------------------------------------------------------------
+# An operator (for the external network floating IPs come from), made
+# directly in the database `synnefo up` uses.
+ADMIN_USER=netadmin
+if SYNNEFO_CONFIG=/dev/null SYNNEFO_DATABASE__URL="sqlite://$WORK/data/synnefo.db?mode=rwc" \
+    "$BIN" admin users add "$ADMIN_USER" --admin --project operators --password-stdin <<<"$PASSWORD" >"$WORK/admin.log" 2>&1; then
+    pass "admin users add --admin"
+else
+    fail "admin users add --admin" "$(cat "$WORK/admin.log")"
+fi
+osc_admin() { osc --os-username "$ADMIN_USER" --os-password "$PASSWORD" --os-project-name operators "$@"; }
+expect_admin() {
+    local name=$1 pattern=$2; shift 2
+    local out rc=0
+    out=$(osc_admin "$@" 2>&1) || rc=$?
+    if [[ $rc -eq 0 ]] && grep -Eq -- "$pattern" <<<"$out"; then pass "$name"; else fail "$name" "rc $rc: $out"; fi
+}
+expect_admin "network create --external (operator)" '^True$' network create --external accept-public -f value -c router:external || true
+expect_admin "subnet create (external)" '^203\.0\.113\.0/24$' subnet create --network accept-public --subnet-range 203.0.113.0/24 accept-public-v4 -f value -c cidr || true
+
+expect "network create" '^accept-net$' network create accept-net -f value -c name || true
+expect "subnet create --subnet-range" '^10\.99\.0\.0/24$' subnet create --network accept-net --subnet-range 10.99.0.0/24 accept-sub -f value -c cidr || true
+SUBNET_ID=$(osc subnet show accept-sub -f value -c id 2>/dev/null || true)
+expect "network list (with its subnet)" "^accept-net ${SUBNET_ID:-no-subnet-id}\$" network list -f value -c Name -c Subnets || true
+expect "subnet show (allocation pools)" '^10\.99\.0\.2-10\.99\.0\.254$' subnet show accept-sub -f value -c allocation_pools || true
+expect "port create --network" "ip_address='10\.99\.0\.[0-9]+', subnet_id='${SUBNET_ID:-x}'" port create --network accept-net accept-port -f value -c fixed_ips || true
+expect "port list" "^accept-port ip_address='10\.99\.0\.[0-9]+'" port list -f value -c Name -c "Fixed IP Addresses" || true
+if osc port delete accept-port && [[ -z "$(osc port list -f value -c ID)" ]]; then pass "port delete"; else fail "port delete" "ports left: $(osc port list -f value 2>&1)"; fi
+FIP=$(osc floating ip create accept-public -f value -c floating_ip_address 2>&1) || true
+if [[ "$FIP" =~ ^203\.0\.113\.[0-9]+$ ]]; then pass "floating ip create"; else fail "floating ip create" "got: $FIP"; fi
+expect "floating ip list" "^${FIP//./\\.} None$" floating ip list -f value -c "Floating IP Address" -c Port || true
+if osc floating ip delete "$FIP" && [[ -z "$(osc floating ip list -f value -c ID)" ]]; then pass "floating ip delete"; else fail "floating ip delete" "left: $(osc floating ip list -f value 2>&1)"; fi
+if osc subnet delete accept-sub && ! osc subnet show accept-sub >/dev/null 2>&1; then pass "subnet delete"; else fail "subnet delete" "still there"; fi
+if osc network delete accept-net && [[ -z "$(osc network list --internal -f value -c Name)" ]]; then pass "network delete"; else fail "network delete" "left: $(osc network list -f value 2>&1)"; fi
 
 echo "$PASSED passed, $FAILED failed"
 if [[ $FAILED -ne 0 ]]; then

@@ -132,11 +132,19 @@ fn service(app: &Shared, name: &str, kind: &str, version: &str, path: &str) -> V
     })
 }
 
-/// The service catalog: Cyclades compute, the account API and this
-/// identity service.
+/// The service catalog: Cyclades compute and network, the account API and
+/// this identity service. The network URL is unversioned, as in Synnefo
+/// (`cyclades_network`): kamaki appends `/v2.0`.
 pub fn catalog(app: &Shared) -> Value {
     json!([
         service(app, "cyclades_compute", "compute", "v2.0", "/compute/v2.0"),
+        service(
+            app,
+            "cyclades_network",
+            "network",
+            "v2.0",
+            crate::neutron::MOUNT
+        ),
         service(app, "astakos_account", "account", "v1.0", ACCOUNT),
         service(
             app,

@@ -6,7 +6,10 @@
 //! with their context and answered with a generic message, never a
 //! backtrace. Nova and Cyclades clients read `{"<faultName>": {"code": N,
 //! "message": ...}}`; Keystone clients read `{"error": {"code": N, "title":
-//! ..., "message": ...}}`; Glance clients read a plain text body.
+//! ..., "message": ...}}`; Glance clients read a plain text body; Neutron
+//! clients read `{"NeutronError": {"type": ..., "message": ..., "detail":
+//! ""}}` (see [`crate::neutron`] for how service errors get their Neutron
+//! type).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +26,27 @@ pub enum Dialect {
     Identity,
     /// Glance's plain text.
     Image,
+    /// Neutron's `{"NeutronError": {"type", "message", "detail"}}`; the
+    /// type is [`ApiError::fault`] when it is a Neutron type already
+    /// (`NetworkNotFound`, ...), else translated from the Nova fault name.
+    Network,
+}
+
+/// The Neutron error type of a Nova fault name (errors raised before a
+/// Neutron handler ran: body, auth, routing); Neutron types pass through.
+pub fn neutron_type(fault: &'static str) -> &'static str {
+    match fault {
+        "badRequest" => "BadRequest",
+        "unauthorized" => "HTTPUnauthorized",
+        "forbidden" => "HTTPForbidden",
+        "itemNotFound" => "HTTPNotFound",
+        "badMethod" => "HTTPMethodNotAllowed",
+        "conflictingRequest" => "Conflict",
+        "overLimit" => "OverQuota",
+        "serviceUnavailable" => "ServiceUnavailable",
+        "computeFault" => "HTTPInternalServerError",
+        other => other,
+    }
 }
 
 /// An HTTP error: status, fault name and a message safe to show.
@@ -234,6 +258,19 @@ impl IntoResponse for ApiError {
                     "code": code,
                     "title": keystone_title(self.status),
                     "message": self.message,
+                }});
+                (self.status, axum::Json(body)).into_response()
+            }
+            Dialect::Network => {
+                let kind = match (self.status, self.fault) {
+                    (StatusCode::PAYLOAD_TOO_LARGE, _) => "HTTPRequestEntityTooLarge",
+                    (StatusCode::TOO_MANY_REQUESTS, _) => "HTTPTooManyRequests",
+                    (_, f) => neutron_type(f),
+                };
+                let body = json!({ "NeutronError": {
+                    "type": kind,
+                    "message": self.message,
+                    "detail": "",
                 }});
                 (self.status, axum::Json(body)).into_response()
             }

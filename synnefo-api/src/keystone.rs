@@ -4,7 +4,8 @@
 //! rescope, validation and revocation).
 //!
 //! The catalog lists this process's compute (`/compute/v2.1`), image
-//! (`/image`) and identity (`/identity`) endpoints at the public URL.
+//! (`/image`), identity (`/identity`) and network (`/network`, unversioned)
+//! endpoints at the public URL.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -198,6 +199,13 @@ fn catalog(app: &Shared) -> Value {
             "identity",
             "keystone",
             "/identity"
+        ),
+        // unversioned: the SDK, tempest and kamaki append `/v2.0`
+        svc(
+            "0c5e3fd0a5b14c3b8e4a1a7f8c2d9e04",
+            "network",
+            "neutron",
+            crate::neutron::MOUNT
         ),
     ])
 }

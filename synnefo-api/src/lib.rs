@@ -11,6 +11,7 @@
 //! | `/identity/v3/...` | Keystone v3 subset (password and token methods) |
 //! | `/image/v2/...` | Glance v2 read subset |
 //! | `/compute/v2.0/...` | Synnefo's Cyclades compute dialect (kamaki) |
+//! | `/network/v2.0/...` | OpenStack Networking (Neutron) v2.0 subset: networks, subnets, ports, floating IPs |
 //! | `/identity/v2.0/tokens`, `/account/v1.0/...` | Astakos identity and account API (kamaki) |
 //! | `/healthz`, `/metrics`, `/openapi.json` | operations |
 //!
@@ -42,6 +43,7 @@ mod keystone;
 pub mod listing;
 pub mod metrics;
 pub mod microversion;
+pub mod neutron;
 pub mod nova;
 pub mod openapi;
 pub mod serve;
@@ -79,6 +81,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(keystone::routes())
         .merge(glance::routes())
         .merge(cyclades::routes())
+        .merge(neutron::routes())
         .merge(astakos::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))

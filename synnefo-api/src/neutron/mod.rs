@@ -1,0 +1,436 @@
+//! The OpenStack Networking (Neutron) v2.0 subset at `/network`:
+//! networks, subnets, ports and floating IPs over
+//! [`Networking`](synnefo_core::service::network::Networking).
+//!
+//! The catalogs advertise `<public url>/network` unversioned: the SDK,
+//! tempest and kamaki append `/v2.0` themselves. Handlers extract, call the
+//! service, and wrap with [`views`]; list semantics (filters, `fields`,
+//! `limit`/`marker`) are in [`query`]. Every failure, including those of
+//! authentication, body decoding and routing, is a Neutron fault
+//! (`{"NeutronError": {"type", "message", "detail"}}`), and a lookup of
+//! anything that is not an id is a 404, which the clients' find-by-name
+//! relies on.
+//!
+//! Kamaki's Synnefo routes are here too: `GET /networks/detail`,
+//! `/ports/detail`, `/floatingips/detail`. A floating IP create answers
+//! 201, as Neutron and tempest expect (kamaki 0.16 expects 200 and reports
+//! an error for `kamaki ip create` although the address was allocated).
+
+mod floating_ips;
+mod networks;
+mod ports;
+pub mod query;
+mod subnets;
+pub mod views;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use synnefo_core::error::{BackendError, ServiceError, StoreError};
+use synnefo_core::service::compute::Caller;
+use synnefo_core::service::network::Networking;
+
+use crate::error::{ApiError, Dialect};
+use crate::extract::{Auth, Params};
+use crate::state::Shared;
+
+/// Where the routes are mounted.
+pub const MOUNT: &str = "/network";
+
+/// The extensions this subset implements, advertised at
+/// `/v2.0/extensions`: `router:external` on networks, and the (read-only)
+/// `mtu` attribute.
+const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
+    (
+        "external-net",
+        "Neutron external network",
+        "Adds external network attribute to network resource.",
+        "2013-01-14T10:00:00-00:00",
+    ),
+    (
+        "net-mtu",
+        "Network MTU",
+        "Provides MTU attribute for a network resource.",
+        "2015-03-25T10:00:00-00:00",
+    ),
+];
+
+/// The Neutron routes.
+pub fn routes() -> Router<Shared> {
+    let v = |p: &str| format!("{MOUNT}/v2.0{p}");
+    Router::new()
+        .route(MOUNT, get(versions))
+        .route(&format!("{MOUNT}/"), get(versions))
+        .route(&v(""), get(resources_doc))
+        .route(&v("/"), get(resources_doc))
+        .route(&v("/extensions"), get(extensions))
+        .route(&v("/extensions/{alias}"), get(extension))
+        .route(&v("/networks"), get(networks::list).post(networks::create))
+        .route(&v("/networks/detail"), get(networks::list))
+        .route(
+            &v("/networks/{id}"),
+            get(networks::show)
+                .put(networks::update)
+                .delete(networks::delete),
+        )
+        .route(&v("/subnets"), get(subnets::list).post(subnets::create))
+        .route(
+            &v("/subnets/{id}"),
+            get(subnets::show)
+                .put(subnets::update)
+                .delete(subnets::delete),
+        )
+        .route(&v("/ports"), get(ports::list).post(ports::create))
+        .route(&v("/ports/detail"), get(ports::list))
+        .route(
+            &v("/ports/{id}"),
+            get(ports::show).put(ports::update).delete(ports::delete),
+        )
+        .route(
+            &v("/floatingips"),
+            get(floating_ips::list).post(floating_ips::create),
+        )
+        .route(&v("/floatingips/detail"), get(floating_ips::list))
+        .route(
+            &v("/floatingips/{id}"),
+            get(floating_ips::show)
+                .put(floating_ips::update)
+                .delete(floating_ips::delete),
+        )
+        .route(&format!("{MOUNT}/{{*rest}}"), any(not_found))
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+// ------------------------------------------------------------ faults
+
+/// A Neutron fault: an [`ApiError`] rendered in [`Dialect::Network`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault(pub ApiError);
+
+impl IntoResponse for Fault {
+    fn into_response(self) -> Response {
+        self.0.in_dialect(Dialect::Network).into_response()
+    }
+}
+
+impl From<ApiError> for Fault {
+    fn from(e: ApiError) -> Self {
+        Fault(e.in_dialect(Dialect::Network))
+    }
+}
+
+fn fault(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Fault {
+    Fault(ApiError::new(status, kind, message).in_dialect(Dialect::Network))
+}
+
+/// 400 `BadRequest`.
+pub fn bad_request(message: impl Into<String>) -> Fault {
+    fault(StatusCode::BAD_REQUEST, "BadRequest", message)
+}
+
+/// The Neutron type of a 404, from the service's message
+/// (`"Network X could not be found."`, the store's `"network X"`).
+fn not_found_type(m: &str) -> &'static str {
+    let lower = m.to_ascii_lowercase();
+    if lower.starts_with("network") {
+        "NetworkNotFound"
+    } else if lower.starts_with("subnet") {
+        "SubnetNotFound"
+    } else if lower.starts_with("port") {
+        "PortNotFound"
+    } else if lower.starts_with("floating ip") {
+        "FloatingIPNotFound"
+    } else if lower.starts_with("external network") {
+        "ExternalGatewayForFloatingIPNotFound"
+    } else {
+        "HTTPNotFound"
+    }
+}
+
+/// The Neutron type of a conflict, from the service's message.
+fn conflict_type(m: &str) -> &'static str {
+    if m.contains("ports still in use on the network") {
+        "NetworkInUse"
+    } else if m.contains("IP allocation from this subnet")
+        || m.contains("subnet") && m.contains("in use")
+    {
+        "SubnetInUse"
+    } else if m.contains("The IP address") && m.contains("is in use")
+        || m.contains("is the gateway")
+    {
+        "IpAddressInUse"
+    } else if m.contains("already associated") {
+        "FloatingIPPortAlreadyAssociated"
+    } else if m.starts_with("Port ") && m.contains("in use") {
+        "PortInUse"
+    } else {
+        "Conflict"
+    }
+}
+
+impl From<ServiceError> for Fault {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::BadRequest(m) => bad_request(m),
+            ServiceError::NotFound(m) => fault(StatusCode::NOT_FOUND, not_found_type(&m), m),
+            ServiceError::OverLimit(m) => fault(StatusCode::FORBIDDEN, "OverQuota", m),
+            ServiceError::Forbidden(m) => fault(StatusCode::FORBIDDEN, "HTTPForbidden", m),
+            ServiceError::Store(StoreError::QuotaExceeded { .. }) => {
+                let m = e.to_string();
+                fault(StatusCode::FORBIDDEN, "OverQuota", m)
+            }
+            ServiceError::Store(StoreError::NotFound(m)) => {
+                let kind = not_found_type(&m);
+                fault(
+                    StatusCode::NOT_FOUND,
+                    kind,
+                    format!("{m} could not be found."),
+                )
+            }
+            ServiceError::Store(StoreError::Integrity(m)) => {
+                let kind = conflict_type(&m);
+                if m.contains("is not a valid IP for the specified subnet") {
+                    return fault(StatusCode::BAD_REQUEST, "InvalidIpForSubnet", m);
+                }
+                fault(StatusCode::CONFLICT, kind, m)
+            }
+            ServiceError::Store(StoreError::Exhausted(m)) => {
+                let kind = if m.contains("MAC") {
+                    "MacAddressGenerationFailure"
+                } else {
+                    "IpAddressGenerationFailure"
+                };
+                fault(StatusCode::CONFLICT, kind, m)
+            }
+            ServiceError::Backend(BackendError::NotFound(m)) => fault(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!("Ganeti does not know it: {m}"),
+            ),
+            other => Fault::from(ApiError::from(other)),
+        }
+    }
+}
+
+// ------------------------------------------------------------ extractors
+
+/// An authenticated caller; a failure is a Neutron fault.
+#[derive(Debug, Clone)]
+pub struct NetAuth(pub Auth);
+
+impl NetAuth {
+    /// The caller, for the service.
+    pub fn caller(&self) -> Caller {
+        self.0.caller()
+    }
+}
+
+impl FromRequestParts<Shared> for NetAuth {
+    type Rejection = Fault;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Shared) -> Result<Self, Self::Rejection> {
+        Auth::from_request_parts(parts, app)
+            .await
+            .map(NetAuth)
+            .map_err(Fault::from)
+    }
+}
+
+/// The query string; a failure is a Neutron fault.
+#[derive(Debug, Clone)]
+pub struct NetParams(pub Params);
+
+impl<S: Send + Sync> FromRequestParts<S> for NetParams {
+    type Rejection = Fault;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Params::parse(parts.uri.query())
+            .map(NetParams)
+            .map_err(Fault::from)
+    }
+}
+
+/// The `{id}` of a resource path; an undecodable one is a 404.
+#[derive(Debug, Clone)]
+pub struct Id(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = Fault;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => Ok(Id(id)),
+            Err(_) => Err(fault(
+                StatusCode::NOT_FOUND,
+                "HTTPNotFound",
+                "The resource could not be found.",
+            )),
+        }
+    }
+}
+
+/// A JSON request body (size-limited like every body; malformed: 400).
+#[derive(Debug, Clone)]
+pub struct NetBody(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for NetBody {
+    type Rejection = Fault;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Fault::from(ApiError::too_large("Request is too large."))
+            } else {
+                bad_request(format!("Cannot read the request body: {r}"))
+            }
+        })?;
+        let v: Value = crate::extract::decode(&bytes).map_err(Fault::from)?;
+        if !v.is_object() {
+            return Err(bad_request("The request body must be a JSON object."));
+        }
+        Ok(NetBody(v))
+    }
+}
+
+/// The resources of a body: `{"<one>": {...}}` or, when `bulk` and the
+/// body has it, `{"<many>": [{...}, ...]}` (Neutron's bulk create). The
+/// bool is true for a bulk body.
+pub fn items_of<T: DeserializeOwned>(
+    body: Value,
+    one: &str,
+    many: Option<&str>,
+) -> Result<(Vec<T>, bool), Fault> {
+    let Value::Object(mut m) = body else {
+        return Err(bad_request("The request body must be a JSON object."));
+    };
+    let parse = |v: Value| -> Result<T, Fault> {
+        if !v.is_object() {
+            return Err(bad_request(format!(
+                "Invalid input: '{one}' must be a JSON object."
+            )));
+        }
+        serde_json::from_value(v).map_err(|e| bad_request(format!("Invalid input for {one}: {e}")))
+    };
+    if let Some(v) = m.remove(one) {
+        return Ok((vec![parse(v)?], false));
+    }
+    if let Some(many) = many
+        && let Some(v) = m.remove(many)
+    {
+        let Value::Array(items) = v else {
+            return Err(bad_request(format!(
+                "Invalid input: '{many}' must be a list."
+            )));
+        };
+        if items.is_empty() {
+            return Err(bad_request(format!("Invalid input: '{many}' is empty.")));
+        }
+        return Ok((
+            items.into_iter().map(parse).collect::<Result<_, _>>()?,
+            true,
+        ));
+    }
+    Err(bad_request(format!("Resource body required: '{one}'.")))
+}
+
+/// Deserializes a key that may be absent (`None`), null (`Some(None)`) or
+/// set (`Some(Some(v))`): `port_id: null` disassociates, `gateway_ip:
+/// null` means no gateway.
+pub fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// Parses an IP address of a request field (400 otherwise).
+pub fn ip(field: &str, v: &str) -> Result<std::net::IpAddr, Fault> {
+    v.trim().parse().map_err(|_| {
+        bad_request(format!(
+            "Invalid input for {field}. Reason: '{v}' is not a valid IP address."
+        ))
+    })
+}
+
+// ------------------------------------------------------------ helpers
+
+/// The network service.
+fn service(app: &Shared) -> Networking {
+    app.compute.networking()
+}
+
+/// `<public url>/network/v2.0/<collection>`.
+fn collection_url(app: &Shared, collection: &str) -> String {
+    format!("{}{MOUNT}/v2.0/{collection}", app.config.public_url)
+}
+
+/// A 201 with a body.
+fn created(body: Value) -> Response {
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+/// A 204.
+fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+// ------------------------------------------------------------ discovery
+
+async fn versions(State(app): State<Shared>) -> Json<Value> {
+    Json(json!({"versions": [{
+        "id": "v2.0",
+        "status": "CURRENT",
+        "links": [{"href": format!("{}{MOUNT}/v2.0/", app.config.public_url), "rel": "self"}],
+    }]}))
+}
+
+async fn resources_doc(State(app): State<Shared>) -> Json<Value> {
+    let r = |name: &str, coll: &str| json!({"name": name, "collection": coll, "links": [{"href": collection_url(&app, coll), "rel": "self"}]});
+    Json(json!({"resources": [
+        r("network", "networks"),
+        r("subnet", "subnets"),
+        r("port", "ports"),
+        r("floatingip", "floatingips"),
+    ]}))
+}
+
+fn extension_body(e: &(&str, &str, &str, &str)) -> Value {
+    json!({"alias": e.0, "name": e.1, "description": e.2, "updated": e.3, "links": []})
+}
+
+async fn extensions(_auth: NetAuth) -> Json<Value> {
+    Json(json!({"extensions": EXTENSIONS.iter().map(extension_body).collect::<Vec<_>>()}))
+}
+
+async fn extension(_auth: NetAuth, Id(alias): Id) -> Result<Json<Value>, Fault> {
+    EXTENSIONS
+        .iter()
+        .find(|e| e.0 == alias)
+        .map(|e| Json(json!({"extension": extension_body(e)})))
+        .ok_or_else(|| {
+            fault(
+                StatusCode::NOT_FOUND,
+                "HTTPNotFound",
+                format!("Extension with alias {alias} does not exist"),
+            )
+        })
+}
+
+async fn not_found() -> Fault {
+    fault(
+        StatusCode::NOT_FOUND,
+        "HTTPNotFound",
+        "The resource could not be found.",
+    )
+}
+
+async fn method_not_allowed() -> Fault {
+    Fault::from(ApiError::method_not_allowed())
+}
