@@ -343,7 +343,7 @@ fn store_as_vm_store(store: Arc<dyn Store>) -> Arc<dyn VmStore> {
 
 /// The settings of the embedded default: SQLite and everything under the data dir.
 /// The public network's subnet in `synnefo up` (a /16: 65,534 addresses,
-/// apart from the simulators' own legacy `public` networks, 10.<n>.0.0/16).
+/// apart from the simulators' own legacy `public` networks, `10.<n>.0.0/16`).
 const UP_PUBLIC_SUBNET: &str = "10.0.0.0/16";
 
 fn embedded_settings(base: &Settings, data_dir: &Path, listen: SocketAddr) -> Settings {

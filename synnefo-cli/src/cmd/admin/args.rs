@@ -51,7 +51,7 @@ pub enum NetworksCommand {
         /// Gateway address, or "none" [default: the subnet's first address]
         #[arg(long)]
         gateway: Option<String>,
-        /// Synnefo network flavor (wiring from [network.flavors.<it>])
+        /// Synnefo network flavor (wiring from `[network.flavors.<it>]`)
         #[arg(long, default_value = "IP_LESS_ROUTED")]
         flavor: String,
         /// Ganeti NIC mode instead of the flavor's (needs --link)
