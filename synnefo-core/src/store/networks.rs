@@ -658,8 +658,8 @@ impl NetworkStore for SeaStore {
             cidr: Set(s.cidr.to_string()),
             gateway: Set(s.gateway.map(|g| g.to_string())),
             enable_dhcp: Set(s.enable_dhcp),
-            pools: Set(serde_json::to_string(&pools).map_err(|e| corrupt(e))?),
-            dns: Set(serde_json::to_string(&dns).map_err(|e| corrupt(e))?),
+            pools: Set(serde_json::to_string(&pools).map_err(corrupt)?),
+            dns: Set(serde_json::to_string(&dns).map_err(corrupt)?),
             pool_size: Set(i64::try_from(size).unwrap_or(i64::MAX)),
             pool_next: Set(0),
             created: Set(at),
@@ -733,7 +733,7 @@ impl NetworkStore for SeaStore {
         if let Some(dns) = &update.dns_nameservers {
             let dns: Vec<String> = dns.iter().map(|d| d.to_string()).collect();
             u.push(", dns = ")
-                .bind(serde_json::to_string(&dns).map_err(|e| corrupt(e))?);
+                .bind(serde_json::to_string(&dns).map_err(corrupt)?);
         }
         u.push(" WHERE id = ").bind(id);
         self.connection().execute(u.build()).await.map_err(db_err)?;
