@@ -29,6 +29,29 @@ impl Api {
             .map_err(|e| anyhow!("{method} {path}: {}", error_chain(&e)))
     }
 
+    /// `METHOD PATH` that must answer `status`; its JSON body (`Null` when
+    /// the body is empty).
+    pub(crate) async fn expect(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        status: u16,
+    ) -> Result<Value> {
+        let r = self.call(method, path, body).await?;
+        ensure!(
+            r.status == status,
+            "{method} {path}: HTTP {} (expected {status}): {}",
+            r.status,
+            r.text()
+        );
+        if r.text().trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        r.json()
+            .map_err(|e| anyhow!("{method} {path}: not JSON: {e}"))
+    }
+
     /// `GET /servers/ID`: the server, or None on 404.
     pub(crate) async fn server(&self, id: &str) -> Result<Option<Value>> {
         let r = self.call("GET", &format!("/servers/{id}"), None).await?;
@@ -81,6 +104,67 @@ impl Api {
             .map(String::from)
             .with_context(|| format!("create {name}: no adminPass in {v}"))?;
         Ok((id, pass))
+    }
+
+    /// Creates a server with Nova's `networks` (e.g. `[{"uuid": N}]`);
+    /// returns its id.
+    pub(crate) async fn create_on_networks(
+        &self,
+        name: &str,
+        image: &str,
+        flavor: &str,
+        networks: Value,
+    ) -> Result<String> {
+        let body = json!({"server": {
+            "name": name, "imageRef": image, "flavorRef": flavor, "networks": networks,
+        }});
+        let v = self.expect("POST", "/servers", Some(&body), 202).await?;
+        v["server"]["id"]
+            .as_str()
+            .map(String::from)
+            .with_context(|| format!("create {name}: no server id in {v}"))
+    }
+
+    // ---- Neutron (an `Api` whose base is the network endpoint's `/v2.0`)
+
+    /// `POST /networks`: a private network of the caller's; its id.
+    pub(crate) async fn create_network(&self, name: &str) -> Result<String> {
+        let body = json!({"network": {"name": name}});
+        let v = self.expect("POST", "/networks", Some(&body), 201).await?;
+        v["network"]["id"]
+            .as_str()
+            .map(String::from)
+            .with_context(|| format!("POST /networks: no id in {v}"))
+    }
+
+    /// `POST /subnets`: an IPv4 subnet (gateway and pool by default); its body.
+    pub(crate) async fn create_subnet(&self, network: &str, cidr: &str) -> Result<Value> {
+        let body = json!({"subnet": {
+            "network_id": network, "ip_version": 4, "cidr": cidr, "name": cidr,
+        }});
+        let v = self.expect("POST", "/subnets", Some(&body), 201).await?;
+        Ok(v["subnet"].clone())
+    }
+
+    /// `GET /ports?QUERY`: the ports.
+    pub(crate) async fn ports(&self, query: &str) -> Result<Vec<Value>> {
+        let v = self
+            .expect("GET", &format!("/ports?{query}"), None, 200)
+            .await?;
+        v["ports"]
+            .as_array()
+            .cloned()
+            .with_context(|| format!("GET /ports?{query}: no ports in {v}"))
+    }
+
+    /// `GET /networks/ID`: the network, or None on 404.
+    pub(crate) async fn network(&self, id: &str) -> Result<Option<Value>> {
+        let r = self.call("GET", &format!("/networks/{id}"), None).await?;
+        match r.status {
+            200 => Ok(Some(r.json().map_err(|e| anyhow!(e))?["network"].clone())),
+            404 => Ok(None),
+            s => bail!("GET /networks/{id}: HTTP {s}: {}", r.text()),
+        }
     }
 
     /// Polls until the server's status is `want` (or it is gone, for

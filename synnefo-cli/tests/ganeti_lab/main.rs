@@ -43,6 +43,7 @@ use synnefo_test_support::db::with_database;
 use synnefo_test_support::wait::free_port;
 use synnefo_test_support::{amqp_url, pg_url, service_unavailable};
 
+mod api_networks;
 mod client;
 mod networks;
 mod scenario;
@@ -631,7 +632,13 @@ async fn run(lab: &Lab, t: &mut Timings) -> Result<()> {
     wait_http(&format!("{api_url}/healthz"), &mut procs).await?;
     t.record("start eventd (lab), 2 dispatchers, api", t0.elapsed());
 
-    let result = scenario(lab, &api_url, &host_config, &fixture, &mut procs, t).await;
+    let mut result = scenario(lab, &api_url, &host_config, &fixture, &mut procs, t).await;
+    if result.is_ok() {
+        // Networks through the API (Neutron, Nova `networks`, os-interface)
+        // and their reconciliation, on the same services.
+        result =
+            api_networks::api_networks(lab, &api_url, &host_config, &fixture, &mut procs, t).await;
+    }
     if result.is_err() {
         // The guard prints the logs on panic; an Err is about to become one,
         // but print them now, next to the error.
@@ -694,6 +701,15 @@ default_disk_template = "diskless"
 default_nic_network = "{LAB_NETWORK}"
 hypervisor = "fake"
 shutdown_timeout_secs = 30
+
+# The lab has no bridge: networks are routed on link 100, like its default NIC.
+[network.flavors.MAC_FILTERED]
+mode = "routed"
+link = "100"
+
+[network.flavors.IP_LESS_ROUTED]
+mode = "routed"
+link = "100"
 
 [ganeti.clusters.lab]
 host = "127.0.0.1"

@@ -16,6 +16,18 @@ use crate::*;
 /// Issues a Keystone token (password method, project scope) and finds the
 /// compute endpoint in the catalog.
 pub(crate) async fn login(api_url: &str, fx: &Fixture) -> Result<Api> {
+    login_service(api_url, fx, "compute", "").await
+}
+
+/// Issues a Keystone token and finds the public endpoint of service `kind`
+/// (`compute`, `network`) in the catalog; `suffix` is appended to it (the
+/// network endpoint is unversioned: `/v2.0`).
+pub(crate) async fn login_service(
+    api_url: &str,
+    fx: &Fixture,
+    kind: &str,
+    suffix: &str,
+) -> Result<Api> {
     let mut identity = ApiClient::new(api_url, Duration::from_secs(60));
     let r = identity
         .login(&fx.user, &fx.password, &fx.project)
@@ -29,11 +41,11 @@ pub(crate) async fn login(api_url: &str, fx: &Fixture) -> Result<Api> {
     );
     let token = identity.token().context("no X-Subject-Token")?.to_string();
     let v = r.json().map_err(|e| anyhow!(e))?;
-    let compute = v["token"]["catalog"]
+    let endpoint = v["token"]["catalog"]
         .as_array()
         .into_iter()
         .flatten()
-        .find(|svc| svc["type"] == "compute")
+        .find(|svc| svc["type"] == kind)
         .and_then(|svc| {
             svc["endpoints"]
                 .as_array()?
@@ -41,10 +53,10 @@ pub(crate) async fn login(api_url: &str, fx: &Fixture) -> Result<Api> {
                 .find(|e| e["interface"] == "public")
         })
         .and_then(|e| e["url"].as_str())
-        .with_context(|| format!("no public compute endpoint in the catalog: {v}"))?
+        .with_context(|| format!("no public {kind} endpoint in the catalog: {v}"))?
         .trim_end_matches('/')
         .to_string();
-    let mut client = ApiClient::new(&compute, Duration::from_secs(60));
+    let mut client = ApiClient::new(&format!("{endpoint}{suffix}"), Duration::from_secs(60));
     client.set_token(&token);
     Ok(Api { client })
 }
