@@ -89,7 +89,7 @@ impl Default for NetworkConfig {
             },
         );
         Self {
-            mac_prefix: "aa:00:00".into(),
+            mac_prefix: "ae:00:00".into(),
             private_flavor: NetworkFlavor::MacFiltered,
             flavors,
             max_networks_per_project: Some(10),
