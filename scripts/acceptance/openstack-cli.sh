@@ -174,10 +174,11 @@ expect_admin "subnet create (external)" '^203\.0\.113\.0/24$' subnet create --ne
 expect "network create" '^accept-net$' network create accept-net -f value -c name || true
 expect "subnet create --subnet-range" '^10\.99\.0\.0/24$' subnet create --network accept-net --subnet-range 10.99.0.0/24 accept-sub -f value -c cidr || true
 SUBNET_ID=$(osc subnet show accept-sub -f value -c id 2>/dev/null || true)
-expect "network list (with its subnet)" "^accept-net ${SUBNET_ID:-no-subnet-id}\$" network list -f value -c Name -c Subnets || true
-expect "subnet show (allocation pools)" '^10\.99\.0\.2-10\.99\.0\.254$' subnet show accept-sub -f value -c allocation_pools || true
-expect "port create --network" "ip_address='10\.99\.0\.[0-9]+', subnet_id='${SUBNET_ID:-x}'" port create --network accept-net accept-port -f value -c fixed_ips || true
-expect "port list" "^accept-port ip_address='10\.99\.0\.[0-9]+'" port list -f value -c Name -c "Fixed IP Addresses" || true
+# (-f value prints list and dict columns as Python literals)
+expect "network list (with its subnet)" "^accept-net \\['${SUBNET_ID:-no-subnet-id}'\\]\$" network list -f value -c Name -c Subnets || true
+expect "subnet show (allocation pools)" "^\\[\\{'end': '10\\.99\\.0\\.254', 'start': '10\\.99\\.0\\.2'\\}\\]\$" subnet show accept-sub -f value -c allocation_pools || true
+expect "port create --network" "'ip_address': '10\\.99\\.0\\.[0-9]+', 'subnet_id': '${SUBNET_ID:-x}'" port create --network accept-net accept-port -f value -c fixed_ips || true
+expect "port list" "^accept-port \\[\\{'ip_address': '10\\.99\\.0\\.[0-9]+'" port list -f value -c Name -c "Fixed IP Addresses" || true
 if osc port delete accept-port && [[ -z "$(osc port list -f value -c ID)" ]]; then pass "port delete"; else fail "port delete" "ports left: $(osc port list -f value 2>&1)"; fi
 FIP=$(osc floating ip create accept-public -f value -c floating_ip_address 2>&1) || true
 if [[ "$FIP" =~ ^203\.0\.113\.[0-9]+$ ]]; then pass "floating ip create"; else fail "floating ip create" "got: $FIP"; fi
