@@ -1,6 +1,6 @@
 //! The OpenStack Networking (Neutron) v2.0 subset at `/network`:
 //! networks, subnets, ports and floating IPs over
-//! [`Networking`](synnefo_core::service::network::Networking).
+//! [`Networking`].
 //!
 //! The catalogs advertise `<public url>/network` unversioned: the SDK,
 //! tempest and kamaki append `/v2.0` themselves. Handlers extract, call the
