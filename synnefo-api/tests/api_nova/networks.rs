@@ -291,14 +291,14 @@ async fn networks_subnets_ports_crud_and_visibility() {
     let r = get(app, &format!("{N}/networks/{nid}"), &c.alice_token).await;
     assert_eq!(r.body["network"]["subnets"], json!([sid]));
     let r = get(app, &format!("{N}/networks"), &c.alice_token).await;
-    assert_eq!(ids(&r.body, "networks"), [nid.clone()]);
+    assert_eq!(ids(&r.body, "networks"), [nid.as_str()]);
     assert_eq!(r.body["networks"][0]["subnets"], json!([sid]));
     let r = get(app, &format!("{N}/subnets/{sid}"), &c.alice_token).await;
     assert_eq!(r.body["subnet"]["network_id"], nid);
 
     // kamaki's detail route is the same list.
     let r = get(app, &format!("{N}/networks/detail"), &c.alice_token).await;
-    assert_eq!(ids(&r.body, "networks"), [nid.clone()]);
+    assert_eq!(ids(&r.body, "networks"), [nid.as_str()]);
 
     // Rename.
     let r = put(
@@ -713,7 +713,7 @@ async fn floating_ips_associate_and_disassociate() {
         &c.alice_token,
     )
     .await;
-    assert_eq!(ids(&r.body, "floatingips"), [fid.clone()]);
+    assert_eq!(ids(&r.body, "floatingips"), [fid.as_str()]);
     // Without a network: the first external one (kamaki's `ip create`).
     let r = post(
         app,
@@ -763,7 +763,7 @@ async fn floating_ips_associate_and_disassociate() {
         &c.alice_token,
     )
     .await;
-    assert_eq!(ids(&r.body, "ports"), [pid.clone()]);
+    assert_eq!(ids(&r.body, "ports"), [pid.as_str()]);
     // An unbound port cannot carry it: 404, so the CLI tries the next.
     let r = post(
         app,
@@ -816,9 +816,9 @@ async fn floating_ips_associate_and_disassociate() {
         &c.alice_token,
     )
     .await;
-    assert_eq!(ids(&r.body, "floatingips"), [fid.clone()]);
+    assert_eq!(ids(&r.body, "floatingips"), [fid.as_str()]);
     let r = get(app, &format!("{N}/floatingips?status=DOWN"), &c.alice_token).await;
-    assert_eq!(ids(&r.body, "floatingips"), [f2.clone()]);
+    assert_eq!(ids(&r.body, "floatingips"), [f2.as_str()]);
     // Already associated elsewhere: 409.
     let r = put(
         app,
