@@ -20,8 +20,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use synnefo_core::ids::FlavorId;
-use synnefo_core::model::{Flavor, Image, Nic, Vm};
+use synnefo_core::model::{Flavor, Image, Vm};
 use synnefo_core::service::compute::{CreateServer, FlavorFilter, ImageFilter};
+use synnefo_core::service::network::{ServerAddress, ServerNetworks};
 use synnefo_core::state::{RebootKind, synnefo_status};
 
 use crate::error::ApiError;
@@ -75,26 +76,41 @@ fn links(app: &Shared, collection: &str, id: &str) -> Value {
     ])
 }
 
-fn attachments(vm: &Vm, nics: &[Nic]) -> Vec<Value> {
-    nics.iter()
-        .map(|n| {
-            let v6 = n.ip.as_deref().is_some_and(|ip| ip.contains(':'));
-            json!({
-                "id": format!("nic-{}-{}", vm.id, n.index),
-                "network_id": n.network.clone().or_else(|| n.link.clone()).unwrap_or_default(),
-                "mac_address": n.mac,
-                "ipv4": if v6 { None } else { n.ip.clone() },
-                "ipv6": if v6 { n.ip.clone() } else { None },
-                "firewallProfile": "DISABLED",
-                "OS-EXT-IPS:type": "fixed",
-            })
-        })
-        .collect()
+/// Synnefo's `attachments`: one per NIC (a port, or a floating IP's NIC),
+/// with its addresses; kamaki detaches a NIC by deleting the port named
+/// by `id`.
+fn attachments(vm: &Vm, nics: &[ServerAddress]) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    let mut seen: Vec<(String, bool)> = Vec::new();
+    for a in nics {
+        let key = (a.port_id.clone(), a.floating);
+        let v6 = a.ip.is_ipv6();
+        if let Some(i) = seen.iter().position(|k| *k == key) {
+            let slot = if v6 { "ipv6" } else { "ipv4" };
+            out[i][slot] = json!(a.ip.to_string());
+            continue;
+        }
+        seen.push(key);
+        let id = match a.port_id.strip_prefix("nic-") {
+            Some(index) => format!("nic-{}-{index}", vm.id),
+            None => a.port_id.clone(),
+        };
+        out.push(json!({
+            "id": id,
+            "network_id": a.network_id,
+            "mac_address": a.mac,
+            "ipv4": if v6 { None } else { Some(a.ip.to_string()) },
+            "ipv6": if v6 { Some(a.ip.to_string()) } else { None },
+            "firewallProfile": "DISABLED",
+            "OS-EXT-IPS:type": if a.floating { "floating" } else { "fixed" },
+        }));
+    }
+    out
 }
 
 /// A Cyclades server body (`key_names`: the key pairs given at create,
 /// Synnefo's `SNF:key_names`; `key_name` is the first).
-fn server(app: &Shared, vm: &Vm, nics: &[Nic], key_names: &[String]) -> Value {
+fn server(app: &Shared, vm: &Vm, nics: &[ServerAddress], key_names: &[String]) -> Value {
     let status = synnefo_status(&vm.state);
     let (_, task, _) = nova_states(vm);
     let id = vm.id.to_string();
@@ -258,11 +274,6 @@ impl CreateBody {
         if !self.personality.is_empty() {
             return Err(unsupported("File injection (personality)"));
         }
-        if self.networks.as_ref().is_some_and(|n| !n.is_empty()) {
-            return Err(unsupported(
-                "Choosing networks or ports (give no \"networks\" for the default NICs, or [] for none)",
-            ));
-        }
         if self.key_name.is_some() && self.key_names.as_ref().is_some_and(|k| !k.is_empty()) {
             return Err(ApiError::bad_request(
                 "Only one of the SNF:key_names and key_name can be set",
@@ -296,7 +307,12 @@ async fn create(
         Value::String(v) if !v.is_empty() => v.clone(),
         other => return Err(ApiError::bad_request(format!("Invalid flavorRef: {other}"))),
     };
-    let no_nic = s.networks.as_ref().is_some_and(Vec::is_empty);
+    // Synnefo: no `networks` for the default NICs, [] for none.
+    let networks = match &s.networks {
+        None => ServerNetworks::Auto,
+        Some(items) if items.is_empty() => ServerNetworks::None,
+        Some(items) => ServerNetworks::List(crate::nova::servers::server_networks(items)?),
+    };
     let created = app
         .compute
         .create_server(
@@ -307,7 +323,7 @@ async fn create(
                 image_ref: s.image_ref,
                 metadata: s.metadata,
                 admin_pass: None,
-                no_nic,
+                networks,
                 key_names: match s.key_name {
                     Some(k) => vec![k],
                     None => s.key_names.unwrap_or_default(),

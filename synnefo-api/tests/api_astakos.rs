@@ -484,7 +484,7 @@ async fn cyclades_create_refuses_what_it_cannot_honour() {
         (
             "networks",
             with("networks", json!([{"uuid": "net-1"}])),
-            "networks",
+            "Network net-1 could not be found.",
         ),
         (
             "unknown key_name",

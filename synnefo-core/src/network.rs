@@ -467,6 +467,28 @@ pub struct PoolUsage {
     pub used: u64,
 }
 
+/// What a pool check found (reconciliation): indexes the free list and the
+/// held addresses disagree on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolCheck {
+    /// The subnet.
+    pub subnet_id: String,
+    /// Below the mark, neither held nor free: never handed out again.
+    pub leaked: Vec<u64>,
+    /// Both free and held: would be handed out twice but for the
+    /// backstop.
+    pub double: Vec<u64>,
+    /// Fixed (the free list rebuilt).
+    pub fixed: bool,
+}
+
+impl PoolCheck {
+    /// True if the pool is consistent.
+    pub fn is_clean(&self) -> bool {
+        self.leaked.is_empty() && self.double.is_empty()
+    }
+}
+
 // ------------------------------------------------------------ addresses
 
 /// An IP network in CIDR notation, normalized (host bits zero).
@@ -535,7 +557,7 @@ impl Cidr {
         }
     }
 
-    fn from_u128(&self, v: u128) -> IpAddr {
+    fn addr_of(&self, v: u128) -> IpAddr {
         match self.addr {
             IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::from(v as u32)),
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::from(v)),
@@ -559,7 +581,7 @@ impl Cidr {
 
     /// The `n`th address (0 is the network address).
     pub fn nth(&self, n: u128) -> Option<IpAddr> {
-        (n < self.size()).then(|| self.from_u128(self.network_bits() + n))
+        (n < self.size()).then(|| self.addr_of(self.network_bits() + n))
     }
 
     /// `ip`'s position in the range.
@@ -569,7 +591,7 @@ impl Cidr {
 
     /// The last address (IPv4 broadcast).
     pub fn last(&self) -> IpAddr {
-        self.from_u128(self.network_bits() + (self.size() - 1))
+        self.addr_of(self.network_bits() + (self.size() - 1))
     }
 }
 

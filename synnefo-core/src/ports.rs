@@ -28,7 +28,7 @@ use crate::model::{
 };
 use crate::network::{
     FloatingIp, IpHistoryEntry, Network, NetworkStatus, NetworkUpdate, NewNetwork, NewPort,
-    NewSubnet, PoolUsage, Port, PortUpdate, Subnet, SubnetUpdate,
+    NewSubnet, PoolCheck, PoolUsage, Port, PortUpdate, Subnet, SubnetUpdate,
 };
 use crate::state::{JobStatus, OpError, OperState, RebootKind, VmState};
 
@@ -652,6 +652,8 @@ pub struct NetQuery {
     pub address: Option<std::net::IpAddr>,
     /// Floating IPs: associated with this port.
     pub port_id: Option<String>,
+    /// Floating IPs: associated with one of these ports.
+    pub port_ids: Option<Vec<String>>,
     /// Page marker: ids after this one (ids ascending).
     pub marker: Option<String>,
     /// Page size.
@@ -757,6 +759,9 @@ pub trait NetworkStore: Send + Sync {
     ) -> Result<Vec<IpHistoryEntry>, StoreError>;
     /// A subnet's pool: its size and the addresses held.
     async fn pool_usage(&self, subnet_id: &str) -> Result<PoolUsage, StoreError>;
+    /// Checks a subnet's free list against the addresses held (under the
+    /// subnet's lock); with `fix`, rebuilds the free list from them.
+    async fn check_pool(&self, subnet_id: &str, fix: bool) -> Result<PoolCheck, StoreError>;
 }
 
 /// The whole store: one database, the single source of truth.

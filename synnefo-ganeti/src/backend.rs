@@ -8,6 +8,19 @@
 //! image -> `os_type`/`osparams`, NICs from the spec with the settings'
 //! defaults, and the checks Synnefo does itself (`name_check`, `ip_check`,
 //! `conflicts_check`) off.
+//!
+//! Networks ([`network_request`], [`connect_request`], [`add_nic_request`],
+//! [`remove_nic_request`]): `POST /2/networks` with Ganeti's conflict check
+//! on (it reserves node addresses in the subnet), one
+//! `PUT /2/networks/NAME/connect` per node group of the cluster, one
+//! `disconnect` per group the network is connected to, and NIC changes by
+//! `PUT /2/instances/NAME/modify` with `hotplug_if_possible` (hot-plugged
+//! on KVM with a running guest; elsewhere Ganeti logs a warning and the
+//! NIC appears at the next boot). Ganeti 3.0 treats connecting a group
+//! already connected, and disconnecting one that is not, as success with a
+//! `WARNING` log line (`lib/cmdlib/network.py`, recorded in
+//! `tests/fixtures/ganeti-3.0-networks/job-network-connect-again.json`), so
+//! both are idempotent as they are; no error is reinterpreted.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -16,15 +29,17 @@ use async_trait::async_trait;
 use synnefo_core::BackendError;
 use synnefo_core::ids::{BackendId, JobId};
 use synnefo_core::ports::{
-    ClusterLoad, ConsoleInfo, GanetiBackend, InstanceInfo, InstanceSpec, JobInfo, NicSpec,
+    ClusterLoad, ConsoleInfo, GanetiBackend, InstanceInfo, InstanceSpec, JobInfo, NetworkInfo,
+    NetworkLink, NetworkSpec, NicSpec,
 };
 use synnefo_core::settings::{ClusterSettings, GanetiSettings};
 use synnefo_core::state::RebootKind;
 
 use crate::error::RapiError;
 use crate::rapi::{
-    BeParamsRequest, CreateInstanceRequest, DiskRequest, NicRequest, NodeInfo, RapiClient,
-    RapiConfig, SecretOsParams,
+    BeParamsRequest, ConnectNetworkRequest, CreateInstanceRequest, CreateNetworkRequest,
+    DiskRequest, ModifyInstanceRequest, NicRequest, NodeInfo, RapiClient, RapiConfig,
+    SecretOsParams,
 };
 
 /// Several Ganeti clusters behind one [`GanetiBackend`].
@@ -140,10 +155,13 @@ pub fn nic_request(nic: &NicSpec, settings: &GanetiSettings) -> NicRequest {
             network: Some(network),
             mode: nic.mode.clone(),
             link: nic.link.clone(),
-            ..NicRequest::default()
+            mac: nic.mac.clone(),
+            name: nic.name.clone(),
         },
         None => NicRequest {
             ip: nic.ip.clone(),
+            mac: nic.mac.clone(),
+            name: nic.name.clone(),
             mode: Some(
                 nic.mode
                     .clone()
@@ -154,8 +172,60 @@ pub fn nic_request(nic: &NicSpec, settings: &GanetiSettings) -> NicRequest {
                     .clone()
                     .unwrap_or_else(|| settings.default_nic_link.clone()),
             ),
-            ..NicRequest::default()
+            network: None,
         },
+    }
+}
+
+/// The `POST /2/networks` body for a spec: Ganeti's conflict check on, so
+/// node and master addresses inside the subnet are reserved.
+pub fn network_request(spec: &NetworkSpec) -> CreateNetworkRequest {
+    CreateNetworkRequest {
+        network_name: spec.name.clone(),
+        network: spec.network.clone(),
+        gateway: spec.gateway.clone(),
+        network6: spec.network6.clone(),
+        gateway6: spec.gateway6.clone(),
+        mac_prefix: spec.mac_prefix.clone(),
+        add_reserved_ips: vec![],
+        tags: spec.tags.clone(),
+        conflicts_check: true,
+    }
+}
+
+/// The `PUT /2/networks/NAME/connect` body for one node group (conflict
+/// check on: Ganeti refuses when instances of the group already hold
+/// addresses of the subnet outside the network).
+pub fn connect_request(group: &str, link: &NetworkLink) -> ConnectNetworkRequest {
+    ConnectNetworkRequest {
+        group_name: group.to_string(),
+        network_mode: link.mode.clone(),
+        network_link: link.link.clone(),
+        network_vlan: link.vlan.clone().unwrap_or_default(),
+        conflicts_check: true,
+    }
+}
+
+/// The modify body adding one NIC at the end (`["add", -1, {...}]`, the
+/// parameters as [`nic_request`] makes them: `mac`/`ip`/`name` only when
+/// set, `network` or else `mode`/`link`), hot-plugged where possible.
+pub fn add_nic_request(nic: &NicSpec, settings: &GanetiSettings) -> ModifyInstanceRequest {
+    let params = serde_json::to_value(nic_request(nic, settings)).unwrap_or_default();
+    ModifyInstanceRequest {
+        nics: Some(vec![serde_json::json!(["add", -1, params])]),
+        hotplug_if_possible: Some(true),
+        ..ModifyInstanceRequest::default()
+    }
+}
+
+/// The modify body removing the NIC named `nic_name`
+/// (`["remove", name, {}]`; Ganeti finds a NIC by index, name or UUID),
+/// hot-unplugged where possible.
+pub fn remove_nic_request(nic_name: &str) -> ModifyInstanceRequest {
+    ModifyInstanceRequest {
+        nics: Some(vec![serde_json::json!(["remove", nic_name, {}])]),
+        hotplug_if_possible: Some(true),
+        ..ModifyInstanceRequest::default()
     }
 }
 
@@ -281,6 +351,87 @@ impl GanetiBackend for RapiBackend {
             &self.client(backend)?.nodes().await?,
         ))
     }
+
+    async fn create_network(&self, spec: &NetworkSpec) -> Result<JobId, BackendError> {
+        let body = network_request(spec);
+        Ok(job(self
+            .client(spec.backend)?
+            .create_network(&body)
+            .await?))
+    }
+
+    async fn connect_network(
+        &self,
+        backend: BackendId,
+        network: &str,
+        link: &NetworkLink,
+    ) -> Result<Vec<JobId>, BackendError> {
+        let client = self.client(backend)?;
+        let groups = client.groups().await?;
+        if groups.is_empty() {
+            return Err(BackendError::Protocol(format!(
+                "backend {backend} lists no node group to connect network {network} to"
+            )));
+        }
+        let mut jobs = Vec::with_capacity(groups.len());
+        for g in &groups {
+            let body = connect_request(&g.name, link);
+            jobs.push(job(client.connect_network(network, &body).await?));
+        }
+        Ok(jobs)
+    }
+
+    async fn disconnect_network(
+        &self,
+        backend: BackendId,
+        network: &str,
+    ) -> Result<Vec<JobId>, BackendError> {
+        let client = self.client(backend)?;
+        let net = client.network(network).await?;
+        let mut jobs = Vec::with_capacity(net.group_list.len());
+        for g in &net.group_list {
+            jobs.push(job(client.disconnect_network(network, &g.group).await?));
+        }
+        Ok(jobs)
+    }
+
+    async fn remove_network(
+        &self,
+        backend: BackendId,
+        network: &str,
+    ) -> Result<JobId, BackendError> {
+        Ok(job(self.client(backend)?.remove_network(network).await?))
+    }
+
+    async fn list_networks(&self, backend: BackendId) -> Result<Vec<NetworkInfo>, BackendError> {
+        Ok(self
+            .client(backend)?
+            .networks()
+            .await?
+            .iter()
+            .map(|n| n.to_info())
+            .collect())
+    }
+
+    async fn add_nic(
+        &self,
+        backend: BackendId,
+        instance: &str,
+        nic: &NicSpec,
+    ) -> Result<JobId, BackendError> {
+        let body = add_nic_request(nic, &self.settings);
+        Ok(job(self.client(backend)?.modify(instance, &body).await?))
+    }
+
+    async fn remove_nic(
+        &self,
+        backend: BackendId,
+        instance: &str,
+        nic_name: &str,
+    ) -> Result<JobId, BackendError> {
+        let body = remove_nic_request(nic_name);
+        Ok(job(self.client(backend)?.modify(instance, &body).await?))
+    }
 }
 
 #[cfg(test)]
@@ -372,6 +523,67 @@ mod tests {
         let n = nic_request(&NicSpec::default(), &st);
         assert_eq!(n.network.as_deref(), Some("snf-net-1"));
         assert_eq!(n.mode, None);
+    }
+
+    #[test]
+    fn nic_bodies_carry_mac_and_name_only_when_set() {
+        let nic = NicSpec {
+            network: Some("snf-net-7".into()),
+            ip: Some("10.0.0.9".into()),
+            mac: Some("aa:00:01:00:00:09".into()),
+            name: Some("snf-nic-3".into()),
+            ..Default::default()
+        };
+        let body = serde_json::to_value(add_nic_request(&nic, &settings())).unwrap();
+        assert_eq!(
+            body,
+            json!({"nics": [["add", -1, {"network": "snf-net-7", "ip": "10.0.0.9",
+                "mac": "aa:00:01:00:00:09", "name": "snf-nic-3"}]], "hotplug_if_possible": true})
+        );
+        let bare = serde_json::to_value(add_nic_request(&NicSpec::default(), &settings())).unwrap();
+        assert_eq!(
+            bare["nics"],
+            json!([["add", -1, {"mode": "bridged", "link": "br0"}]])
+        );
+        let rm = serde_json::to_value(remove_nic_request("snf-nic-3")).unwrap();
+        assert_eq!(
+            rm,
+            json!({"nics": [["remove", "snf-nic-3", {}]], "hotplug_if_possible": true})
+        );
+        let mut s = spec();
+        s.nics = vec![nic];
+        let create = serde_json::to_value(create_request(&s, &settings())).unwrap();
+        assert_eq!(create["nics"][0]["mac"], "aa:00:01:00:00:09");
+        assert_eq!(create["nics"][0]["name"], "snf-nic-3");
+    }
+
+    #[test]
+    fn network_bodies() {
+        let spec = NetworkSpec {
+            backend: BackendId(1),
+            name: "snf-net-7".into(),
+            network: "10.0.0.0/24".into(),
+            gateway: Some("10.0.0.1".into()),
+            network6: None,
+            gateway6: None,
+            mac_prefix: Some("aa:00:07".into()),
+            tags: vec!["nfdhcpd".into()],
+        };
+        assert_eq!(
+            serde_json::to_value(network_request(&spec)).unwrap(),
+            json!({"network_name": "snf-net-7", "network": "10.0.0.0/24", "gateway": "10.0.0.1",
+                "mac_prefix": "aa:00:07", "tags": ["nfdhcpd"], "conflicts_check": true})
+        );
+        let link = NetworkLink {
+            mode: "routed".into(),
+            link: "100".into(),
+            vlan: None,
+        };
+        assert_eq!(
+            serde_json::to_value(connect_request("default", &link)).unwrap(),
+            json!({"group_name": "default", "network_mode": "routed", "network_link": "100",
+                "network_vlan": "", "conflicts_check": true})
+        );
     }
 
     #[test]

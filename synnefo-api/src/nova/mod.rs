@@ -7,6 +7,7 @@
 
 mod catalog;
 mod instance_actions;
+pub(crate) mod interfaces;
 pub mod keypairs;
 pub(crate) mod servers;
 pub mod views;
@@ -81,6 +82,14 @@ pub fn routes(mount: &'static str) -> Router<Shared> {
         .route(
             &format!("{mount}/v2.1/servers/{{id}}/os-instance-actions/{{request_id}}"),
             get(instance_actions::show),
+        )
+        .route(
+            &format!("{mount}/v2.1/servers/{{id}}/os-interface"),
+            get(interfaces::list).post(interfaces::create),
+        )
+        .route(
+            &format!("{mount}/v2.1/servers/{{id}}/os-interface/{{port}}"),
+            get(interfaces::show).delete(interfaces::delete),
         )
         .route(
             &format!("{mount}/v2.1/os-keypairs"),

@@ -13,6 +13,7 @@ use synnefo_core::model::{AccessIps, NameRegex, ServerAttrs};
 use synnefo_core::service::compute::{
     ConsoleAccess, CreateCount, CreateServer, ServerFilter, ref_id,
 };
+use synnefo_core::service::network::{ServerNetwork, ServerNetworks};
 use synnefo_core::state::{RebootKind, ServerStatus};
 
 use super::Mount;
@@ -323,10 +324,10 @@ async fn render_one(
 ) -> Result<Value, ApiError> {
     let nics = app
         .compute
-        .store()
-        .nics(vm.id)
-        .await
-        .map_err(synnefo_core::error::ServiceError::from)?;
+        .nics_of(std::slice::from_ref(vm))
+        .await?
+        .remove(&vm.id)
+        .unwrap_or_default();
     let flavors = if v.at_least(47) {
         app.compute.flavor_map().await?
     } else {
@@ -536,8 +537,9 @@ impl CreateBody {
                 }
             }
             Some(Value::String(s)) if s == "auto" || s == "none" => {}
-            Some(Value::Array(a)) if a.is_empty() => {}
-            Some(Value::Array(_)) => return Err(unsupported("Choosing networks or ports")),
+            Some(Value::Array(a)) => {
+                server_networks(a)?;
+            }
             Some(other) => {
                 return Err(ApiError::bad_request(format!(
                     "Invalid input for field/attribute networks. Value: {other}."
@@ -669,7 +671,11 @@ pub async fn create(
     let reservation = nova_bool(&s.return_reservation_id, "return_reservation_id")?;
     let access = access_ips(s.access_ipv4.as_deref(), s.access_ipv6.as_deref())?;
     let image = s.image().unwrap_or_default();
-    let no_nic = matches!(&s.networks, Some(Value::String(n)) if n == "none");
+    let networks = match &s.networks {
+        Some(Value::String(n)) if n == "none" => ServerNetworks::None,
+        Some(Value::Array(a)) if !a.is_empty() => ServerNetworks::List(server_networks(a)?),
+        _ => ServerNetworks::Auto,
+    };
     let batch = app
         .compute
         .create_servers(
@@ -680,7 +686,7 @@ pub async fn create(
                 image_ref: image,
                 metadata: s.metadata.unwrap_or_default(),
                 admin_pass: s.admin_pass,
-                no_nic,
+                networks,
                 key_names: s.key_name.into_iter().collect(),
             },
             CreateCount {
@@ -899,6 +905,28 @@ pub async fn action(
             app.compute.unlock(&caller, &id).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
+        "addFloatingIp" if !v.at_least(44) => {
+            let address = ip_arg(&arg, "address", "addFloatingIp")?
+                .ok_or_else(|| ApiError::bad_request("Invalid input for field/attribute addFloatingIp. 'address' is a required property"))?;
+            let fixed = ip_arg(&arg, "fixed_address", "addFloatingIp")?;
+            app.compute
+                .networking()
+                .add_floating_ip(&caller, &id, address, fixed)
+                .await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "removeFloatingIp" if !v.at_least(44) => {
+            let address = ip_arg(&arg, "address", "removeFloatingIp")?
+                .ok_or_else(|| ApiError::bad_request("Invalid input for field/attribute removeFloatingIp. 'address' is a required property"))?;
+            app.compute
+                .networking()
+                .remove_floating_ip(&caller, &id, address)
+                .await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "addFloatingIp" | "removeFloatingIp" => Err(ApiError::bad_request(format!(
+            "There is no such action: {name} (removed in microversion 2.44; use the network API's floating IPs)"
+        ))),
         other if NOVA_ACTIONS_NOT_HERE.contains(&other) => {
             // Nova finds the server first: an unknown server is 404 whatever
             // the action.
@@ -907,6 +935,21 @@ pub async fn action(
         }
         other => Err(ApiError::bad_request(format!(
             "There is no such action: {other}"
+        ))),
+    }
+}
+
+/// An address argument of an action (`None` when absent).
+fn ip_arg(arg: &Value, key: &str, action: &str) -> Result<Option<std::net::IpAddr>, ApiError> {
+    match arg.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => s.parse().map(Some).map_err(|_| {
+            ApiError::bad_request(format!(
+                "Invalid input for field/attribute {action}. Value: {s}. '{s}' is not a valid IP address"
+            ))
+        }),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "Invalid input for field/attribute {key}. Value: {other}. {other} is not of type 'string'"
         ))),
     }
 }
@@ -1015,6 +1058,49 @@ pub async fn remote_console(
     }
     let c = app.compute.console(&auth.caller(), &id).await?;
     Ok(Json(json!({"remote_console": {"protocol": protocol, "type": kind, "url": console_url(&app, &kind, &c)}})).into_response())
+}
+
+/// Nova's `networks` list: `{"uuid"}`, `{"port"}`, each with an optional
+/// `fixed_ip` (and a `tag`, accepted and not kept).
+pub(crate) fn server_networks(items: &[Value]) -> Result<Vec<ServerNetwork>, ApiError> {
+    let bad = |what: &str| {
+        ApiError::bad_request(format!(
+            "Invalid input for field/attribute networks. {what}"
+        ))
+    };
+    items
+        .iter()
+        .map(|item| {
+            let Value::Object(o) = item else {
+                return Err(bad("Each item must be an object."));
+            };
+            let text = |k: &str| -> Result<Option<String>, ApiError> {
+                match o.get(k) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(Value::String(s)) if !s.is_empty() && s.len() <= 255 => {
+                        Ok(Some(s.clone()))
+                    }
+                    Some(_) => Err(bad(&format!("'{k}' must be a non-empty string."))),
+                }
+            };
+            let fixed_ip = match text("fixed_ip")? {
+                None => None,
+                Some(ip) => Some(
+                    ip.parse()
+                        .map_err(|_| bad(&format!("'{ip}' is not a valid IP address.")))?,
+                ),
+            };
+            let n = ServerNetwork {
+                network_id: text("uuid")?,
+                port_id: text("port")?,
+                fixed_ip,
+            };
+            if n.network_id.is_none() && n.port_id.is_none() {
+                return Err(bad("Each item needs a 'uuid' or a 'port'."));
+            }
+            Ok(n)
+        })
+        .collect()
 }
 
 /// `GET /servers/{id}/ips`.

@@ -10,13 +10,13 @@
 //! for a server without groups.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use synnefo_core::ids::FlavorId;
-use synnefo_core::model::{Flavor, Image, Nic, ServerAttrs, Vm};
+use synnefo_core::model::{Flavor, Image, ServerAttrs, Vm};
 use synnefo_core::service::compute::{Limits, fault};
+use synnefo_core::service::network::ServerAddress;
 use synnefo_core::state::{
     Action, OperState, PendingAction, RebootKind, ServerStatus, server_status,
 };
@@ -316,27 +316,16 @@ fn host_id(vm: &Vm) -> String {
     }
 }
 
-/// Addresses of a VM, by network name.
-pub fn addresses(nics: &[Nic], extended: bool) -> BTreeMap<String, Vec<Address>> {
+/// Addresses of a VM, by network name (Nova's shape: floating IPs in the
+/// list of the port they are associated with).
+pub fn addresses(nics: &[ServerAddress], extended: bool) -> BTreeMap<String, Vec<Address>> {
     let mut out: BTreeMap<String, Vec<Address>> = BTreeMap::new();
-    for nic in nics {
-        let Some(ip) = nic.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok()) else {
-            continue;
-        };
-        let net = nic
-            .network
-            .clone()
-            .or_else(|| nic.link.clone())
-            .unwrap_or_else(|| "public".into());
-        out.entry(net).or_default().push(Address {
-            addr: ip.to_string(),
-            version: if ip.is_ipv4() { 4 } else { 6 },
-            ip_type: extended.then_some("fixed"),
-            mac: if extended {
-                Some(nic.mac.clone().unwrap_or_default())
-            } else {
-                None
-            },
+    for a in nics {
+        out.entry(a.network.clone()).or_default().push(Address {
+            addr: a.ip.to_string(),
+            version: if a.ip.is_ipv4() { 4 } else { 6 },
+            ip_type: extended.then_some(if a.floating { "floating" } else { "fixed" }),
+            mac: extended.then(|| a.mac.clone()),
         });
     }
     out
@@ -349,7 +338,7 @@ pub fn server(
     v: Version,
     view: View,
     vm: &Vm,
-    nics: &[Nic],
+    nics: &[ServerAddress],
     flavors: &HashMap<FlavorId, Flavor>,
     attrs: &ServerAttrs,
 ) -> ServerBody {

@@ -118,8 +118,37 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         clients.push((backend.id, sim.client()?));
         sims.push((name, Arc::new(sim)));
     }
+    let backend_ids: Vec<_> = clients.iter().map(|(id, _)| *id).collect();
     let ganeti: Arc<dyn GanetiBackend> =
         Arc::new(RapiBackend::from_clients(clients, settings.ganeti.clone()));
+
+    // NETWORK: the public network every new server joins, floating IPs
+    // from the same pool; the simulators start empty, so each network is
+    // made again on a cluster when a server there first needs it.
+    let networking = synnefo_core::service::network::Networking::new(
+        store.clone(),
+        ganeti.clone(),
+        synnefo_core::service::compute::ComputeConfig::from_settings(&settings).network,
+        settings.backend_prefix_id.clone(),
+    );
+    for b in &backend_ids {
+        networking.forget_backend(*b).await?;
+    }
+    networking
+        .create_public_network(
+            PUBLIC_NETWORK,
+            synnefo_core::network::NetworkFlavor::IpLessRouted,
+            Some(synnefo_core::service::network::FlavorRecipe {
+                mode: "routed".into(),
+                link: "100".into(),
+            }),
+            synnefo_core::network::SubnetRequest {
+                cidr: UP_PUBLIC_SUBNET.into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .context("creating the public network")?;
 
     // QUEUE: the in-process bus
     let bus = Arc::new(InProcessBus::default());
@@ -313,6 +342,10 @@ fn store_as_vm_store(store: Arc<dyn Store>) -> Arc<dyn VmStore> {
 }
 
 /// The settings of the embedded default: SQLite and everything under the data dir.
+/// The public network's subnet in `synnefo up` (a /16: 65,534 addresses,
+/// apart from the simulators' own legacy `public` networks, 10.<n>.0.0/16).
+const UP_PUBLIC_SUBNET: &str = "10.0.0.0/16";
+
 fn embedded_settings(base: &Settings, data_dir: &Path, listen: SocketAddr) -> Settings {
     let mut s = base.clone();
     s.data_dir = data_dir.to_path_buf();

@@ -44,6 +44,7 @@ use synnefo_test_support::wait::free_port;
 use synnefo_test_support::{amqp_url, pg_url, service_unavailable};
 
 mod client;
+mod networks;
 mod scenario;
 mod setup;
 
@@ -637,7 +638,9 @@ async fn run(lab: &Lab, t: &mut Timings) -> Result<()> {
         eprintln!("{}", procs.log_tails());
     }
     drop(procs);
-    result
+    result?;
+    // Ganeti networks and NICs through the port itself, once the services are down.
+    networks::network_ops(lab, &prefix, t).await
 }
 
 fn ignore_not_found(e: std::io::Error) -> std::io::Result<()> {

@@ -57,6 +57,7 @@
 //! checked at all ([`Unchecked`]); its instances elsewhere are not orphans.
 
 mod diff;
+pub mod networks;
 mod plan;
 mod schedule;
 

@@ -30,6 +30,7 @@ use crate::network::{
     NewPort, NewSubnet, Port, PortUpdate, Subnet, SubnetRequest, SubnetUpdate, plan_subnet,
 };
 use crate::ports::{GanetiBackend, NetQuery, NetworkLink, NetworkSpec, NicSpec, Store};
+use crate::reconcile::networks::{NetworkDiscrepancy, RecordedNetwork};
 use crate::state::JobStatus;
 
 use super::compute::Caller;
@@ -141,11 +142,12 @@ pub struct CreatePort {
 }
 
 /// What a server create asks for its NICs (Nova's `networks`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum ServerNetworks {
     /// Not given, `"auto"` or an empty list: a port on a public network
     /// (Synnefo's `SNF:ANY_PUBLIC`), or the configured default NIC when
     /// the cloud has no public network.
+    #[default]
     Auto,
     /// `"none"`: no NIC.
     None,
@@ -162,6 +164,23 @@ pub struct ServerNetwork {
     pub port_id: Option<String>,
     /// A fixed address on the network (`fixed_ip`).
     pub fixed_ip: Option<IpAddr>,
+}
+
+/// One address of a server as the APIs show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddress {
+    /// The key it is listed under: its network's name (its id if unnamed).
+    pub network: String,
+    /// The network's id.
+    pub network_id: String,
+    /// The port.
+    pub port_id: String,
+    /// The address.
+    pub ip: IpAddr,
+    /// The port's MAC.
+    pub mac: String,
+    /// A floating IP associated with the port (else a fixed address).
+    pub floating: bool,
 }
 
 /// One NIC a server create will get, validated before the server is stored.
@@ -292,6 +311,101 @@ impl Networking {
             self.config.max_networks_per_project
         };
         Ok(self.store.create_network(&new, limit).await?)
+    }
+
+    /// Creates an operator's public network (no owning project, shared
+    /// and external: servers join it by default and floating IPs come
+    /// from it) with its IPv4 subnet; an operator's tool, not an API call.
+    /// Idempotent by name: an existing public network of that name is
+    /// returned as is.
+    pub async fn create_public_network(
+        &self,
+        name: &str,
+        flavor: NetworkFlavor,
+        recipe: Option<FlavorRecipe>,
+        subnet: SubnetRequest,
+    ) -> Result<(Network, Subnet), ServiceError> {
+        check_name(name)?;
+        let existing = self
+            .store
+            .list_networks(&NetQuery {
+                name: Some(name.to_string()),
+                external: Some(true),
+                ..NetQuery::default()
+            })
+            .await?
+            .into_iter()
+            .find(|n| n.project_id.is_none());
+        let (cidr, gateway, pools, dns) = plan_subnet(&subnet).map_err(bad)?;
+        let n = match existing {
+            Some(n) => n,
+            None => {
+                let recipe = match recipe.or_else(|| self.config.flavors.get(&flavor).cloned()) {
+                    Some(r) => r,
+                    None => {
+                        return Err(ServiceError::BadRequest(format!(
+                            "Network type {} is not configured on this cloud.",
+                            flavor.as_str()
+                        )));
+                    }
+                };
+                self.store
+                    .create_network(
+                        &NewNetwork {
+                            name: name.to_string(),
+                            project_id: None,
+                            shared: true,
+                            external: true,
+                            flavor,
+                            mode: recipe.mode,
+                            link: recipe.link,
+                            admin_state_up: true,
+                        },
+                        None,
+                    )
+                    .await?
+            }
+        };
+        let subnets = self
+            .store
+            .list_subnets(&NetQuery {
+                network_id: Some(n.id.clone()),
+                ..NetQuery::default()
+            })
+            .await?;
+        let s = match subnets
+            .into_iter()
+            .find(|s| s.cidr.version() == cidr.version())
+        {
+            Some(s) => s,
+            None => {
+                self.store
+                    .create_subnet(&NewSubnet {
+                        network_id: n.id.clone(),
+                        project_id: None,
+                        name: format!("{name}-v{}", cidr.version()),
+                        cidr,
+                        gateway,
+                        enable_dhcp: subnet.enable_dhcp.unwrap_or(true),
+                        allocation_pools: pools,
+                        dns_nameservers: dns,
+                    })
+                    .await?
+            }
+        };
+        Ok((n, s))
+    }
+
+    /// Forgets which clusters every network was made on (a cluster whose
+    /// state was lost, such as a restarted simulator): each is made again
+    /// on first use.
+    pub async fn forget_backend(&self, backend: BackendId) -> Result<(), ServiceError> {
+        for n in self.store.list_networks(&NetQuery::default()).await? {
+            self.store
+                .set_network_backend(&n.id, backend, false)
+                .await?;
+        }
+        Ok(())
     }
 
     /// One network the caller may see.
@@ -678,17 +792,93 @@ impl Networking {
         Ok(self.store.ports_of(servers).await?)
     }
 
-    /// The floating IPs associated with `ports`, per port id.
+    /// The floating IPs associated with `ports`, per port id (one read
+    /// per 500 ports).
     pub async fn floating_ips_of(
         &self,
         ports: &[&Port],
     ) -> Result<HashMap<String, Vec<FloatingIp>>, ServiceError> {
         let mut out: HashMap<String, Vec<FloatingIp>> = HashMap::new();
-        for p in ports {
-            let fips = self.floating_of_port(&p.id).await?;
-            if !fips.is_empty() {
-                out.insert(p.id.clone(), fips);
+        for chunk in ports.chunks(500) {
+            if chunk.is_empty() {
+                continue;
             }
+            let q = NetQuery {
+                port_ids: Some(chunk.iter().map(|p| p.id.clone()).collect()),
+                ..NetQuery::default()
+            };
+            for f in self.store.list_floating_ips(&q).await? {
+                if let Some(p) = f.port_id.clone() {
+                    out.entry(p).or_default().push(f);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// What servers show as their addresses: per server, each port's
+    /// addresses under its network's name, and the floating IPs
+    /// associated with it; servers without ports are absent.
+    pub async fn addresses_of(
+        &self,
+        servers: &[VmId],
+    ) -> Result<HashMap<VmId, Vec<ServerAddress>>, ServiceError> {
+        let ports = self.store.ports_of(servers).await?;
+        if ports.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let all: Vec<&Port> = ports.values().flatten().collect();
+        let fips = self.floating_ips_of(&all).await?;
+        let mut net_ids: Vec<String> = all.iter().map(|p| p.network_id.clone()).collect();
+        net_ids.sort();
+        net_ids.dedup();
+        let names: HashMap<String, String> = self
+            .store
+            .list_networks(&NetQuery {
+                ids: Some(net_ids),
+                ..NetQuery::default()
+            })
+            .await?
+            .into_iter()
+            .map(|n| {
+                let name = if n.name.is_empty() {
+                    n.id.clone()
+                } else {
+                    n.name
+                };
+                (n.id, name)
+            })
+            .collect();
+        let mut out = HashMap::new();
+        for (vm, ps) in ports {
+            let mut v = Vec::new();
+            for p in ps {
+                let network = names
+                    .get(&p.network_id)
+                    .cloned()
+                    .unwrap_or_else(|| p.network_id.clone());
+                for f in &p.fixed_ips {
+                    v.push(ServerAddress {
+                        network: network.clone(),
+                        network_id: p.network_id.clone(),
+                        port_id: p.id.clone(),
+                        ip: f.ip,
+                        mac: p.mac.clone(),
+                        floating: false,
+                    });
+                }
+                for f in fips.get(&p.id).into_iter().flatten() {
+                    v.push(ServerAddress {
+                        network: network.clone(),
+                        network_id: p.network_id.clone(),
+                        port_id: p.id.clone(),
+                        ip: f.address,
+                        mac: p.mac.clone(),
+                        floating: true,
+                    });
+                }
+            }
+            out.insert(vm, v);
         }
         Ok(out)
     }
@@ -1135,6 +1325,121 @@ impl Networking {
         }
     }
 
+    /// The server's ports (Nova's `os-interface` list).
+    pub async fn server_ports(
+        &self,
+        caller: &Caller,
+        server: &str,
+    ) -> Result<Vec<Port>, ServiceError> {
+        let vm = self.caller_server(caller, server).await?;
+        Ok(self
+            .store
+            .ports_of(&[vm.id])
+            .await?
+            .remove(&vm.id)
+            .unwrap_or_default())
+    }
+
+    /// Detaches one of a server's ports (Nova's `os-interface` delete):
+    /// the NIC removed on Ganeti, the port deleted.
+    pub async fn detach_interface(
+        &self,
+        caller: &Caller,
+        server: &str,
+        port_id: &str,
+    ) -> Result<(), ServiceError> {
+        let vm = self.caller_server(caller, server).await?;
+        let p = self.port(caller, port_id).await?;
+        if p.server() != Some(vm.id) {
+            return Err(ServiceError::NotFound(format!(
+                "Port {port_id} is not attached to server {server}."
+            )));
+        }
+        self.delete_port(caller, port_id).await
+    }
+
+    /// Nova's `addFloatingIp` (before 2.44): the caller's floating IP with
+    /// `address` onto the server's port that holds `fixed` (else the first
+    /// port that can take it).
+    pub async fn add_floating_ip(
+        &self,
+        caller: &Caller,
+        server: &str,
+        address: IpAddr,
+        fixed: Option<IpAddr>,
+    ) -> Result<FloatingIp, ServiceError> {
+        let f = self.floating_by_address(caller, address).await?;
+        let ports = self.server_ports(caller, server).await?;
+        let candidates: Vec<&Port> = match fixed {
+            Some(ip) => ports
+                .iter()
+                .filter(|p| p.fixed_ips.iter().any(|x| x.ip == ip))
+                .collect(),
+            None => ports.iter().collect(),
+        };
+        if candidates.is_empty() {
+            return Err(ServiceError::BadRequest(match fixed {
+                Some(ip) => format!("Server {server} has no port with fixed IP {ip}."),
+                None => format!("Server {server} has no port to associate a floating IP with."),
+            }));
+        }
+        let mut last = None;
+        for p in candidates {
+            match self.associate(caller, &f.id, Some(&p.id), fixed).await {
+                Ok(done) => return Ok(done),
+                Err(ServiceError::NotFound(m)) => last = Some(ServiceError::NotFound(m)),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| not_found("Floating IP", &address.to_string())))
+    }
+
+    /// Nova's `removeFloatingIp` (before 2.44).
+    pub async fn remove_floating_ip(
+        &self,
+        caller: &Caller,
+        server: &str,
+        address: IpAddr,
+    ) -> Result<(), ServiceError> {
+        let vm = self.caller_server(caller, server).await?;
+        let f = self.floating_by_address(caller, address).await?;
+        let on_server = match &f.port_id {
+            Some(p) => self
+                .store
+                .port(p)
+                .await?
+                .is_some_and(|p| p.server() == Some(vm.id)),
+            None => false,
+        };
+        if !on_server {
+            return Err(ServiceError::Store(StoreError::Integrity(format!(
+                "Floating IP {address} is not associated with instance {server}."
+            ))));
+        }
+        self.associate(caller, &f.id, None, None).await?;
+        Ok(())
+    }
+
+    async fn floating_by_address(
+        &self,
+        caller: &Caller,
+        address: IpAddr,
+    ) -> Result<FloatingIp, ServiceError> {
+        self.floating_ips(
+            caller,
+            NetQuery {
+                address: Some(address),
+                ..NetQuery::default()
+            },
+        )
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            ServiceError::NotFound(format!("floating IP not found for address {address}"))
+        })
+    }
+
     // ------------------------------------------------------------ floating IPs
 
     /// Allocates a floating IP from an external network (the first one
@@ -1346,6 +1651,138 @@ impl Networking {
             self.associate(caller, id, None, None).await?;
         }
         Ok(self.store.delete_floating_ip(id).await?)
+    }
+}
+
+/// Which network fixes a reconciliation run may make.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetworkFixes {
+    /// Make again networks removed behind our back.
+    pub missing: bool,
+    /// Adopt networks of ours the DB does not record on a cluster; remove
+    /// unknown ones no instance uses.
+    pub extra: bool,
+    /// Rebuild pools' free lists.
+    pub pools: bool,
+}
+
+/// What a network reconciliation found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct NetworkReport {
+    /// Everything found.
+    pub discrepancies: Vec<NetworkDiscrepancy>,
+    /// Fixed, by index in `discrepancies`.
+    pub fixed: Vec<usize>,
+    /// Fixes that failed: index and why.
+    pub failed: Vec<(usize, String)>,
+    /// Clusters that could not be listed, and why.
+    pub unlisted: Vec<(BackendId, String)>,
+}
+
+impl NetworkReport {
+    /// Found and not fixed (not selected, or no automatic fix).
+    pub fn unfixed(&self) -> usize {
+        self.discrepancies.len() - self.fixed.len() - self.failed.len()
+    }
+}
+
+impl Networking {
+    /// Reconciles networks and pools with `backends` (see
+    /// [`crate::reconcile::networks`]); fixes what `fix` selects.
+    pub async fn reconcile(
+        &self,
+        backends: &[BackendId],
+        fix: NetworkFixes,
+    ) -> Result<NetworkReport, ServiceError> {
+        let mut report = NetworkReport::default();
+        let nets = self.store.list_networks(&NetQuery::default()).await?;
+        let mut recorded = Vec::with_capacity(nets.len());
+        for n in &nets {
+            recorded.push(RecordedNetwork {
+                id: n.id.clone(),
+                on: self.store.network_backends(&n.id).await?,
+            });
+        }
+        for &b in backends {
+            let listed = match self.ganeti.list_networks(b).await {
+                Ok(l) => l,
+                Err(e) => {
+                    report.unlisted.push((b, e.to_string()));
+                    continue;
+                }
+            };
+            for d in crate::reconcile::networks::diff_backend(&recorded, b, &listed) {
+                let i = report.discrepancies.len();
+                let outcome = match &d {
+                    NetworkDiscrepancy::Missing {
+                        network_id,
+                        backend,
+                    } if fix.missing => Some(self.remake(network_id, *backend).await),
+                    NetworkDiscrepancy::Extra {
+                        network_id: Some(id),
+                        backend,
+                        ..
+                    } if fix.extra => Some(
+                        self.store
+                            .set_network_backend(id, *backend, true)
+                            .await
+                            .map_err(ServiceError::from),
+                    ),
+                    NetworkDiscrepancy::Extra {
+                        name,
+                        network_id: None,
+                        backend,
+                        instances,
+                    } if fix.extra && instances.is_empty() => {
+                        Some(self.remove_unknown(name, *backend).await)
+                    }
+                    _ => None,
+                };
+                report.discrepancies.push(d);
+                match outcome {
+                    Some(Ok(())) => report.fixed.push(i),
+                    Some(Err(e)) => report.failed.push((i, e.to_string())),
+                    None => {}
+                }
+            }
+        }
+        for s in self.store.list_subnets(&NetQuery::default()).await? {
+            if s.cidr.version() != 4 {
+                continue;
+            }
+            let check = self.store.check_pool(&s.id, fix.pools).await?;
+            if !check.is_clean() {
+                let i = report.discrepancies.len();
+                if check.fixed {
+                    report.fixed.push(i);
+                }
+                report.discrepancies.push(NetworkDiscrepancy::Pool(check));
+            }
+        }
+        Ok(report)
+    }
+
+    async fn remake(&self, network_id: &str, backend: BackendId) -> Result<(), ServiceError> {
+        let n = self
+            .store
+            .network(network_id)
+            .await?
+            .ok_or_else(|| not_found("Network", network_id))?;
+        self.store
+            .set_network_backend(network_id, backend, false)
+            .await?;
+        self.ensure_on_backend(&n, backend).await.map(|_| ())
+    }
+
+    async fn remove_unknown(&self, name: &str, backend: BackendId) -> Result<(), ServiceError> {
+        for j in self.ganeti.disconnect_network(backend, name).await? {
+            self.await_job(backend, j).await?;
+        }
+        self.run(backend, |g| {
+            let name = name.to_string();
+            async move { g.remove_network(backend, &name).await }
+        })
+        .await
     }
 }
 

@@ -30,8 +30,8 @@ use crate::error::StoreError;
 use crate::ids::{BackendId, VmId};
 use crate::network::{
     AllocationPool, FixedIp, FloatingIp, IpHistoryEntry, Network, NetworkFlavor, NetworkStatus,
-    NetworkUpdate, NewNetwork, NewPort, NewSubnet, PoolRanges, PoolUsage, Port, PortStatus,
-    PortUpdate, Subnet, SubnetUpdate, eui64, mac_from_counter,
+    NetworkUpdate, NewNetwork, NewPort, NewSubnet, PoolCheck, PoolRanges, PoolUsage, Port,
+    PortStatus, PortUpdate, Subnet, SubnetUpdate, eui64, mac_from_counter,
 };
 use crate::ports::{NetQuery, NetworkStore};
 use sea_orm::ActiveValue::Set;
@@ -1114,6 +1114,9 @@ impl NetworkStore for SeaStore {
         if let Some(p) = &query.port_id {
             q = q.filter(floating_ip::Column::PortId.eq(p.as_str()));
         }
+        if let Some(ps) = &query.port_ids {
+            q = q.filter(floating_ip::Column::PortId.is_in(ps.iter().cloned()));
+        }
         page(q, floating_ip::Column::Id, query)
             .all(self.connection())
             .await
@@ -1233,6 +1236,66 @@ impl NetworkStore for SeaStore {
                 })
             })
             .collect()
+    }
+
+    async fn check_pool(&self, subnet_id: &str, fix: bool) -> Result<PoolCheck, StoreError> {
+        let b = self.db_backend();
+        let txn = self.begin_alloc().await?;
+        let s = self.lock_subnet(&txn, subnet_id).await?;
+        let mut q = Sql::new(b);
+        q.push("SELECT idx FROM ip_free WHERE subnet_id = ")
+            .bind(subnet_id);
+        let mut free = std::collections::BTreeSet::new();
+        for row in txn.query_all(q.build()).await.map_err(db_err)? {
+            free.insert(row.try_get_by_index::<i64>(0).map_err(db_err)?);
+        }
+        let held: std::collections::BTreeSet<i64> = ip_allocation::Entity::find()
+            .filter(ip_allocation::Column::SubnetId.eq(subnet_id))
+            .all(&txn)
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .filter_map(|a| a.idx)
+            .collect();
+        let mut check = PoolCheck {
+            subnet_id: subnet_id.to_string(),
+            ..PoolCheck::default()
+        };
+        for i in 0..s.pool_next {
+            match (free.contains(&i), held.contains(&i)) {
+                (true, true) => check.double.push(i as u64),
+                (false, false) => check.leaked.push(i as u64),
+                _ => {}
+            }
+        }
+        if fix && !check.is_clean() {
+            for i in &check.double {
+                let mut d = Sql::new(b);
+                d.push("DELETE FROM ip_free WHERE subnet_id = ")
+                    .bind(subnet_id)
+                    .push(" AND idx = ")
+                    .bind(*i as i64);
+                txn.execute(d.build()).await.map_err(db_err)?;
+            }
+            for chunk in check.leaked.chunks(500) {
+                let mut ins = Sql::new(b);
+                ins.push("INSERT INTO ip_free (subnet_id, idx) VALUES ");
+                for (k, i) in chunk.iter().enumerate() {
+                    if k > 0 {
+                        ins.push(", ");
+                    }
+                    ins.push("(")
+                        .bind(subnet_id)
+                        .push(", ")
+                        .bind(*i as i64)
+                        .push(")");
+                }
+                txn.execute(ins.build()).await.map_err(db_err)?;
+            }
+            check.fixed = true;
+        }
+        txn.commit().await.map_err(db_err)?;
+        Ok(check)
     }
 
     async fn pool_usage(&self, subnet_id: &str) -> Result<PoolUsage, StoreError> {
@@ -1395,6 +1458,30 @@ async fn delete_port_in(txn: &DatabaseTransaction, id: &str) -> Result<(), Store
         .map_err(db_err)?;
     if res.rows_affected == 0 {
         return Err(StoreError::NotFound(format!("port {id}")));
+    }
+    Ok(())
+}
+
+/// Ports whose NIC Ganeti reported (by MAC: unique across the cloud) are
+/// `ACTIVE`; one statement per 500 MACs, in the transaction that stores
+/// the report.
+pub(crate) async fn ports_reported(
+    db: &impl ConnectionTrait,
+    macs: &[&str],
+) -> Result<(), StoreError> {
+    let b = db.get_database_backend();
+    for chunk in macs.chunks(500) {
+        if chunk.is_empty() {
+            continue;
+        }
+        let mut u = Sql::new(b);
+        u.push("UPDATE ports SET status = ")
+            .bind(PortStatus::Active.as_str())
+            .push(" WHERE status <> ")
+            .bind(PortStatus::Active.as_str())
+            .push(" AND mac IN ")
+            .bind_list(chunk.iter().map(|m| m.to_ascii_lowercase()));
+        db.execute(u.build()).await.map_err(db_err)?;
     }
     Ok(())
 }

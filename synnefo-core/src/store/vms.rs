@@ -329,7 +329,9 @@ async fn replace_nics(db: &impl ConnectionTrait, id: i64, nics: &[Nic]) -> Resul
         db,
         nics.iter().map(|n| convert::nic_row(VmId(id), n)).collect(),
     )
-    .await
+    .await?;
+    let macs: Vec<&str> = nics.iter().filter_map(|n| n.mac.as_deref()).collect();
+    super::networks::ports_reported(db, &macs).await
 }
 
 async fn upsert_metadata(
@@ -1067,6 +1069,12 @@ impl VmStore for SeaStore {
             })
             .collect();
         insert_nics(&txn, rows).await?;
+        let macs: Vec<&str> = with_nics
+            .iter()
+            .flat_map(|w| w.nics.unwrap_or_default().iter())
+            .filter_map(|n| n.mac.as_deref())
+            .collect();
+        super::networks::ports_reported(&txn, &macs).await?;
 
         // Resizes Ganeti reported (rare: one statement each).
         for w in winners.iter() {

@@ -18,6 +18,7 @@ mod concurrency;
 mod fixtures;
 mod identity;
 mod keypairs;
+mod networks;
 mod state;
 mod vms;
 
@@ -25,6 +26,7 @@ use concurrency::*;
 use fixtures::*;
 use identity::*;
 use keypairs::*;
+use networks::*;
 use sea_orm::ConnectionTrait;
 use state::*;
 use synnefo_core::StoreError;
@@ -95,6 +97,7 @@ macro_rules! backend_tests {
                 keypairs,
                 keypair_bound_race,
                 server_attrs,
+                networks,
             );
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,6 +111,27 @@ macro_rules! backend_tests {
         }
     };
 }
+
+/// The address race through two connection pools on one database (two
+/// API processes); not on in-memory SQLite, whose pools would be two
+/// databases.
+macro_rules! race_test {
+    ($name:ident, $open:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            let test = concat!(module_path!(), "::", stringify!($name));
+            let Some(db) = crate::$open(test).await else {
+                return;
+            };
+            let second = SeaStore::connect(&db.url, 8).await.unwrap();
+            networks::address_race(&db.store, second).await;
+        }
+    };
+}
+
+race_test!(address_race_sqlite_file, sqlite_file);
+race_test!(address_race_postgres, postgres);
+race_test!(address_race_mysql, mysql);
 
 backend_tests!(sqlite_memory_db, sqlite_memory);
 backend_tests!(sqlite_file_db, sqlite_file);

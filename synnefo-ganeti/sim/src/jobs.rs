@@ -302,8 +302,11 @@ impl SimState {
                     .unwrap_or(Value::Null);
                 let logs = self.logs_for(&self.jobs[&id].ops[i]);
                 // Like Ganeti, a NIC added by a modify gets its MAC in the op's input.
-                let need_mac = ops::modify::macs_needed(&self.jobs[&id].ops[i].input);
-                let mut macs: VecDeque<String> = (0..need_mac).map(|_| self.new_mac()).collect();
+                let need_mac = ops::modify::mac_networks(&self.jobs[&id].ops[i].input);
+                let mut macs: VecDeque<String> = need_mac
+                    .iter()
+                    .map(|net| self.new_mac_on(net.as_deref()))
+                    .collect();
                 let job = self.jobs.get_mut(&id).expect("job exists");
                 for msg in prelogs {
                     job.log_serial += 1;

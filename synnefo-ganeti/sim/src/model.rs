@@ -292,10 +292,21 @@ impl SimState {
 
     /// A new MAC in Ganeti's `aa:00:00` prefix, spread over the counter.
     pub(crate) fn new_mac(&mut self) -> String {
+        self.new_mac_on(None)
+    }
+
+    /// A new MAC for a NIC on this network (by name or UUID): the
+    /// network's MAC prefix if it has one (Ganeti's `GenerateMAC`), else
+    /// the cluster's `aa:00:00`.
+    pub(crate) fn new_mac_on(&mut self, network: Option<&str>) -> String {
+        let prefix = network
+            .and_then(|n| self.network(n))
+            .and_then(|n| n.mac_prefix.clone())
+            .unwrap_or_else(|| "aa:00:00".into());
         self.mac_counter += 1;
         let x = self.mac_counter.wrapping_mul(0x9E37_79B9) & 0xff_ffff;
         format!(
-            "aa:00:00:{:02x}:{:02x}:{:02x}",
+            "{prefix}:{:02x}:{:02x}:{:02x}",
             (x >> 16) & 0xff,
             (x >> 8) & 0xff,
             x & 0xff

@@ -8,18 +8,50 @@ use std::net::Ipv4Addr;
 use serde_json::Value;
 
 use crate::config::SimNetworkConfig;
-use crate::model::{SimNic, SimState};
+use crate::model::{SimNic, SimState, now_f64};
 use crate::ops::input::NicInput;
 use crate::ops::prereq;
 
-/// A network: its configuration, UUID and address pool (Ganeti's
-/// `AddressPool`: a bit per address of the subnet).
+/// The simulator's one node group (Ganeti's `default`).
+pub(crate) const GROUP: &str = "default";
+
+/// A network's connection to the node group: Ganeti's netparams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NetLink {
+    /// `bridged`, `routed` or `openvswitch`.
+    pub mode: String,
+    /// Bridge, routing table or switch.
+    pub link: String,
+    /// VLAN (`""`: none).
+    pub vlan: String,
+}
+
+/// A network: its configuration, UUID, group connection and address pool
+/// (Ganeti's `AddressPool`: a bit per address of the subnet).
 #[derive(Debug, Clone)]
 pub(crate) struct NetState {
-    /// The network as configured.
+    /// The network as configured (`mode`/`link`/`vlan` only meaningful
+    /// through [`NetState::conn`]).
     pub cfg: SimNetworkConfig,
     /// Its UUID (configured, or generated at start).
     pub uuid: String,
+    /// The connection to the node group; configured networks start
+    /// connected, networks added through RAPI do not.
+    pub conn: Option<NetLink>,
+    /// MAC prefix of the NICs generated on it.
+    pub mac_prefix: Option<String>,
+    /// IPv6 subnet.
+    pub network6: Option<String>,
+    /// IPv6 gateway.
+    pub gateway6: Option<String>,
+    /// Ganeti tags.
+    pub tags: Vec<String>,
+    /// Creation time.
+    pub ctime: f64,
+    /// Last change.
+    pub mtime: f64,
+    /// Configuration serial.
+    pub serial_no: u64,
     base: u32,
     size: u32,
     /// External reservations (index in the subnet): network, broadcast,
@@ -30,12 +62,25 @@ pub(crate) struct NetState {
 impl NetState {
     pub(crate) fn new(cfg: &SimNetworkConfig, node_ips: &[String]) -> Option<Self> {
         let (base, prefix) = cfg.subnet_v4().ok()?;
+        let now = now_f64();
         let mut n = Self {
             cfg: cfg.clone(),
             uuid: cfg
                 .uuid
                 .clone()
                 .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            conn: Some(NetLink {
+                mode: cfg.mode.clone(),
+                link: cfg.link.clone(),
+                vlan: cfg.vlan.clone(),
+            }),
+            mac_prefix: None,
+            network6: None,
+            gateway6: None,
+            tags: vec![],
+            ctime: now,
+            mtime: now,
+            serial_no: 1,
             base,
             size: 1 << (32 - prefix),
             ext: BTreeSet::new(),
@@ -49,6 +94,23 @@ impl NetState {
             }
         }
         Some(n)
+    }
+
+    /// Reserves an address of the subnet externally (`add_reserved_ips`,
+    /// node addresses); false if it is outside the subnet.
+    pub(crate) fn reserve_external(&mut self, ip: &str) -> bool {
+        match self.index(ip) {
+            Some(i) => {
+                self.ext.insert(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether an address belongs to the subnet (Ganeti's `Contains`).
+    pub(crate) fn contains(&self, ip: &str) -> bool {
+        self.index(ip).is_some()
     }
 
     /// The index of an address in the subnet.
@@ -134,7 +196,7 @@ impl SimState {
         nics: &mut [SimNic],
         conflicts_check: bool,
         logs: &mut Vec<String>,
-        create: bool,
+        create: Option<&str>,
     ) -> Result<(), Value> {
         let mut taken: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
         for (idx, nic) in nics.iter_mut().enumerate() {
@@ -147,15 +209,30 @@ impl SimState {
                 .find(|n| n.uuid == uuid)
                 .expect("looked up before");
             let c = &net.cfg;
-            if create {
+            let Some(conn) = &net.conn else {
+                return Err(prereq(
+                    match create {
+                        Some(pnode) => format!(
+                            "No netparams found for network {}. Probably not connected to node's {pnode} nodegroup",
+                            c.name
+                        ),
+                        None => format!(
+                            "No netparams found for the network {}, probably not connected",
+                            c.name
+                        ),
+                    },
+                    "wrong_input",
+                ));
+            };
+            if create.is_some() {
                 logs.push(format!(
                     " - INFO: NIC/{idx} inherits netparams {}",
-                    py_str_list(&[&c.link, &c.mode, &c.vlan])
+                    py_str_list(&[&conn.link, &conn.mode, &conn.vlan])
                 ));
             }
-            nic.mode = c.mode.clone();
-            nic.link = c.link.clone();
-            nic.vlan = Some(c.vlan.clone());
+            nic.mode = conn.mode.clone();
+            nic.link = conn.link.clone();
+            nic.vlan = Some(conn.vlan.clone());
             let used = taken
                 .entry(uuid.clone())
                 .or_insert_with(|| self.used_addresses(net));
@@ -163,7 +240,7 @@ impl SimState {
                 Some(ip) if ip.eq_ignore_ascii_case("pool") => {
                     let i = net.first_free(used).ok_or_else(|| {
                         // LUInstanceCreate names the NIC, LUInstanceSetParams does not.
-                        let which = if create {
+                        let which = if create.is_some() {
                             format!(" for NIC {idx}")
                         } else {
                             String::new()
@@ -182,17 +259,30 @@ impl SimState {
                     let taken_here = net
                         .index(ip)
                         .filter(|i| !(conflicts_check && used.contains(i)));
-                    match taken_here {
-                        Some(i) => {
+                    match (taken_here, create) {
+                        (Some(i), _) => {
                             used.insert(i);
+                            if create.is_none() {
+                                logs.push(format!(
+                                    " - INFO: Reserving IP {ip} in network {}",
+                                    c.name
+                                ));
+                            }
                         }
-                        None => {
+                        // LUInstanceCreate and LUInstanceSetParams word it differently.
+                        (None, Some(_)) => {
                             return Err(prereq(
                                 format!(
                                     "IP address {ip} already in use or does not belong to network {}",
                                     c.name
                                 ),
-                                "not_unique",
+                                "resource_not_unique",
+                            ));
+                        }
+                        (None, None) => {
+                            return Err(prereq(
+                                format!("IP {ip} not available in network {}", c.name),
+                                "resource_not_unique",
                             ));
                         }
                     }
@@ -201,6 +291,53 @@ impl SimState {
             }
         }
         Ok(())
+    }
+
+    /// `GET /2/networks` entries (Ganeti's `NET_FIELDS`).
+    pub(crate) fn network_json(&self, net: &NetState) -> Value {
+        let used = self.used_addresses(net);
+        let map: String = (0..net.size)
+            .map(|i| {
+                if net.ext.contains(&i) || used.contains(&i) {
+                    'X'
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        let reserved = map.chars().filter(|c| *c == 'X').count() as u64;
+        let ext: Vec<String> = net.ext.iter().map(|i| net.addr(*i)).collect();
+        let groups: Vec<Value> = net
+            .conn
+            .iter()
+            .map(|c| serde_json::json!([GROUP, c.mode, c.link, c.vlan]))
+            .collect();
+        let insts: Vec<&str> = self
+            .instances
+            .values()
+            .filter(|i| {
+                i.nics
+                    .iter()
+                    .any(|n| n.network_uuid.as_deref() == Some(net.uuid.as_str()))
+            })
+            .map(|i| i.name.as_str())
+            .collect();
+        serde_json::json!({
+            "name": net.cfg.name, "network": net.cfg.subnet, "gateway": net.cfg.gateway,
+            "network6": net.network6, "gateway6": net.gateway6, "mac_prefix": net.mac_prefix,
+            "free_count": u64::from(net.size) - reserved, "reserved_count": reserved,
+            "map": map, "group_list": groups, "inst_list": insts,
+            "external_reservations": ext.join(", "),
+            "ctime": net.ctime, "mtime": net.mtime, "uuid": net.uuid, "serial_no": net.serial_no,
+            "tags": net.tags,
+        })
+    }
+
+    /// A network by name or UUID.
+    pub(crate) fn network(&self, name: &str) -> Option<&NetState> {
+        self.networks
+            .iter()
+            .find(|n| n.cfg.name == name || n.uuid == name)
     }
 
     /// Addresses of a network held by instances' NICs and by ops that are

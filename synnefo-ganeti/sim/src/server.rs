@@ -51,6 +51,17 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/2/instances/{name}/reboot", axum::routing::post(reboot))
         .route("/2/instances/{name}/modify", axum::routing::put(modify))
         .route("/2/instances/{name}/console", get(console))
+        .route("/2/groups", get(groups))
+        .route("/2/networks", get(networks).post(network_add))
+        .route("/2/networks/{name}", get(network).delete(network_remove))
+        .route(
+            "/2/networks/{name}/connect",
+            axum::routing::put(network_connect),
+        )
+        .route(
+            "/2/networks/{name}/disconnect",
+            axum::routing::put(network_disconnect),
+        )
         .route("/2/jobs/{id}", get(job).delete(cancel))
         .route("/2/jobs/{id}/wait", get(wait))
         .fallback(|| async { not_found() })
@@ -406,6 +417,123 @@ async fn modify(State(s): S, Path(name): Path<String>, body: Bytes) -> Response 
         ),
         Err(r) => *r,
     }
+}
+
+// ---------------------------------------------------------------- groups, networks
+
+async fn groups(State(s): S, Query(q): Q) -> Response {
+    let v = s.read(|st| st.groups_json());
+    if flag(&q, "bulk") {
+        return py(&v);
+    }
+    let names: Vec<Value> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|g| json!({"name": g["name"], "uri": format!("/2/groups/{}", g["name"].as_str().unwrap_or_default())}))
+        .collect();
+    py(&names)
+}
+
+async fn networks(State(s): S, Query(q): Q) -> Response {
+    let bulk = flag(&q, "bulk");
+    let v = s.read(|st| {
+        st.networks
+            .iter()
+            .map(|n| {
+                if bulk {
+                    st.network_json(n)
+                } else {
+                    json!({"name": n.cfg.name, "uri": format!("/2/networks/{}", n.cfg.name)})
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    py(&v)
+}
+
+async fn network(State(s): S, Path(name): Path<String>) -> Response {
+    s.read(|st| st.network(&name).map(|n| py(&st.network_json(n))))
+        .unwrap_or_else(not_found)
+}
+
+/// A required opcode parameter that must be a non-empty string.
+fn required_str(b: &Map<String, Value>, op: &str, key: &str) -> Result<(), Box<Response>> {
+    match b.get(key).and_then(Value::as_str) {
+        Some(v) if !v.is_empty() => Ok(()),
+        _ => Err(Box::new(bad_request(&format!(
+            "Parameter '{op}.{key}' fails validation"
+        )))),
+    }
+}
+
+async fn network_add(State(s): S, Query(q): Q, body: Bytes) -> Response {
+    let mut b = match body_object(&body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    if let Some(v) = b.remove("name") {
+        b.entry("network_name").or_insert(v);
+    }
+    for key in ["network_name", "network"] {
+        if let Err(r) = required_str(&b, "OP_NETWORK_ADD", key) {
+            return *r;
+        }
+    }
+    b.insert("dry_run".into(), json!(flag(&q, "dry-run")));
+    job_id_answer(s.mutate(|st| st.submit("OP_NETWORK_ADD", "networks", b)))
+}
+
+async fn network_remove(State(s): S, Query(q): Q, Path(name): Path<String>) -> Response {
+    let mut m = Map::new();
+    m.insert("network_name".into(), json!(name));
+    m.insert("dry_run".into(), json!(flag(&q, "dry-run")));
+    job_id_answer(s.mutate(|st| st.submit("OP_NETWORK_REMOVE", "networks_name", m)))
+}
+
+async fn network_connect(
+    State(s): S,
+    Query(q): Q,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let mut b = match body_object(&body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    for key in ["group_name", "network_link"] {
+        if let Err(r) = required_str(&b, "OP_NETWORK_CONNECT", key) {
+            return *r;
+        }
+    }
+    let mode_ok = b
+        .get("network_mode")
+        .and_then(Value::as_str)
+        .is_some_and(|m| matches!(m, "bridged" | "routed" | "openvswitch"));
+    if !mode_ok {
+        return bad_request("Parameter 'OP_NETWORK_CONNECT.network_mode' fails validation");
+    }
+    b.insert("network_name".into(), json!(name));
+    b.insert("dry_run".into(), json!(flag(&q, "dry-run")));
+    job_id_answer(s.mutate(|st| st.submit("OP_NETWORK_CONNECT", "networks_name_connect", b)))
+}
+
+async fn network_disconnect(
+    State(s): S,
+    Query(q): Q,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let mut b = match body_object(&body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    if let Err(r) = required_str(&b, "OP_NETWORK_DISCONNECT", "group_name") {
+        return *r;
+    }
+    b.insert("network_name".into(), json!(name));
+    b.insert("dry_run".into(), json!(flag(&q, "dry-run")));
+    job_id_answer(s.mutate(|st| st.submit("OP_NETWORK_DISCONNECT", "networks_name_disconnect", b)))
 }
 
 // ---------------------------------------------------------------- jobs

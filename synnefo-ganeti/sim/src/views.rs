@@ -176,11 +176,12 @@ impl Job {
                 self.ops
                     .iter()
                     .map(|o| {
-                        json!(format!(
-                            "{}({})",
-                            o.opcode.trim_start_matches("OP_"),
-                            o.params.instance
-                        ))
+                        let target = if o.params.instance.is_empty() {
+                            &o.params.network
+                        } else {
+                            &o.params.instance
+                        };
+                        json!(format!("{}({target})", o.opcode.trim_start_matches("OP_")))
                     })
                     .collect(),
             ),

@@ -350,6 +350,64 @@ impl RapiClient {
             .0)
     }
 
+    /// `GET /2/groups?bulk=1`.
+    pub async fn groups(&self) -> Result<Vec<NodeGroup>, RapiError> {
+        self.call(&ListGroups).await
+    }
+
+    /// `GET /2/networks?bulk=1`.
+    pub async fn networks(&self) -> Result<Vec<Network>, RapiError> {
+        self.call(&ListNetworks).await
+    }
+
+    /// `GET /2/networks/NAME`; [`RapiError::NotFound`] if absent.
+    pub async fn network(&self, name: &str) -> Result<Network, RapiError> {
+        self.call(&GetNetwork { name: name.into() }).await
+    }
+
+    /// `POST /2/networks`.
+    pub async fn create_network(&self, request: &CreateNetworkRequest) -> Result<u64, RapiError> {
+        Ok(self
+            .call(&CreateNetwork {
+                request: request.clone(),
+            })
+            .await?
+            .0)
+    }
+
+    /// `PUT /2/networks/NAME/connect` (one node group).
+    pub async fn connect_network(
+        &self,
+        name: &str,
+        request: &ConnectNetworkRequest,
+    ) -> Result<u64, RapiError> {
+        Ok(self
+            .call(&ConnectNetwork {
+                name: name.into(),
+                request: request.clone(),
+            })
+            .await?
+            .0)
+    }
+
+    /// `PUT /2/networks/NAME/disconnect` (one node group).
+    pub async fn disconnect_network(&self, name: &str, group: &str) -> Result<u64, RapiError> {
+        Ok(self
+            .call(&DisconnectNetwork {
+                name: name.into(),
+                request: DisconnectNetworkRequest {
+                    group_name: group.into(),
+                },
+            })
+            .await?
+            .0)
+    }
+
+    /// `DELETE /2/networks/NAME`.
+    pub async fn remove_network(&self, name: &str) -> Result<u64, RapiError> {
+        Ok(self.call(&RemoveNetwork { name: name.into() }).await?.0)
+    }
+
     /// `GET /2/instances/NAME/console`.
     pub async fn console(&self, name: &str) -> Result<InstanceConsole, RapiError> {
         self.call(&GetConsole { name: name.into() }).await

@@ -11,8 +11,9 @@ use serde_json::Value;
 use synnefo_core::state::RebootKind;
 
 use super::types::{
-    CancelResult, ClusterInfo, CreateInstanceRequest, Instance, InstanceConsole, JobChange,
-    ModifyInstanceRequest, NodeInfo, RapiJob, ShutdownRequest, WaitForJobRequest, WireJobId,
+    CancelResult, ClusterInfo, ConnectNetworkRequest, CreateInstanceRequest, CreateNetworkRequest,
+    DisconnectNetworkRequest, Instance, InstanceConsole, JobChange, ModifyInstanceRequest, Network,
+    NodeGroup, NodeInfo, RapiJob, ShutdownRequest, WaitForJobRequest, WireJobId,
 };
 use crate::error::RapiError;
 
@@ -370,6 +371,138 @@ impl Endpoint for CancelJob {
     }
 }
 
+/// `GET /2/groups?bulk=1`: the node groups.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListGroups;
+
+impl Endpoint for ListGroups {
+    type Response = Vec<NodeGroup>;
+    fn method(&self) -> Method {
+        Method::GET
+    }
+    fn path(&self) -> String {
+        "/2/groups".into()
+    }
+    fn query(&self) -> Vec<(&'static str, String)> {
+        vec![("bulk", "1".into())]
+    }
+}
+
+/// `GET /2/networks?bulk=1`: every network with its fields.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ListNetworks;
+
+impl Endpoint for ListNetworks {
+    type Response = Vec<Network>;
+    fn method(&self) -> Method {
+        Method::GET
+    }
+    fn path(&self) -> String {
+        "/2/networks".into()
+    }
+    fn query(&self) -> Vec<(&'static str, String)> {
+        vec![("bulk", "1".into())]
+    }
+}
+
+/// `GET /2/networks/NAME` (404 for an unknown network).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GetNetwork {
+    /// The network, by name.
+    pub name: String,
+}
+
+impl Endpoint for GetNetwork {
+    type Response = Network;
+    fn method(&self) -> Method {
+        Method::GET
+    }
+    fn path(&self) -> String {
+        format!("/2/networks/{}", encode_segment(&self.name))
+    }
+}
+
+/// `POST /2/networks` (`OP_NETWORK_ADD`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateNetwork {
+    /// The JSON request body.
+    pub request: CreateNetworkRequest,
+}
+
+impl Endpoint for CreateNetwork {
+    type Response = WireJobId;
+    fn method(&self) -> Method {
+        Method::POST
+    }
+    fn path(&self) -> String {
+        "/2/networks".into()
+    }
+    fn body(&self) -> Result<Option<Value>, RapiError> {
+        to_body(&self.request)
+    }
+}
+
+/// `PUT /2/networks/NAME/connect` (`OP_NETWORK_CONNECT`, one node group).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectNetwork {
+    /// The network, by name.
+    pub name: String,
+    /// The JSON request body.
+    pub request: ConnectNetworkRequest,
+}
+
+impl Endpoint for ConnectNetwork {
+    type Response = WireJobId;
+    fn method(&self) -> Method {
+        Method::PUT
+    }
+    fn path(&self) -> String {
+        format!("/2/networks/{}/connect", encode_segment(&self.name))
+    }
+    fn body(&self) -> Result<Option<Value>, RapiError> {
+        to_body(&self.request)
+    }
+}
+
+/// `PUT /2/networks/NAME/disconnect` (`OP_NETWORK_DISCONNECT`, one node group).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisconnectNetwork {
+    /// The network, by name.
+    pub name: String,
+    /// The JSON request body.
+    pub request: DisconnectNetworkRequest,
+}
+
+impl Endpoint for DisconnectNetwork {
+    type Response = WireJobId;
+    fn method(&self) -> Method {
+        Method::PUT
+    }
+    fn path(&self) -> String {
+        format!("/2/networks/{}/disconnect", encode_segment(&self.name))
+    }
+    fn body(&self) -> Result<Option<Value>, RapiError> {
+        to_body(&self.request)
+    }
+}
+
+/// `DELETE /2/networks/NAME` (`OP_NETWORK_REMOVE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoveNetwork {
+    /// The network, by name.
+    pub name: String,
+}
+
+impl Endpoint for RemoveNetwork {
+    type Response = WireJobId;
+    fn method(&self) -> Method {
+        Method::DELETE
+    }
+    fn path(&self) -> String {
+        format!("/2/networks/{}", encode_segment(&self.name))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -402,6 +535,48 @@ mod tests {
         assert!(GetJob { id: 3 }.idempotent());
         assert_eq!(CancelJob { id: 3 }.method(), Method::DELETE);
         assert_eq!(encode_segment("a b/c"), "a%20b%2Fc");
+    }
+
+    #[test]
+    fn network_requests() {
+        assert_eq!(
+            (ListNetworks.path(), ListNetworks.query()),
+            ("/2/networks".to_string(), vec![("bulk", "1".to_string())])
+        );
+        assert_eq!(ListGroups.path(), "/2/groups");
+        let c = CreateNetwork {
+            request: CreateNetworkRequest {
+                network_name: "snf-net-1".into(),
+                network: "10.0.0.0/24".into(),
+                gateway: Some("10.0.0.1".into()),
+                conflicts_check: true,
+                ..Default::default()
+            },
+        };
+        assert_eq!(c.method(), Method::POST);
+        assert_eq!(
+            c.body().unwrap(),
+            Some(
+                json!({"network_name": "snf-net-1", "network": "10.0.0.0/24", "gateway": "10.0.0.1", "conflicts_check": true})
+            )
+        );
+        let d = DisconnectNetwork {
+            name: "a b".into(),
+            request: DisconnectNetworkRequest {
+                group_name: "default".into(),
+            },
+        };
+        assert_eq!(
+            (d.method(), d.path()),
+            (Method::PUT, "/2/networks/a%20b/disconnect".to_string())
+        );
+        assert_eq!(d.body().unwrap(), Some(json!({"group_name": "default"})));
+        let r = RemoveNetwork { name: "n".into() };
+        assert_eq!(
+            (r.method(), r.path()),
+            (Method::DELETE, "/2/networks/n".to_string())
+        );
+        assert!(!r.idempotent());
     }
 
     #[test]

@@ -32,6 +32,63 @@ pub enum AdminCommand {
     /// The bus's dead-letter queue (RabbitMQ, `[amqp]`)
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Networks, their address pools and the address history
+    #[command(subcommand)]
+    Networks(NetworksCommand),
+}
+
+/// `admin networks`.
+#[derive(Debug, Subcommand)]
+pub enum NetworksCommand {
+    /// Create (or complete) a public network: shared, external (floating
+    /// IPs come from it), joined by every new server; idempotent by name
+    CreatePublic {
+        /// Name
+        name: String,
+        /// Its IPv4 subnet (a /16 to a /30)
+        #[arg(long)]
+        subnet: String,
+        /// Gateway address, or "none" [default: the subnet's first address]
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Synnefo network flavor (wiring from [network.flavors.<it>])
+        #[arg(long, default_value = "IP_LESS_ROUTED")]
+        flavor: String,
+        /// Ganeti NIC mode instead of the flavor's (needs --link)
+        #[arg(long, requires = "link")]
+        mode: Option<String>,
+        /// Ganeti NIC link instead of the flavor's (needs --mode)
+        #[arg(long, requires = "mode")]
+        link: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// List every network with its subnets and clusters
+    List {
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Delete a network (removed from every cluster first; refused while
+    /// ports or floating IPs use it)
+    Delete {
+        /// Network id
+        id: String,
+    },
+    /// Every IPv4 pool: size and addresses held
+    Pools {
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Who held an address when (for abuse reports), newest first
+    IpHistory {
+        /// The address
+        address: std::net::IpAddr,
+        /// At most this many entries
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+        limit: u64,
+        #[command(flatten)]
+        out: Output,
+    },
 }
 
 /// `admin queue`.

@@ -25,10 +25,12 @@ use synnefo_core::service::identity::PasswordPolicy;
 use crate::common::Context;
 
 mod args;
+mod networks;
 
 pub use args::{
-    AdminCommand, BackendsCommand, FlavorsCommand, ImagesCommand, MembersCommand, Output,
-    PasswordArgs, ProjectsCommand, QueueCommand, QuotasCommand, TokensCommand, UsersCommand,
+    AdminCommand, BackendsCommand, FlavorsCommand, ImagesCommand, MembersCommand, NetworksCommand,
+    Output, PasswordArgs, ProjectsCommand, QueueCommand, QuotasCommand, TokensCommand,
+    UsersCommand,
 };
 
 fn read_password(p: &PasswordArgs) -> anyhow::Result<String> {
@@ -92,6 +94,10 @@ pub async fn run(ctx: &Context, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let store: Arc<dyn Store> = Arc::new(ctx.store().await?);
+    if let AdminCommand::Networks(c) = cmd {
+        networks::run(ctx, store, c).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let admin = Admin::new(
         store,
         ctx.settings.ganeti.default_disk_template.clone(),
@@ -108,6 +114,7 @@ pub async fn run(ctx: &Context, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Images(c) => images(&admin, &op, c).await?,
         AdminCommand::Backends(c) => backends(&admin, &op, c).await?,
         AdminCommand::Queue(_) => unreachable!("handled above: it needs no database"),
+        AdminCommand::Networks(_) => unreachable!("handled above: it needs the clusters"),
         AdminCommand::Tokens(TokensCommand::Issue { user, project, ttl }) => {
             let issued = admin
                 .issue_token(&op, &user, project.as_deref(), ttl.map(Duration::from_secs))

@@ -19,6 +19,7 @@ use super::{
 use crate::error::{ServiceError, StoreError};
 use crate::ids::VmId;
 use crate::model::{AccessIps, Flavor, NewVm, NewVmAttrs, Quota, Usage, Vm};
+use crate::service::network::NicPlan;
 
 /// How many servers a create asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +103,27 @@ impl Compute {
         }
         let (flavor, image) = self.validate_create(caller, &req).await?;
         let keys = self.resolve_key_names(caller, &req.key_names).await?;
+        let nics = self
+            .networking()
+            .plan_server_nics(caller, &req.networks)
+            .await?;
+        let one_only = nics.as_ref().is_some_and(|plan| {
+            plan.iter().any(|p| {
+                matches!(
+                    p,
+                    NicPlan::Existing(_)
+                        | NicPlan::New {
+                            fixed_ip: Some(_),
+                            ..
+                        }
+                )
+            })
+        });
+        if one_only && max > 1 {
+            return Err(ServiceError::BadRequest(
+                "Multiple servers cannot share a port or a fixed IP address.".into(),
+            ));
+        }
         let attrs = NewVmAttrs {
             access: access_ips,
             key_names: keys.iter().map(|k| k.name.clone()).collect(),
@@ -153,10 +175,10 @@ impl Compute {
                         flavor: &flavor,
                         image: &image,
                         keys: &keys,
-                        no_nic: req.no_nic,
+                        nics: nics.as_deref(),
                     },
                     admin_pass.clone(),
-                    caller.request_id.as_deref(),
+                    caller,
                 )
                 .await?,
             );

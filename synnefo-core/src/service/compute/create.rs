@@ -12,6 +12,7 @@ use crate::error::{BackendError, ServiceError, StoreError};
 use crate::ids::{BackendId, InstanceName};
 use crate::model::{ActionLog, Backend, Flavor, Image, Keypair, NewVm, NewVmAttrs, Vm};
 use crate::ports::InstanceSpec;
+use crate::service::network::NicPlan;
 use crate::service::{VmChange, modify_vm};
 use crate::state::{self, Action};
 
@@ -25,6 +26,10 @@ impl Compute {
         validate_server_name(&req.name)?;
         let (flavor, image) = self.validate_create(caller, &req).await?;
         let keys = self.resolve_key_names(caller, &req.key_names).await?;
+        let nics = self
+            .networking()
+            .plan_server_nics(caller, &req.networks)
+            .await?;
         let admin_pass = match req.admin_pass {
             Some(p) if !p.is_empty() => p,
             _ => generate_password(),
@@ -57,10 +62,9 @@ impl Compute {
             flavor: &flavor,
             image: &image,
             keys: &keys,
-            no_nic: req.no_nic,
+            nics: nics.as_deref(),
         };
-        self.submit_create(vm, build, admin_pass, caller.request_id.as_deref())
-            .await
+        self.submit_create(vm, build, admin_pass, caller).await
     }
 
     /// Checks a create request against the catalog (metadata, flavor,
@@ -119,13 +123,14 @@ impl Compute {
         vm: Vm,
         build: Build<'_>,
         admin_pass: String,
-        request: Option<&str>,
+        caller: &Caller,
     ) -> Result<CreatedServer, ServiceError> {
+        let request = caller.request_id.as_deref();
         let Build {
             flavor,
             image,
             keys,
-            no_nic,
+            nics,
         } = build;
         let backend = vm.backend_id.ok_or_else(|| {
             ServiceError::Store(StoreError::Integrity(format!(
@@ -140,6 +145,28 @@ impl Compute {
             let auth_keys: Vec<&str> = keys.iter().map(|k| k.public_key.trim()).collect();
             osparams.insert(AUTH_KEYS_OSPARAM.into(), auth_keys.join("\n"));
         }
+        let nics = match nics {
+            None => vec![self.config.nic.clone()],
+            Some(plan) => match self.server_nics(caller, &vm, backend, plan).await {
+                Ok(n) => n,
+                Err(e) => {
+                    // Nothing reached Ganeti: the server goes away (its
+                    // ports with it, in the same write), the caller learns why.
+                    let msg = e.to_string();
+                    tracing::warn!(vm = %vm.id, error = %msg, "server NICs could not be set up; rolling the server back");
+                    modify_vm(&*self.store, vm.id, |v| {
+                        Ok(Some(VmChange {
+                            state: state::destroyed_without_ganeti(&v.state),
+                            nics: None,
+                            resize: None,
+                            action_log: failed(request, &msg),
+                        }))
+                    })
+                    .await?;
+                    return Err(e);
+                }
+            },
+        };
         let spec = InstanceSpec {
             backend,
             name: InstanceName::new(&self.config.prefix, vm.id).to_string(),
@@ -153,11 +180,7 @@ impl Compute {
             },
             os_type: image.os_type.clone(),
             osparams,
-            nics: if no_nic {
-                Vec::new()
-            } else {
-                vec![self.config.nic.clone()]
-            },
+            nics,
             hvparams: BTreeMap::new(),
             start: true,
         };
@@ -266,11 +289,28 @@ fn failed(request: Option<&str>, reason: &str) -> Option<ActionLog> {
 }
 
 /// What a create job builds: the flavor, the image, the key pairs whose
-/// public keys go to snf-image, and whether the server gets a NIC.
+/// public keys go to snf-image, and the server's NICs.
 #[derive(Clone, Copy)]
 pub(super) struct Build<'a> {
     pub(super) flavor: &'a Flavor,
     pub(super) image: &'a Image,
     pub(super) keys: &'a [Keypair],
-    pub(super) no_nic: bool,
+    /// The NICs (`None`: the configured default NIC, on a cloud without a
+    /// public network).
+    pub(super) nics: Option<&'a [NicPlan]>,
+}
+
+impl Compute {
+    /// Binds a stored server's ports and turns them into Ganeti NICs.
+    async fn server_nics(
+        &self,
+        caller: &Caller,
+        vm: &Vm,
+        backend: BackendId,
+        plan: &[NicPlan],
+    ) -> Result<Vec<crate::ports::NicSpec>, ServiceError> {
+        let net = self.networking();
+        let ports = net.bind_server_ports(caller, vm, plan).await?;
+        net.nic_specs(backend, &ports).await
+    }
 }

@@ -7,6 +7,7 @@ use crate::error::{ServiceError, StoreError};
 use crate::ids::VmId;
 use crate::model::{InstanceAction, Nic, Vm};
 use crate::ports::VmQuery;
+use crate::service::network::ServerAddress;
 use crate::state::{self, OperState, ServerStatus};
 
 /// Most history entries one request reads (the newest).
@@ -77,9 +78,10 @@ impl Compute {
         &self,
         caller: &Caller,
         id: &str,
-    ) -> Result<(Vm, Vec<Nic>), ServiceError> {
+    ) -> Result<(Vm, Vec<ServerAddress>), ServiceError> {
         let vm = self.server(caller, id).await?;
-        let nics = self.store.nics(vm.id).await?;
+        let mut all = self.nics_of(std::slice::from_ref(&vm)).await?;
+        let nics = all.remove(&vm.id).unwrap_or_default();
         Ok((vm, nics))
     }
 
@@ -155,13 +157,25 @@ impl Compute {
         Ok(vms)
     }
 
-    /// NICs of several servers.
-    pub async fn nics_of(&self, vms: &[Vm]) -> Result<HashMap<VmId, Vec<Nic>>, ServiceError> {
+    /// Addresses of several servers: from their ports (and the floating
+    /// IPs on them); a server without ports (made before networks, or with
+    /// the configured default NIC) shows what Ganeti reported of its NICs.
+    pub async fn nics_of(
+        &self,
+        vms: &[Vm],
+    ) -> Result<HashMap<VmId, Vec<ServerAddress>>, ServiceError> {
         if vms.is_empty() {
             return Ok(HashMap::new());
         }
         let ids: Vec<VmId> = vms.iter().map(|v| v.id).collect();
-        Ok(self.store.nics_of(&ids).await?)
+        let mut out = self.networking().addresses_of(&ids).await?;
+        let rest: Vec<VmId> = ids.into_iter().filter(|i| !out.contains_key(i)).collect();
+        if !rest.is_empty() {
+            for (vm, nics) in self.store.nics_of(&rest).await? {
+                out.insert(vm, legacy_addresses(&nics));
+            }
+        }
+        Ok(out)
     }
 
     // ------------------------------------------------------------ metadata
@@ -262,4 +276,27 @@ fn operstates_for(statuses: &[ServerStatus]) -> Vec<OperState> {
         }
     }
     out
+}
+
+/// Addresses from the NICs Ganeti reported (servers without ports): under
+/// the Ganeti network's name, else the link.
+fn legacy_addresses(nics: &[Nic]) -> Vec<ServerAddress> {
+    nics.iter()
+        .filter_map(|n| {
+            let ip = n.ip.as_deref()?.parse().ok()?;
+            let network = n
+                .network
+                .clone()
+                .or_else(|| n.link.clone())
+                .unwrap_or_else(|| "public".into());
+            Some(ServerAddress {
+                network_id: network.clone(),
+                network,
+                port_id: format!("nic-{}", n.index),
+                ip,
+                mac: n.mac.clone().unwrap_or_default(),
+                floating: false,
+            })
+        })
+        .collect()
 }

@@ -25,8 +25,9 @@ pub struct CreateServer {
     pub metadata: BTreeMap<String, String>,
     /// Admin password chosen by the caller (generated when `None`).
     pub admin_pass: Option<String>,
-    /// Create without a NIC (Nova's `networks: "none"`).
-    pub no_nic: bool,
+    /// The NICs to give it (Nova's `networks`; default: a port on a
+    /// public network).
+    pub networks: crate::service::network::ServerNetworks,
     /// The caller's key pairs to inject (Nova's `key_name`, Synnefo's
     /// `SNF:key_names`); unknown names are a 400.
     pub key_names: Vec<String>,

@@ -112,7 +112,12 @@ impl SimState {
             .expect("known node");
         self.check_primary_node(node)?;
         // Network NICs: parameters of the group connection, pool addresses.
-        self.resolve_nets(&mut nics, p.conflicts_check.unwrap_or(true), logs, true)?;
+        self.resolve_nets(
+            &mut nics,
+            p.conflicts_check.unwrap_or(true),
+            logs,
+            Some(&pnode),
+        )?;
         // Instance policy.
         if !p.ignore_ipolicy.unwrap_or(false) {
             self.check_ipolicy(node, p.disk_sizes())?;
@@ -159,7 +164,7 @@ impl SimState {
                 for n in resolved {
                     let mut n = n.clone();
                     if n.mac.is_empty() {
-                        n.mac = self.new_mac();
+                        n.mac = self.new_mac_on(n.network_uuid.as_deref());
                     }
                     nics.push(n);
                 }

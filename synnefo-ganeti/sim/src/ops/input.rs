@@ -217,7 +217,8 @@ impl CreateParams {
 pub(crate) enum NicAction {
     /// `["add", {...}]` or `["add", index, {...}]`.
     Add,
-    /// `["remove", index, {}]`: the simulator removes the last NIC.
+    /// `["remove", identifier, {}]` (index, `-1` for the last, name or
+    /// UUID) or the older `["remove", {}]` (the last).
     Remove,
     /// Anything else (`[index, {...}]` changes): ignored.
     Other,
@@ -229,6 +230,8 @@ pub(crate) enum NicAction {
 pub(crate) struct NicMod {
     /// What to do.
     pub action: NicAction,
+    /// Which NIC (index, name or UUID; `-1` when the item gives none).
+    pub identifier: Value,
     /// The parameters of an added NIC.
     pub params: NicInput,
 }
@@ -244,8 +247,14 @@ impl From<Value> for NicMod {
             Some("remove") => NicAction::Remove,
             _ => NicAction::Other,
         };
+        let identifier = if a.len() == 3 {
+            a[1].clone()
+        } else {
+            Value::from(-1)
+        };
         NicMod {
             action,
+            identifier,
             params: NicInput::from(a.pop().unwrap_or(Value::Null)),
         }
     }
@@ -270,6 +279,63 @@ pub(crate) struct ModifyParams {
     /// Refuse addresses already in use (default true).
     #[serde(deserialize_with = "lenient")]
     pub conflicts_check: Option<bool>,
+    /// Hot-plug NIC changes or fail.
+    #[serde(deserialize_with = "lenient")]
+    pub hotplug: Option<bool>,
+    /// Hot-plug NIC changes where the hypervisor can.
+    #[serde(deserialize_with = "lenient")]
+    pub hotplug_if_possible: Option<bool>,
+}
+
+/// `OP_NETWORK_ADD`'s parameters.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub(crate) struct NetworkAddParams {
+    /// IPv4 subnet.
+    #[serde(deserialize_with = "lenient")]
+    pub network: Option<String>,
+    /// IPv4 gateway.
+    #[serde(deserialize_with = "lenient")]
+    pub gateway: Option<String>,
+    /// IPv6 subnet.
+    #[serde(deserialize_with = "lenient")]
+    pub network6: Option<String>,
+    /// IPv6 gateway.
+    #[serde(deserialize_with = "lenient")]
+    pub gateway6: Option<String>,
+    /// MAC prefix.
+    #[serde(deserialize_with = "lenient")]
+    pub mac_prefix: Option<String>,
+    /// Addresses to reserve.
+    #[serde(deserialize_with = "strings")]
+    pub add_reserved_ips: Vec<String>,
+    /// Reserve node addresses in the subnet (default true).
+    #[serde(deserialize_with = "lenient")]
+    pub conflicts_check: Option<bool>,
+    /// Tags.
+    #[serde(deserialize_with = "strings")]
+    pub tags: Vec<String>,
+}
+
+/// `OP_NETWORK_CONNECT`'s parameters.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub(crate) struct NetworkConnectParams {
+    /// The node group.
+    #[serde(deserialize_with = "lenient")]
+    pub group_name: Option<String>,
+    /// NIC mode of the connection.
+    #[serde(deserialize_with = "lenient")]
+    pub network_mode: Option<String>,
+    /// NIC link of the connection.
+    #[serde(deserialize_with = "lenient")]
+    pub network_link: Option<String>,
+    /// VLAN (default `""`).
+    #[serde(deserialize_with = "lenient")]
+    pub network_vlan: Option<String>,
+    /// Refuse when the group's instances hold addresses of the subnet.
+    #[serde(deserialize_with = "lenient")]
+    pub conflicts_check: Option<bool>,
 }
 
 /// The opcode families the simulator runs, each with its typed parameters.
@@ -287,6 +353,14 @@ pub(crate) enum OpKind {
     Shutdown,
     /// `OP_INSTANCE_REMOVE`.
     Remove,
+    /// `OP_NETWORK_ADD`.
+    NetworkAdd(Box<NetworkAddParams>),
+    /// `OP_NETWORK_CONNECT`.
+    NetworkConnect(Box<NetworkConnectParams>),
+    /// `OP_NETWORK_DISCONNECT` (the node group).
+    NetworkDisconnect(String),
+    /// `OP_NETWORK_REMOVE`.
+    NetworkRemove,
     /// Any other opcode: accepted, then failed as not simulated.
     Other,
 }
@@ -296,6 +370,8 @@ pub(crate) enum OpKind {
 pub(crate) struct OpParams {
     /// `instance_name` (empty when absent).
     pub instance: String,
+    /// `network_name` of the network opcodes (empty when absent).
+    pub network: String,
     /// `dry_run`: check, change nothing.
     pub dry_run: bool,
     /// The family and its parameters.
@@ -307,6 +383,10 @@ pub(crate) struct OpParams {
 struct Common {
     #[serde(deserialize_with = "lenient")]
     instance_name: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    network_name: Option<String>,
+    #[serde(deserialize_with = "lenient")]
+    group_name: Option<String>,
     #[serde(deserialize_with = "lenient")]
     dry_run: Option<bool>,
 }
@@ -325,10 +405,17 @@ impl OpParams {
             "OP_INSTANCE_REBOOT" => OpKind::Reboot,
             "OP_INSTANCE_SHUTDOWN" => OpKind::Shutdown,
             "OP_INSTANCE_REMOVE" => OpKind::Remove,
+            "OP_NETWORK_ADD" => OpKind::NetworkAdd(Box::new(read(input))),
+            "OP_NETWORK_CONNECT" => OpKind::NetworkConnect(Box::new(read(input))),
+            "OP_NETWORK_DISCONNECT" => {
+                OpKind::NetworkDisconnect(common.group_name.clone().unwrap_or_default())
+            }
+            "OP_NETWORK_REMOVE" => OpKind::NetworkRemove,
             _ => OpKind::Other,
         };
         OpParams {
             instance: common.instance_name.unwrap_or_default(),
+            network: common.network_name.unwrap_or_default(),
             dry_run: common.dry_run.unwrap_or(false),
             kind,
         }
@@ -397,6 +484,8 @@ mod tests {
         let actions: Vec<NicAction> = m.nics.iter().map(|n| n.action).collect();
         use NicAction::*;
         assert_eq!(actions, vec![Add, Add, Remove, Other, Other]);
+        assert_eq!(m.nics[0].identifier, json!(-1));
+        assert_eq!(m.nics[2].identifier, json!(-1));
         assert_eq!(m.nics[1].params.ip.as_deref(), Some("10.0.0.9"));
         assert_eq!(m.beparams.maxmem, Some(1024));
     }

@@ -1,6 +1,7 @@
 //! What each opcode checks and does, one module per opcode family:
 //! [`create`], [`modify`] (set-params), [`power`] (startup, shutdown,
-//! reboot) and [`remove`]. [`input`] reads an op's JSON input into typed
+//! reboot), [`remove`] and [`network`] (network add, connect, disconnect,
+//! remove). [`input`] reads an op's JSON input into typed
 //! parameters once; this module dispatches on them and holds what every
 //! opcode shares: the parameters Ganeti adds to each (`reason`, `priority`,
 //! ...) and its recorded defaults.
@@ -14,6 +15,7 @@ use input::OpKind;
 pub(crate) mod create;
 pub(crate) mod input;
 pub(crate) mod modify;
+pub(crate) mod network;
 pub(crate) mod power;
 pub(crate) mod remove;
 
@@ -90,6 +92,9 @@ pub(crate) fn opcode_defaults(op_id: &str) -> Value {
             "hvparams": {}, "ext_params": {}, "osparams": {}, "wait_for_sync": true, "conflicts_check": true,
             "hotplug": false, "hotplug_if_possible": false
         }),
+        "OP_NETWORK_ADD" => json!({"conflicts_check": true, "tags": []}),
+        "OP_NETWORK_CONNECT" => json!({"network_vlan": "", "conflicts_check": true}),
+        "OP_NETWORK_REMOVE" => json!({"force": false}),
         _ => json!({}),
     }
 }
@@ -99,6 +104,8 @@ impl SimState {
     pub(crate) fn logs_for(&self, op: &OpState) -> Vec<String> {
         match &op.params.kind {
             OpKind::Create(p) => create::logs(&op.params.instance, p),
+            OpKind::Modify(p) => self.modify_logs(&op.params.instance, p),
+            OpKind::NetworkAdd(p) => self.network_add_logs(p),
             _ => vec![],
         }
     }
@@ -111,11 +118,20 @@ impl SimState {
     pub(crate) fn prereq(&self, op: &OpState) -> (Vec<String>, Result<Option<Vec<SimNic>>, Value>) {
         let mut logs = Vec::new();
         let name = op.params.instance.as_str();
+        let net = op.params.network.as_str();
         let r = match &op.params.kind {
             OpKind::Create(p) => self.create_prereq(name, p, &mut logs).map(Some),
+            OpKind::NetworkAdd(p) => self.network_add_prereq(net, p).map(|_| None),
+            OpKind::NetworkConnect(p) => {
+                self.network_connect_prereq(net, p, &mut logs).map(|_| None)
+            }
+            OpKind::NetworkDisconnect(g) => self
+                .network_disconnect_prereq(net, g, &mut logs)
+                .map(|_| None),
+            OpKind::NetworkRemove => self.network_remove_prereq(net, &mut logs).map(|_| None),
             _ if op.opcode.is_empty() => Ok(None),
             _ if !self.instances.contains_key(name) => Err(unknown_instance(name)),
-            OpKind::Modify(p) => self.modify_prereq(p, &mut logs).map(Some),
+            OpKind::Modify(p) => self.modify_prereq(name, p, &mut logs).map(Some),
             _ => Ok(None),
         };
         (logs, r)
@@ -137,6 +153,10 @@ impl SimState {
             OpKind::Startup | OpKind::Reboot => self.power(name, true),
             OpKind::Shutdown => self.power(name, false),
             OpKind::Modify(p) => self.modify(name, p, op.nics.as_deref()),
+            OpKind::NetworkAdd(p) => self.network_add(&op.params.network, p),
+            OpKind::NetworkConnect(p) => self.network_connect(&op.params.network, p),
+            OpKind::NetworkDisconnect(_) => self.network_disconnect(&op.params.network),
+            OpKind::NetworkRemove => self.network_remove(&op.params.network),
             OpKind::Other => Err(json!([
                 "OpExecError",
                 [format!("Opcode {} is not simulated", op.opcode)]

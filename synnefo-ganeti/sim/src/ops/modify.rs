@@ -1,30 +1,70 @@
 //! `OP_INSTANCE_SET_PARAMS` (`PUT /2/instances/NAME/modify`): NICs added
 //! (network checks and pool addresses as for a create, a MAC written into
-//! the op's input when it starts) or removed, and backend, hypervisor and
-//! OS parameters changed. The result lists the changes as Ganeti does.
+//! the op's input when it starts, from the network's MAC prefix) or removed
+//! (by index, name or UUID), hot-plugged when asked and possible (KVM with
+//! the guest running; otherwise `hotplug_if_possible` logs Ganeti's
+//! warning and `hotplug` fails), and backend, hypervisor and OS
+//! parameters changed. The result lists the changes as Ganeti does
+//! (`nic.N` for an add, `NIC/N` for a remove, as recorded in
+//! `tests/fixtures/ganeti-3.0-networks/`).
 
 use std::collections::VecDeque;
 
 use serde_json::{Map, Value, json};
 
 use super::input::{ModifyParams, NicAction, NicInput};
-use super::unknown_instance;
+use super::{prereq, unknown_instance};
 use crate::model::{SimNic, SimState};
 
-/// How many MACs starting this op's input will take: one per `add` item
-/// without a `mac` key (reads the raw input, as [`fill_macs`] writes it).
-pub(crate) fn macs_needed(input: &Map<String, Value>) -> usize {
+/// The MACs starting this op's input will take: one per `add` item
+/// without a `mac` key, with the network it names (its MAC prefix
+/// applies); reads the raw input, as [`fill_macs`] writes it.
+pub(crate) fn mac_networks(input: &Map<String, Value>) -> Vec<Option<String>> {
     let Some(mods) = input.get("nics").and_then(Value::as_array) else {
-        return 0;
+        return vec![];
     };
     mods.iter()
         .filter(|m| m.get(0).and_then(Value::as_str) == Some("add"))
-        .filter(|m| {
-            m.as_array()
-                .and_then(|a| a.last())
-                .is_some_and(|p| p.get("mac").is_none())
+        .filter_map(|m| m.as_array().and_then(|a| a.last()))
+        .filter(|p| p.get("mac").is_none())
+        .map(|p| p.get("network").and_then(Value::as_str).map(str::to_string))
+        .collect()
+}
+
+/// Ganeti's `GetItemFromContainer` for a NIC: an index (`-1`: the last),
+/// else a name or UUID.
+fn find_nic(nics: &[SimNic], id: &Value) -> Result<usize, Value> {
+    let as_int = match id {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    };
+    let bad_index = |msg: String| prereq(msg, "wrong_input");
+    if let Some(i) = as_int {
+        return match i {
+            -1 if !nics.is_empty() => Ok(nics.len() - 1),
+            i if i < -1 => Err(bad_index(
+                "Not accepting negative indices other than -1".into(),
+            )),
+            i if i >= 0 && (i as usize) < nics.len() => Ok(i as usize),
+            i => Err(bad_index(format!(
+                "Got NIC index {i}, but there are only {}",
+                nics.len()
+            ))),
+        };
+    }
+    let id = match id {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    nics.iter()
+        .position(|n| n.name.as_deref() == Some(id.as_str()) || n.uuid == id)
+        .ok_or_else(|| {
+            prereq(
+                format!("Cannot find NIC with identifier {id}"),
+                "unknown_entity",
+            )
         })
-        .count()
 }
 
 /// Like Ganeti, writes a generated MAC into each added NIC's parameters in
@@ -46,17 +86,91 @@ pub(crate) fn fill_macs(input: &mut Map<String, Value>, macs: &mut VecDeque<Stri
 }
 
 impl SimState {
-    /// The NICs a modify adds: the same checks and pool as a create.
+    /// Ganeti's `_CheckHotplug`: whether NIC changes are hot-plugged, the
+    /// log lines on the way, or the error of a `hotplug` that cannot be.
+    fn hotplug(&self, name: &str, p: &ModifyParams) -> (bool, Vec<String>, Result<(), Value>) {
+        let hotplug = p.hotplug.unwrap_or(false);
+        if !hotplug && !p.hotplug_if_possible.unwrap_or(false) {
+            return (false, vec![], Ok(()));
+        }
+        let why = match self.instances.get(name) {
+            Some(i) if i.hypervisor == "kvm" && i.running => return (true, vec![], Ok(())),
+            Some(i) if i.hypervisor == "kvm" => "Instance is probably down",
+            _ => "Hotplug is not supported by this hypervisor",
+        };
+        let fail_msg = format!("Hotplug is not supported: {why}");
+        if hotplug {
+            // RpcResult.Raise appends the failure to the message.
+            return (
+                false,
+                vec![],
+                Err(prereq(
+                    format!("Hotplug is not possible: {fail_msg}: {fail_msg}"),
+                    "wrong_state",
+                )),
+            );
+        }
+        (
+            false,
+            vec![
+                format!(" - WARNING: {fail_msg}"),
+                " - INFO: Modification will take place without hotplugging.".into(),
+            ],
+            Ok(()),
+        )
+    }
+
+    /// The log lines a modify writes while running: Ganeti's
+    /// `_HotplugDevice` per NIC added or removed, when hot-plugging.
+    pub(crate) fn modify_logs(&self, name: &str, p: &ModifyParams) -> Vec<String> {
+        if !self.hotplug(name, p).0 {
+            return vec![];
+        }
+        p.nics
+            .iter()
+            .filter(|m| m.action != NicAction::Other)
+            .flat_map(|_| {
+                [
+                    " - INFO: Trying to hotplug device...".to_string(),
+                    " - INFO: Hotplug done.".to_string(),
+                ]
+            })
+            .collect()
+    }
+
+    /// The NICs a modify adds: the hot-plug check, the same checks and
+    /// pool as a create, and the NICs it removes found.
     pub(crate) fn modify_prereq(
         &self,
+        name: &str,
         p: &ModifyParams,
         logs: &mut Vec<String>,
     ) -> Result<Vec<SimNic>, Value> {
+        let (_, hot_logs, hot) = self.hotplug(name, p);
+        logs.extend(hot_logs);
+        hot?;
         let mut nics = Vec::new();
         for m in p.nics.iter().filter(|m| m.action == NicAction::Add) {
             nics.push(self.nic_syntax(&m.params)?);
         }
-        self.resolve_nets(&mut nics, p.conflicts_check.unwrap_or(true), logs, false)?;
+        // The removals, in order, against the NICs as the adds before them leave them.
+        let mut current: Vec<SimNic> = self
+            .instances
+            .get(name)
+            .map(|i| i.nics.clone())
+            .unwrap_or_default();
+        let mut added = nics.iter();
+        for m in &p.nics {
+            match m.action {
+                NicAction::Add => current.extend(added.next().cloned()),
+                NicAction::Remove => {
+                    let idx = find_nic(&current, &m.identifier)?;
+                    current.remove(idx);
+                }
+                NicAction::Other => {}
+            }
+        }
+        self.resolve_nets(&mut nics, p.conflicts_check.unwrap_or(true), logs, None)?;
         Ok(nics)
     }
 
@@ -90,6 +204,7 @@ impl SimState {
         if !self.instances.contains_key(name) {
             return Err(unknown_instance(name));
         }
+        let hotplug = self.hotplug(name, p).0;
         let mut changes = Vec::new();
         let mut new_nics = Vec::new();
         let mut resolved = resolved.into_iter().flatten();
@@ -108,33 +223,42 @@ impl SimState {
                             nic.vlan.clone_from(&r.vlan);
                         }
                     }
-                    new_nics.push((NicAction::Add, nic))
+                    new_nics.push((NicAction::Add, Some(nic), m));
                 }
-                NicAction::Remove => {
-                    let placeholder = self.nic_from(&NicInput::default());
-                    new_nics.push((NicAction::Remove, placeholder))
-                }
+                NicAction::Remove => new_nics.push((NicAction::Remove, None, m)),
                 NicAction::Other => {}
             }
         }
         let i = self.instances.get_mut(name).expect("checked above");
-        for (what, nic) in new_nics {
-            if what == NicAction::Add {
-                let idx = i.nics.len();
-                changes.push(json!([
-                    format!("nic.{idx}"),
-                    format!(
-                        "add:mac={},ip={},mode={},link={},network={}",
-                        nic.mac,
-                        nic.ip.clone().unwrap_or_else(|| "None".into()),
-                        nic.mode,
-                        nic.link,
-                        nic.network_uuid.clone().unwrap_or_else(|| "None".into())
-                    )
-                ]));
-                i.nics.push(nic);
-            } else if i.nics.pop().is_some() {
-                changes.push(json!([format!("nic.{}", i.nics.len()), "remove"]));
+        for (what, nic, m) in new_nics {
+            match (what, nic) {
+                (NicAction::Add, Some(nic)) => {
+                    let idx = i.nics.len();
+                    // Ganeti shows the network as the request named it.
+                    changes.push(json!([
+                        format!("nic.{idx}"),
+                        format!(
+                            "add:mac={},ip={},mode={},link={},network={}",
+                            nic.mac,
+                            nic.ip.clone().unwrap_or_else(|| "None".into()),
+                            nic.mode,
+                            nic.link,
+                            m.params.network.clone().unwrap_or_else(|| "None".into())
+                        )
+                    ]));
+                    if hotplug {
+                        changes.push(json!([format!("nic.{idx}"), "hotplug:done"]));
+                    }
+                    i.nics.push(nic);
+                }
+                _ => {
+                    let idx = find_nic(&i.nics, &m.identifier)?;
+                    i.nics.remove(idx);
+                    changes.push(json!([format!("NIC/{idx}"), "remove"]));
+                    if hotplug {
+                        changes.push(json!([format!("NIC/{idx}"), "hotplug:done"]));
+                    }
+                }
             }
         }
         // In key order, as Ganeti lists them.

@@ -24,12 +24,14 @@ where
 mod cluster;
 mod instance;
 mod job;
+mod network;
 mod request;
 mod wire;
 
 pub use cluster::*;
 pub use instance::*;
 pub use job::*;
+pub use network::*;
 pub use request::*;
 pub use wire::*;
 

@@ -157,6 +157,68 @@ pub struct ModifyInstanceRequest {
     /// Skip safety checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force: Option<bool>,
+    /// Hot-plug NIC/disk changes, failing the job where the hypervisor
+    /// cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hotplug: Option<bool>,
+    /// Hot-plug where the hypervisor can (KVM, running instance), else
+    /// apply at the next restart with a warning in the job log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hotplug_if_possible: Option<bool>,
+    /// Refuse addresses already in use in the network (Ganeti: true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflicts_check: Option<bool>,
+}
+
+/// The `POST /2/networks` body (`OP_NETWORK_ADD`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CreateNetworkRequest {
+    /// The new network's name.
+    pub network_name: String,
+    /// IPv4 subnet in CIDR notation (required by Ganeti).
+    pub network: String,
+    /// IPv4 gateway (reserved in the pool).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// IPv6 subnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network6: Option<String>,
+    /// IPv6 gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
+    /// MAC prefix (three octets) for the NICs Ganeti generates on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_prefix: Option<String>,
+    /// Addresses to reserve in the pool (never given to NICs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add_reserved_ips: Vec<String>,
+    /// Ganeti tags to set on the network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Reserve the node and master addresses that fall in the subnet.
+    pub conflicts_check: bool,
+}
+
+/// The `PUT /2/networks/NAME/connect` body (`OP_NETWORK_CONNECT`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ConnectNetworkRequest {
+    /// The node group to connect.
+    pub group_name: String,
+    /// `bridged`, `routed` or `openvswitch`.
+    pub network_mode: String,
+    /// Bridge, routing table or switch.
+    pub network_link: String,
+    /// VLAN (`""`: none).
+    pub network_vlan: String,
+    /// Refuse when instances of the group hold addresses of the subnet.
+    pub conflicts_check: bool,
+}
+
+/// The `PUT /2/networks/NAME/disconnect` body (`OP_NETWORK_DISCONNECT`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DisconnectNetworkRequest {
+    /// The node group to disconnect.
+    pub group_name: String,
 }
 
 /// The `GET /2/jobs/ID/wait` body.

@@ -81,3 +81,67 @@ fn admin_state_old_and_new() {
     assert_eq!(i.admin_state.as_deref(), Some("down"));
     assert!(i.nic_ips.is_empty());
 }
+
+const NET_FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/ganeti-3.0-networks"
+);
+
+fn net_fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{NET_FIXTURES}/{name}")).unwrap()
+}
+
+#[test]
+fn recorded_networks_decode() {
+    let empty: Vec<Network> =
+        crate::rapi::decode(&net_fixture("networks-bulk-empty.json")).unwrap();
+    assert!(empty.is_empty());
+    let nets: Vec<Network> =
+        crate::rapi::decode(&net_fixture("networks-bulk-in-use.json")).unwrap();
+    let n = &nets[0];
+    assert_eq!(n.name, "snf-net-rec");
+    assert_eq!(n.network.as_deref(), Some("10.15.0.0/24"));
+    assert_eq!(
+        n.group_list,
+        vec![NetworkGroup {
+            group: "default".into(),
+            mode: "routed".into(),
+            link: "100".into(),
+            vlan: String::new(),
+        }]
+    );
+    let info = n.to_info();
+    assert_eq!(
+        info.groups,
+        vec![("default".into(), "routed".into(), "100".into())]
+    );
+    assert_eq!(info.instances, vec!["snf-951".to_string()]);
+    assert_eq!(info.free_count, Some(249));
+    assert_eq!(info.tags, vec!["snf-test".to_string()]);
+    let one: Network = crate::rapi::decode(&net_fixture("network.json")).unwrap();
+    assert_eq!(one.uuid, n.uuid);
+    let groups: Vec<NodeGroup> = crate::rapi::decode(&net_fixture("groups-bulk.json")).unwrap();
+    assert_eq!(groups[0].name, "default");
+    assert_eq!(groups[0].node_list, vec!["node1.lab.test".to_string()]);
+    assert!(groups[0].extra.contains_key("ipolicy"));
+    // Three-item connections (older Ganeti) decode too; two items do not.
+    let g: NetworkGroup = serde_json::from_value(json!(["g", "bridged", "br0"])).unwrap();
+    assert_eq!(g.vlan, "");
+    assert!(serde_json::from_value::<NetworkGroup>(json!(["g", "bridged"])).is_err());
+}
+
+#[test]
+fn recorded_nic_names_decode() {
+    let i: Instance = crate::rapi::decode(&net_fixture("instance-nics-added.json")).unwrap();
+    assert_eq!(
+        i.nic_names,
+        vec![
+            Some("snf-nic-1".to_string()),
+            Some("snf-nic-2".to_string()),
+            Some("snf-nic-4".to_string())
+        ]
+    );
+    let nics = i.to_info().nics;
+    assert_eq!(nics[1].ip.as_deref(), Some("10.15.0.11"));
+    assert_eq!(nics[1].network.as_deref(), Some("snf-net-rec"));
+}
