@@ -185,7 +185,7 @@ if [[ "$FIP" =~ ^203\.0\.113\.[0-9]+$ ]]; then pass "floating ip create"; else f
 expect "floating ip list" "^${FIP//./\\.} None$" floating ip list -f value -c "Floating IP Address" -c Port || true
 if osc floating ip delete "$FIP" && [[ -z "$(osc floating ip list -f value -c ID)" ]]; then pass "floating ip delete"; else fail "floating ip delete" "left: $(osc floating ip list -f value 2>&1)"; fi
 if osc subnet delete accept-sub && ! osc subnet show accept-sub >/dev/null 2>&1; then pass "subnet delete"; else fail "subnet delete" "still there"; fi
-if osc network delete accept-net && [[ -z "$(osc network list --internal -f value -c Name)" ]]; then pass "network delete"; else fail "network delete" "left: $(osc network list -f value 2>&1)"; fi
+if osc network delete accept-net && ! osc network list -f value -c Name | grep -qx accept-net; then pass "network delete"; else fail "network delete" "left: $(osc network list -f value 2>&1)"; fi
 
 echo "$PASSED passed, $FAILED failed"
 if [[ $FAILED -ne 0 ]]; then
