@@ -174,17 +174,18 @@ expect_admin "subnet create (external)" '^203\.0\.113\.0/24$' subnet create --ne
 expect "network create" '^accept-net$' network create accept-net -f value -c name || true
 expect "subnet create --subnet-range" '^10\.99\.0\.0/24$' subnet create --network accept-net --subnet-range 10.99.0.0/24 accept-sub -f value -c cidr || true
 SUBNET_ID=$(osc subnet show accept-sub -f value -c id 2>/dev/null || true)
-expect "network list (with its subnet)" "^accept-net ${SUBNET_ID:-no-subnet-id}\$" network list -f value -c Name -c Subnets || true
-expect "subnet show (allocation pools)" '^10\.99\.0\.2-10\.99\.0\.254$' subnet show accept-sub -f value -c allocation_pools || true
-expect "port create --network" "ip_address='10\.99\.0\.[0-9]+', subnet_id='${SUBNET_ID:-x}'" port create --network accept-net accept-port -f value -c fixed_ips || true
-expect "port list" "^accept-port ip_address='10\.99\.0\.[0-9]+'" port list -f value -c Name -c "Fixed IP Addresses" || true
+# (-f value prints list and dict columns as Python literals)
+expect "network list (with its subnet)" "^accept-net \\['${SUBNET_ID:-no-subnet-id}'\\]\$" network list -f value -c Name -c Subnets || true
+expect "subnet show (allocation pools)" "^\\[\\{'end': '10\\.99\\.0\\.254', 'start': '10\\.99\\.0\\.2'\\}\\]\$" subnet show accept-sub -f value -c allocation_pools || true
+expect "port create --network" "'ip_address': '10\\.99\\.0\\.[0-9]+', 'subnet_id': '${SUBNET_ID:-x}'" port create --network accept-net accept-port -f value -c fixed_ips || true
+expect "port list" "^accept-port \\[\\{'ip_address': '10\\.99\\.0\\.[0-9]+'" port list -f value -c Name -c "Fixed IP Addresses" || true
 if osc port delete accept-port && [[ -z "$(osc port list -f value -c ID)" ]]; then pass "port delete"; else fail "port delete" "ports left: $(osc port list -f value 2>&1)"; fi
 FIP=$(osc floating ip create accept-public -f value -c floating_ip_address 2>&1) || true
 if [[ "$FIP" =~ ^203\.0\.113\.[0-9]+$ ]]; then pass "floating ip create"; else fail "floating ip create" "got: $FIP"; fi
 expect "floating ip list" "^${FIP//./\\.} None$" floating ip list -f value -c "Floating IP Address" -c Port || true
 if osc floating ip delete "$FIP" && [[ -z "$(osc floating ip list -f value -c ID)" ]]; then pass "floating ip delete"; else fail "floating ip delete" "left: $(osc floating ip list -f value 2>&1)"; fi
 if osc subnet delete accept-sub && ! osc subnet show accept-sub >/dev/null 2>&1; then pass "subnet delete"; else fail "subnet delete" "still there"; fi
-if osc network delete accept-net && [[ -z "$(osc network list --internal -f value -c Name)" ]]; then pass "network delete"; else fail "network delete" "left: $(osc network list -f value 2>&1)"; fi
+if osc network delete accept-net && ! osc network list -f value -c Name | grep -qx accept-net; then pass "network delete"; else fail "network delete" "left: $(osc network list -f value 2>&1)"; fi
 
 echo "$PASSED passed, $FAILED failed"
 if [[ $FAILED -ne 0 ]]; then
