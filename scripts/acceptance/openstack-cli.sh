@@ -9,11 +9,14 @@
 # server lock (stop refused) / unlock, server stop, server start, server
 # reboot, server event list/show, console url show, server delete --wait,
 # keypair delete; then networks (Neutron at /network): network create,
-# subnet create, network list, subnet show, port create, port list, port
-# delete, floating ip create/list/delete (on an external network an
-# operator made: `synnefo admin users add --admin` on the same database),
-# subnet delete, network delete. Each output is checked. Prints "N passed,
-# M failed" and exits non-zero on any failure.
+# subnet create, network list, subnet show, port create/list/delete,
+# server create on that network and on `synnefo up`'s public one (an
+# address on each), port list --server, floating ip create (public), server
+# add floating ip, server show (fixed and floating), server remove floating
+# ip, floating ip delete, server delete (ports released, the address back in
+# the pool), an operator's external network (`synnefo admin users add
+# --admin` on the same database), subnet delete, network delete. Each output
+# is checked. Prints "N passed, M failed" and exits non-zero on any failure.
 #
 # Environment:
 #   SYNNEFO_TEST_BIN   a built `synnefo` binary (default: cargo build, debug)
@@ -180,12 +183,50 @@ expect "subnet show (allocation pools)" "^\\[\\{'end': '10\\.99\\.0\\.254', 'sta
 expect "port create --network" "'ip_address': '10\\.99\\.0\\.[0-9]+', 'subnet_id': '${SUBNET_ID:-x}'" port create --network accept-net accept-port -f value -c fixed_ips || true
 expect "port list" "^accept-port \\[\\{'ip_address': '10\\.99\\.0\\.[0-9]+'" port list -f value -c Name -c "Fixed IP Addresses" || true
 if osc port delete accept-port && [[ -z "$(osc port list -f value -c ID)" ]]; then pass "port delete"; else fail "port delete" "ports left: $(osc port list -f value 2>&1)"; fi
-FIP=$(osc floating ip create accept-public -f value -c floating_ip_address 2>&1) || true
-if [[ "$FIP" =~ ^203\.0\.113\.[0-9]+$ ]]; then pass "floating ip create"; else fail "floating ip create" "got: $FIP"; fi
-expect "floating ip list" "^${FIP//./\\.} None$" floating ip list -f value -c "Floating IP Address" -c Port || true
+# A server on the private network and on `synnefo up`'s public one.
+expect "network list (public)" '^public$' network list -f value -c Name --external || true
+expect "server create --network x2 --wait" '^ACTIVE$' server create --flavor m1.tiny --image debian \
+    --network accept-net --network public --wait accept-net-vm -f value -c status || true
+ADDRS=$(osc server show accept-net-vm -f json -c addresses 2>&1) || true
+PRIV_IP=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["addresses"]["accept-net"][0])' "$ADDRS" 2>/dev/null || true)
+PUB_IP=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["addresses"]["public"][0])' "$ADDRS" 2>/dev/null || true)
+if [[ "$PRIV_IP" =~ ^10\.99\.0\.[0-9]+$ && "$PUB_IP" =~ ^10\.0\.[0-9]+\.[0-9]+$ ]]; then
+    pass "server show (an address on each network)"
+else
+    fail "server show (an address on each network)" "got: $ADDRS"
+fi
+SERVER_ID=$(osc server show accept-net-vm -f value -c id 2>/dev/null || true)
+statuses=$(osc port list --server accept-net-vm -f value -c Status 2>&1 | sort | uniq -c | tr -s ' ')
+if [[ "$statuses" == " 2 ACTIVE" ]]; then pass "port list --server (2 ports, ACTIVE)"; else fail "port list --server (2 ports, ACTIVE)" "got: $statuses"; fi
+
+# A floating IP from the public network, on the server's private port.
+FIP=$(osc floating ip create public -f value -c floating_ip_address 2>&1) || true
+if [[ "$FIP" =~ ^10\.0\.[0-9]+\.[0-9]+$ && "$FIP" != "$PUB_IP" ]]; then pass "floating ip create"; else fail "floating ip create" "got: $FIP"; fi
+expect "floating ip list (unassociated)" "^${FIP//./\\.} None$" floating ip list -f value -c "Floating IP Address" -c Port || true
+if osc server add floating ip accept-net-vm "$FIP"; then pass "server add floating ip"; else fail "server add floating ip" "command failed"; fi
+expect "server show (fixed and floating)" "'accept-net': \\['${PRIV_IP//./\\.}', '${FIP//./\\.}'\\]" server show accept-net-vm -f value -c addresses || true
+expect "floating ip show (fixed address)" "^${PRIV_IP//./\\.}$" floating ip show "$FIP" -f value -c fixed_ip_address || true
+if osc server remove floating ip accept-net-vm "$FIP"; then pass "server remove floating ip"; else fail "server remove floating ip" "command failed"; fi
+expect "server show (floating gone)" "^\\{'accept-net': \\['${PRIV_IP//./\\.}'\\], 'public': \\['${PUB_IP//./\\.}'\\]\\}$" server show accept-net-vm -f value -c addresses || true
 if osc floating ip delete "$FIP" && [[ -z "$(osc floating ip list -f value -c ID)" ]]; then pass "floating ip delete"; else fail "floating ip delete" "left: $(osc floating ip list -f value 2>&1)"; fi
+
+# Deleting the server gives its addresses back: the next port on the
+# network gets the server's address again (the lowest free one).
+if osc server delete --wait accept-net-vm && [[ -z "$(osc port list --network accept-net -f value -c ID)" ]]; then
+    pass "server delete --wait (ports released)"
+else
+    fail "server delete --wait (ports released)" "ports left: $(osc port list -f value 2>&1)"
+fi
+expect "address back in the pool" "'ip_address': '${PRIV_IP//./\\.}'" port create --network accept-net accept-port2 -f value -c fixed_ips || true
+osc port delete accept-port2 >/dev/null 2>&1 || true
+
+# An operator's external network (floating IPs from a pool of its own).
+FIP2=$(osc floating ip create accept-public -f value -c floating_ip_address 2>&1) || true
+if [[ "$FIP2" =~ ^203\.0\.113\.[0-9]+$ ]]; then pass "floating ip create (operator's external network)"; else fail "floating ip create (operator's external network)" "got: $FIP2"; fi
+osc floating ip delete "$FIP2" >/dev/null 2>&1 || true
 if osc subnet delete accept-sub && ! osc subnet show accept-sub >/dev/null 2>&1; then pass "subnet delete"; else fail "subnet delete" "still there"; fi
 if osc network delete accept-net && ! osc network list -f value -c Name | grep -qx accept-net; then pass "network delete"; else fail "network delete" "left: $(osc network list -f value 2>&1)"; fi
+if osc_admin network delete accept-public; then pass "network delete (operator)"; else fail "network delete (operator)" "command failed"; fi
 
 echo "$PASSED passed, $FAILED failed"
 if [[ $FAILED -ne 0 ]]; then

@@ -592,10 +592,34 @@ impl Networking {
         if !Self::owns(caller, s.project_id.as_deref()) {
             return Err(not_found("Subnet", id));
         }
-        if !self.store.network_backends(&s.network_id).await?.is_empty() {
-            return Err(ServiceError::Store(StoreError::Integrity(format!(
-                "Unable to complete operation on subnet {id}: its network is in use on Ganeti clusters."
-            ))));
+        // Ganeti's network holds the IPv4 subnet: with no address of it
+        // held, the network leaves the clusters first (made again, with
+        // the next subnet, when a server needs it).
+        let on = self.store.network_backends(&s.network_id).await?;
+        if !on.is_empty() && s.cidr.version() == 4 {
+            if self.store.pool_usage(id).await?.used > 0
+                || !self
+                    .store
+                    .list_ports(&NetQuery {
+                        network_id: Some(s.network_id.clone()),
+                        limit: Some(1),
+                        ..NetQuery::default()
+                    })
+                    .await?
+                    .is_empty()
+            {
+                return Err(ServiceError::Store(StoreError::Integrity(format!(
+                    "Unable to complete operation on subnet {id}: One or more ports have an IP allocation from this subnet."
+                ))));
+            }
+            let n = self
+                .store
+                .network(&s.network_id)
+                .await?
+                .ok_or_else(|| not_found("Network", &s.network_id))?;
+            for b in on {
+                self.remove_from_backend(&n, b).await?;
+            }
         }
         Ok(self.store.delete_subnet(id).await?)
     }
@@ -1567,6 +1591,14 @@ impl Networking {
             ))));
         }
         let p = self.port(caller, pid).await?;
+        if p.network_id == f.network_id {
+            // Neutron: the floating IP's network is not reachable from a
+            // port on it (the client then tries the server's next port).
+            return Err(ServiceError::NotFound(format!(
+                "External network {} is not reachable from port {pid}: the port is on it.",
+                f.network_id
+            )));
+        }
         let vm = match p.server() {
             Some(v) => self
                 .caller_server(caller, &v.to_string())
