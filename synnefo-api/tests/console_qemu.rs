@@ -285,7 +285,9 @@ async fn expired_forwarding_and_passwordless_backend() {
     let dir = tempfile::tempdir().unwrap();
     // QEMU without a VNC password (security type None towards the proxy).
     let qemu = start_qemu(&tools.qemu, dir.path(), None).await;
-    let proxy = start_proxy(dir.path(), None, Duration::from_millis(1500)).await;
+    // The window must outlast vncdotool's start on a loaded machine (1.5 s
+    // did not, once, in CI); the late connection comes well after it.
+    let proxy = start_proxy(dir.path(), None, Duration::from_millis(5000)).await;
     let sock = proxy.socket_path().unwrap().to_owned();
 
     let port = client::request_forwarding(
@@ -303,7 +305,7 @@ async fn expired_forwarding_and_passwordless_backend() {
     )
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    tokio::time::sleep(Duration::from_millis(6500)).await;
     let cap = vncdo_capture(&tools.vncdo, dir.path(), port, "late1234", "late.png").await;
     assert!(
         !cap.success && cap.png.is_none(),

@@ -335,7 +335,7 @@ async fn networks_subnets_ports_crud_and_visibility() {
         p["fixed_ips"],
         json!([{"subnet_id": sid, "ip_address": "10.99.0.2"}])
     );
-    assert!(p["mac_address"].as_str().unwrap().starts_with("aa:00:00:"));
+    assert!(p["mac_address"].as_str().unwrap().starts_with("ae:00:00:"));
     assert_eq!(p["device_id"], "");
     assert_eq!(p["status"], "DOWN");
     assert_eq!(p["network_id"], nid);
