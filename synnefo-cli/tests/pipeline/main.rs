@@ -5,6 +5,7 @@
 //! ([`support::one_at_a_time`]); a test that stops or restarts a service
 //! does it to a private instance of its own.
 
+mod address_race;
 mod db_restart;
 mod dispatchers;
 mod end_to_end;
