@@ -1,7 +1,7 @@
 //! Neutron JSON bodies of networks, subnets, ports and floating IPs.
 //!
 //! Every key the stock clients read is always present (see
-//! `/work/notes/neutron-shapes.md`): the `openstack` CLI's subnet
+//! docs/api.md, "Networks"): the `openstack` CLI's subnet
 //! formatters crash on a missing or null `allocation_pools`,
 //! `dns_nameservers` or `host_routes`, and `server add floating ip` walks
 //! each port's `fixed_ips`. Attributes Synnefo has no notion of get
