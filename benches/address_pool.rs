@@ -116,6 +116,7 @@ fn new_port(network_id: &str, subnet_id: &str) -> NewPort {
         }],
         admin_state_up: true,
         mac_prefix: "aa:00:00".into(),
+        port_limit: None,
     }
 }
 
@@ -144,6 +145,7 @@ impl Pool {
                     mode: "bridged".into(),
                     link: "br0".into(),
                     admin_state_up: true,
+                    pools: vec![],
                 },
                 None,
             )

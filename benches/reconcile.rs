@@ -201,6 +201,7 @@ fn world(n: usize) -> World {
                 vcpus: Some(vcpus),
                 ram_mib: Some(FLAVOR.ram_mib),
                 nics: vec![nic(id, nic_drift)],
+                nic_names: vec![],
                 pnode: Some("node1".into()),
                 disk_template: Some("drbd".into()),
                 tags: vec![],

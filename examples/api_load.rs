@@ -155,6 +155,12 @@ impl GanetiBackend for NoGaneti {
     ) -> Result<Vec<synnefo_core::ports::NetworkInfo>, synnefo_core::BackendError> {
         Err(unused())
     }
+    async fn node_groups(
+        &self,
+        _: synnefo_core::ids::BackendId,
+    ) -> Result<Vec<String>, synnefo_core::BackendError> {
+        Err(unused())
+    }
     async fn add_nic(
         &self,
         _: synnefo_core::ids::BackendId,

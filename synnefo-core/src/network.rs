@@ -36,6 +36,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::DomainError;
 
+pub mod pools;
+
+pub use pools::{LinkPool, MacPrefixPool, PoolKind, PoolLease, ResourcePool};
+
 /// Prefix of the Ganeti network name of network `<id>`.
 pub const GANETI_NETWORK_PREFIX: &str = "snf-net-";
 /// Prefix of the Ganeti NIC name of port `<id>`.
@@ -141,6 +145,9 @@ pub struct Network {
     pub mode: String,
     /// Ganeti NIC link.
     pub link: String,
+    /// The MAC prefix of its ports (a `MAC_FILTERED` network's own, from
+    /// its flavor's pool); `None`: the cloud's `[network] mac_prefix`.
+    pub mac_prefix: Option<String>,
     /// Lifecycle state.
     pub status: NetworkStatus,
     /// Neutron's `admin_state_up`.
@@ -155,6 +162,12 @@ impl Network {
     /// Its Ganeti name.
     pub fn ganeti_name(&self) -> String {
         ganeti_network_name(&self.id)
+    }
+
+    /// The MAC prefix of its ports: its own, else `default` (the
+    /// cloud's `[network] mac_prefix`).
+    pub fn port_mac_prefix<'a>(&'a self, default: &'a str) -> &'a str {
+        self.mac_prefix.as_deref().unwrap_or(default)
     }
 
     /// True if `project` may see and use it.
@@ -178,10 +191,15 @@ pub struct NewNetwork {
     pub flavor: NetworkFlavor,
     /// Ganeti mode.
     pub mode: String,
-    /// Ganeti link.
+    /// Ganeti link (replaced by the leased link when `pools` has a link
+    /// pool).
     pub link: String,
     /// `admin_state_up`.
     pub admin_state_up: bool,
+    /// Pools to lease from in the inserting transaction: a link pool's
+    /// value becomes the network's link, a MAC prefix pool's its
+    /// `mac_prefix` (`Exhausted` when a pool has nothing left).
+    pub pools: Vec<ResourcePool>,
 }
 
 /// Changes to a network (`None` leaves a field alone).
@@ -385,6 +403,9 @@ pub struct NewPort {
     pub admin_state_up: bool,
     /// The 3-byte prefix of the MAC to allocate (`aa:00:00`).
     pub mac_prefix: String,
+    /// Most ports the project may hold, checked in the inserting
+    /// transaction (`QuotaExceeded`, resource `ports`); `None`: no bound.
+    pub port_limit: Option<i64>,
 }
 
 /// Changes to a port.

@@ -28,7 +28,7 @@ use crate::model::{
 };
 use crate::network::{
     FloatingIp, IpHistoryEntry, Network, NetworkStatus, NetworkUpdate, NewNetwork, NewPort,
-    NewSubnet, PoolCheck, PoolUsage, Port, PortUpdate, Subnet, SubnetUpdate,
+    NewSubnet, PoolCheck, PoolKind, PoolLease, PoolUsage, Port, PortUpdate, Subnet, SubnetUpdate,
 };
 use crate::state::{JobStatus, OpError, OperState, RebootKind, VmState};
 
@@ -151,6 +151,10 @@ pub struct InstanceInfo {
     pub ram_mib: Option<i32>,
     /// NICs.
     pub nics: Vec<Nic>,
+    /// NIC names by index (`nic.names`; `None`: unnamed); empty when the
+    /// listing carried none.
+    #[serde(default)]
+    pub nic_names: Vec<Option<String>>,
     /// Primary node.
     pub pnode: Option<String>,
     /// Disk template.
@@ -307,6 +311,9 @@ pub trait GanetiBackend: Send + Sync {
     ) -> Result<JobId, BackendError>;
     /// Every network of a cluster in one bulk call.
     async fn list_networks(&self, backend: BackendId) -> Result<Vec<NetworkInfo>, BackendError>;
+    /// The names of a cluster's node groups (a network is connected to
+    /// each).
+    async fn node_groups(&self, backend: BackendId) -> Result<Vec<String>, BackendError>;
     /// Adds a NIC to an instance (`OP_INSTANCE_SET_PARAMS` with
     /// `nics: [["add", -1, ...]]`), hot-plugged where the hypervisor can,
     /// else on its next reboot.
@@ -640,6 +647,8 @@ pub struct NetQuery {
     pub name: Option<String>,
     /// Only on this network.
     pub network_id: Option<String>,
+    /// Subnets: only on one of these networks.
+    pub network_ids: Option<Vec<String>>,
     /// Ports: only bound to this device.
     pub device_id: Option<String>,
     /// Only external (`router:external`) networks, or only others.
@@ -668,7 +677,10 @@ pub struct NetQuery {
 #[async_trait]
 pub trait NetworkStore: Send + Sync {
     /// Stores a network, checking the owner's count against `limit` in the
-    /// same transaction (`QuotaExceeded`, resource `networks`).
+    /// same transaction (`QuotaExceeded`, resource `networks`), and leasing
+    /// its link and MAC prefix from [`NewNetwork::pools`] there too (the
+    /// lowest value no network holds, under the kind's lock; `Exhausted`
+    /// when none is left). Deleting the network releases them.
     async fn create_network(
         &self,
         new: &NewNetwork,
@@ -710,7 +722,9 @@ pub trait NetworkStore: Send + Sync {
     async fn delete_subnet(&self, id: &str) -> Result<(), StoreError>;
     /// Stores a port with a new MAC and its addresses, allocated in the same
     /// transaction: `Integrity` for an address already held,
-    /// `Exhausted` when a pool is empty. Opens the address history.
+    /// `Exhausted` when a pool is empty, `QuotaExceeded` (resource
+    /// `ports`) when the project holds [`NewPort::port_limit`] ports
+    /// already. Opens the address history.
     async fn create_port(&self, new: &NewPort) -> Result<Port, StoreError>;
     /// One port.
     async fn port(&self, id: &str) -> Result<Option<Port>, StoreError>;
@@ -757,6 +771,8 @@ pub trait NetworkStore: Send + Sync {
         address: std::net::IpAddr,
         limit: u64,
     ) -> Result<Vec<IpHistoryEntry>, StoreError>;
+    /// The links or MAC prefixes networks hold from their flavors' pools.
+    async fn pool_leases(&self, kind: PoolKind) -> Result<Vec<PoolLease>, StoreError>;
     /// A subnet's pool: its size and the addresses held.
     async fn pool_usage(&self, subnet_id: &str) -> Result<PoolUsage, StoreError>;
     /// Checks a subnet's free list against the addresses held (under the

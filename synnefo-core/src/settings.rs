@@ -311,6 +311,13 @@ pub struct NetworkSettings {
     pub max_networks_per_project: u32,
     /// Most floating IPs a project may hold (0: no limit).
     pub max_floating_ips_per_project: u32,
+    /// Most ports a project may hold (0: no limit): the bound on ports of
+    /// networks without a subnet, whose ports no address pool limits.
+    pub max_ports_per_project: u32,
+    /// Largest page a Neutron list returns (Neutron's
+    /// `pagination_max_limit`): a list without `limit`, or with a larger
+    /// one, gets pages of this size and a `next` link.
+    pub pagination_max_limit: u32,
     /// How long an API request waits for a Ganeti network or NIC job.
     pub job_timeout_secs: u64,
     /// Ganeti mode and link per flavor name.
@@ -323,8 +330,45 @@ pub struct NetworkSettings {
 pub struct NetworkFlavorSettings {
     /// Ganeti NIC mode (`bridged`, `routed`, `openvswitch`).
     pub mode: String,
-    /// Ganeti NIC link.
+    /// Ganeti NIC link, shared by the flavor's networks (unless a link
+    /// pool is on).
+    #[serde(default)]
     pub link: String,
+    /// Each network gets a link of its own, `<prefix>0` ..
+    /// `<prefix><link_pool_size - 1>` (Synnefo's `PHYSICAL_VLAN` bridges).
+    #[serde(default)]
+    pub link_pool_prefix: String,
+    /// Links in the pool (0: no pool, `link` is used).
+    #[serde(default)]
+    pub link_pool_size: u32,
+    /// Each network gets a 3-byte MAC prefix of its own from
+    /// `mac_prefix_pool`, `+1`, ... (Synnefo's `MAC_FILTERED` isolation).
+    #[serde(default)]
+    pub mac_prefix_pool: String,
+    /// Prefixes in the pool (0: no pool, `[network] mac_prefix`).
+    #[serde(default)]
+    pub mac_prefix_pool_size: u32,
+}
+
+impl NetworkFlavorSettings {
+    /// The pools this flavor's networks lease from, validated.
+    pub fn pools(&self) -> Result<Vec<crate::network::ResourcePool>, crate::error::DomainError> {
+        use crate::network::{LinkPool, MacPrefixPool, ResourcePool};
+        let mut out = Vec::new();
+        if self.link_pool_size > 0 {
+            out.push(ResourcePool::Link(LinkPool::new(
+                &self.link_pool_prefix,
+                self.link_pool_size,
+            )?));
+        }
+        if self.mac_prefix_pool_size > 0 {
+            out.push(ResourcePool::MacPrefix(MacPrefixPool::new(
+                &self.mac_prefix_pool,
+                self.mac_prefix_pool_size,
+            )?));
+        }
+        Ok(out)
+    }
 }
 
 /// `[ganeti]`.
@@ -715,16 +759,37 @@ impl Settings {
             if crate::network::NetworkFlavor::parse(name).is_none() {
                 return bad("network.flavors", "keys must be Synnefo network flavors");
             }
-            if !matches!(f.mode.as_str(), "bridged" | "routed" | "openvswitch") || f.link.is_empty()
+            if !matches!(f.mode.as_str(), "bridged" | "routed" | "openvswitch")
+                || (f.link.is_empty() && f.link_pool_size == 0)
             {
                 return bad(
                     "network.flavors",
-                    "mode must be bridged, routed or openvswitch, and link non-empty",
+                    "mode must be bridged, routed or openvswitch, and link non-empty (or a link pool on)",
                 );
+            }
+            let pools = f.pools().map_err(|e| SettingsError::Validation {
+                key: format!("network.flavors.{name}"),
+                reason: e.to_string(),
+            })?;
+            for p in pools {
+                if let crate::network::ResourcePool::MacPrefix(m) = p
+                    && m.contains(&n.mac_prefix)
+                {
+                    return Err(SettingsError::Validation {
+                        key: format!("network.flavors.{name}.mac_prefix_pool"),
+                        reason: format!(
+                            "must not include network.mac_prefix {} (every other network's ports use it)",
+                            n.mac_prefix
+                        ),
+                    });
+                }
             }
         }
         if n.job_timeout_secs == 0 {
             return bad("network.job_timeout_secs", "must be at least 1");
+        }
+        if n.pagination_max_limit == 0 {
+            return bad("network.pagination_max_limit", "must be at least 1");
         }
         if !matches!(self.log.format.as_str(), "human" | "json") {
             return bad("log.format", "must be \"human\" or \"json\"");

@@ -413,6 +413,16 @@ impl GanetiBackend for RapiBackend {
             .collect())
     }
 
+    async fn node_groups(&self, backend: BackendId) -> Result<Vec<String>, BackendError> {
+        Ok(self
+            .client(backend)?
+            .groups()
+            .await?
+            .into_iter()
+            .map(|g| g.name)
+            .collect())
+    }
+
     async fn add_nic(
         &self,
         backend: BackendId,

@@ -31,6 +31,8 @@ use synnefo_ganeti::backend::RapiBackend;
 
 use crate::common::{ConfigError, Context, Unavailable, shutdown_token};
 
+mod networks_report;
+
 /// Exit code: discrepancies remain.
 pub const EXIT_FOUND: u8 = 1;
 /// Exit code: a selected fix failed.
@@ -79,11 +81,14 @@ pub struct Args {
     /// Never draw a progress bar
     #[arg(long)]
     pub no_progress: bool,
-    /// Reconcile networks and address pools instead of VMs: networks
-    /// removed behind our back (--fix-stale makes them again), networks of
-    /// ours the DB does not record (--fix-orphans adopts or removes them),
-    /// pools whose free list disagrees with the held addresses
-    /// (--fix-unsynced rebuilds it)
+    /// Reconcile networks, NICs and address pools instead of VMs: networks
+    /// removed behind our back or disconnected from a node group, and
+    /// ports' NICs an instance lacks (--fix-stale makes, connects or adds
+    /// them again), networks and NICs of ours the DB does not record
+    /// (--fix-orphans adopts or removes them), pools whose free list
+    /// disagrees with the held addresses (--fix-unsynced rebuilds it);
+    /// NICs that differ from their port and networks wired to another
+    /// link are reported only. A port changed within --stuck-after is held.
     #[arg(long, conflicts_with = "daemon")]
     pub networks: bool,
 }
@@ -115,7 +120,7 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     let store: Arc<dyn Store> = Arc::new(ctx.store().await?);
     let ganeti = backends(&*store, ctx).await?;
     if args.networks {
-        return networks(ctx, store, ganeti, &args).await;
+        return networks(ctx, store, ganeti, &args, Guards { stuck_after }).await;
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let reconciler = Reconciler::new(store, ganeti, clock, settings.backend_prefix_id.clone());
@@ -194,15 +199,17 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(exit_code(&report)))
 }
 
-/// `synnefo reconcile --networks`: one pass over every cluster's networks
-/// and every pool; the same flags and exit codes as for VMs.
+/// `synnefo reconcile --networks`: one pass over every cluster's networks,
+/// its instances' NICs and every pool; the same flags and exit codes as
+/// for VMs.
 async fn networks(
     ctx: &Context,
     store: Arc<dyn Store>,
     ganeti: Arc<dyn GanetiBackend>,
     args: &Args,
+    guards: Guards,
 ) -> anyhow::Result<ExitCode> {
-    use synnefo_core::reconcile::networks::NetworkDiscrepancy;
+    use synnefo_core::service::network::{NetworkFixes, NetworkRunOptions, Networking};
     let settings = &ctx.settings;
     let backend_ids: Vec<_> = store
         .list_backends()
@@ -212,22 +219,24 @@ async fn networks(
         .filter(|b| !b.offline)
         .map(|b| b.id)
         .collect();
-    let net = synnefo_core::service::network::Networking::new(
+    let net = Networking::new(
         store,
         ganeti,
         synnefo_core::service::compute::ComputeConfig::from_settings(settings).network,
         settings.backend_prefix_id.clone(),
     );
     let f = args.fix();
+    let opts = NetworkRunOptions {
+        fix: NetworkFixes {
+            missing: f.stale,
+            extra: f.orphans,
+            pools: f.unsynced,
+        },
+        guards,
+        now: SystemClock.now(),
+    };
     let report = net
-        .reconcile(
-            &backend_ids,
-            synnefo_core::service::network::NetworkFixes {
-                missing: f.stale,
-                extra: f.orphans,
-                pools: f.unsynced,
-            },
-        )
+        .reconcile(&backend_ids, opts)
         .await
         .map_err(|e| Unavailable(e.to_string()))?;
     if args.json {
@@ -236,54 +245,7 @@ async fn networks(
             serde_json::to_string_pretty(&report).context("serialising the report")?
         );
     } else {
-        for (i, d) in report.discrepancies.iter().enumerate() {
-            let what = match d {
-                NetworkDiscrepancy::Missing {
-                    network_id,
-                    backend,
-                } => format!(
-                    "cluster {backend}: network {network_id} is recorded there and Ganeti does not list it (--fix-stale)"
-                ),
-                NetworkDiscrepancy::Extra {
-                    name,
-                    network_id,
-                    backend,
-                    instances,
-                } => format!(
-                    "cluster {backend}: {name} is listed and not recorded there ({}; {} instance(s)) (--fix-orphans)",
-                    if network_id.is_some() {
-                        "known network"
-                    } else {
-                        "unknown network"
-                    },
-                    instances.len()
-                ),
-                NetworkDiscrepancy::Pool(c) => format!(
-                    "subnet {}: {} leaked and {} doubly held pool indexes (--fix-unsynced)",
-                    c.subnet_id,
-                    c.leaked.len(),
-                    c.double.len()
-                ),
-            };
-            let state = if report.fixed.contains(&i) {
-                "fixed"
-            } else if let Some((_, why)) = report.failed.iter().find(|(j, _)| *j == i) {
-                &format!("FIX FAILED: {why}")
-            } else {
-                "found"
-            };
-            println!("{state}: {what}");
-        }
-        for (b, why) in &report.unlisted {
-            println!("unlisted: cluster {b}: {why}");
-        }
-        println!(
-            "networks: {} discrepancies, {} fixed, {} failed, {} clusters unlisted",
-            report.discrepancies.len(),
-            report.fixed.len(),
-            report.failed.len(),
-            report.unlisted.len()
-        );
+        print!("{}", networks_report::render(&report));
     }
     Ok(ExitCode::from(if !report.failed.is_empty() {
         EXIT_FIX_FAILED

@@ -19,6 +19,9 @@
 //!   also uses; [`placement_fix`]: a VM's flavor or cluster as Ganeti
 //!   shows them, written with the same optimistic concurrency.
 //! * [`batch_size`]: the staggered schedule of the seed.
+//! * [`networks`] and [`nics`]: the same for networks (missing, extra,
+//!   disconnected from a node group) and for servers' NICs against their
+//!   ports and floating IPs, run by `synnefo reconcile --networks`.
 //!
 //! # Rules
 //!
@@ -58,6 +61,7 @@
 
 mod diff;
 pub mod networks;
+pub mod nics;
 mod plan;
 mod schedule;
 

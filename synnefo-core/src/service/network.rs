@@ -27,13 +27,18 @@ use crate::ids::{BackendId, InstanceName, JobId, VmId};
 use crate::model::Vm;
 use crate::network::{
     DEVICE_OWNER_COMPUTE, FloatingIp, IpRequest, Network, NetworkFlavor, NetworkUpdate, NewNetwork,
-    NewPort, NewSubnet, Port, PortUpdate, Subnet, SubnetRequest, SubnetUpdate, plan_subnet,
+    NewPort, NewSubnet, Port, PortUpdate, ResourcePool, Subnet, SubnetRequest, SubnetUpdate,
+    plan_subnet,
 };
 use crate::ports::{GanetiBackend, NetQuery, NetworkLink, NetworkSpec, NicSpec, Store};
-use crate::reconcile::networks::{NetworkDiscrepancy, RecordedNetwork};
 use crate::state::JobStatus;
 
 use super::compute::Caller;
+
+mod reconcile;
+
+use reconcile::ignore_missing_nic;
+pub use reconcile::{NetworkFixes, NetworkReport, NetworkRunOptions};
 
 /// Longest network, subnet or port name.
 pub const MAX_NET_NAME_LEN: usize = 255;
@@ -56,10 +61,17 @@ pub struct NetworkConfig {
     pub private_flavor: NetworkFlavor,
     /// Mode and link per flavor.
     pub flavors: BTreeMap<NetworkFlavor, FlavorRecipe>,
+    /// The pools each flavor's networks lease a link or MAC prefix from
+    /// (Synnefo's `PHYSICAL_VLAN` bridges, `MAC_FILTERED` prefixes).
+    pub pools: BTreeMap<NetworkFlavor, Vec<ResourcePool>>,
     /// Most networks a project may own (`None`: unlimited).
     pub max_networks_per_project: Option<i64>,
     /// Most floating IPs a project may hold.
     pub max_floating_ips_per_project: Option<i64>,
+    /// Most ports a project may hold.
+    pub max_ports_per_project: Option<i64>,
+    /// Largest page a Neutron list returns.
+    pub pagination_max_limit: u64,
     /// How long to wait for a Ganeti network or NIC job.
     pub job_timeout: Duration,
 }
@@ -92,8 +104,11 @@ impl Default for NetworkConfig {
             mac_prefix: "ae:00:00".into(),
             private_flavor: NetworkFlavor::MacFiltered,
             flavors,
+            pools: BTreeMap::new(),
             max_networks_per_project: Some(10),
             max_floating_ips_per_project: Some(10),
+            max_ports_per_project: Some(500),
+            pagination_max_limit: 1000,
             job_timeout: Duration::from_secs(120),
         }
     }
@@ -253,6 +268,31 @@ impl Networking {
         &self.config
     }
 
+    /// The pools a new network of `flavor` leases from.
+    fn flavor_pools(&self, flavor: NetworkFlavor) -> Vec<ResourcePool> {
+        self.config.pools.get(&flavor).cloned().unwrap_or_default()
+    }
+
+    /// The bound on a non-operator's ports.
+    fn port_limit(&self, caller: &Caller) -> Option<i64> {
+        if caller.is_admin {
+            None
+        } else {
+            self.config.max_ports_per_project
+        }
+    }
+
+    /// Marks a port as changing (its `updated` time), before a NIC of it
+    /// is removed on Ganeti: reconciliation holds findings about a port
+    /// that changed recently, so it never adds back a NIC a detach is
+    /// removing.
+    async fn touch_port(&self, id: &str) -> Result<(), ServiceError> {
+        match self.store.update_port(id, &PortUpdate::default()).await {
+            Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     fn scope(caller: &Caller, mut q: NetQuery) -> NetQuery {
         if !caller.is_admin {
             q.project_id = Some(caller.project_id.clone());
@@ -295,6 +335,11 @@ impl Networking {
                 )));
             }
         };
+        let pools = if req.custom.is_some() {
+            Vec::new()
+        } else {
+            self.flavor_pools(flavor)
+        };
         let new = NewNetwork {
             name: req.name,
             project_id: Some(caller.project_id.clone()),
@@ -304,6 +349,7 @@ impl Networking {
             mode: recipe.mode,
             link: recipe.link,
             admin_state_up: req.admin_state_up.unwrap_or(true),
+            pools,
         };
         let limit = if caller.is_admin {
             None
@@ -340,6 +386,11 @@ impl Networking {
         let n = match existing {
             Some(n) => n,
             None => {
+                let pools = if recipe.is_some() {
+                    Vec::new()
+                } else {
+                    self.flavor_pools(flavor)
+                };
                 let recipe = match recipe.or_else(|| self.config.flavors.get(&flavor).cloned()) {
                     Some(r) => r,
                     None => {
@@ -360,6 +411,7 @@ impl Networking {
                             mode: recipe.mode,
                             link: recipe.link,
                             admin_state_up: true,
+                            pools,
                         },
                         None,
                     )
@@ -425,33 +477,15 @@ impl Networking {
         Ok(self.store.list_networks(&Self::scope(caller, q)).await?)
     }
 
-    /// The subnet ids of each of `networks` (for network views).
+    /// The subnet ids of each of `networks` (for network views): one
+    /// read per 500 networks, of their subnets only.
     pub async fn subnet_ids(
         &self,
         networks: &[Network],
     ) -> Result<HashMap<String, Vec<String>>, ServiceError> {
         let mut out: HashMap<String, Vec<String>> = HashMap::new();
-        if networks.is_empty() {
-            return Ok(out);
-        }
-        let q = NetQuery {
-            ids: None,
-            ..NetQuery::default()
-        };
-        let wanted: std::collections::HashSet<&str> =
-            networks.iter().map(|n| n.id.as_str()).collect();
-        if networks.len() == 1 {
-            let q = NetQuery {
-                network_id: Some(networks[0].id.clone()),
-                ..NetQuery::default()
-            };
+        for q in subnet_queries(networks) {
             for s in self.store.list_subnets(&q).await? {
-                out.entry(s.network_id).or_default().push(s.id);
-            }
-            return Ok(out);
-        }
-        for s in self.store.list_subnets(&q).await? {
-            if wanted.contains(s.network_id.as_str()) {
                 out.entry(s.network_id).or_default().push(s.id);
             }
         }
@@ -713,7 +747,8 @@ impl Networking {
             device_owner: String::new(),
             ips,
             admin_state_up: req.admin_state_up.unwrap_or(true),
-            mac_prefix: self.config.mac_prefix.clone(),
+            mac_prefix: n.port_mac_prefix(&self.config.mac_prefix).to_string(),
+            port_limit: self.port_limit(caller),
         };
         let port = self.store.create_port(&new).await?;
         match server {
@@ -783,6 +818,7 @@ impl Networking {
             && !vm.state.deleted
             && let Some(backend) = vm.backend_id
         {
+            self.touch_port(&p.id).await?;
             for f in self.floating_of_port(&p.id).await? {
                 self.detach_floating(&vm, &f).await?;
             }
@@ -1038,7 +1074,10 @@ impl Networking {
                                 device_owner: DEVICE_OWNER_COMPUTE.into(),
                                 ips,
                                 admin_state_up: true,
-                                mac_prefix: self.config.mac_prefix.clone(),
+                                mac_prefix: network
+                                    .port_mac_prefix(&self.config.mac_prefix)
+                                    .to_string(),
+                                port_limit: self.port_limit(caller),
                             })
                             .await
                             .map_err(ServiceError::from),
@@ -1141,7 +1180,7 @@ impl Networking {
             gateway: v4.gateway.map(|g| g.to_string()),
             network6: v6.map(|s| s.cidr.to_string()),
             gateway6: v6.and_then(|s| s.gateway).map(|g| g.to_string()),
-            mac_prefix: None,
+            mac_prefix: n.mac_prefix.clone(),
             tags: vec![
                 format!("synnefo:network:{}", n.id),
                 format!("synnefo:network:flavor:{}", n.flavor.as_str()),
@@ -1625,9 +1664,15 @@ impl Networking {
                 .map(|x| x.ip)
                 .unwrap_or(f.address),
         };
+        // The NIC carrying it is on the floating IP's network: its MAC
+        // carries that network's prefix.
+        let prefix = match self.store.network(&f.network_id).await? {
+            Some(n) => n.port_mac_prefix(&self.config.mac_prefix).to_string(),
+            None => self.config.mac_prefix.clone(),
+        };
         let assoc = self
             .store
-            .associate_floating_ip(id, Some((pid.to_string(), fixed)), &self.config.mac_prefix)
+            .associate_floating_ip(id, Some((pid.to_string(), fixed)), &prefix)
             .await?;
         let backend = vm.backend_id.ok_or_else(|| not_found("Port", pid))?;
         let result = async {
@@ -1667,6 +1712,9 @@ impl Networking {
         let Some(backend) = vm.backend_id else {
             return Ok(());
         };
+        if let Some(p) = &f.port_id {
+            self.touch_port(p).await?;
+        }
         let instance = InstanceName::new(&self.prefix, vm.id).to_string();
         let name = f.ganeti_nic_name();
         self.run(backend, |g| async move {
@@ -1686,147 +1734,14 @@ impl Networking {
     }
 }
 
-/// Which network fixes a reconciliation run may make.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NetworkFixes {
-    /// Make again networks removed behind our back.
-    pub missing: bool,
-    /// Adopt networks of ours the DB does not record on a cluster; remove
-    /// unknown ones no instance uses.
-    pub extra: bool,
-    /// Rebuild pools' free lists.
-    pub pools: bool,
-}
-
-/// What a network reconciliation found and did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct NetworkReport {
-    /// Everything found.
-    pub discrepancies: Vec<NetworkDiscrepancy>,
-    /// Fixed, by index in `discrepancies`.
-    pub fixed: Vec<usize>,
-    /// Fixes that failed: index and why.
-    pub failed: Vec<(usize, String)>,
-    /// Clusters that could not be listed, and why.
-    pub unlisted: Vec<(BackendId, String)>,
-}
-
-impl NetworkReport {
-    /// Found and not fixed (not selected, or no automatic fix).
-    pub fn unfixed(&self) -> usize {
-        self.discrepancies.len() - self.fixed.len() - self.failed.len()
-    }
-}
-
-impl Networking {
-    /// Reconciles networks and pools with `backends` (see
-    /// [`crate::reconcile::networks`]); fixes what `fix` selects.
-    pub async fn reconcile(
-        &self,
-        backends: &[BackendId],
-        fix: NetworkFixes,
-    ) -> Result<NetworkReport, ServiceError> {
-        let mut report = NetworkReport::default();
-        let nets = self.store.list_networks(&NetQuery::default()).await?;
-        let mut recorded = Vec::with_capacity(nets.len());
-        for n in &nets {
-            recorded.push(RecordedNetwork {
-                id: n.id.clone(),
-                on: self.store.network_backends(&n.id).await?,
-            });
-        }
-        for &b in backends {
-            let listed = match self.ganeti.list_networks(b).await {
-                Ok(l) => l,
-                Err(e) => {
-                    report.unlisted.push((b, e.to_string()));
-                    continue;
-                }
-            };
-            for d in crate::reconcile::networks::diff_backend(&recorded, b, &listed) {
-                let i = report.discrepancies.len();
-                let outcome = match &d {
-                    NetworkDiscrepancy::Missing {
-                        network_id,
-                        backend,
-                    } if fix.missing => Some(self.remake(network_id, *backend).await),
-                    NetworkDiscrepancy::Extra {
-                        network_id: Some(id),
-                        backend,
-                        ..
-                    } if fix.extra => Some(
-                        self.store
-                            .set_network_backend(id, *backend, true)
-                            .await
-                            .map_err(ServiceError::from),
-                    ),
-                    NetworkDiscrepancy::Extra {
-                        name,
-                        network_id: None,
-                        backend,
-                        instances,
-                    } if fix.extra && instances.is_empty() => {
-                        Some(self.remove_unknown(name, *backend).await)
-                    }
-                    _ => None,
-                };
-                report.discrepancies.push(d);
-                match outcome {
-                    Some(Ok(())) => report.fixed.push(i),
-                    Some(Err(e)) => report.failed.push((i, e.to_string())),
-                    None => {}
-                }
-            }
-        }
-        for s in self.store.list_subnets(&NetQuery::default()).await? {
-            if s.cidr.version() != 4 {
-                continue;
-            }
-            let check = self.store.check_pool(&s.id, fix.pools).await?;
-            if !check.is_clean() {
-                let i = report.discrepancies.len();
-                if check.fixed {
-                    report.fixed.push(i);
-                }
-                report.discrepancies.push(NetworkDiscrepancy::Pool(check));
-            }
-        }
-        Ok(report)
-    }
-
-    async fn remake(&self, network_id: &str, backend: BackendId) -> Result<(), ServiceError> {
-        let n = self
-            .store
-            .network(network_id)
-            .await?
-            .ok_or_else(|| not_found("Network", network_id))?;
-        self.store
-            .set_network_backend(network_id, backend, false)
-            .await?;
-        self.ensure_on_backend(&n, backend).await.map(|_| ())
-    }
-
-    async fn remove_unknown(&self, name: &str, backend: BackendId) -> Result<(), ServiceError> {
-        for j in self.ganeti.disconnect_network(backend, name).await? {
-            self.await_job(backend, j).await?;
-        }
-        self.run(backend, |g| {
-            let name = name.to_string();
-            async move { g.remove_network(backend, &name).await }
+/// The subnet reads of [`Networking::subnet_ids`]: the subnets of
+/// `networks` only, 500 networks a read.
+fn subnet_queries(networks: &[Network]) -> Vec<NetQuery> {
+    networks
+        .chunks(500)
+        .map(|chunk| NetQuery {
+            network_ids: Some(chunk.iter().map(|n| n.id.clone()).collect()),
+            ..NetQuery::default()
         })
-        .await
-    }
-}
-
-/// A NIC Ganeti does not have is already detached.
-fn ignore_missing_nic(e: ServiceError) -> Result<(), ServiceError> {
-    match &e {
-        ServiceError::Backend(BackendError::JobFailed { message, .. })
-            if message.contains("not found") || message.contains("does not exist") =>
-        {
-            Ok(())
-        }
-        ServiceError::Backend(BackendError::NotFound(_)) => Ok(()),
-        _ => Err(e),
-    }
+        .collect()
 }

@@ -76,6 +76,7 @@ mod generations;
 mod identity;
 mod keypairs;
 pub mod migration;
+mod net_pools;
 mod networks;
 mod sql;
 mod vms;

@@ -30,8 +30,8 @@ use crate::error::StoreError;
 use crate::ids::{BackendId, VmId};
 use crate::network::{
     AllocationPool, FixedIp, FloatingIp, IpHistoryEntry, Network, NetworkFlavor, NetworkStatus,
-    NetworkUpdate, NewNetwork, NewPort, NewSubnet, PoolCheck, PoolRanges, PoolUsage, Port,
-    PortStatus, PortUpdate, Subnet, SubnetUpdate, eui64, mac_from_counter,
+    NetworkUpdate, NewNetwork, NewPort, NewSubnet, PoolCheck, PoolKind, PoolLease, PoolRanges,
+    PoolUsage, Port, PortStatus, PortUpdate, Subnet, SubnetUpdate, eui64, mac_from_counter,
 };
 use crate::ports::{NetQuery, NetworkStore};
 use sea_orm::ActiveValue::Set;
@@ -53,6 +53,7 @@ fn network_of(m: network::Model) -> Result<Network, StoreError> {
         external: m.external,
         mode: m.mode,
         link: m.link,
+        mac_prefix: m.mac_prefix,
         admin_state_up: m.admin_state_up,
         created: m.created,
         updated: m.updated,
@@ -426,7 +427,7 @@ impl NetworkStore for SeaStore {
         limit: Option<i64>,
     ) -> Result<Network, StoreError> {
         let b = self.db_backend();
-        let txn = self.begin_write().await?;
+        let txn = self.begin_alloc().await?;
         if let (Some(project), Some(limit)) = (&new.project_id, limit) {
             let mut lock = Sql::new(b);
             lock.push("UPDATE projects SET vm_generation = vm_generation WHERE id = ")
@@ -447,6 +448,19 @@ impl NetworkStore for SeaStore {
                 });
             }
         }
+        // Leases after the project's lock (one lock order: project, then
+        // each kind's pool).
+        let mut leased = Vec::with_capacity(new.pools.len());
+        for pool in &new.pools {
+            let (idx, value) = super::net_pools::pick(&txn, pool).await?;
+            leased.push((pool.kind(), idx, value));
+        }
+        let leased_value = |kind: PoolKind| {
+            leased
+                .iter()
+                .find(|(k, _, _)| *k == kind)
+                .map(|(_, _, v)| v.clone())
+        };
         let at = now();
         let n = Network {
             id: new_id(),
@@ -456,7 +470,8 @@ impl NetworkStore for SeaStore {
             external: new.external,
             flavor: new.flavor,
             mode: new.mode.clone(),
-            link: new.link.clone(),
+            link: leased_value(PoolKind::Link).unwrap_or_else(|| new.link.clone()),
+            mac_prefix: leased_value(PoolKind::MacPrefix),
             status: NetworkStatus::Active,
             admin_state_up: new.admin_state_up,
             created: at,
@@ -471,6 +486,7 @@ impl NetworkStore for SeaStore {
             flavor: Set(n.flavor.as_str().into()),
             mode: Set(n.mode.clone()),
             link: Set(n.link.clone()),
+            mac_prefix: Set(n.mac_prefix.clone()),
             status: Set(n.status.as_str().into()),
             admin_state_up: Set(n.admin_state_up),
             created: Set(at),
@@ -479,6 +495,9 @@ impl NetworkStore for SeaStore {
         exec_insert(&txn, &insert_stmt(b, &am)?)
             .await
             .map_err(db_err)?;
+        for (kind, idx, value) in &leased {
+            super::net_pools::record(&txn, *kind, *idx, value, &n.id).await?;
+        }
         txn.commit().await.map_err(db_err)?;
         Ok(n)
     }
@@ -572,6 +591,7 @@ impl NetworkStore for SeaStore {
                 "Unable to complete operation on network {id}. There are one or more ports still in use on the network."
             )));
         }
+        super::net_pools::release(&txn, id).await?;
         let res = network::Entity::delete_by_id(id.to_string())
             .exec(&txn)
             .await
@@ -711,6 +731,9 @@ impl NetworkStore for SeaStore {
         if let Some(n) = &query.network_id {
             q = q.filter(subnet::Column::NetworkId.eq(n.as_str()));
         }
+        if let Some(ns) = &query.network_ids {
+            q = q.filter(subnet::Column::NetworkId.is_in(ns.iter().cloned()));
+        }
         page(q, subnet::Column::Id, query)
             .all(self.connection())
             .await
@@ -787,6 +810,9 @@ impl NetworkStore for SeaStore {
             let sub = subnet_of(s.clone())?;
             let ranges = PoolRanges::new(sub.cidr, &sub.allocation_pools);
             locked.insert(s.id.clone(), (s, ranges));
+        }
+        if let (Some(project), Some(limit)) = (&new.project_id, new.port_limit) {
+            super::net_pools::check_port_bound(&txn, project, limit).await?;
         }
         let net = network::Entity::find_by_id(new.network_id.clone())
             .one(&txn)
@@ -1296,6 +1322,10 @@ impl NetworkStore for SeaStore {
         }
         txn.commit().await.map_err(db_err)?;
         Ok(check)
+    }
+
+    async fn pool_leases(&self, kind: PoolKind) -> Result<Vec<PoolLease>, StoreError> {
+        super::net_pools::leases(self.connection(), kind).await
     }
 
     async fn pool_usage(&self, subnet_id: &str) -> Result<PoolUsage, StoreError> {

@@ -135,6 +135,7 @@ pub(crate) fn named(name: &str, running: bool, nics: Vec<Nic>) -> InstanceInfo {
         vcpus: Some(FLAVOR.vcpus),
         ram_mib: Some(FLAVOR.ram_mib),
         nics,
+        nic_names: vec![],
         pnode: Some("node1".into()),
         disk_template: Some("plain".into()),
         tags: vec![],

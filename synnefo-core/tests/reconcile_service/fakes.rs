@@ -183,6 +183,9 @@ impl GanetiBackend for FakeGaneti {
     async fn list_networks(&self, _: BackendId) -> Result<Vec<NetworkInfo>, BackendError> {
         nope()
     }
+    async fn node_groups(&self, _: BackendId) -> Result<Vec<String>, BackendError> {
+        nope()
+    }
     async fn add_nic(&self, _: BackendId, _: &str, _: &NicSpec) -> Result<JobId, BackendError> {
         nope()
     }

@@ -111,6 +111,7 @@ fn instance(vm: VmId, running: bool, ip: &str) -> InstanceInfo {
         vcpus: Some(1),
         ram_mib: Some(512),
         nics: vec![nic(vm.0, ip)],
+        nic_names: vec![],
         pnode: None,
         disk_template: Some("plain".into()),
         tags: vec![],

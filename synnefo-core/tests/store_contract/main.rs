@@ -18,6 +18,7 @@ mod concurrency;
 mod fixtures;
 mod identity;
 mod keypairs;
+mod net_pools;
 mod networks;
 mod state;
 mod vms;
@@ -26,6 +27,7 @@ use concurrency::*;
 use fixtures::*;
 use identity::*;
 use keypairs::*;
+use net_pools::*;
 use networks::*;
 use sea_orm::ConnectionTrait;
 use state::*;
@@ -98,6 +100,7 @@ macro_rules! backend_tests {
                 keypair_bound_race,
                 server_attrs,
                 networks,
+                network_pools,
             );
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,6 +135,26 @@ macro_rules! race_test {
 race_test!(address_race_sqlite_file, sqlite_file);
 race_test!(address_race_postgres, postgres);
 race_test!(address_race_mysql, mysql);
+
+/// The lease race (links, and the port bound) through two connection
+/// pools on one database.
+macro_rules! pool_race_test {
+    ($name:ident, $open:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn $name() {
+            let test = concat!(module_path!(), "::", stringify!($name));
+            let Some(db) = crate::$open(test).await else {
+                return;
+            };
+            let second = SeaStore::connect(&db.url, 8).await.unwrap();
+            net_pools::pool_race(&db.store, second).await;
+        }
+    };
+}
+
+pool_race_test!(pool_race_sqlite_file, sqlite_file);
+pool_race_test!(pool_race_postgres, postgres);
+pool_race_test!(pool_race_mysql, mysql);
 
 backend_tests!(sqlite_memory_db, sqlite_memory);
 backend_tests!(sqlite_file_db, sqlite_file);

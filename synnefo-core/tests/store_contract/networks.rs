@@ -27,10 +27,11 @@ fn network(project: Option<&str>, name: &str, external: bool) -> NewNetwork {
         mode: "bridged".into(),
         link: "br0".into(),
         admin_state_up: true,
+        pools: vec![],
     }
 }
 
-fn subnet(network_id: &str, cidr: &str, pools: Option<Vec<(&str, &str)>>) -> NewSubnet {
+pub(crate) fn subnet(network_id: &str, cidr: &str, pools: Option<Vec<(&str, &str)>>) -> NewSubnet {
     let req = SubnetRequest {
         cidr: cidr.into(),
         allocation_pools: pools.map(|p| {
@@ -67,6 +68,7 @@ fn port(network_id: &str, project: &str, subnet_id: &str, ip: Option<&str>) -> N
         }],
         admin_state_up: true,
         mac_prefix: "aa:00:00".into(),
+        port_limit: None,
     }
 }
 

@@ -193,8 +193,19 @@ fn network_config(n: &crate::settings::NetworkSettings) -> crate::service::netwo
                 })
             })
             .collect(),
+        pools: n
+            .flavors
+            .iter()
+            .filter_map(|(k, f)| {
+                // Validated with the settings: a pool that does not build
+                // here was refused at load time.
+                Some((NetworkFlavor::parse(k)?, f.pools().ok()?))
+            })
+            .collect(),
         max_networks_per_project: limit(n.max_networks_per_project),
         max_floating_ips_per_project: limit(n.max_floating_ips_per_project),
+        max_ports_per_project: limit(n.max_ports_per_project),
+        pagination_max_limit: u64::from(n.pagination_max_limit.max(1)),
         job_timeout: Duration::from_secs(n.job_timeout_secs),
     }
 }

@@ -23,6 +23,8 @@ pub struct Model {
     pub mode: String,
     /// Ganeti link.
     pub link: String,
+    /// Its ports' MAC prefix (NULL: the cloud's).
+    pub mac_prefix: Option<String>,
     /// `NetworkStatus::as_str`.
     pub status: String,
     /// `admin_state_up`.

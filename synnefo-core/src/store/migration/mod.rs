@@ -23,6 +23,7 @@ mod m20261207_000002_vm_job_error_nics_time;
 mod m20261207_000003_keypairs_and_locks;
 mod m20261207_000004_instance_actions;
 mod m20261207_000005_networks;
+mod m20261210_000001_network_pools;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000003_keypairs_and_locks::Migration),
             Box::new(m20261207_000004_instance_actions::Migration),
             Box::new(m20261207_000005_networks::Migration),
+            Box::new(m20261210_000001_network_pools::Migration),
         ]
     }
 }

@@ -176,6 +176,7 @@ impl Instance {
                 .or(self.beparams.memory)
                 .and_then(|v| i32::try_from(v).ok()),
             nics: self.nics(),
+            nic_names: self.nic_names.clone(),
             pnode: self.pnode.clone(),
             disk_template: self.disk_template.clone(),
             tags: self.tags.clone(),
