@@ -71,11 +71,19 @@ pub async fn list(
     auth: NetAuth,
     NetParams(p): NetParams,
 ) -> Result<Json<Value>, Fault> {
-    let req = ListRequest::parse(&p, FILTERS, push)?;
-    let fips = service(&app)
-        .floating_ips(&auth.caller(), req.query.clone())
+    let net = service(&app);
+    let req = ListRequest::parse(&p, FILTERS, push)?.bounded(net.config().pagination_max_limit);
+    let (net, caller) = (&net, &auth.caller());
+    let items = req
+        .collect(move |q| async move {
+            Ok(net
+                .floating_ips(caller, q)
+                .await?
+                .iter()
+                .map(views::floating_ip)
+                .collect())
+        })
         .await?;
-    let items = fips.iter().map(views::floating_ip).collect();
     Ok(Json(req.finish(
         "floatingips",
         items,

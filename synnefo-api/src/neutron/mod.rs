@@ -200,6 +200,13 @@ impl From<ServiceError> for Fault {
                 }
                 fault(StatusCode::CONFLICT, kind, m)
             }
+            ServiceError::Store(StoreError::Exhausted(m))
+                if m.contains("No tenant network is available") =>
+            {
+                // A link pool with nothing left (Neutron's
+                // NoNetworkAvailable, a ResourceExhausted).
+                fault(StatusCode::SERVICE_UNAVAILABLE, "NoNetworkAvailable", m)
+            }
             ServiceError::Store(StoreError::Exhausted(m)) => {
                 let kind = if m.contains("MAC") {
                     "MacAddressGenerationFailure"

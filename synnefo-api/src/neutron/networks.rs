@@ -71,10 +71,12 @@ pub async fn list(
     auth: NetAuth,
     NetParams(p): NetParams,
 ) -> Result<Json<Value>, Fault> {
-    let req = ListRequest::parse(&p, FILTERS, push)?;
     let net = service(&app);
-    let nets = net.networks(&auth.caller(), req.query.clone()).await?;
-    let items = render(&net, &nets).await?;
+    let req = ListRequest::parse(&p, FILTERS, push)?.bounded(net.config().pagination_max_limit);
+    let (net, caller) = (&net, &auth.caller());
+    let items = req
+        .collect(move |q| async move { render(net, &net.networks(caller, q).await?).await })
+        .await?;
     Ok(Json(req.finish(
         "networks",
         items,

@@ -83,11 +83,19 @@ pub async fn list(
     auth: NetAuth,
     NetParams(p): NetParams,
 ) -> Result<Json<Value>, Fault> {
-    let req = ListRequest::parse(&p, FILTERS, push)?;
-    let ports = service(&app)
-        .ports(&auth.caller(), req.query.clone())
+    let net = service(&app);
+    let req = ListRequest::parse(&p, FILTERS, push)?.bounded(net.config().pagination_max_limit);
+    let (net, caller) = (&net, &auth.caller());
+    let items = req
+        .collect(move |q| async move {
+            Ok(net
+                .ports(caller, q)
+                .await?
+                .iter()
+                .map(views::port)
+                .collect())
+        })
         .await?;
-    let items = ports.iter().map(views::port).collect();
     Ok(Json(req.finish(
         "ports",
         items,

@@ -9,7 +9,12 @@
 //! * **Pagination**: items are ordered by id; `marker` is the last id of
 //!   the previous page and is honoured by the store (ids after it), so the
 //!   SDK's marker loop always ends. A full page with more after it gets a
-//!   `<collection>_links` `next` link; the last page gets none.
+//!   `<collection>_links` `next` link; the last page gets none. Pages are
+//!   bounded ([`ListRequest::bounded`], Neutron's `pagination_max_limit`):
+//!   a list without `limit`, or with a larger one, gets a page of the
+//!   maximum and a `next` link, and the store is read in pages of that
+//!   size ([`ListRequest::collect`]) even when a filter cannot be pushed
+//!   down to it.
 //! * **`fields`**: only those keys, exactly (no implicit `id`).
 
 use serde_json::{Map, Value};
@@ -48,6 +53,7 @@ pub struct ListRequest {
     /// What the store is asked for.
     pub query: NetQuery,
     limit: Option<u64>,
+    exact: bool,
     filters: Vec<(String, Vec<String>)>,
     fields: Vec<String>,
     params: Vec<(String, String)>,
@@ -111,10 +117,62 @@ impl ListRequest {
         Ok(Self {
             query,
             limit,
+            exact,
             filters,
             fields,
             params,
         })
+    }
+
+    /// Bounds the page to `max` items (at least 1): no `limit` or a larger
+    /// one becomes `max`.
+    pub fn bounded(mut self, max: u64) -> Self {
+        let max = max.max(1);
+        let limit = self.limit.map_or(max, |l| l.min(max));
+        self.limit = Some(limit);
+        self.query.limit = self.exact.then(|| limit.saturating_add(1));
+        self
+    }
+
+    /// The items of the page, rendered by `fetch` from store pages: one
+    /// read of `limit + 1` when the store applies every filter; else reads
+    /// of that size from the marker on, until `limit + 1` items pass the
+    /// filters or the store has no more, so no read is larger than a page
+    /// whatever the filters. Unbounded (one read) without a limit.
+    pub async fn collect<F, Fut>(&self, mut fetch: F) -> Result<Vec<Value>, Fault>
+    where
+        F: FnMut(NetQuery) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<Value>, Fault>>,
+    {
+        let Some(limit) = self.limit else {
+            return fetch(self.query.clone()).await;
+        };
+        let chunk = limit.saturating_add(1);
+        let want = usize::try_from(chunk).unwrap_or(usize::MAX);
+        let mut q = self.query.clone();
+        q.limit = Some(chunk);
+        let mut out: Vec<Value> = Vec::new();
+        loop {
+            let page = fetch(q.clone()).await?;
+            let got = page.len() as u64;
+            let last = page
+                .last()
+                .and_then(|it| it.get("id"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            out.extend(
+                page.into_iter()
+                    .filter(|it| self.filters.iter().all(|(k, vs)| matches(it, k, vs))),
+            );
+            if out.len() >= want || got < chunk {
+                break;
+            }
+            match last {
+                Some(l) => q.marker = Some(l),
+                None => break,
+            }
+        }
+        Ok(out)
     }
 
     /// The response body: `items` filtered, paged, cut to `fields`, under
@@ -276,5 +334,116 @@ mod tests {
         let out = r.finish("networks", items(), "u");
         assert!(out.get("networks_links").is_none());
         assert_eq!(r.query.limit, Some(4), "one more than the page, to know");
+    }
+
+    /// `n` items with ids `i000`, `i001`, ..., every third named `x`.
+    fn many(n: usize) -> Vec<Value> {
+        (0..n)
+            .map(|i| json!({"id": format!("i{i:03}"), "name": if i % 3 == 0 { "x" } else { "y" }}))
+            .collect()
+    }
+
+    /// A store of `all`: ids after the marker, at most `limit`; records
+    /// the size of every read.
+    async fn store_read(
+        all: &[Value],
+        q: NetQuery,
+        reads: &std::sync::Mutex<Vec<usize>>,
+    ) -> Vec<Value> {
+        let after: Vec<Value> = all
+            .iter()
+            .filter(|it| {
+                q.marker
+                    .as_deref()
+                    .is_none_or(|m| it["id"].as_str().unwrap() > m)
+            })
+            .filter(|it| q.name.as_deref().is_none_or(|n| it["name"] == n))
+            .take(q.limit.map_or(usize::MAX, |l| l as usize))
+            .cloned()
+            .collect();
+        reads.lock().unwrap().push(after.len());
+        after
+    }
+
+    fn bounded(q: &str, max: u64) -> ListRequest {
+        req(q).bounded(max)
+    }
+
+    #[tokio::test]
+    async fn pages_are_bounded_without_a_limit_and_capped_above_it() {
+        let all = &many(25)[..];
+        let reads = &std::sync::Mutex::new(Vec::new());
+        // no limit: a page of the maximum, a next link, one read of max + 1
+        let r = bounded("", 10);
+        assert_eq!(r.query.limit, Some(11));
+        let items = r
+            .collect(move |q| async move { Ok(store_read(all, q, reads).await) })
+            .await
+            .unwrap();
+        let out = r.finish("networks", items, "u");
+        assert_eq!(ids(&out, "networks").len(), 10);
+        let href = out["networks_links"][0]["href"].as_str().unwrap();
+        assert!(href.contains("marker=i009"), "{href}");
+        assert_eq!(*reads.lock().unwrap(), vec![11]);
+        // a larger limit is capped; a smaller one kept
+        assert_eq!(bounded("limit=500", 10).query.limit, Some(11));
+        assert_eq!(bounded("limit=4", 10).query.limit, Some(5));
+        // following the next links walks the whole list exactly once
+        let mut seen = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let q = match &marker {
+                Some(m) => format!("limit=7&marker={m}"),
+                None => "limit=7".to_string(),
+            };
+            let r = bounded(&q, 10);
+            let items = r
+                .collect(move |q| async move { Ok(store_read(all, q, reads).await) })
+                .await
+                .unwrap();
+            let out = r.finish("networks", items, "u");
+            seen.extend(ids(&out, "networks"));
+            match out.get("networks_links") {
+                Some(l) => {
+                    let href = l[0]["href"].as_str().unwrap();
+                    marker = Some(href.rsplit("marker=").next().unwrap().to_string());
+                }
+                None => break,
+            }
+        }
+        let want: Vec<String> = (0..25).map(|i| format!("i{i:03}")).collect();
+        assert_eq!(seen, want);
+    }
+
+    #[tokio::test]
+    async fn filters_the_store_cannot_apply_read_in_bounded_pages() {
+        let all = &many(30)[..];
+        let reads = &std::sync::Mutex::new(Vec::new());
+        // two names: not pushed down; matches are i000, i003, ... (x) and
+        // every y: ask for a page of 3 x-or-z items
+        let r = bounded("name=x&name=z", 3);
+        assert_eq!(r.query.limit, None, "not pushed: no single store limit");
+        let items = r
+            .collect(move |q| async move { Ok(store_read(all, q, reads).await) })
+            .await
+            .unwrap();
+        let out = r.finish("networks", items, "u");
+        assert_eq!(ids(&out, "networks"), ["i000", "i003", "i006"]);
+        assert!(
+            out["networks_links"][0]["href"]
+                .as_str()
+                .unwrap()
+                .contains("marker=i006")
+        );
+        let reads = reads.lock().unwrap().clone();
+        assert!(
+            reads.iter().all(|&n| n <= 4),
+            "every read at most a page + 1: {reads:?}"
+        );
+        assert_eq!(
+            reads.len(),
+            3,
+            "4 + 4 + 4 rows read until 4 matched: {reads:?}"
+        );
     }
 }

@@ -85,11 +85,19 @@ pub async fn list(
     auth: NetAuth,
     NetParams(p): NetParams,
 ) -> Result<Json<Value>, Fault> {
-    let req = ListRequest::parse(&p, FILTERS, push)?;
-    let subnets = service(&app)
-        .subnets(&auth.caller(), req.query.clone())
+    let net = service(&app);
+    let req = ListRequest::parse(&p, FILTERS, push)?.bounded(net.config().pagination_max_limit);
+    let (net, caller) = (&net, &auth.caller());
+    let items = req
+        .collect(move |q| async move {
+            Ok(net
+                .subnets(caller, q)
+                .await?
+                .iter()
+                .map(views::subnet)
+                .collect())
+        })
         .await?;
-    let items = subnets.iter().map(views::subnet).collect();
     Ok(Json(req.finish(
         "subnets",
         items,

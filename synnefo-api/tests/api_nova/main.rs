@@ -6,6 +6,7 @@ mod api_support;
 mod consoles_identity_caches;
 mod instance_actions;
 mod keypairs_locks;
+mod network_limits;
 mod networks;
 
 use api_support::*;
