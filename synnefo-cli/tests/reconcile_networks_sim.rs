@@ -19,8 +19,8 @@ use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
 use synnefo_core::model::{Flavor, NewVm, Quota, Vm};
 use synnefo_core::network::{NetworkFlavor, Port, SubnetRequest};
 use synnefo_core::ports::{
-    BackendStore, CatalogStore, GanetiBackend, IdentityStore, NicSpec, Store, VmStateUpdate,
-    VmStore,
+    BackendStore, CatalogStore, GanetiBackend, IdentityStore, NetworkStore, NicSpec, Store,
+    VmStateUpdate, VmStore,
 };
 use synnefo_core::reconcile::{StateFix, fixed_state};
 use synnefo_core::service::compute::{Caller, ComputeConfig};
@@ -220,10 +220,20 @@ impl World {
     }
 
     fn reconcile(&self, args: &[&str]) -> (i32, Value) {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let (code, stdout) = self.reconcile_text(&all);
+        let report =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("JSON report ({e}): {stdout}"));
+        (code, report)
+    }
+
+    /// `synnefo reconcile --networks <args>`: exit code and stdout.
+    fn reconcile_text(&self, args: &[&str]) -> (i32, String) {
         let out = Command::new(SYNNEFO)
             .arg("--config")
             .arg(&self.config)
-            .args(["reconcile", "--networks", "--json"])
+            .args(["reconcile", "--networks"])
             .args(args)
             .env_remove("SYNNEFO_CONFIG")
             .stdin(Stdio::null())
@@ -234,9 +244,7 @@ impl World {
         if !stderr.trim().is_empty() {
             eprintln!("synnefo reconcile --networks {args:?} stderr:\n{stderr}");
         }
-        let report =
-            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("JSON report ({e}): {stdout}"));
-        (out.status.code().unwrap_or(-1), report)
+        (out.status.code().unwrap_or(-1), stdout)
     }
 }
 
@@ -483,6 +491,25 @@ async fn nics_and_connections_reported_fixed_and_clean() {
     assert_eq!(differs["fields"], serde_json::json!(["ip"]));
     assert!(report["fixed"].as_array().unwrap().is_empty());
     assert_eq!(w.nics(a.id).len(), 1, "report-only");
+    let (code, text) = w.reconcile_text(&["--stuck-after", "0"]);
+    assert_eq!(code, 1, "{text}");
+    for line in [
+        format!(
+            "found (--fix-stale): server {} ({}): no NIC {}",
+            a.id,
+            instance(a.id),
+            p1.ganeti_name()
+        ),
+        format!(
+            "found (--fix-stale): cluster {}: network {} is not connected to node group(s) default",
+            w.backend, idle.id
+        ),
+        "found (--fix-orphans): server".to_string(),
+        format!("found (report only): server {} ({}): NIC", b.id, instance(b.id)),
+        "networks: 4 discrepancies, 0 fixed, 0 failed, 0 held, 0 clusters unlisted; 2 servers' NICs checked, 1 foreign NICs ignored".to_string(),
+    ] {
+        assert!(text.contains(&line), "{line:?} not in:\n{text}");
+    }
 
     // 2. Fix: everything but the NIC that differs (report only).
     let (code, report) = w.reconcile(&["--stuck-after", "0", "--fix-all"]);
@@ -562,4 +589,43 @@ async fn nics_and_connections_reported_fixed_and_clean() {
     let (code, report) = w.reconcile(&["--stuck-after", "0"]);
     assert_eq!(code, 0, "{report:#}");
     assert!(kinds(&report).is_empty());
+
+    // 4. A detach touches its port before Ganeti removes the NIC, so a
+    // run meanwhile holds the port instead of adding its NIC back: a port
+    // unchanged for years, its detach failing on the cluster, then its
+    // NIC gone as if the removal had run after all.
+    use sea_orm::ConnectionTrait;
+    w.store
+        .connection()
+        .execute_unprepared(&format!(
+            "UPDATE ports SET updated = '2020-01-01 00:00:00+00' WHERE id = '{}'",
+            p2.id
+        ))
+        .await
+        .unwrap();
+    w.sim
+        .fail_next_jobs(1, "simulated: the hypervisor refused the unplug");
+    let err = w
+        .net
+        .delete_port(&w.caller, &p2.id)
+        .await
+        .expect_err("the removal job fails");
+    assert!(err.to_string().contains("refused the unplug"), "{err}");
+    let touched = w.store.port(&p2.id).await.unwrap().expect("kept");
+    assert!(
+        touched.updated.timestamp() > 1_700_000_000,
+        "touched before the NIC removal: {}",
+        touched.updated
+    );
+    let job = w
+        .ganeti
+        .remove_nic(w.backend, &instance(b.id), &p2.ganeti_name())
+        .await
+        .unwrap();
+    w.behind_our_back(job).await;
+    let (code, report) = w.reconcile(&[]);
+    assert_eq!(code, 0, "held, not reported: {report:#}");
+    assert_eq!(report["held"][0]["finding"], "missing_nic", "{report:#}");
+    assert_eq!(report["held"][0]["nic"], p2.ganeti_name().as_str());
+    assert_eq!(report["held"][0]["guard"], "recently_changed");
 }
