@@ -36,6 +36,8 @@ use crate::state::JobStatus;
 use super::compute::Caller;
 
 mod reconcile;
+#[cfg(test)]
+mod tests;
 
 use reconcile::ignore_missing_nic;
 pub use reconcile::{NetworkFixes, NetworkReport, NetworkRunOptions};
