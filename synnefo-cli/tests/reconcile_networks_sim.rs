@@ -230,10 +230,16 @@ impl World {
 
     /// `synnefo reconcile --networks <args>`: exit code and stdout.
     fn reconcile_text(&self, args: &[&str]) -> (i32, String) {
+        let mut all = vec!["reconcile", "--networks"];
+        all.extend_from_slice(args);
+        self.synnefo(&all)
+    }
+
+    /// `synnefo <args>` with this world's settings: exit code and stdout.
+    fn synnefo(&self, args: &[&str]) -> (i32, String) {
         let out = Command::new(SYNNEFO)
             .arg("--config")
             .arg(&self.config)
-            .args(["reconcile", "--networks"])
             .args(args)
             .env_remove("SYNNEFO_CONFIG")
             .stdin(Stdio::null())
@@ -242,7 +248,7 @@ impl World {
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr);
         if !stderr.trim().is_empty() {
-            eprintln!("synnefo reconcile --networks {args:?} stderr:\n{stderr}");
+            eprintln!("synnefo {args:?} stderr:\n{stderr}");
         }
         (out.status.code().unwrap_or(-1), stdout)
     }
@@ -359,6 +365,36 @@ async fn nics_and_connections_reported_fixed_and_clean() {
         "the port's NIC and the floating IP's"
     );
     assert_eq!(w.nics(b.id).len(), 2);
+
+    // The operators' view of the leases: each MAC_FILTERED network its
+    // own prefix.
+    let (code, out) = w.synnefo(&["admin", "networks", "leases", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let leases: Value = serde_json::from_str(&out).unwrap();
+    let mut got: Vec<(String, String, String)> = leases
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["kind"].as_str().unwrap().to_string(),
+                l["value"].as_str().unwrap().to_string(),
+                l["network_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want = vec![
+        ("mac_prefix".to_string(), prefix.clone(), private.id.clone()),
+        (
+            "mac_prefix".to_string(),
+            idle.mac_prefix.clone().unwrap(),
+            idle.id.clone(),
+        ),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    assert_ne!(idle.mac_prefix.as_deref(), Some(prefix.as_str()));
 
     // In sync.
     let (code, report) = w.reconcile(&["--stuck-after", "0"]);

@@ -79,6 +79,12 @@ pub enum NetworksCommand {
         #[command(flatten)]
         out: Output,
     },
+    /// The links and MAC prefixes networks hold from their flavors' pools
+    /// (`PHYSICAL_VLAN` links, `MAC_FILTERED` prefixes)
+    Leases {
+        #[command(flatten)]
+        out: Output,
+    },
     /// Who held an address when (for abuse reports), newest first
     IpHistory {
         /// The address

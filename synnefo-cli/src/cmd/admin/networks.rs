@@ -1,12 +1,12 @@
-//! `synnefo admin networks ...`: public networks, pools and the address
-//! history, through [`synnefo_core::service::network::Networking`] with
-//! operator rights.
+//! `synnefo admin networks ...`: public networks, pools, the links and
+//! MAC prefixes networks lease, and the address history, through
+//! [`synnefo_core::service::network::Networking`] with operator rights.
 
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use serde_json::json;
-use synnefo_core::network::{NetworkFlavor, SubnetRequest};
+use synnefo_core::network::{NetworkFlavor, PoolKind, SubnetRequest};
 use synnefo_core::ports::{NetQuery, Store};
 use synnefo_core::service::admin::Admin;
 use synnefo_core::service::compute::ComputeConfig;
@@ -134,6 +134,21 @@ pub(super) async fn run(
                 rows,
                 json!(items),
             );
+        }
+        NetworksCommand::Leases { out } => {
+            let mut leases = store.pool_leases(PoolKind::Link).await?;
+            leases.extend(store.pool_leases(PoolKind::MacPrefix).await?);
+            let rows = leases
+                .iter()
+                .map(|l| {
+                    vec![
+                        l.kind.as_str().to_string(),
+                        l.value.clone(),
+                        l.network_id.clone(),
+                    ]
+                })
+                .collect();
+            print(out, &["KIND", "VALUE", "NETWORK"], rows, json!(leases));
         }
         NetworksCommand::IpHistory {
             address,
