@@ -733,7 +733,8 @@ impl Networking {
         let vm_id: VmId = id.parse().map_err(|_| nf())?;
         match self.store.vm(vm_id).await? {
             Some(vm)
-                if (vm.project_id == caller.project_id || caller.is_admin) && !vm.state.deleted =>
+                if (vm.project_id == caller.project_id || caller.is_admin)
+                    && !vm.state.deleted() =>
             {
                 Ok(vm)
             }
@@ -780,7 +781,7 @@ impl Networking {
         let p = self.port(caller, id).await?;
         if let Some(vm_id) = p.server()
             && let Some(vm) = self.store.vm(vm_id).await?
-            && !vm.state.deleted
+            && !vm.state.deleted()
             && let Some(backend) = vm.backend_id
         {
             for f in self.floating_of_port(&p.id).await? {
@@ -1572,7 +1573,7 @@ impl Networking {
                 && let Some(p) = self.store.port(old).await?
                 && let Some(vm_id) = p.server()
                 && let Some(vm) = self.store.vm(vm_id).await?
-                && !vm.state.deleted
+                && !vm.state.deleted()
             {
                 self.detach_floating(&vm, &f).await?;
             }

@@ -116,13 +116,16 @@ pub struct Fault {
 
 /// The fault of an ERROR VM, if any.
 pub fn fault(vm: &Vm) -> Option<Fault> {
-    if vm.state.operstate != OperState::Error {
+    if vm.state.operstate() != OperState::Error {
         return None;
     }
-    let message = match &vm.state.job {
-        Some(job) if matches!(job.status, JobStatus::Error | JobStatus::Canceled) => job
-            .message()
-            .unwrap_or_else(|| format!("Ganeti job {} failed", job.job_id)),
+    let message = match &vm.state.job() {
+        Some(job) if matches!(job.status, JobStatus::Error | JobStatus::Canceled) => {
+            job.message().unwrap_or_else(|| match job.job_id {
+                Some(id) => format!("Ganeti job {id} failed"),
+                None => "Ganeti refused to create the server".to_string(),
+            })
+        }
         _ => "the server failed to build".to_string(),
     };
     Some(Fault {
