@@ -13,11 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
+use synnefo_core::ids::{BackendId, JobId, VmId};
 use synnefo_core::model::{Flavor, Vm};
-use synnefo_core::ports::{
-    BackendStore, CatalogStore, GanetiBackend, IdentityStore, InstanceSpec, VmStateUpdate, VmStore,
-};
+use synnefo_core::ports::{BackendStore, GanetiBackend, InstanceSpec, VmStateUpdate, VmStore};
 use synnefo_core::settings::Settings;
 use synnefo_core::state::{Action, OperState, PendingAction, StoredVmState, VmState};
 use synnefo_core::store::SeaStore;
@@ -56,24 +54,16 @@ async fn world(test: &str) -> Option<World> {
         [(backend, sim.client().unwrap())],
         settings.ganeti,
     ));
-    let user = store
-        .create_user("ops", "$argon2id$fake", true)
-        .await
-        .unwrap();
-    let project = store.create_project("ops").await.unwrap();
-    let flavor = store
-        .create_flavor(&Flavor {
-            id: FlavorId(0),
-            name: "small".into(),
-            vcpus: 1,
-            ram_mib: 128,
-            disk_gib: 1,
-            disk_template: "diskless".into(),
-            is_public: true,
-            deleted: false,
-        })
-        .await
-        .unwrap();
+    let synnefo_test_support::builders::Tenant {
+        user,
+        project,
+        flavor,
+    } = synnefo_test_support::builders::tenant_with(
+        &store,
+        true,
+        synnefo_test_support::builders::flavor_of(1, 128, 1, "diskless"),
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &db.url, sim.addr().port());
     Some(World {

@@ -183,3 +183,37 @@ pub async fn stored_vm<S: VmStore + ?Sized>(
     .await
     .expect("store the fixture's state")
 }
+
+/// Creates a user (an operator if `admin`), a project it is a member of
+/// and the flavor `flavor` describes, uniquely named.
+pub async fn tenant_with<S: IdentityStore + CatalogStore + ?Sized>(
+    s: &S,
+    admin: bool,
+    flavor: Flavor,
+) -> Tenant {
+    let user = s
+        .create_user(&unique("user-"), "$argon2id$fake", admin)
+        .await
+        .expect("create user");
+    let project = s
+        .create_project(&unique("project-"))
+        .await
+        .expect("create project");
+    s.add_member(&user.id, &project.id)
+        .await
+        .expect("add member");
+    Tenant {
+        flavor: s.create_flavor(&flavor).await.expect("create flavor"),
+        user,
+        project,
+    }
+}
+
+/// A public flavor of `vcpus`, `ram_mib`, `disk_gib` and `template`,
+/// uniquely named.
+pub fn flavor_of(vcpus: i32, ram_mib: i32, disk_gib: i32, template: &str) -> Flavor {
+    Flavor {
+        disk_template: template.into(),
+        ..flavor_spec(vcpus, ram_mib, disk_gib)
+    }
+}

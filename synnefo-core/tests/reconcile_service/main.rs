@@ -53,24 +53,16 @@ async fn world() -> World {
             .expect("sqlite"),
     );
     store.migrate().await.expect("migrate");
-    let user = store
-        .create_user("ops", "$argon2id$fake", true)
-        .await
-        .unwrap();
-    let project = store.create_project("ops").await.unwrap();
-    let flavor = store
-        .create_flavor(&Flavor {
-            id: FlavorId(0),
-            name: "small".into(),
-            vcpus: 1,
-            ram_mib: 512,
-            disk_gib: 5,
-            disk_template: "plain".into(),
-            is_public: true,
-            deleted: false,
-        })
-        .await
-        .unwrap();
+    let synnefo_test_support::builders::Tenant {
+        user,
+        project,
+        flavor,
+    } = synnefo_test_support::builders::tenant_with(
+        &*store,
+        true,
+        synnefo_test_support::builders::flavor_of(1, 512, 5, "plain"),
+    )
+    .await;
     let b1 = store
         .upsert_backend("cluster1", "g1.example.org", 5080)
         .await
