@@ -641,8 +641,8 @@ pub fn limits(v: Version, l: &Limits) -> serde_json::Value {
         put("maxImageMeta", 128);
     }
     if !v.at_least(57) {
-        put("maxPersonality", 0);
-        put("maxPersonalitySize", 0);
+        put("maxPersonality", l.max_personality);
+        put("maxPersonalitySize", l.max_personality_bytes);
     }
     serde_json::json!({"limits": {"absolute": abs, "rate": []}})
 }
@@ -802,6 +802,8 @@ mod tests {
             quota: Default::default(),
             usage: Default::default(),
             max_keypairs: 100,
+            max_personality: 5,
+            max_personality_bytes: 10240,
         };
         let v1 = limits(Version(1), &l);
         assert_eq!(v1["limits"]["absolute"]["maxTotalInstances"], -1);

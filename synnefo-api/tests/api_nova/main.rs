@@ -7,6 +7,7 @@ mod consoles_identity_caches;
 mod instance_actions;
 mod keypairs_locks;
 mod networks;
+mod personality;
 
 use api_support::*;
 use axum::http::{Method, StatusCode};

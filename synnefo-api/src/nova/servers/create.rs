@@ -12,7 +12,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use synnefo_core::model::AccessIps;
-use synnefo_core::service::compute::{CreateCount, CreateServer};
+use synnefo_core::service::compute::{CreateCount, CreateServer, PersonalityFile};
 use synnefo_core::service::network::ServerNetworks;
 
 use super::super::Mount;
@@ -220,13 +220,10 @@ impl CreateBody {
                 )));
             }
         }
-        if self.personality.as_ref().is_some_and(|p| !p.is_empty()) {
-            if v.at_least(57) {
-                return Err(ApiError::bad_request(
-                    "Invalid input for field/attribute server. Additional properties are not allowed ('personality' was unexpected)",
-                ));
-            }
-            return Err(unsupported("File injection (personality)"));
+        if self.personality.is_some() && v.at_least(57) {
+            return Err(ApiError::bad_request(
+                "Invalid input for field/attribute server. Additional properties are not allowed ('personality' was unexpected)",
+            ));
         }
         if let Some(k) = &self.key_name
             && (k.is_empty() || k.chars().count() > 255)
@@ -362,6 +359,10 @@ pub async fn create(
                 admin_pass: s.admin_pass,
                 networks,
                 key_names: s.key_name.into_iter().collect(),
+                personality: personality_files(
+                    s.personality.as_deref().unwrap_or_default(),
+                    false,
+                )?,
             },
             CreateCount {
                 min: min_count,
@@ -388,4 +389,61 @@ pub async fn create(
         resp.headers_mut().insert(axum::http::header::LOCATION, h);
     }
     Ok(resp)
+}
+
+/// The `personality` list of a create request: Nova's items are
+/// `{"path", "contents"}` (`additionalProperties: false`); Synnefo's
+/// (`synnefo` true) may add `owner`, `group` and `mode`. Limits and
+/// base64 are the compute service's to check.
+pub(crate) fn personality_files(
+    items: &[Value],
+    synnefo: bool,
+) -> Result<Vec<PersonalityFile>, ApiError> {
+    let invalid = |what: String| {
+        ApiError::bad_request(format!(
+            "Invalid input for field/attribute personality. {what}"
+        ))
+    };
+    items
+        .iter()
+        .map(|item| {
+            let obj = item
+                .as_object()
+                .ok_or_else(|| invalid(format!("Value: {item} is not of type 'object'")))?;
+            let allowed: &[&str] = if synnefo {
+                &["path", "contents", "owner", "group", "mode"]
+            } else {
+                &["path", "contents"]
+            };
+            if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+                return Err(invalid(format!(
+                    "Additional properties are not allowed ('{k}' was unexpected)"
+                )));
+            }
+            let text = |key: &str, required: bool| -> Result<Option<String>, ApiError> {
+                match obj.get(key) {
+                    Some(Value::String(v)) => Ok(Some(v.clone())),
+                    None | Some(Value::Null) if !required => Ok(None),
+                    None => Err(invalid(format!("'{key}' is a required property"))),
+                    Some(other) => Err(invalid(format!("{key}: {other} is not of type 'string'"))),
+                }
+            };
+            let mode = match obj.get("mode") {
+                None | Some(Value::Null) => None,
+                Some(Value::Number(n)) => Some(
+                    n.as_u64()
+                        .and_then(|m| u32::try_from(m).ok())
+                        .ok_or_else(|| invalid(format!("mode: {n} is not a file mode")))?,
+                ),
+                Some(other) => return Err(invalid(format!("mode: {other} is not an integer"))),
+            };
+            Ok(PersonalityFile {
+                path: text("path", true)?.unwrap_or_default(),
+                contents: text("contents", true)?.unwrap_or_default(),
+                owner: text("owner", false)?,
+                group: text("group", false)?,
+                mode,
+            })
+        })
+        .collect()
 }
