@@ -9,15 +9,15 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use synnefo_core::ports::NetQuery;
 
 use super::query::ListRequest;
 use super::{
-    Fault, Id, NetAuth, NetBody, NetParams, bad_request, collection_url, created, ip, items_of,
-    no_content, nullable, service, views,
+    Fault, Id, NetAuth, NetBody, NetParams, Variant, bad_request, check_project, collection_url,
+    ip, items_of, no_content, nullable, service, views,
 };
 use crate::state::Shared;
 
@@ -63,11 +63,15 @@ pub struct FloatingIpBody {
     description: Option<String>,
     #[serde(default)]
     subnet_id: Option<String>,
+    /// Synnefo's project to charge (kamaki's `--project-id`): the token's.
+    #[serde(default)]
+    project: Option<String>,
 }
 
 /// `GET /v2.0/floatingips` (and kamaki's `/floatingips/detail`).
 pub async fn list(
     State(app): State<Shared>,
+    v: Variant,
     auth: NetAuth,
     NetParams(p): NetParams,
 ) -> Result<Json<Value>, Fault> {
@@ -79,7 +83,7 @@ pub async fn list(
     Ok(Json(req.finish(
         "floatingips",
         items,
-        &collection_url(&app, "floatingips"),
+        &collection_url(&app, v, "floatingips"),
     )))
 }
 
@@ -98,11 +102,12 @@ pub async fn show(
     ))
 }
 
-/// `POST /v2.0/floatingips` (201): from `floating_network_id`, or the
-/// first external network when absent (kamaki); associated at once when
-/// a `port_id` is given.
+/// `POST /v2.0/floatingips` (201; Synnefo's 200 at the Cyclades mount):
+/// from `floating_network_id`, or the first external network when absent
+/// (kamaki); associated at once when a `port_id` is given.
 pub async fn create(
     State(app): State<Shared>,
+    v: Variant,
     auth: NetAuth,
     NetBody(body): NetBody,
 ) -> Result<Response, Fault> {
@@ -125,17 +130,23 @@ pub async fn create(
         .as_deref()
         .map(|a| ip("floating_ip_address", a))
         .transpose()?;
+    let caller = auth.caller();
+    check_project(b.project.as_deref(), &caller, "Floating IPs")?;
     let port = b.port_id.flatten();
     let f = service(&app)
         .create_floating_ip(
-            &auth.caller(),
+            &caller,
             b.floating_network_id.as_deref(),
             address,
             port.as_deref(),
             b.description.as_deref().unwrap_or_default(),
         )
         .await?;
-    Ok(created(json!({"floatingip": views::floating_ip(&f)})))
+    Ok((
+        v.floating_ip_created(),
+        Json(json!({"floatingip": views::floating_ip(&f)})),
+    )
+        .into_response())
 }
 
 /// `PUT /v2.0/floatingips/{id}`: `{"port_id": P}` associates (with
