@@ -12,8 +12,8 @@
 # (generate, upload, list, info, server create --key-name, delete);
 # networks through the Cyclades network API (network create, list, info,
 # modify, connect, disconnect, delete; subnet create, list, info, modify;
-# server create --network; port create, list, info, wait, delete; ip
-# create, list, info, attach, detach, delete; the refusals of another
+# server create --network NET and NET,FLOATING_IP; port create, list,
+# info, wait, delete; ip create, list, info, attach, detach, delete; the refusals of another
 # project's floating IP, an unreserved address and an unknown network); and
 # the negatives (unknown server id, bad token). Every step checks kamaki's output, not just its exit status. Prints "N passed, M failed" and exits
 # non-zero on any failure.
@@ -406,6 +406,40 @@ if expect "ip delete (attached)" '' ip delete "$FIP_ID" && ! nics | grep -q " $F
 else
     fail "ip gone with its port" "$ALL / $(nics)"
 fi
+# A server created with a floating IP (kamaki's --network NET,IP): its NIC
+# on the public network carries it; deleting the server frees the IP.
+FIP2=""
+if expect "ip create (for a new server)" '"floating_ip_address"' ip create --output-format json; then
+    FIP2=$(field 'd["floating_ip_address"]') FIP2_ID=$(field 'd["id"]')
+fi
+FIPVM=""
+if expect "server create --network NET,IP" '^Server [0-9]+ status: ACTIVE' server create --name kamaki-fipvm \
+    --flavor-id "$FLAVOR" --image-id "$IMAGE" --network "$PUBLIC_NET,${FIP2:-none}" --wait; then
+    FIPVM=$(sed -nE 's/^id: *([0-9]+)$/\1/p' <<<"$OUT" | head -n 1)
+fi
+run ip info "${FIP2_ID:-none}" --output-format json
+if [[ -n "$FIPVM" && $(field 'd["instance_id"]' 2>/dev/null) == "$FIPVM" ]] &&
+    run server info "$FIPVM" --output-format json &&
+    [[ $(field '[(p["network_id"], p.get("ipv4"), p.get("OS-EXT-IPS:type")) for p in d.get("ports", d.get("attachments", []))]' 2>/dev/null) == "[('$PUBLIC_NET', '$FIP2', 'floating')]" ]]; then
+    pass "server info (created with the floating IP)"
+else
+    fail "server info (created with the floating IP)" "$ALL"
+fi
+if [[ -n "$FIPVM" ]] && run server delete "$FIPVM" && [[ $RC -eq 0 ]]; then
+    for _ in $(seq 1 60); do
+        run ip info "${FIP2_ID:-none}" --output-format json
+        [[ $(field 'd["port_id"]' 2>/dev/null) == None ]] && break
+        sleep 0.5
+    done
+    if [[ $(field 'd["port_id"], d["instance_id"]' 2>/dev/null) == "None None" ]] && expect "ip delete" '' ip delete "${FIP2_ID:-none}"; then
+        pass "ip free again after its server's delete"
+    else
+        fail "ip free again after its server's delete" "$ALL"
+    fi
+else
+    fail "ip free again after its server's delete" "no server to delete: $ALL"
+fi
+
 # Refusals: another project's floating IP, an address nobody reserved, an
 # unknown network.
 expect_refusal "port with another project's floating IP" "(403|[Ff]orbidden).*not one of your project's" \

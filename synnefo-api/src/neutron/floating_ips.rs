@@ -12,7 +12,9 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use synnefo_core::network::FloatingIp;
 use synnefo_core::ports::NetQuery;
+use synnefo_core::service::compute::Caller;
 
 use super::query::ListRequest;
 use super::{
@@ -68,6 +70,26 @@ pub struct FloatingIpBody {
     project: Option<String>,
 }
 
+/// A floating IP's body; at the Cyclades mount with Synnefo's
+/// `instance_id` too (the server of its port, else null), which kamaki
+/// reads.
+async fn view(app: &Shared, v: Variant, caller: &Caller, f: &FloatingIp) -> Value {
+    let mut body = views::floating_ip(f);
+    if v == Variant::Cyclades {
+        let server = match &f.port_id {
+            Some(p) => service(app)
+                .port(caller, p)
+                .await
+                .ok()
+                .map(|p| p.device_id)
+                .filter(|d| !d.is_empty()),
+            None => None,
+        };
+        body["instance_id"] = json!(server);
+    }
+    body
+}
+
 /// `GET /v2.0/floatingips` (and kamaki's `/floatingips/detail`).
 pub async fn list(
     State(app): State<Shared>,
@@ -76,10 +98,14 @@ pub async fn list(
     NetParams(p): NetParams,
 ) -> Result<Json<Value>, Fault> {
     let req = ListRequest::parse(&p, FILTERS, push)?;
+    let caller = auth.caller();
     let fips = service(&app)
-        .floating_ips(&auth.caller(), req.query.clone())
+        .floating_ips(&caller, req.query.clone())
         .await?;
-    let items = fips.iter().map(views::floating_ip).collect();
+    let mut items = Vec::with_capacity(fips.len());
+    for f in &fips {
+        items.push(view(&app, v, &caller, f).await);
+    }
     Ok(Json(req.finish(
         "floatingips",
         items,
@@ -91,14 +117,16 @@ pub async fn list(
 /// the CLI then lists and matches the address itself).
 pub async fn show(
     State(app): State<Shared>,
+    v: Variant,
     auth: NetAuth,
     Id(id): Id,
     NetParams(p): NetParams,
 ) -> Result<Json<Value>, Fault> {
     let req = ListRequest::parse(&p, &[], |_, _, _| false)?;
-    let f = service(&app).floating_ip(&auth.caller(), &id).await?;
+    let caller = auth.caller();
+    let f = service(&app).floating_ip(&caller, &id).await?;
     Ok(Json(
-        json!({"floatingip": req.select(views::floating_ip(&f))}),
+        json!({"floatingip": req.select(view(&app, v, &caller, &f).await)}),
     ))
 }
 
@@ -144,7 +172,7 @@ pub async fn create(
         .await?;
     Ok((
         v.floating_ip_created(),
-        Json(json!({"floatingip": views::floating_ip(&f)})),
+        Json(json!({"floatingip": view(&app, v, &caller, &f).await})),
     )
         .into_response())
 }
@@ -154,6 +182,7 @@ pub async fn create(
 /// disassociates; without `port_id` nothing changes.
 pub async fn update(
     State(app): State<Shared>,
+    v: Variant,
     auth: NetAuth,
     Id(id): Id,
     NetBody(body): NetBody,
@@ -173,7 +202,9 @@ pub async fn update(
         None => net.floating_ip(&caller, &id).await?,
         Some(port) => net.associate(&caller, &id, port.as_deref(), fixed).await?,
     };
-    Ok(Json(json!({"floatingip": views::floating_ip(&f)})))
+    Ok(Json(
+        json!({"floatingip": view(&app, v, &caller, &f).await}),
+    ))
 }
 
 /// `DELETE /v2.0/floatingips/{id}` (204; disassociated first).

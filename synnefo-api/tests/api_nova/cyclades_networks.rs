@@ -236,6 +236,9 @@ async fn port_carrying_a_floating_ip() {
     let f = floating(app, C, &c.alice_token, &fid).await;
     assert_eq!(f["port_id"], pid);
     assert_eq!(f["status"], "ACTIVE");
+    assert_eq!(f["instance_id"], server.as_str(), "Synnefo's instance_id");
+    let f = floating(app, N, &c.alice_token, &fid).await;
+    assert!(f.get("instance_id").is_none(), "not Neutron's: {f:?}");
     // The server shows it (kamaki's `server info`).
     let r = get(
         app,
@@ -271,6 +274,7 @@ async fn port_carrying_a_floating_ip() {
     }
     let f = floating(app, C, &c.alice_token, &fid).await;
     assert_eq!(f["port_id"], Value::Null);
+    assert_eq!(f["instance_id"], Value::Null);
     assert_eq!(f["floating_ip_address"], addr.as_str());
 
     // Disassociating (Neutron's PUT) or deleting the floating IP takes the
@@ -326,4 +330,40 @@ async fn port_carrying_a_floating_ip() {
         "{:?}",
         r.body["server"]["attachments"]
     );
+
+    // kamaki's `server create --network NET,IP`: the server's NIC on the
+    // external network carries the floating IP; another project's is 403
+    // before anything is stored.
+    let (fid2, addr2) = new_fip(c.alice_token.clone()).await;
+    let body = |a: &str| {
+        json!({"server": {"name": "vm2", "imageRef": IMAGE, "flavorRef": 1,
+            "networks": [{"uuid": ext_id, "fixed_ip": a}]}})
+    };
+    let r = post(
+        app,
+        "/compute/v2.0/servers",
+        &c.alice_token,
+        body(&bob_addr),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    let r = post(app, "/compute/v2.0/servers", &c.alice_token, body(&addr2)).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let vm2 = r.body["server"]["id"].to_string();
+    let r = get(app, &format!("{N}/ports?device_id={vm2}"), &c.alice_token).await;
+    let ports = r.body["ports"].as_array().unwrap().clone();
+    assert_eq!(ports.len(), 1, "{ports:?}");
+    assert_eq!(ports[0]["network_id"], ext_id);
+    assert_eq!(ports[0]["fixed_ips"], json!([]));
+    let f = floating(app, C, &c.alice_token, &fid2).await;
+    assert_eq!(f["port_id"], ports[0]["id"]);
+    assert_eq!(f["instance_id"], vm2.as_str());
+    let r = get(app, &format!("/compute/v2.0/servers/{vm2}"), &c.alice_token).await;
+    let att = &r.body["server"]["attachments"];
+    assert_eq!(att.as_array().map(Vec::len), Some(1), "{att:?}");
+    assert_eq!(att[0]["ipv4"], addr2.as_str());
+    assert_eq!(att[0]["OS-EXT-IPS:type"], "floating");
+    // Attached already: 409 for the next server.
+    let r = post(app, "/compute/v2.0/servers", &c.alice_token, body(&addr2)).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
 }

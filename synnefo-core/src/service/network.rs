@@ -1051,7 +1051,26 @@ impl Networking {
                     let n = self.network(caller, nid).await.map_err(|_| {
                         ServiceError::BadRequest(format!("Network {nid} could not be found."))
                     })?;
-                    if n.external && !n.shared && !caller.is_admin && !self.is_public(&n) {
+                    // a fixed IP that is one of the caller's free floating
+                    // IPs of an external network: the NIC carries it
+                    let carried = match (n.external, item.fixed_ip) {
+                        (true, Some(ip)) => {
+                            let want = [FixedIpRequest {
+                                subnet_id: None,
+                                ip: Some(ip),
+                            }];
+                            self.floating_to_carry(caller, &n, Some(&want))
+                                .await?
+                                .is_some()
+                        }
+                        _ => false,
+                    };
+                    if n.external
+                        && !carried
+                        && !n.shared
+                        && !caller.is_admin
+                        && !self.is_public(&n)
+                    {
                         return Err(ServiceError::Forbidden(format!(
                             "Network {nid} is external: attach a floating IP instead."
                         )));
@@ -1121,30 +1140,7 @@ impl Networking {
                     .await
                     .map_err(ServiceError::from),
                 NicPlan::New { network, fixed_ip } => {
-                    let fixed = fixed_ip.map(|ip| {
-                        vec![FixedIpRequest {
-                            subnet_id: None,
-                            ip: Some(ip),
-                        }]
-                    });
-                    match self.ip_requests(&network.id, fixed.as_deref()).await {
-                        Ok(ips) => self
-                            .store
-                            .create_port(&NewPort {
-                                network_id: network.id.clone(),
-                                project_id: Some(vm.project_id.clone()),
-                                user_id: Some(caller.user_id.clone()),
-                                name: String::new(),
-                                device_id: vm.id.to_string(),
-                                device_owner: DEVICE_OWNER_COMPUTE.into(),
-                                ips,
-                                admin_state_up: true,
-                                mac_prefix: self.config.mac_prefix.clone(),
-                            })
-                            .await
-                            .map_err(ServiceError::from),
-                        Err(e) => Err(e),
-                    }
+                    self.new_server_port(caller, vm, network, *fixed_ip).await
                 }
             };
             match r {
@@ -1175,6 +1171,63 @@ impl Networking {
             }
         }
         Ok(made)
+    }
+
+    /// A stored server's new port on `network` (with `fixed_ip`; one of
+    /// the caller's free floating IPs of an external network is carried,
+    /// as [`Self::create_port`] does).
+    async fn new_server_port(
+        &self,
+        caller: &Caller,
+        vm: &Vm,
+        network: &Network,
+        fixed_ip: Option<IpAddr>,
+    ) -> Result<Port, ServiceError> {
+        let fixed = fixed_ip.map(|ip| {
+            vec![FixedIpRequest {
+                subnet_id: None,
+                ip: Some(ip),
+            }]
+        });
+        let carried = match network.external {
+            true => {
+                self.floating_to_carry(caller, network, fixed.as_deref())
+                    .await?
+            }
+            false => None,
+        };
+        let ips = match carried {
+            Some(_) => Vec::new(),
+            None => self.ip_requests(&network.id, fixed.as_deref()).await?,
+        };
+        let port = self
+            .store
+            .create_port(&NewPort {
+                network_id: network.id.clone(),
+                project_id: Some(vm.project_id.clone()),
+                user_id: Some(caller.user_id.clone()),
+                name: String::new(),
+                device_id: vm.id.to_string(),
+                device_owner: DEVICE_OWNER_COMPUTE.into(),
+                ips,
+                admin_state_up: true,
+                mac_prefix: self.config.mac_prefix.clone(),
+            })
+            .await?;
+        if let Some(f) = carried
+            && let Err(e) = self
+                .store
+                .associate_floating_ip(
+                    &f.id,
+                    Some((port.id.clone(), f.address)),
+                    &self.config.mac_prefix,
+                )
+                .await
+        {
+            self.store.delete_port(&port.id).await?;
+            return Err(e.into());
+        }
+        Ok(port)
     }
 
     /// The Ganeti NICs of `ports` on `backend`, making each network exist
