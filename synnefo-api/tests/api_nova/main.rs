@@ -4,6 +4,7 @@
 #[path = "../api_support.rs"]
 mod api_support;
 mod consoles_identity_caches;
+mod cyclades_networks;
 mod instance_actions;
 mod keypairs_locks;
 mod networks;
