@@ -23,7 +23,7 @@ use synnefo_core::ports::InstanceInfo;
 use synnefo_core::reconcile::{
     BackendListing, FlavorSize, Guards, Input, JobObservation, Listing, VmSnapshot, diff,
 };
-use synnefo_core::state::{Action, OperState, PendingAction, VmState};
+use synnefo_core::state::{Action, OperState, PendingAction, StoredVmState, VmState};
 
 // ---------------------------------------------------------------- allocator
 
@@ -146,16 +146,7 @@ fn world(n: usize) -> World {
         let id = k as i64 + 1;
         let backend = if k % 2 == 0 { B1 } else { B2 };
         let drift = k % 50; // 2% of VMs drift, one rule each
-        let mut state = VmState {
-            operstate: OperState::Started,
-            deleted: false,
-            suspended: false,
-            action: None,
-            job: None,
-            last_event: None,
-            state_event: None,
-            nics_time_us: None,
-        };
+        let mut state = StoredVmState::settled(OperState::Started);
         let mut running = true;
         let mut listed = true;
         let mut nic_drift = false;
@@ -177,6 +168,7 @@ fn world(n: usize) -> World {
             6 => state.deleted = true,
             _ => state.operstate = OperState::Stopped,
         }
+        let state = VmState::from_stored(state);
         let vm = Vm {
             id: VmId(id),
             user_id: "u".into(),
@@ -219,7 +211,7 @@ fn world(n: usize) -> World {
             f.name = format!("web{k}.example.org");
             b1.push(f);
         }
-        if vm.state.deleted {
+        if vm.state.deleted() {
             others.push(vm);
         } else {
             vms.push(VmSnapshot {

@@ -389,7 +389,7 @@ async fn round(o: &Opts, r: usize, store: &SeaStore, vms: &[VmId]) -> Result<(f6
         let ids: Vec<VmId> = expected.keys().copied().collect();
         for chunk in ids.chunks(1000) {
             for vm in store.vms(chunk).await? {
-                if expected.get(&vm.id) != Some(&vm.state.operstate) {
+                if expected.get(&vm.id) != Some(&vm.state.operstate()) {
                     wrong += 1;
                 }
             }

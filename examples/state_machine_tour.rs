@@ -28,7 +28,7 @@ fn apply(vm: VmState, ev: &OpStatusEvent) -> VmState {
                 "{:<22} {:<9} -> {} ({})",
                 ev.opcode,
                 ev.status,
-                next.operstate,
+                next.operstate(),
                 server_status(&next).as_str()
             );
             next
@@ -42,7 +42,11 @@ fn apply(vm: VmState, ev: &OpStatusEvent) -> VmState {
 
 fn main() -> anyhow::Result<()> {
     let mut vm = VmState::new_build();
-    println!("new VM: {} ({})", vm.operstate, server_status(&vm).as_str());
+    println!(
+        "new VM: {} ({})",
+        vm.operstate(),
+        server_status(&vm).as_str()
+    );
     vm = apply(
         vm,
         &event(1, OpCode::InstanceCreate, JobStatus::Running, 10),
@@ -70,6 +74,6 @@ fn main() -> anyhow::Result<()> {
         vm,
         &event(3, OpCode::InstanceRemove, JobStatus::Success, 40),
     );
-    println!("deleted: {}", vm.deleted);
+    println!("deleted: {}", vm.deleted());
     Ok(())
 }

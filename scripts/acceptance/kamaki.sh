@@ -9,9 +9,13 @@
 # HOME, and runs an unmodified session: login, flavor and image listing,
 # server create --wait, list, info, shutdown, start, reboot SOFT and HARD,
 # console, quota, resource and project listing, delete; key pairs
-# (generate, upload, list, info, server create --key-name, delete); and the
-# negatives (unknown server id, bad token). Every step checks kamaki's
-# output, not just its exit status. Prints "N passed, M failed" and exits
+# (generate, upload, list, info, server create --key-name, delete);
+# networks through the Cyclades network API (network create, list, info,
+# modify, connect, disconnect, delete; subnet create, list, info, modify;
+# server create --network NET and NET,FLOATING_IP; port create, list,
+# info, wait, delete; ip create, list, info, attach, detach, delete; the refusals of another
+# project's floating IP, an unreserved address and an unknown network); and
+# the negatives (unknown server id, bad token). Every step checks kamaki's output, not just its exit status. Prints "N passed, M failed" and exits
 # non-zero on any failure.
 #
 # Without a Python 2.7 the run is SKIPPED (exit 0), except under CI=true,
@@ -280,6 +284,183 @@ if expect "keypair delete" '' keypair delete kamaki-key && run keypair list && !
     pass "keypair gone after delete"
 else
     fail "keypair gone after delete" "$ALL"
+fi
+
+# --- networks (the Cyclades network API at the catalog's cyclades_network) ---
+# A second project, holding a floating IP of `synnefo up`'s public network:
+# made directly in the database `synnefo up` uses, its token from Astakos.
+OTHER_FIP=""
+if SYNNEFO_CONFIG=/dev/null SYNNEFO_DATABASE__URL="sqlite://$WORK/data/synnefo.db?mode=rwc" \
+    "$BIN" admin users add kamaki-other --project others --password-stdin <<<"$PASSWORD" >"$WORK/admin.log" 2>&1; then
+    OTHER_TOKEN=$(curl -fsS -H 'Content-Type: application/json' \
+        -d "{\"auth\":{\"passwordCredentials\":{\"username\":\"kamaki-other\",\"password\":\"$PASSWORD\"}}}" \
+        "$API/identity/v2.0/tokens" | python3 -c 'import json,sys; print(json.load(sys.stdin)["access"]["token"]["id"])') || true
+    OTHER_FIP=$(curl -fsS -H "X-Auth-Token: ${OTHER_TOKEN:-x}" -H 'Content-Type: application/json' \
+        -d '{"floatingip": {}}' "$API/network/v2.0/floatingips" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["floatingip"]["floating_ip_address"])') || true
+fi
+[[ -n "$OTHER_FIP" ]] || echo "note: no floating IP of another project ($(cat "$WORK/admin.log"))"
+
+run network list --output-format json
+PUBLIC_NET=$(field '[n["id"] for n in d if n["name"] == "public"][0]' 2>/dev/null || true)
+expect "network list (public)" "^$PUBLIC_NET public \\( public \\)\$" network list || true
+NET=""
+if expect "network create" '"type": "MAC_FILTERED"' network create --name kamaki-net --output-format json; then
+    NET=$(field 'd["id"]')
+fi
+NET=${NET:-none}
+expect "network list (private)" "^$NET kamaki-net \\( private \\)\$" network list || true
+expect "network info" '^status: *ACTIVE$' network info "$NET" || true
+expect "network modify --name" '^name: *kamaki-private$' network modify "$NET" --name kamaki-private || true
+SUBNET=""
+if expect "subnet create" '"cidr": "10\.77\.0\.0/24"' subnet create --network-id "$NET" --cidr 10.77.0.0/24 \
+    --name kamaki-sub --output-format json; then
+    SUBNET=$(field 'd["id"]')
+fi
+SUBNET=${SUBNET:-none}
+expect "subnet list" "^$SUBNET kamaki-sub \\( of network $NET \\)\$" subnet list || true
+run subnet info "$SUBNET" --output-format json
+if [[ $RC -eq 0 && $(field 'd["subnet"]["gateway_ip"], d["subnet"]["allocation_pools"][0]["start"]' 2>/dev/null) == "10.77.0.1 10.77.0.2" ]]; then
+    pass "subnet info (gateway, pool)"
+else
+    fail "subnet info (gateway, pool)" "$ALL"
+fi
+expect "subnet modify --name" '^name: *kamaki-subnet$' subnet modify "$SUBNET" --name kamaki-subnet || true
+
+# A server on the private network only (kamaki's --network).
+NETVM=""
+if expect "server create --network" '^Server [0-9]+ status: ACTIVE' server create --name kamaki-netvm \
+    --flavor-id "$FLAVOR" --image-id "$IMAGE" --network "$NET" --wait; then
+    NETVM=$(sed -nE 's/^id: *([0-9]+)$/\1/p' <<<"$OUT" | head -n 1)
+fi
+NETVM=${NETVM:-0}
+# The server's NICs as `server info` shows them, one "network_id ipv4 type" a line.
+nics() {
+    run server info "$NETVM" --output-format json
+    field '"\n".join("%s %s %s" % (p["network_id"], p.get("ipv4"), p.get("OS-EXT-IPS:type")) for p in d.get("ports", d.get("attachments", [])))' 2>/dev/null || true
+}
+PRIV_IP=$(nics | sed -nE "s/^$NET (10\\.77\\.0\\.[0-9]+) fixed\$/\\1/p")
+if [[ -n "$PRIV_IP" && $(nics | wc -l) == 1 ]]; then pass "server info (an address on the private network)"; else fail "server info (an address on the private network)" "$(nics)"; fi
+expect_refusal "network delete (in use)" '(409|in use|[Ii]n[Uu]se)' network delete "$NET"
+
+PORT=""
+if expect "port create --device-id" '"ip_address": "10\.77\.0\.[0-9]+"' port create --network-id "$NET" \
+    --device-id "$NETVM" --name kamaki-port --output-format json; then
+    PORT=$(field 'd[0]["id"]')
+fi
+PORT=${PORT:-none}
+expect "port list" "^$PORT kamaki-port\$" port list || true
+run port info "$PORT" --output-format json
+if [[ $RC -eq 0 && $(field 'd["device_id"], d["network_id"], d["status"]' 2>/dev/null) == "$NETVM $NET ACTIVE" ]]; then
+    pass "port info (server, network, ACTIVE)"
+else
+    fail "port info (server, network, ACTIVE)" "$ALL"
+fi
+expect "port wait --until ACTIVE" "Port $PORT: already in ACTIVE" port wait "$PORT" --until ACTIVE || true
+if [[ $(nics | grep -c "^$NET ") == 2 ]]; then pass "server info (two NICs on the network)"; else fail "server info (two NICs on the network)" "$(nics)"; fi
+expect "port delete --wait" "Port $PORT is deleted" port delete "$PORT" --wait || true
+expect_refusal "port info (deleted)" "No port with id $PORT found" port info "$PORT"
+expect "network disconnect" "Deleting port" network disconnect "$NET" --device-id "$NETVM" || true
+if [[ -z $(nics | grep "^$NET ") ]]; then pass "server off the network"; else fail "server off the network" "$(nics)"; fi
+expect "network connect" '"ip_address": "10\.77\.0\.[0-9]+"' network connect "$NET" --device-id "$NETVM" --output-format json || true
+if [[ $(nics | grep -c "^$NET ") == 1 ]]; then pass "server on the network again"; else fail "server on the network again" "$(nics)"; fi
+
+# Floating IPs from the public network, attached as a NIC of their own.
+FIP="" FIP_ID=""
+if expect "ip create" '"floating_ip_address": "10\.0\.[0-9]+\.[0-9]+"' ip create --output-format json; then
+    FIP=$(field 'd["floating_ip_address"]') FIP_ID=$(field 'd["id"]')
+fi
+FIP=${FIP:-none} FIP_ID=${FIP_ID:-none}
+run ip list --output-format json
+if [[ $RC -eq 0 && $(field '[(f["id"], f["port_id"]) for f in d if f["floating_ip_address"] == "'"$FIP"'"]' 2>/dev/null) == "[('$FIP_ID', None)]" ]]; then
+    pass "ip list (reserved, unattached)"
+else
+    fail "ip list (reserved, unattached)" "$ALL"
+fi
+expect "ip info" "^floating_network_id: *$PUBLIC_NET\$" ip info "$FIP_ID" || true
+if expect "ip attach" "\"ip_address\": \"${FIP//./\\.}\"|\"network_id\": \"$PUBLIC_NET\"" ip attach "$FIP" --server-id "$NETVM" \
+    --output-format json && nics | grep -qx "$PUBLIC_NET $FIP floating"; then
+    pass "server info (the floating IP on the public network)"
+else
+    fail "server info (the floating IP on the public network)" "$(nics)"
+fi
+run ip info "$FIP_ID" --output-format json
+FIP_PORT=$(field 'd["port_id"] or ""' 2>/dev/null || true)
+run port info "${FIP_PORT:-none}" --output-format json
+if [[ -n "$FIP_PORT" && $(field 'd["device_id"], d["network_id"]' 2>/dev/null) == "$NETVM $PUBLIC_NET" ]]; then
+    pass "ip info (attached through a port on the public network)"
+else
+    fail "ip info (attached through a port on the public network)" "port ${FIP_PORT:-none}: $ALL"
+fi
+expect_refusal "ip attach (attached already)" '(409|already associated)' ip attach "$FIP" --server-id "$NETVM"
+expect "ip detach" "Deleting port $FIP_PORT" ip detach "$FIP" || true
+if ! nics | grep -q " $FIP " && run ip info "$FIP_ID" && grep -Eq '^port_id: *None$' <<<"$ALL"; then
+    pass "ip detached (reserved still, off the server)"
+else
+    fail "ip detached (reserved still, off the server)" "$ALL / $(nics)"
+fi
+expect "ip attach (again)" '' ip attach "$FIP" --server-id "$NETVM" || true
+if expect "ip delete (attached)" '' ip delete "$FIP_ID" && ! nics | grep -q " $FIP " &&
+    run ip list --output-format json && [[ $(field 'len(d)' 2>/dev/null) == 0 ]]; then
+    pass "ip gone with its port"
+else
+    fail "ip gone with its port" "$ALL / $(nics)"
+fi
+# A server created with a floating IP (kamaki's --network NET,IP): its NIC
+# on the public network carries it; deleting the server frees the IP.
+FIP2=""
+if expect "ip create (for a new server)" '"floating_ip_address"' ip create --output-format json; then
+    FIP2=$(field 'd["floating_ip_address"]') FIP2_ID=$(field 'd["id"]')
+fi
+FIPVM=""
+if expect "server create --network NET,IP" '^Server [0-9]+ status: ACTIVE' server create --name kamaki-fipvm \
+    --flavor-id "$FLAVOR" --image-id "$IMAGE" --network "$PUBLIC_NET,${FIP2:-none}" --wait; then
+    FIPVM=$(sed -nE 's/^id: *([0-9]+)$/\1/p' <<<"$OUT" | head -n 1)
+fi
+run ip info "${FIP2_ID:-none}" --output-format json
+if [[ -n "$FIPVM" && $(field 'd["instance_id"]' 2>/dev/null) == "$FIPVM" ]] &&
+    run server info "$FIPVM" --output-format json &&
+    [[ $(field '[(p["network_id"], p.get("ipv4"), p.get("OS-EXT-IPS:type")) for p in d.get("ports", d.get("attachments", []))]' 2>/dev/null) == "[('$PUBLIC_NET', '$FIP2', 'floating')]" ]]; then
+    pass "server info (created with the floating IP)"
+else
+    fail "server info (created with the floating IP)" "$ALL"
+fi
+if [[ -n "$FIPVM" ]] && run server delete "$FIPVM" && [[ $RC -eq 0 ]]; then
+    for _ in $(seq 1 60); do
+        run ip info "${FIP2_ID:-none}" --output-format json
+        [[ $(field 'd["port_id"]' 2>/dev/null) == None ]] && break
+        sleep 0.5
+    done
+    if [[ $(field 'd["port_id"], d["instance_id"]' 2>/dev/null) == "None None" ]] && expect "ip delete" '' ip delete "${FIP2_ID:-none}"; then
+        pass "ip free again after its server's delete"
+    else
+        fail "ip free again after its server's delete" "$ALL"
+    fi
+else
+    fail "ip free again after its server's delete" "no server to delete: $ALL"
+fi
+
+# Refusals: another project's floating IP, an address nobody reserved, an
+# unknown network.
+expect_refusal "port with another project's floating IP" "(403|[Ff]orbidden).*not one of your project's" \
+    port create --network-id "$PUBLIC_NET" --device-id "$NETVM" --ip-address "${OTHER_FIP:-10.0.255.254}"
+expect_refusal "ip attach (not reserved)" 'does not match any reserved IPs' ip attach 192.0.2.99 --server-id "$NETVM"
+expect_refusal "port create (unknown network)" 'No network with id no-such-net found' \
+    port create --network-id no-such-net --device-id "$NETVM"
+
+# The server's ports go with it (once its deletion is written), then the
+# network can go.
+if expect "server delete (networked)" '' server delete "$NETVM"; then
+    for _ in $(seq 1 60); do
+        run network delete "$NET"
+        [[ $RC -eq 0 ]] && break
+        sleep 0.5
+    done
+    if [[ $RC -eq 0 ]] && run network list && ! grep -q 'kamaki-private' <<<"$ALL"; then
+        pass "network delete (after its server)"
+    else
+        fail "network delete (after its server)" "$ALL"
+    fi
 fi
 
 # --- negatives ----------------------------------------------------------------

@@ -133,8 +133,10 @@ fn service(app: &Shared, name: &str, kind: &str, version: &str, path: &str) -> V
 }
 
 /// The service catalog: Cyclades compute and network, the account API and
-/// this identity service. The network URL is unversioned, as in Synnefo
-/// (`cyclades_network`): kamaki appends `/v2.0`.
+/// this identity service. The network URL is Synnefo's own
+/// (`cyclades_network` at `/cyclades/network`, unversioned: kamaki appends
+/// `/v2.0`), the Neutron routes in Synnefo's dialect
+/// ([`crate::neutron::Variant::Cyclades`]).
 pub fn catalog(app: &Shared) -> Value {
     json!([
         service(app, "cyclades_compute", "compute", "v2.0", "/compute/v2.0"),
@@ -143,7 +145,7 @@ pub fn catalog(app: &Shared) -> Value {
             "cyclades_network",
             "network",
             "v2.0",
-            crate::neutron::MOUNT
+            crate::neutron::CYCLADES_MOUNT
         ),
         service(app, "astakos_account", "account", "v1.0", ACCOUNT),
         service(

@@ -129,8 +129,8 @@ fn server(app: &Shared, vm: &Vm, nics: &[ServerAddress], key_names: &[String]) -
         "metadata": vm.metadata,
         "addresses": addresses(nics, true),
         "attachments": attachments(vm, nics),
-        "suspended": vm.state.suspended,
-        "deleted": vm.state.deleted,
+        "suspended": vm.state.suspended(),
+        "deleted": vm.state.deleted(),
         "SNF:task_state": task.map(str::to_ascii_uppercase),
         "SNF:fqdn": null,
         "SNF:port_forwarding": {},
@@ -271,9 +271,6 @@ impl CreateBody {
     /// Honours what Synnefo here can do (no NIC, the token's project) and
     /// refuses the rest instead of silently dropping it.
     fn check(&self, auth: &Auth) -> Result<(), ApiError> {
-        if !self.personality.is_empty() {
-            return Err(unsupported("File injection (personality)"));
-        }
         if self.key_name.is_some() && self.key_names.as_ref().is_some_and(|k| !k.is_empty()) {
             return Err(ApiError::bad_request(
                 "Only one of the SNF:key_names and key_name can be set",
@@ -328,6 +325,7 @@ async fn create(
                     Some(k) => vec![k],
                     None => s.key_names.unwrap_or_default(),
                 },
+                personality: crate::nova::servers::personality_files(&s.personality, true)?,
             },
         )
         .await?;

@@ -12,6 +12,7 @@
 //! | `/image/v2/...` | Glance v2 read subset |
 //! | `/compute/v2.0/...` | Synnefo's Cyclades compute dialect (kamaki) |
 //! | `/network/v2.0/...` | OpenStack Networking (Neutron) v2.0 subset: networks, subnets, ports, floating IPs |
+//! | `/cyclades/network/v2.0/...` | the same in Synnefo's Cyclades network dialect (kamaki) |
 //! | `/identity/v2.0/tokens`, `/account/v1.0/...` | Astakos identity and account API (kamaki) |
 //! | `/healthz`, `/metrics`, `/openapi.json` | operations |
 //!

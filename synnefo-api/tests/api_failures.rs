@@ -265,8 +265,8 @@ async fn ganeti_unreachable_on_an_action_rolls_the_action_back() {
     .await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     let vm = c.store.vm(id.parse().unwrap()).await.unwrap().unwrap();
-    assert_eq!(vm.state.action, None, "the pending stop is rolled back");
-    assert_eq!(vm.state.operstate, OperState::Started);
+    assert_eq!(vm.state.action(), None, "the pending stop is rolled back");
+    assert_eq!(vm.state.operstate(), OperState::Started);
     let r = delete(&c.app, &format!("/v2.1/servers/{id}"), &c.alice_token).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     let r = get(&c.app, &format!("/v2.1/servers/{id}"), &c.alice_token).await;
@@ -295,8 +295,8 @@ async fn deleting_what_ganeti_does_not_have_destroys_it() {
     let r = delete(&c.app, &format!("/v2.1/servers/{id}"), &c.alice_token).await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     let vm = c.store.vm(id.parse().unwrap()).await.unwrap().unwrap();
-    assert_eq!(vm.state.operstate, OperState::Destroyed);
-    assert!(vm.state.deleted);
+    assert_eq!(vm.state.operstate(), OperState::Destroyed);
+    assert!(vm.state.deleted());
 }
 
 #[tokio::test]

@@ -167,7 +167,7 @@ async fn full_pipeline_on_the_simulator() {
     let mut destroyed = false;
     for _ in 0..200 {
         let vm = store.vm(vm_id).await.unwrap().unwrap();
-        if vm.state.operstate == synnefo_core::state::OperState::Destroyed {
+        if vm.state.operstate() == synnefo_core::state::OperState::Destroyed {
             destroyed = true;
             break;
         }

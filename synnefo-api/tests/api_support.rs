@@ -364,7 +364,7 @@ pub async fn pending_job(store: &Arc<SeaStore>, id: &str) -> u64 {
     use synnefo_core::ports::VmStore;
     let vm = store.vm(id.parse().unwrap()).await.unwrap().unwrap();
     vm.state
-        .action
+        .action()
         .and_then(|a| a.job_id)
         .map(|j| j.0)
         .unwrap_or(0)

@@ -13,13 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
-use synnefo_core::model::{Flavor, NewVm, Quota, Vm};
-use synnefo_core::ports::{
-    BackendStore, CatalogStore, GanetiBackend, IdentityStore, InstanceSpec, VmStateUpdate, VmStore,
-};
+use synnefo_core::ids::{BackendId, JobId, VmId};
+use synnefo_core::model::{Flavor, Vm};
+use synnefo_core::ports::{BackendStore, GanetiBackend, InstanceSpec, VmStateUpdate, VmStore};
 use synnefo_core::settings::Settings;
-use synnefo_core::state::{Action, OperState, PendingAction, VmState};
+use synnefo_core::state::{Action, OperState, PendingAction, StoredVmState, VmState};
 use synnefo_core::store::SeaStore;
 use synnefo_ganeti::backend::RapiBackend;
 use synnefo_ganeti_sim::{NewSimInstance, SimHandle, Simulator};
@@ -56,24 +54,16 @@ async fn world(test: &str) -> Option<World> {
         [(backend, sim.client().unwrap())],
         settings.ganeti,
     ));
-    let user = store
-        .create_user("ops", "$argon2id$fake", true)
-        .await
-        .unwrap();
-    let project = store.create_project("ops").await.unwrap();
-    let flavor = store
-        .create_flavor(&Flavor {
-            id: FlavorId(0),
-            name: "small".into(),
-            vcpus: 1,
-            ram_mib: 128,
-            disk_gib: 1,
-            disk_template: "diskless".into(),
-            is_public: true,
-            deleted: false,
-        })
-        .await
-        .unwrap();
+    let synnefo_test_support::builders::Tenant {
+        user,
+        project,
+        flavor,
+    } = synnefo_test_support::builders::tenant_with(
+        &store,
+        true,
+        synnefo_test_support::builders::flavor_of(1, 128, 1, "diskless"),
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &db.url, sim.addr().port());
     Some(World {
@@ -118,46 +108,18 @@ level = "warn"
 
 impl World {
     /// A VM in the DB (on the simulator) in `operstate`.
-    async fn vm(&self, operstate: OperState, edit: impl FnOnce(&mut VmState)) -> Vm {
-        let vm = self
-            .store
-            .create_vm(
-                &NewVm {
-                    user_id: self.user.clone(),
-                    project_id: self.project.clone(),
-                    name: "vm".into(),
-                    flavor: self.flavor.clone(),
-                    image_id: "img".into(),
-                    backend_id: Some(self.backend),
-                    metadata: BTreeMap::new(),
-                    request_id: None,
-                },
-                Quota::default(),
-            )
-            .await
-            .unwrap();
-        let mut state = VmState {
-            operstate,
-            deleted: false,
-            suspended: false,
-            action: None,
-            job: None,
-            last_event: None,
-            state_event: None,
-            nics_time_us: None,
-        };
+    async fn vm(&self, operstate: OperState, edit: impl FnOnce(&mut StoredVmState)) -> Vm {
+        let mut state = StoredVmState::settled(operstate);
         edit(&mut state);
-        self.store
-            .update_vm_state(&VmStateUpdate {
-                id: vm.id,
-                expected_version: vm.version,
-                state,
-                nics: None,
-                resize: None,
-                action_log: None,
-            })
-            .await
-            .unwrap()
+        synnefo_test_support::builders::stored_vm(
+            &self.store,
+            (&self.user, &self.project),
+            &self.flavor,
+            self.backend,
+            VmState::from_stored(state),
+            |_| None,
+        )
+        .await
     }
 
     /// An instance for `vm` added directly on the cluster, and the VM's NICs
@@ -216,10 +178,12 @@ impl World {
             "create job ends"
         );
         let current = self.store.vm(vm.id).await.unwrap().unwrap();
-        let mut state = current.state.clone();
-        state.action = Some(PendingAction {
-            action: Action::Create,
-            job_id: Some(job),
+        let state = VmState::from_stored(StoredVmState {
+            action: Some(PendingAction {
+                action: Action::Create,
+                job_id: Some(job),
+            }),
+            ..current.state.to_stored()
         });
         self.store
             .update_vm_state(&VmStateUpdate {
@@ -298,8 +262,12 @@ async fn report_fix_then_clean_on_the_simulator() {
     w.instance(&started_by_hand, false).await;
     let deleted = w.vm(OperState::Started, |s| s.deleted = true).await;
     w.instance(&deleted, true).await;
-    let build_failed = w.vm(OperState::Build, |s| *s = VmState::new_build()).await;
-    let build_done = w.vm(OperState::Build, |s| *s = VmState::new_build()).await;
+    let build_failed = w
+        .vm(OperState::Build, |s| *s = VmState::new_build().to_stored())
+        .await;
+    let build_done = w
+        .vm(OperState::Build, |s| *s = VmState::new_build().to_stored())
+        .await;
     w.sim.add_instance_directly(NewSimInstance {
         name: "mail.example.org".into(),
         ..NewSimInstance::default()
@@ -365,7 +333,7 @@ async fn report_fix_then_clean_on_the_simulator() {
     );
     assert!(report["fixes"].as_array().unwrap().is_empty());
     assert_eq!(
-        w.get(removed.id).await.state.operstate,
+        w.get(removed.id).await.state.operstate(),
         OperState::Started,
         "report-only"
     );
@@ -377,22 +345,22 @@ async fn report_fix_then_clean_on_the_simulator() {
     let report: Value = serde_json::from_str(&out).unwrap();
     assert!(report["unfixed"].as_array().unwrap().is_empty(), "{out}");
     let r = w.get(removed.id).await;
-    assert!(r.state.deleted && r.state.operstate == OperState::Destroyed);
+    assert!(r.state.deleted() && r.state.operstate() == OperState::Destroyed);
     assert_eq!(
-        w.get(stopped_by_hand.id).await.state.operstate,
+        w.get(stopped_by_hand.id).await.state.operstate(),
         OperState::Stopped
     );
     assert_eq!(
-        w.get(started_by_hand.id).await.state.operstate,
+        w.get(started_by_hand.id).await.state.operstate(),
         OperState::Started
     );
     assert_eq!(
-        w.get(build_failed.id).await.state.operstate,
+        w.get(build_failed.id).await.state.operstate(),
         OperState::Error
     );
     let b = w.get(build_done.id).await;
     assert_eq!(
-        (b.state.operstate, b.state.action),
+        (b.state.operstate(), b.state.action()),
         (OperState::Started, None)
     );
     assert!(
@@ -424,7 +392,7 @@ async fn report_fix_then_clean_on_the_simulator() {
     let (code, out) = w.reconcile(&["--all", "--fix-stale"]);
     assert_eq!(code, 0, "{out}");
     let d = w.get(deleted.id).await;
-    assert!(d.state.deleted && d.state.operstate == OperState::Destroyed);
+    assert!(d.state.deleted() && d.state.operstate() == OperState::Destroyed);
 
     // 4. Clean.
     let (code, out) = w.reconcile(&["--all"]);
@@ -504,8 +472,8 @@ async fn operator_actions_go_through_the_service() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("suspend accepted (Ganeti job"), "{out}");
     let now = w.get(vm.id).await;
-    assert!(now.state.suspended);
-    let pending = now.state.action.expect("pending");
+    assert!(now.state.suspended());
+    let pending = now.state.action().expect("pending");
     assert_eq!(pending.action, Action::Suspend);
     let job = pending.job_id.expect("job recorded");
     assert!(

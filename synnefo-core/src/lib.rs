@@ -30,7 +30,7 @@
 //!     status: JobStatus::Success, log_msg: None, error: None, time_us: 1,
 //! };
 //! if let Transition::Applied(next) = apply_op_status(&vm, &ev) {
-//!     assert_eq!(next.operstate, synnefo_core::state::OperState::Started);
+//!     assert_eq!(next.operstate(), synnefo_core::state::OperState::Started);
 //! }
 //! ```
 

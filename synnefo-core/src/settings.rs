@@ -293,10 +293,26 @@ pub struct ApiSettings {
     /// `maxTotalKeypairs` in limits).
     #[serde(default = "default_max_keypairs")]
     pub max_keypairs_per_user: u32,
+    /// Most personality files one create may inject (Synnefo's
+    /// `MAX_PERSONALITY`, Nova's `maxPersonality`).
+    #[serde(default = "default_max_personality")]
+    pub max_personality: u32,
+    /// Largest decoded size of one personality file, bytes (Synnefo's
+    /// `MAX_PERSONALITY_SIZE`, Nova's `maxPersonalitySize`).
+    #[serde(default = "default_max_personality_bytes")]
+    pub max_personality_bytes: u32,
 }
 
 fn default_max_keypairs() -> u32 {
     100
+}
+
+fn default_max_personality() -> u32 {
+    5
+}
+
+fn default_max_personality_bytes() -> u32 {
+    10240
 }
 
 /// `[network]`: networks, ports and floating IPs (`docs/networks.md`).

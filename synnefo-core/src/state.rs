@@ -352,8 +352,9 @@ pub struct EventPosition {
 /// The backend job last reported for a VM.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackendJob {
-    /// Ganeti job id.
-    pub job_id: JobId,
+    /// Ganeti job id; `None` for a create Ganeti refused before queueing a
+    /// job (Synnefo's `backendjobid` is NULL then too).
+    pub job_id: Option<JobId>,
     /// The opcode reported.
     pub opcode: OpCode,
     /// Its status.
@@ -388,8 +389,35 @@ pub struct PendingAction {
 }
 
 /// The part of a VM the state machine reads and writes.
+///
+/// Its fields are private: every change is one of this module's pure
+/// transitions ([`apply_op_status`], [`apply_nic_report`],
+/// [`start_action`], [`record_submitted_job`], [`rollback_submit`],
+/// [`create_refused`], [`destroyed_without_ganeti`], [`fixed_state`],
+/// [`record_orphan_removal`]), so the ordering guarantees the property tests
+/// prove hold for every write. Stores persist it through
+/// [`StoredVmState`] ([`VmState::to_stored`], [`VmState::from_stored`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmState {
+    operstate: OperState,
+    deleted: bool,
+    suspended: bool,
+    action: Option<PendingAction>,
+    job: Option<BackendJob>,
+    last_event: Option<EventPosition>,
+    state_event: Option<EventPosition>,
+    #[serde(default)]
+    nics_time_us: Option<i64>,
+}
+
+/// [`VmState`] field by field, as a store keeps it: what a store writes
+/// ([`VmState::to_stored`]) and reads back ([`VmState::from_stored`]).
+///
+/// Not a way to change a VM's state: code that moves a VM calls the state
+/// machine's transitions and stores what they return. Tests use it to build
+/// fixtures in a given state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredVmState {
     /// Operating state.
     pub operstate: OperState,
     /// Soft-deleted (hidden from users).
@@ -398,17 +426,32 @@ pub struct VmState {
     pub suspended: bool,
     /// The pending user action, if any.
     pub action: Option<PendingAction>,
-    /// The backend job last reported.
+    /// The backend job last reported (or the refusal of a create that got
+    /// no job).
     pub job: Option<BackendJob>,
     /// Guard of `job`: the newest notification recorded.
     pub last_event: Option<EventPosition>,
     /// Guard of `operstate`: the notification that set it.
     pub state_event: Option<EventPosition>,
-    /// Guard of the NICs: the event time (µs) of the report (a hook's NIC
-    /// report, or a successful op that carried the NICs) now on record;
-    /// Synnefo's `backendtime` check for `ganeti-net-status`.
-    #[serde(default)]
+    /// Guard of the NICs: the event time (µs) of the NIC report on record.
     pub nics_time_us: Option<i64>,
+}
+
+impl StoredVmState {
+    /// A VM in `operstate` with nothing pending and no recorded job or
+    /// notification: a fixture's starting point.
+    pub fn settled(operstate: OperState) -> Self {
+        Self {
+            operstate,
+            deleted: operstate == OperState::Destroyed,
+            suspended: false,
+            action: None,
+            job: None,
+            last_event: None,
+            state_event: None,
+            nics_time_us: None,
+        }
+    }
 }
 
 impl VmState {
@@ -427,6 +470,78 @@ impl VmState {
             state_event: None,
             nics_time_us: None,
         }
+    }
+
+    /// Restores a state exactly as a store persisted it.
+    pub fn from_stored(s: StoredVmState) -> Self {
+        Self {
+            operstate: s.operstate,
+            deleted: s.deleted,
+            suspended: s.suspended,
+            action: s.action,
+            job: s.job,
+            last_event: s.last_event,
+            state_event: s.state_event,
+            nics_time_us: s.nics_time_us,
+        }
+    }
+
+    /// The state field by field, for a store to write.
+    pub fn to_stored(&self) -> StoredVmState {
+        StoredVmState {
+            operstate: self.operstate,
+            deleted: self.deleted,
+            suspended: self.suspended,
+            action: self.action,
+            job: self.job.clone(),
+            last_event: self.last_event,
+            state_event: self.state_event,
+            nics_time_us: self.nics_time_us,
+        }
+    }
+
+    /// Operating state.
+    pub fn operstate(&self) -> OperState {
+        self.operstate
+    }
+
+    /// Soft-deleted: hidden from its users; set by a delete request (before
+    /// Ganeti has removed anything) and by every removal.
+    pub fn deleted(&self) -> bool {
+        self.deleted
+    }
+
+    /// Suspended by an administrator: its owner cannot start it.
+    pub fn suspended(&self) -> bool {
+        self.suspended
+    }
+
+    /// The user action waiting for its backend job, if any.
+    pub fn action(&self) -> Option<PendingAction> {
+        self.action
+    }
+
+    /// The backend job last reported (or a create's refusal, which has no
+    /// job id).
+    pub fn job(&self) -> Option<&BackendJob> {
+        self.job.as_ref()
+    }
+
+    /// Guard of [`job`](Self::job): the newest notification recorded.
+    pub fn last_event(&self) -> Option<EventPosition> {
+        self.last_event
+    }
+
+    /// Guard of [`operstate`](Self::operstate): the notification that set it.
+    pub fn state_event(&self) -> Option<EventPosition> {
+        self.state_event
+    }
+
+    /// Guard of the NICs: the event time (µs) of the report (a hook's NIC
+    /// report, or a successful op that carried the NICs) now on record;
+    /// Synnefo's `backendtime` check for `ganeti-net-status`.
+    pub fn nics_time_us(&self) -> Option<i64> {
+        self.nics_time_us
     }
 }
 
@@ -537,7 +652,7 @@ pub fn apply_op_status(vm: &VmState, ev: &OpStatusEvent) -> Transition {
 
     if vm.last_event.is_none_or(|last| pos > last) {
         next.job = Some(BackendJob {
-            job_id: ev.job_id,
+            job_id: Some(ev.job_id),
             opcode: ev.opcode,
             status: ev.status,
             log_msg: ev.log_msg.clone(),

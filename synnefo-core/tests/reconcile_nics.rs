@@ -220,6 +220,16 @@ fn wanted_nics_follow_ports_and_their_floating_ips() {
             link: "br0".into()
         }
     );
+    // a port on the external network carrying a floating IP of it: one
+    // NIC, the port's, with the floating address
+    let mut carrier = port(4, "ext", old());
+    carrier.fixed_ips.clear();
+    let carried = floating(8, &carrier.id);
+    let fips: HashMap<String, Vec<FloatingIp>> = [(carrier.id.clone(), vec![carried])].into();
+    let w = wanted_nics(&[carrier], &fips, &wiring());
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].owner, NicOwner::Port("p4".into()));
+    assert_eq!(w[0].ip.as_deref(), Some("192.0.2.8"));
     // a port of a network the run does not know is left out, not guessed
     let w = wanted_nics(&[port(3, "gone", old())], &HashMap::new(), &wiring());
     assert!(w.is_empty());

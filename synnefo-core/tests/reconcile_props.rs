@@ -20,7 +20,8 @@ use synnefo_core::reconcile::{
     record_orphan_removal, seed_batch_size,
 };
 use synnefo_core::state::{
-    Action, BackendJob, JobStatus, OpCode, OperState, PendingAction, RebootKind, VmState,
+    Action, BackendJob, JobStatus, OpCode, OperState, PendingAction, RebootKind, StoredVmState,
+    VmState,
 };
 
 const B1: BackendId = BackendId(1);
@@ -167,7 +168,7 @@ fn build(gens: &[VmGen], unknown: usize, b2: u8) -> Model {
             1 => Some(B1),
             _ => Some(B2),
         };
-        let state = VmState {
+        let state = VmState::from_stored(StoredVmState {
             operstate: g.operstate,
             deleted: g.deleted,
             suspended: false,
@@ -176,7 +177,7 @@ fn build(gens: &[VmGen], unknown: usize, b2: u8) -> Model {
                 job_id: job.map(JobId),
             }),
             job: g.recorded_job.map(|(job, status, opcode)| BackendJob {
-                job_id: JobId(job),
+                job_id: Some(JobId(job)),
                 opcode,
                 status,
                 log_msg: None,
@@ -185,7 +186,7 @@ fn build(gens: &[VmGen], unknown: usize, b2: u8) -> Model {
             last_event: None,
             state_event: None,
             nics_time_us: None,
-        };
+        });
         let vm = Vm {
             id: VmId(id),
             user_id: "u".into(),

@@ -9,15 +9,17 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use synnefo_core::network::FloatingIp;
 use synnefo_core::ports::NetQuery;
+use synnefo_core::service::compute::Caller;
 
 use super::query::ListRequest;
 use super::{
-    Fault, Id, NetAuth, NetBody, NetParams, bad_request, collection_url, created, ip, items_of,
-    no_content, nullable, service, views,
+    Fault, Id, NetAuth, NetBody, NetParams, Variant, bad_request, check_project, collection_url,
+    ip, items_of, no_content, nullable, service, views,
 };
 use crate::state::Shared;
 
@@ -63,31 +65,55 @@ pub struct FloatingIpBody {
     description: Option<String>,
     #[serde(default)]
     subnet_id: Option<String>,
+    /// Synnefo's project to charge (kamaki's `--project-id`): the token's.
+    #[serde(default)]
+    project: Option<String>,
+}
+
+/// A floating IP's body; at the Cyclades mount with Synnefo's
+/// `instance_id` too (the server of its port, else null), which kamaki
+/// reads.
+async fn view(app: &Shared, v: Variant, caller: &Caller, f: &FloatingIp) -> Value {
+    let mut body = views::floating_ip(f);
+    if v == Variant::Cyclades {
+        let server = match &f.port_id {
+            Some(p) => service(app)
+                .port(caller, p)
+                .await
+                .ok()
+                .map(|p| p.device_id)
+                .filter(|d| !d.is_empty()),
+            None => None,
+        };
+        body["instance_id"] = json!(server);
+    }
+    body
 }
 
 /// `GET /v2.0/floatingips` (and kamaki's `/floatingips/detail`).
 pub async fn list(
     State(app): State<Shared>,
+    v: Variant,
     auth: NetAuth,
     NetParams(p): NetParams,
 ) -> Result<Json<Value>, Fault> {
     let net = service(&app);
     let req = ListRequest::parse(&p, FILTERS, push)?.bounded(net.config().pagination_max_limit);
-    let (net, caller) = (&net, &auth.caller());
+    let (app, net, caller) = (&app, &net, &auth.caller());
     let items = req
         .collect(move |q| async move {
-            Ok(net
-                .floating_ips(caller, q)
-                .await?
-                .iter()
-                .map(views::floating_ip)
-                .collect())
+            let fips = net.floating_ips(caller, q).await?;
+            let mut items = Vec::with_capacity(fips.len());
+            for f in &fips {
+                items.push(view(app, v, caller, f).await);
+            }
+            Ok(items)
         })
         .await?;
     Ok(Json(req.finish(
         "floatingips",
         items,
-        &collection_url(&app, "floatingips"),
+        &collection_url(app, v, "floatingips"),
     )))
 }
 
@@ -95,22 +121,25 @@ pub async fn list(
 /// the CLI then lists and matches the address itself).
 pub async fn show(
     State(app): State<Shared>,
+    v: Variant,
     auth: NetAuth,
     Id(id): Id,
     NetParams(p): NetParams,
 ) -> Result<Json<Value>, Fault> {
     let req = ListRequest::parse(&p, &[], |_, _, _| false)?;
-    let f = service(&app).floating_ip(&auth.caller(), &id).await?;
+    let caller = auth.caller();
+    let f = service(&app).floating_ip(&caller, &id).await?;
     Ok(Json(
-        json!({"floatingip": req.select(views::floating_ip(&f))}),
+        json!({"floatingip": req.select(view(&app, v, &caller, &f).await)}),
     ))
 }
 
-/// `POST /v2.0/floatingips` (201): from `floating_network_id`, or the
-/// first external network when absent (kamaki); associated at once when
-/// a `port_id` is given.
+/// `POST /v2.0/floatingips` (201; Synnefo's 200 at the Cyclades mount):
+/// from `floating_network_id`, or the first external network when absent
+/// (kamaki); associated at once when a `port_id` is given.
 pub async fn create(
     State(app): State<Shared>,
+    v: Variant,
     auth: NetAuth,
     NetBody(body): NetBody,
 ) -> Result<Response, Fault> {
@@ -133,17 +162,23 @@ pub async fn create(
         .as_deref()
         .map(|a| ip("floating_ip_address", a))
         .transpose()?;
+    let caller = auth.caller();
+    check_project(b.project.as_deref(), &caller, "Floating IPs")?;
     let port = b.port_id.flatten();
     let f = service(&app)
         .create_floating_ip(
-            &auth.caller(),
+            &caller,
             b.floating_network_id.as_deref(),
             address,
             port.as_deref(),
             b.description.as_deref().unwrap_or_default(),
         )
         .await?;
-    Ok(created(json!({"floatingip": views::floating_ip(&f)})))
+    Ok((
+        v.floating_ip_created(),
+        Json(json!({"floatingip": view(&app, v, &caller, &f).await})),
+    )
+        .into_response())
 }
 
 /// `PUT /v2.0/floatingips/{id}`: `{"port_id": P}` associates (with
@@ -151,6 +186,7 @@ pub async fn create(
 /// disassociates; without `port_id` nothing changes.
 pub async fn update(
     State(app): State<Shared>,
+    v: Variant,
     auth: NetAuth,
     Id(id): Id,
     NetBody(body): NetBody,
@@ -170,7 +206,9 @@ pub async fn update(
         None => net.floating_ip(&caller, &id).await?,
         Some(port) => net.associate(&caller, &id, port.as_deref(), fixed).await?,
     };
-    Ok(Json(json!({"floatingip": views::floating_ip(&f)})))
+    Ok(Json(
+        json!({"floatingip": view(&app, v, &caller, &f).await}),
+    ))
 }
 
 /// `DELETE /v2.0/floatingips/{id}` (204; disassociated first).

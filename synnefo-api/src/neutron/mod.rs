@@ -11,10 +11,15 @@
 //! anything that is not an id is a 404, which the clients' find-by-name
 //! relies on.
 //!
-//! Kamaki's Synnefo routes are here too: `GET /networks/detail`,
-//! `/ports/detail`, `/floatingips/detail`. A floating IP create answers
-//! 201, as Neutron and tempest expect (kamaki 0.16 expects 200 and reports
-//! an error for `kamaki ip create` although the address was allocated).
+//! The same routes are mounted a second time at [`CYCLADES_MOUNT`]
+//! (`/cyclades/network`, Synnefo's own path), the Astakos catalog's
+//! `cyclades_network` endpoint that kamaki 0.16 uses, in Synnefo's
+//! dialect ([`Variant::Cyclades`]): a floating IP create answers 200
+//! (Neutron, and so tempest and the `openstack` CLI at `/network`, get
+//! 201), a `project` other than the token's is refused (400) rather than
+//! ignored, and faults are Synnefo's `{"itemNotFound": {"code", "message"}}`.
+//! Kamaki's Synnefo routes are in both: `GET /networks/detail`,
+//! `/ports/detail`, `/floatingips/detail`.
 
 mod floating_ips;
 mod networks;
@@ -29,7 +34,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router, middleware};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use synnefo_core::error::{BackendError, ServiceError, StoreError};
@@ -42,6 +47,52 @@ use crate::state::Shared;
 
 /// Where the routes are mounted.
 pub const MOUNT: &str = "/network";
+
+/// Where they are mounted again in Synnefo's dialect, for kamaki (the
+/// Astakos catalog's `cyclades_network`; kamaki appends `/v2.0`).
+pub const CYCLADES_MOUNT: &str = "/cyclades/network";
+
+/// Which dialect a request came in (set by the [`CYCLADES_MOUNT`]
+/// router's layer; extracting it never fails).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Variant {
+    /// OpenStack Neutron at [`MOUNT`].
+    #[default]
+    Neutron,
+    /// Synnefo's Cyclades network API at [`CYCLADES_MOUNT`].
+    Cyclades,
+}
+
+impl Variant {
+    /// The path this dialect is mounted at.
+    pub fn mount(self) -> &'static str {
+        match self {
+            Variant::Neutron => MOUNT,
+            Variant::Cyclades => CYCLADES_MOUNT,
+        }
+    }
+
+    /// The status of a successful floating IP create: Neutron's 201,
+    /// Synnefo's 200 (kamaki 0.16 checks it).
+    pub fn floating_ip_created(self) -> StatusCode {
+        match self {
+            Variant::Neutron => StatusCode::CREATED,
+            Variant::Cyclades => StatusCode::OK,
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Variant {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(parts
+            .extensions
+            .get::<Variant>()
+            .copied()
+            .unwrap_or_default())
+    }
+}
 
 /// The extensions this subset implements, advertised at
 /// `/v2.0/extensions`: `router:external` on networks, and the (read-only)
@@ -61,12 +112,22 @@ const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
-/// The Neutron routes.
+/// The Neutron routes at [`MOUNT`] and the Cyclades ones at
+/// [`CYCLADES_MOUNT`].
 pub fn routes() -> Router<Shared> {
-    let v = |p: &str| format!("{MOUNT}/v2.0{p}");
+    Router::new().merge(mounted(MOUNT)).merge(
+        mounted(CYCLADES_MOUNT)
+            .layer(middleware::map_response(synnefo_faults))
+            .layer(Extension(Variant::Cyclades)),
+    )
+}
+
+/// Every route under `mount`.
+fn mounted(mount: &str) -> Router<Shared> {
+    let v = |p: &str| format!("{mount}/v2.0{p}");
     Router::new()
-        .route(MOUNT, get(versions))
-        .route(&format!("{MOUNT}/"), get(versions))
+        .route(mount, get(versions))
+        .route(&format!("{mount}/"), get(versions))
         .route(&v(""), get(resources_doc))
         .route(&v("/"), get(resources_doc))
         .route(&v("/extensions"), get(extensions))
@@ -103,8 +164,38 @@ pub fn routes() -> Router<Shared> {
                 .put(floating_ips::update)
                 .delete(floating_ips::delete),
         )
-        .route(&format!("{MOUNT}/{{*rest}}"), any(not_found))
+        .route(&format!("{mount}/{{*rest}}"), any(not_found))
         .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// Synnefo's fault name for a status (its `faults` classes, camel-cased).
+fn synnefo_fault_name(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "badRequest",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "itemNotFound",
+        405 => "notAllowed",
+        409 => "conflict",
+        413 | 429 => "overLimit",
+        501 => "notImplemented",
+        503 => "serviceUnavailable",
+        _ => "internalServerError",
+    }
+}
+
+/// The Cyclades mount's faults: every [`Fault`] answered again as
+/// Synnefo's `{"<name>": {"code", "message"}}`, same status and message.
+async fn synnefo_faults(mut resp: Response) -> Response {
+    match resp.extensions_mut().remove::<ApiError>() {
+        Some(e) => ApiError {
+            fault: synnefo_fault_name(e.status),
+            ..e
+        }
+        .in_dialect(Dialect::Compute)
+        .into_response(),
+        None => resp,
+    }
 }
 
 // ------------------------------------------------------------ faults
@@ -114,8 +205,12 @@ pub fn routes() -> Router<Shared> {
 pub struct Fault(pub ApiError);
 
 impl IntoResponse for Fault {
+    /// Neutron's fault; the error rides along in the response's
+    /// extensions for the Cyclades mount to answer in its own shape.
     fn into_response(self) -> Response {
-        self.0.in_dialect(Dialect::Network).into_response()
+        let mut resp = self.0.clone().in_dialect(Dialect::Network).into_response();
+        resp.extensions_mut().insert(self.0);
+        resp
     }
 }
 
@@ -373,9 +468,21 @@ fn service(app: &Shared) -> Networking {
     app.compute.networking()
 }
 
-/// `<public url>/network/v2.0/<collection>`.
-fn collection_url(app: &Shared, collection: &str) -> String {
-    format!("{}{MOUNT}/v2.0/{collection}", app.config.public_url)
+/// `<public url><mount>/v2.0/<collection>`.
+fn collection_url(app: &Shared, v: Variant, collection: &str) -> String {
+    format!("{}{}/v2.0/{collection}", app.config.public_url, v.mount())
+}
+
+/// A `project` of a create body must be the token's: resources are made
+/// in the token's project (Synnefo's `project` picks where to charge).
+fn check_project(project: Option<&str>, caller: &Caller, what: &str) -> Result<(), Fault> {
+    match project {
+        Some(p) if p != caller.project_id => Err(bad_request(format!(
+            "{what} are created in the project of the token ({}); for project {p}, authenticate with tenantId {p}.",
+            caller.project_id
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// A 201 with a body.
@@ -390,16 +497,16 @@ fn no_content() -> Response {
 
 // ------------------------------------------------------------ discovery
 
-async fn versions(State(app): State<Shared>) -> Json<Value> {
+async fn versions(State(app): State<Shared>, v: Variant) -> Json<Value> {
     Json(json!({"versions": [{
         "id": "v2.0",
         "status": "CURRENT",
-        "links": [{"href": format!("{}{MOUNT}/v2.0/", app.config.public_url), "rel": "self"}],
+        "links": [{"href": format!("{}{}/v2.0/", app.config.public_url, v.mount()), "rel": "self"}],
     }]}))
 }
 
-async fn resources_doc(State(app): State<Shared>) -> Json<Value> {
-    let r = |name: &str, coll: &str| json!({"name": name, "collection": coll, "links": [{"href": collection_url(&app, coll), "rel": "self"}]});
+async fn resources_doc(State(app): State<Shared>, v: Variant) -> Json<Value> {
+    let r = |name: &str, coll: &str| json!({"name": name, "collection": coll, "links": [{"href": collection_url(&app, v, coll), "rel": "self"}]});
     Json(json!({"resources": [
         r("network", "networks"),
         r("subnet", "subnets"),

@@ -11,8 +11,8 @@ use synnefo_core::service::network::{CreateNetwork, Networking};
 
 use super::query::ListRequest;
 use super::{
-    Fault, Id, NetAuth, NetBody, NetParams, bad_request, collection_url, created, items_of,
-    no_content, service, views,
+    Fault, Id, NetAuth, NetBody, NetParams, Variant, bad_request, check_project, collection_url,
+    created, items_of, no_content, service, views,
 };
 use crate::state::Shared;
 
@@ -55,6 +55,9 @@ pub struct NetworkBody {
     /// Synnefo's network type (`MAC_FILTERED`, ...).
     #[serde(default, rename = "type")]
     flavor: Option<String>,
+    /// Synnefo's project to charge (kamaki's `--project-id`): the token's.
+    #[serde(default)]
+    project: Option<String>,
 }
 
 async fn render(net: &Networking, nets: &[Network]) -> Result<Vec<Value>, Fault> {
@@ -68,6 +71,7 @@ async fn render(net: &Networking, nets: &[Network]) -> Result<Vec<Value>, Fault>
 /// `GET /v2.0/networks` (and kamaki's `/networks/detail`).
 pub async fn list(
     State(app): State<Shared>,
+    v: Variant,
     auth: NetAuth,
     NetParams(p): NetParams,
 ) -> Result<Json<Value>, Fault> {
@@ -80,7 +84,7 @@ pub async fn list(
     Ok(Json(req.finish(
         "networks",
         items,
-        &collection_url(&app, "networks"),
+        &collection_url(&app, v, "networks"),
     )))
 }
 
@@ -127,12 +131,15 @@ pub async fn create(
     NetBody(body): NetBody,
 ) -> Result<Response, Fault> {
     let (items, bulk) = items_of::<NetworkBody>(body, "network", Some("networks"))?;
+    let caller = auth.caller();
+    for b in &items {
+        check_project(b.project.as_deref(), &caller, "Networks")?;
+    }
     let reqs = items
         .into_iter()
         .map(create_request)
         .collect::<Result<Vec<_>, _>>()?;
     let net = service(&app);
-    let caller = auth.caller();
     let mut made: Vec<Network> = Vec::new();
     for r in reqs {
         match net.create_network(&caller, r).await {

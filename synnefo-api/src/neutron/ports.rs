@@ -11,8 +11,8 @@ use synnefo_core::service::network::{CreatePort, FixedIpRequest};
 
 use super::query::ListRequest;
 use super::{
-    Fault, Id, NetAuth, NetBody, NetParams, bad_request, collection_url, created, ip, items_of,
-    no_content, service, views,
+    Fault, Id, NetAuth, NetBody, NetParams, Variant, bad_request, collection_url, created, ip,
+    items_of, no_content, service, views,
 };
 use crate::state::Shared;
 
@@ -80,6 +80,7 @@ pub struct PortBody {
 /// `GET /v2.0/ports` (and kamaki's `/ports/detail`).
 pub async fn list(
     State(app): State<Shared>,
+    v: Variant,
     auth: NetAuth,
     NetParams(p): NetParams,
 ) -> Result<Json<Value>, Fault> {
@@ -99,7 +100,7 @@ pub async fn list(
     Ok(Json(req.finish(
         "ports",
         items,
-        &collection_url(&app, "ports"),
+        &collection_url(&app, v, "ports"),
     )))
 }
 

@@ -10,8 +10,8 @@ use synnefo_core::ports::NetQuery;
 
 use super::query::ListRequest;
 use super::{
-    Fault, Id, NetAuth, NetBody, NetParams, bad_request, collection_url, created, ip, items_of,
-    no_content, nullable, service, views,
+    Fault, Id, NetAuth, NetBody, NetParams, Variant, bad_request, collection_url, created, ip,
+    items_of, no_content, nullable, service, views,
 };
 use crate::state::Shared;
 
@@ -82,6 +82,7 @@ fn no_host_routes(b: &SubnetBody) -> Result<(), Fault> {
 /// `GET /v2.0/subnets`.
 pub async fn list(
     State(app): State<Shared>,
+    v: Variant,
     auth: NetAuth,
     NetParams(p): NetParams,
 ) -> Result<Json<Value>, Fault> {
@@ -101,7 +102,7 @@ pub async fn list(
     Ok(Json(req.finish(
         "subnets",
         items,
-        &collection_url(&app, "subnets"),
+        &collection_url(&app, v, "subnets"),
     )))
 }
 

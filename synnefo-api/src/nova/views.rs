@@ -292,14 +292,14 @@ pub fn nova_states(vm: &Vm) -> (&'static str, Option<&'static str>, u8) {
             Some(Action::Unsuspend) | None => None,
         }
     };
-    if s.deleted || s.operstate == OperState::Destroyed {
+    if s.deleted() || s.operstate() == OperState::Destroyed {
         return ("deleted", None, 0);
     }
-    match s.operstate {
-        OperState::Build => ("building", task(s.action).or(Some("scheduling")), 0),
+    match s.operstate() {
+        OperState::Build => ("building", task(s.action()).or(Some("scheduling")), 0),
         OperState::Error => ("error", None, 0),
-        OperState::Started => ("active", task(s.action), 1),
-        OperState::Stopped => ("stopped", task(s.action), 4),
+        OperState::Started => ("active", task(s.action()), 1),
+        OperState::Stopped => ("stopped", task(s.action()), 4),
         OperState::Destroyed => ("deleted", None, 0),
     }
 }
@@ -379,7 +379,7 @@ pub fn server(
         None
     };
     let (vm_state, task_state, power_state) = nova_states(vm);
-    let launched = match vm.state.operstate {
+    let launched = match vm.state.operstate() {
         OperState::Build | OperState::Error => None,
         _ => Some(iso_micro(&vm.created)),
     };
@@ -641,8 +641,8 @@ pub fn limits(v: Version, l: &Limits) -> serde_json::Value {
         put("maxImageMeta", 128);
     }
     if !v.at_least(57) {
-        put("maxPersonality", 0);
-        put("maxPersonalitySize", 0);
+        put("maxPersonality", l.max_personality);
+        put("maxPersonalitySize", l.max_personality_bytes);
     }
     serde_json::json!({"limits": {"absolute": abs, "rate": []}})
 }
@@ -651,7 +651,7 @@ pub fn limits(v: Version, l: &Limits) -> serde_json::Value {
 mod tests {
     use super::*;
     use synnefo_core::ids::VmId;
-    use synnefo_core::state::VmState;
+    use synnefo_core::state::{StoredVmState, VmState};
 
     fn vm() -> Vm {
         Vm {
@@ -662,11 +662,7 @@ mod tests {
             flavor_id: FlavorId(1),
             image_id: "img-1".into(),
             backend_id: Some(synnefo_core::ids::BackendId(1)),
-            state: VmState {
-                operstate: OperState::Started,
-                action: None,
-                ..VmState::new_build()
-            },
+            state: VmState::from_stored(StoredVmState::settled(OperState::Started)),
             metadata: BTreeMap::new(),
             created: Utc::now(),
             updated: Utc::now(),
@@ -806,6 +802,8 @@ mod tests {
             quota: Default::default(),
             usage: Default::default(),
             max_keypairs: 100,
+            max_personality: 5,
+            max_personality_bytes: 10240,
         };
         let v1 = limits(Version(1), &l);
         assert_eq!(v1["limits"]["absolute"]["maxTotalInstances"], -1);

@@ -216,7 +216,7 @@ async fn bad_keypairs_are_400s() {
 }
 
 /// A Ganeti mock that records every create's spec.
-fn recording_ganeti(
+pub(crate) fn recording_ganeti(
     jobs: Arc<AtomicU64>,
     specs: Arc<Mutex<Vec<InstanceSpec>>>,
 ) -> MockGanetiBackend {

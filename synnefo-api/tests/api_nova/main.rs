@@ -4,10 +4,12 @@
 #[path = "../api_support.rs"]
 mod api_support;
 mod consoles_identity_caches;
+mod cyclades_networks;
 mod instance_actions;
 mod keypairs_locks;
 mod network_limits;
 mod networks;
+mod personality;
 
 use api_support::*;
 use axum::http::{Method, StatusCode};

@@ -20,7 +20,7 @@ use crate::api_support::*;
 const N: &str = "/network/v2.0";
 
 /// NIC jobs the mock saw: `(instance, "add"|"remove", nic name or ip)`.
-type NicLog = Arc<Mutex<Vec<(String, &'static str, String)>>>;
+pub(crate) type NicLog = Arc<Mutex<Vec<(String, &'static str, String)>>>;
 
 /// The accepting mock plus the network and NIC operations, every job a
 /// success.
@@ -66,13 +66,13 @@ fn network_ganeti(jobs: Arc<AtomicU64>, nics: NicLog) -> MockGanetiBackend {
     g
 }
 
-struct Net {
-    c: Cloud,
-    admin_token: String,
-    nics: NicLog,
+pub(crate) struct Net {
+    pub(crate) c: Cloud,
+    pub(crate) admin_token: String,
+    pub(crate) nics: NicLog,
 }
 
-async fn net_cloud() -> Net {
+pub(crate) async fn net_cloud() -> Net {
     let jobs = Arc::new(AtomicU64::new(100));
     let nics: NicLog = Arc::default();
     let store = sqlite_store().await;
@@ -108,7 +108,7 @@ fn neutron_error(r: &Resp, status: StatusCode, kind: &str) {
     assert_eq!(r.body["NeutronError"]["detail"], "");
 }
 
-async fn create_network(app: &axum::Router, token: &str, body: Value) -> Value {
+pub(crate) async fn create_network(app: &axum::Router, token: &str, body: Value) -> Value {
     let r = post(
         app,
         &format!("{N}/networks"),
@@ -120,7 +120,12 @@ async fn create_network(app: &axum::Router, token: &str, body: Value) -> Value {
     r.body["network"].clone()
 }
 
-async fn create_subnet(app: &axum::Router, token: &str, network: &str, cidr: &str) -> Value {
+pub(crate) async fn create_subnet(
+    app: &axum::Router,
+    token: &str,
+    network: &str,
+    cidr: &str,
+) -> Value {
     let r = post(
         app,
         &format!("{N}/subnets"),
@@ -220,7 +225,7 @@ async fn discovery_extensions_and_catalogs() {
         .expect("a network service")
         .clone();
     assert_eq!(net["endpoints"][0]["url"], "http://api.example.org/network");
-    // Astakos (kamaki): the same URL, as Synnefo's cyclades_network.
+    // Astakos (kamaki): Synnefo's cyclades_network, the Cyclades mount.
     let r = post(
         &c.app,
         "/identity/v2.0/tokens",
@@ -238,7 +243,7 @@ async fn discovery_extensions_and_catalogs() {
         .clone();
     assert_eq!(
         net["endpoints"][0]["publicURL"],
-        "http://api.example.org/network"
+        "http://api.example.org/cyclades/network"
     );
 }
 

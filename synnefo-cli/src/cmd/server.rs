@@ -135,7 +135,7 @@ async fn act(ctx: &Context, id: VmId, action: Action) -> anyhow::Result<ExitCode
     };
     match compute.act(&caller, &id.to_string(), action).await {
         Ok(vm) => {
-            let job = vm.state.action.and_then(|a| a.job_id).map_or_else(
+            let job = vm.state.action().and_then(|a| a.job_id).map_or_else(
                 || "no Ganeti job".to_string(),
                 |j| format!("Ganeti job {j}"),
             );
@@ -192,8 +192,8 @@ pub async fn run(ctx: &Context, cmd: ServerCommand) -> anyhow::Result<ExitCode> 
                     .map(|v| {
                         json!({
                             "id": v.id, "name": v.name, "project_id": v.project_id, "user_id": v.user_id,
-                            "operstate": v.state.operstate, "status": server_status(&v.state).as_str(),
-                            "deleted": v.state.deleted, "suspended": v.state.suspended,
+                            "operstate": v.state.operstate(), "status": server_status(&v.state).as_str(),
+                            "deleted": v.state.deleted(), "suspended": v.state.suspended(),
                             "backend_id": v.backend_id, "flavor_id": v.flavor_id, "image_id": v.image_id,
                             "created": v.created, "updated": v.updated,
                         })
@@ -210,7 +210,7 @@ pub async fn run(ctx: &Context, cmd: ServerCommand) -> anyhow::Result<ExitCode> 
                         "{:>8}  {:<24} {:<10} {:<11} {:>7}  {:<32}  {}",
                         v.id,
                         truncate(&v.name, 24),
-                        v.state.operstate,
+                        v.state.operstate(),
                         server_status(&v.state).as_str(),
                         v.backend_id
                             .map(|b| b.to_string())

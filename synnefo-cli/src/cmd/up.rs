@@ -460,7 +460,10 @@ async fn restore_instances(
         .collect();
     let mut restored = 0;
     for vm in vms {
-        if !matches!(vm.state.operstate, OperState::Started | OperState::Stopped) {
+        if !matches!(
+            vm.state.operstate(),
+            OperState::Started | OperState::Stopped
+        ) {
             continue;
         }
         let nics = store.nics(vm.id).await?;
@@ -469,7 +472,7 @@ async fn restore_instances(
             name: InstanceName::new(prefix, vm.id).to_string(),
             memory_mib: flavor.map_or(512, |f| f.ram_mib.max(0) as u64),
             vcpus: flavor.map_or(1, |f| f.vcpus.max(0) as u64),
-            running: vm.state.operstate == OperState::Started,
+            running: vm.state.operstate() == OperState::Started,
             nic_ips: nics.iter().map(|n| n.ip.clone()).collect(),
             ..NewSimInstance::default()
         });

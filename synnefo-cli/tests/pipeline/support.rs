@@ -182,7 +182,7 @@ pub fn workload(prefix: &str, vms: &[VmId], first_job: u64) -> Workload {
                 messages.push((*vm, body));
             }
         }
-        expected.insert(*vm, (state.operstate, state.deleted));
+        expected.insert(*vm, (state.operstate(), state.deleted()));
     }
     Workload { messages, expected }
 }
@@ -225,7 +225,7 @@ pub async fn mismatches(
     };
     let got: BTreeMap<VmId, (OperState, bool)> = vms
         .into_iter()
-        .map(|v| (v.id, (v.state.operstate, v.state.deleted)))
+        .map(|v| (v.id, (v.state.operstate(), v.state.deleted())))
         .collect();
     expected
         .iter()

@@ -120,9 +120,14 @@ pub struct WantedNic {
 }
 
 /// The NICs the DB wants on a server: each of `ports` (in order), each
-/// followed by the floating IPs associated with it. `wiring` maps a
-/// network id to how its NICs are wired; a port or floating IP of a
-/// network missing there is left out (a network deleted meanwhile).
+/// followed by the floating IPs associated with it that have a NIC of
+/// their own. A floating IP of the port's own (external) network is
+/// *carried* by the port: no NIC of its own, the port's NIC has its
+/// address when the port has no IPv4 address (what
+/// [`Networking::nic_specs`](crate::service::network::Networking::nic_specs)
+/// makes). `wiring` maps a network id to how its NICs are wired; a port
+/// or floating IP of a network missing there is left out (a network
+/// deleted meanwhile).
 pub fn wanted_nics(
     ports: &[Port],
     floating: &HashMap<String, Vec<FloatingIp>>,
@@ -130,21 +135,29 @@ pub fn wanted_nics(
 ) -> Vec<WantedNic> {
     let mut out = Vec::new();
     for p in ports {
+        let fips = floating.get(&p.id).map(Vec::as_slice).unwrap_or_default();
+        let carried = |f: &FloatingIp| f.network_id == p.network_id;
         if let Some(w) = wiring.get(&p.network_id) {
+            let ip = match p.fixed_ips.iter().find(|f| f.ip.is_ipv4()) {
+                Some(f) => Some(f.ip.to_string()),
+                None => fips
+                    .iter()
+                    .find(|f| carried(f))
+                    .map(|f| f.address.to_string()),
+            };
             out.push(WantedNic {
                 name: p.ganeti_name(),
                 owner: NicOwner::Port(p.id.clone()),
                 mac: p.mac.to_ascii_lowercase(),
-                ip: p
-                    .fixed_ips
-                    .iter()
-                    .find(|f| f.ip.is_ipv4())
-                    .map(|f| f.ip.to_string()),
+                ip,
                 wiring: w.clone(),
-                changed: p.updated,
+                changed: fips
+                    .iter()
+                    .map(|f| f.updated)
+                    .fold(p.updated, DateTime::max),
             });
         }
-        for f in floating.get(&p.id).into_iter().flatten() {
+        for f in fips.iter().filter(|f| !carried(f)) {
             let (Some(mac), Some(w)) = (&f.mac, wiring.get(&f.network_id)) else {
                 continue;
             };
@@ -442,8 +455,11 @@ pub fn diff_nics(input: &NicInput<'_>) -> NicDiff {
 
 fn check_server(input: &NicInput<'_>, s: &ServerNics<'_>, out: &mut NicDiff) {
     let vm = s.vm;
-    let settled = matches!(vm.state.operstate, OperState::Started | OperState::Stopped);
-    if vm.state.deleted || !settled || vm.backend_id != Some(s.backend) {
+    let settled = matches!(
+        vm.state.operstate(),
+        OperState::Started | OperState::Stopped
+    );
+    if vm.state.deleted() || !settled || vm.backend_id != Some(s.backend) {
         out.stats.unchecked += 1;
         return;
     }

@@ -297,7 +297,7 @@ pub fn apply_db_fixes<'a>(
             continue;
         }
         match action {
-            FixAction::SetOperState { from, to, .. } if *from == state.operstate => {
+            FixAction::SetOperState { from, to, .. } if *from == state.operstate() => {
                 if let Some(next) = fixed_state(&state, StateFix::OperState(*to)) {
                     state = next;
                 }
@@ -308,7 +308,7 @@ pub fn apply_db_fixes<'a>(
                     state = next;
                 }
             }
-            FixAction::SetNics { nics: n, .. } if !state.deleted => nics = Some(n.clone()),
+            FixAction::SetNics { nics: n, .. } if !state.deleted() => nics = Some(n.clone()),
             FixAction::SetNics { .. }
             | FixAction::SetFlavor { .. }
             | FixAction::SetBackend { .. } => {}
@@ -330,7 +330,7 @@ pub fn placement_fix<'a>(
     vm: &Vm,
     actions: impl IntoIterator<Item = &'a FixAction>,
 ) -> Option<VmPlacement> {
-    if vm.state.deleted {
+    if vm.state.deleted() {
         return None;
     }
     let mut placement = VmPlacement {

@@ -179,7 +179,7 @@ impl Tally {
 /// Cyclades' "active": a server that holds its CPUs and RAM (not stopped).
 pub fn is_active(vm: &Vm) -> bool {
     matches!(
-        vm.state.operstate,
+        vm.state.operstate(),
         OperState::Build | OperState::Started | OperState::Error
     )
 }
@@ -519,11 +519,13 @@ impl Account {
 mod tests {
     use super::*;
     use crate::ids::VmId;
-    use crate::state::VmState;
+    use crate::state::{StoredVmState, VmState};
 
     fn vm(op: OperState) -> Vm {
-        let mut state = VmState::new_build();
-        state.operstate = op;
+        let state = VmState::from_stored(StoredVmState {
+            operstate: op,
+            ..VmState::new_build().to_stored()
+        });
         Vm {
             id: VmId(1),
             user_id: "u".into(),

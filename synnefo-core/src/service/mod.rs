@@ -99,8 +99,8 @@ pub fn change_for(vm: &Vm, state: &VmState, n: &Notification) -> Option<VmChange
                 // A server that is gone has no NICs (Synnefo deletes them
                 // when the removal succeeds, or fails because Ganeti no
                 // longer has the instance).
-                let nics = if next.operstate == crate::state::OperState::Destroyed
-                    && state.operstate != crate::state::OperState::Destroyed
+                let nics = if next.operstate() == crate::state::OperState::Destroyed
+                    && state.operstate() != crate::state::OperState::Destroyed
                 {
                     Some(Vec::new())
                 } else if event.status == crate::state::JobStatus::Success

@@ -723,6 +723,14 @@ impl Networking {
     /// Creates a port on a network the caller may use; with a `device_id`
     /// the port is attached to that server at once (a NIC added on
     /// Ganeti).
+    ///
+    /// On an external network, Synnefo's rule: a port whose one fixed IP
+    /// is a floating IP of that network, the caller's project's and free,
+    /// *carries* it (kamaki's `ip attach`): the port takes no address of
+    /// its own, the floating IP is associated with it, and the port's NIC
+    /// has the floating address. Another project's floating IP there is a
+    /// 403, an associated one a 409; a plain port on an external network
+    /// that is not shared is for operators (403).
     pub async fn create_port(
         &self,
         caller: &Caller,
@@ -730,29 +738,59 @@ impl Networking {
     ) -> Result<Port, ServiceError> {
         check_name(&req.name)?;
         let n = self.network(caller, &req.network_id).await?;
-        if n.external && !n.shared && !caller.is_admin {
-            return Err(ServiceError::Forbidden(
-                "(rule:create_port) is disallowed by policy: ports on an external network come with floating IPs".into(),
-            ));
+        let carried = match n.external {
+            true => {
+                self.floating_to_carry(caller, &n, req.fixed_ips.as_deref())
+                    .await?
+            }
+            false => None,
+        };
+        if n.external && carried.is_none() && !n.shared && !caller.is_admin {
+            return Err(ServiceError::Forbidden(format!(
+                "(rule:create_port) is disallowed by policy: a port on external network {} must carry one of your project's free floating IPs of it (fixed_ips: [{{\"ip_address\": <floating IP>}}]).",
+                n.id
+            )));
         }
         let server = match req.device_id.as_deref().filter(|d| !d.is_empty()) {
             Some(d) => Some(self.caller_server(caller, d).await?),
             None => None,
         };
-        let ips = self.ip_requests(&n.id, req.fixed_ips.as_deref()).await?;
+        let ips = match carried {
+            Some(_) => Vec::new(),
+            None => self.ip_requests(&n.id, req.fixed_ips.as_deref()).await?,
+        };
+        // A carrier is bound at once, so the floating IP's history names
+        // the server; `attach` below binds a plain port.
+        let device = match (&carried, &server) {
+            (Some(_), Some(vm)) => (vm.id.to_string(), DEVICE_OWNER_COMPUTE.to_string()),
+            _ => (String::new(), String::new()),
+        };
         let new = NewPort {
             network_id: n.id.clone(),
             project_id: Some(caller.project_id.clone()),
             user_id: Some(caller.user_id.clone()),
             name: req.name,
-            device_id: String::new(),
-            device_owner: String::new(),
+            device_id: device.0,
+            device_owner: device.1,
             ips,
             admin_state_up: req.admin_state_up.unwrap_or(true),
             mac_prefix: n.port_mac_prefix(&self.config.mac_prefix).to_string(),
             port_limit: self.port_limit(caller),
         };
         let port = self.store.create_port(&new).await?;
+        if let Some(f) = &carried
+            && let Err(e) = self
+                .store
+                .associate_floating_ip(
+                    &f.id,
+                    Some((port.id.clone(), f.address)),
+                    &self.config.mac_prefix,
+                )
+                .await
+        {
+            self.store.delete_port(&port.id).await?;
+            return Err(e.into());
+        }
         match server {
             None => Ok(port),
             Some(vm) => match self.attach(&vm, &port).await {
@@ -765,12 +803,67 @@ impl Networking {
         }
     }
 
+    /// The floating IP a port on external network `n` is asked to carry:
+    /// its one fixed IP, when that is a floating IP of `n` (`None` when
+    /// it is not). Another project's: 403; associated already: 409.
+    async fn floating_to_carry(
+        &self,
+        caller: &Caller,
+        n: &Network,
+        fixed: Option<&[FixedIpRequest]>,
+    ) -> Result<Option<FloatingIp>, ServiceError> {
+        let Some(
+            [
+                FixedIpRequest {
+                    subnet_id,
+                    ip: Some(address),
+                },
+            ],
+        ) = fixed
+        else {
+            return Ok(None);
+        };
+        let found = self
+            .store
+            .list_floating_ips(&NetQuery {
+                network_id: Some(n.id.clone()),
+                address: Some(*address),
+                ..NetQuery::default()
+            })
+            .await?;
+        let Some(f) = found.into_iter().next() else {
+            return Ok(None);
+        };
+        if !Self::owns(caller, Some(&f.project_id)) {
+            return Err(ServiceError::Forbidden(format!(
+                "Floating IP {address} is not one of your project's: a port on external network {} can only carry your project's floating IPs.",
+                n.id
+            )));
+        }
+        if let Some(sid) = subnet_id
+            && sid != &f.subnet_id
+        {
+            return Err(ServiceError::BadRequest(format!(
+                "Invalid input for fixed_ips: floating IP {address} is on subnet {}, not {sid}.",
+                f.subnet_id
+            )));
+        }
+        if let Some(p) = &f.port_id {
+            return Err(ServiceError::Store(StoreError::Integrity(format!(
+                "Cannot attach floating IP {address} ({}): it is already associated with port {p}.",
+                f.id
+            ))));
+        }
+        Ok(Some(f))
+    }
+
     async fn caller_server(&self, caller: &Caller, id: &str) -> Result<Vm, ServiceError> {
         let nf = || ServiceError::NotFound(format!("Instance {id} could not be found."));
         let vm_id: VmId = id.parse().map_err(|_| nf())?;
         match self.store.vm(vm_id).await? {
             Some(vm)
-                if (vm.project_id == caller.project_id || caller.is_admin) && !vm.state.deleted =>
+                if (vm.project_id == caller.project_id || caller.is_admin)
+                    && !vm.state.deleted() =>
             {
                 Ok(vm)
             }
@@ -815,14 +908,23 @@ impl Networking {
     /// Ganeti first (its NIC removed), then its addresses go back.
     pub async fn delete_port(&self, caller: &Caller, id: &str) -> Result<(), ServiceError> {
         let p = self.port(caller, id).await?;
+        self.remove_port(&p).await
+    }
+
+    /// [`Self::delete_port`] of a port already looked up.
+    async fn remove_port(&self, p: &Port) -> Result<(), ServiceError> {
+        let id = p.id.as_str();
         if let Some(vm_id) = p.server()
             && let Some(vm) = self.store.vm(vm_id).await?
-            && !vm.state.deleted
+            && !vm.state.deleted()
             && let Some(backend) = vm.backend_id
         {
             self.touch_port(&p.id).await?;
             for f in self.floating_of_port(&p.id).await? {
-                self.detach_floating(&vm, &f).await?;
+                // a carried floating IP is on the port's own NIC
+                if f.network_id != p.network_id {
+                    self.detach_floating(&vm, &f).await?;
+                }
             }
             let instance = InstanceName::new(&self.prefix, vm.id).to_string();
             self.run(backend, |g| {
@@ -988,7 +1090,26 @@ impl Networking {
                     let n = self.network(caller, nid).await.map_err(|_| {
                         ServiceError::BadRequest(format!("Network {nid} could not be found."))
                     })?;
-                    if n.external && !n.shared && !caller.is_admin && !self.is_public(&n) {
+                    // a fixed IP that is one of the caller's free floating
+                    // IPs of an external network: the NIC carries it
+                    let carried = match (n.external, item.fixed_ip) {
+                        (true, Some(ip)) => {
+                            let want = [FixedIpRequest {
+                                subnet_id: None,
+                                ip: Some(ip),
+                            }];
+                            self.floating_to_carry(caller, &n, Some(&want))
+                                .await?
+                                .is_some()
+                        }
+                        _ => false,
+                    };
+                    if n.external
+                        && !carried
+                        && !n.shared
+                        && !caller.is_admin
+                        && !self.is_public(&n)
+                    {
                         return Err(ServiceError::Forbidden(format!(
                             "Network {nid} is external: attach a floating IP instead."
                         )));
@@ -1058,33 +1179,7 @@ impl Networking {
                     .await
                     .map_err(ServiceError::from),
                 NicPlan::New { network, fixed_ip } => {
-                    let fixed = fixed_ip.map(|ip| {
-                        vec![FixedIpRequest {
-                            subnet_id: None,
-                            ip: Some(ip),
-                        }]
-                    });
-                    match self.ip_requests(&network.id, fixed.as_deref()).await {
-                        Ok(ips) => self
-                            .store
-                            .create_port(&NewPort {
-                                network_id: network.id.clone(),
-                                project_id: Some(vm.project_id.clone()),
-                                user_id: Some(caller.user_id.clone()),
-                                name: String::new(),
-                                device_id: vm.id.to_string(),
-                                device_owner: DEVICE_OWNER_COMPUTE.into(),
-                                ips,
-                                admin_state_up: true,
-                                mac_prefix: network
-                                    .port_mac_prefix(&self.config.mac_prefix)
-                                    .to_string(),
-                                port_limit: self.port_limit(caller),
-                            })
-                            .await
-                            .map_err(ServiceError::from),
-                        Err(e) => Err(e),
-                    }
+                    self.new_server_port(caller, vm, network, *fixed_ip).await
                 }
             };
             match r {
@@ -1117,6 +1212,64 @@ impl Networking {
         Ok(made)
     }
 
+    /// A stored server's new port on `network` (with `fixed_ip`; one of
+    /// the caller's free floating IPs of an external network is carried,
+    /// as [`Self::create_port`] does).
+    async fn new_server_port(
+        &self,
+        caller: &Caller,
+        vm: &Vm,
+        network: &Network,
+        fixed_ip: Option<IpAddr>,
+    ) -> Result<Port, ServiceError> {
+        let fixed = fixed_ip.map(|ip| {
+            vec![FixedIpRequest {
+                subnet_id: None,
+                ip: Some(ip),
+            }]
+        });
+        let carried = match network.external {
+            true => {
+                self.floating_to_carry(caller, network, fixed.as_deref())
+                    .await?
+            }
+            false => None,
+        };
+        let ips = match carried {
+            Some(_) => Vec::new(),
+            None => self.ip_requests(&network.id, fixed.as_deref()).await?,
+        };
+        let port = self
+            .store
+            .create_port(&NewPort {
+                network_id: network.id.clone(),
+                project_id: Some(vm.project_id.clone()),
+                user_id: Some(caller.user_id.clone()),
+                name: String::new(),
+                device_id: vm.id.to_string(),
+                device_owner: DEVICE_OWNER_COMPUTE.into(),
+                ips,
+                admin_state_up: true,
+                mac_prefix: network.port_mac_prefix(&self.config.mac_prefix).to_string(),
+                port_limit: self.port_limit(caller),
+            })
+            .await?;
+        if let Some(f) = carried
+            && let Err(e) = self
+                .store
+                .associate_floating_ip(
+                    &f.id,
+                    Some((port.id.clone(), f.address)),
+                    &self.config.mac_prefix,
+                )
+                .await
+        {
+            self.store.delete_port(&port.id).await?;
+            return Err(e.into());
+        }
+        Ok(port)
+    }
+
     /// The Ganeti NICs of `ports` on `backend`, making each network exist
     /// there first.
     pub async fn nic_specs(
@@ -1138,11 +1291,16 @@ impl Networking {
             .await?
             .ok_or_else(|| not_found("Network", &p.network_id))?;
         let on_ganeti = self.ensure_on_backend(&n, backend).await?;
-        let ip = p
-            .fixed_ips
-            .iter()
-            .find(|f| f.ip.is_ipv4())
-            .map(|f| f.ip.to_string());
+        let ip = match p.fixed_ips.iter().find(|f| f.ip.is_ipv4()) {
+            Some(f) => Some(f.ip.to_string()),
+            // a port carrying a floating IP of its network has its address
+            None => self
+                .floating_of_port(&p.id)
+                .await?
+                .into_iter()
+                .find(|f| f.network_id == p.network_id)
+                .map(|f| f.address.to_string()),
+        };
         Ok(NicSpec {
             network: on_ganeti.then(|| n.ganeti_name()),
             mode: (!on_ganeti).then(|| n.mode.clone()),
@@ -1597,9 +1755,10 @@ impl Networking {
 
     /// Associates a floating IP with a port of a server (`Some`), giving
     /// the server a NIC on the floating IP's network carrying the address,
-    /// or disassociates it (`None`), removing that NIC. A port that is not
-    /// the caller's or not attached to a server is 404 (the `openstack`
-    /// client then tries the server's next port).
+    /// or disassociates it (`None`), removing that NIC (a port that
+    /// carries it, see [`Self::create_port`], is deleted). A port that is
+    /// not the caller's or not attached to a server is 404 (the
+    /// `openstack` client then tries the server's next port).
     pub async fn associate(
         &self,
         caller: &Caller,
@@ -1611,9 +1770,18 @@ impl Networking {
         let Some(pid) = port_id else {
             if let Some(old) = &f.port_id
                 && let Some(p) = self.store.port(old).await?
+                && p.network_id == f.network_id
+            {
+                // The port carries it (Synnefo's floating IP NIC): the
+                // port goes, its NIC removed, and the address is free.
+                self.remove_port(&p).await?;
+                return self.floating_ip(caller, id).await;
+            }
+            if let Some(old) = &f.port_id
+                && let Some(p) = self.store.port(old).await?
                 && let Some(vm_id) = p.server()
                 && let Some(vm) = self.store.vm(vm_id).await?
-                && !vm.state.deleted
+                && !vm.state.deleted()
             {
                 self.detach_floating(&vm, &f).await?;
             }

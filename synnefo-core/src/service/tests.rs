@@ -103,7 +103,7 @@ async fn a_batch_is_one_read_and_one_write() {
     store.expect_update_vm_states().times(1).returning(|ups| {
         assert_eq!(ups.len(), 2, "one update per VM, events folded");
         let one = ups.iter().find(|u| u.id == VmId(1)).unwrap();
-        assert_eq!(one.state.operstate, OperState::Stopped);
+        assert_eq!(one.state.operstate(), OperState::Stopped);
         Ok(ups.iter().map(|_| Ok(())).collect())
     });
     store.expect_vm().times(0);
@@ -188,7 +188,7 @@ fn a_removed_server_loses_its_nics_and_a_late_report_does_not_restore_them() {
         &op(1, 2, OpCode::InstanceRemove, JobStatus::Success),
     )
     .expect("the removal applies");
-    assert_eq!(removed.state.operstate, OperState::Destroyed);
+    assert_eq!(removed.state.operstate(), OperState::Destroyed);
     assert_eq!(removed.nics, Some(Vec::new()), "NIC rows deleted");
     assert!(
         change_for(&v, &removed.state, &report).is_none(),
@@ -351,7 +351,7 @@ fn nic_reports_apply_in_event_time_order() {
     }
     let c = change_for(&v, &state, &reboot).expect("applies");
     assert_eq!(c.nics.as_deref(), Some(&[nic("192.0.2.9")][..]));
-    assert_eq!(c.state.nics_time_us, Some(1_100));
+    assert_eq!(c.state.nics_time_us(), Some(1_100));
     // a report without a time (an old hook) cannot be ordered: taken
     let untimed = Notification::NetStatus {
         vm: VmId(1),
@@ -359,7 +359,7 @@ fn nic_reports_apply_in_event_time_order() {
         time_us: None,
     };
     let c = change_for(&v, &c.state, &untimed).expect("taken");
-    assert_eq!(c.state.nics_time_us, Some(1_100), "the guard stays");
+    assert_eq!(c.state.nics_time_us(), Some(1_100), "the guard stays");
 }
 
 proptest::proptest! {
@@ -397,6 +397,6 @@ proptest::proptest! {
         }
         let newest = times.len();
         proptest::prop_assert_eq!(nics, Some(vec![nic(&format!("192.0.2.{newest}"))]));
-        proptest::prop_assert_eq!(state.nics_time_us, times.last().copied());
+        proptest::prop_assert_eq!(state.nics_time_us(), times.last().copied());
     }
 }

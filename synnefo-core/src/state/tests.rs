@@ -1,5 +1,6 @@
 use super::*;
-use proptest::prelude::*;
+
+mod props;
 
 fn ev(job: u64, op: OpCode, status: JobStatus, t: i64) -> OpStatusEvent {
     OpStatusEvent {
@@ -134,7 +135,7 @@ fn every_operstate_opcode_status_log_message_combination() {
                     let job = next.job.as_ref().unwrap();
                     assert_eq!(
                         (job.job_id, job.opcode, job.status),
-                        (JobId(10), opcode, status)
+                        (Some(JobId(10)), opcode, status)
                     );
                     // Both kept: the producer's log line as it came, and
                     // Ganeti's error of a failure; people see the error.
@@ -388,7 +389,7 @@ fn start_action_rules() {
 
     let mut running = vm_in(OperState::Started);
     running.job = Some(BackendJob {
-        job_id: JobId(3),
+        job_id: Some(JobId(3)),
         opcode: OpCode::InstanceStartup,
         status: JobStatus::Success,
         log_msg: None,
@@ -472,7 +473,7 @@ fn local_transitions_table() {
             let mut before = vm_in(from);
             before.suspended = suspended;
             before.job = Some(BackendJob {
-                job_id: JobId(4),
+                job_id: Some(JobId(4)),
                 opcode: OpCode::InstanceStartup,
                 status: JobStatus::Success,
                 log_msg: None,
@@ -512,134 +513,6 @@ fn local_transitions_table() {
                 };
                 assert_eq!(rollback_submit(&started, other, &before), None);
             }
-        }
-    }
-}
-
-/// A realistic event history of one VM: a create job, then random jobs,
-/// each op walking queued -> (waiting) -> running -> a terminal status.
-fn history() -> impl Strategy<Value = Vec<OpStatusEvent>> {
-    let op = prop_oneof![
-        Just(OpCode::InstanceStartup),
-        Just(OpCode::InstanceShutdown),
-        Just(OpCode::InstanceReboot),
-        Just(OpCode::InstanceSetParams),
-        Just(OpCode::InstanceMigrate),
-        Just(OpCode::InstanceRemove),
-        Just(OpCode::InstanceCreate),
-    ];
-    // (final status, the error says Ganeti does not know the instance)
-    let end = prop_oneof![
-        6 => Just((JobStatus::Success, false)),
-        2 => Just((JobStatus::Error, false)),
-        1 => Just((JobStatus::Error, true)),
-        1 => Just((JobStatus::Canceled, false)),
-    ];
-    let job = (op, end, any::<bool>(), 1u32..3);
-    (
-        prop::collection::vec(job, 0..8),
-        prop_oneof![
-            Just((JobStatus::Success, false)),
-            Just((JobStatus::Error, false))
-        ],
-    )
-        .prop_map(|(jobs, create_end)| {
-            let mut out = Vec::new();
-            let mut t = 1_000_000i64;
-            let all = std::iter::once((OpCode::InstanceCreate, create_end, true, 1)).chain(jobs);
-            for (i, (op, (end, unknown), waits, nops)) in all.enumerate() {
-                let job_id = (i as u64 + 1) * 7;
-                for op_index in 0..nops {
-                    let mut statuses = vec![JobStatus::Queued];
-                    if waits {
-                        statuses.push(JobStatus::Waiting);
-                    }
-                    statuses.push(JobStatus::Running);
-                    statuses.push(end);
-                    for s in statuses {
-                        t += 13;
-                        let mut e = ev(job_id, op, s, t);
-                        e.op_index = op_index;
-                        if unknown && s == JobStatus::Error {
-                            e.error = Some(unknown_instance());
-                        }
-                        out.push(e);
-                    }
-                }
-            }
-            out
-        })
-}
-
-fn run(events: &[OpStatusEvent]) -> VmState {
-    events.iter().fold(VmState::new_build(), |vm, e| {
-        match apply_op_status(&vm, e) {
-            Transition::Applied(n) => n,
-            Transition::Ignored(_) => vm,
-        }
-    })
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
-
-    #[test]
-    fn any_permutation_with_duplicates_ends_in_the_in_order_state(
-        events in history(),
-        seed in any::<u64>(),
-        dups in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
-    ) {
-        let in_order = run(&events);
-        let mut shuffled = events.clone();
-        for d in &dups {
-            shuffled.push(events[d.index(events.len())].clone());
-        }
-        // Fisher-Yates with a tiny LCG so the shrinker keeps a stable seed.
-        let mut x = seed | 1;
-        for i in (1..shuffled.len()).rev() {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let j = (x >> 33) as usize % (i + 1);
-            shuffled.swap(i, j);
-        }
-        prop_assert_eq!(run(&shuffled), in_order);
-    }
-
-    #[test]
-    fn a_delete_without_ganeti_at_any_point_stays_deleted(
-        events in history(),
-        at in any::<prop::sample::Index>(),
-        seed in any::<u64>(),
-    ) {
-        // The local delete (no instance to remove) lands at any point of
-        // any arrival order: the VM ends deleted and DESTROYED, as in order.
-        let mut shuffled = events.clone();
-        let mut x = seed | 1;
-        for i in (1..shuffled.len()).rev() {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let j = (x >> 33) as usize % (i + 1);
-            shuffled.swap(i, j);
-        }
-        let cut = at.index(shuffled.len() + 1);
-        let mut vm = destroyed_without_ganeti(&run(&shuffled[..cut]));
-        for e in &shuffled[cut..] {
-            if let Transition::Applied(n) = apply_op_status(&vm, e) {
-                vm = n;
-            }
-        }
-        let in_order = destroyed_without_ganeti(&run(&events));
-        prop_assert_eq!(vm.operstate, in_order.operstate);
-        prop_assert_eq!(vm.deleted, in_order.deleted);
-        prop_assert_eq!(server_status(&vm), ServerStatus::Deleted);
-    }
-
-    #[test]
-    fn duplicates_are_no_ops(events in history()) {
-        let mut vm = VmState::new_build();
-        for e in &events {
-            if let Transition::Applied(n) = apply_op_status(&vm, e) {
-                vm = n;
-            }
-            prop_assert!(matches!(apply_op_status(&vm, e), Transition::Ignored(_)));
         }
     }
 }

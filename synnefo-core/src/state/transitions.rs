@@ -9,10 +9,6 @@ use serde::{Deserialize, Serialize};
 use super::{Action, BackendJob, JobStatus, OpCode, OperState, PendingAction, VmState};
 use crate::ids::JobId;
 
-/// The job id recorded for a create Ganeti refused before queueing a job
-/// (Ganeti numbers its jobs from 1).
-const NO_JOB: JobId = JobId(0);
-
 /// The VM is gone without a Ganeti job: deleted, DESTROYED, nothing
 /// pending. For a delete of a VM that has no instance (never placed, or
 /// its create failed) and for a create rolled back because Ganeti was
@@ -26,8 +22,9 @@ pub fn destroyed_without_ganeti(vm: &VmState) -> VmState {
 }
 
 /// Ganeti refused a create request outright (no job was queued): the VM
-/// goes to ERROR with `message` as its fault. `None` unless the VM is
-/// still building (a notification got there first).
+/// goes to ERROR with `message` as its fault, recorded as a failed create
+/// without a job id (there is no job to ask Ganeti about). `None` unless
+/// the VM is still building (a notification got there first).
 pub fn create_refused(vm: &VmState, message: String) -> Option<VmState> {
     if vm.operstate != OperState::Build {
         return None;
@@ -36,7 +33,7 @@ pub fn create_refused(vm: &VmState, message: String) -> Option<VmState> {
     next.operstate = OperState::Error;
     next.action = None;
     next.job = Some(BackendJob {
-        job_id: NO_JOB,
+        job_id: None,
         opcode: OpCode::InstanceCreate,
         status: JobStatus::Error,
         log_msg: Some(message),
@@ -46,9 +43,11 @@ pub fn create_refused(vm: &VmState, message: String) -> Option<VmState> {
 }
 
 /// Undoes `action`, started from `before`, that Ganeti did not take: the
-/// pending action, the recorded job and the deleted/suspended flags go back
-/// to what they were. `None` if the pending action is no longer that
-/// unsubmitted action (someone else moved the VM on since).
+/// pending action and the deleted/suspended flags go back to what they
+/// were, and so does the recorded job unless a notification recorded a
+/// newer one meanwhile (starting the action cleared it; a notification's
+/// job is never replaced by an older one). `None` if the pending action is
+/// no longer that unsubmitted action (someone else moved the VM on since).
 pub fn rollback_submit(vm: &VmState, action: Action, before: &VmState) -> Option<VmState> {
     match vm.action {
         Some(PendingAction {
@@ -57,7 +56,9 @@ pub fn rollback_submit(vm: &VmState, action: Action, before: &VmState) -> Option
         }) if a == action => {
             let mut next = vm.clone();
             next.action = before.action;
-            next.job = before.job.clone();
+            if vm.job.is_none() {
+                next.job = before.job.clone();
+            }
             next.deleted = before.deleted;
             next.suspended = before.suspended;
             Some(next)

@@ -13,7 +13,7 @@ use crate::ids::{BackendId, FlavorId, JobId, VmId};
 use crate::model::{Backend, Flavor, Image, Nic, Project, Token, User, Vm};
 use crate::state::{
     Action, BackendJob, EventPosition, JobStatus, OpCode, OpError, OperState, PendingAction,
-    VmState,
+    StoredVmState, VmState,
 };
 
 /// Longest job log message stored (bytes); longer ones are cut at a char
@@ -223,9 +223,14 @@ pub(crate) fn vm_state(m: &vm::Model) -> Result<VmState, StoreError> {
         }),
     };
     let job = match (&m.job_id, &m.job_opcode, &m.job_status) {
-        (None, _, _) => None,
-        (Some(id), Some(opcode), Some(status)) => Some(BackendJob {
-            job_id: JobId(i64_to_u64(*id, "job id")?),
+        (None, None, None) => None,
+        (id, Some(opcode), Some(status)) => Some(BackendJob {
+            // A refused create has no job id: NULL, or 0 in rows written
+            // when one was required (Ganeti numbers its jobs from 1).
+            job_id: match id {
+                None | Some(0) => None,
+                Some(id) => Some(JobId(i64_to_u64(*id, "job id")?)),
+            },
             opcode: OpCode::from_str(opcode).map_err(corrupt)?,
             status: JobStatus::from_str(status).map_err(corrupt)?,
             log_msg: m.job_log_msg.clone(),
@@ -238,13 +243,10 @@ pub(crate) fn vm_state(m: &vm::Model) -> Result<VmState, StoreError> {
             },
         }),
         _ => {
-            return Err(corrupt(format!(
-                "vm {}: job without opcode or status",
-                m.id
-            )));
+            return Err(corrupt(format!("vm {}: job columns partially NULL", m.id)));
         }
     };
-    Ok(VmState {
+    Ok(VmState::from_stored(StoredVmState {
         operstate,
         deleted: m.deleted,
         suspended: m.suspended,
@@ -265,7 +267,7 @@ pub(crate) fn vm_state(m: &vm::Model) -> Result<VmState, StoreError> {
             "state_event",
         )?,
         nics_time_us: m.nics_time_us,
-    })
+    }))
 }
 
 /// A row and its metadata as a [`Vm`].
@@ -362,9 +364,10 @@ fn rank_value(r: Option<i64>) -> Value {
 
 impl StateRow {
     /// Flattens a state; job ids that do not fit `BIGINT` are refused.
-    pub(crate) fn new(s: &VmState) -> Result<StateRow, StoreError> {
-        let job_id = match &s.job {
-            Some(j) => Some(u64_to_i64(j.job_id.0, "job id")?),
+    pub(crate) fn new(state: &VmState) -> Result<StateRow, StoreError> {
+        let s = state.to_stored();
+        let job_id = match s.job.as_ref().and_then(|j| j.job_id) {
+            Some(j) => Some(u64_to_i64(j.0, "job id")?),
             None => None,
         };
         let action_job_id = match s.action.and_then(|a| a.job_id) {
@@ -461,36 +464,13 @@ impl StateRow {
 mod tests {
     use super::*;
 
-    #[test]
-    fn state_round_trips_through_columns() {
-        let mut s = VmState::new_build();
-        s.action = Some(PendingAction {
-            action: Action::Create,
-            job_id: Some(JobId(7)),
-        });
-        s.job = Some(BackendJob {
-            job_id: JobId(7),
-            opcode: OpCode::InstanceCreate,
-            status: JobStatus::Error,
-            log_msg: Some("* creating instance disks...".into()),
-            error: OpError::from_result(&serde_json::json!([
-                "OpPrereqError",
-                ["Instance 'snf-1' not known", "unknown_entity"]
-            ])),
-        });
-        assert!(s.job.as_ref().unwrap().error.is_some());
-        s.last_event = Some(EventPosition {
-            job_id: 7,
-            op_index: 2,
-            status_rank: 2,
-            time_us: 99,
-        });
-        s.nics_time_us = Some(98);
-        let row = StateRow::new(&s).unwrap();
+    /// `s` written to a row's columns and read back.
+    fn through_columns(s: &VmState) -> vm::Model {
+        let row = StateRow::new(s).unwrap();
         assert_eq!(row.clone().values().len(), STATE_COLUMNS.len());
         let mut am = <vm::ActiveModel as sea_orm::ActiveModelTrait>::default();
         row.into_active_model(&mut am);
-        let m = vm::Model {
+        vm::Model {
             id: 1,
             user_id: "u".into(),
             project_id: "p".into(),
@@ -526,19 +506,65 @@ mod tests {
             key_names: None,
             locked_by: None,
             locked_reason: None,
+        }
+    }
+
+    #[test]
+    fn state_round_trips_through_columns() {
+        let mut s = VmState::new_build().to_stored();
+        s.action = Some(PendingAction {
+            action: Action::Create,
+            job_id: Some(JobId(7)),
+        });
+        s.job = Some(BackendJob {
+            job_id: Some(JobId(7)),
+            opcode: OpCode::InstanceCreate,
+            status: JobStatus::Error,
+            log_msg: Some("* creating instance disks...".into()),
+            error: OpError::from_result(&serde_json::json!([
+                "OpPrereqError",
+                ["Instance 'snf-1' not known", "unknown_entity"]
+            ])),
+        });
+        assert!(s.job.as_ref().unwrap().error.is_some());
+        s.last_event = Some(EventPosition {
+            job_id: 7,
+            op_index: 2,
+            status_rank: 2,
+            time_us: 99,
+        });
+        s.nics_time_us = Some(98);
+        let s = VmState::from_stored(s);
+        assert_eq!(vm_state(&through_columns(&s)).unwrap(), s);
+    }
+
+    #[test]
+    fn a_refused_create_has_no_job_id() {
+        let s = crate::state::create_refused(&VmState::new_build(), "no space".into()).unwrap();
+        let m = through_columns(&s);
+        assert_eq!(m.job_id, None);
+        assert_eq!(m.job_opcode.as_deref(), Some("OP_INSTANCE_CREATE"));
+        let back = vm_state(&m).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.job().unwrap().job_id, None);
+        // rows written before job ids became optional recorded 0
+        let legacy = vm::Model {
+            job_id: Some(0),
+            ..m
         };
-        assert_eq!(vm_state(&m).unwrap(), s);
+        assert_eq!(vm_state(&legacy).unwrap(), s);
     }
 
     #[test]
     fn oversized_job_ids_are_refused_not_wrapped() {
-        let mut s = VmState::new_build();
+        let mut s = VmState::new_build().to_stored();
         s.last_event = Some(EventPosition {
             job_id: u64::MAX,
             op_index: 0,
             status_rank: 0,
             time_us: 0,
         });
+        let s = VmState::from_stored(s);
         assert!(matches!(StateRow::new(&s), Err(StoreError::Integrity(_))));
     }
 

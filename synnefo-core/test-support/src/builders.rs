@@ -125,3 +125,95 @@ pub fn job_info(
         end_time_us: None,
     }
 }
+
+/// `state` changed field by field: a fixture in a state the test needs,
+/// not a transition (code under test moves VMs only through
+/// `synnefo_core::state`'s functions).
+pub fn edited(
+    state: &synnefo_core::state::VmState,
+    f: impl FnOnce(&mut synnefo_core::state::StoredVmState),
+) -> synnefo_core::state::VmState {
+    let mut stored = state.to_stored();
+    f(&mut stored);
+    synnefo_core::state::VmState::from_stored(stored)
+}
+
+/// `state` marked deleted (a delete requested, not yet carried out).
+pub fn marked_deleted(state: &synnefo_core::state::VmState) -> synnefo_core::state::VmState {
+    edited(state, |s| s.deleted = true)
+}
+
+/// A VM named "vm" of `user` in `project` with `flavor`, placed on
+/// `backend`, stored and then moved to `state` (with the NICs `nics` gives
+/// for its id, if any) through the store's one state write: a fixture in
+/// any state.
+pub async fn stored_vm<S: VmStore + ?Sized>(
+    s: &S,
+    owner: (&str, &str),
+    flavor: &Flavor,
+    backend: synnefo_core::ids::BackendId,
+    state: synnefo_core::state::VmState,
+    nics: impl FnOnce(VmId) -> Option<Vec<synnefo_core::model::Nic>>,
+) -> Vm {
+    let (user_id, project_id) = owner;
+    let vm = s
+        .create_vm(
+            &NewVm {
+                user_id: user_id.into(),
+                project_id: project_id.into(),
+                name: "vm".into(),
+                flavor: flavor.clone(),
+                image_id: "img".into(),
+                backend_id: Some(backend),
+                metadata: BTreeMap::new(),
+                request_id: None,
+            },
+            Quota::default(),
+        )
+        .await
+        .expect("create vm");
+    s.update_vm_state(&synnefo_core::ports::VmStateUpdate {
+        id: vm.id,
+        expected_version: vm.version,
+        state,
+        nics: nics(vm.id),
+        resize: None,
+        action_log: None,
+    })
+    .await
+    .expect("store the fixture's state")
+}
+
+/// Creates a user (an operator if `admin`), a project it is a member of
+/// and the flavor `flavor` describes, uniquely named.
+pub async fn tenant_with<S: IdentityStore + CatalogStore + ?Sized>(
+    s: &S,
+    admin: bool,
+    flavor: Flavor,
+) -> Tenant {
+    let user = s
+        .create_user(&unique("user-"), "$argon2id$fake", admin)
+        .await
+        .expect("create user");
+    let project = s
+        .create_project(&unique("project-"))
+        .await
+        .expect("create project");
+    s.add_member(&user.id, &project.id)
+        .await
+        .expect("add member");
+    Tenant {
+        flavor: s.create_flavor(&flavor).await.expect("create flavor"),
+        user,
+        project,
+    }
+}
+
+/// A public flavor of `vcpus`, `ram_mib`, `disk_gib` and `template`,
+/// uniquely named.
+pub fn flavor_of(vcpus: i32, ram_mib: i32, disk_gib: i32, template: &str) -> Flavor {
+    Flavor {
+        disk_template: template.into(),
+        ..flavor_spec(vcpus, ram_mib, disk_gib)
+    }
+}

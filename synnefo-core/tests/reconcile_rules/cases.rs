@@ -283,22 +283,22 @@ pub(crate) fn cases() -> Vec<Case> {
         case(
             "R1: deleted, not DESTROYED, no instance (its removal never counted) is stale",
             World::new()
-                .vm(with(vm(1, Error), |v| v.vm.state.deleted = true))
-                .vm(with(vm(2, Started), |v| v.vm.state.deleted = true))
-                .vm(with(vm(3, Build), |v| v.vm.state.deleted = true)),
+                .vm(with(vm(1, Error), |v| set_deleted(&mut v.vm.state)))
+                .vm(with(vm(2, Started), |v| set_deleted(&mut v.vm.state)))
+                .vm(with(vm(3, Build), |v| set_deleted(&mut v.vm.state))),
             vec![stale(1, Error), stale(2, Started), stale(3, Build)],
             vec![],
         ),
         case(
             "R1: deleted and DESTROYED without instance is settled",
-            World::new().vm(with(vm(1, Destroyed), |v| v.vm.state.deleted = true)),
+            World::new().vm(with(vm(1, Destroyed), |v| set_deleted(&mut v.vm.state))),
             vec![],
             vec![],
         ),
         case(
             "R1 guard: deleted, not DESTROYED, its remove job not yet ended",
             World::new().vm(with(vm(1, Error), |v| {
-                v.vm.state.deleted = true;
+                set_deleted(&mut v.vm.state);
                 pending(v, Action::Destroy, Some(9));
             })),
             vec![],
@@ -314,7 +314,7 @@ pub(crate) fn cases() -> Vec<Case> {
             "R1: deleted, not DESTROYED, its remove job ended (notification lost)",
             World::new()
                 .vm(with(vm(1, Error), |v| {
-                    v.vm.state.deleted = true;
+                    set_deleted(&mut v.vm.state);
                     pending(v, Action::Destroy, Some(9));
                 }))
                 .job(1, job(9, JobStatus::Error, OpCode::InstanceRemove)),
@@ -324,7 +324,7 @@ pub(crate) fn cases() -> Vec<Case> {
         case(
             "R1 guard: deleted, not DESTROYED, a cluster failed to list",
             World::new()
-                .vm(with(vm(1, Error), |v| v.vm.state.deleted = true))
+                .vm(with(vm(1, Error), |v| set_deleted(&mut v.vm.state)))
                 .listing(B2, Listing::Unreachable("refused".into())),
             vec![],
             vec![held(1, Rule::Stale, Guard::ClusterUnreachable)],
@@ -347,7 +347,7 @@ pub(crate) fn cases() -> Vec<Case> {
         case(
             "R2: a deleted VM passed among the checked ones is still an orphan",
             World::new()
-                .vm(with(vm(4, Started), |v| v.vm.state.deleted = true))
+                .vm(with(vm(4, Started), |v| set_deleted(&mut v.vm.state)))
                 .on(B1, inst(4, false)),
             vec![orphan(4, B1, OrphanReason::Deleted)],
             vec![],

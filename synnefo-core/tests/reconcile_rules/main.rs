@@ -12,7 +12,7 @@ use synnefo_core::reconcile::{
     Listing, OrphanReason, Rule, StuckReason, Unchecked, UncheckedReason, VmSnapshot, diff,
 };
 use synnefo_core::state::{
-    Action, BackendJob, JobStatus, OpCode, OperState, PendingAction, VmState,
+    Action, BackendJob, JobStatus, OpCode, OperState, PendingAction, StoredVmState, VmState,
 };
 use synnefo_test_support::builders::job_info;
 
@@ -67,16 +67,20 @@ pub(crate) fn catalogue() -> Vec<Flavor> {
 }
 
 pub(crate) fn state(operstate: OperState) -> VmState {
-    VmState {
-        operstate,
-        deleted: false,
-        suspended: false,
-        action: None,
-        job: None,
-        last_event: None,
-        state_event: None,
-        nics_time_us: None,
-    }
+    let mut s = StoredVmState::settled(operstate);
+    // a fixture's DESTROYED is not necessarily deleted: cases set that
+    s.deleted = false;
+    VmState::from_stored(s)
+}
+
+/// Changes a fixture's state field by field (a fixture, not a transition).
+pub(crate) fn edit_state(s: &mut VmState, f: impl FnOnce(&mut StoredVmState)) {
+    *s = synnefo_test_support::builders::edited(s, f);
+}
+
+/// Marks a fixture deleted.
+pub(crate) fn set_deleted(s: &mut VmState) {
+    *s = synnefo_test_support::builders::marked_deleted(s);
 }
 
 pub(crate) fn nic(index: i32, ip: &str, mac: &str) -> Nic {
@@ -148,9 +152,11 @@ pub(crate) fn job(id: u64, status: JobStatus, opcode: OpCode) -> JobObservation 
 }
 
 pub(crate) fn pending(s: &mut VmSnapshot, action: Action, job: Option<u64>) {
-    s.vm.state.action = Some(PendingAction {
-        action,
-        job_id: job.map(JobId),
+    edit_state(&mut s.vm.state, |st| {
+        st.action = Some(PendingAction {
+            action,
+            job_id: job.map(JobId),
+        })
     });
 }
 
@@ -291,17 +297,19 @@ pub(crate) fn with<F: FnOnce(&mut VmSnapshot)>(mut v: VmSnapshot, f: F) -> VmSna
 }
 
 pub(crate) fn running_job(s: &mut VmSnapshot, id: u64, opcode: OpCode) {
-    s.vm.state.job = Some(BackendJob {
-        job_id: JobId(id),
-        opcode,
-        status: JobStatus::Running,
-        log_msg: None,
-        error: None,
+    edit_state(&mut s.vm.state, |st| {
+        st.job = Some(BackendJob {
+            job_id: Some(JobId(id)),
+            opcode,
+            status: JobStatus::Running,
+            log_msg: None,
+            error: None,
+        })
     });
 }
 
 pub(crate) fn deleted(mut v: Vm) -> Vm {
-    v.state.deleted = true;
+    set_deleted(&mut v.state);
     v
 }
 
@@ -365,7 +373,7 @@ fn vms_on_unlisted_clusters_are_unchecked() {
     // A deleted VM not yet DESTROYED on an unlisted cluster: the same.
     let d = World::new()
         .vm(with(vm(1, Error), |v| {
-            v.vm.state.deleted = true;
+            set_deleted(&mut v.vm.state);
             v.vm.backend_id = Some(B2);
         }))
         .listing(B2, Listing::Offline)

@@ -185,7 +185,7 @@ fn placement_fixes_apply_only_over_what_the_diff_saw() {
     );
     // A deleted VM is left alone.
     let mut deleted = v.clone();
-    deleted.state.deleted = true;
+    set_deleted(&mut deleted.state);
     assert_eq!(placement_fix(&deleted, [&set_flavor, &set_backend]), None);
     // State fixes do not touch placement, nor placement fixes the state.
     assert_eq!(apply_db_fixes(&v, [&set_flavor, &set_backend]), None);
@@ -196,14 +196,16 @@ fn placement_fixes_apply_only_over_what_the_diff_saw() {
 #[test]
 fn destroyed_sets_deleted_and_clears_the_action() {
     let mut s = state(OperState::Started);
-    s.action = Some(PendingAction {
-        action: Action::Stop,
-        job_id: Some(JobId(3)),
+    edit_state(&mut s, |s| {
+        s.action = Some(PendingAction {
+            action: Action::Stop,
+            job_id: Some(JobId(3)),
+        })
     });
     let next = fixed_state(&s, StateFix::Destroyed).unwrap();
-    assert_eq!(next.operstate, OperState::Destroyed);
-    assert!(next.deleted);
-    assert_eq!(next.action, None);
+    assert_eq!(next.operstate(), OperState::Destroyed);
+    assert!(next.deleted());
+    assert_eq!(next.action(), None);
     assert_eq!(fixed_state(&next, StateFix::Destroyed), None, "idempotent");
     // OperState(Destroyed) is the same fix.
     assert_eq!(
@@ -219,7 +221,7 @@ fn a_fix_never_resurrects_a_deleted_or_destroyed_vm() {
         .filter(|o| *o != OperState::Destroyed)
     {
         let mut gone = state(OperState::Started);
-        gone.deleted = true;
+        set_deleted(&mut gone);
         assert_eq!(fixed_state(&gone, StateFix::OperState(to)), None, "{to}");
         let destroyed = state(OperState::Destroyed);
         assert_eq!(
@@ -233,17 +235,19 @@ fn a_fix_never_resurrects_a_deleted_or_destroyed_vm() {
 #[test]
 fn set_operstate_clears_the_settled_action_and_keeps_the_guards() {
     let mut s = VmState::new_build();
-    s.last_event = Some(synnefo_core::state::EventPosition {
-        job_id: 5,
-        op_index: 0,
-        status_rank: 2,
-        time_us: 9,
+    edit_state(&mut s, |s| {
+        s.last_event = Some(synnefo_core::state::EventPosition {
+            job_id: 5,
+            op_index: 0,
+            status_rank: 2,
+            time_us: 9,
+        })
     });
     let next = fixed_state(&s, StateFix::OperState(OperState::Error)).unwrap();
-    assert_eq!(next.operstate, OperState::Error);
-    assert_eq!(next.action, None);
-    assert_eq!(next.last_event, s.last_event);
-    assert_eq!(next.state_event, s.state_event);
+    assert_eq!(next.operstate(), OperState::Error);
+    assert_eq!(next.action(), None);
+    assert_eq!(next.last_event(), s.last_event());
+    assert_eq!(next.state_event(), s.state_event());
     assert_eq!(
         fixed_state(&next, StateFix::OperState(OperState::Error)),
         None
@@ -264,7 +268,7 @@ fn db_fixes_fold_into_one_change_and_respect_from() {
     };
     let other_vm = FixAction::MarkDestroyed { vm: VmId(2) };
     let change = apply_db_fixes(&v, [&set, &nics, &other_vm]).unwrap();
-    assert_eq!(change.state.operstate, OperState::Stopped);
+    assert_eq!(change.state.operstate(), OperState::Stopped);
     assert_eq!(change.nics, Some(default_nics(9)));
 
     // The VM moved since the diff: the operstate fix is skipped.
@@ -277,6 +281,6 @@ fn db_fixes_fold_into_one_change_and_respect_from() {
     // NICs of a VM destroyed by the same plan are not written.
     let gone = FixAction::MarkDestroyed { vm: VmId(1) };
     let change = apply_db_fixes(&v, [&gone, &nics]).unwrap();
-    assert!(change.state.deleted);
+    assert!(change.state.deleted());
     assert_eq!(change.nics, None);
 }

@@ -4,16 +4,16 @@
 //! parallel, offline skipped, failures reported), job lookups, and the
 //! "changed since the diff" guard.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use synnefo_core::ids::{BackendId, FlavorId, JobId, VmId};
-use synnefo_core::model::{Flavor, NewVm, Nic, Quota, Vm};
+use synnefo_core::model::{Flavor, Nic, Vm};
 use synnefo_core::ports::{
-    BackendStore, CatalogStore, Clock, IdentityStore, InstanceInfo, VmQuery, VmStateUpdate, VmStore,
+    BackendStore, CatalogStore, Clock, IdentityStore, InstanceInfo, VmQuery, VmStore,
 };
 use synnefo_core::reconcile::{
     Discrepancy, FixAction, FixFlags, Guard, OrphanReason, Rule, StuckReason, batch_size,
@@ -21,7 +21,7 @@ use synnefo_core::reconcile::{
 };
 use synnefo_core::service::reconcile::{BackendStatus, FixResult, Reconciler, RunOptions, Scope};
 use synnefo_core::state::{
-    Action, BackendJob, JobStatus, OpCode, OperState, PendingAction, VmState,
+    Action, BackendJob, JobStatus, OpCode, OperState, PendingAction, StoredVmState, VmState,
 };
 use synnefo_core::store::SeaStore;
 
@@ -53,24 +53,16 @@ async fn world() -> World {
             .expect("sqlite"),
     );
     store.migrate().await.expect("migrate");
-    let user = store
-        .create_user("ops", "$argon2id$fake", true)
-        .await
-        .unwrap();
-    let project = store.create_project("ops").await.unwrap();
-    let flavor = store
-        .create_flavor(&Flavor {
-            id: FlavorId(0),
-            name: "small".into(),
-            vcpus: 1,
-            ram_mib: 512,
-            disk_gib: 5,
-            disk_template: "plain".into(),
-            is_public: true,
-            deleted: false,
-        })
-        .await
-        .unwrap();
+    let synnefo_test_support::builders::Tenant {
+        user,
+        project,
+        flavor,
+    } = synnefo_test_support::builders::tenant_with(
+        &*store,
+        true,
+        synnefo_test_support::builders::flavor_of(1, 512, 5, "plain"),
+    )
+    .await;
     let b1 = store
         .upsert_backend("cluster1", "g1.example.org", 5080)
         .await
@@ -121,46 +113,18 @@ fn instance(vm: VmId, running: bool, ip: &str) -> InstanceInfo {
 
 impl World {
     /// A VM on cluster 1 in `operstate` with one NIC `10.0.0.<id>`.
-    async fn vm(&self, operstate: OperState, edit: impl FnOnce(&mut VmState)) -> Vm {
-        let vm = self
-            .store
-            .create_vm(
-                &NewVm {
-                    user_id: self.user.clone(),
-                    project_id: self.project.clone(),
-                    name: "vm".into(),
-                    flavor: self.flavor.clone(),
-                    image_id: "img".into(),
-                    backend_id: Some(self.b1),
-                    metadata: BTreeMap::new(),
-                    request_id: None,
-                },
-                Quota::default(),
-            )
-            .await
-            .unwrap();
-        let mut state = VmState {
-            operstate,
-            deleted: false,
-            suspended: false,
-            action: None,
-            job: None,
-            last_event: None,
-            state_event: None,
-            nics_time_us: None,
-        };
+    async fn vm(&self, operstate: OperState, edit: impl FnOnce(&mut StoredVmState)) -> Vm {
+        let mut state = StoredVmState::settled(operstate);
         edit(&mut state);
-        self.store
-            .update_vm_state(&VmStateUpdate {
-                id: vm.id,
-                expected_version: vm.version,
-                state,
-                nics: Some(vec![nic(vm.id.0, &format!("10.0.0.{}", vm.id.0))]),
-                resize: None,
-                action_log: None,
-            })
-            .await
-            .unwrap()
+        synnefo_test_support::builders::stored_vm(
+            &*self.store,
+            (&self.user, &self.project),
+            &self.flavor,
+            self.b1,
+            VmState::from_stored(state),
+            |id| Some(vec![nic(id.0, &format!("10.0.0.{}", id.0))]),
+        )
+        .await
     }
 
     async fn get(&self, id: VmId) -> Vm {
@@ -317,9 +281,9 @@ async fn report_then_fix_then_clean() {
     );
 
     let s = w.get(stale.id).await;
-    assert!(s.state.deleted && s.state.operstate == OperState::Destroyed);
+    assert!(s.state.deleted() && s.state.operstate() == OperState::Destroyed);
     assert_eq!(
-        w.get(stopped_but_running.id).await.state.operstate,
+        w.get(stopped_but_running.id).await.state.operstate(),
         OperState::Started
     );
     assert_eq!(
@@ -328,24 +292,24 @@ async fn report_then_fix_then_clean() {
     );
     let s = w.get(stuck.id).await;
     assert_eq!(
-        (s.state.operstate, s.state.action),
+        (s.state.operstate(), s.state.action()),
         (OperState::Error, None)
     );
-    assert_eq!(w.get(vanished.id).await.state.operstate, OperState::Error);
+    assert_eq!(w.get(vanished.id).await.state.operstate(), OperState::Error);
     let g_row = w.get(gone.id).await;
     assert!(
         matches!(
-            g_row.state.action,
+            g_row.state.action(),
             Some(PendingAction {
                 action: Action::Destroy,
                 job_id: Some(JobId(5000 | 5001))
             })
         ),
         "the removal job is recorded on the deleted row: {:?}",
-        g_row.state.action
+        g_row.state.action()
     );
     assert_eq!(
-        w.get(busy.id).await.state.operstate,
+        w.get(busy.id).await.state.operstate(),
         OperState::Started,
         "held VMs are not touched"
     );
@@ -372,7 +336,7 @@ async fn report_then_fix_then_clean() {
 async fn deleted_vms_whose_removal_never_counted_are_destroyed() {
     let w = world().await;
     let failed_remove = BackendJob {
-        job_id: JobId(40),
+        job_id: Some(JobId(40)),
         opcode: OpCode::InstanceRemove,
         status: JobStatus::Error,
         log_msg: Some("OpPrereqError: Instance 'snf-1' not known".into()),
@@ -435,8 +399,12 @@ async fn deleted_vms_whose_removal_never_counted_are_destroyed() {
         .unwrap();
     assert!(report.unfixed.is_empty(), "{report:#?}");
     let z = w.get(zombie.id).await;
-    assert!(z.state.deleted && z.state.operstate == OperState::Destroyed);
-    assert_eq!(z.state.job, Some(failed_remove), "the job on record stays");
+    assert!(z.state.deleted() && z.state.operstate() == OperState::Destroyed);
+    assert_eq!(
+        z.state.job(),
+        Some(&failed_remove),
+        "the job on record stays"
+    );
 
     // The running removal ends and its notification is lost.
     w.ganeti.job(41, JobStatus::Success, OpCode::InstanceRemove);
@@ -444,8 +412,8 @@ async fn deleted_vms_whose_removal_never_counted_are_destroyed() {
     let report = w.reconciler.run(&all(FixFlags::ALL)).await.unwrap();
     assert_eq!(report.fixes.len(), 1, "{report:#?}");
     let r = w.get(removing.id).await;
-    assert!(r.state.deleted && r.state.operstate == OperState::Destroyed);
-    assert_eq!(r.state.action, None);
+    assert!(r.state.deleted() && r.state.operstate() == OperState::Destroyed);
+    assert_eq!(r.state.action(), None);
     let report = w.reconciler.run(&all(FixFlags::NONE)).await.unwrap();
     assert!(report.is_clean() && report.held.is_empty(), "{report:#?}");
 }
@@ -504,7 +472,7 @@ async fn each_cluster_is_listed_once_per_run_in_parallel() {
     assert!(report.discrepancies.is_empty());
     assert_eq!(report.held[0].vm, vm.id);
     assert_eq!(report.held[0].guard, Guard::ClusterUnreachable);
-    assert!(!w.get(vm.id).await.state.deleted);
+    assert!(!w.get(vm.id).await.state.deleted());
 }
 
 #[tokio::test]
@@ -528,7 +496,7 @@ async fn a_vm_that_changes_after_the_diff_is_left_for_the_next_run() {
         matches!(&outcome.result, FixResult::Skipped { reason } if reason.contains("changed since the diff")),
         "{outcome:?}"
     );
-    assert_eq!(w.get(moving.id).await.state.operstate, OperState::Stopped);
+    assert_eq!(w.get(moving.id).await.state.operstate(), OperState::Stopped);
     assert_eq!(report.unfixed.len(), 1);
     // The next activation is the retry.
     let report = w.reconciler.run(&all(FixFlags::ALL)).await.unwrap();
@@ -538,7 +506,7 @@ async fn a_vm_that_changes_after_the_diff_is_left_for_the_next_run() {
             .iter()
             .all(|f| matches!(f.result, FixResult::Done { .. }))
     );
-    assert_eq!(w.get(moving.id).await.state.operstate, OperState::Started);
+    assert_eq!(w.get(moving.id).await.state.operstate(), OperState::Started);
 }
 
 #[tokio::test]
@@ -773,7 +741,7 @@ async fn resized_and_moved_instances_are_recorded() {
     assert_eq!((m.flavor_id, m.backend_id), (w.flavor.id, Some(b2)));
     let rs = w.get(resized_and_stopped.id).await;
     assert_eq!(
-        (rs.flavor_id, rs.state.operstate),
+        (rs.flavor_id, rs.state.operstate()),
         (medium.id, OperState::Stopped)
     );
     assert_eq!(w.get(odd.id).await.flavor_id, w.flavor.id);

@@ -96,11 +96,8 @@ pub(crate) async fn concurrent_state_updates(s: &SeaStore) {
             stored.state, expected,
             "round {round}: both updates reflected"
         );
-        assert_eq!(stored.state.operstate, OperState::Started);
-        assert_eq!(
-            stored.state.job.as_ref().map(|j| j.job_id),
-            Some(JobId(101))
-        );
+        assert_eq!(stored.state.operstate(), OperState::Started);
+        assert_eq!(stored.state.job().and_then(|j| j.job_id), Some(JobId(101)));
     }
     eprintln!(
         "concurrent_state_updates: {total_conflicts} conflicts over {rounds} rounds, all retried"
@@ -173,9 +170,9 @@ pub(crate) async fn concurrent_state_updates(s: &SeaStore) {
     let (ha, hb) = (spawn(a.clone(), false), spawn(b.clone(), true));
     let conflicts = ha.await.unwrap() + hb.await.unwrap();
     for vm in s.vms(&ids).await.unwrap() {
-        assert_eq!(vm.state.operstate, OperState::Started, "vm {}", vm.id);
+        assert_eq!(vm.state.operstate(), OperState::Started, "vm {}", vm.id);
         assert_eq!(
-            vm.state.job.as_ref().map(|j| j.job_id),
+            vm.state.job().and_then(|j| j.job_id),
             Some(JobId(201)),
             "vm {}",
             vm.id

@@ -343,8 +343,7 @@ pub(crate) async fn backends(s: &SeaStore) {
     let mut nv = new_vm(&t, "gone");
     nv.backend_id = Some(other.id);
     let gone = s.create_vm(&nv, Quota::default()).await.unwrap();
-    let mut st = gone.state.clone();
-    st.deleted = true;
+    let st = synnefo_test_support::builders::marked_deleted(&gone.state);
     s.update_vm_state(&VmStateUpdate {
         id: gone.id,
         expected_version: gone.version,

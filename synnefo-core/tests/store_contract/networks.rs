@@ -265,8 +265,7 @@ pub(crate) async fn networks(s: &SeaStore) {
             .await,
         Err(StoreError::Integrity(_))
     ));
-    let mut gone = vm.state.clone();
-    gone.deleted = true;
+    let gone = synnefo_test_support::builders::marked_deleted(&vm.state);
     s.update_vm_state(&VmStateUpdate {
         id: vm.id,
         expected_version: vm.version,

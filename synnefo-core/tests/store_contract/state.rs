@@ -23,7 +23,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
         JobStatus::Success,
         1_700_000_000_000_001,
     );
-    let mut st = applied(&vm.state, &e1);
+    let mut st = applied(&vm.state, &e1).to_stored();
     st.suspended = true;
     st.nics_time_us = Some(1_700_000_000_000_002);
     // a failed job keeps its log line and Ganeti's typed error
@@ -38,6 +38,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
         action: Action::Reboot(RebootKind::Hard),
         job_id: Some(JobId(u64::from(u32::MAX) + 5)),
     });
+    let st = synnefo_core::state::VmState::from_stored(st);
     let up = VmStateUpdate {
         id: vm.id,
         expected_version: vm.version,
@@ -82,12 +83,13 @@ pub(crate) async fn state_updates(s: &SeaStore) {
     assert_eq!(v3.version, v2.version + 1);
     assert_eq!(s.nics(vm.id).await.unwrap().len(), 1);
     // job ids beyond BIGINT are refused, not wrapped
-    let mut huge = v3.state.clone();
-    huge.last_event = Some(synnefo_core::state::EventPosition {
-        job_id: u64::MAX,
-        op_index: 0,
-        status_rank: 0,
-        time_us: 0,
+    let huge = synnefo_test_support::builders::edited(&v3.state, |h| {
+        h.last_event = Some(synnefo_core::state::EventPosition {
+            job_id: u64::MAX,
+            op_index: 0,
+            status_rank: 0,
+            time_us: 0,
+        })
     });
     assert!(matches!(
         s.update_vm_state(&VmStateUpdate {
@@ -267,8 +269,7 @@ pub(crate) async fn reconciliation(s: &SeaStore) {
         .unwrap();
     let fresh = create(s, &t, "rec-never").await;
     let deleted = create(s, &t, "rec-deleted").await;
-    let mut st = deleted.state.clone();
-    st.deleted = true;
+    let st = synnefo_test_support::builders::marked_deleted(&deleted.state);
     s.update_vm_state(&VmStateUpdate {
         id: deleted.id,
         expected_version: deleted.version,

@@ -27,7 +27,7 @@ pub(crate) async fn vms_and_listing(s: &SeaStore) {
     let before = Utc::now() - chrono::Duration::seconds(1);
     let web1 = s.create_vm(&nv, Quota::default()).await.unwrap();
     assert_eq!(web1.state, VmState::new_build());
-    assert_eq!(web1.state.operstate, OperState::Build);
+    assert_eq!(web1.state.operstate(), OperState::Build);
     assert_eq!(web1.metadata, nv.metadata);
     assert_eq!(web1.backend_id, Some(backend.id));
     assert_eq!(web1.last_reconciled, None);
@@ -57,7 +57,7 @@ pub(crate) async fn vms_and_listing(s: &SeaStore) {
         })
         .await
         .unwrap();
-    assert!(deleted.state.deleted);
+    assert!(deleted.state.deleted());
     assert!(
         web1.id < web2.id && web2.id < db1.id && db1.id < foreign.id && foreign.id < deleted.id
     );

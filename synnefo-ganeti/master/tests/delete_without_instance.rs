@@ -188,7 +188,7 @@ impl World {
 }
 
 fn destroyed(vm: &Vm) -> bool {
-    vm.state.deleted && vm.state.operstate == OperState::Destroyed
+    vm.state.deleted() && vm.state.operstate() == OperState::Destroyed
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,36 +212,36 @@ async fn deleting_a_vm_stranded_in_build_ends_destroyed() {
         )
         .await
         .unwrap();
-    assert_eq!(vm.state.operstate, OperState::Build);
+    assert_eq!(vm.state.operstate(), OperState::Build);
 
     let deleted = w
         .compute
         .delete(&w.caller, &vm.id.to_string())
         .await
         .unwrap();
-    assert!(deleted.state.deleted, "hidden at once");
+    assert!(deleted.state.deleted(), "hidden at once");
     // The removal job's id, when the request saw it recorded: the job can
     // fail and its event be applied before the request records the id
     // (then the action is already settled, and the job recorded below is
     // the only trace of it).
-    let submitted = deleted.state.action.and_then(|a| a.job_id);
+    let submitted = deleted.state.action().and_then(|a| a.job_id);
 
     let done = w.wait_vm(vm.id, "deleted and DESTROYED", destroyed).await;
-    let recorded = done.state.job.clone().unwrap();
+    let recorded = done.state.job().cloned().unwrap();
     assert_eq!(
         (recorded.opcode, recorded.status),
         (OpCode::InstanceRemove, JobStatus::Error),
         "the failed removal is what settled it"
     );
     if let Some(job) = submitted {
-        assert_eq!(recorded.job_id, job, "the job the request submitted");
+        assert_eq!(recorded.job_id, Some(job), "the job the request submitted");
     }
     let name = InstanceName::new(PREFIX, vm.id).to_string();
     assert_eq!(
         recorded.log_msg.as_deref(),
         Some(format!("OpPrereqError: Instance '{name}' not known (unknown_entity)").as_str())
     );
-    assert_eq!(done.state.action, None);
+    assert_eq!(done.state.action(), None);
     w.assert_no_dead_letters();
     w.stop().await;
 }
@@ -273,9 +273,9 @@ async fn deleting_a_vm_whose_create_ganeti_rejected_destroys_it_without_a_job() 
         .unwrap();
     let id = created.vm.id;
     let error = w
-        .wait_vm(id, "ERROR", |v| v.state.operstate == OperState::Error)
+        .wait_vm(id, "ERROR", |v| v.state.operstate() == OperState::Error)
         .await;
-    let fault = error.state.job.unwrap().log_msg.unwrap();
+    let fault = error.state.job().unwrap().log_msg.clone().unwrap();
     assert!(fault.contains("violates policy"), "{fault}");
     let jobs_before = w.sim.job_ids();
 
@@ -286,7 +286,7 @@ async fn deleting_a_vm_whose_create_ganeti_rejected_destroys_it_without_a_job() 
         "destroyed at once, the instance does not exist: {:?}",
         deleted.state
     );
-    assert_eq!(deleted.state.action, None);
+    assert_eq!(deleted.state.action(), None);
     eprintln!("delete of an ERROR VM: {:?}", t.elapsed());
     // No removal job was submitted.
     tokio::time::sleep(Duration::from_millis(300)).await;

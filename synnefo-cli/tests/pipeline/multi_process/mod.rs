@@ -296,7 +296,12 @@ async fn all_vms(store: &SeaStore) -> Result<Vec<Vm>, String> {
 fn describe(v: &Vm) -> String {
     format!(
         "{} {} {:?} deleted={} action={:?} job={:?}",
-        v.id, v.name, v.state.operstate, v.state.deleted, v.state.action, v.state.job
+        v.id,
+        v.name,
+        v.state.operstate(),
+        v.state.deleted(),
+        v.state.action(),
+        v.state.job()
     )
 }
 
@@ -308,14 +313,14 @@ async fn wait_settled(store: &SeaStore, timeout: Duration) -> Result<Vec<Vm>, St
         let left: Vec<Vm> = all_vms(store)
             .await?
             .into_iter()
-            .filter(|v| !(v.state.deleted && v.state.operstate == OperState::Destroyed))
+            .filter(|v| !(v.state.deleted() && v.state.operstate() == OperState::Destroyed))
             .collect();
         // A deleted VM whose removal was never submitted (the API died in
         // between) and that nothing touched for a while will not settle
         // by itself: no point waiting for it.
         let stuck = |v: &Vm| {
-            v.state.deleted
-                && v.state.action.is_some_and(|a| a.job_id.is_none())
+            v.state.deleted()
+                && v.state.action().is_some_and(|a| a.job_id.is_none())
                 && chrono::Utc::now() - v.updated > chrono::TimeDelta::seconds(5)
         };
         if left.iter().all(stuck) || Instant::now() > deadline {

@@ -30,11 +30,10 @@ pub fn in_flight(
 ) -> Option<Option<JobId>> {
     let state = &vm.state;
     let recorded_running = state
-        .job
-        .as_ref()
+        .job()
         .filter(|j| !j.status.is_terminal())
-        .map(|j| j.job_id);
-    let candidate = match state.action {
+        .and_then(|j| j.job_id);
+    let candidate = match state.action() {
         Some(p) => p.job_id.or(recorded_running),
         None => match recorded_running {
             Some(id) => Some(id),
@@ -60,15 +59,12 @@ type Ended = (JobStatus, Option<String>);
 /// The create job's outcome, if anything tells: `(job, ended, vanished)`.
 fn create_outcome(vm: &Vm, job: Option<&JobObservation>) -> (Option<JobId>, Option<Ended>, bool) {
     let state = &vm.state;
-    let recorded_create = state
-        .job
-        .as_ref()
-        .filter(|j| j.opcode == OpCode::InstanceCreate);
-    let create_job = match state.action {
+    let recorded_create = state.job().filter(|j| j.opcode == OpCode::InstanceCreate);
+    let create_job = match state.action() {
         Some(p) if p.action == Action::Create => p.job_id,
         _ => None,
     }
-    .or(recorded_create.map(|j| j.job_id));
+    .or(recorded_create.and_then(|j| j.job_id));
     let mut vanished = false;
     if let (Some(id), Some(obs)) = (create_job, job)
         && obs.job_id() == id
@@ -163,10 +159,10 @@ pub fn diff(input: &Input<'_>) -> Diff {
     let mut checked: HashSet<VmId> = HashSet::with_capacity(input.vms.len());
     for snap in input.vms {
         let vm = &snap.vm;
-        if vm.state.deleted {
+        if vm.state.deleted() {
             // Not in D: only its instances matter, as orphans; unless it
             // has none and never became DESTROYED.
-            if vm.state.operstate != OperState::Destroyed && !index.contains_key(&vm.id) {
+            if vm.state.operstate() != OperState::Destroyed && !index.contains_key(&vm.id) {
                 check_unremoved(input, vm, &listed, &offline, any_unreachable, &mut out);
             }
             continue;
@@ -188,7 +184,13 @@ pub fn diff(input: &Input<'_>) -> Diff {
     let others: HashMap<VmId, &Vm> = input
         .others
         .iter()
-        .chain(input.vms.iter().map(|s| &s.vm).filter(|v| v.state.deleted))
+        .chain(
+            input
+                .vms
+                .iter()
+                .map(|s| &s.vm)
+                .filter(|v| v.state.deleted()),
+        )
         .map(|v| (v.id, v))
         .collect();
     let mut orphan_ids: Vec<(&VmId, &Occ<'_>)> = index
@@ -199,7 +201,7 @@ pub fn diff(input: &Input<'_>) -> Diff {
     for (id, occ) in orphan_ids {
         let reason = match others.get(id) {
             None => OrphanReason::Unknown,
-            Some(vm) if vm.state.deleted || vm.state.operstate == OperState::Destroyed => {
+            Some(vm) if vm.state.deleted() || vm.state.operstate() == OperState::Destroyed => {
                 if let Some(job) = in_flight(vm, input.jobs.get(id), input.now, guards) {
                     out.held.push(Held {
                         vm: *id,
@@ -208,7 +210,7 @@ pub fn diff(input: &Input<'_>) -> Diff {
                     });
                     continue;
                 }
-                if vm.state.deleted {
+                if vm.state.deleted() {
                     OrphanReason::Deleted
                 } else {
                     OrphanReason::Destroyed
@@ -247,7 +249,7 @@ fn check_vm(
     }
     let occurrences = index.get(&vm.id).map_or(&[][..], Occ::as_slice);
     let flight = in_flight(vm, job_obs, input.now, input.guards);
-    let operstate = vm.state.operstate;
+    let operstate = vm.state.operstate();
     let is_build = operstate == OperState::Build;
     let flight_guard = |job| {
         if is_build {
@@ -560,7 +562,7 @@ fn stale(out: &mut Diff, vm: &Vm, any_unreachable: bool) {
         out.discrepancies.push(Discrepancy::Stale {
             vm: vm.id,
             backend: vm.backend_id,
-            operstate: vm.state.operstate,
+            operstate: vm.state.operstate(),
         });
     }
 }

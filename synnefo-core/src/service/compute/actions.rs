@@ -86,7 +86,7 @@ impl Compute {
         };
         let instance = InstanceName::new(&self.config.prefix, started.id).to_string();
         if action == Action::Destroy
-            && started.state.operstate == OperState::Error
+            && started.state.operstate() == OperState::Error
             && self.instance_absent(backend, &instance).await
         {
             // Its create failed: there is no instance, hence nothing for a
@@ -174,7 +174,7 @@ impl Compute {
     /// the proxy with a fresh one-time password.
     pub async fn console(&self, caller: &Caller, id: &str) -> Result<ConsoleAccess, ServiceError> {
         let vm = self.server(caller, id).await?;
-        if vm.state.operstate != OperState::Started {
+        if vm.state.operstate() != OperState::Started {
             return Err(BackendError::Rejected(format!(
                 "Instance {} is not ready for a console (status {}).",
                 vm.id,
@@ -224,7 +224,7 @@ pub(super) fn record_job(
     job: JobId,
     request: Option<&str>,
 ) -> Option<VmChange> {
-    match vm.state.action {
+    match vm.state.action() {
         Some(PendingAction {
             action: a,
             job_id: None,

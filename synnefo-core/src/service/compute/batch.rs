@@ -103,6 +103,7 @@ impl Compute {
         }
         let (flavor, image) = self.validate_create(caller, &req).await?;
         let keys = self.resolve_key_names(caller, &req.key_names).await?;
+        let personality = self.personality_osparam(&req.personality)?;
         let nics = self
             .networking()
             .plan_server_nics(caller, &req.networks)
@@ -176,6 +177,7 @@ impl Compute {
                         image: &image,
                         keys: &keys,
                         nics: nics.as_deref(),
+                        personality: personality.as_deref(),
                     },
                     admin_pass.clone(),
                     caller,

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use super::actions::record_job;
 use super::{
     AUTH_KEYS_OSPARAM, Caller, Compute, CreateServer, CreatedServer, PASSWORD_OSPARAM,
-    generate_password, image_visible, ref_id, validate_metadata, validate_server_name,
+    PERSONALITY_OSPARAM, PersonalityFile, generate_password, image_visible, ref_id,
+    validate_metadata, validate_server_name,
 };
 use crate::error::{BackendError, ServiceError, StoreError};
 use crate::ids::{BackendId, InstanceName};
@@ -24,6 +25,7 @@ impl Compute {
         req: CreateServer,
     ) -> Result<CreatedServer, ServiceError> {
         validate_server_name(&req.name)?;
+        let personality = self.personality_osparam(&req.personality)?;
         let (flavor, image) = self.validate_create(caller, &req).await?;
         let keys = self.resolve_key_names(caller, &req.key_names).await?;
         let nics = self
@@ -63,8 +65,72 @@ impl Compute {
             image: &image,
             keys: &keys,
             nics: nics.as_deref(),
+            personality: personality.as_deref(),
         };
         self.submit_create(vm, build, admin_pass, caller).await
+    }
+
+    /// Checks the files to inject and renders snf-image's
+    /// `img_personality` (`None` when there are none): at most
+    /// `api.max_personality` files, each an absolute path of at most 255
+    /// bytes with base64 contents of at most `api.max_personality_bytes`
+    /// decoded, and a mode within 0o777. Too many or too large: 403
+    /// (Nova's "Personality file limit exceeded", Synnefo's over-limit);
+    /// malformed: 400.
+    pub(super) fn personality_osparam(
+        &self,
+        files: &[PersonalityFile],
+    ) -> Result<Option<String>, ServiceError> {
+        use base64::Engine as _;
+        if files.is_empty() {
+            return Ok(None);
+        }
+        if files.len() > self.config.max_personality as usize {
+            return Err(ServiceError::OverLimit(format!(
+                "Personality file limit exceeded: at most {} files",
+                self.config.max_personality
+            )));
+        }
+        for f in files {
+            if !f.path.starts_with('/') || f.path.len() > 255 || f.path.contains('\0') {
+                return Err(ServiceError::BadRequest(format!(
+                    "Personality file path {:?} must be an absolute path of at most 255 bytes",
+                    f.path
+                )));
+            }
+            // Decoding a huge string only to refuse it is waste: base64
+            // holds 3 bytes per 4 characters.
+            let bound = self.config.max_personality_bytes as usize;
+            let too_long = || {
+                ServiceError::OverLimit(format!(
+                    "Personality file content too long: {} is over {bound} bytes",
+                    f.path
+                ))
+            };
+            if f.contents.trim().len() > bound.div_ceil(3) * 4 {
+                return Err(too_long());
+            }
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(f.contents.trim().as_bytes())
+                .map_err(|_| {
+                    ServiceError::BadRequest(format!(
+                        "Personality content for {} cannot be decoded",
+                        f.path
+                    ))
+                })?;
+            if bytes.len() > bound {
+                return Err(too_long());
+            }
+            if f.mode.is_some_and(|m| m > 0o777) {
+                return Err(ServiceError::BadRequest(format!(
+                    "Personality file mode for {} must be within 0 and 0777",
+                    f.path
+                )));
+            }
+        }
+        serde_json::to_string(files)
+            .map(Some)
+            .map_err(|e| ServiceError::BadRequest(format!("personality: {e}")))
     }
 
     /// Checks a create request against the catalog (metadata, flavor,
@@ -131,6 +197,7 @@ impl Compute {
             image,
             keys,
             nics,
+            personality,
         } = build;
         let backend = vm.backend_id.ok_or_else(|| {
             ServiceError::Store(StoreError::Integrity(format!(
@@ -144,6 +211,9 @@ impl Compute {
             // Synnefo's way: every key's public half, one per line.
             let auth_keys: Vec<&str> = keys.iter().map(|k| k.public_key.trim()).collect();
             osparams.insert(AUTH_KEYS_OSPARAM.into(), auth_keys.join("\n"));
+        }
+        if let Some(p) = personality {
+            osparams.insert(PERSONALITY_OSPARAM.into(), p.to_string());
         }
         let nics = match nics {
             None => vec![self.config.nic.clone()],
@@ -298,6 +368,8 @@ pub(super) struct Build<'a> {
     /// The NICs (`None`: the configured default NIC, on a cloud without a
     /// public network).
     pub(super) nics: Option<&'a [NicPlan]>,
+    /// snf-image's `img_personality`, if files are to be injected.
+    pub(super) personality: Option<&'a str>,
 }
 
 impl Compute {

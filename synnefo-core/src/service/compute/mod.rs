@@ -56,8 +56,9 @@ pub use ports::{
 };
 pub use servers::HISTORY_MAX;
 pub use types::{
-    CreateServer, CreatedServer, Fault, FlavorFilter, ImageFilter, Limits, ServerFilter, fault,
-    generate_password, image_visible, ref_id, validate_metadata, validate_server_name,
+    CreateServer, CreatedServer, Fault, FlavorFilter, ImageFilter, Limits, PersonalityFile,
+    ServerFilter, fault, generate_password, image_visible, ref_id, validate_metadata,
+    validate_server_name,
 };
 
 use std::sync::Arc;
@@ -83,6 +84,11 @@ pub const PASSWORD_OSPARAM: &str = "img_passwd";
 /// The OS parameter that carries the key pairs' public keys to snf-image
 /// (one per line), as Synnefo's `logic/servers.py` passes them.
 pub const AUTH_KEYS_OSPARAM: &str = "auth_keys";
+
+/// snf-image's OS parameter for the files to inject at create (a JSON list
+/// of `{path, contents, owner, group, mode}`, contents base64), as
+/// Synnefo's backend sends it.
+pub const PERSONALITY_OSPARAM: &str = "img_personality";
 
 /// Who is calling: the identity behind a validated token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +120,10 @@ pub struct ComputeConfig {
     pub max_servers_per_request: u32,
     /// Most key pairs one user may hold.
     pub max_keypairs_per_user: u32,
+    /// Most personality files per create.
+    pub max_personality: u32,
+    /// Largest decoded personality file, bytes.
+    pub max_personality_bytes: u32,
     /// The network service's settings.
     pub network: crate::service::network::NetworkConfig,
 }
@@ -145,6 +155,8 @@ impl ComputeConfig {
             shutdown_timeout: Duration::from_secs(g.shutdown_timeout_secs),
             max_servers_per_request: s.api.max_servers_per_request,
             max_keypairs_per_user: s.api.max_keypairs_per_user,
+            max_personality: s.api.max_personality,
+            max_personality_bytes: s.api.max_personality_bytes,
             network: network_config(&s.network),
         }
     }
@@ -164,6 +176,8 @@ impl Default for ComputeConfig {
             shutdown_timeout: Duration::from_secs(120),
             max_servers_per_request: 100,
             max_keypairs_per_user: 100,
+            max_personality: 5,
+            max_personality_bytes: 10240,
             network: crate::service::network::NetworkConfig::default(),
         }
     }
@@ -304,6 +318,8 @@ impl Compute {
             quota: self.store.quota(&caller.project_id).await?,
             usage: self.store.usage(&caller.project_id).await?,
             max_keypairs: i64::from(self.config.max_keypairs_per_user),
+            max_personality: i64::from(self.config.max_personality),
+            max_personality_bytes: i64::from(self.config.max_personality_bytes),
         })
     }
 

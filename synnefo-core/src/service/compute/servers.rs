@@ -21,7 +21,8 @@ impl Compute {
         let vm_id: VmId = id.parse().map_err(|_| not_found())?;
         match self.store.vm(vm_id).await? {
             Some(vm)
-                if (vm.project_id == caller.project_id || caller.is_admin) && !vm.state.deleted =>
+                if (vm.project_id == caller.project_id || caller.is_admin)
+                    && !vm.state.deleted() =>
             {
                 Ok(vm)
             }
@@ -45,7 +46,7 @@ impl Compute {
         match self.store.vm(vm_id).await? {
             Some(vm)
                 if (vm.project_id == caller.project_id || caller.is_admin)
-                    && (deleted || !vm.state.deleted) =>
+                    && (deleted || !vm.state.deleted()) =>
             {
                 Ok(self.store.instance_actions(vm.id, HISTORY_MAX).await?)
             }

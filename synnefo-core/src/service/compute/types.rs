@@ -31,6 +31,29 @@ pub struct CreateServer {
     /// The caller's key pairs to inject (Nova's `key_name`, Synnefo's
     /// `SNF:key_names`); unknown names are a 400.
     pub key_names: Vec<String>,
+    /// Files snf-image writes into the new server (Nova's and Synnefo's
+    /// `personality`), checked against `api.max_personality` and
+    /// `api.max_personality_bytes`.
+    pub personality: Vec<PersonalityFile>,
+}
+
+/// One file to inject at create, as the caller gave it; sent to snf-image
+/// in its `img_personality` OS parameter (a JSON list of these).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize)]
+pub struct PersonalityFile {
+    /// Absolute path in the server.
+    pub path: String,
+    /// The file's contents, base64 as given (checked to decode).
+    pub contents: String,
+    /// Owner (Synnefo's extension; snf-image's default when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Group (Synnefo's extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Permission bits (Synnefo's extension; 0 to 0o777).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
 }
 
 /// A created server and the admin password it was given.
@@ -103,6 +126,10 @@ pub struct Limits {
     pub usage: Usage,
     /// Most key pairs a user may hold (per user, not per project).
     pub max_keypairs: i64,
+    /// Most personality files per create.
+    pub max_personality: i64,
+    /// Largest decoded personality file, bytes.
+    pub max_personality_bytes: i64,
 }
 
 /// The error recorded on a VM whose create failed.
@@ -116,13 +143,16 @@ pub struct Fault {
 
 /// The fault of an ERROR VM, if any.
 pub fn fault(vm: &Vm) -> Option<Fault> {
-    if vm.state.operstate != OperState::Error {
+    if vm.state.operstate() != OperState::Error {
         return None;
     }
-    let message = match &vm.state.job {
-        Some(job) if matches!(job.status, JobStatus::Error | JobStatus::Canceled) => job
-            .message()
-            .unwrap_or_else(|| format!("Ganeti job {} failed", job.job_id)),
+    let message = match &vm.state.job() {
+        Some(job) if matches!(job.status, JobStatus::Error | JobStatus::Canceled) => {
+            job.message().unwrap_or_else(|| match job.job_id {
+                Some(id) => format!("Ganeti job {id} failed"),
+                None => "Ganeti refused to create the server".to_string(),
+            })
+        }
         _ => "the server failed to build".to_string(),
     };
     Some(Fault {

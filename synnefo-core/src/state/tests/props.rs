@@ -1,0 +1,385 @@
+//! Property tests: the ordering guarantee for every transition that writes
+//! a [`VmState`].
+//!
+//! Notifications arrive duplicated and in any order; local transitions (a
+//! user action, its submission or rollback, a refused create, a delete
+//! without Ganeti, a reconciliation fix, an orphan removal, a NIC report)
+//! land anywhere in between. The properties: the notifications alone end
+//! in the in-order state; a failed submission leaves no trace; a
+//! reconciliation fix that says what Ganeti shows converges to the same
+//! state as the notifications; and along any interleaving of all of them
+//! the invariants hold (DESTROYED is absorbing and deleted, the guards
+//! never move back, a notification applied once is a no-op the second
+//! time).
+
+use super::*;
+use proptest::prelude::*;
+
+/// A realistic event history of one VM: a create job, then random jobs,
+/// each op walking queued -> (waiting) -> running -> a terminal status.
+fn history() -> impl Strategy<Value = Vec<OpStatusEvent>> {
+    let op = prop_oneof![
+        Just(OpCode::InstanceStartup),
+        Just(OpCode::InstanceShutdown),
+        Just(OpCode::InstanceReboot),
+        Just(OpCode::InstanceSetParams),
+        Just(OpCode::InstanceMigrate),
+        Just(OpCode::InstanceRemove),
+        Just(OpCode::InstanceCreate),
+    ];
+    // (final status, the error says Ganeti does not know the instance)
+    let end = prop_oneof![
+        6 => Just((JobStatus::Success, false)),
+        2 => Just((JobStatus::Error, false)),
+        1 => Just((JobStatus::Error, true)),
+        1 => Just((JobStatus::Canceled, false)),
+    ];
+    let job = (op, end, any::<bool>(), 1u32..3);
+    (
+        prop::collection::vec(job, 0..8),
+        prop_oneof![
+            Just((JobStatus::Success, false)),
+            Just((JobStatus::Error, false))
+        ],
+    )
+        .prop_map(|(jobs, create_end)| {
+            let mut out = Vec::new();
+            let mut t = 1_000_000i64;
+            let all = std::iter::once((OpCode::InstanceCreate, create_end, true, 1)).chain(jobs);
+            for (i, (op, (end, unknown), waits, nops)) in all.enumerate() {
+                let job_id = (i as u64 + 1) * 7;
+                for op_index in 0..nops {
+                    let mut statuses = vec![JobStatus::Queued];
+                    if waits {
+                        statuses.push(JobStatus::Waiting);
+                    }
+                    statuses.push(JobStatus::Running);
+                    statuses.push(end);
+                    for s in statuses {
+                        t += 13;
+                        let mut e = ev(job_id, op, s, t);
+                        e.op_index = op_index;
+                        if unknown && s == JobStatus::Error {
+                            e.error = Some(unknown_instance());
+                        }
+                        out.push(e);
+                    }
+                }
+            }
+            out
+        })
+}
+
+fn run(events: &[OpStatusEvent]) -> VmState {
+    run_from(VmState::new_build(), events)
+}
+
+fn run_from(init: VmState, events: &[OpStatusEvent]) -> VmState {
+    events.iter().fold(init, step)
+}
+
+fn step(vm: VmState, e: &OpStatusEvent) -> VmState {
+    match apply_op_status(&vm, e) {
+        Transition::Applied(n) => n,
+        Transition::Ignored(_) => vm,
+    }
+}
+
+/// `events` in an arrival order picked by `seed` (Fisher-Yates with a tiny
+/// LCG, so the shrinker keeps a stable seed).
+fn shuffle(events: &[OpStatusEvent], seed: u64) -> Vec<OpStatusEvent> {
+    let mut shuffled = events.to_vec();
+    let mut x = seed | 1;
+    for i in (1..shuffled.len()).rev() {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let j = (x >> 33) as usize % (i + 1);
+        shuffled.swap(i, j);
+    }
+    shuffled
+}
+
+/// What a state means once settled. Once DESTROYED, `state_event` guards
+/// nothing (no notification changes the state any more) and records only
+/// which removal was seen first, which a local delete or fix cannot know;
+/// everything else must be equal.
+fn settled(s: &VmState) -> VmState {
+    let mut s = s.clone();
+    if s.operstate == OperState::Destroyed {
+        s.state_event = None;
+    }
+    s
+}
+
+/// Actions whose Ganeti job submission can fail and be rolled back.
+fn submitted_action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        Just(Action::Start),
+        Just(Action::Stop),
+        Just(Action::Reboot(RebootKind::Soft)),
+        Just(Action::Reboot(RebootKind::Hard)),
+        Just(Action::Destroy),
+    ]
+}
+
+fn any_action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        submitted_action(),
+        Just(Action::Suspend),
+        Just(Action::Unsuspend),
+        Just(Action::Create),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn any_permutation_with_duplicates_ends_in_the_in_order_state(
+        events in history(),
+        seed in any::<u64>(),
+        dups in prop::collection::vec(any::<prop::sample::Index>(), 0..10),
+    ) {
+        let in_order = run(&events);
+        let mut all = events.clone();
+        for d in &dups {
+            all.push(events[d.index(events.len())].clone());
+        }
+        prop_assert_eq!(run(&shuffle(&all, seed)), in_order);
+    }
+
+    #[test]
+    fn a_delete_without_ganeti_at_any_point_stays_deleted(
+        events in history(),
+        at in any::<prop::sample::Index>(),
+        seed in any::<u64>(),
+    ) {
+        // The local delete (no instance to remove) lands at any point of
+        // any arrival order: the VM ends deleted and DESTROYED, as in order.
+        let shuffled = shuffle(&events, seed);
+        let cut = at.index(shuffled.len() + 1);
+        let vm = run_from(destroyed_without_ganeti(&run(&shuffled[..cut])), &shuffled[cut..]);
+        let in_order = destroyed_without_ganeti(&run(&events));
+        prop_assert_eq!(settled(&vm), settled(&in_order));
+        prop_assert_eq!(server_status(&vm), ServerStatus::Deleted);
+    }
+
+    #[test]
+    fn duplicates_are_no_ops(events in history()) {
+        let mut vm = VmState::new_build();
+        for e in &events {
+            if let Transition::Applied(n) = apply_op_status(&vm, e) {
+                vm = n;
+            }
+            prop_assert!(matches!(apply_op_status(&vm, e), Transition::Ignored(_)));
+        }
+    }
+    #[test]
+    fn a_failed_submission_at_any_point_leaves_no_trace(
+        events in history(),
+        seed in any::<u64>(),
+        create_submitted in any::<bool>(),
+        at in any::<prop::sample::Index>(),
+        during in 0usize..4,
+        action in submitted_action(),
+    ) {
+        // A user action starts at any point of any arrival order, some
+        // notifications are applied while its job is being submitted, and
+        // Ganeti refuses it: the rollback either applies, and the VM ends
+        // exactly where the notifications alone take it, or it finds the
+        // action already settled by a notification (nothing to undo).
+        let init = if create_submitted {
+            record_submitted_job(&VmState::new_build(), JobId(7))
+        } else {
+            VmState::new_build()
+        };
+        let in_order = run_from(init.clone(), &events);
+        let shuffled = shuffle(&events, seed);
+        let cut = at.index(shuffled.len() + 1);
+        let before = run_from(init, &shuffled[..cut]);
+        let Ok(started) = start_action(&before, action) else {
+            return Ok(());
+        };
+        let mid = (cut + during).min(shuffled.len());
+        let submitting = run_from(started, &shuffled[cut..mid]);
+        match rollback_submit(&submitting, action, &before) {
+            Some(back) => {
+                let vm = run_from(back, &shuffled[mid..]);
+                prop_assert_eq!(settled(&vm), settled(&in_order));
+            }
+            None => {
+                // Only a notification that settles the action takes it.
+                prop_assert!(submitting.action.is_none());
+            }
+        }
+    }
+
+    #[test]
+    fn a_reconciliation_fix_at_any_point_converges(
+        events in history(),
+        seed in any::<u64>(),
+        at in any::<prop::sample::Index>(),
+        ahead in 0usize..6,
+    ) {
+        // The reconciler looks at Ganeti at any point of any arrival
+        // order. Ganeti has run at least every job whose notification has
+        // arrived (a notification follows its job), maybe more; the fix
+        // sets what Ganeti shows. Whatever arrives afterwards, the VM ends
+        // in the in-order state.
+        let in_order = run(&events);
+        let shuffled = shuffle(&events, seed);
+        let cut = at.index(shuffled.len() + 1);
+        let seen = shuffled[..cut]
+            .iter()
+            .filter_map(|a| events.iter().position(|e| e == a))
+            .max()
+            .map_or(0, |i| i + 1);
+        let ganeti = run(&events[..(seen + ahead).min(events.len())]).operstate;
+        let fix = match ganeti {
+            OperState::Started | OperState::Stopped => StateFix::OperState(ganeti),
+            OperState::Destroyed => StateFix::Destroyed,
+            // the reconciler fixes no VM into BUILD or ERROR
+            OperState::Build | OperState::Error => return Ok(()),
+        };
+        let now = run(&shuffled[..cut]);
+        let fixed = fixed_state(&now, fix).unwrap_or(now);
+        let vm = run_from(fixed, &shuffled[cut..]);
+        prop_assert_eq!(settled(&vm), settled(&in_order));
+    }
+
+    #[test]
+    fn every_transition_keeps_the_invariants(
+        events in history(),
+        seed in any::<u64>(),
+        steps in prop::collection::vec(local_step(), 0..12),
+        positions in prop::collection::vec(any::<prop::sample::Index>(), 12),
+    ) {
+        // Any interleaving of notifications (with duplicates) and every
+        // local transition, in any order.
+        let shuffled = shuffle(&events, seed);
+        let mut script: Vec<Option<LocalStep>> = shuffled.iter().map(|_| None).collect();
+        for (s, p) in steps.into_iter().zip(&positions) {
+            script.insert(p.index(script.len() + 1), Some(s));
+        }
+        let mut arrivals = shuffled.iter();
+        let mut vm = VmState::new_build();
+        let mut applied: Vec<OpStatusEvent> = Vec::new();
+        let mut started: Option<(Action, VmState)> = None;
+        for item in script {
+            let prev = vm.clone();
+            let mut rolled_back = false;
+            match item {
+                None => {
+                    let e = arrivals.next().expect("one arrival per slot");
+                    vm = step(vm, e);
+                    applied.push(e.clone());
+                }
+                Some(LocalStep::Start(a)) => {
+                    if let Ok(n) = start_action(&vm, a) {
+                        started = Some((a, prev.clone()));
+                        vm = n;
+                    }
+                }
+                Some(LocalStep::Submitted(job)) => vm = record_submitted_job(&vm, JobId(job)),
+                Some(LocalStep::Rollback) => {
+                    if let Some((a, before)) = &started
+                        && let Some(n) = rollback_submit(&vm, *a, before)
+                    {
+                        vm = n;
+                        rolled_back = true;
+                    }
+                }
+                Some(LocalStep::Refused) => {
+                    if let Some(n) = create_refused(&vm, "refused".into()) {
+                        vm = n;
+                    }
+                }
+                Some(LocalStep::DeleteWithoutGaneti) => vm = destroyed_without_ganeti(&vm),
+                Some(LocalStep::Fix(f)) => {
+                    if let Some(n) = fixed_state(&vm, f) {
+                        vm = n;
+                    }
+                }
+                Some(LocalStep::OrphanRemoval(job)) => vm = record_orphan_removal(&vm, JobId(job)),
+                Some(LocalStep::NicReport(t)) => {
+                    if let Some(n) = apply_nic_report(&vm, t) {
+                        vm = n;
+                    }
+                }
+                Some(LocalStep::Duplicate(i)) => {
+                    if !applied.is_empty() {
+                        // A notification applied before changes nothing,
+                        // except that a terminal one settles a pending
+                        // action whose job is not recorded yet (it may be
+                        // that action's job: see `completes`).
+                        let e = applied[i.index(applied.len())].clone();
+                        if let Transition::Applied(n) = apply_op_status(&vm, &e) {
+                            let mut settled_only = vm.clone();
+                            settled_only.action = None;
+                            prop_assert!(
+                                vm.action.is_some_and(|p| p.job_id.is_none()),
+                                "a duplicate changed a VM with no unsubmitted action: {:?}", e
+                            );
+                            prop_assert_eq!(&n, &settled_only);
+                            vm = n;
+                        }
+                    }
+                }
+            }
+            prop_assert!(vm.operstate != OperState::Destroyed || vm.deleted, "DESTROYED is deleted");
+            if prev.operstate == OperState::Destroyed {
+                prop_assert_eq!(vm.operstate, OperState::Destroyed, "DESTROYED is absorbing");
+            }
+            if prev.deleted && !rolled_back {
+                prop_assert!(vm.deleted, "only a rollback undoes a delete request");
+            }
+            prop_assert!(vm.last_event >= prev.last_event, "last_event never moves back");
+            prop_assert!(
+                vm.state_event >= prev.state_event || vm.operstate == OperState::Destroyed,
+                "state_event never moves back"
+            );
+            prop_assert!(vm.nics_time_us >= prev.nics_time_us, "NIC reports stay ordered");
+            if vm.last_event != prev.last_event {
+                prop_assert!(vm.job.as_ref().and_then(|j| j.job_id).is_some());
+            }
+        }
+    }
+}
+
+/// A transition that does not come from a notification.
+#[derive(Debug, Clone)]
+enum LocalStep {
+    Start(Action),
+    Submitted(u64),
+    Rollback,
+    Refused,
+    DeleteWithoutGaneti,
+    Fix(StateFix),
+    OrphanRemoval(u64),
+    NicReport(Option<i64>),
+    /// Re-deliver an already applied notification.
+    Duplicate(prop::sample::Index),
+}
+
+fn local_step() -> impl Strategy<Value = LocalStep> {
+    let fix = prop_oneof![
+        Just(StateFix::Destroyed),
+        Just(StateFix::OperState(OperState::Started)),
+        Just(StateFix::OperState(OperState::Stopped)),
+        Just(StateFix::OperState(OperState::Error)),
+    ];
+    prop_oneof![
+        3 => any_action().prop_map(LocalStep::Start),
+        // Ganeti numbers jobs upwards: a job submitted now is newer than
+        // every job the history has notified (ids 7, 14, ...).
+        2 => (1000u64..1100).prop_map(LocalStep::Submitted),
+        2 => Just(LocalStep::Rollback),
+        1 => Just(LocalStep::Refused),
+        1 => Just(LocalStep::DeleteWithoutGaneti),
+        2 => fix.prop_map(LocalStep::Fix),
+        1 => (1000u64..1100).prop_map(LocalStep::OrphanRemoval),
+        2 => prop::option::of(1_000_000i64..1_001_000).prop_map(LocalStep::NicReport),
+        3 => any::<prop::sample::Index>().prop_map(LocalStep::Duplicate),
+    ]
+}
