@@ -88,7 +88,10 @@ fn the_corpus_is_complete_and_consistent() {
         .filter(|c| !c.synthetic && !c.message.is_null())
         .filter_map(|c| {
             let op = c.message["operation"].as_str().unwrap_or("heartbeat");
-            Some(format!("{op} {}", c.message["status"].as_str().unwrap_or("waiting")))
+            Some(format!(
+                "{op} {}",
+                c.message["status"].as_str().unwrap_or("waiting")
+            ))
         })
         .collect();
     for want in [
@@ -319,10 +322,14 @@ fn our_wire_types_keep_every_field() {
     assert!(ledger.is_empty(), "{ledger:#?}");
     let nics_with_names = op_cases(&corpus())
         .filter(|c| {
-            c.message["instance_nics"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|n| n["name"].is_string() && n["uuid"].is_string()))
+            c.message["instance_nics"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|n| n["name"].is_string() && n["uuid"].is_string())
+            })
         })
         .count();
-    assert!(nics_with_names >= 4, "named NICs in {nics_with_names} cases");
+    assert!(
+        nics_with_names >= 4,
+        "named NICs in {nics_with_names} cases"
+    );
 }

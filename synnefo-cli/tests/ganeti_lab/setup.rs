@@ -44,29 +44,30 @@ pub(crate) fn admin_setup(config: &Path, lab: &Lab, prefix: &str) -> Result<Fixt
             "--json",
         ],
     )?;
-    let flavor = |name: &str, vcpus: &str, ram: &str, disk: &str, template: &str| -> Result<String> {
-        let out = synnefo(
-            config,
-            &[
-                "admin",
-                "flavors",
-                "add",
-                name,
-                "--vcpus",
-                vcpus,
-                "--ram",
-                ram,
-                "--disk",
-                disk,
-                "--disk-template",
-                template,
-                "--json",
-            ],
-        )?;
-        let v: Value = serde_json::from_str(&out)
-            .with_context(|| format!("admin flavors add --json printed {out:?}"))?;
-        json_id(&v["id"]).with_context(|| format!("no flavor id in {v}"))
-    };
+    let flavor =
+        |name: &str, vcpus: &str, ram: &str, disk: &str, template: &str| -> Result<String> {
+            let out = synnefo(
+                config,
+                &[
+                    "admin",
+                    "flavors",
+                    "add",
+                    name,
+                    "--vcpus",
+                    vcpus,
+                    "--ram",
+                    ram,
+                    "--disk",
+                    disk,
+                    "--disk-template",
+                    template,
+                    "--json",
+                ],
+            )?;
+            let v: Value = serde_json::from_str(&out)
+                .with_context(|| format!("admin flavors add --json printed {out:?}"))?;
+            json_id(&v["id"]).with_context(|| format!("no flavor id in {v}"))
+        };
     // Diskless: Ganeti skips the OS create script; the noop OS does nothing anyway.
     let tiny = flavor(&format!("{prefix}tiny"), "1", "128", "0", "diskless")?;
     // A 2 TiB file disk: above the instance policy's 1 TiB maximum, so Ganeti

@@ -61,11 +61,7 @@ fn corpus() -> Vec<Case> {
                 source: m["source"].as_str().unwrap().to_string(),
                 substituted: m["substituted"]
                     .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .map(|v| v.as_str().unwrap().to_string())
-                            .collect()
-                    })
+                    .map(|a| a.iter().map(|v| v.as_str().unwrap().to_string()).collect())
                     .unwrap_or_default(),
                 message: m["message"].clone(),
                 name,
@@ -150,7 +146,9 @@ enum Info {
 
 impl Info {
     fn for_source(source: &str) -> Info {
-        if let Some(rest) = source.strip_prefix("synnefo-core/tests/fixtures/synnefo-corpus/lab/queue/job-") {
+        if let Some(rest) =
+            source.strip_prefix("synnefo-core/tests/fixtures/synnefo-corpus/lab/queue/job-")
+        {
             let id = rest.split('.').next().unwrap();
             return Info::Config(ConfigFile::new(
                 corpus_dir().join(format!("lab/config/job-{id}.data")),
@@ -272,7 +270,10 @@ fn eventd_publishes_what_synnefos_eventd_publishes_for_each_recorded_job_file() 
                 }
                 let key = m.kind().routing_key("snf-");
                 if Some(key.as_str()) != c.routing_key.as_deref() {
-                    failures.push(format!("{}: routing key {key} / {:?}", c.name, c.routing_key));
+                    failures.push(format!(
+                        "{}: routing key {key} / {:?}",
+                        c.name, c.routing_key
+                    ));
                 }
                 *compared.entry(kind).or_default() += 1;
             }
@@ -313,8 +314,16 @@ fn instance_state_comes_from_ganetis_configuration() {
         let lookup = |name: &str| info.lookup(name, &job.ops[idx].op_id);
         let m = message_for(&job, idx, &job.ops[idx], &ctx(&lookup)).unwrap();
         let ours = serde_json::to_value(&m).unwrap();
-        assert_eq!(ours["instance_nics"], c.message["instance_nics"], "{}", c.name);
-        assert_eq!(ours["instance_disks"], c.message["instance_disks"], "{}", c.name);
+        assert_eq!(
+            ours["instance_nics"], c.message["instance_nics"],
+            "{}",
+            c.name
+        );
+        assert_eq!(
+            ours["instance_disks"], c.message["instance_disks"],
+            "{}",
+            c.name
+        );
         // The lab's fake hypervisor has no KVM boot parameters: null, as
         // Ganeti's query answers.
         assert_eq!(
@@ -363,7 +372,8 @@ fn each_status_change_is_published_once_as_the_corpus_has_it() {
             })
             .collect();
         versions.sort();
-        let source_prefix = format!("synnefo-core/tests/fixtures/synnefo-corpus/lab/queue/job-{id}.v");
+        let source_prefix =
+            format!("synnefo-core/tests/fixtures/synnefo-corpus/lab/queue/job-{id}.v");
         let info = Info::for_source(&format!("{source_prefix}1"));
         let mut mark = None;
         let mut statuses = Vec::new();
@@ -376,7 +386,9 @@ fn each_status_change_is_published_once_as_the_corpus_has_it() {
                 let first = cases
                     .iter()
                     .filter(|c| c.source.starts_with(&source_prefix))
-                    .find(|c| c.message["status"] == ours["status"] && c.message["type"] == ours["type"])
+                    .find(|c| {
+                        c.message["status"] == ours["status"] && c.message["type"] == ours["type"]
+                    })
                     .unwrap_or_else(|| panic!("job {id}: no corpus case for {ours}"));
                 let diff = differences(&first.message, &ours, &first.substituted);
                 assert!(diff.is_empty(), "job {id} ({}): {diff:#?}", first.name);
@@ -392,7 +404,11 @@ fn each_status_change_is_published_once_as_the_corpus_has_it() {
     let due: BTreeSet<(String, String, String)> = cases
         .iter()
         .filter(|c| c.source.contains("synnefo-corpus/lab/queue/"))
-        .filter(|c| c.message["type"].as_str().is_some_and(|t| t.starts_with("ganeti-")))
+        .filter(|c| {
+            c.message["type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("ganeti-"))
+        })
         .map(|c| {
             (
                 c.source.rsplit_once(".v").unwrap().0.to_string(),

@@ -281,9 +281,17 @@ mod tests {
         for (status, want) in steps {
             let j = job(5, &[("OP_INSTANCE_REBOOT", "snf-9", status)]);
             let d = diff_job(&j, mark.as_ref(), &CTX, &mine);
-            let got: Vec<String> = d.changes.iter().map(|c| c.message.status().to_string()).collect();
+            let got: Vec<String> = d
+                .changes
+                .iter()
+                .map(|c| c.message.status().to_string())
+                .collect();
             assert_eq!(got, *want, "at {status}");
-            times.extend(d.changes.iter().map(|c| c.message.as_op().unwrap().event_time));
+            times.extend(
+                d.changes
+                    .iter()
+                    .map(|c| c.message.as_op().unwrap().event_time),
+            );
             mark = Some(d.mark);
         }
         assert_eq!(

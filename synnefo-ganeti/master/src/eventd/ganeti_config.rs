@@ -389,7 +389,10 @@ mod tests {
         for (bytes, want) in [
             (&b"not json"[..], "not a Ganeti configuration"),
             (b"{}", "missing field `cluster`"),
-            (br#"{"cluster": {}, "instances": {"x": {"nics": []}}}"#, "name"),
+            (
+                br#"{"cluster": {}, "instances": {"x": {"nics": []}}}"#,
+                "name",
+            ),
         ] {
             let e = ClusterConfig::parse(bytes).unwrap_err().to_string();
             assert!(e.contains(want), "{e}");

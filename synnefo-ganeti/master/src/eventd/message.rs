@@ -257,11 +257,14 @@ fn whole_input(input: &Map<String, Value>) -> Value {
 /// reason's text, where Cyclades puts `{"snapshot_id": ...}`) on the
 /// first disk; the disks as given when the reason is not that.
 fn snapshot_disks(input: &Map<String, Value>) -> Option<Value> {
-    let mut disks = input.get("disks").filter(|d| match d {
-        Value::Array(a) => !a.is_empty(),
-        Value::Null => false,
-        _ => true,
-    })?.clone();
+    let mut disks = input
+        .get("disks")
+        .filter(|d| match d {
+            Value::Array(a) => !a.is_empty(),
+            Value::Null => false,
+            _ => true,
+        })?
+        .clone();
     let reason = input
         .get("reason")
         .and_then(|r| r.get(0))
@@ -366,7 +369,10 @@ pub fn literal_nics(op: &OpEntry) -> Option<Vec<InstanceNic>> {
 
 /// A string input, if the op has it as a string.
 fn input_str(op: &OpEntry, key: &str) -> Option<String> {
-    op.input.get(key).and_then(Value::as_str).map(str::to_string)
+    op.input
+        .get(key)
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }
 
 /// A list-of-strings input (`add_reserved_ips`).
@@ -492,10 +498,9 @@ mod tests {
     #[test]
     fn a_create_carries_its_four_inputs_and_no_secrets() {
         let mut j = sample_create();
-        j.ops[0].input.insert(
-            "osparams_secret".into(),
-            json!({"img_passwd": "hunter2"}),
-        );
+        j.ops[0]
+            .input
+            .insert("osparams_secret".into(), json!({"img_passwd": "hunter2"}));
         let m = op_message(&j, &CTX);
         assert_eq!(
             m.job_fields,
@@ -535,7 +540,10 @@ mod tests {
             full.ops[0]
                 .input
                 .insert("nics".into(), json!([{"ip": ip, "mac": mac}]));
-            assert!(op_message(&full, &CTX).instance_nics.is_none(), "{ip} {mac}");
+            assert!(
+                op_message(&full, &CTX).instance_nics.is_none(),
+                "{ip} {mac}"
+            );
         }
     }
 
@@ -586,7 +594,10 @@ mod tests {
             }
         }
         // An instance Ganeti no longer has: nothing, not a guess.
-        let gone = job(json!({"OP_ID": "OP_INSTANCE_STARTUP", "instance_name": "snf-8"}), "success");
+        let gone = job(
+            json!({"OP_ID": "OP_INSTANCE_STARTUP", "instance_name": "snf-8"}),
+            "success",
+        );
         let m = op_message(&gone, &ctx);
         assert!(m.instance_nics.is_none() && m.instance_hvparams.is_none());
         assert_eq!(asked.lock().unwrap().len(), 7, "asked only when due");
@@ -597,10 +608,15 @@ mod tests {
         let mut j = sample_create();
         let op = &mut j.ops[0];
         op.status = JobStatus::Error;
-        op.result = json!(["OpPrereqError", ["Insufficient nodes", "temp_insufficient_resources"]]);
+        op.result = json!([
+            "OpPrereqError",
+            ["Insufficient nodes", "temp_insufficient_resources"]
+        ]);
         op.input.insert("opportunistic_locking".into(), json!(true));
-        op.input.insert("osparams_secret".into(), json!({"img_passwd": "hunter2"}));
-        op.input.insert("osparams_private".into(), json!({"img_properties": "{}"}));
+        op.input
+            .insert("osparams_secret".into(), json!({"img_passwd": "hunter2"}));
+        op.input
+            .insert("osparams_private".into(), json!({"img_properties": "{}"}));
         let m = op_message(&j, &CTX);
         let f = m.job_fields.unwrap();
         let mut want = j.ops[0].input.clone();
@@ -610,16 +626,26 @@ mod tests {
         assert_eq!(f["OP_ID"], "OP_INSTANCE_CREATE");
         assert_eq!(f["opportunistic_locking"], true);
         assert_eq!(m.result, j.ops[0].result, "the error travels in result");
-        assert_eq!(m.logmsg.as_deref(), Some("* starting instance..."), "the last log line, as Synnefo");
+        assert_eq!(
+            m.logmsg.as_deref(),
+            Some("* starting instance..."),
+            "the last log line, as Synnefo"
+        );
         // A failed op without any log line: null.
-        let mut bare = job(json!({"OP_ID": "OP_INSTANCE_STARTUP", "instance_name": "snf-7"}), "error");
+        let mut bare = job(
+            json!({"OP_ID": "OP_INSTANCE_STARTUP", "instance_name": "snf-7"}),
+            "error",
+        );
         bare.ops[0].last_log = None;
         assert_eq!(op_message(&bare, &CTX).logmsg, None);
     }
 
     #[test]
     fn other_instance_ops_send_empty_job_fields_and_a_snapshot_its_disks() {
-        let reboot = job(json!({"OP_ID": "OP_INSTANCE_REBOOT", "instance_name": "snf-7", "reboot_type": "hard"}), "success");
+        let reboot = job(
+            json!({"OP_ID": "OP_INSTANCE_REBOOT", "instance_name": "snf-7", "reboot_type": "hard"}),
+            "success",
+        );
         assert_eq!(op_message(&reboot, &CTX).job_fields, Some(json!({})));
         let info = r#"{"snapshot_id": "b1c2"}"#;
         let snap = |reason: Value, disks: Value| {
@@ -635,7 +661,10 @@ mod tests {
             Some(json!({"disks": [[0, {"snapshot_name": "snf-snap-1", "snapshot_info": info}]]}))
         );
         // Another reason: the disks as they are.
-        let m = op_message(&snap(json!([["gnt:opcode:x", "y", 1]]), disks.clone()), &CTX);
+        let m = op_message(
+            &snap(json!([["gnt:opcode:x", "y", 1]]), disks.clone()),
+            &CTX,
+        );
         assert_eq!(m.job_fields, Some(json!({"disks": disks})));
         let m = op_message(&snap(json!("garbage"), disks.clone()), &CTX);
         assert_eq!(m.job_fields, Some(json!({"disks": disks})));
@@ -666,13 +695,17 @@ mod tests {
                    "network_mode": "routed", "network_link": "100"}),
             "running",
         );
-        let EventMessage::Network(n) = message_for(&connect, 0, &connect.ops[0], &CTX).unwrap() else {
+        let EventMessage::Network(n) = message_for(&connect, 0, &connect.ops[0], &CTX).unwrap()
+        else {
             panic!()
         };
         assert_eq!(n.job_fields.group_name.as_deref(), Some("default"));
         assert_eq!(n.event_time, (101, 5));
         // Not published: another deployment's network, no name, queues off.
-        let other = job(json!({"OP_ID": "OP_NETWORK_ADD", "network_name": "synnefo-lab"}), "success");
+        let other = job(
+            json!({"OP_ID": "OP_NETWORK_ADD", "network_name": "synnefo-lab"}),
+            "success",
+        );
         assert_eq!(
             classify(&other.ops[0], &CTX),
             Err(Skip::ForeignNetwork("synnefo-lab".into()))
@@ -682,7 +715,10 @@ mod tests {
             classify(&unnamed.ops[0], &CTX),
             Err(Skip::NoNetworkName("OP_NETWORK_QUERY".into()))
         );
-        let off = DiffContext { synnefo_kinds: false, ..CTX };
+        let off = DiffContext {
+            synnefo_kinds: false,
+            ..CTX
+        };
         assert_eq!(
             classify(&add.ops[0], &off),
             Err(Skip::QueuesNotDeclared("OP_NETWORK_ADD".into()))
@@ -691,7 +727,10 @@ mod tests {
 
     #[test]
     fn only_a_cluster_modify_becomes_a_cluster_status_message() {
-        let modify = job(json!({"OP_ID": "OP_CLUSTER_SET_PARAMS", "candidate_pool_size": 10}), "success");
+        let modify = job(
+            json!({"OP_ID": "OP_CLUSTER_SET_PARAMS", "candidate_pool_size": 10}),
+            "success",
+        );
         let m = message_for(&modify, 0, &modify.ops[0], &CTX).unwrap();
         assert_eq!(m.kind(), MessageKind::ClusterStatus);
         assert_eq!(
@@ -700,11 +739,23 @@ mod tests {
                    "status": "success", "logmsg": " - INFO: last line", "result": null,
                    "event_time": [103, 0], "cluster": "cluster1.lab.test", "op_index": 0})
         );
-        for op in ["OP_CLUSTER_VERIFY", "OP_CLUSTER_REDIST_CONF", "OP_NODE_ADD", "OP_GROUP_ADD", "OP_BACKUP_EXPORT"] {
+        for op in [
+            "OP_CLUSTER_VERIFY",
+            "OP_CLUSTER_REDIST_CONF",
+            "OP_NODE_ADD",
+            "OP_GROUP_ADD",
+            "OP_BACKUP_EXPORT",
+        ] {
             let j = job(json!({"OP_ID": op}), "success");
-            assert_eq!(classify(&j.ops[0], &CTX), Err(Skip::NotPublished(op.into())));
+            assert_eq!(
+                classify(&j.ops[0], &CTX),
+                Err(Skip::NotPublished(op.into()))
+            );
         }
-        let off = DiffContext { synnefo_kinds: false, ..CTX };
+        let off = DiffContext {
+            synnefo_kinds: false,
+            ..CTX
+        };
         assert_eq!(
             classify(&modify.ops[0], &off),
             Err(Skip::QueuesNotDeclared("OP_CLUSTER_SET_PARAMS".into()))
@@ -719,21 +770,36 @@ mod tests {
             json!({"OP_ID": "OP_TAGS_SET", "kind": "cluster", "dry_run": true, "tags": ["snf:eventd:heartbeat:h:1"]}),
         ] {
             let j = job(input, "waiting");
-            assert!(matches!(classify(&j.ops[0], &CTX), Err(Skip::NotPublished(_))));
+            assert!(matches!(
+                classify(&j.ops[0], &CTX),
+                Err(Skip::NotPublished(_))
+            ));
         }
     }
 
     #[test]
     fn an_instance_op_names_its_instance_once() {
-        let one = job(json!({"OP_ID": "OP_INSTANCE_STARTUP", "instances": ["snf-7"]}), "success");
-        assert_eq!(classify(&one.ops[0], &CTX), Ok(Target::Instance("snf-7".into())));
-        let two = job(json!({"OP_ID": "OP_INSTANCE_STARTUP", "instances": ["snf-7", "snf-8"]}), "success");
+        let one = job(
+            json!({"OP_ID": "OP_INSTANCE_STARTUP", "instances": ["snf-7"]}),
+            "success",
+        );
+        assert_eq!(
+            classify(&one.ops[0], &CTX),
+            Ok(Target::Instance("snf-7".into()))
+        );
+        let two = job(
+            json!({"OP_ID": "OP_INSTANCE_STARTUP", "instances": ["snf-7", "snf-8"]}),
+            "success",
+        );
         assert_eq!(
             classify(&two.ops[0], &CTX),
             Err(Skip::NoInstanceName("OP_INSTANCE_STARTUP".into()))
         );
         for name in ["web-1", "snfx-1", "snf1"] {
-            let foreign = job(json!({"OP_ID": "OP_INSTANCE_STARTUP", "instance_name": name}), "success");
+            let foreign = job(
+                json!({"OP_ID": "OP_INSTANCE_STARTUP", "instance_name": name}),
+                "success",
+            );
             assert_eq!(
                 classify(&foreign.ops[0], &CTX),
                 Err(Skip::ForeignInstance(name.into()))
@@ -742,8 +808,14 @@ mod tests {
         // Routed here though not one of ours (`snf-nosuch`, `snf-01`): sent,
         // as Synnefo sends them; the dispatcher ignores them.
         for name in ["snf-nosuch", "snf-01"] {
-            let ours = job(json!({"OP_ID": "OP_INSTANCE_STARTUP", "instance_name": name}), "error");
-            assert_eq!(classify(&ours.ops[0], &CTX), Ok(Target::Instance(name.into())));
+            let ours = job(
+                json!({"OP_ID": "OP_INSTANCE_STARTUP", "instance_name": name}),
+                "error",
+            );
+            assert_eq!(
+                classify(&ours.ops[0], &CTX),
+                Ok(Target::Instance(name.into()))
+            );
         }
     }
 }

@@ -216,10 +216,7 @@ impl EventdConfig {
         };
         let mut c = Self::new(&ev.queue_dir, &ev.spool_dir, &settings.backend_prefix_id);
         c.cluster_name = cluster_name;
-        c.ganeti_config = ev
-            .master_node_file
-            .parent()
-            .map(|d| d.join("config.data"));
+        c.ganeti_config = ev.master_node_file.parent().map(|d| d.join("config.data"));
         c.synnefo_kinds = settings.amqp.topology.synnefo_queues;
         c.master = MasterMode::File {
             path: ev.master_node_file.clone(),
@@ -448,7 +445,10 @@ impl Core {
                 Ok(c) => {
                     let info = c.instance(name);
                     if info.is_none() {
-                        tracing::debug!(instance = name, "Ganeti's configuration has no such instance (removed since): no NICs, disks or hvparams sent");
+                        tracing::debug!(
+                            instance = name,
+                            "Ganeti's configuration has no such instance (removed since): no NICs, disks or hvparams sent"
+                        );
                     }
                     info
                 }
