@@ -491,7 +491,10 @@ async fn our_dispatcher_reads_every_corpus_message_on_synnefos_queues() {
             v["type"] != "ganeti-op-status"
         })
         .count() as u64;
-    assert!(recorded >= 20, "{recorded} network/cluster/progress messages");
+    assert!(
+        recorded >= 20,
+        "{recorded} network/cluster/progress messages"
+    );
     assert_eq!(m.recorded, recorded, "{m:?}");
     assert!(m.unknown_server >= 25, "{m:?}");
 
