@@ -134,8 +134,9 @@ pub struct EventdConfig {
     pub cluster_name: Option<String>,
     /// Ganeti's `config.data`, read for the instance's NICs, disks and boot
     /// parameters (`instance_nics`, `instance_disks`, `instance_hvparams`).
-    /// `None`: none to read (simulator, tests); a create then reports only
-    /// NICs its input spells out completely.
+    /// `None`, or a file that does not exist when eventd starts: none to
+    /// read (simulator, tests); a create then reports only NICs its input
+    /// spells out completely.
     pub ganeti_config: Option<PathBuf>,
     /// Also publish `ganeti-network-status` and `ganeti-cluster-status`
     /// (their queues are declared: `amqp.topology.synnefo_queues`).
@@ -721,10 +722,19 @@ impl Eventd {
             wtx,
             self.metrics.clone(),
         )?;
-        let config_file = config
-            .ganeti_config
-            .as_ref()
-            .map(ganeti_config::ConfigFile::new);
+        // A configured `config.data` that is not there at start (eventd
+        // next to the simulator, which has none): as if none was configured.
+        let config_file = match &config.ganeti_config {
+            Some(p) if p.exists() => {
+                tracing::info!(path = %p.display(), "instance NICs, disks and hvparams from Ganeti's configuration");
+                Some(ganeti_config::ConfigFile::new(p))
+            }
+            Some(p) => {
+                tracing::info!(path = %p.display(), "no Ganeti configuration there: instance NICs only from a create's literal input");
+                None
+            }
+            None => None,
+        };
         let mut core = Core {
             watermark_us: saved.as_ref().and_then(|s| s.watermark_us),
             config,
