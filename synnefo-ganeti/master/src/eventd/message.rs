@@ -89,11 +89,11 @@ pub enum Skip {
     NotPublished(String),
     /// An instance opcode without exactly one instance (multi-alloc, ...).
     NoInstanceName(String),
-    /// The instance's name routes elsewhere (not `<prefix>...`).
+    /// The instance is another deployment's (not named `<prefix>...`).
     ForeignInstance(String),
     /// A network opcode without a `network_name`.
     NoNetworkName(String),
-    /// A network whose name routes elsewhere (not `<prefix>...`).
+    /// A network of another deployment (not named `<prefix>...`).
     ForeignNetwork(String),
     /// A network or cluster message while their queues are not declared
     /// (`amqp.topology.synnefo_queues = false`).
@@ -171,11 +171,13 @@ pub fn timestamp_us((sec, usec): Timestamp) -> i64 {
     sec.saturating_mul(1_000_000).saturating_add(usec)
 }
 
-/// True when Synnefo's routing key for an instance or network named `name`
-/// (`ganeti.<name up to its first '-'>.event.*`) is this deployment's
-/// (`ganeti.<prefix without its '-'>.event.*`).
+/// True when an instance or network named `name` is this deployment's
+/// (`<prefix>...`): its messages go on `ganeti.<prefix>.event.*`. With a
+/// prefix ending in `-` (Synnefo's `snf-`) that is also the key Synnefo's
+/// eventd picks (`ganeti.<name up to its first '-'>.event.*`); any other
+/// name would be published where nobody here listens.
 fn routes_here(name: &str, prefix: &str) -> bool {
-    name.contains('-') && name.split('-').next() == Some(prefix.trim_end_matches('-'))
+    name.len() > prefix.len() && name.starts_with(prefix)
 }
 
 /// What opcode `op` is published as, or why it is not.
@@ -187,10 +189,9 @@ pub fn classify(op: &OpEntry, ctx: &DiffContext<'_>) -> Result<Target, Skip> {
                 .instance_name
                 .as_deref()
                 .ok_or_else(|| Skip::NoInstanceName(op_id.to_string()))?;
-            // Synnefo's key is `ganeti.<name up to its first '-'>.event.op`:
-            // what routes here is published (a dispatcher ignores names that
-            // are not `<prefix><id>`, as Synnefo's does), the rest would be
-            // unroutable.
+            // What is named `<prefix>...` is published (a dispatcher ignores
+            // names that are not `<prefix><id>`, as Synnefo's does); the rest
+            // is another deployment's.
             if !routes_here(name, ctx.prefix) {
                 return Err(Skip::ForeignInstance(name.to_string()));
             }
@@ -204,7 +205,6 @@ pub fn classify(op: &OpEntry, ctx: &DiffContext<'_>) -> Result<Target, Skip> {
             if !ctx.synnefo_kinds {
                 return Err(Skip::QueuesNotDeclared(op_id.to_string()));
             }
-            // Synnefo's key is `ganeti.<name up to its first '-'>.event.network`.
             if !routes_here(name, ctx.prefix) {
                 return Err(Skip::ForeignNetwork(name.to_string()));
             }
@@ -795,7 +795,7 @@ mod tests {
             classify(&two.ops[0], &CTX),
             Err(Skip::NoInstanceName("OP_INSTANCE_STARTUP".into()))
         );
-        for name in ["web-1", "snfx-1", "snf1"] {
+        for name in ["web-1", "snfx-1", "snf1", "snf-"] {
             let foreign = job(
                 json!({"OP_ID": "OP_INSTANCE_STARTUP", "instance_name": name}),
                 "success",
@@ -805,8 +805,8 @@ mod tests {
                 Err(Skip::ForeignInstance(name.into()))
             );
         }
-        // Routed here though not one of ours (`snf-nosuch`, `snf-01`): sent,
-        // as Synnefo sends them; the dispatcher ignores them.
+        // Named like ours though not `<prefix><id>` (`snf-nosuch`, `snf-01`):
+        // sent, as Synnefo sends them; the dispatcher ignores them.
         for name in ["snf-nosuch", "snf-01"] {
             let ours = job(
                 json!({"OP_ID": "OP_INSTANCE_STARTUP", "instance_name": name}),
@@ -817,5 +817,19 @@ mod tests {
                 Ok(Target::Instance(name.into()))
             );
         }
+        // A prefix without a '-' (the pipeline tests' `p<hex>`): its names
+        // have none either.
+        let bare = DiffContext {
+            prefix: "pab12",
+            ..CTX
+        };
+        let j = job(
+            json!({"OP_ID": "OP_INSTANCE_STARTUP", "instance_name": "pab1242"}),
+            "success",
+        );
+        assert_eq!(
+            classify(&j.ops[0], &bare),
+            Ok(Target::Instance("pab1242".into()))
+        );
     }
 }
