@@ -510,12 +510,12 @@ async fn cyclades_create_refuses_what_it_cannot_honour() {
             "User data",
         ),
         (
-            "personality",
+            "personality that is not base64 (files are injected: see api_nova personality)",
             with(
                 "personality",
-                json!([{"path": "/etc/motd", "contents": "aGk="}]),
+                json!([{"path": "/etc/motd", "contents": "not base64!"}]),
             ),
-            "personality",
+            "cannot be decoded",
         ),
         ("project", with("project", json!(c.pb.id)), "project"),
         (

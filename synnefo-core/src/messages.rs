@@ -13,6 +13,13 @@ use crate::ids::{InstanceName, JobId, VmId};
 use crate::model::{BeParams, Nic};
 use crate::state::{JobStatus, OpError, OpStatusEvent};
 
+mod synnefo;
+
+pub use synnefo::{
+    ClusterStatusMessage, InstanceDisk, InstanceHvParams, InstanceNic, NetworkJobFields,
+    NetworkStatusMessage,
+};
+
 /// The exchange all notifications go to (topic, durable).
 pub const EXCHANGE: &str = "ganeti";
 
@@ -110,25 +117,29 @@ pub struct OpStatusMessage {
     /// Cluster name.
     #[serde(default)]
     pub cluster: Option<String>,
-    /// Opcode inputs that matter (nics, disks, beparams, ...).
+    /// Opcode inputs that matter: `{nics, disks, hvparams, beparams}` for
+    /// `OP_INSTANCE_CREATE`/`SET_PARAMS`, `{disks}` for a snapshot, the
+    /// whole input for a failed create (`{}` for other opcodes from
+    /// Synnefo's eventd).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_fields: Option<Value>,
-    /// The instance's NICs after a successful op that changes them.
+    /// The instance's NICs as Ganeti has them, with a successful create or
+    /// startup and a finished modify or disk grow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instance_nics: Option<Vec<WireNic>>,
-    /// The instance's disks after such an op.
+    pub instance_nics: Option<Vec<InstanceNic>>,
+    /// The instance's disks, with the same ops.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instance_disks: Option<Value>,
-    /// Hypervisor parameters after such an op.
+    pub instance_disks: Option<Vec<InstanceDisk>>,
+    /// The instance's (filled) boot hypervisor parameters, with the same ops.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instance_hvparams: Option<Value>,
+    pub instance_hvparams: Option<InstanceHvParams>,
     /// Index of the opcode within its job (ours; absent from Synnefo's
     /// messages, where jobs have one opcode, hence the default 0).
     #[serde(default)]
     pub op_index: u32,
 }
 
-/// A NIC on the wire (hook and eventd).
+/// A NIC on the wire (the hook's `ganeti-net-status`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct WireNic {
     /// Address.
@@ -205,15 +216,34 @@ impl Notification {
 fn to_nics(wire: &[WireNic]) -> Vec<Nic> {
     wire.iter()
         .enumerate()
-        .map(|(i, n)| Nic {
-            index: i as i32,
-            ip: n.ip.clone().filter(|s| !s.is_empty()),
-            mac: n.mac.clone().filter(|s| !s.is_empty()),
-            network: n.network.clone().filter(|s| !s.is_empty()),
-            link: n.link.clone().filter(|s| !s.is_empty()),
-            mode: n.mode.clone().filter(|s| !s.is_empty()),
-        })
+        .map(|(i, n)| nic(i, &n.ip, &n.mac, &n.network, &n.link, &n.mode))
         .collect()
+}
+
+fn instance_nics_to_nics(wire: &[InstanceNic]) -> Vec<Nic> {
+    wire.iter()
+        .enumerate()
+        .map(|(i, n)| nic(i, &n.ip, &n.mac, &n.network, &n.link, &n.mode))
+        .collect()
+}
+
+fn nic(
+    index: usize,
+    ip: &Option<String>,
+    mac: &Option<String>,
+    network: &Option<String>,
+    link: &Option<String>,
+    mode: &Option<String>,
+) -> Nic {
+    let keep = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    Nic {
+        index: i32::try_from(index).unwrap_or(i32::MAX),
+        ip: keep(ip),
+        mac: keep(mac),
+        network: keep(network),
+        link: keep(link),
+        mode: keep(mode),
+    }
 }
 
 /// `job_fields.beparams` of an op-status message: `vcpus` and `maxmem`
@@ -317,7 +347,7 @@ impl OpStatusMessage {
         Ok(Notification::OpStatus {
             vm: name.vm_id(),
             event,
-            nics: self.instance_nics.as_deref().map(to_nics),
+            nics: self.instance_nics.as_deref().map(instance_nics_to_nics),
             beparams,
         })
     }

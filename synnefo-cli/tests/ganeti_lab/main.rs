@@ -45,6 +45,7 @@ use synnefo_test_support::{amqp_url, pg_url, service_unavailable};
 
 mod api_networks;
 mod client;
+mod issue17;
 mod networks;
 mod scenario;
 mod setup;
@@ -517,6 +518,10 @@ struct Fixture {
     image: String,
     flavor: String,
     flavor_too_big: String,
+    /// 1 vCPU, 128 MiB, a 1 GiB `file` disk (issue 17: grow-disk, modify -B).
+    flavor_file: String,
+    /// The same with 2 vCPUs and 256 MiB: what `modify -B vcpus=2,maxmem=256` makes of it.
+    flavor_file_2: String,
 }
 
 async fn run(lab: &Lab, t: &mut Timings) -> Result<()> {
@@ -638,6 +643,11 @@ async fn run(lab: &Lab, t: &mut Timings) -> Result<()> {
         // and their reconciliation, on the same services.
         result =
             api_networks::api_networks(lab, &api_url, &host_config, &fixture, &mut procs, t).await;
+    }
+    if result.is_ok() {
+        // Issue 17: tags, disk grow, modify -B behind the API, eventd's
+        // messages as Synnefo's, no dead letter, the flavor following.
+        result = issue17::issue17(lab, &api_url, &host_config, &fixture, &mut procs, t).await;
     }
     if result.is_err() {
         // The guard prints the logs on panic; an Err is about to become one,

@@ -44,34 +44,39 @@ pub(crate) fn admin_setup(config: &Path, lab: &Lab, prefix: &str) -> Result<Fixt
             "--json",
         ],
     )?;
-    let flavor = |name: &str, disk: &str, template: &str| -> Result<String> {
-        let out = synnefo(
-            config,
-            &[
-                "admin",
-                "flavors",
-                "add",
-                name,
-                "--vcpus",
-                "1",
-                "--ram",
-                "128",
-                "--disk",
-                disk,
-                "--disk-template",
-                template,
-                "--json",
-            ],
-        )?;
-        let v: Value = serde_json::from_str(&out)
-            .with_context(|| format!("admin flavors add --json printed {out:?}"))?;
-        json_id(&v["id"]).with_context(|| format!("no flavor id in {v}"))
-    };
+    let flavor =
+        |name: &str, vcpus: &str, ram: &str, disk: &str, template: &str| -> Result<String> {
+            let out = synnefo(
+                config,
+                &[
+                    "admin",
+                    "flavors",
+                    "add",
+                    name,
+                    "--vcpus",
+                    vcpus,
+                    "--ram",
+                    ram,
+                    "--disk",
+                    disk,
+                    "--disk-template",
+                    template,
+                    "--json",
+                ],
+            )?;
+            let v: Value = serde_json::from_str(&out)
+                .with_context(|| format!("admin flavors add --json printed {out:?}"))?;
+            json_id(&v["id"]).with_context(|| format!("no flavor id in {v}"))
+        };
     // Diskless: Ganeti skips the OS create script; the noop OS does nothing anyway.
-    let tiny = flavor(&format!("{prefix}tiny"), "0", "diskless")?;
+    let tiny = flavor(&format!("{prefix}tiny"), "1", "128", "0", "diskless")?;
     // A 2 TiB file disk: above the instance policy's 1 TiB maximum, so Ganeti
     // accepts the job and the job fails in its prerequisites.
-    let too_big = flavor(&format!("{prefix}too-big"), "2048", "file")?;
+    let too_big = flavor(&format!("{prefix}too-big"), "1", "128", "2048", "file")?;
+    // Issue 17: a 1 GiB file disk (the policy's minimum) to grow, and the
+    // flavor `gnt-instance modify -B vcpus=2,maxmem=256` turns it into.
+    let file_1 = flavor(&format!("{prefix}file-1"), "1", "128", "1", "file")?;
+    let file_2 = flavor(&format!("{prefix}file-2"), "2", "256", "1", "file")?;
     let out = synnefo(
         config,
         &[
@@ -95,6 +100,8 @@ pub(crate) fn admin_setup(config: &Path, lab: &Lab, prefix: &str) -> Result<Fixt
         image,
         flavor: tiny,
         flavor_too_big: too_big,
+        flavor_file: file_1,
+        flavor_file_2: file_2,
     })
 }
 

@@ -237,8 +237,10 @@ async fn deleting_a_vm_stranded_in_build_ends_destroyed() {
         assert_eq!(recorded.job_id, Some(job), "the job the request submitted");
     }
     let name = InstanceName::new(PREFIX, vm.id).to_string();
+    // Ganeti's typed error (eventd sends it in `result`; `logmsg` is the
+    // op's last log line, as Synnefo's eventd sends it).
     assert_eq!(
-        recorded.log_msg.as_deref(),
+        recorded.message().as_deref(),
         Some(format!("OpPrereqError: Instance '{name}' not known (unknown_entity)").as_str())
     );
     assert_eq!(done.state.action(), None);
@@ -275,7 +277,7 @@ async fn deleting_a_vm_whose_create_ganeti_rejected_destroys_it_without_a_job() 
     let error = w
         .wait_vm(id, "ERROR", |v| v.state.operstate() == OperState::Error)
         .await;
-    let fault = error.state.job().unwrap().log_msg.clone().unwrap();
+    let fault = error.state.job().unwrap().message().unwrap();
     assert!(fault.contains("violates policy"), "{fault}");
     let jobs_before = w.sim.job_ids();
 

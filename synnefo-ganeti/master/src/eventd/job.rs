@@ -94,7 +94,7 @@ pub enum JobParseError {
 pub struct OpEntry {
     /// `input.OP_ID` (`OP_INSTANCE_STARTUP`).
     pub op_id: String,
-    /// `input.instance_name`, when the opcode has one.
+    /// `input.instance_name`, or the one name of `input.instances`.
     pub instance_name: Option<String>,
     /// The whole `input` (for `job_fields`).
     pub input: Map<String, Value>,
@@ -203,9 +203,14 @@ fn parse_op(index: usize, raw: RawOp) -> Result<OpEntry, JobParseError> {
         .status
         .parse()
         .map_err(|_| op_err(format!("unknown status {:?}", raw.status)))?;
+    // `instance_name`, else an `instances` list of exactly one (what
+    // Synnefo's eventd accepts too).
     let instance_name = match raw.input.get("instance_name") {
-        Some(Value::String(s)) => Some(s.clone()),
-        _ => None,
+        Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        _ => match raw.input.get("instances") {
+            Some(Value::Array(a)) if a.len() == 1 => a[0].as_str().map(str::to_string),
+            _ => None,
+        },
     };
     let ts = |name: &str, v: &Value| {
         parse_timestamp(v).map_err(|value| op_err(format!("bad {name}: {value}")))

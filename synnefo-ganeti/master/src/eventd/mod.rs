@@ -9,6 +9,10 @@
 //!
 //! The pieces, pure ones first:
 //! * [`job`]: parsing job files and telling job files from temp files;
+//! * [`message`]: one opcode in its current status -> the message
+//!   Synnefo's eventd publishes for it (op, network or cluster status),
+//!   with the instance's NICs, disks and boot parameters from
+//!   [`ganeti_config`] (Ganeti's `config.data`);
 //! * [`diff`]: a job file + what we remember of it -> the messages due;
 //! * [`master`]: which master candidate publishes which change (the seed's
 //!   "TBD: master migration");
@@ -33,8 +37,10 @@
 //! ```
 
 pub mod diff;
+pub mod ganeti_config;
 pub mod job;
 pub mod master;
+pub mod message;
 pub mod metrics;
 mod publisher;
 pub mod spool;
@@ -50,7 +56,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use futures::FutureExt;
-use synnefo_core::messages::MessageKind;
 use synnefo_core::ports::EventBus;
 use synnefo_core::settings::Settings;
 use tokio::sync::mpsc;
@@ -127,6 +132,15 @@ pub struct EventdConfig {
     pub prefix: String,
     /// Cluster name for the messages.
     pub cluster_name: Option<String>,
+    /// Ganeti's `config.data`, read for the instance's NICs, disks and boot
+    /// parameters (`instance_nics`, `instance_disks`, `instance_hvparams`).
+    /// `None`, or a file that does not exist when eventd starts: none to
+    /// read (simulator, tests); a create then reports only NICs its input
+    /// spells out completely.
+    pub ganeti_config: Option<PathBuf>,
+    /// Also publish `ganeti-network-status` and `ganeti-cluster-status`
+    /// (their queues are declared: `amqp.topology.synnefo_queues`).
+    pub synnefo_kinds: bool,
     /// Master detection.
     pub master: MasterMode,
     /// Width of each master's claim around a switch (clock skew, coarse
@@ -163,6 +177,8 @@ impl EventdConfig {
             spool_dir: spool_dir.into(),
             prefix: prefix.to_string(),
             cluster_name: None,
+            ganeti_config: None,
+            synnefo_kinds: false,
             master: MasterMode::Always,
             handover_slack: Duration::from_secs(2),
             catch_up_slack: Duration::from_secs(2),
@@ -178,7 +194,8 @@ impl EventdConfig {
 
     /// From `[eventd]` settings: master file, node name (default: host
     /// name), cluster name (default: `ssconf_cluster_name` next to the
-    /// master file).
+    /// master file), Ganeti's `config.data` (next to the master file too),
+    /// network and cluster messages when `amqp.topology.synnefo_queues`.
     pub fn from_settings(settings: &Settings) -> Result<Self, EventdError> {
         let ev = &settings.eventd;
         let node_name = if ev.node_name.trim().is_empty() {
@@ -200,6 +217,8 @@ impl EventdConfig {
         };
         let mut c = Self::new(&ev.queue_dir, &ev.spool_dir, &settings.backend_prefix_id);
         c.cluster_name = cluster_name;
+        c.ganeti_config = ev.master_node_file.parent().map(|d| d.join("config.data"));
+        c.synnefo_kinds = settings.amqp.topology.synnefo_queues;
         c.master = MasterMode::File {
             path: ev.master_node_file.clone(),
             node_name,
@@ -223,6 +242,9 @@ impl EventdConfig {
             });
         }
         self.spool_dir = abs(&self.spool_dir)?;
+        if let Some(p) = &self.ganeti_config {
+            self.ganeti_config = Some(abs(p)?);
+        }
         if let MasterMode::File { path, .. } = &mut self.master {
             let p = abs(path)?;
             // Canonical parent so watcher paths compare equal.
@@ -335,6 +357,8 @@ struct Core {
     marks: Marks,
     history: MasterHistory,
     master_file: Option<master::MasterFile>,
+    /// Ganeti's `config.data`, if there is one to read.
+    ganeti_config: Option<ganeti_config::ConfigFile>,
     /// To the publishing task (`None` once closed at shutdown).
     tx: Option<mpsc::Sender<Outgoing>>,
     seq: u64,
@@ -415,10 +439,32 @@ impl Core {
     /// Diffs a read job against its mark, hands the messages to the
     /// publisher and remembers the new mark.
     async fn apply(&mut self, job: &JobFile) -> Result<(), EventdError> {
+        let config_file = self.ganeti_config.as_ref();
+        let lookup = |name: &str| {
+            let file = config_file?;
+            match file.load() {
+                Ok(c) => {
+                    let info = c.instance(name);
+                    if info.is_none() {
+                        tracing::debug!(
+                            instance = name,
+                            "Ganeti's configuration has no such instance (removed since): no NICs, disks or hvparams sent"
+                        );
+                    }
+                    info
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read Ganeti's configuration: no NICs, disks or hvparams sent");
+                    None
+                }
+            }
+        };
         let ctx = DiffContext {
             prefix: &self.config.prefix,
             cluster: self.config.cluster_name.as_deref(),
             now: job::now_timestamp(),
+            synnefo_kinds: self.config.synnefo_kinds,
+            instance_info: config_file.map(|_| &lookup as message::InstanceLookup<'_>),
         };
         let history = &self.history;
         let owns = |t: job::Timestamp| history.owns(diff::timestamp_us(t));
@@ -445,7 +491,7 @@ impl Core {
             let out = Outgoing {
                 seq: self.seq,
                 job_id: job.id,
-                kind: MessageKind::OpStatus,
+                kind: c.kind(),
                 body,
             };
             let tx = self
@@ -676,6 +722,19 @@ impl Eventd {
             wtx,
             self.metrics.clone(),
         )?;
+        // A configured `config.data` that is not there at start (eventd
+        // next to the simulator, which has none): as if none was configured.
+        let config_file = match &config.ganeti_config {
+            Some(p) if p.exists() => {
+                tracing::info!(path = %p.display(), "instance NICs, disks and hvparams from Ganeti's configuration");
+                Some(ganeti_config::ConfigFile::new(p))
+            }
+            Some(p) => {
+                tracing::info!(path = %p.display(), "no Ganeti configuration there: instance NICs only from a create's literal input");
+                None
+            }
+            None => None,
+        };
         let mut core = Core {
             watermark_us: saved.as_ref().and_then(|s| s.watermark_us),
             config,
@@ -683,6 +742,7 @@ impl Eventd {
             marks,
             history,
             master_file: None,
+            ganeti_config: config_file,
             tx: Some(tx),
             seq: 0,
             dirty: false,
