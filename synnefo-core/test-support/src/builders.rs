@@ -42,22 +42,7 @@ pub async fn flavor<S: CatalogStore + ?Sized>(s: &S, vcpus: i32, ram_mib: i32) -
 
 /// Creates a user (not an admin), a project and a flavor, uniquely named.
 pub async fn tenant<S: IdentityStore + CatalogStore + ?Sized>(s: &S) -> Tenant {
-    let user = s
-        .create_user(&unique("user-"), "$argon2id$fake", false)
-        .await
-        .expect("create user");
-    let project = s
-        .create_project(&unique("project-"))
-        .await
-        .expect("create project");
-    s.add_member(&user.id, &project.id)
-        .await
-        .expect("add member");
-    Tenant {
-        flavor: flavor(s, 2, 1024).await,
-        user,
-        project,
-    }
+    tenant_with(s, false, flavor_spec(2, 1024, 10)).await
 }
 
 impl Tenant {
