@@ -177,6 +177,15 @@ impl GanetiBackend for NoGaneti {
     ) -> Result<JobId, synnefo_core::BackendError> {
         Err(unused())
     }
+    async fn resize(
+        &self,
+        _: synnefo_core::ids::BackendId,
+        _: &str,
+        _: i32,
+        _: i32,
+    ) -> Result<JobId, synnefo_core::BackendError> {
+        Err(unused())
+    }
 }
 
 fn unused() -> synnefo_core::BackendError {

@@ -1,6 +1,6 @@
 //! Errors of the core crate: one enum per concern, all `thiserror`.
 
-use crate::state::{Action, OperState};
+use crate::state::{Action, OperState, ResizeStage};
 
 /// Invalid domain values (ids, names).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +66,78 @@ pub enum ActionError {
         /// The current operstate.
         operstate: OperState,
     },
+    /// Another action is still pending (its job has not ended).
+    #[error("cannot {} a server while its {} is pending", action.as_str().to_lowercase(), pending.as_str().to_lowercase())]
+    Pending {
+        /// The refused action.
+        action: Action,
+        /// The one pending.
+        pending: Action,
+    },
+    /// A resize runs or awaits confirmation: only delete, or its confirm or
+    /// revert, may follow.
+    #[error("cannot {} a server whose resize is {}", action.as_str().to_lowercase(), resize_stage_words(*stage))]
+    Resizing {
+        /// The refused action.
+        action: Action,
+        /// Where the resize stands.
+        stage: ResizeStage,
+    },
+    /// A confirm or revert of a server with no resize awaiting
+    /// confirmation.
+    #[error("cannot {action} a server {}", match stage { Some(s) => format!("whose resize is {}", resize_stage_words(*s)), None => "that has not been resized".to_string() })]
+    NotResized {
+        /// Nova's name of the refused request (`confirmResize`,
+        /// `revertResize`).
+        action: &'static str,
+        /// Where its resize stands, if it has one.
+        stage: Option<ResizeStage>,
+    },
+    /// A resize to the flavor the server has.
+    #[error("When resizing, instances must change flavor!")]
+    SameFlavor,
+    /// A resize to a flavor with another disk size (Synnefo resizes CPUs
+    /// and RAM only).
+    #[error(
+        "Server disk was unable to be resized because: the flavor's disk is {to_gib} GiB and the server's {from_gib} GiB; a resize keeps the disk"
+    )]
+    DiskSize {
+        /// The server's disk (GiB).
+        from_gib: i32,
+        /// The flavor's disk (GiB).
+        to_gib: i32,
+    },
+    /// A resize to a flavor with another disk template.
+    #[error(
+        "Server disk was unable to be resized because: the flavor's disk template is {to} and the server's {from}; a resize keeps the disk"
+    )]
+    DiskTemplate {
+        /// The server's disk template.
+        from: String,
+        /// The flavor's.
+        to: String,
+    },
+}
+
+impl ActionError {
+    /// Bad input rather than a conflict with the server's state (a 400 in
+    /// both API dialects): a resize to the same flavor or to another disk.
+    pub fn is_bad_request(&self) -> bool {
+        matches!(
+            self,
+            ActionError::SameFlavor
+                | ActionError::DiskSize { .. }
+                | ActionError::DiskTemplate { .. }
+        )
+    }
+}
+
+fn resize_stage_words(stage: ResizeStage) -> &'static str {
+    match stage {
+        ResizeStage::Resizing => "in progress",
+        ResizeStage::Verifying => "awaiting confirmation",
+        ResizeStage::Reverting => "being reverted",
+    }
 }
 
 /// Errors of the [`crate::ports::Store`] port.

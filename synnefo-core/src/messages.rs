@@ -289,6 +289,7 @@ fn beparams_of(job_fields: Option<&Value>) -> Result<Option<BeParams>, EventErro
             Some(m) => Some(m),
             None => read("memory", true)?,
         },
+        requested: None,
     };
     Ok((!params.is_empty()).then_some(params))
 }
@@ -606,7 +607,13 @@ mod tests {
     /// as Ganeti's command line leaves them.
     #[test]
     fn reads_the_beparams_of_a_successful_set_params() {
-        let be = |vcpus, ram_mib| Some(BeParams { vcpus, ram_mib });
+        let be = |vcpus, ram_mib| {
+            Some(BeParams {
+                vcpus,
+                ram_mib,
+                requested: None,
+            })
+        };
         let cases = [
             (
                 r#"{"beparams":{"vcpus":2,"maxmem":256}}"#,

@@ -162,6 +162,12 @@ pub struct BeParams {
     pub vcpus: Option<i32>,
     /// `maxmem` (or the older `memory`), MiB.
     pub ram_mib: Option<i32>,
+    /// The flavor the VM's resize asked for (the target of its running
+    /// stage, [`crate::state::target_flavor`]), if it has one: of several
+    /// flavors these parameters match, the one the owner chose. Not from
+    /// Ganeti: the dispatcher adds it.
+    #[serde(default)]
+    pub requested: Option<FlavorId>,
 }
 
 impl BeParams {
@@ -176,11 +182,14 @@ impl BeParams {
         BeParams {
             vcpus: later.vcpus.or(self.vcpus),
             ram_mib: later.ram_mib.or(self.ram_mib),
+            requested: later.requested.or(self.requested),
         }
     }
 
-    /// The flavor a server of flavor `recorded` has after these parameters
-    /// ([`Flavor::matching`]); `None` if nothing matches or nothing changed.
+    /// The flavor a server of flavor `recorded` has after these parameters:
+    /// the [`requested`](Self::requested) flavor if it matches them (and
+    /// the recorded flavor's disk and template), else
+    /// [`Flavor::matching`]'s; `None` if nothing matches or nothing changed.
     pub fn new_flavor(&self, catalogue: &[Flavor], recorded: FlavorId) -> Option<FlavorId> {
         let current = catalogue.iter().find(|f| f.id == recorded)?;
         let vcpus = self.vcpus.unwrap_or(current.vcpus);
@@ -188,7 +197,19 @@ impl BeParams {
         if vcpus == current.vcpus && ram == current.ram_mib {
             return None;
         }
-        Flavor::matching(catalogue, recorded, vcpus, ram)
+        let chosen = self
+            .requested
+            .and_then(|id| catalogue.iter().find(|f| f.id == id))
+            .filter(|f| {
+                f.vcpus == vcpus
+                    && f.ram_mib == ram
+                    && f.disk_gib == current.disk_gib
+                    && f.disk_template == current.disk_template
+            });
+        match chosen {
+            Some(f) => Some(f.id),
+            None => Flavor::matching(catalogue, recorded, vcpus, ram),
+        }
     }
 }
 
@@ -572,11 +593,53 @@ pub enum ActionLog {
         /// Why.
         reason: String,
     },
+    /// Ganeti jobs that ended in failure, each with why (the job's error):
+    /// the request each was submitted for shows it (Nova's failed action
+    /// event). Written by the dispatcher with the failure's state change,
+    /// and by the API when the failure was known before the job id was
+    /// recorded.
+    JobsFailed(Vec<(JobId, String)>),
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resize_gets_the_flavor_it_asked_for_among_equal_ones() {
+        let f = |id, vcpus, ram, disk, public| Flavor {
+            id: FlavorId(id),
+            name: format!("f{id}"),
+            vcpus,
+            ram_mib: ram,
+            disk_gib: disk,
+            disk_template: "plain".into(),
+            is_public: public,
+            deleted: false,
+        };
+        // 2 and 3 are the same size; 3 is private (after 2 in the order);
+        // 4 has another disk
+        let catalogue = [
+            f(1, 1, 512, 10, true),
+            f(2, 2, 1024, 10, true),
+            f(3, 2, 1024, 10, false),
+            f(4, 2, 1024, 20, true),
+        ];
+        let mut be = BeParams {
+            vcpus: Some(2),
+            ram_mib: Some(1024),
+            requested: None,
+        };
+        assert_eq!(be.new_flavor(&catalogue, FlavorId(1)), Some(FlavorId(2)));
+        be.requested = Some(FlavorId(3));
+        assert_eq!(be.new_flavor(&catalogue, FlavorId(1)), Some(FlavorId(3)));
+        // a request these parameters do not match is not taken
+        be.requested = Some(FlavorId(4));
+        assert_eq!(be.new_flavor(&catalogue, FlavorId(1)), Some(FlavorId(2)));
+        // nothing changed: nothing to take
+        be.requested = Some(FlavorId(3));
+        assert_eq!(be.new_flavor(&catalogue, FlavorId(2)), None);
+    }
 
     #[test]
     fn name_regex_searches_like_nova() {

@@ -331,6 +331,17 @@ pub trait GanetiBackend: Send + Sync {
         instance: &str,
         nic_name: &str,
     ) -> Result<JobId, BackendError>;
+    /// Gives an instance a flavor's CPUs and memory
+    /// (`OP_INSTANCE_SET_PARAMS` with `beparams: {vcpus, maxmem, minmem}`,
+    /// minimum and maximum memory both the flavor's RAM, as Synnefo's
+    /// resize sets them); takes effect at the instance's next start.
+    async fn resize(
+        &self,
+        backend: BackendId,
+        instance: &str,
+        vcpus: i32,
+        ram_mib: i32,
+    ) -> Result<JobId, BackendError>;
 }
 
 // ---------------------------------------------------------------- Store
@@ -385,7 +396,8 @@ pub trait IdentityStore: Send + Sync {
     async fn set_quota(&self, project_id: &str, quota: Quota) -> Result<(), StoreError>;
     /// A project's quota (unlimited if never set).
     async fn quota(&self, project_id: &str) -> Result<Quota, StoreError>;
-    /// A project's current usage (non-deleted servers).
+    /// A project's current usage (non-deleted servers; a server whose
+    /// resize is on record counts the larger of its flavors, per resource).
     async fn usage(&self, project_id: &str) -> Result<Usage, StoreError>;
 }
 
@@ -506,6 +518,20 @@ pub trait VmStore: Send + Sync {
     /// Writes a new state if the VM is still at `expected_version`;
     /// [`StoreError::Conflict`] otherwise. Returns the stored VM.
     async fn update_vm_state(&self, update: &VmStateUpdate) -> Result<Vm, StoreError>;
+    /// [`VmStore::update_vm_state`] for a write that may make the project
+    /// use more (a resize's reservation): under the project's lock, in the
+    /// same transaction, the project's usage after the write (resizes
+    /// count the larger of their flavors, see
+    /// [`IdentityStore::usage`]) must stay within `quota` for every
+    /// resource the write increases; `QuotaExceeded` (what was in use, what
+    /// the write adds) otherwise, and nothing is written. A resource the
+    /// write does not increase is not checked, so a project already over a
+    /// lowered limit can still shrink.
+    async fn update_vm_state_within(
+        &self,
+        update: &VmStateUpdate,
+        quota: Quota,
+    ) -> Result<Vm, StoreError>;
     /// Writes many state updates in one transaction; per update, `Ok` or the
     /// error (typically `Conflict`) that made that one alone not apply.
     async fn update_vm_states(

@@ -27,9 +27,15 @@ use crate::error::{ActionError, EventError};
 use crate::ids::JobId;
 
 mod op_error;
+mod resize;
+mod status;
 mod transitions;
 
 pub use op_error::{ErrorCode, OpError, PREREQ_ERROR};
+pub use resize::{
+    Resize, ResizeStage, confirm_resize, start_resize, start_revert_resize, target_flavor,
+};
+pub use status::{ServerStatus, server_status, synnefo_status};
 pub use transitions::{
     StateFix, create_refused, destroyed_without_ganeti, fixed_state, record_orphan_removal,
     rollback_submit,
@@ -287,6 +293,12 @@ pub enum Action {
     Suspend,
     /// Lift a suspension.
     Unsuspend,
+    /// Resize to another flavor (started by [`start_resize`], which
+    /// records the flavors).
+    Resize,
+    /// Go back to the flavor before a resize awaiting confirmation
+    /// (started by [`start_revert_resize`]).
+    RevertResize,
 }
 
 impl Action {
@@ -298,6 +310,7 @@ impl Action {
             Action::Stop | Action::Suspend => Some(OpCode::InstanceShutdown),
             Action::Reboot(_) => Some(OpCode::InstanceReboot),
             Action::Destroy => Some(OpCode::InstanceRemove),
+            Action::Resize | Action::RevertResize => Some(OpCode::InstanceSetParams),
             Action::Unsuspend => None,
         }
     }
@@ -313,6 +326,8 @@ impl Action {
             Action::Destroy => "DESTROY",
             Action::Suspend => "SUSPEND",
             Action::Unsuspend => "UNSUSPEND",
+            Action::Resize => "RESIZE",
+            Action::RevertResize => "REVERT_RESIZE",
         }
     }
 
@@ -327,6 +342,8 @@ impl Action {
             "DESTROY" => Action::Destroy,
             "SUSPEND" => Action::Suspend,
             "UNSUSPEND" => Action::Unsuspend,
+            "RESIZE" => Action::Resize,
+            "REVERT_RESIZE" => Action::RevertResize,
             _ => return None,
         })
     }
@@ -392,7 +409,8 @@ pub struct PendingAction {
 ///
 /// Its fields are private: every change is one of this module's pure
 /// transitions ([`apply_op_status`], [`apply_nic_report`],
-/// [`start_action`], [`record_submitted_job`], [`rollback_submit`],
+/// [`start_action`], [`start_resize`], [`confirm_resize`],
+/// [`start_revert_resize`], [`record_submitted_job`], [`rollback_submit`],
 /// [`create_refused`], [`destroyed_without_ganeti`], [`fixed_state`],
 /// [`record_orphan_removal`]), so the ordering guarantees the property tests
 /// prove hold for every write. Stores persist it through
@@ -408,6 +426,8 @@ pub struct VmState {
     state_event: Option<EventPosition>,
     #[serde(default)]
     nics_time_us: Option<i64>,
+    #[serde(default)]
+    resize: Option<Resize>,
 }
 
 /// [`VmState`] field by field, as a store keeps it: what a store writes
@@ -435,6 +455,8 @@ pub struct StoredVmState {
     pub state_event: Option<EventPosition>,
     /// Guard of the NICs: the event time (µs) of the NIC report on record.
     pub nics_time_us: Option<i64>,
+    /// A resize under way or awaiting confirmation.
+    pub resize: Option<Resize>,
 }
 
 impl StoredVmState {
@@ -450,6 +472,7 @@ impl StoredVmState {
             last_event: None,
             state_event: None,
             nics_time_us: None,
+            resize: None,
         }
     }
 }
@@ -469,6 +492,7 @@ impl VmState {
             last_event: None,
             state_event: None,
             nics_time_us: None,
+            resize: None,
         }
     }
 
@@ -483,6 +507,7 @@ impl VmState {
             last_event: s.last_event,
             state_event: s.state_event,
             nics_time_us: s.nics_time_us,
+            resize: s.resize,
         }
     }
 
@@ -497,6 +522,7 @@ impl VmState {
             last_event: self.last_event,
             state_event: self.state_event,
             nics_time_us: self.nics_time_us,
+            resize: self.resize,
         }
     }
 
@@ -542,6 +568,11 @@ impl VmState {
     /// Synnefo's `backendtime` check for `ganeti-net-status`.
     pub fn nics_time_us(&self) -> Option<i64> {
         self.nics_time_us
+    }
+
+    /// The resize under way or awaiting confirmation, if any.
+    pub fn resize(&self) -> Option<Resize> {
+        self.resize
     }
 }
 
@@ -685,9 +716,13 @@ pub fn apply_op_status(vm: &VmState, ev: &OpStatusEvent) -> Transition {
         }
     }
 
+    // A resize is settled by its own job's end, a removal ends it.
+    if resize::settle(vm, ev, &mut next) {
+        changed = true;
+    }
     if ev.status.is_terminal()
         && let Some(pending) = next.action
-        && completes(pending, ev)
+        && completes(pending, ev, next.resize)
     {
         next.action = None;
         changed = true;
@@ -728,8 +763,15 @@ pub fn apply_nic_report(vm: &VmState, time_us: Option<i64>) -> Option<VmState> {
 /// Does this terminal event finish the pending action?
 ///
 /// Checked for every terminal event, stale or not, so that the outcome does
-/// not depend on arrival order.
-fn completes(pending: PendingAction, ev: &OpStatusEvent) -> bool {
+/// not depend on arrival order. A pending resize or revert whose stage
+/// still runs is finished only by its own job ([`Resize::is_settled_by`],
+/// applied before this).
+fn completes(pending: PendingAction, ev: &OpStatusEvent, resize: Option<Resize>) -> bool {
+    if matches!(pending.action, Action::Resize | Action::RevertResize)
+        && resize.is_some_and(|r| r.in_flight())
+    {
+        return false;
+    }
     match pending.job_id {
         // A job at or after the action's own job settles it: the backend's
         // view of the VM is at least as new as the user's request.
@@ -743,7 +785,10 @@ fn completes(pending: PendingAction, ev: &OpStatusEvent) -> bool {
 /// v0.3 rules: nothing on a deleted VM; only destroy while in BUILD; destroy
 /// marks the VM deleted at once; suspend/unsuspend toggle `suspended`;
 /// starting an action clears the recorded backend job. Beyond v0.3, actions
-/// that make no sense in the current state are refused (Nova's 409s).
+/// that make no sense in the current state are refused (Nova's 409s); while
+/// a resize runs or awaits confirmation only destroy, suspend and unsuspend
+/// are. A resize and its revert carry flavors: [`start_resize`],
+/// [`start_revert_resize`].
 pub fn start_action(vm: &VmState, action: Action) -> Result<VmState, ActionError> {
     if vm.deleted {
         return Err(ActionError::Deleted);
@@ -763,7 +808,13 @@ pub fn start_action(vm: &VmState, action: Action) -> Result<VmState, ActionError
         })
     };
     match action {
-        Action::Create => return refuse(),
+        Action::Create | Action::Resize | Action::RevertResize => return refuse(),
+        Action::Start | Action::Stop | Action::Reboot(_) if vm.resize.is_some() => {
+            return Err(ActionError::Resizing {
+                action,
+                stage: vm.resize.map_or(ResizeStage::Verifying, |r| r.stage),
+            });
+        }
         Action::Start if vm.operstate != OperState::Stopped => return refuse(),
         Action::Start if vm.suspended => return Err(ActionError::Suspended),
         Action::Stop if vm.operstate != OperState::Started => return refuse(),
@@ -793,98 +844,21 @@ pub fn start_action(vm: &VmState, action: Action) -> Result<VmState, ActionError
     Ok(next)
 }
 
-/// Records the Ganeti job submitted for the pending action.
+/// Records the Ganeti job submitted for the pending action (for a resize
+/// or revert, also as the running stage's job).
 pub fn record_submitted_job(vm: &VmState, job: JobId) -> VmState {
     let mut next = vm.clone();
     if let Some(p) = next.action.as_mut() {
         p.job_id = Some(job);
-    }
-    next
-}
-
-/// The OpenStack server status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ServerStatus {
-    /// Running.
-    Active,
-    /// Being built.
-    Build,
-    /// Shut off.
-    Shutoff,
-    /// A soft reboot is in progress.
-    Reboot,
-    /// A hard reboot is in progress.
-    HardReboot,
-    /// Failed.
-    Error,
-    /// Deleted.
-    Deleted,
-}
-
-impl ServerStatus {
-    /// The OpenStack name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServerStatus::Active => "ACTIVE",
-            ServerStatus::Build => "BUILD",
-            ServerStatus::Shutoff => "SHUTOFF",
-            ServerStatus::Reboot => "REBOOT",
-            ServerStatus::HardReboot => "HARD_REBOOT",
-            ServerStatus::Error => "ERROR",
-            ServerStatus::Deleted => "DELETED",
+        if matches!(p.action, Action::Resize | Action::RevertResize)
+            && let Some(r) = next.resize.as_mut()
+            && r.in_flight()
+            && r.job_id.is_none()
+        {
+            r.job_id = Some(job);
         }
     }
-
-    /// Parses an OpenStack status name (the `status=` list filter).
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            ServerStatus::Active,
-            ServerStatus::Build,
-            ServerStatus::Shutoff,
-            ServerStatus::Reboot,
-            ServerStatus::HardReboot,
-            ServerStatus::Error,
-            ServerStatus::Deleted,
-        ]
-        .into_iter()
-        .find(|v| v.as_str().eq_ignore_ascii_case(s))
-    }
-}
-
-/// Maps a VM to its OpenStack status.
-pub fn server_status(vm: &VmState) -> ServerStatus {
-    if vm.deleted || vm.operstate == OperState::Destroyed {
-        return ServerStatus::Deleted;
-    }
-    match vm.operstate {
-        OperState::Build => ServerStatus::Build,
-        OperState::Error => ServerStatus::Error,
-        OperState::Destroyed => ServerStatus::Deleted,
-        OperState::Started | OperState::Stopped => match vm.action {
-            Some(PendingAction {
-                action: Action::Reboot(kind),
-                ..
-            }) => match kind {
-                RebootKind::Soft => ServerStatus::Reboot,
-                RebootKind::Hard => ServerStatus::HardReboot,
-            },
-            _ if vm.operstate == OperState::Started => ServerStatus::Active,
-            _ => ServerStatus::Shutoff,
-        },
-    }
-}
-
-/// Synnefo's own (Cyclades) status name, as served by `/compute/v2.0`.
-pub fn synnefo_status(vm: &VmState) -> &'static str {
-    match server_status(vm) {
-        ServerStatus::Active => "ACTIVE",
-        ServerStatus::Build => "BUILD",
-        ServerStatus::Shutoff => "STOPPED",
-        ServerStatus::Reboot | ServerStatus::HardReboot => "REBOOT",
-        ServerStatus::Error => "ERROR",
-        ServerStatus::Deleted => "DELETED",
-    }
+    next
 }
 
 #[cfg(test)]

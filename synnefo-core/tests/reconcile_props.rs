@@ -186,6 +186,7 @@ fn build(gens: &[VmGen], unknown: usize, b2: u8) -> Model {
             last_event: None,
             state_event: None,
             nics_time_us: None,
+            resize: None,
         });
         let vm = Vm {
             id: VmId(id),

@@ -21,6 +21,10 @@
 //! `WARNING` log line (`lib/cmdlib/network.py`, recorded in
 //! `tests/fixtures/ganeti-3.0-networks/job-network-connect-again.json`), so
 //! both are idempotent as they are; no error is reinterpreted.
+//!
+//! A resize ([`resize_request`]) is `PUT /2/instances/NAME/modify` with
+//! `beparams: {vcpus, maxmem, minmem}` (RAM as both memories, like a
+//! create), which Ganeti applies at the next start of the stopped instance.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -225,6 +229,22 @@ pub fn remove_nic_request(nic_name: &str) -> ModifyInstanceRequest {
     ModifyInstanceRequest {
         nics: Some(vec![serde_json::json!(["remove", nic_name, {}])]),
         hotplug_if_possible: Some(true),
+        ..ModifyInstanceRequest::default()
+    }
+}
+
+/// The modify body of a resize: the flavor's CPUs, and its RAM as both
+/// maximum and minimum memory (`beparams: {vcpus, maxmem, minmem}`), as
+/// Synnefo's `resize_instance` sends it. Nothing else changes; Ganeti
+/// applies it at the instance's next start.
+pub fn resize_request(vcpus: i32, ram_mib: i32) -> ModifyInstanceRequest {
+    let ram = u64::try_from(ram_mib).unwrap_or(0);
+    ModifyInstanceRequest {
+        beparams: Some(BeParamsRequest {
+            vcpus: u64::try_from(vcpus).ok(),
+            maxmem: Some(ram),
+            minmem: Some(ram),
+        }),
         ..ModifyInstanceRequest::default()
     }
 }
@@ -442,6 +462,22 @@ impl GanetiBackend for RapiBackend {
         let body = remove_nic_request(nic_name);
         Ok(job(self.client(backend)?.modify(instance, &body).await?))
     }
+
+    async fn resize(
+        &self,
+        backend: BackendId,
+        instance: &str,
+        vcpus: i32,
+        ram_mib: i32,
+    ) -> Result<JobId, BackendError> {
+        if vcpus < 1 || ram_mib < 1 {
+            return Err(BackendError::Rejected(format!(
+                "cannot resize {instance} to {vcpus} vCPUs and {ram_mib} MiB"
+            )));
+        }
+        let body = resize_request(vcpus, ram_mib);
+        Ok(job(self.client(backend)?.modify(instance, &body).await?))
+    }
 }
 
 #[cfg(test)]
@@ -565,6 +601,15 @@ mod tests {
         let create = serde_json::to_value(create_request(&s, &settings())).unwrap();
         assert_eq!(create["nics"][0]["mac"], "aa:00:01:00:00:09");
         assert_eq!(create["nics"][0]["name"], "snf-nic-3");
+    }
+
+    #[test]
+    fn resize_body_sets_cpus_and_both_memories() {
+        let body = serde_json::to_value(resize_request(2, 1024)).unwrap();
+        assert_eq!(
+            body,
+            json!({"beparams": {"vcpus": 2, "maxmem": 1024, "minmem": 1024}})
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use synnefo_core::model::{Flavor, Image, ServerAttrs, Vm};
 use synnefo_core::service::compute::{Limits, fault};
 use synnefo_core::service::network::ServerAddress;
 use synnefo_core::state::{
-    Action, OperState, PendingAction, RebootKind, ServerStatus, server_status,
+    Action, OperState, PendingAction, RebootKind, ResizeStage, ServerStatus, server_status,
 };
 
 use crate::microversion::Version;
@@ -278,7 +278,11 @@ pub struct ServerBody {
     locked_reason: Option<Option<String>>,
 }
 
-/// Nova's `vm_state`, `task_state` and `power_state` for a VM.
+/// Nova's `vm_state`, `task_state` and `power_state` for a VM. A resize
+/// runs as Nova's `resize_prep` task on the server's state, awaits
+/// confirmation as `vm_state` `resized` (no task), and reverts as
+/// `resized` with the `resize_reverting` task (Nova's names for the
+/// statuses `RESIZE`, `VERIFY_RESIZE`, `REVERT_RESIZE`).
 pub fn nova_states(vm: &Vm) -> (&'static str, Option<&'static str>, u8) {
     let s = &vm.state;
     let task = |p: Option<PendingAction>| -> Option<&'static str> {
@@ -289,11 +293,31 @@ pub fn nova_states(vm: &Vm) -> (&'static str, Option<&'static str>, u8) {
             Some(Action::Reboot(RebootKind::Hard)) => Some("rebooting_hard"),
             Some(Action::Destroy) => Some("deleting"),
             Some(Action::Create) => Some("spawning"),
+            Some(Action::Resize) => Some("resize_prep"),
+            Some(Action::RevertResize) => Some("resize_reverting"),
             Some(Action::Unsuspend) | None => None,
         }
     };
     if s.deleted() || s.operstate() == OperState::Destroyed {
         return ("deleted", None, 0);
+    }
+    let power = match s.operstate() {
+        OperState::Started => 1,
+        OperState::Stopped => 4,
+        _ => 0,
+    };
+    // A delete (or suspension) started during a resize names its own task.
+    let own_task = task(s.action()).filter(|t| !t.starts_with("resize"));
+    if let Some(r) = s.resize() {
+        return match r.stage {
+            ResizeStage::Resizing => (
+                if power == 1 { "active" } else { "stopped" },
+                own_task.or(Some("resize_prep")),
+                power,
+            ),
+            ResizeStage::Verifying => ("resized", own_task, power),
+            ResizeStage::Reverting => ("resized", own_task.or(Some("resize_reverting")), power),
+        };
     }
     match s.operstate() {
         OperState::Build => ("building", task(s.action()).or(Some("scheduling")), 0),

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use crate::error::{ServiceError, StoreError};
 use crate::ids::VmId;
 use crate::messages::Notification;
+use crate::model::Quota;
 use crate::model::{ActionLog, BeParams, Nic, Vm};
 use crate::ports::{VmStateUpdate, VmStore};
 use crate::state::{Ignored, Transition, VmState, apply_op_status};
@@ -49,6 +50,37 @@ where
     S: VmStore + ?Sized,
     F: Fn(&Vm) -> Result<Option<VmChange>, ServiceError> + Send + Sync,
 {
+    modify(store, id, None, f).await
+}
+
+/// [`modify_vm`] for a change that may make the project use more (a
+/// resize's reservation): written with
+/// [`VmStore::update_vm_state_within`], so the project's usage is checked
+/// against `quota` in the same transaction; over it, the change is not
+/// written and the error is [`StoreError::QuotaExceeded`].
+pub async fn modify_vm_within<S, F>(
+    store: &S,
+    id: VmId,
+    quota: Quota,
+    f: F,
+) -> Result<Option<Vm>, ServiceError>
+where
+    S: VmStore + ?Sized,
+    F: Fn(&Vm) -> Result<Option<VmChange>, ServiceError> + Send + Sync,
+{
+    modify(store, id, Some(quota), f).await
+}
+
+async fn modify<S, F>(
+    store: &S,
+    id: VmId,
+    quota: Option<Quota>,
+    f: F,
+) -> Result<Option<Vm>, ServiceError>
+where
+    S: VmStore + ?Sized,
+    F: Fn(&Vm) -> Result<Option<VmChange>, ServiceError> + Send + Sync,
+{
     for _ in 0..MAX_CONFLICT_RETRIES {
         let vm = store
             .vm(id)
@@ -65,9 +97,14 @@ where
             resize: change.resize,
             action_log: change.action_log,
         };
-        match store.update_vm_state(&update).await {
+        let written = match quota {
+            Some(quota) => store.update_vm_state_within(&update, quota).await,
+            None => store.update_vm_state(&update).await,
+        };
+        match written {
             Ok(stored) => return Ok(Some(stored)),
             Err(StoreError::Conflict(_)) => continue,
+            Err(e @ StoreError::QuotaExceeded { .. }) => return Err(ServiceError::Store(e)),
             Err(e) => return Err(e.into()),
         }
     }
@@ -120,14 +157,29 @@ pub fn change_for(vm: &Vm, state: &VmState, n: &Notification) -> Option<VmChange
                     None
                 };
                 // Synnefo's dispatcher takes the new flavor from a resize's
-                // parameters; only from an event the state machine applied,
-                // so a stale one never undoes a later resize.
-                let resize = beparams.filter(|_| event.status == crate::state::JobStatus::Success);
+                // parameters; only from the newest event on record, so a
+                // stale one (applied because it settles a resize) never
+                // undoes a later resize.
+                // Of equal flavors, the one a running resize asked for.
+                let newest = next.last_event() == Some(event.position());
+                let resize = beparams
+                    .filter(|_| event.status == crate::state::JobStatus::Success && newest)
+                    .map(|be| BeParams {
+                        requested: crate::state::target_flavor(state),
+                        ..be
+                    });
+                // A failed job shows in the history of the request it was
+                // submitted for (Nova's failed action event).
+                let failed = matches!(
+                    event.status,
+                    crate::state::JobStatus::Error | crate::state::JobStatus::Canceled
+                )
+                .then(|| ActionLog::JobsFailed(vec![(event.job_id, job_failure(event))]));
                 Some(VmChange {
                     state: next,
                     nics,
                     resize,
-                    action_log: None,
+                    action_log: failed,
                 })
             }
             Transition::Ignored(_) => None,
@@ -144,6 +196,14 @@ pub fn change_for(vm: &Vm, state: &VmState, n: &Notification) -> Option<VmChange
             })
         }
     }
+}
+
+/// Why a job failed, for people: Ganeti's error, else its last log line.
+pub fn job_failure(event: &crate::state::OpStatusEvent) -> String {
+    event.message().unwrap_or_else(|| match event.status {
+        crate::state::JobStatus::Canceled => format!("Ganeti job {} was canceled", event.job_id),
+        _ => format!("Ganeti job {} failed", event.job_id),
+    })
 }
 
 /// Applies one backend notification to its VM.
@@ -180,8 +240,15 @@ pub async fn apply_notifications<S: VmStore + ?Sized>(
     // Fold every notification of a VM into one pending change.
     let mut results: Vec<Option<Result<ApplyOutcome, ServiceError>>> =
         Vec::with_capacity(batch.len());
-    // Per VM: the folded state, NICs to store, and the batch indexes it covers.
-    type Pending = (VmState, Option<Vec<Nic>>, Option<BeParams>, Vec<usize>);
+    // Per VM: the folded state, NICs to store, flavor parameters, the
+    // failed jobs, and the batch indexes it covers.
+    type Pending = (
+        VmState,
+        Option<Vec<Nic>>,
+        Option<BeParams>,
+        Vec<(crate::ids::JobId, String)>,
+        Vec<usize>,
+    );
     let mut pending: HashMap<VmId, Pending> = HashMap::new();
     for (i, n) in batch.iter().enumerate() {
         let Some(vm) = vms.get(&n.vm()) else {
@@ -196,7 +263,7 @@ pub async fn apply_notifications<S: VmStore + ?Sized>(
             Some(change) => {
                 let entry = pending
                     .entry(vm.id)
-                    .or_insert_with(|| (vm.state.clone(), None, None, Vec::new()));
+                    .or_insert_with(|| (vm.state.clone(), None, None, Vec::new(), Vec::new()));
                 entry.0 = change.state;
                 if change.nics.is_some() {
                     entry.1 = change.nics;
@@ -205,7 +272,10 @@ pub async fn apply_notifications<S: VmStore + ?Sized>(
                     // two resizes of one VM in a batch: Ganeti holds both
                     entry.2 = Some(entry.2.map_or(later, |earlier| earlier.then(later)));
                 }
-                entry.3.push(i);
+                if let Some(ActionLog::JobsFailed(jobs)) = change.action_log {
+                    entry.3.extend(jobs);
+                }
+                entry.4.push(i);
                 results.push(None);
             }
             None => results.push(Some(Ok(ApplyOutcome::Ignored(Ignored::Stale)))),
@@ -217,14 +287,14 @@ pub async fn apply_notifications<S: VmStore + ?Sized>(
     let updates: Vec<VmStateUpdate> = order
         .iter()
         .map(|id| {
-            let (state, nics, resize, _) = &pending[id];
+            let (state, nics, resize, failed, _) = &pending[id];
             VmStateUpdate {
                 id: *id,
                 expected_version: vms[id].version,
                 state: state.clone(),
                 nics: nics.clone(),
                 resize: *resize,
-                action_log: None,
+                action_log: (!failed.is_empty()).then(|| ActionLog::JobsFailed(failed.clone())),
             }
         })
         .collect();
@@ -235,7 +305,7 @@ pub async fn apply_notifications<S: VmStore + ?Sized>(
     };
 
     for (id, outcome) in order.iter().zip(written) {
-        let members = &pending[id].3;
+        let members = &pending[id].4;
         match outcome {
             Ok(()) => {
                 for &i in members {

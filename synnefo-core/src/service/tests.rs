@@ -221,7 +221,11 @@ fn resize(vm: i64, job: u64, vcpus: Option<i32>, ram_mib: Option<i32>) -> Notifi
             vm,
             event,
             nics,
-            beparams: Some(BeParams { vcpus, ram_mib }),
+            beparams: Some(BeParams {
+                vcpus,
+                ram_mib,
+                requested: None,
+            }),
         },
         other => other,
     }
@@ -245,7 +249,8 @@ fn a_reported_resize_reaches_the_store_only_from_an_applied_event() {
         first.resize,
         Some(BeParams {
             vcpus: Some(4),
-            ram_mib: None
+            ram_mib: None,
+            requested: None,
         })
     );
     let second = change_for(&v, &first.state, &resize(1, 6, None, Some(4096))).expect("applies");
@@ -298,7 +303,8 @@ async fn a_batch_folds_two_resizes_of_one_vm() {
         *written.lock().unwrap(),
         vec![Some(BeParams {
             vcpus: Some(4),
-            ram_mib: Some(4096)
+            ram_mib: Some(4096),
+            requested: None,
         })]
     );
 }

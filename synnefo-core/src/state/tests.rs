@@ -1,6 +1,7 @@
 use super::*;
 
 mod props;
+mod resize;
 
 fn ev(job: u64, op: OpCode, status: JobStatus, t: i64) -> OpStatusEvent {
     OpStatusEvent {
@@ -24,6 +25,7 @@ fn vm_in(state: OperState) -> VmState {
         last_event: None,
         state_event: None,
         nics_time_us: None,
+        resize: None,
     }
 }
 

@@ -10,7 +10,7 @@ use super::{Action, BackendJob, JobStatus, OpCode, OperState, PendingAction, VmS
 use crate::ids::JobId;
 
 /// The VM is gone without a Ganeti job: deleted, DESTROYED, nothing
-/// pending. For a delete of a VM that has no instance (never placed, or
+/// pending, no resize. For a delete of a VM that has no instance (never placed, or
 /// its create failed) and for a create rolled back because Ganeti was
 /// unreachable.
 pub fn destroyed_without_ganeti(vm: &VmState) -> VmState {
@@ -18,6 +18,7 @@ pub fn destroyed_without_ganeti(vm: &VmState) -> VmState {
     next.deleted = true;
     next.operstate = OperState::Destroyed;
     next.action = None;
+    next.resize = None;
     next
 }
 
@@ -46,8 +47,11 @@ pub fn create_refused(vm: &VmState, message: String) -> Option<VmState> {
 /// pending action and the deleted/suspended flags go back to what they
 /// were, and so does the recorded job unless a notification recorded a
 /// newer one meanwhile (starting the action cleared it; a notification's
-/// job is never replaced by an older one). `None` if the pending action is
-/// no longer that unsubmitted action (someone else moved the VM on since).
+/// job is never replaced by an older one). A resize or revert also gets
+/// its resize back as it was (nothing but its own job's end, which would
+/// have finished the action, changes a running stage). `None` if the
+/// pending action is no longer that unsubmitted action (someone else moved
+/// the VM on since).
 pub fn rollback_submit(vm: &VmState, action: Action, before: &VmState) -> Option<VmState> {
     match vm.action {
         Some(PendingAction {
@@ -61,6 +65,9 @@ pub fn rollback_submit(vm: &VmState, action: Action, before: &VmState) -> Option
             }
             next.deleted = before.deleted;
             next.suspended = before.suspended;
+            if matches!(action, Action::Resize | Action::RevertResize) {
+                next.resize = before.resize;
+            }
             Some(next)
         }
         _ => None,
@@ -82,7 +89,8 @@ pub enum StateFix {
 /// The state machine's invariants hold: a deleted or DESTROYED VM is never
 /// brought back; DESTROYED always comes with `deleted`; a pending action is
 /// cleared (the reconciler only fixes VMs whose job is over, so nothing will
-/// complete it). The generation guards (`last_event`, `state_event`) are
+/// complete it). A resize is left to its own job's notification (it says
+/// which flavor Ganeti has), except that a removal ends it. The generation guards (`last_event`, `state_event`) are
 /// left alone: a reconciliation observation has no position in the job
 /// history, and a later notification from Ganeti is newer truth anyway.
 pub fn fixed_state(state: &VmState, fix: StateFix) -> Option<VmState> {

@@ -13,7 +13,7 @@ use crate::ids::{BackendId, FlavorId, JobId, VmId};
 use crate::model::{Backend, Flavor, Image, Nic, Project, Token, User, Vm};
 use crate::state::{
     Action, BackendJob, EventPosition, JobStatus, OpCode, OpError, OperState, PendingAction,
-    StoredVmState, VmState,
+    Resize, ResizeStage, StoredVmState, VmState,
 };
 
 /// Longest job log message stored (bytes); longer ones are cut at a char
@@ -246,6 +246,32 @@ pub(crate) fn vm_state(m: &vm::Model) -> Result<VmState, StoreError> {
             return Err(corrupt(format!("vm {}: job columns partially NULL", m.id)));
         }
     };
+    let job_of = |v: Option<i64>, what: &str| -> Result<Option<JobId>, StoreError> {
+        v.map(|j| i64_to_u64(j, what).map(JobId)).transpose()
+    };
+    let resize = match (
+        &m.resize_stage,
+        m.resize_from_flavor_id,
+        m.resize_to_flavor_id,
+        m.resize_confirm,
+    ) {
+        (None, None, None, None) => None,
+        (Some(stage), Some(from), Some(to), Some(confirm)) => Some(Resize {
+            from: FlavorId(from),
+            to: FlavorId(to),
+            stage: ResizeStage::parse(stage)
+                .ok_or_else(|| corrupt(format!("vm {}: resize stage {stage:?}", m.id)))?,
+            confirm,
+            job_id: job_of(m.resize_job_id, "resize job id")?,
+            floor: job_of(m.resize_floor_job_id, "resize floor job id")?,
+        }),
+        _ => {
+            return Err(corrupt(format!(
+                "vm {}: resize columns partially NULL",
+                m.id
+            )));
+        }
+    };
     Ok(VmState::from_stored(StoredVmState {
         operstate,
         deleted: m.deleted,
@@ -267,6 +293,7 @@ pub(crate) fn vm_state(m: &vm::Model) -> Result<VmState, StoreError> {
             "state_event",
         )?,
         nics_time_us: m.nics_time_us,
+        resize,
     }))
 }
 
@@ -289,8 +316,11 @@ pub(crate) fn vm(m: vm::Model, metadata: BTreeMap<String, String>) -> Result<Vm,
     })
 }
 
+/// How many `vms` columns hold a [`VmState`].
+pub(crate) const STATE_COLUMN_COUNT: usize = 25;
+
 /// The `vms` columns that hold [`VmState`], in the order of [`StateRow::values`].
-pub(crate) const STATE_COLUMNS: [&str; 19] = [
+pub(crate) const STATE_COLUMNS: [&str; STATE_COLUMN_COUNT] = [
     "operstate",
     "deleted",
     "suspended",
@@ -310,6 +340,12 @@ pub(crate) const STATE_COLUMNS: [&str; 19] = [
     "state_event_time_us",
     "job_error",
     "nics_time_us",
+    "resize_from_flavor_id",
+    "resize_to_flavor_id",
+    "resize_stage",
+    "resize_confirm",
+    "resize_job_id",
+    "resize_floor_job_id",
 ];
 
 /// [`VmState`] flattened into the `vms` columns.
@@ -328,6 +364,10 @@ pub(crate) struct StateRow {
     pub state_event: [Option<i64>; 4],
     pub job_error: Option<String>,
     pub nics_time_us: Option<i64>,
+    /// `from`, `to`, `job_id`, `floor` of the resize (all NULL without one).
+    pub resize_ids: [Option<i64>; 4],
+    pub resize_stage: Option<String>,
+    pub resize_confirm: Option<bool>,
 }
 
 fn position_columns(p: Option<EventPosition>, what: &str) -> Result<[Option<i64>; 4], StoreError> {
@@ -403,13 +443,29 @@ impl StateRow {
                 None => None,
             },
             nics_time_us: s.nics_time_us,
+            resize_ids: match s.resize {
+                None => [None; 4],
+                Some(r) => [
+                    Some(r.from.0),
+                    Some(r.to.0),
+                    r.job_id
+                        .map(|j| u64_to_i64(j.0, "resize job id"))
+                        .transpose()?,
+                    r.floor
+                        .map(|j| u64_to_i64(j.0, "resize floor job id"))
+                        .transpose()?,
+                ],
+            },
+            resize_stage: s.resize.map(|r| r.stage.as_str().to_string()),
+            resize_confirm: s.resize.map(|r| r.confirm),
         })
     }
 
     /// The column values, in the order of [`STATE_COLUMNS`].
-    pub(crate) fn values(self) -> [Value; 19] {
+    pub(crate) fn values(self) -> [Value; STATE_COLUMN_COUNT] {
         let [le0, le1, le2, le3] = self.last_event;
         let [se0, se1, se2, se3] = self.state_event;
+        let [rfrom, rto, rjob, rfloor] = self.resize_ids;
         [
             Value::String(Some(Box::new(self.operstate))),
             Value::Bool(Some(self.deleted)),
@@ -430,6 +486,12 @@ impl StateRow {
             Value::BigInt(se3),
             opt_string(self.job_error),
             Value::BigInt(self.nics_time_us),
+            Value::BigInt(rfrom),
+            Value::BigInt(rto),
+            opt_string(self.resize_stage),
+            Value::Bool(self.resize_confirm),
+            Value::BigInt(rjob),
+            Value::BigInt(rfloor),
         ]
     }
 
@@ -457,6 +519,13 @@ impl StateRow {
         am.state_event_time_us = Set(se3);
         am.job_error = Set(self.job_error);
         am.nics_time_us = Set(self.nics_time_us);
+        let [rfrom, rto, rjob, rfloor] = self.resize_ids;
+        am.resize_from_flavor_id = Set(rfrom);
+        am.resize_to_flavor_id = Set(rto);
+        am.resize_stage = Set(self.resize_stage);
+        am.resize_confirm = Set(self.resize_confirm);
+        am.resize_job_id = Set(rjob);
+        am.resize_floor_job_id = Set(rfloor);
     }
 }
 
@@ -506,6 +575,12 @@ mod tests {
             key_names: None,
             locked_by: None,
             locked_reason: None,
+            resize_from_flavor_id: am.resize_from_flavor_id.unwrap(),
+            resize_to_flavor_id: am.resize_to_flavor_id.unwrap(),
+            resize_stage: am.resize_stage.unwrap(),
+            resize_confirm: am.resize_confirm.unwrap(),
+            resize_job_id: am.resize_job_id.unwrap(),
+            resize_floor_job_id: am.resize_floor_job_id.unwrap(),
         }
     }
 
@@ -534,8 +609,27 @@ mod tests {
             time_us: 99,
         });
         s.nics_time_us = Some(98);
-        let s = VmState::from_stored(s);
-        assert_eq!(vm_state(&through_columns(&s)).unwrap(), s);
+        let plain = VmState::from_stored(s.clone());
+        assert_eq!(vm_state(&through_columns(&plain)).unwrap(), plain);
+        // Every resize stage, with and without its job and floor.
+        for stage in ResizeStage::ALL {
+            for (job_id, floor) in [(None, None), (Some(JobId(21)), Some(JobId(14)))] {
+                s.resize = Some(Resize {
+                    from: FlavorId(1),
+                    to: FlavorId(3),
+                    stage,
+                    confirm: stage != ResizeStage::Resizing,
+                    job_id,
+                    floor,
+                });
+                let with = VmState::from_stored(s.clone());
+                assert_eq!(vm_state(&through_columns(&with)).unwrap(), with);
+            }
+        }
+        // A resize half written is corrupt, never half read.
+        let mut half = through_columns(&VmState::from_stored(s));
+        half.resize_confirm = None;
+        assert!(matches!(vm_state(&half), Err(StoreError::Corrupt(_))));
     }
 
     #[test]

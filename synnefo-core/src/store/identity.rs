@@ -21,17 +21,35 @@ fn new_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-/// Non-deleted servers of a project and their summed flavor resources.
+/// Non-deleted servers of a project and their summed flavor resources. A
+/// server with a resize on record (running or awaiting confirmation) counts,
+/// for each resource, the larger of its flavor and the resize's two
+/// flavors: the resize holds what either end needs until it is over, so a
+/// revert never has to be checked against the quota again.
 pub(crate) async fn project_usage(
     db: &impl ConnectionTrait,
     project_id: &str,
 ) -> Result<Usage, StoreError> {
     let backend = db.get_database_backend();
     let cast = bigint_cast(backend);
+    // the largest of three values, where a resize's may be NULL (no resize):
+    // MySQL's GREATEST is NULL if any argument is; SQLite has no GREATEST
+    // but a many-argument MAX with the same meaning
+    let greatest = match backend {
+        sea_orm::DbBackend::Sqlite => "MAX",
+        _ => "GREATEST",
+    };
+    let held = |col: &str| {
+        format!("{greatest}(f.{col}, COALESCE(rf.{col}, f.{col}), COALESCE(rt.{col}, f.{col}))")
+    };
     let mut q = Sql::new(backend);
     q.push(&format!(
-        "SELECT COUNT(*), CAST(COALESCE(SUM(f.vcpus), 0) AS {cast}), CAST(COALESCE(SUM(f.ram_mib), 0) AS {cast}) \
-         FROM vms v JOIN flavors f ON f.id = v.flavor_id WHERE v.project_id = "
+        "SELECT COUNT(*), CAST(COALESCE(SUM({}), 0) AS {cast}), CAST(COALESCE(SUM({}), 0) AS {cast}) \
+         FROM vms v JOIN flavors f ON f.id = v.flavor_id \
+         LEFT JOIN flavors rf ON rf.id = v.resize_from_flavor_id \
+         LEFT JOIN flavors rt ON rt.id = v.resize_to_flavor_id WHERE v.project_id = ",
+        held("vcpus"),
+        held("ram_mib"),
     ))
     .bind(project_id)
     .push(" AND v.deleted = ")

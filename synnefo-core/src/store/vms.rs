@@ -5,14 +5,14 @@ use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Alias, Expr, NullOrdering, Order, Query};
+use sea_orm::sea_query::{Expr, NullOrdering, Order, Query};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter,
     QueryOrder, QuerySelect, TransactionTrait,
 };
 
 use super::SeaStore;
-use super::convert::{self, STATE_COLUMNS, StateRow, now, ts};
+use super::convert::{self, StateRow, now, ts};
 use super::entities::{instance_action, nic, vm, vm_metadata};
 use super::identity::project_usage;
 use super::sql::{IN_CHUNK, Sql, db_err};
@@ -25,7 +25,8 @@ use crate::model::{
 use crate::ports::{VmQuery, VmStateUpdate, VmStore};
 
 /// Rows per multi-row `UPDATE` in [`VmStore::update_vm_states`]: 256 rows of
-/// 20 values stay well under every backend's bound-parameter limit.
+/// 28 values (7168) stay well under every backend's bound-parameter limit
+/// (SQLite's 32766 the lowest).
 pub const BATCH_ROWS: usize = 256;
 
 mod rows;
@@ -312,30 +313,39 @@ impl VmStore for SeaStore {
     }
 
     async fn update_vm_state(&self, update: &VmStateUpdate) -> Result<Vm, StoreError> {
-        let id = update.id.0;
-        let values = StateRow::new(&update.state)?.values();
         let txn = self.db.begin().await.map_err(db_err)?;
-        let mut stmt = Query::update();
-        stmt.table(vm::Entity);
-        for (c, v) in STATE_COLUMNS.iter().zip(values) {
-            stmt.value(Alias::new(*c), v);
-        }
-        versioned_update(&txn, id, update.expected_version, stmt).await?;
-        if let Some(nics) = &update.nics {
-            replace_nics(&txn, id, nics).await?;
-        }
-        if let Some(be) = &update.resize {
-            apply_resize(&txn, id, be).await?;
-        }
-        if let Some(log) = &update.action_log {
-            apply_action_log(&txn, self.db_backend(), id, log, now()).await?;
-        }
-        if update.state.deleted() {
-            super::networks::release_server_ports(&txn, update.id).await?;
-        }
-        let vm = load_vm(&txn, id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(server(id)))?;
+        let vm = write_state(&txn, self.db_backend(), update).await?;
+        txn.commit().await.map_err(db_err)?;
+        Ok(vm)
+    }
+
+    async fn update_vm_state_within(
+        &self,
+        update: &VmStateUpdate,
+        quota: Quota,
+    ) -> Result<Vm, StoreError> {
+        let backend = self.db_backend();
+        let txn = self.begin_write().await?;
+        // The VM row, then its project's (the one lock order): concurrent
+        // reservations in one project are serialized on the project row.
+        let project = lock_vm_row(&txn, update.id.0).await?;
+        lock_project(&txn, &project).await?;
+        let before = project_usage(&txn, &project).await?;
+        let vm = write_state(&txn, backend, update).await?;
+        let after = project_usage(&txn, &project).await?;
+        let grown = |resource, limit: Option<i64>, was: i64, now: i64| match limit {
+            Some(limit) if now > was && now > limit => Err(StoreError::QuotaExceeded {
+                resource,
+                limit,
+                in_use: was,
+                requested: now - was,
+            }),
+            _ => Ok(()),
+        };
+        // dropping `txn` on an error rolls the write back
+        grown("servers", quota.servers, before.servers, after.servers)?;
+        grown("vcpus", quota.vcpus, before.vcpus, after.vcpus)?;
+        grown("ram", quota.ram_mib, before.ram_mib, after.ram_mib)?;
         txn.commit().await.map_err(db_err)?;
         Ok(vm)
     }

@@ -192,4 +192,7 @@ impl GanetiBackend for FakeGaneti {
     async fn remove_nic(&self, _: BackendId, _: &str, _: &str) -> Result<JobId, BackendError> {
         nope()
     }
+    async fn resize(&self, _: BackendId, _: &str, _: i32, _: i32) -> Result<JobId, BackendError> {
+        nope()
+    }
 }

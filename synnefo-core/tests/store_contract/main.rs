@@ -20,6 +20,7 @@ mod identity;
 mod keypairs;
 mod net_pools;
 mod networks;
+mod resize;
 mod state;
 mod vms;
 
@@ -29,6 +30,7 @@ use identity::*;
 use keypairs::*;
 use net_pools::*;
 use networks::*;
+use resize::*;
 use sea_orm::ConnectionTrait;
 use state::*;
 use synnefo_core::StoreError;
@@ -101,6 +103,8 @@ macro_rules! backend_tests {
                 server_attrs,
                 networks,
                 network_pools,
+                resize_reservations,
+                resize_quota_race,
             );
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

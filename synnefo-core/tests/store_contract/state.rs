@@ -520,7 +520,13 @@ pub(crate) async fn resize_from_backend(s: &SeaStore) {
     let t = tenant(s).await;
     let vm = create(s, &t, "resized").await;
     let bigger = flavor(s, 4, 4096).await;
-    let be = |vcpus: Option<i32>, ram_mib: Option<i32>| Some(BeParams { vcpus, ram_mib });
+    let be = |vcpus: Option<i32>, ram_mib: Option<i32>| {
+        Some(BeParams {
+            vcpus,
+            ram_mib,
+            requested: None,
+        })
+    };
 
     // one VM, one transaction
     let up = VmStateUpdate {

@@ -1,11 +1,29 @@
-//! Server actions (start, stop, reboot, delete), renaming and consoles.
+//! Server actions (start, stop, reboot, delete), renaming and consoles,
+//! and the path every action that submits a Ganeti job takes
+//! ([`Compute::run_action`]; resizes use it too, see `resize`).
 
 use super::{Caller, Compute, ConsoleAccess, generate_password, validate_server_name};
-use crate::error::{BackendError, ServiceError};
+use crate::error::{ActionError, BackendError, ServiceError};
 use crate::ids::{BackendId, InstanceName, JobId};
-use crate::model::{ActionLog, InstanceAction, Vm};
-use crate::service::{VmChange, modify_vm};
-use crate::state::{self, Action, OperState, PendingAction, RebootKind, VmState};
+use crate::model::{ActionLog, InstanceAction, Quota, Vm};
+use crate::service::{VmChange, modify_vm, modify_vm_within};
+use crate::state::{self, Action, JobStatus, OperState, PendingAction, RebootKind, VmState};
+
+/// What [`Compute::run_action`] starts: the action, the state machine's
+/// transition that starts it, and what its job needs.
+pub(super) struct Start<'a> {
+    /// The action (its history name, its job).
+    pub(super) action: Action,
+    /// The transition from the current state (refusals are the caller's
+    /// errors).
+    pub(super) transition: &'a (dyn Fn(&VmState) -> Result<VmState, ActionError> + Send + Sync),
+    /// Check the project's quota in the same write (a resize's
+    /// reservation).
+    pub(super) quota: Option<Quota>,
+    /// A resize's or revert's target: the vCPUs and RAM (MiB) its
+    /// set-params job gives the instance.
+    pub(super) beparams: Option<(i32, i32)>,
+}
 
 impl Compute {
     /// Renames a server.
@@ -47,14 +65,36 @@ impl Compute {
 
     /// Runs a user action: state machine, Ganeti, record the job.
     /// A locked server refuses it unless the caller is an operator
-    /// ([`Compute::lock`]).
+    /// ([`Compute::lock`]). A resize and its revert carry flavors:
+    /// [`Compute::resize`], [`Compute::revert_resize`].
     pub async fn act(&self, caller: &Caller, id: &str, action: Action) -> Result<Vm, ServiceError> {
         let vm = self.server(caller, id).await?;
+        let transition = move |s: &VmState| state::start_action(s, action);
+        let start = Start {
+            action,
+            transition: &transition,
+            quota: None,
+            beparams: None,
+        };
+        self.run_action(caller, vm, start).await
+    }
+
+    /// The path of every action with a Ganeti job: the lock, the state
+    /// machine's transition (with the history entry, and the quota when
+    /// asked, in the same write), the job, then the job recorded or the
+    /// change rolled back.
+    pub(super) async fn run_action(
+        &self,
+        caller: &Caller,
+        vm: Vm,
+        start: Start<'_>,
+    ) -> Result<Vm, ServiceError> {
+        let action = start.action;
         self.check_unlocked(caller, &vm).await?;
         let before = vm.state.clone();
         let request = caller.request_id.clone();
-        let started = modify_vm(&*self.store, vm.id, |v| {
-            let next = state::start_action(&v.state, action)?;
+        let change = |v: &Vm| {
+            let next = (start.transition)(&v.state)?;
             // The request enters the server's history with the state
             // change it makes (one transaction).
             let action_log = request.as_ref().map(|request_id| {
@@ -77,8 +117,15 @@ impl Compute {
                 resize: None,
                 action_log,
             }))
-        })
-        .await?
+        };
+        let started = match start.quota {
+            Some(quota) => modify_vm_within(&*self.store, vm.id, quota, change).await,
+            None => modify_vm(&*self.store, vm.id, change).await,
+        }
+        .map_err(|e| match e {
+            ServiceError::Store(e) => super::create::quota_error(e),
+            other => other,
+        })?
         .unwrap_or(vm);
         let Some(backend) = started.backend_id else {
             // Never placed: nothing exists in Ganeti.
@@ -102,16 +149,19 @@ impl Compute {
             }
             Action::Reboot(kind) => self.ganeti.reboot(backend, &instance, kind).await,
             Action::Destroy => self.ganeti.remove(backend, &instance).await,
+            Action::Resize | Action::RevertResize => match start.beparams {
+                Some((vcpus, ram)) => self.ganeti.resize(backend, &instance, vcpus, ram).await,
+                None => Err(BackendError::Rejected(format!(
+                    "no flavor to resize server {} to",
+                    started.id
+                ))),
+            },
             Action::Create | Action::Unsuspend => {
                 return Ok(started);
             }
         };
         match submitted {
-            Ok(job) => Ok(modify_vm(&*self.store, started.id, |v| {
-                Ok(record_job(v, action, job, request.as_deref()))
-            })
-            .await?
-            .unwrap_or(started)),
+            Ok(job) => self.record(started, action, job, request.as_deref()).await,
             Err(BackendError::NotFound(_)) if action == Action::Destroy => {
                 self.finish_without_ganeti(started, action).await
             }
@@ -135,6 +185,43 @@ impl Compute {
                     other => BackendError::Rejected(other.to_string()).into(),
                 })
             }
+        }
+    }
+
+    /// Records the job Ganeti took for `action`: on the pending action if
+    /// it still waits for it, and in the request's history entry in any
+    /// case (the job's notifications may have settled the action first).
+    /// A job whose failure is already on record shows it there too.
+    async fn record(
+        &self,
+        started: Vm,
+        action: Action,
+        job: JobId,
+        request: Option<&str>,
+    ) -> Result<Vm, ServiceError> {
+        let vm = modify_vm(&*self.store, started.id, |v| {
+            Ok(record_job(v, action, job, request))
+        })
+        .await?
+        .unwrap_or(started);
+        let failed = vm.state.job().filter(|j| {
+            j.job_id == Some(job) && matches!(j.status, JobStatus::Error | JobStatus::Canceled)
+        });
+        match (failed.map(|j| j.message()), request) {
+            (Some(message), Some(_)) => {
+                let reason = message.unwrap_or_else(|| format!("Ganeti job {job} failed"));
+                Ok(modify_vm(&*self.store, vm.id, |v| {
+                    Ok(Some(VmChange {
+                        state: v.state.clone(),
+                        nics: None,
+                        resize: None,
+                        action_log: Some(ActionLog::JobsFailed(vec![(job, reason.clone())])),
+                    }))
+                })
+                .await?
+                .unwrap_or(vm))
+            }
+            _ => Ok(vm),
         }
     }
 
@@ -216,28 +303,38 @@ impl Compute {
     }
 }
 
-/// Records the job submitted for `action`, if that action is still
-/// pending, and in request `request`'s history entry.
+/// Records the job submitted for `action` on the pending action, if that
+/// action still waits for it, and in request `request`'s history entry
+/// either way (a notification of the job may have settled the action
+/// before the API got here).
 pub(super) fn record_job(
     vm: &Vm,
     action: Action,
     job: JobId,
     request: Option<&str>,
 ) -> Option<VmChange> {
-    match vm.state.action() {
-        Some(PendingAction {
-            action: a,
-            job_id: None,
-        }) if a == action => Some(VmChange {
+    let pending = matches!(
+        vm.state.action(),
+        Some(PendingAction { action: a, job_id: None }) if a == action
+    );
+    let action_log = request.map(|r| ActionLog::Submitted {
+        request_id: r.to_string(),
+        job_id: job,
+    });
+    match (pending, action_log) {
+        (true, action_log) => Some(VmChange {
             state: state::record_submitted_job(&vm.state, job),
             nics: None,
             resize: None,
-            action_log: request.map(|r| ActionLog::Submitted {
-                request_id: r.to_string(),
-                job_id: job,
-            }),
+            action_log,
         }),
-        _ => None,
+        (false, Some(log)) => Some(VmChange {
+            state: vm.state.clone(),
+            nics: None,
+            resize: None,
+            action_log: Some(log),
+        }),
+        (false, None) => None,
     }
 }
 
@@ -251,6 +348,8 @@ pub fn action_name(action: Action) -> &'static str {
         Action::Destroy => "delete",
         Action::Suspend => "suspend",
         Action::Unsuspend => "resume",
+        Action::Resize => "resize",
+        Action::RevertResize => "revertResize",
     }
 }
 

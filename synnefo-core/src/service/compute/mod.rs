@@ -10,7 +10,9 @@
 //! the RAPI job. Actions go through the state machine
 //! ([`state::start_action`](crate::state::start_action)) via [`modify_vm`](crate::service::modify_vm), then Ganeti, then record the
 //! job id; the dispatcher later applies the job's notifications through the
-//! same [`modify_vm`](crate::service::modify_vm).
+//! same [`modify_vm`](crate::service::modify_vm). A resize takes the same path with its own
+//! transition ([`state::start_resize`](crate::state::start_resize)) and the quota delta checked in
+//! the same write ([`modify_vm_within`](crate::service::modify_vm_within)).
 //!
 //! Failure policy when talking to Ganeti (documented in `docs/api.md`):
 //!
@@ -44,6 +46,7 @@ mod create;
 mod keypairs;
 mod locks;
 mod ports;
+mod resize;
 mod servers;
 mod types;
 
@@ -54,6 +57,7 @@ pub use ports::{
     ConsoleAccess, ConsoleForwarder, LeastLoaded, PlaceWith, Placement, PlacementFuture,
     ProxyEndpoint,
 };
+pub use resize::ResizeConfirm;
 pub use servers::HISTORY_MAX;
 pub use types::{
     CreateServer, CreatedServer, Fault, FlavorFilter, ImageFilter, Limits, PersonalityFile,

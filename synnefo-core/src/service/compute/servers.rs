@@ -123,14 +123,21 @@ impl Compute {
             }
         }
         let limit = f.limit.unwrap_or(MAX_PAGE).min(MAX_PAGE);
-        // REBOOT / HARD_REBOOT are a pending action on a STARTED VM: the
-        // store filters by operstate, the exact status is checked here, so
-        // page after filtering in that case.
+        // REBOOT / HARD_REBOOT are a pending action on a STARTED VM, the
+        // resize statuses a resize on a STARTED or STOPPED one: the store
+        // filters by operstate, the exact status is checked here, so page
+        // after filtering in that case.
         let exact_status = f.statuses.as_ref().is_some_and(|s| {
             s.iter().any(|st| {
                 matches!(
                     st,
-                    ServerStatus::Reboot | ServerStatus::HardReboot | ServerStatus::Active
+                    ServerStatus::Reboot
+                        | ServerStatus::HardReboot
+                        | ServerStatus::Active
+                        | ServerStatus::Shutoff
+                        | ServerStatus::Resize
+                        | ServerStatus::VerifyResize
+                        | ServerStatus::RevertResize
                 )
             })
         });
@@ -266,6 +273,9 @@ fn operstates_for(statuses: &[ServerStatus]) -> Vec<OperState> {
                 &[OperState::Started]
             }
             ServerStatus::Shutoff => &[OperState::Stopped],
+            ServerStatus::Resize | ServerStatus::VerifyResize | ServerStatus::RevertResize => {
+                &[OperState::Stopped, OperState::Started]
+            }
             ServerStatus::Build => &[OperState::Build],
             ServerStatus::Error => &[OperState::Error],
             ServerStatus::Deleted => &[OperState::Destroyed],

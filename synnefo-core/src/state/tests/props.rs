@@ -2,16 +2,19 @@
 //! a [`VmState`].
 //!
 //! Notifications arrive duplicated and in any order; local transitions (a
-//! user action, its submission or rollback, a refused create, a delete
-//! without Ganeti, a reconciliation fix, an orphan removal, a NIC report)
-//! land anywhere in between. The properties: the notifications alone end
-//! in the in-order state; a failed submission leaves no trace; a
-//! reconciliation fix that says what Ganeti shows converges to the same
-//! state as the notifications; and along any interleaving of all of them
-//! the invariants hold (DESTROYED is absorbing and deleted, the guards
-//! never move back, a notification applied once is a no-op the second
-//! time).
+//! user action, a resize, its confirm or revert, a submission or rollback,
+//! a refused create, a delete without Ganeti, a reconciliation fix, an
+//! orphan removal, a NIC report) land anywhere in between. The properties:
+//! the notifications alone end in the in-order state; a resize (and a
+//! revert) ends as in order whenever its job id is recorded and whatever
+//! else arrives; a failed submission leaves no trace; a reconciliation fix
+//! that says what Ganeti shows converges to the same state as the
+//! notifications; and along any interleaving of all of them the invariants
+//! hold (DESTROYED is absorbing and deleted, with no resize; a pending
+//! resize or revert has its stage running; the guards never move back, a
+//! notification applied once is a no-op the second time).
 
+use super::resize::flavors;
 use super::*;
 use proptest::prelude::*;
 
@@ -281,6 +284,24 @@ proptest! {
                         vm = n;
                     }
                 }
+                Some(LocalStep::Resize(confirm)) => {
+                    let [f1, f2, ..] = flavors();
+                    if let Ok(n) = start_resize(&vm, &f1, &f2, confirm) {
+                        started = Some((Action::Resize, prev.clone()));
+                        vm = n;
+                    }
+                }
+                Some(LocalStep::Confirm) => {
+                    if let Ok(n) = confirm_resize(&vm) {
+                        vm = n;
+                    }
+                }
+                Some(LocalStep::Revert) => {
+                    if let Ok(n) = start_revert_resize(&vm) {
+                        started = Some((Action::RevertResize, prev.clone()));
+                        vm = n;
+                    }
+                }
                 Some(LocalStep::Submitted(job)) => vm = record_submitted_job(&vm, JobId(job)),
                 Some(LocalStep::Rollback) => {
                     if let Some((a, before)) = &started
@@ -328,6 +349,12 @@ proptest! {
                 }
             }
             prop_assert!(vm.operstate != OperState::Destroyed || vm.deleted, "DESTROYED is deleted");
+            prop_assert!(vm.operstate != OperState::Destroyed || vm.resize.is_none(), "no resize once DESTROYED");
+            match vm.action.map(|p| p.action) {
+                Some(Action::Resize) => prop_assert_eq!(vm.resize.map(|r| r.stage), Some(ResizeStage::Resizing)),
+                Some(Action::RevertResize) => prop_assert_eq!(vm.resize.map(|r| r.stage), Some(ResizeStage::Reverting)),
+                _ => {}
+            }
             if prev.operstate == OperState::Destroyed {
                 prop_assert_eq!(vm.operstate, OperState::Destroyed, "DESTROYED is absorbing");
             }
@@ -351,6 +378,10 @@ proptest! {
 #[derive(Debug, Clone)]
 enum LocalStep {
     Start(Action),
+    /// A resize from flavor 1 to 2 (`true`: Nova's, awaiting confirmation).
+    Resize(bool),
+    Confirm,
+    Revert,
     Submitted(u64),
     Rollback,
     Refused,
@@ -371,6 +402,9 @@ fn local_step() -> impl Strategy<Value = LocalStep> {
     ];
     prop_oneof![
         3 => any_action().prop_map(LocalStep::Start),
+        2 => any::<bool>().prop_map(LocalStep::Resize),
+        1 => Just(LocalStep::Confirm),
+        1 => Just(LocalStep::Revert),
         // Ganeti numbers jobs upwards: a job submitted now is newer than
         // every job the history has notified (ids 7, 14, ...).
         2 => (1000u64..1100).prop_map(LocalStep::Submitted),
@@ -382,4 +416,170 @@ fn local_step() -> impl Strategy<Value = LocalStep> {
         2 => prop::option::of(1_000_000i64..1_001_000).prop_map(LocalStep::NicReport),
         3 => any::<prop::sample::Index>().prop_map(LocalStep::Duplicate),
     ]
+}
+
+/// One job's notifications: queued, (waiting), running, then `end`
+/// (`unknown`: a failure saying Ganeti does not know the instance).
+fn job_events(
+    job: u64,
+    op: OpCode,
+    end: JobStatus,
+    unknown: bool,
+    waits: bool,
+) -> Vec<OpStatusEvent> {
+    let mut statuses = vec![JobStatus::Queued];
+    if waits {
+        statuses.push(JobStatus::Waiting);
+    }
+    statuses.extend([JobStatus::Running, end]);
+    statuses
+        .into_iter()
+        .map(|s| {
+            let mut e = ev(job, op, s, job as i64 * 1_000 + i64::from(s.rank()));
+            if unknown && s == JobStatus::Error {
+                e.error = Some(unknown_instance());
+            }
+            e
+        })
+        .collect()
+}
+
+/// A stopped VM with history: its create (job 7), an earlier resize's
+/// set-params (job 10) and its shutdown (job 14), all applied in order.
+fn stopped_with_history() -> (VmState, Vec<OpStatusEvent>) {
+    let mut events = job_events(7, OpCode::InstanceCreate, JobStatus::Success, false, false);
+    events.extend(job_events(
+        10,
+        OpCode::InstanceSetParams,
+        JobStatus::Success,
+        false,
+        true,
+    ));
+    events.extend(job_events(
+        14,
+        OpCode::InstanceShutdown,
+        JobStatus::Success,
+        false,
+        false,
+    ));
+    (run(&events), events)
+}
+
+/// What happens after a resize stage starts: its own set-params job (`own`,
+/// ending in `end`), then later jobs of other kinds (numbered upwards from
+/// `own + 7`), none of them set-params.
+fn after_stage(own: u64) -> impl Strategy<Value = Vec<OpStatusEvent>> {
+    let end = prop_oneof![
+        Just(JobStatus::Success),
+        Just(JobStatus::Error),
+        Just(JobStatus::Canceled)
+    ];
+    let other = (
+        prop_oneof![
+            Just(OpCode::InstanceStartup),
+            Just(OpCode::InstanceShutdown),
+            Just(OpCode::InstanceReboot),
+            Just(OpCode::InstanceMigrate),
+            Just(OpCode::InstanceRemove),
+        ],
+        prop_oneof![
+            4 => Just((JobStatus::Success, false)),
+            1 => Just((JobStatus::Error, false)),
+            1 => Just((JobStatus::Error, true)),
+        ],
+        any::<bool>(),
+    );
+    (end, any::<bool>(), prop::collection::vec(other, 0..4)).prop_map(
+        move |(end, waits, others)| {
+            let mut events = job_events(own, OpCode::InstanceSetParams, end, false, waits);
+            for (i, (op, (e, unknown), w)) in others.into_iter().enumerate() {
+                events.extend(job_events(own + 7 * (i as u64 + 1), op, e, unknown, w));
+            }
+            events
+        },
+    )
+}
+
+/// Runs a started stage: `events` in the given order, the API recording
+/// job `own` (as its `record_job` does: only on the action still waiting
+/// for its job) after the first `record_at` of them.
+fn run_stage(started: VmState, events: &[OpStatusEvent], record_at: usize, own: u64) -> VmState {
+    let record = |vm: VmState| match vm.action {
+        Some(PendingAction {
+            action: Action::Resize | Action::RevertResize,
+            job_id: None,
+        }) => record_submitted_job(&vm, JobId(own)),
+        _ => vm,
+    };
+    let cut = record_at.min(events.len());
+    let vm = run_from(started, &events[..cut]);
+    run_from(record(vm), &events[cut..])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn a_resize_ends_as_in_order(
+        confirm in any::<bool>(),
+        after in after_stage(21),
+        seed in any::<u64>(),
+        record_at in any::<prop::sample::Index>(),
+        dups in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        redelivered in prop::collection::vec(any::<prop::sample::Index>(), 0..4),
+    ) {
+        // The resize (job 21) and whatever follows arrive in any order,
+        // duplicated, with the earlier history redelivered (job 10, an
+        // earlier set-params, among it), and the API records job 21 at any
+        // point: the VM ends as when everything came in order.
+        let (stopped, history) = stopped_with_history();
+        let [f1, f2, ..] = flavors();
+        let started = start_resize(&stopped, &f1, &f2, confirm).unwrap();
+        let in_order = run_stage(started.clone(), &after, 0, 21);
+        let mut all = after.clone();
+        all.extend(dups.iter().map(|d| after[d.index(after.len())].clone()));
+        all.extend(redelivered.iter().map(|d| history[d.index(history.len())].clone()));
+        let shuffled = shuffle(&all, seed);
+        let vm = run_stage(started, &shuffled, record_at.index(shuffled.len() + 1), 21);
+        prop_assert_eq!(settled(&vm), settled(&in_order));
+        // and that state is the one the resize job's end decides
+        let removed = in_order.operstate == OperState::Destroyed;
+        let succeeded = after.iter().any(|e| e.job_id == JobId(21) && e.status == JobStatus::Success);
+        let want = (succeeded && confirm && !removed).then_some(ResizeStage::Verifying);
+        prop_assert_eq!(in_order.resize.map(|r| r.stage), want);
+        prop_assert_eq!(in_order.action, None);
+    }
+
+    #[test]
+    fn a_revert_ends_as_in_order(
+        after in after_stage(28),
+        seed in any::<u64>(),
+        record_at in any::<prop::sample::Index>(),
+        dups in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        redelivered in prop::collection::vec(any::<prop::sample::Index>(), 0..4),
+    ) {
+        // A resize (job 21) succeeded and awaits confirmation; the revert
+        // (job 28) and what follows arrive in any order, with the resize's
+        // own notifications (set-params, below the revert's floor)
+        // redelivered.
+        let (stopped, mut history) = stopped_with_history();
+        let [f1, f2, ..] = flavors();
+        let resizing = record_submitted_job(&start_resize(&stopped, &f1, &f2, true).unwrap(), JobId(21));
+        let resize_job = job_events(21, OpCode::InstanceSetParams, JobStatus::Success, false, false);
+        let verifying = run_from(resizing, &resize_job);
+        prop_assert_eq!(verifying.resize.map(|r| r.stage), Some(ResizeStage::Verifying));
+        history.extend(resize_job);
+        let started = start_revert_resize(&verifying).unwrap();
+        let in_order = run_stage(started.clone(), &after, 0, 28);
+        let mut all = after.clone();
+        all.extend(dups.iter().map(|d| after[d.index(after.len())].clone()));
+        all.extend(redelivered.iter().map(|d| history[d.index(history.len())].clone()));
+        let shuffled = shuffle(&all, seed);
+        let vm = run_stage(started, &shuffled, record_at.index(shuffled.len() + 1), 28);
+        prop_assert_eq!(settled(&vm), settled(&in_order));
+        let removed = in_order.operstate == OperState::Destroyed;
+        let succeeded = after.iter().any(|e| e.job_id == JobId(28) && e.status == JobStatus::Success);
+        let want = (!succeeded && !removed).then_some(ResizeStage::Verifying);
+        prop_assert_eq!(in_order.resize.map(|r| r.stage), want);
+    }
 }

@@ -85,6 +85,18 @@ pub struct Model {
     /// Why it is locked (Nova 2.73).
     #[sea_orm(column_type = "Text", nullable)]
     pub locked_reason: Option<String>,
+    /// `resize.from`: the flavor before a resize on record.
+    pub resize_from_flavor_id: Option<i64>,
+    /// `resize.to`: the flavor it asked for.
+    pub resize_to_flavor_id: Option<i64>,
+    /// `ResizeStage::as_str`; NULL without a resize.
+    pub resize_stage: Option<String>,
+    /// `resize.confirm`.
+    pub resize_confirm: Option<bool>,
+    /// `resize.job_id`.
+    pub resize_job_id: Option<i64>,
+    /// `resize.floor`.
+    pub resize_floor_job_id: Option<i64>,
 }
 
 /// No navigable relations: the store joins explicitly.

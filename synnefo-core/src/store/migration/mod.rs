@@ -24,6 +24,7 @@ mod m20261207_000003_keypairs_and_locks;
 mod m20261207_000004_instance_actions;
 mod m20261207_000005_networks;
 mod m20261210_000001_network_pools;
+mod m20261211_000001_vm_resize;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000004_instance_actions::Migration),
             Box::new(m20261207_000005_networks::Migration),
             Box::new(m20261210_000001_network_pools::Migration),
+            Box::new(m20261211_000001_vm_resize::Migration),
         ]
     }
 }

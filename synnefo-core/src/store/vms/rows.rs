@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, OnConflict, Query, UpdateStatement};
+use sea_orm::sea_query::{Alias, Expr, OnConflict, Query, UpdateStatement};
 use sea_orm::{
     ActiveValue::NotSet, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbBackend,
     EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, Value,
@@ -17,7 +17,7 @@ use sea_orm::{
 use crate::error::StoreError;
 use crate::ids::{FlavorId, VmId};
 use crate::model::{ActionLog, BeParams, Flavor, InstanceAction, NewVm, NewVmAttrs, Nic, Vm};
-use crate::ports::VmQuery;
+use crate::ports::{VmQuery, VmStateUpdate};
 use crate::state::VmState;
 use crate::store::convert::{self, STATE_COLUMNS, StateRow, now, ts};
 use crate::store::entities::{flavor, instance_action, nic, vm, vm_metadata};
@@ -243,6 +243,27 @@ pub(super) async fn apply_action_log(
 ) -> Result<(), StoreError> {
     let (request_id, column, value) = match log {
         ActionLog::Accepted(a) => return insert_action(db, backend, a).await,
+        ActionLog::JobsFailed(jobs) => {
+            for (job, reason) in jobs {
+                instance_action::Entity::update_many()
+                    .col_expr(
+                        instance_action::Column::Message,
+                        Expr::value(bounded(&format!("Error: {reason}"), MESSAGE_LEN)),
+                    )
+                    .col_expr(
+                        instance_action::Column::Updated,
+                        Expr::value(ts(backend, now)),
+                    )
+                    .filter(instance_action::Column::VmId.eq(vm))
+                    .filter(
+                        instance_action::Column::JobId.eq(convert::u64_to_i64(job.0, "job id")?),
+                    )
+                    .exec(db)
+                    .await
+                    .map_err(db_err)?;
+            }
+            return Ok(());
+        }
         ActionLog::Submitted { request_id, job_id } => (
             request_id,
             instance_action::Column::JobId,
@@ -269,6 +290,59 @@ pub(super) async fn apply_action_log(
         .await
         .map_err(db_err)?;
     Ok(())
+}
+
+/// Writes one VM's state update (guarded by its version) with the NICs,
+/// flavor and history entry it carries, in the caller's transaction;
+/// returns the VM as written.
+pub(super) async fn write_state(
+    txn: &sea_orm::DatabaseTransaction,
+    backend: DbBackend,
+    update: &VmStateUpdate,
+) -> Result<Vm, StoreError> {
+    let id = update.id.0;
+    let values = StateRow::new(&update.state)?.values();
+    let mut stmt = Query::update();
+    stmt.table(vm::Entity);
+    for (c, v) in STATE_COLUMNS.iter().zip(values) {
+        stmt.value(Alias::new(*c), v);
+    }
+    versioned_update(txn, id, update.expected_version, stmt).await?;
+    if let Some(nics) = &update.nics {
+        replace_nics(txn, id, nics).await?;
+    }
+    if let Some(be) = &update.resize {
+        apply_resize(txn, id, be).await?;
+    }
+    if let Some(log) = &update.action_log {
+        apply_action_log(txn, backend, id, log, now()).await?;
+    }
+    if update.state.deleted() {
+        crate::store::networks::release_server_ports(txn, update.id).await?;
+    }
+    load_vm(txn, id)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(server(id)))
+}
+
+/// Locks VM `id`'s row for the rest of the transaction (as the update that
+/// follows would); its project. `NotFound` for an unknown VM.
+pub(super) async fn lock_vm_row(txn: &impl ConnectionTrait, id: i64) -> Result<String, StoreError> {
+    let backend = txn.get_database_backend();
+    let mut q = Sql::new(backend);
+    q.push("SELECT project_id FROM vms WHERE id = ").bind(id);
+    match backend {
+        DbBackend::Postgres => q.push(" FOR NO KEY UPDATE"),
+        DbBackend::MySql => q.push(" FOR UPDATE"),
+        // the caller took SQLite's write lock when it began
+        DbBackend::Sqlite => &mut q,
+    };
+    let row = txn
+        .query_one(q.build())
+        .await
+        .map_err(db_err)?
+        .ok_or_else(|| StoreError::NotFound(server(id)))?;
+    row.try_get_by_index(0).map_err(db_err)
 }
 
 /// Gives VM `id` the flavor a resize's parameters match (Synnefo's
@@ -509,7 +583,7 @@ pub(super) struct Winner<'a> {
     pub(super) from_version: i64,
     /// The version after this batch.
     pub(super) to_version: i64,
-    pub(super) values: [Value; 19],
+    pub(super) values: [Value; convert::STATE_COLUMN_COUNT],
     pub(super) nics: Option<&'a [Nic]>,
     /// Resizes of this VM's updates in the batch, applied in input order.
     pub(super) resizes: Vec<BeParams>,
