@@ -5,7 +5,9 @@
 //! Same core calls as the Nova adapter; only the shapes differ: integer ids
 //! in JSON, Synnefo status names (`STOPPED` rather than `SHUTOFF`),
 //! `{"start":{}}` / `{"shutdown":{}}` / `{"reboot":{"type":...}}` actions,
-//! and `{"console":{"type":"vnc"}}` answering 200 with the proxy's
+//! `{"resize":{"flavorRef":...}}` (202; Synnefo's resize: no confirmation
+//! step, refusals 400 in Synnefo's words, status `RESIZE` while the job
+//! runs), and `{"console":{"type":"vnc"}}` answering 200 with the proxy's
 //! host, port and one-time password. Key pairs (`os-keypairs`) as Synnefo
 //! 0.20 serves them: SSH only, Nova 2.2's status codes (201, 204) without
 //! `type` or `user_id`.
@@ -392,6 +394,7 @@ async fn action(
             };
             app.compute.reboot(&caller, &id, kind).await.map(|_| StatusCode::ACCEPTED.into_response())
         }
+        "resize" => return resize(&app, &caller, &id, &arg).await.map(|()| StatusCode::ACCEPTED.into_response()),
         "console" => {
             let kind = arg.get("type").and_then(Value::as_str).unwrap_or("");
             if kind != "vnc" {
@@ -403,6 +406,79 @@ async fn action(
         other => return Err(ApiError::bad_request(format!("Unknown action {other}"))),
     }
     .map_err(ApiError::from)
+}
+
+/// Synnefo's `resize` action (`{"resize": {"flavorRef": ID}}`): the
+/// flavor looked up as Synnefo's `get_flavor` does (400 for an id that is
+/// not a number, 404 for none), then the compute service's resize without a
+/// confirmation step; refusals 400 with Synnefo's messages.
+async fn resize(
+    app: &Shared,
+    caller: &synnefo_core::service::compute::Caller,
+    id: &str,
+    arg: &Value,
+) -> Result<(), ApiError> {
+    use synnefo_core::ServiceError;
+    use synnefo_core::error::ActionError;
+    let flavor_id = match arg.get("flavorRef") {
+        None | Some(Value::Null) => {
+            return Err(ApiError::bad_request("Missing 'flavorRef' attribute."));
+        }
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    };
+    if flavor_id.trim().parse::<i64>().is_err() {
+        return Err(ApiError::bad_request(format!(
+            "Invalid flavor ID '{flavor_id}'"
+        )));
+    }
+    let vm = app.compute.server(caller, id).await?;
+    let flavor = match app.compute.flavor(caller, flavor_id.trim()).await {
+        Ok(f) if !f.deleted => f,
+        Ok(_) | Err(ServiceError::NotFound(_)) => {
+            return Err(ApiError::not_found("Flavor not found."));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let resized = app
+        .compute
+        .resize(
+            caller,
+            id,
+            &flavor.id.to_string(),
+            synnefo_core::service::compute::ResizeConfirm::Automatic,
+        )
+        .await;
+    let refused = |m: String| Err(ApiError::bad_request(m));
+    match resized {
+        Ok(_) => Ok(()),
+        Err(ServiceError::Action(a)) => match a {
+            ActionError::SameFlavor => refused(format!(
+                "Server '{}' flavor is already '{}'.",
+                vm.id, flavor.name
+            )),
+            ActionError::DiskSize { .. } => refused("Cannot change instance's disk size.".into()),
+            ActionError::DiskTemplate { .. } => {
+                refused("Cannot change instance's volume type.".into())
+            }
+            ActionError::InvalidState { operstate, .. } => refused(format!(
+                "Cannot perform 'RESIZE' action while server is in '{operstate}' state."
+            )),
+            ActionError::Pending { pending, .. } => refused(format!(
+                "Cannot perform 'RESIZE' action while there is a pending '{}'.",
+                pending.as_str()
+            )),
+            ActionError::Resizing { .. } => {
+                refused("Cannot perform 'RESIZE' action while there is a pending 'RESIZE'.".into())
+            }
+            ActionError::BuildInProgress => Err(ApiError::conflict(format!(
+                "Server '{}' is being built.",
+                vm.id
+            ))),
+            other => Err(ServiceError::Action(other).into()),
+        },
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `{"metadata": {...}}`.

@@ -175,6 +175,7 @@ impl From<ServiceError> for ApiError {
                     "Cannot perform the action while the server is being built.",
                 ),
                 ActionError::Deleted => ApiError::not_found("The server is deleted."),
+                bad if bad.is_bad_request() => ApiError::bad_request(bad.to_string()),
                 other => ApiError::conflict(other.to_string()),
             },
             ServiceError::Backend(b) => match b {

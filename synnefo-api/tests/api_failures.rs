@@ -117,7 +117,9 @@ async fn bad_actions_are_400s() {
         json!({"reboot": {}}),
         json!({"reboot": {"type": "GENTLE"}}),
         json!({"os-start": null, "os-stop": null}),
-        json!({"resize": {"flavorRef": "2"}}),
+        json!({"resize": {}}),
+        json!({"resize": {"flavorRef": "2", "size": 1}}),
+        json!({"confirmResize": {}}),
         json!({"os-getVNCConsole": {"type": "bogus"}}),
     ] {
         let r = post(&c.app, &path, &c.alice_token, body.clone()).await;

@@ -509,3 +509,70 @@ async fn operator_actions_go_through_the_service() {
     let (code, _) = w.synnefo("server", &["stop", "999999"]);
     assert_eq!(code, 2);
 }
+
+/// Issue 16 items 3 and 8: `synnefo server resize` resizes a stopped
+/// server of any project through the compute service: Synnefo's rules, the
+/// quota, a real set-params job on the cluster (the instance gets the
+/// flavor's vCPUs and memory), the history entry; no confirmation step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_resize_goes_through_the_service() {
+    let Some(w) = world("operator_resize_goes_through_the_service").await else {
+        return;
+    };
+    use synnefo_core::ports::CatalogStore;
+    let bigger = w
+        .store
+        .create_flavor(&synnefo_test_support::builders::flavor_of(
+            2, 256, 1, "diskless",
+        ))
+        .await
+        .unwrap();
+    let name = bigger.name.as_str();
+    let vm = w.vm(OperState::Stopped, |_| {}).await;
+    w.instance(&vm, false).await;
+    let id = vm.id.to_string();
+
+    let (code, out) = w.synnefo("server", &["resize", &id, "--flavor", name]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "resize to flavor {} accepted (Ganeti job",
+            bigger.id
+        )),
+        "{out}"
+    );
+    assert!(
+        w.sim.wait_idle(Duration::from_secs(30)).await,
+        "the job ends"
+    );
+    let inst = w.sim.instance(&format!("snf-{id}")).expect("instance");
+    assert_eq!((inst.vcpus, inst.maxmem, inst.minmem), (2, 256, 256));
+    // No dispatcher here: the DB has the resize pending on its job, to the
+    // flavor asked for, with nothing to confirm afterwards.
+    let now = w.get(vm.id).await;
+    let pending = now.state.action().expect("pending");
+    assert_eq!(pending.action, Action::Resize);
+    let r = now.state.resize().expect("resize on record");
+    assert_eq!((r.from, r.to, r.confirm), (w.flavor.id, bigger.id, false));
+    assert_eq!(r.job_id, pending.job_id);
+    let (code, out) = w.synnefo("server", &["events", &id, "--json"]);
+    assert_eq!(code, 0);
+    let events: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(events[0]["action"], "resize");
+    assert_eq!(events[0]["job_id"], pending.job_id.unwrap().0);
+
+    // Refusals: exit 2, nothing written.
+    let running = w.vm(OperState::Started, |_| {}).await;
+    for args in [
+        vec!["resize", &id, "--flavor", name],
+        vec!["resize", &id, "--flavor", "no-such-flavor"],
+    ] {
+        let (code, out) = w.synnefo("server", &args);
+        assert_eq!(code, 2, "{args:?}: {out}");
+    }
+    let running_id = running.id.to_string();
+    let (code, _) = w.synnefo("server", &["resize", &running_id, "--flavor", name]);
+    assert_eq!(code, 2, "a running server is not resized");
+    assert_eq!(w.get(vm.id).await.version, now.version, "nothing written");
+    assert_eq!(w.get(running.id).await.version, running.version);
+}

@@ -6,7 +6,8 @@
 //! InstanceAction`); this module only renders it. Nova's shapes: the action
 //! fields of 2.1, `updated_at` and paging (`limit`, `marker`,
 //! `changes-since`) from 2.58, a deleted server's history from 2.21.
-//! Events (one per action: the Ganeti job submitted, or its refusal) are
+//! Events (one per action: the Ganeti job submitted, or its refusal, or the
+//! failure of the job once it ended) are
 //! shown to operators always and to everyone from 2.51, without a
 //! traceback for non-operators, as Nova's policy has it.
 
@@ -46,10 +47,11 @@ fn iso_micro(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
 }
 
-/// The action's one event: the Ganeti job it submitted, or the refusal;
-/// for a lock or unlock (no Ganeti job), the change itself.
+/// The action's one event: the Ganeti job it submitted, or the refusal
+/// (or the job's failure); for a lock, an unlock or a resize's confirmation
+/// (no Ganeti job), the change itself.
 fn events(a: &InstanceAction, admin: bool, v: Version) -> Value {
-    let needs_job = !matches!(a.action.as_str(), "lock" | "unlock");
+    let needs_job = !matches!(a.action.as_str(), "lock" | "unlock" | "confirmResize");
     let name = if needs_job {
         format!("ganeti_submit_{}", a.action)
     } else {

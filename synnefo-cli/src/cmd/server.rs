@@ -1,6 +1,6 @@
 //! `synnefo server`: operators' view of every project's servers
 //! (`list`, `show`, `events`) and their actions on any of them (`start`,
-//! `stop`, `reboot`, `delete`, `suspend`, `unsuspend`). The actions go
+//! `stop`, `reboot`, `delete`, `suspend`, `unsuspend`, `resize`). The actions go
 //! through the compute service with an operator caller, never straight to
 //! the store: the state machine's rules, the Ganeti job and the history
 //! entry are the ones an API request gets.
@@ -14,7 +14,7 @@ use synnefo_core::ServiceError;
 use synnefo_core::ids::VmId;
 use synnefo_core::ports::{Store, VmQuery, VmStore};
 use synnefo_core::service::admin::Admin;
-use synnefo_core::service::compute::{Caller, Compute, ComputeConfig, action_name};
+use synnefo_core::service::compute::{Caller, Compute, ComputeConfig, ResizeConfirm, action_name};
 use synnefo_core::state::{Action, OperState, RebootKind, server_status};
 
 use crate::common::Context;
@@ -98,6 +98,16 @@ pub enum ServerCommand {
         /// Server id
         id: VmId,
     },
+    /// Resize a stopped server of any project to another flavor with the
+    /// same disk (Synnefo's resize: done when the Ganeti job succeeds, no
+    /// confirmation; the project's quota applies)
+    Resize {
+        /// Server id
+        id: VmId,
+        /// The new flavor (id or name)
+        #[arg(long)]
+        flavor: String,
+    },
 }
 
 impl ServerCommand {
@@ -122,10 +132,9 @@ impl ServerCommand {
     }
 }
 
-/// Runs an operator's action on server `id` through the compute service
-/// (the rules, Ganeti job and history entry are the API's), as the command
-/// line's operator with a request id of its own.
-async fn act(ctx: &Context, id: VmId, action: Action) -> anyhow::Result<ExitCode> {
+/// The compute service over the configured store and clusters, and the
+/// command line's operator as its caller with a request id of its own.
+async fn operator(ctx: &Context) -> anyhow::Result<(Compute, Caller)> {
     let store: Arc<dyn Store> = Arc::new(ctx.store().await?);
     let ganeti = crate::cmd::reconcile::backends(store.as_ref(), ctx).await?;
     let compute = Compute::new(store, ganeti, ComputeConfig::from_settings(&ctx.settings));
@@ -133,6 +142,14 @@ async fn act(ctx: &Context, id: VmId, action: Action) -> anyhow::Result<ExitCode
         request_id: Some(format!("req-{}", uuid::Uuid::new_v4())),
         ..Admin::cli_operator()
     };
+    Ok((compute, caller))
+}
+
+/// Runs an operator's action on server `id` through the compute service
+/// (the rules, Ganeti job and history entry are the API's), as the command
+/// line's operator with a request id of its own.
+async fn act(ctx: &Context, id: VmId, action: Action) -> anyhow::Result<ExitCode> {
+    let (compute, caller) = operator(ctx).await?;
     match compute.act(&caller, &id.to_string(), action).await {
         Ok(vm) => {
             let job = vm.state.action().and_then(|a| a.job_id).map_or_else(
@@ -154,6 +171,63 @@ async fn act(ctx: &Context, id: VmId, action: Action) -> anyhow::Result<ExitCode
     }
 }
 
+/// Resizes server `id` to `flavor` (an id, else the name of a flavor not
+/// deleted) through the compute service, as the operator: the API's rules,
+/// quota check, Ganeti job and history entry, without the owner's
+/// confirmation step.
+async fn resize(ctx: &Context, id: VmId, flavor: &str) -> anyhow::Result<ExitCode> {
+    let (compute, caller) = operator(ctx).await?;
+    let flavor_id = match flavor.parse::<i64>() {
+        Ok(n) => n.to_string(),
+        Err(_) => {
+            let by_name = compute
+                .store()
+                .list_flavors()
+                .await?
+                .into_iter()
+                .find(|f| f.name == flavor && !f.deleted);
+            match by_name {
+                Some(f) => f.id.to_string(),
+                None => {
+                    eprintln!("error: no flavor {flavor:?}");
+                    return Ok(ExitCode::from(2));
+                }
+            }
+        }
+    };
+    match compute
+        .resize(
+            &caller,
+            &id.to_string(),
+            &flavor_id,
+            ResizeConfirm::Automatic,
+        )
+        .await
+    {
+        Ok(vm) => {
+            let job = vm.state.action().and_then(|a| a.job_id).map_or_else(
+                || "no Ganeti job yet".to_string(),
+                |j| format!("Ganeti job {j}"),
+            );
+            println!(
+                "server {id}: resize to flavor {flavor_id} accepted ({job}; request {})",
+                caller.request_id.as_deref().unwrap_or("-")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(
+            e @ (ServiceError::NotFound(_)
+            | ServiceError::Action(_)
+            | ServiceError::BadRequest(_)
+            | ServiceError::OverLimit(_)),
+        ) => {
+            eprintln!("error: server {id}: {e}");
+            Ok(ExitCode::from(2))
+        }
+        Err(e) => Err(anyhow::anyhow!("server {id}: {e}")),
+    }
+}
+
 fn parse_operstate(s: &str) -> Result<OperState, String> {
     s.to_ascii_uppercase()
         .parse::<OperState>()
@@ -164,6 +238,9 @@ fn parse_operstate(s: &str) -> Result<OperState, String> {
 pub async fn run(ctx: &Context, cmd: ServerCommand) -> anyhow::Result<ExitCode> {
     if let Some((id, action)) = cmd.action() {
         return act(ctx, id, action).await;
+    }
+    if let ServerCommand::Resize { id, flavor } = &cmd {
+        return resize(ctx, *id, flavor).await;
     }
     let store = ctx.store().await?;
     match cmd {
@@ -271,7 +348,8 @@ pub async fn run(ctx: &Context, cmd: ServerCommand) -> anyhow::Result<ExitCode> 
         | ServerCommand::Reboot { .. }
         | ServerCommand::Delete { .. }
         | ServerCommand::Suspend { .. }
-        | ServerCommand::Unsuspend { .. } => unreachable!("operator actions are handled above"),
+        | ServerCommand::Unsuspend { .. }
+        | ServerCommand::Resize { .. } => unreachable!("operator actions are handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }

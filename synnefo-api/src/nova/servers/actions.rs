@@ -73,6 +73,21 @@ pub async fn action(
             app.compute.stop(&caller, &id).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
+        "resize" => {
+            let flavor = super::resize::resize_flavor_ref(&arg)?;
+            super::resize::run(&app, &caller, &id, "resize", Some(flavor)).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "confirmResize" => {
+            super::resize::null_arg("confirmResize", &arg)?;
+            super::resize::run(&app, &caller, &id, "confirmResize", None).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        "revertResize" => {
+            super::resize::null_arg("revertResize", &arg)?;
+            super::resize::run(&app, &caller, &id, "revertResize", None).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
         "os-getVNCConsole" if !v.at_least(6) => {
             let kind = arg.get("type").and_then(Value::as_str).unwrap_or("");
             if !matches!(kind, "novnc" | "xvpvnc") {
@@ -179,9 +194,6 @@ pub(super) fn lock_reason(arg: &Value, v: Version) -> Result<Option<String>, Api
 /// looked up first, so an unknown server answers 404 as in Nova, then 400.
 pub(super) const NOVA_ACTIONS_NOT_HERE: &[&str] = &[
     "rebuild",
-    "resize",
-    "confirmResize",
-    "revertResize",
     "createImage",
     "createBackup",
     "changePassword",
