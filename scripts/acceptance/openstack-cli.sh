@@ -7,7 +7,12 @@
 # unmodified: flavor list, image list, keypair create/list/show (generated
 # and imported), server create --key-name --wait, server list, server show,
 # server lock (stop refused) / unlock, server stop, server start, server
-# reboot, server event list/show, console url show, server delete --wait,
+# reboot, server event list/show; resize (two operator flavors with
+# m1.tiny's disk, `synnefo admin flavors add` on the same database): server
+# stop, server resize --flavor --wait (VERIFY_RESIZE, the new flavor),
+# server resize confirm (SHUTOFF, the new flavor), a second server resize
+# --wait, server resize revert (SHUTOFF, the flavor before), server event
+# list (the resize actions), server start; console url show, server delete --wait,
 # keypair delete; then networks (Neutron at /network): network create,
 # subnet create, network list, subnet show, port create/list/delete,
 # server create on that network and on `synnefo up`'s public one (an
@@ -139,6 +144,45 @@ events=$(osc server event list accept-vm -f value -c Action 2>&1 | tr '\n' ' ')
 if [[ "$events" == "reboot start stop unlock lock create " ]]; then pass "server event list"; else fail "server event list" "got: $events"; fi
 create_req=$(osc server event list accept-vm -f value -c "Request ID" 2>/dev/null | tail -n 1)
 expect "server event show" '^create$' server event show accept-vm "$create_req" -f value -c action || true
+
+# Resize: Synnefo's rule (a stopped server, another flavor with the same
+# disk) with Nova's confirmation step. Two flavors of m1.tiny's disk, made
+# by an operator directly in the database `synnefo up` uses.
+operator_cli() { SYNNEFO_CONFIG=/dev/null SYNNEFO_DATABASE__URL="sqlite://$WORK/data/synnefo.db?mode=rwc" "$BIN" "$@"; }
+if operator_cli admin flavors add accept.r2 --vcpus 2 --ram 1024 --disk 1 --disk-template diskless >"$WORK/flavors.log" 2>&1 &&
+    operator_cli admin flavors add accept.r3 --vcpus 2 --ram 2048 --disk 1 --disk-template diskless >>"$WORK/flavors.log" 2>&1; then
+    pass "admin flavors add (same disk as m1.tiny)"
+else
+    fail "admin flavors add (same disk as m1.tiny)" "$(cat "$WORK/flavors.log")"
+fi
+# The server's flavor name: the embedded flavor's (microversion 2.47 and
+# later, which the client negotiates), else "name (id)".
+flavor_of() {
+    osc server show "$1" -f json -c flavor 2>/dev/null | python3 -c 'import json,sys
+f = json.load(sys.stdin)["flavor"]
+print(f.get("original_name") or f.get("name") if isinstance(f, dict) else str(f).split()[0])' 2>&1
+}
+if osc server stop accept-vm && wait_status accept-vm SHUTOFF; then pass "server stop (to resize it)"; else fail "server stop (to resize it)" "no SHUTOFF"; fi
+expect "server resize --flavor --wait" 'Complete$' server resize --flavor accept.r2 --wait accept-vm || true
+expect "server show (VERIFY_RESIZE)" '^VERIFY_RESIZE$' server show accept-vm -f value -c status || true
+got=$(flavor_of accept-vm)
+if [[ "$got" == "accept.r2" ]]; then pass "server show (the new flavor)"; else fail "server show (the new flavor)" "got: $got"; fi
+if osc server resize confirm accept-vm && wait_status accept-vm SHUTOFF && [[ "$(flavor_of accept-vm)" == "accept.r2" ]]; then
+    pass "server resize confirm (SHUTOFF, the new flavor)"
+else
+    fail "server resize confirm (SHUTOFF, the new flavor)" "status $(osc server show accept-vm -f value -c status 2>&1), flavor $(flavor_of accept-vm)"
+fi
+expect "server resize --flavor --wait (again)" 'Complete$' server resize --flavor accept.r3 --wait accept-vm || true
+got=$(flavor_of accept-vm)
+if [[ "$got" == "accept.r3" ]]; then pass "server show (the second flavor)"; else fail "server show (the second flavor)" "got: $got"; fi
+if osc server resize revert accept-vm && wait_status accept-vm SHUTOFF && [[ "$(flavor_of accept-vm)" == "accept.r2" ]]; then
+    pass "server resize revert (SHUTOFF, the flavor before)"
+else
+    fail "server resize revert (SHUTOFF, the flavor before)" "status $(osc server show accept-vm -f value -c status 2>&1), flavor $(flavor_of accept-vm)"
+fi
+events=$(osc server event list accept-vm -f value -c Action 2>&1 | sed -n 1,5p | tr '\n' ' ')
+if [[ "$events" == "revertResize resize confirmResize resize stop " ]]; then pass "server event list (resize actions)"; else fail "server event list (resize actions)" "got: $events"; fi
+if osc server start accept-vm && wait_status accept-vm ACTIVE; then pass "server start (resized)"; else fail "server start (resized)" "no ACTIVE"; fi
 
 expect "console url show" '^(http|vnc)://[^ ]+:[0-9]+' console url show accept-vm -f value -c url || true
 
