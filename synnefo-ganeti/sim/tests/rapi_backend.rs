@@ -152,6 +152,53 @@ async fn drives_two_clusters_through_the_port() {
             .unwrap()
             .running
     );
+    // A resize (issue 16): one set-params job with the flavor's CPUs and
+    // memory, which the instance then has; the job shows its input and the
+    // changes as Ganeti 3.0 lists them (`be/<param>`).
+    let job = g.resize(chosen, "snf-42", 4, 2048).await.unwrap();
+    let info = g.wait_for_job(chosen, job, t).await.unwrap();
+    assert_eq!(
+        (info.status, info.ops[0].opcode.as_str()),
+        (JobStatus::Success, "OP_INSTANCE_SET_PARAMS")
+    );
+    let i = g.instance_info(chosen, "snf-42").await.unwrap().unwrap();
+    assert_eq!(
+        (i.running, i.vcpus, i.ram_mib),
+        (false, Some(4), Some(2048))
+    );
+    assert_eq!(
+        (
+            b.instance("snf-42").unwrap().minmem,
+            b.instance("snf-42").unwrap().maxmem
+        ),
+        (2048, 2048)
+    );
+    let raw = b.client().unwrap().job(job.0).await.unwrap();
+    let op = &raw.ops.as_ref().unwrap()[0];
+    assert_eq!(
+        op["beparams"],
+        serde_json::json!({"vcpus": 4, "maxmem": 2048, "minmem": 2048})
+    );
+    let mut changes: Vec<String> = raw.opresult.as_ref().unwrap()[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    changes.sort();
+    assert_eq!(
+        changes,
+        [
+            r#"["be/maxmem",2048]"#,
+            r#"["be/minmem",2048]"#,
+            r#"["be/vcpus",4]"#
+        ]
+    );
+    assert!(matches!(
+        g.resize(chosen, "snf-42", 0, 2048).await,
+        Err(BackendError::Rejected(_))
+    ));
+
     let job = g.startup(chosen, "snf-42").await.unwrap();
     g.wait_for_job(chosen, job, t).await.unwrap();
     let job = g.reboot(chosen, "snf-42", RebootKind::Hard).await.unwrap();
