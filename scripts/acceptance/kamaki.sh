@@ -7,7 +7,8 @@
 # from PyPI into a throwaway directory, starts `synnefo up` on a free
 # loopback port with a fresh data dir, configures kamaki in an isolated
 # HOME, and runs an unmodified session: login, flavor and image listing,
-# server create --wait, list, info, shutdown, start, reboot SOFT and HARD,
+# server create --wait, list, info, shutdown, modify --flavor-id (resize),
+# start, reboot SOFT and HARD,
 # console, quota, resource and project listing, delete; key pairs
 # (generate, upload, list, info, server create --key-name, delete);
 # networks through the Cyclades network API (network create, list, info,
@@ -215,6 +216,18 @@ if [[ $(field 'd["'"$PROJECT_ID"'"]["cyclades.cpu"]["usage"], d["'"$PROJECT_ID"'
 else
     fail "quota usage while stopped" "$OUT"
 fi
+# Synnefo's resize, kamaki's `server modify --flavor-id`: a stopped
+# server, another flavor of the same disk (`synnefo up`'s m2.tiny), no
+# confirmation step; kamaki prints nothing on success.
+run flavor list --output-format json
+FLAVOR2=$(field '[f["id"] for f in d if f["name"] == "m2.tiny"][0]' 2>/dev/null || true)
+if expect "server modify --flavor-id (resize)" '' server modify "$SERVER" --flavor-id "$FLAVOR2" &&
+    wait_status "$SERVER" STOPPED && [[ $(field 'd["flavor"]["id"]' 2>/dev/null) == "$FLAVOR2" ]]; then
+    pass "server info (STOPPED, the new flavor)"
+else
+    fail "server info (STOPPED, the new flavor)" "$ALL"
+fi
+expect_refusal "server modify --flavor-id (same flavor)" 'already' server modify "$SERVER" --flavor-id "$FLAVOR2"
 if expect "server start --wait" '^Server [0-9]+ status: ACTIVE' server start "$SERVER" --wait &&
     wait_status "$SERVER" ACTIVE; then pass "server is ACTIVE again"; else fail "server is ACTIVE again" "$ALL"; fi
 if expect "server reboot (SOFT)" '' server reboot "$SERVER" --wait && wait_status "$SERVER" ACTIVE; then

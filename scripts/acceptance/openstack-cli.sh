@@ -12,7 +12,8 @@
 # stop, server resize --flavor --wait (VERIFY_RESIZE, the new flavor),
 # server resize confirm (SHUTOFF, the new flavor), a second server resize
 # --wait, server resize revert (SHUTOFF, the flavor before), server event
-# list (the resize actions), server start; console url show, server delete --wait,
+# list (the resize actions), server start, a resize of the running server
+# and its confirmation (ACTIVE, the new flavor); console url show, server delete --wait,
 # keypair delete; then networks (Neutron at /network): network create,
 # subnet create, network list, subnet show, port create/list/delete,
 # server create on that network and on `synnefo up`'s public one (an
@@ -183,6 +184,14 @@ fi
 events=$(osc server event list accept-vm -f value -c Action 2>&1 | sed -n 1,5p | tr '\n' ' ')
 if [[ "$events" == "revertResize resize confirmResize resize stop " ]]; then pass "server event list (resize actions)"; else fail "server event list (resize actions)" "got: $events"; fi
 if osc server start accept-vm && wait_status accept-vm ACTIVE; then pass "server start (resized)"; else fail "server start (resized)" "no ACTIVE"; fi
+# Nova resizes a running server too: the set-params job and a hard
+# reboot, VERIFY_RESIZE with the server running, confirm leaves it ACTIVE.
+expect "server resize --flavor --wait (running)" 'Complete$' server resize --flavor accept.r3 --wait accept-vm || true
+if osc server resize confirm accept-vm && wait_status accept-vm ACTIVE && [[ "$(flavor_of accept-vm)" == "accept.r3" ]]; then
+    pass "server resize confirm (running: ACTIVE, the new flavor)"
+else
+    fail "server resize confirm (running: ACTIVE, the new flavor)" "status $(osc server show accept-vm -f value -c status 2>&1), flavor $(flavor_of accept-vm)"
+fi
 
 expect "console url show" '^(http|vnc)://[^ ]+:[0-9]+' console url show accept-vm -f value -c url || true
 

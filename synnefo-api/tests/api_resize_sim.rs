@@ -191,14 +191,33 @@ async fn resize_confirm_and_revert_on_the_simulator() {
     p.wait_status(&id, "ACTIVE").await;
     assert_eq!(p.ganeti_size(&id), (1, 512, 512));
 
-    // A running server: Synnefo resizes stopped servers only.
+    // A running server (Nova's resize; Synnefo's wants it stopped): the
+    // set-params job, then a hard reboot so that the instance runs with
+    // them; VERIFY_RESIZE once both ended, the server still ACTIVE
+    // underneath; a revert goes back the same way.
     let resize = |f: &Flavor| json!({"resize": {"flavorRef": f.id.to_string()}});
+    let newest_opcode = |vm: synnefo_core::model::Vm| vm.state.job().map(|j| j.opcode);
+    let vm_id = synnefo_core::ids::VmId(id.parse().unwrap());
     let r = p.action(&id, resize(&two)).await;
-    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let s = p.wait_status(&id, "VERIFY_RESIZE").await;
+    assert_eq!(embedded_flavor(&s), ("r.two".into(), 2, 1024));
+    assert_eq!(s["OS-EXT-STS:vm_state"], "resized");
+    assert_eq!(s["OS-EXT-STS:power_state"], 1, "running");
+    assert_eq!(p.ganeti_size(&id), (2, 1024, 1024));
+    let vm = p.c.store.vm(vm_id).await.unwrap().unwrap();
     assert_eq!(
-        r.body["conflictingRequest"]["message"],
-        format!("Cannot 'resize' instance {id} while it is in vm_state active")
+        newest_opcode(vm),
+        Some(synnefo_core::state::OpCode::InstanceReboot),
+        "the reboot ran after the set-params job"
     );
+    let r = p.action(&id, json!({"revertResize": null})).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+    let s = p.wait_status(&id, "ACTIVE").await;
+    let (_, vcpus, ram) = embedded_flavor(&s);
+    assert_eq!((vcpus, ram), (1, 512));
+    assert_eq!(p.ganeti_size(&id), (1, 512, 512));
+    assert_eq!(s["OS-EXT-STS:vm_state"], "active");
     let r = p.action(&id, json!({"os-stop": null})).await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     p.wait_status(&id, "SHUTOFF").await;
@@ -350,6 +369,8 @@ async fn resize_confirm_and_revert_on_the_simulator() {
             ("confirmResize".into(), Value::Null),
             ("resize".into(), Value::Null),
             ("stop".into(), Value::Null),
+            ("revertResize".into(), Value::Null),
+            ("resize".into(), Value::Null),
             ("create".into(), Value::Null),
         ],
         "{history}"

@@ -33,7 +33,8 @@ mod transitions;
 
 pub use op_error::{ErrorCode, OpError, PREREQ_ERROR};
 pub use resize::{
-    Resize, ResizeStage, confirm_resize, start_resize, start_revert_resize, target_flavor,
+    Resize, ResizeStage, Restart, RestartStep, confirm_resize, record_reboot_job, start_resize,
+    start_revert_resize, target_flavor, without_restart,
 };
 pub use status::{ServerStatus, server_status, synnefo_status};
 pub use transitions::{

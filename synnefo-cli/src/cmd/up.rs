@@ -595,6 +595,9 @@ async fn seed_demo(store: &dyn Store, password: &str) -> anyhow::Result<()> {
         .collect();
     for (name, vcpus, ram, disk) in [
         ("m1.tiny", 1, 512, 1),
+        // m1.tiny's disk with twice the memory: a tiny server can be
+        // resized to it (a resize keeps the disk).
+        ("m2.tiny", 1, 1024, 1),
         ("m1.small", 1, 2048, 20),
         ("m1.medium", 2, 4096, 40),
         ("m1.large", 4, 8192, 80),

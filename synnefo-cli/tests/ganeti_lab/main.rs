@@ -46,6 +46,7 @@ use synnefo_test_support::{amqp_url, pg_url, service_unavailable};
 mod api_networks;
 mod client;
 mod issue17;
+mod lifecycle;
 mod networks;
 mod scenario;
 mod setup;
@@ -648,6 +649,11 @@ async fn run(lab: &Lab, t: &mut Timings) -> Result<()> {
         // Issue 17: tags, disk grow, modify -B behind the API, eventd's
         // messages as Synnefo's, no dead letter, the flavor following.
         result = issue17::issue17(lab, &api_url, &host_config, &fixture, &mut procs, t).await;
+    }
+    if result.is_ok() {
+        // Issue 16: resize of a running and of a stopped server, as
+        // `gnt-instance list` and the hypervisor show it.
+        result = lifecycle::lifecycle(lab, &api_url, &host_config, &fixture, &mut procs, t).await;
     }
     if result.is_err() {
         // The guard prints the logs on panic; an Err is about to become one,

@@ -161,9 +161,14 @@ pub fn change_for(vm: &Vm, state: &VmState, n: &Notification) -> Option<VmChange
                 // stale one (applied because it settles a resize) never
                 // undoes a later resize.
                 // Of equal flavors, the one a running resize asked for.
+                // A running resize's own set-params job counts even when
+                // a later job was seen first (a running server's reboot
+                // job, queued behind it): no later resize can exist while
+                // it runs.
                 let newest = next.last_event() == Some(event.position());
+                let own = state.resize().is_some_and(|r| r.is_params_job(event));
                 let resize = beparams
-                    .filter(|_| event.status == crate::state::JobStatus::Success && newest)
+                    .filter(|_| event.status == crate::state::JobStatus::Success && (newest || own))
                     .map(|be| BeParams {
                         requested: crate::state::target_flavor(state),
                         ..be

@@ -267,6 +267,62 @@ fn a_reported_resize_reaches_the_store_only_from_an_applied_event() {
     assert_eq!(stopped.resize, None);
 }
 
+/// A running server's resize: its reboot job (submitted after the
+/// set-params job, so numbered above it) may be seen before the set-params
+/// job ends; the set-params job still gives the flavor, being the resize's
+/// own.
+#[test]
+fn a_running_resize_takes_the_flavor_of_its_own_job_after_news_of_its_reboot() {
+    let v = vm(1, 1);
+    let created = change_for(
+        &v,
+        &v.state,
+        &op(1, 1, OpCode::InstanceCreate, JobStatus::Success),
+    )
+    .expect("create applies")
+    .state;
+    assert_eq!(created.operstate(), OperState::Started);
+    let flavor = |id: i64, vcpus: i32, ram_mib: i32| crate::model::Flavor {
+        id: FlavorId(id),
+        name: format!("f{id}"),
+        vcpus,
+        ram_mib,
+        disk_gib: 1,
+        disk_template: "plain".into(),
+        is_public: true,
+        deleted: false,
+    };
+    let resizing = crate::state::record_submitted_job(
+        &crate::state::start_resize(&created, &flavor(1, 1, 512), &flavor(2, 4, 4096), true)
+            .unwrap(),
+        JobId(5),
+    );
+    let queued_reboot = change_for(
+        &v,
+        &resizing,
+        &op(1, 6, OpCode::InstanceReboot, JobStatus::Waiting),
+    )
+    .expect("the reboot's news applies")
+    .state;
+    let params = change_for(&v, &queued_reboot, &resize(1, 5, Some(4), Some(4096)))
+        .expect("the set-params job applies");
+    assert_eq!(
+        params.resize,
+        Some(BeParams {
+            vcpus: Some(4),
+            ram_mib: Some(4096),
+            requested: Some(FlavorId(2)),
+        })
+    );
+    // Another set-params job (not the resize's, not the newest): no
+    // flavor from it.
+    assert!(
+        change_for(&v, &params.state, &resize(1, 3, Some(2), None))
+            .and_then(|c| c.resize)
+            .is_none()
+    );
+}
+
 /// Two resizes of one VM in one batch reach the store as what Ganeti
 /// holds after both.
 #[tokio::test]

@@ -13,7 +13,7 @@ use crate::ids::{BackendId, FlavorId, JobId, VmId};
 use crate::model::{Backend, Flavor, Image, Nic, Project, Token, User, Vm};
 use crate::state::{
     Action, BackendJob, EventPosition, JobStatus, OpCode, OpError, OperState, PendingAction,
-    Resize, ResizeStage, StoredVmState, VmState,
+    Resize, ResizeStage, Restart, RestartStep, StoredVmState, VmState,
 };
 
 /// Longest job log message stored (bytes); longer ones are cut at a char
@@ -264,6 +264,20 @@ pub(crate) fn vm_state(m: &vm::Model) -> Result<VmState, StoreError> {
             confirm,
             job_id: job_of(m.resize_job_id, "resize job id")?,
             floor: job_of(m.resize_floor_job_id, "resize floor job id")?,
+            restart: match (&m.resize_restart, m.resize_reboot_job_id) {
+                (None, None) => None,
+                (Some(step), job) => Some(Restart {
+                    job_id: job_of(job, "resize reboot job id")?,
+                    step: RestartStep::parse(step)
+                        .ok_or_else(|| corrupt(format!("vm {}: resize restart {step:?}", m.id)))?,
+                }),
+                (None, Some(_)) => {
+                    return Err(corrupt(format!(
+                        "vm {}: a resize reboot job without a restart",
+                        m.id
+                    )));
+                }
+            },
         }),
         _ => {
             return Err(corrupt(format!(
@@ -317,7 +331,7 @@ pub(crate) fn vm(m: vm::Model, metadata: BTreeMap<String, String>) -> Result<Vm,
 }
 
 /// How many `vms` columns hold a [`VmState`].
-pub(crate) const STATE_COLUMN_COUNT: usize = 25;
+pub(crate) const STATE_COLUMN_COUNT: usize = 27;
 
 /// The `vms` columns that hold [`VmState`], in the order of [`StateRow::values`].
 pub(crate) const STATE_COLUMNS: [&str; STATE_COLUMN_COUNT] = [
@@ -346,6 +360,8 @@ pub(crate) const STATE_COLUMNS: [&str; STATE_COLUMN_COUNT] = [
     "resize_confirm",
     "resize_job_id",
     "resize_floor_job_id",
+    "resize_restart",
+    "resize_reboot_job_id",
 ];
 
 /// [`VmState`] flattened into the `vms` columns.
@@ -368,6 +384,9 @@ pub(crate) struct StateRow {
     pub resize_ids: [Option<i64>; 4],
     pub resize_stage: Option<String>,
     pub resize_confirm: Option<bool>,
+    /// The restart's step and reboot job (NULL without one).
+    pub resize_restart: Option<String>,
+    pub resize_reboot_job_id: Option<i64>,
 }
 
 fn position_columns(p: Option<EventPosition>, what: &str) -> Result<[Option<i64>; 4], StoreError> {
@@ -458,6 +477,16 @@ impl StateRow {
             },
             resize_stage: s.resize.map(|r| r.stage.as_str().to_string()),
             resize_confirm: s.resize.map(|r| r.confirm),
+            resize_restart: s
+                .resize
+                .and_then(|r| r.restart)
+                .map(|x| x.step.as_str().to_string()),
+            resize_reboot_job_id: s
+                .resize
+                .and_then(|r| r.restart)
+                .and_then(|x| x.job_id)
+                .map(|j| u64_to_i64(j.0, "resize reboot job id"))
+                .transpose()?,
         })
     }
 
@@ -492,6 +521,8 @@ impl StateRow {
             Value::Bool(self.resize_confirm),
             Value::BigInt(rjob),
             Value::BigInt(rfloor),
+            opt_string(self.resize_restart),
+            Value::BigInt(self.resize_reboot_job_id),
         ]
     }
 
@@ -526,6 +557,8 @@ impl StateRow {
         am.resize_confirm = Set(self.resize_confirm);
         am.resize_job_id = Set(rjob);
         am.resize_floor_job_id = Set(rfloor);
+        am.resize_restart = Set(self.resize_restart);
+        am.resize_reboot_job_id = Set(self.resize_reboot_job_id);
     }
 }
 
@@ -579,6 +612,8 @@ mod tests {
             resize_to_flavor_id: am.resize_to_flavor_id.unwrap(),
             resize_stage: am.resize_stage.unwrap(),
             resize_confirm: am.resize_confirm.unwrap(),
+            resize_restart: am.resize_restart.unwrap(),
+            resize_reboot_job_id: am.resize_reboot_job_id.unwrap(),
             resize_job_id: am.resize_job_id.unwrap(),
             resize_floor_job_id: am.resize_floor_job_id.unwrap(),
         }
@@ -612,18 +647,25 @@ mod tests {
         let plain = VmState::from_stored(s.clone());
         assert_eq!(vm_state(&through_columns(&plain)).unwrap(), plain);
         // Every resize stage, with and without its job and floor.
-        for stage in ResizeStage::ALL {
-            for (job_id, floor) in [(None, None), (Some(JobId(21)), Some(JobId(14)))] {
-                s.resize = Some(Resize {
-                    from: FlavorId(1),
-                    to: FlavorId(3),
-                    stage,
-                    confirm: stage != ResizeStage::Resizing,
-                    job_id,
-                    floor,
-                });
-                let with = VmState::from_stored(s.clone());
-                assert_eq!(vm_state(&through_columns(&with)).unwrap(), with);
+        let restarts =
+            std::iter::once(None).chain(RestartStep::ALL.into_iter().flat_map(|step| {
+                [None, Some(JobId(22))].map(|job_id| Some(Restart { job_id, step }))
+            }));
+        for restart in restarts {
+            for stage in ResizeStage::ALL {
+                for (job_id, floor) in [(None, None), (Some(JobId(21)), Some(JobId(14)))] {
+                    s.resize = Some(Resize {
+                        from: FlavorId(1),
+                        to: FlavorId(3),
+                        stage,
+                        confirm: stage != ResizeStage::Resizing,
+                        job_id,
+                        floor,
+                        restart,
+                    });
+                    let with = VmState::from_stored(s.clone());
+                    assert_eq!(vm_state(&through_columns(&with)).unwrap(), with);
+                }
             }
         }
         // A resize half written is corrupt, never half read.

@@ -161,7 +161,17 @@ impl Compute {
             }
         };
         match submitted {
-            Ok(job) => self.record(started, action, job, request.as_deref()).await,
+            Ok(job) => {
+                let recorded = self
+                    .record(started, action, job, request.as_deref())
+                    .await?;
+                if matches!(action, Action::Resize | Action::RevertResize) {
+                    return self
+                        .restart_after_resize(recorded, backend, &instance)
+                        .await;
+                }
+                Ok(recorded)
+            }
             Err(BackendError::NotFound(_)) if action == Action::Destroy => {
                 self.finish_without_ganeti(started, action).await
             }
@@ -223,6 +233,48 @@ impl Compute {
             }
             _ => Ok(vm),
         }
+    }
+
+    /// A running server's resize stage: submits the hard reboot that
+    /// makes the instance take the parameters its set-params job (already
+    /// submitted, so queued before it on the instance's lock) gives it,
+    /// and records it. When Ganeti does not take the reboot, the stage
+    /// ends with the set-params job alone and the new parameters apply at
+    /// the server's next start (logged).
+    async fn restart_after_resize(
+        &self,
+        vm: Vm,
+        backend: BackendId,
+        instance: &str,
+    ) -> Result<Vm, ServiceError> {
+        let restarting = vm
+            .state
+            .resize()
+            .is_some_and(|r| r.in_flight() && r.restart.is_some_and(|x| x.job_id.is_none()));
+        if !restarting {
+            return Ok(vm);
+        }
+        let submitted = self
+            .ganeti
+            .reboot(backend, instance, RebootKind::Hard)
+            .await;
+        let id = vm.id;
+        let change = |v: &Vm| {
+            let next = match &submitted {
+                Ok(job) => state::record_reboot_job(&v.state, *job),
+                Err(_) => state::without_restart(&v.state),
+            };
+            Ok((next != v.state).then_some(VmChange {
+                state: next,
+                nics: None,
+                resize: None,
+                action_log: None,
+            }))
+        };
+        if let Err(e) = &submitted {
+            tracing::warn!(vm = %id, error = %e, "Ganeti did not take the reboot after a resize; the new flavor applies at the next start");
+        }
+        Ok(modify_vm(&*self.store, id, change).await?.unwrap_or(vm))
     }
 
     /// True only if Ganeti answers that it does not have `instance`; an

@@ -582,4 +582,76 @@ proptest! {
         let want = (!succeeded && !removed).then_some(ResizeStage::Verifying);
         prop_assert_eq!(in_order.resize.map(|r| r.stage), want);
     }
+
+    #[test]
+    fn a_running_resize_or_revert_ends_as_in_order(
+        revert in any::<bool>(),
+        after in after_stage(21),
+        reboot_end in prop_oneof![Just(JobStatus::Success), Just(JobStatus::Error)],
+        seed in any::<u64>(),
+        record_at in any::<prop::sample::Index>(),
+        reboot_at in any::<prop::sample::Index>(),
+        dups in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        redelivered in prop::collection::vec(any::<prop::sample::Index>(), 0..4),
+    ) {
+        // A running server's resize (or the revert of one awaiting
+        // confirmation): its set-params job 21 and the reboot job 22
+        // submitted after it, with whatever follows, arrive in any order,
+        // duplicated, with earlier history redelivered; the API records
+        // job 21 at any point and job 22 at any point after that. The VM
+        // ends as when everything came in order.
+        let (stopped, mut history) = stopped_with_history();
+        let startup = job_events(16, OpCode::InstanceStartup, JobStatus::Success, false, false);
+        let running = run_from(stopped, &startup);
+        history.extend(startup);
+        let [f1, f2, ..] = flavors();
+        let started = if revert {
+            let resizing = record_reboot_job(
+                &record_submitted_job(&start_resize(&running, &f1, &f2, true).unwrap(), JobId(17)),
+                JobId(18),
+            );
+            let mut first = job_events(17, OpCode::InstanceSetParams, JobStatus::Success, false, false);
+            first.extend(job_events(18, OpCode::InstanceReboot, JobStatus::Success, false, false));
+            let verifying = run_from(resizing, &first);
+            prop_assert_eq!(verifying.resize.map(|r| (r.stage, r.restart)), Some((ResizeStage::Verifying, None)));
+            history.extend(first);
+            start_revert_resize(&verifying).unwrap()
+        } else {
+            start_resize(&running, &f1, &f2, true).unwrap()
+        };
+        prop_assert_eq!(started.resize.and_then(|r| r.restart), Some(Restart::WAITING));
+        let mut after = after;
+        after.extend(job_events(22, OpCode::InstanceReboot, reboot_end, false, false));
+        after.sort_by_key(|e| e.job_id); // in order: by job, each job's own in its order
+        let record = |vm: VmState, reboot: bool| {
+            let vm = match vm.action {
+                Some(PendingAction { action: Action::Resize | Action::RevertResize, job_id: None }) => {
+                    record_submitted_job(&vm, JobId(21))
+                }
+                _ => vm,
+            };
+            if reboot { record_reboot_job(&vm, JobId(22)) } else { vm }
+        };
+        let in_order = run_from(record(started.clone(), true), &after);
+        let mut all = after.clone();
+        all.extend(dups.iter().map(|d| after[d.index(after.len())].clone()));
+        all.extend(redelivered.iter().map(|d| history[d.index(history.len())].clone()));
+        let shuffled = shuffle(&all, seed);
+        let cut1 = record_at.index(shuffled.len() + 1);
+        let cut2 = cut1 + reboot_at.index(shuffled.len() + 1 - cut1);
+        let mut vm = run_from(started, &shuffled[..cut1]);
+        vm = run_from(record(vm, false), &shuffled[cut1..cut2]);
+        vm = run_from(record(vm, true), &shuffled[cut2..]);
+        prop_assert_eq!(settled(&vm), settled(&in_order));
+        // and the outcome is the set-params job's
+        let removed = in_order.operstate == OperState::Destroyed;
+        let succeeded = after.iter().any(|e| e.job_id == JobId(21) && e.status == JobStatus::Success);
+        let want = match (revert, succeeded) {
+            _ if removed => None,
+            (false, true) | (true, false) => Some(ResizeStage::Verifying),
+            _ => None,
+        };
+        prop_assert_eq!(in_order.resize.map(|r| r.stage), want);
+        prop_assert_eq!(in_order.action, None);
+    }
 }

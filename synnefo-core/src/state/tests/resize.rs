@@ -59,6 +59,7 @@ fn a_resize_request_follows_synnefos_rules() {
             confirm: true,
             job_id: None,
             floor: Some(JobId(5)),
+            restart: None,
         })
     );
     assert_eq!(server_status(&started), ServerStatus::Resize);
@@ -75,16 +76,24 @@ fn a_resize_request_follows_synnefos_rules() {
     let mut suspended = vm.clone();
     suspended.suspended = true;
     let deleted = start_action(&vm, Action::Destroy).unwrap();
+    // Synnefo's resize wants a stopped server; Nova's takes a running one
+    // too, with a restart after the set-params job.
+    assert_eq!(
+        start_resize(&running, &f1, &f2, false),
+        Err(ActionError::InvalidState {
+            action: Action::Resize,
+            operstate: OperState::Started,
+        })
+    );
+    let restarting = start_resize(&running, &f1, &f2, true).unwrap();
+    assert_eq!(restarting.resize.unwrap().restart, Some(Restart::WAITING));
+    assert_eq!(server_status(&restarting), ServerStatus::Resize);
+    assert_eq!(
+        started.resize.unwrap().restart,
+        None,
+        "a stopped server has no restart"
+    );
     let cases: Vec<(&str, VmState, &Flavor, ActionError)> = vec![
-        (
-            "running",
-            running,
-            &f2,
-            ActionError::InvalidState {
-                action: Action::Resize,
-                operstate: OperState::Started,
-            },
-        ),
         (
             "building",
             VmState::new_build(),
@@ -148,127 +157,207 @@ fn a_resize_request_follows_synnefos_rules() {
 }
 
 /// What a terminal notification does to a resize, written out from the
-/// rules in `state/resize.rs`: `None` leaves it, `Some(stage)` moves it
-/// (`Some(None)`: over).
+/// rules in `state/resize.rs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    /// Not the resize's: it stays as it is.
+    Keep,
+    /// A restarting stage records a step and goes on.
+    Step(RestartStep),
+    /// The stage is over: awaiting confirmation (`Some(Verifying)`) or
+    /// no resize at all.
+    Settle(Option<ResizeStage>),
+}
+
+/// The oracle: `recorded` is the stage's set-params job (floor job 5),
+/// `restart` the restart on record with its reboot job.
 fn settles_to(
     stage: ResizeStage,
     recorded: Option<u64>,
     confirm: bool,
+    restart: Option<Restart>,
     e: &OpStatusEvent,
-) -> Option<Option<ResizeStage>> {
+) -> Want {
     let removal = e.opcode == OpCode::InstanceRemove
         && (e.status == JobStatus::Success || e.removes_missing_instance());
     if removal {
-        return Some(None);
+        return Want::Settle(None);
     }
     if !e.status.is_terminal() || stage == ResizeStage::Verifying {
-        return None;
+        return Want::Keep;
     }
-    let own = match recorded {
+    let params = match recorded {
         Some(job) => e.job_id.0 == job,
         // the floor is job 5
         None => e.opcode == OpCode::InstanceSetParams && e.job_id.0 > 5,
     };
-    if !own {
-        return None;
-    }
+    let reboot = !params
+        && restart.is_some_and(|x| match x.job_id {
+            Some(job) => e.job_id == job,
+            None => {
+                e.opcode == OpCode::InstanceReboot
+                    && e.job_id.0 > 5
+                    && recorded.is_none_or(|p| e.job_id.0 > p)
+            }
+        });
+    let settle = |ok: bool| {
+        Want::Settle(match (stage, ok) {
+            (ResizeStage::Resizing, true) if confirm => Some(ResizeStage::Verifying),
+            (ResizeStage::Resizing, _) => None,
+            (ResizeStage::Reverting, true) => None,
+            (ResizeStage::Reverting, false) => Some(ResizeStage::Verifying),
+            (ResizeStage::Verifying, _) => unreachable!(),
+        })
+    };
     let ok = e.status == JobStatus::Success;
-    Some(match (stage, ok) {
-        (ResizeStage::Resizing, true) if confirm => Some(ResizeStage::Verifying),
-        (ResizeStage::Resizing, _) => None,
-        (ResizeStage::Reverting, true) => None,
-        (ResizeStage::Reverting, false) => Some(ResizeStage::Verifying),
-        (ResizeStage::Verifying, _) => unreachable!(),
-    })
+    match (restart.map(|x| x.step), params, reboot) {
+        (_, false, false) => Want::Keep,
+        (None, true, _) => settle(ok),
+        (None, false, true) => unreachable!("no reboot without a restart"),
+        (Some(_), true, _) if !ok => settle(false),
+        (Some(RestartStep::Waiting), true, _) => Want::Step(RestartStep::ParamsSet),
+        (Some(RestartStep::Rebooted), true, _) => settle(true),
+        (Some(RestartStep::ParamsSet), true, _) => Want::Keep,
+        (Some(RestartStep::Waiting), false, true) => Want::Step(RestartStep::Rebooted),
+        (Some(RestartStep::ParamsSet), false, true) => settle(true),
+        (Some(RestartStep::Rebooted), false, true) => Want::Keep,
+    }
+}
+
+/// The restarts a stage can have on record: none (a stopped server), or
+/// each step with its reboot job (12) recorded or not.
+fn restarts() -> Vec<Option<Restart>> {
+    let mut all = vec![None];
+    for step in RestartStep::ALL {
+        for job_id in [None, Some(JobId(12))] {
+            all.push(Some(Restart { job_id, step }));
+        }
+    }
+    all
 }
 
 #[test]
 fn every_resize_stage_opcode_status_and_job_combination() {
     let mut checked = 0;
     for stage in ResizeStage::ALL {
-        for recorded in [None, Some(10)] {
-            for confirm in [false, true] {
-                for &opcode in OpCode::ALL {
-                    for status in JobStatus::ALL {
-                        for (job, unknown) in
-                            [(4, false), (5, false), (10, false), (12, false), (10, true)]
-                        {
-                            let mut vm = stopped_at_job_5();
-                            let pending = match stage {
-                                ResizeStage::Resizing => Some(Action::Resize),
-                                ResizeStage::Reverting => Some(Action::RevertResize),
-                                ResizeStage::Verifying => None,
-                            };
-                            vm.action = pending.map(|action| PendingAction {
-                                action,
-                                job_id: recorded.map(JobId),
-                            });
-                            vm.resize = Some(Resize {
-                                from: FlavorId(1),
-                                to: FlavorId(2),
-                                stage,
-                                confirm,
-                                job_id: recorded.filter(|_| pending.is_some()).map(JobId),
-                                floor: Some(JobId(5)),
-                            });
-                            let mut e = ev(job, opcode, status, 100 + job as i64);
-                            if unknown && status == JobStatus::Error {
-                                e.error = Some(unknown_instance());
+        for restart in restarts() {
+            if stage == ResizeStage::Verifying && restart.is_some() {
+                continue; // awaiting confirmation, nothing restarts
+            }
+            for recorded in [None, Some(10)] {
+                for confirm in [false, true] {
+                    for &opcode in OpCode::ALL {
+                        for status in JobStatus::ALL {
+                            for (job, unknown) in
+                                [(4, false), (5, false), (10, false), (12, false), (10, true)]
+                            {
+                                let case = format!(
+                                    "{stage:?} {restart:?} job {recorded:?} confirm {confirm} + job {job} {opcode} {status} unknown {unknown}"
+                                );
+                                one_combination(
+                                    stage, restart, recorded, confirm, opcode, status, job,
+                                    unknown, &case,
+                                );
+                                checked += 1;
                             }
-                            let case = format!(
-                                "{stage:?} job {recorded:?} confirm {confirm} + job {job} {opcode} {status} unknown {unknown}"
-                            );
-                            let next = match apply_op_status(&vm, &e) {
-                                Transition::Applied(n) => n,
-                                Transition::Ignored(_) => vm.clone(),
-                            };
-                            let want = settles_to(
-                                stage,
-                                vm.resize.unwrap().job_id.map(|j| j.0),
-                                confirm,
-                                &e,
-                            );
-                            match want {
-                                None => {
-                                    assert_eq!(next.resize, vm.resize, "{case}: resize kept");
-                                    // the pending resize waits for its own job
-                                    if pending.is_some() {
-                                        assert_eq!(next.action, vm.action, "{case}: still pending");
-                                    }
-                                }
-                                Some(to) => {
-                                    assert_eq!(next.resize.map(|r| r.stage), to, "{case}");
-                                    if let Some(r) = next.resize {
-                                        // awaiting confirmation: no job, no floor, same flavors
-                                        assert_eq!(
-                                            (r.from, r.to, r.job_id, r.floor),
-                                            (FlavorId(1), FlavorId(2), None, None),
-                                            "{case}"
-                                        );
-                                    }
-                                    assert!(
-                                        !matches!(
-                                            next.action.map(|p| p.action),
-                                            Some(Action::Resize | Action::RevertResize)
-                                        ),
-                                        "{case}: the pending resize is over"
-                                    );
-                                }
-                            }
-                            // The operstate follows the opcode as for any VM.
-                            let plain = match apply_op_status(&stopped_at_job_5(), &e) {
-                                Transition::Applied(n) => n.operstate,
-                                Transition::Ignored(_) => OperState::Stopped,
-                            };
-                            assert_eq!(next.operstate, plain, "{case}: operstate");
-                            checked += 1;
                         }
                     }
                 }
             }
         }
     }
-    assert_eq!(checked, 3 * 2 * 2 * 18 * 7 * 5);
+    // 3 stages without a restart, 2 running stages x 6 restarts.
+    assert_eq!(checked, (3 + 2 * 6) * 2 * 2 * 18 * 7 * 5);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn one_combination(
+    stage: ResizeStage,
+    restart: Option<Restart>,
+    recorded: Option<u64>,
+    confirm: bool,
+    opcode: OpCode,
+    status: JobStatus,
+    job: u64,
+    unknown: bool,
+    case: &str,
+) {
+    let mut vm = stopped_at_job_5();
+    let pending = match stage {
+        ResizeStage::Resizing => Some(Action::Resize),
+        ResizeStage::Reverting => Some(Action::RevertResize),
+        ResizeStage::Verifying => None,
+    };
+    vm.action = pending.map(|action| PendingAction {
+        action,
+        job_id: recorded.map(JobId),
+    });
+    vm.resize = Some(Resize {
+        from: FlavorId(1),
+        to: FlavorId(2),
+        stage,
+        confirm,
+        job_id: recorded.filter(|_| pending.is_some()).map(JobId),
+        floor: Some(JobId(5)),
+        restart,
+    });
+    let mut e = ev(job, opcode, status, 100 + job as i64);
+    if unknown && status == JobStatus::Error {
+        e.error = Some(unknown_instance());
+    }
+    let next = match apply_op_status(&vm, &e) {
+        Transition::Applied(n) => n,
+        Transition::Ignored(_) => vm.clone(),
+    };
+    let want = settles_to(
+        stage,
+        vm.resize.unwrap().job_id.map(|j| j.0),
+        confirm,
+        restart,
+        &e,
+    );
+    let still_pending = |next: &VmState| {
+        if pending.is_some() {
+            assert_eq!(next.action, vm.action, "{case}: still pending");
+        }
+    };
+    match want {
+        Want::Keep => {
+            assert_eq!(next.resize, vm.resize, "{case}: resize kept");
+            // the pending resize waits for its own jobs
+            still_pending(&next);
+        }
+        Want::Step(step) => {
+            let mut r = vm.resize.unwrap();
+            r.restart = r.restart.map(|x| Restart { step, ..x });
+            assert_eq!(next.resize, Some(r), "{case}: step");
+            still_pending(&next);
+        }
+        Want::Settle(to) => {
+            assert_eq!(next.resize.map(|r| r.stage), to, "{case}");
+            if let Some(r) = next.resize {
+                // awaiting confirmation: no job, no floor, no restart, same flavors
+                assert_eq!(
+                    (r.from, r.to, r.job_id, r.floor, r.restart),
+                    (FlavorId(1), FlavorId(2), None, None, None),
+                    "{case}"
+                );
+            }
+            assert!(
+                !matches!(
+                    next.action.map(|p| p.action),
+                    Some(Action::Resize | Action::RevertResize)
+                ),
+                "{case}: the pending resize is over"
+            );
+        }
+    }
+    // The operstate follows the opcode as for any VM.
+    let plain = match apply_op_status(&stopped_at_job_5(), &e) {
+        Transition::Applied(n) => n.operstate,
+        Transition::Ignored(_) => OperState::Stopped,
+    };
+    assert_eq!(next.operstate, plain, "{case}: operstate");
 }
 
 /// A resize through its job: `confirm` decides whether it waits.

@@ -97,6 +97,10 @@ pub struct Model {
     pub resize_job_id: Option<i64>,
     /// `resize.floor`.
     pub resize_floor_job_id: Option<i64>,
+    /// `RestartStep::as_str` of `resize.restart`; NULL without a restart.
+    pub resize_restart: Option<String>,
+    /// `resize.restart.job_id`: the reboot job once recorded.
+    pub resize_reboot_job_id: Option<i64>,
 }
 
 /// No navigable relations: the store joins explicitly.

@@ -9,12 +9,14 @@
 //! `resize_confirm` whether a success waits for the owner (Nova) or not
 //! (Synnefo), `resize_job_id` the running stage's Ganeti job once
 //! recorded, `resize_floor_job_id` the newest job the VM had seen when the
-//! stage started. All NULL when there is no resize (every row written
-//! before this migration).
+//! stage started. `resize_restart` is the step of a running server's
+//! restart (`waiting`, `params_set`, `rebooted`; NULL for a stopped
+//! server) and `resize_reboot_job_id` its reboot job once recorded. All
+//! NULL when there is no resize (every row written before this migration).
 
 use sea_orm_migration::prelude::*;
 
-/// Adds the six nullable columns (one `ALTER TABLE` each: SQLite takes one
+/// Adds the eight nullable columns (one `ALTER TABLE` each: SQLite takes one
 /// column per statement).
 pub struct Migration;
 
@@ -33,15 +35,19 @@ enum Vms {
     ResizeConfirm,
     ResizeJobId,
     ResizeFloorJobId,
+    ResizeRestart,
+    ResizeRebootJobId,
 }
 
-const COLUMNS: [Vms; 6] = [
+const COLUMNS: [Vms; 8] = [
     Vms::ResizeFromFlavorId,
     Vms::ResizeToFlavorId,
     Vms::ResizeStage,
     Vms::ResizeConfirm,
     Vms::ResizeJobId,
     Vms::ResizeFloorJobId,
+    Vms::ResizeRestart,
+    Vms::ResizeRebootJobId,
 ];
 
 #[async_trait::async_trait]
@@ -50,7 +56,7 @@ impl MigrationTrait for Migration {
         for col in COLUMNS {
             let mut def = ColumnDef::new(col);
             match col {
-                Vms::ResizeStage => def.string_len(16),
+                Vms::ResizeStage | Vms::ResizeRestart => def.string_len(16),
                 Vms::ResizeConfirm => def.boolean(),
                 _ => def.big_integer(),
             };
