@@ -13,7 +13,7 @@ use crate::ids::{BackendId, FlavorId, JobId, VmId};
 use crate::model::{Backend, Flavor, Image, Nic, Project, Token, User, Vm};
 use crate::state::{
     Action, BackendJob, EventPosition, JobStatus, OpCode, OpError, OperState, PendingAction,
-    Resize, ResizeStage, StoredVmState, VmState,
+    Rebuild, Resize, ResizeStage, StoredVmState, VmState,
 };
 
 /// Longest job log message stored (bytes); longer ones are cut at a char
@@ -272,6 +272,21 @@ pub(crate) fn vm_state(m: &vm::Model) -> Result<VmState, StoreError> {
             )));
         }
     };
+    let rebuild = match (&m.rebuild_image_id, m.rebuild_start) {
+        (None, None) => None,
+        (Some(image), Some(start)) => Some(Rebuild {
+            image: image.clone(),
+            start,
+            job_id: job_of(m.rebuild_job_id, "rebuild job id")?,
+            floor: job_of(m.rebuild_floor_job_id, "rebuild floor job id")?,
+        }),
+        _ => {
+            return Err(corrupt(format!(
+                "vm {}: rebuild columns partially NULL",
+                m.id
+            )));
+        }
+    };
     Ok(VmState::from_stored(StoredVmState {
         operstate,
         deleted: m.deleted,
@@ -294,6 +309,7 @@ pub(crate) fn vm_state(m: &vm::Model) -> Result<VmState, StoreError> {
         )?,
         nics_time_us: m.nics_time_us,
         resize,
+        rebuild,
     }))
 }
 
@@ -317,7 +333,7 @@ pub(crate) fn vm(m: vm::Model, metadata: BTreeMap<String, String>) -> Result<Vm,
 }
 
 /// How many `vms` columns hold a [`VmState`].
-pub(crate) const STATE_COLUMN_COUNT: usize = 25;
+pub(crate) const STATE_COLUMN_COUNT: usize = 29;
 
 /// The `vms` columns that hold [`VmState`], in the order of [`StateRow::values`].
 pub(crate) const STATE_COLUMNS: [&str; STATE_COLUMN_COUNT] = [
@@ -346,6 +362,10 @@ pub(crate) const STATE_COLUMNS: [&str; STATE_COLUMN_COUNT] = [
     "resize_confirm",
     "resize_job_id",
     "resize_floor_job_id",
+    "rebuild_image_id",
+    "rebuild_start",
+    "rebuild_job_id",
+    "rebuild_floor_job_id",
 ];
 
 /// [`VmState`] flattened into the `vms` columns.
@@ -368,6 +388,10 @@ pub(crate) struct StateRow {
     pub resize_ids: [Option<i64>; 4],
     pub resize_stage: Option<String>,
     pub resize_confirm: Option<bool>,
+    pub rebuild_image_id: Option<String>,
+    pub rebuild_start: Option<bool>,
+    /// `job_id`, `floor` of the rebuild (NULL without one).
+    pub rebuild_jobs: [Option<i64>; 2],
 }
 
 fn position_columns(p: Option<EventPosition>, what: &str) -> Result<[Option<i64>; 4], StoreError> {
@@ -458,6 +482,19 @@ impl StateRow {
             },
             resize_stage: s.resize.map(|r| r.stage.as_str().to_string()),
             resize_confirm: s.resize.map(|r| r.confirm),
+            rebuild_image_id: s.rebuild.as_ref().map(|r| r.image.clone()),
+            rebuild_start: s.rebuild.as_ref().map(|r| r.start),
+            rebuild_jobs: match &s.rebuild {
+                None => [None; 2],
+                Some(r) => [
+                    r.job_id
+                        .map(|j| u64_to_i64(j.0, "rebuild job id"))
+                        .transpose()?,
+                    r.floor
+                        .map(|j| u64_to_i64(j.0, "rebuild floor job id"))
+                        .transpose()?,
+                ],
+            },
         })
     }
 
@@ -466,6 +503,7 @@ impl StateRow {
         let [le0, le1, le2, le3] = self.last_event;
         let [se0, se1, se2, se3] = self.state_event;
         let [rfrom, rto, rjob, rfloor] = self.resize_ids;
+        let [bjob, bfloor] = self.rebuild_jobs;
         [
             Value::String(Some(Box::new(self.operstate))),
             Value::Bool(Some(self.deleted)),
@@ -492,6 +530,10 @@ impl StateRow {
             Value::Bool(self.resize_confirm),
             Value::BigInt(rjob),
             Value::BigInt(rfloor),
+            opt_string(self.rebuild_image_id),
+            Value::Bool(self.rebuild_start),
+            Value::BigInt(bjob),
+            Value::BigInt(bfloor),
         ]
     }
 
@@ -526,6 +568,11 @@ impl StateRow {
         am.resize_confirm = Set(self.resize_confirm);
         am.resize_job_id = Set(rjob);
         am.resize_floor_job_id = Set(rfloor);
+        let [bjob, bfloor] = self.rebuild_jobs;
+        am.rebuild_image_id = Set(self.rebuild_image_id);
+        am.rebuild_start = Set(self.rebuild_start);
+        am.rebuild_job_id = Set(bjob);
+        am.rebuild_floor_job_id = Set(bfloor);
     }
 }
 
@@ -581,6 +628,10 @@ mod tests {
             resize_confirm: am.resize_confirm.unwrap(),
             resize_job_id: am.resize_job_id.unwrap(),
             resize_floor_job_id: am.resize_floor_job_id.unwrap(),
+            rebuild_image_id: am.rebuild_image_id.unwrap(),
+            rebuild_start: am.rebuild_start.unwrap(),
+            rebuild_job_id: am.rebuild_job_id.unwrap(),
+            rebuild_floor_job_id: am.rebuild_floor_job_id.unwrap(),
         }
     }
 
