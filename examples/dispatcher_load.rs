@@ -374,6 +374,7 @@ async fn round(o: &Opts, r: usize, store: &SeaStore, vms: &[VmId]) -> Result<(f6
                     nics: None,
                     resize: None,
                     action_log: None,
+                    image: None,
                 })
                 .collect();
             let t = Instant::now();

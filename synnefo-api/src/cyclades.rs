@@ -403,6 +403,11 @@ async fn action(
             let c = app.compute.console(&caller, &id).await?;
             Ok(Json(json!({"console": {"type": "vnc", "host": c.host, "port": c.port, "password": c.password}})).into_response())
         }
+        // Synnefo 0.20 finds the server, then answers NotImplemented.
+        "rebuild" => {
+            app.compute.server(&caller, &id).await?;
+            return Err(ApiError::new(StatusCode::NOT_IMPLEMENTED, "notImplemented", "Rebuild not supported."));
+        }
         other => return Err(ApiError::bad_request(format!("Unknown action {other}"))),
     }
     .map_err(ApiError::from)

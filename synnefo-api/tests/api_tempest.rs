@@ -278,7 +278,7 @@ async fn actions_we_lack_find_the_server_first() {
     let c = cloud().await;
     let id = create(&c.app, &c.alice_token, "act").await;
     for (action, arg) in [
-        ("rebuild", json!({"imageRef": IMAGE})),
+        ("createImage", json!({"name": "snap"})),
         ("forceDelete", Value::Null),
         ("restore", Value::Null),
         ("os-getConsoleOutput", json!({"length": 10})),

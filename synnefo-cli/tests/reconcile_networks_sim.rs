@@ -167,6 +167,7 @@ impl World {
                 nics: None,
                 resize: None,
                 action_log: None,
+                image: None,
             })
             .await
             .unwrap();

@@ -342,6 +342,28 @@ pub trait GanetiBackend: Send + Sync {
         vcpus: i32,
         ram_mib: i32,
     ) -> Result<JobId, BackendError>;
+    /// Writes an instance's disk again from an image
+    /// (`POST /2/instances/NAME/reinstall`: one job of
+    /// `OP_INSTANCE_SHUTDOWN`, `OP_INSTANCE_REINSTALL` and, with
+    /// `spec.start`, `OP_INSTANCE_STARTUP`).
+    async fn reinstall(
+        &self,
+        backend: BackendId,
+        instance: &str,
+        spec: &ReinstallSpec,
+    ) -> Result<JobId, BackendError>;
+}
+
+/// What a rebuild asks Ganeti to install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReinstallSpec {
+    /// The Ganeti OS (`os_type`, e.g. `snf-image+default`).
+    pub os_type: String,
+    /// The OS parameters, as a create builds them (image, password, keys,
+    /// files); the backend decides how the secret ones travel.
+    pub osparams: BTreeMap<String, String>,
+    /// Start the instance once reinstalled.
+    pub start: bool,
 }
 
 // ---------------------------------------------------------------- Store
@@ -494,6 +516,9 @@ pub struct VmStateUpdate {
     /// match ([`BeParams::new_flavor`]) in the same transaction, or keeps
     /// its flavor when none does (reconciliation then reports it).
     pub resize: Option<BeParams>,
+    /// The image the VM has from now on (a rebuild that succeeded), set in
+    /// the same transaction.
+    pub image: Option<String>,
     /// The instance-action history entry this write makes (a request
     /// accepted, its job submitted, or its failure), in the same
     /// transaction as the state.

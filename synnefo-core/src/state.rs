@@ -27,11 +27,13 @@ use crate::error::{ActionError, EventError};
 use crate::ids::JobId;
 
 mod op_error;
+mod rebuild;
 mod resize;
 mod status;
 mod transitions;
 
 pub use op_error::{ErrorCode, OpError, PREREQ_ERROR};
+pub use rebuild::{Rebuild, RebuildOutcome, rebuilt_image, start_rebuild};
 pub use resize::{
     Resize, ResizeStage, Restart, RestartStep, confirm_resize, record_reboot_job, start_resize,
     start_revert_resize, target_flavor, without_restart,
@@ -300,6 +302,9 @@ pub enum Action {
     /// Go back to the flavor before a resize awaiting confirmation
     /// (started by [`start_revert_resize`]).
     RevertResize,
+    /// Write the disk again from an image (started by [`start_rebuild`],
+    /// which records the image).
+    Rebuild,
 }
 
 impl Action {
@@ -312,6 +317,7 @@ impl Action {
             Action::Reboot(_) => Some(OpCode::InstanceReboot),
             Action::Destroy => Some(OpCode::InstanceRemove),
             Action::Resize | Action::RevertResize => Some(OpCode::InstanceSetParams),
+            Action::Rebuild => Some(OpCode::InstanceReinstall),
             Action::Unsuspend => None,
         }
     }
@@ -329,6 +335,7 @@ impl Action {
             Action::Unsuspend => "UNSUSPEND",
             Action::Resize => "RESIZE",
             Action::RevertResize => "REVERT_RESIZE",
+            Action::Rebuild => "REBUILD",
         }
     }
 
@@ -345,6 +352,7 @@ impl Action {
             "UNSUSPEND" => Action::Unsuspend,
             "RESIZE" => Action::Resize,
             "REVERT_RESIZE" => Action::RevertResize,
+            "REBUILD" => Action::Rebuild,
             _ => return None,
         })
     }
@@ -411,7 +419,7 @@ pub struct PendingAction {
 /// Its fields are private: every change is one of this module's pure
 /// transitions ([`apply_op_status`], [`apply_nic_report`],
 /// [`start_action`], [`start_resize`], [`confirm_resize`],
-/// [`start_revert_resize`], [`record_submitted_job`], [`rollback_submit`],
+/// [`start_revert_resize`], [`start_rebuild`], [`record_submitted_job`], [`rollback_submit`],
 /// [`create_refused`], [`destroyed_without_ganeti`], [`fixed_state`],
 /// [`record_orphan_removal`]), so the ordering guarantees the property tests
 /// prove hold for every write. Stores persist it through
@@ -429,6 +437,8 @@ pub struct VmState {
     nics_time_us: Option<i64>,
     #[serde(default)]
     resize: Option<Resize>,
+    #[serde(default)]
+    rebuild: Option<Rebuild>,
 }
 
 /// [`VmState`] field by field, as a store keeps it: what a store writes
@@ -458,6 +468,8 @@ pub struct StoredVmState {
     pub nics_time_us: Option<i64>,
     /// A resize under way or awaiting confirmation.
     pub resize: Option<Resize>,
+    /// A rebuild under way.
+    pub rebuild: Option<Rebuild>,
 }
 
 impl StoredVmState {
@@ -474,6 +486,7 @@ impl StoredVmState {
             state_event: None,
             nics_time_us: None,
             resize: None,
+            rebuild: None,
         }
     }
 }
@@ -494,6 +507,7 @@ impl VmState {
             state_event: None,
             nics_time_us: None,
             resize: None,
+            rebuild: None,
         }
     }
 
@@ -509,6 +523,7 @@ impl VmState {
             state_event: s.state_event,
             nics_time_us: s.nics_time_us,
             resize: s.resize,
+            rebuild: s.rebuild,
         }
     }
 
@@ -524,6 +539,7 @@ impl VmState {
             state_event: self.state_event,
             nics_time_us: self.nics_time_us,
             resize: self.resize,
+            rebuild: self.rebuild.clone(),
         }
     }
 
@@ -574,6 +590,11 @@ impl VmState {
     /// The resize under way or awaiting confirmation, if any.
     pub fn resize(&self) -> Option<Resize> {
         self.resize
+    }
+
+    /// The rebuild under way, if any.
+    pub fn rebuild(&self) -> Option<&Rebuild> {
+        self.rebuild.as_ref()
     }
 }
 
@@ -721,9 +742,13 @@ pub fn apply_op_status(vm: &VmState, ev: &OpStatusEvent) -> Transition {
     if resize::settle(vm, ev, &mut next) {
         changed = true;
     }
+    // So is a rebuild, by its own job's end.
+    if rebuild::settle(vm, ev, &mut next) {
+        changed = true;
+    }
     if ev.status.is_terminal()
         && let Some(pending) = next.action
-        && completes(pending, ev, next.resize)
+        && completes(pending, ev, next.resize, next.rebuild.is_some())
     {
         next.action = None;
         changed = true;
@@ -766,11 +791,20 @@ pub fn apply_nic_report(vm: &VmState, time_us: Option<i64>) -> Option<VmState> {
 /// Checked for every terminal event, stale or not, so that the outcome does
 /// not depend on arrival order. A pending resize or revert whose stage
 /// still runs is finished only by its own job ([`Resize::is_settled_by`],
-/// applied before this).
-fn completes(pending: PendingAction, ev: &OpStatusEvent, resize: Option<Resize>) -> bool {
+/// applied before this); so is a pending rebuild while its rebuild is on
+/// record ([`Rebuild::outcome`]).
+fn completes(
+    pending: PendingAction,
+    ev: &OpStatusEvent,
+    resize: Option<Resize>,
+    rebuilding: bool,
+) -> bool {
     if matches!(pending.action, Action::Resize | Action::RevertResize)
         && resize.is_some_and(|r| r.in_flight())
     {
+        return false;
+    }
+    if pending.action == Action::Rebuild && rebuilding {
         return false;
     }
     match pending.job_id {
@@ -787,9 +821,10 @@ fn completes(pending: PendingAction, ev: &OpStatusEvent, resize: Option<Resize>)
 /// marks the VM deleted at once; suspend/unsuspend toggle `suspended`;
 /// starting an action clears the recorded backend job. Beyond v0.3, actions
 /// that make no sense in the current state are refused (Nova's 409s); while
-/// a resize runs or awaits confirmation only destroy, suspend and unsuspend
-/// are. A resize and its revert carry flavors: [`start_resize`],
-/// [`start_revert_resize`].
+/// a resize runs or awaits confirmation, or a rebuild runs, only destroy,
+/// suspend and unsuspend are. A resize and its revert carry flavors:
+/// [`start_resize`], [`start_revert_resize`]; a rebuild its image:
+/// [`start_rebuild`].
 pub fn start_action(vm: &VmState, action: Action) -> Result<VmState, ActionError> {
     if vm.deleted {
         return Err(ActionError::Deleted);
@@ -809,7 +844,15 @@ pub fn start_action(vm: &VmState, action: Action) -> Result<VmState, ActionError
         })
     };
     match action {
-        Action::Create | Action::Resize | Action::RevertResize => return refuse(),
+        Action::Create | Action::Resize | Action::RevertResize | Action::Rebuild => {
+            return refuse();
+        }
+        Action::Start | Action::Stop | Action::Reboot(_) if vm.rebuild.is_some() => {
+            return Err(ActionError::Pending {
+                action,
+                pending: Action::Rebuild,
+            });
+        }
         Action::Start | Action::Stop | Action::Reboot(_) if vm.resize.is_some() => {
             return Err(ActionError::Resizing {
                 action,
@@ -846,7 +889,8 @@ pub fn start_action(vm: &VmState, action: Action) -> Result<VmState, ActionError
 }
 
 /// Records the Ganeti job submitted for the pending action (for a resize
-/// or revert, also as the running stage's job).
+/// or revert, also as the running stage's job; for a rebuild, as the
+/// rebuild's job).
 pub fn record_submitted_job(vm: &VmState, job: JobId) -> VmState {
     let mut next = vm.clone();
     if let Some(p) = next.action.as_mut() {
@@ -854,6 +898,12 @@ pub fn record_submitted_job(vm: &VmState, job: JobId) -> VmState {
         if matches!(p.action, Action::Resize | Action::RevertResize)
             && let Some(r) = next.resize.as_mut()
             && r.in_flight()
+            && r.job_id.is_none()
+        {
+            r.job_id = Some(job);
+        }
+        if p.action == Action::Rebuild
+            && let Some(r) = next.rebuild.as_mut()
             && r.job_id.is_none()
         {
             r.job_id = Some(job);

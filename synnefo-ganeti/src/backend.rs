@@ -25,6 +25,13 @@
 //! A resize ([`resize_request`]) is `PUT /2/instances/NAME/modify` with
 //! `beparams: {vcpus, maxmem, minmem}` (RAM as both memories, like a
 //! create), which Ganeti applies at the next start of the stopped instance.
+//!
+//! A rebuild ([`reinstall_request`]) is `POST /2/instances/NAME/reinstall`
+//! (body version 1: `os`, `start`, `osparams`). Ganeti 3.0 takes no secret
+//! OS parameters there and stores the `osparams` it gets in its
+//! configuration, so the password goes as snf-image's `img_passwd_hash`
+//! (SHA-512 crypt, [`crate::passwd`]) and any other parameter configured
+//! secret is refused rather than written into Ganeti's files.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -34,7 +41,7 @@ use synnefo_core::BackendError;
 use synnefo_core::ids::{BackendId, JobId};
 use synnefo_core::ports::{
     ClusterLoad, ConsoleInfo, GanetiBackend, InstanceInfo, InstanceSpec, JobInfo, NetworkInfo,
-    NetworkLink, NetworkSpec, NicSpec,
+    NetworkLink, NetworkSpec, NicSpec, ReinstallSpec,
 };
 use synnefo_core::settings::{ClusterSettings, GanetiSettings};
 use synnefo_core::state::RebootKind;
@@ -43,7 +50,7 @@ use crate::error::RapiError;
 use crate::rapi::{
     BeParamsRequest, ConnectNetworkRequest, CreateInstanceRequest, CreateNetworkRequest,
     DiskRequest, ModifyInstanceRequest, NicRequest, NodeInfo, RapiClient, RapiConfig,
-    SecretOsParams,
+    ReinstallRequest, SecretOsParams,
 };
 
 /// Several Ganeti clusters behind one [`GanetiBackend`].
@@ -247,6 +254,42 @@ pub fn resize_request(vcpus: i32, ram_mib: i32) -> ModifyInstanceRequest {
         }),
         ..ModifyInstanceRequest::default()
     }
+}
+
+/// snf-image's parameter for the password, and its hashed form.
+const PASSWORD_OSPARAM: &str = "img_passwd";
+const PASSWORD_HASH_OSPARAM: &str = "img_passwd_hash";
+
+/// The `POST /2/instances/NAME/reinstall` body of a rebuild (pure but for
+/// the hash's random salt): the image's OS, `start`, and the OS
+/// parameters with the password (`img_passwd`) replaced by its SHA-512
+/// crypt hash (`img_passwd_hash`, which snf-image writes into the guest as
+/// is). A parameter configured secret that has no such form is refused:
+/// Ganeti 3.0's reinstall would keep it in `config.data`.
+pub fn reinstall_request(
+    spec: &ReinstallSpec,
+    settings: &GanetiSettings,
+) -> Result<ReinstallRequest, BackendError> {
+    let mut osparams = BTreeMap::new();
+    for (k, v) in &spec.osparams {
+        if k == PASSWORD_OSPARAM {
+            osparams.insert(
+                PASSWORD_HASH_OSPARAM.to_string(),
+                crate::passwd::sha512_crypt(v),
+            );
+        } else if settings.secret_osparams.contains(k) {
+            return Err(BackendError::Rejected(format!(
+                "OS parameter {k} is configured secret, and Ganeti's reinstall takes no secret OS parameters"
+            )));
+        } else {
+            osparams.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(ReinstallRequest {
+        os: (!spec.os_type.is_empty()).then(|| spec.os_type.clone()),
+        start: spec.start,
+        osparams: Some(osparams),
+    })
 }
 
 /// Load of a cluster from `GET /2/nodes?bulk=1`: instances on all nodes;
@@ -478,6 +521,19 @@ impl GanetiBackend for RapiBackend {
         let body = resize_request(vcpus, ram_mib);
         Ok(job(self.client(backend)?.modify(instance, &body).await?))
     }
+
+    async fn reinstall(
+        &self,
+        backend: BackendId,
+        instance: &str,
+        spec: &ReinstallSpec,
+    ) -> Result<JobId, BackendError> {
+        let body = reinstall_request(spec, &self.settings)?;
+        Ok(job(self
+            .client(backend)?
+            .reinstall(instance, &body)
+            .await?))
+    }
 }
 
 #[cfg(test)]
@@ -601,6 +657,40 @@ mod tests {
         let create = serde_json::to_value(create_request(&s, &settings())).unwrap();
         assert_eq!(create["nics"][0]["mac"], "aa:00:01:00:00:09");
         assert_eq!(create["nics"][0]["name"], "snf-nic-3");
+    }
+
+    #[test]
+    fn reinstall_body_hashes_the_password_and_refuses_other_secrets() {
+        let spec = ReinstallSpec {
+            os_type: "snf-image+default".into(),
+            osparams: BTreeMap::from([
+                ("img_id".to_string(), "debian".to_string()),
+                ("img_passwd".to_string(), "s3cret".to_string()),
+                ("auth_keys".to_string(), "ssh-ed25519 AAAA k".to_string()),
+            ]),
+            start: false,
+        };
+        let body = reinstall_request(&spec, &settings()).unwrap();
+        let v = serde_json::to_value(&body).unwrap();
+        assert_eq!(v["os"], "snf-image+default");
+        assert_eq!(v["start"], false);
+        assert_eq!(v["osparams"]["img_id"], "debian");
+        assert_eq!(v["osparams"]["auth_keys"], "ssh-ed25519 AAAA k");
+        assert!(v["osparams"].get("img_passwd").is_none());
+        assert!(!v.to_string().contains("s3cret"));
+        let hash = v["osparams"]["img_passwd_hash"].as_str().unwrap();
+        let salt = &hash[3..19];
+        assert_eq!(crate::passwd::sha512_crypt_with_salt("s3cret", salt), hash);
+        let mut s = settings();
+        s.secret_osparams.push("img_personality".into());
+        let with_files = ReinstallSpec {
+            osparams: BTreeMap::from([("img_personality".to_string(), "[]".to_string())]),
+            ..spec
+        };
+        assert!(matches!(
+            reinstall_request(&with_files, &s),
+            Err(BackendError::Rejected(m)) if m.contains("img_personality")
+        ));
     }
 
     #[test]

@@ -43,6 +43,7 @@
 pub mod allocator;
 pub mod backend;
 pub mod error;
+pub mod passwd;
 pub mod rapi;
 
 pub use error::RapiError;

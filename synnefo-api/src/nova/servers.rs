@@ -20,6 +20,7 @@ use crate::state::Shared;
 
 mod actions;
 mod create;
+mod rebuild;
 mod resize;
 pub use actions::*;
 pub use create::*;

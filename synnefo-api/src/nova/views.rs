@@ -282,7 +282,10 @@ pub struct ServerBody {
 /// runs as Nova's `resize_prep` task on the server's state, awaits
 /// confirmation as `vm_state` `resized` (no task), and reverts as
 /// `resized` with the `resize_reverting` task (Nova's names for the
-/// statuses `RESIZE`, `VERIFY_RESIZE`, `REVERT_RESIZE`).
+/// statuses `RESIZE`, `VERIFY_RESIZE`, `REVERT_RESIZE`). A rebuild is the
+/// `rebuilding` task on the state the server was in when it started
+/// (`active` or `stopped`; Ganeti shuts it down and, if it was running,
+/// starts it again within the job), Nova's `REBUILD`.
 pub fn nova_states(vm: &Vm) -> (&'static str, Option<&'static str>, u8) {
     let s = &vm.state;
     let task = |p: Option<PendingAction>| -> Option<&'static str> {
@@ -295,6 +298,7 @@ pub fn nova_states(vm: &Vm) -> (&'static str, Option<&'static str>, u8) {
             Some(Action::Create) => Some("spawning"),
             Some(Action::Resize) => Some("resize_prep"),
             Some(Action::RevertResize) => Some("resize_reverting"),
+            Some(Action::Rebuild) => Some("rebuilding"),
             Some(Action::Unsuspend) | None => None,
         }
     };
@@ -308,6 +312,14 @@ pub fn nova_states(vm: &Vm) -> (&'static str, Option<&'static str>, u8) {
     };
     // A delete (or suspension) started during a resize names its own task.
     let own_task = task(s.action()).filter(|t| !t.starts_with("resize"));
+    if let Some(r) = s.rebuild() {
+        let own = task(s.action()).filter(|t| *t != "rebuilding");
+        return (
+            if r.start { "active" } else { "stopped" },
+            own.or(Some("rebuilding")),
+            power,
+        );
+    }
     if let Some(r) = s.resize() {
         return match r.stage {
             ResizeStage::Resizing => (

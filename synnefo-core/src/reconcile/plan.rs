@@ -319,6 +319,7 @@ pub fn apply_db_fixes<'a>(
         nics,
         resize: None,
         action_log: None,
+        image: None,
     })
 }
 

@@ -37,6 +37,8 @@ pub struct VmChange {
     /// New backend parameters to take the flavor from (see
     /// [`VmStateUpdate::resize`]).
     pub resize: Option<BeParams>,
+    /// The image the VM has now (see [`VmStateUpdate::image`]).
+    pub image: Option<String>,
     /// The instance-action history entry of this write (see
     /// [`VmStateUpdate::action_log`]).
     pub action_log: Option<ActionLog>,
@@ -96,6 +98,7 @@ where
             nics: change.nics,
             resize: change.resize,
             action_log: change.action_log,
+            image: change.image,
         };
         let written = match quota {
             Some(quota) => store.update_vm_state_within(&update, quota).await,
@@ -180,11 +183,15 @@ pub fn change_for(vm: &Vm, state: &VmState, n: &Notification) -> Option<VmChange
                     crate::state::JobStatus::Error | crate::state::JobStatus::Canceled
                 )
                 .then(|| ActionLog::JobsFailed(vec![(event.job_id, job_failure(event))]));
+                // A rebuild's success gives the server its new image in
+                // the same write.
+                let image = crate::state::rebuilt_image(state, event).map(str::to_string);
                 Some(VmChange {
                     state: next,
                     nics,
                     resize,
                     action_log: failed,
+                    image,
                 })
             }
             Transition::Ignored(_) => None,
@@ -198,6 +205,7 @@ pub fn change_for(vm: &Vm, state: &VmState, n: &Notification) -> Option<VmChange
                 nics: Some(nics.clone()),
                 resize: None,
                 action_log: None,
+                image: None,
             })
         }
     }
@@ -253,6 +261,7 @@ pub async fn apply_notifications<S: VmStore + ?Sized>(
         Option<BeParams>,
         Vec<(crate::ids::JobId, String)>,
         Vec<usize>,
+        Option<String>,
     );
     let mut pending: HashMap<VmId, Pending> = HashMap::new();
     for (i, n) in batch.iter().enumerate() {
@@ -266,9 +275,9 @@ pub async fn apply_notifications<S: VmStore + ?Sized>(
         let current = pending.get(&vm.id).map_or(&vm.state, |p| &p.0);
         match change_for(vm, current, n) {
             Some(change) => {
-                let entry = pending
-                    .entry(vm.id)
-                    .or_insert_with(|| (vm.state.clone(), None, None, Vec::new(), Vec::new()));
+                let entry = pending.entry(vm.id).or_insert_with(|| {
+                    (vm.state.clone(), None, None, Vec::new(), Vec::new(), None)
+                });
                 entry.0 = change.state;
                 if change.nics.is_some() {
                     entry.1 = change.nics;
@@ -281,6 +290,9 @@ pub async fn apply_notifications<S: VmStore + ?Sized>(
                     entry.3.extend(jobs);
                 }
                 entry.4.push(i);
+                if change.image.is_some() {
+                    entry.5 = change.image;
+                }
                 results.push(None);
             }
             None => results.push(Some(Ok(ApplyOutcome::Ignored(Ignored::Stale)))),
@@ -292,7 +304,7 @@ pub async fn apply_notifications<S: VmStore + ?Sized>(
     let updates: Vec<VmStateUpdate> = order
         .iter()
         .map(|id| {
-            let (state, nics, resize, failed, _) = &pending[id];
+            let (state, nics, resize, failed, _, image) = &pending[id];
             VmStateUpdate {
                 id: *id,
                 expected_version: vms[id].version,
@@ -300,6 +312,7 @@ pub async fn apply_notifications<S: VmStore + ?Sized>(
                 nics: nics.clone(),
                 resize: *resize,
                 action_log: (!failed.is_empty()).then(|| ActionLog::JobsFailed(failed.clone())),
+                image: image.clone(),
             }
         })
         .collect();

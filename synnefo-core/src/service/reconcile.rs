@@ -887,6 +887,7 @@ impl Reconciler {
                         nics,
                         resize: None,
                         action_log: None,
+                        image: None,
                     })
                 }
             })

@@ -25,6 +25,8 @@ pub enum ServerStatus {
     VerifyResize,
     /// A revert's job runs (back to the old flavor).
     RevertResize,
+    /// A rebuild's job runs (Nova's `REBUILD`).
+    Rebuild,
     /// Failed.
     Error,
     /// Deleted.
@@ -33,7 +35,7 @@ pub enum ServerStatus {
 
 impl ServerStatus {
     /// Every status, for exhaustive tests and parsing.
-    pub const ALL: [ServerStatus; 10] = [
+    pub const ALL: [ServerStatus; 11] = [
         ServerStatus::Active,
         ServerStatus::Build,
         ServerStatus::Shutoff,
@@ -42,6 +44,7 @@ impl ServerStatus {
         ServerStatus::Resize,
         ServerStatus::VerifyResize,
         ServerStatus::RevertResize,
+        ServerStatus::Rebuild,
         ServerStatus::Error,
         ServerStatus::Deleted,
     ];
@@ -57,6 +60,7 @@ impl ServerStatus {
             ServerStatus::Resize => "RESIZE",
             ServerStatus::VerifyResize => "VERIFY_RESIZE",
             ServerStatus::RevertResize => "REVERT_RESIZE",
+            ServerStatus::Rebuild => "REBUILD",
             ServerStatus::Error => "ERROR",
             ServerStatus::Deleted => "DELETED",
         }
@@ -80,6 +84,9 @@ pub fn server_status(vm: &VmState) -> ServerStatus {
         OperState::Error => ServerStatus::Error,
         OperState::Destroyed => ServerStatus::Deleted,
         OperState::Started | OperState::Stopped => {
+            if vm.rebuild.is_some() {
+                return ServerStatus::Rebuild;
+            }
             if let Some(r) = &vm.resize {
                 return match r.stage {
                     ResizeStage::Resizing => ServerStatus::Resize,
@@ -113,6 +120,7 @@ pub fn synnefo_status(vm: &VmState) -> &'static str {
         ServerStatus::Shutoff => "STOPPED",
         ServerStatus::Reboot | ServerStatus::HardReboot => "REBOOT",
         ServerStatus::Resize | ServerStatus::RevertResize => "RESIZE",
+        ServerStatus::Rebuild => "REBUILD",
         ServerStatus::VerifyResize if vm.operstate == OperState::Started => "ACTIVE",
         ServerStatus::VerifyResize => "STOPPED",
         ServerStatus::Error => "ERROR",

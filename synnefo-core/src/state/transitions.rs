@@ -19,6 +19,7 @@ pub fn destroyed_without_ganeti(vm: &VmState) -> VmState {
     next.operstate = OperState::Destroyed;
     next.action = None;
     next.resize = None;
+    next.rebuild = None;
     next
 }
 
@@ -67,6 +68,9 @@ pub fn rollback_submit(vm: &VmState, action: Action, before: &VmState) -> Option
             next.suspended = before.suspended;
             if matches!(action, Action::Resize | Action::RevertResize) {
                 next.resize = before.resize;
+            }
+            if action == Action::Rebuild {
+                next.rebuild = before.rebuild.clone();
             }
             Some(next)
         }

@@ -13,7 +13,7 @@ use crate::ids::{BackendId, FlavorId, JobId, VmId};
 use crate::model::{Backend, Flavor, Image, Nic, Project, Token, User, Vm};
 use crate::state::{
     Action, BackendJob, EventPosition, JobStatus, OpCode, OpError, OperState, PendingAction,
-    Resize, ResizeStage, Restart, RestartStep, StoredVmState, VmState,
+    Rebuild, Resize, ResizeStage, Restart, RestartStep, StoredVmState, VmState,
 };
 
 /// Longest job log message stored (bytes); longer ones are cut at a char
@@ -286,6 +286,21 @@ pub(crate) fn vm_state(m: &vm::Model) -> Result<VmState, StoreError> {
             )));
         }
     };
+    let rebuild = match (&m.rebuild_image_id, m.rebuild_start) {
+        (None, None) => None,
+        (Some(image), Some(start)) => Some(Rebuild {
+            image: image.clone(),
+            start,
+            job_id: job_of(m.rebuild_job_id, "rebuild job id")?,
+            floor: job_of(m.rebuild_floor_job_id, "rebuild floor job id")?,
+        }),
+        _ => {
+            return Err(corrupt(format!(
+                "vm {}: rebuild columns partially NULL",
+                m.id
+            )));
+        }
+    };
     Ok(VmState::from_stored(StoredVmState {
         operstate,
         deleted: m.deleted,
@@ -308,6 +323,7 @@ pub(crate) fn vm_state(m: &vm::Model) -> Result<VmState, StoreError> {
         )?,
         nics_time_us: m.nics_time_us,
         resize,
+        rebuild,
     }))
 }
 
@@ -331,7 +347,7 @@ pub(crate) fn vm(m: vm::Model, metadata: BTreeMap<String, String>) -> Result<Vm,
 }
 
 /// How many `vms` columns hold a [`VmState`].
-pub(crate) const STATE_COLUMN_COUNT: usize = 27;
+pub(crate) const STATE_COLUMN_COUNT: usize = 31;
 
 /// The `vms` columns that hold [`VmState`], in the order of [`StateRow::values`].
 pub(crate) const STATE_COLUMNS: [&str; STATE_COLUMN_COUNT] = [
@@ -362,6 +378,10 @@ pub(crate) const STATE_COLUMNS: [&str; STATE_COLUMN_COUNT] = [
     "resize_floor_job_id",
     "resize_restart",
     "resize_reboot_job_id",
+    "rebuild_image_id",
+    "rebuild_start",
+    "rebuild_job_id",
+    "rebuild_floor_job_id",
 ];
 
 /// [`VmState`] flattened into the `vms` columns.
@@ -387,6 +407,10 @@ pub(crate) struct StateRow {
     /// The restart's step and reboot job (NULL without one).
     pub resize_restart: Option<String>,
     pub resize_reboot_job_id: Option<i64>,
+    pub rebuild_image_id: Option<String>,
+    pub rebuild_start: Option<bool>,
+    /// `job_id`, `floor` of the rebuild (NULL without one).
+    pub rebuild_jobs: [Option<i64>; 2],
 }
 
 fn position_columns(p: Option<EventPosition>, what: &str) -> Result<[Option<i64>; 4], StoreError> {
@@ -487,6 +511,19 @@ impl StateRow {
                 .and_then(|x| x.job_id)
                 .map(|j| u64_to_i64(j.0, "resize reboot job id"))
                 .transpose()?,
+            rebuild_image_id: s.rebuild.as_ref().map(|r| r.image.clone()),
+            rebuild_start: s.rebuild.as_ref().map(|r| r.start),
+            rebuild_jobs: match &s.rebuild {
+                None => [None; 2],
+                Some(r) => [
+                    r.job_id
+                        .map(|j| u64_to_i64(j.0, "rebuild job id"))
+                        .transpose()?,
+                    r.floor
+                        .map(|j| u64_to_i64(j.0, "rebuild floor job id"))
+                        .transpose()?,
+                ],
+            },
         })
     }
 
@@ -495,6 +532,7 @@ impl StateRow {
         let [le0, le1, le2, le3] = self.last_event;
         let [se0, se1, se2, se3] = self.state_event;
         let [rfrom, rto, rjob, rfloor] = self.resize_ids;
+        let [bjob, bfloor] = self.rebuild_jobs;
         [
             Value::String(Some(Box::new(self.operstate))),
             Value::Bool(Some(self.deleted)),
@@ -523,6 +561,10 @@ impl StateRow {
             Value::BigInt(rfloor),
             opt_string(self.resize_restart),
             Value::BigInt(self.resize_reboot_job_id),
+            opt_string(self.rebuild_image_id),
+            Value::Bool(self.rebuild_start),
+            Value::BigInt(bjob),
+            Value::BigInt(bfloor),
         ]
     }
 
@@ -559,6 +601,11 @@ impl StateRow {
         am.resize_floor_job_id = Set(rfloor);
         am.resize_restart = Set(self.resize_restart);
         am.resize_reboot_job_id = Set(self.resize_reboot_job_id);
+        let [bjob, bfloor] = self.rebuild_jobs;
+        am.rebuild_image_id = Set(self.rebuild_image_id);
+        am.rebuild_start = Set(self.rebuild_start);
+        am.rebuild_job_id = Set(bjob);
+        am.rebuild_floor_job_id = Set(bfloor);
     }
 }
 
@@ -616,6 +663,10 @@ mod tests {
             resize_reboot_job_id: am.resize_reboot_job_id.unwrap(),
             resize_job_id: am.resize_job_id.unwrap(),
             resize_floor_job_id: am.resize_floor_job_id.unwrap(),
+            rebuild_image_id: am.rebuild_image_id.unwrap(),
+            rebuild_start: am.rebuild_start.unwrap(),
+            rebuild_job_id: am.rebuild_job_id.unwrap(),
+            rebuild_floor_job_id: am.rebuild_floor_job_id.unwrap(),
         }
     }
 

@@ -472,11 +472,13 @@ impl VmStore for SeaStore {
             };
             current.insert(id, at + 1);
             let prev = winners.remove(&id);
+            let prev_image = prev.as_ref().and_then(|p| p.image);
             let from_version = prev.as_ref().map_or(at, |p| p.from_version);
             let nics = u.nics.as_deref().or(prev.as_ref().and_then(|p| p.nics));
             let (mut resizes, mut action_logs) =
                 prev.map(|p| (p.resizes, p.action_logs)).unwrap_or_default();
             resizes.extend(u.resize);
+            let image = u.image.as_deref().or(prev_image);
             action_logs.extend(u.action_log.as_ref());
             winners.insert(
                 id,
@@ -487,6 +489,7 @@ impl VmStore for SeaStore {
                     values,
                     nics,
                     resizes,
+                    image,
                     action_logs,
                     deleted: u.state.deleted(),
                 },
@@ -541,6 +544,9 @@ impl VmStore for SeaStore {
         for w in winners.iter() {
             for be in &w.resizes {
                 apply_resize(&txn, w.id, be).await?;
+            }
+            if let Some(image) = w.image {
+                apply_image(&txn, w.id, image).await?;
             }
             for log in &w.action_logs {
                 apply_action_log(&txn, backend, w.id, log, now).await?;

@@ -164,6 +164,7 @@ pub async fn stored_vm<S: VmStore + ?Sized>(
         nics: nics(vm.id),
         resize: None,
         action_log: None,
+        image: None,
     })
     .await
     .expect("store the fixture's state")

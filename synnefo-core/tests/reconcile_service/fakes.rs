@@ -195,4 +195,12 @@ impl GanetiBackend for FakeGaneti {
     async fn resize(&self, _: BackendId, _: &str, _: i32, _: i32) -> Result<JobId, BackendError> {
         nope()
     }
+    async fn reinstall(
+        &self,
+        _: BackendId,
+        _: &str,
+        _: &synnefo_core::ports::ReinstallSpec,
+    ) -> Result<JobId, BackendError> {
+        nope()
+    }
 }

@@ -40,6 +40,7 @@ pub(crate) async fn apply_until_done(
                 nics: None,
                 resize: None,
                 action_log: None,
+                image: None,
             })
             .await
         {
@@ -138,6 +139,7 @@ pub(crate) async fn concurrent_state_updates(s: &SeaStore) {
                             nics: None,
                             resize: None,
                             action_log: None,
+                            image: None,
                         }),
                         Transition::Ignored(_) => None,
                     })
@@ -349,6 +351,7 @@ pub(crate) async fn batch_timing(s: &SeaStore, label: &str) {
                 },
                 resize: None,
                 action_log: None,
+                image: None,
             })
             .collect();
         let start = Instant::now();
@@ -368,6 +371,7 @@ pub(crate) async fn batch_timing(s: &SeaStore, label: &str) {
             nics: None,
             resize: None,
             action_log: None,
+            image: None,
         })
         .await
         .unwrap();

@@ -205,6 +205,7 @@ pub(crate) async fn quotas_and_usage(s: &SeaStore) {
         nics: None,
         resize: None,
         action_log: None,
+        image: None,
     })
     .await
     .unwrap();
@@ -351,6 +352,7 @@ pub(crate) async fn backends(s: &SeaStore) {
         nics: None,
         resize: None,
         action_log: None,
+        image: None,
     })
     .await
     .unwrap();

@@ -227,6 +227,7 @@ pub(crate) async fn networks(s: &SeaStore) {
             nics: Some(vec![reported]),
             resize: None,
             action_log: None,
+            image: None,
         })
         .await
         .unwrap();
@@ -273,6 +274,7 @@ pub(crate) async fn networks(s: &SeaStore) {
         nics: None,
         resize: None,
         action_log: None,
+        image: None,
     })
     .await
     .unwrap();

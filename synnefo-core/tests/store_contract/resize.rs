@@ -21,6 +21,7 @@ fn update(vm: &Vm, state: VmState) -> VmStateUpdate {
         nics: None,
         resize: None,
         action_log: None,
+        image: None,
     }
 }
 

@@ -46,6 +46,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
         nics: Some(vec![nic(0, "192.0.2.1")]),
         resize: None,
         action_log: None,
+        image: None,
     };
     let v2 = s.update_vm_state(&up).await.unwrap();
     assert_eq!(v2.state, st);
@@ -77,6 +78,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
             nics: None,
             resize: None,
             action_log: None,
+            image: None,
         })
         .await
         .unwrap();
@@ -99,6 +101,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
             nics: None,
             resize: None,
             action_log: None,
+            image: None,
         })
         .await,
         Err(StoreError::Integrity(_))
@@ -129,6 +132,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
             nics: Some(vec![nic(0, "10.1.0.1")]),
             resize: None,
             action_log: None,
+            image: None,
         },
         VmStateUpdate {
             id: b.id,
@@ -137,6 +141,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
             nics: Some(vec![]),
             resize: None,
             action_log: None,
+            image: None,
         },
         // computed from a stale version: conflicts alone
         VmStateUpdate {
@@ -146,6 +151,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
             nics: None,
             resize: None,
             action_log: None,
+            image: None,
         },
         // a second update of `a`, computed from the first one's result
         VmStateUpdate {
@@ -155,6 +161,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
             nics: None,
             resize: None,
             action_log: None,
+            image: None,
         },
         // and a third, stale relative to the second
         VmStateUpdate {
@@ -164,6 +171,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
             nics: None,
             resize: None,
             action_log: None,
+            image: None,
         },
         VmStateUpdate {
             id: VmId(i64::MAX),
@@ -172,6 +180,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
             nics: None,
             resize: None,
             action_log: None,
+            image: None,
         },
         VmStateUpdate {
             id: c.id,
@@ -180,6 +189,7 @@ pub(crate) async fn state_updates(s: &SeaStore) {
             nics: None,
             resize: None,
             action_log: None,
+            image: None,
         },
     ];
     s.set_nics(b.id, &[nic(0, "10.2.0.1")]).await.unwrap();
@@ -277,6 +287,7 @@ pub(crate) async fn reconciliation(s: &SeaStore) {
         nics: None,
         resize: None,
         action_log: None,
+        image: None,
     })
     .await
     .unwrap();
@@ -355,6 +366,7 @@ pub(crate) async fn vm_generations(s: &SeaStore) {
         nics: None,
         resize: None,
         action_log: None,
+        image: None,
     };
     let a2 = s.update_vm_state(&up).await.unwrap();
     bumped(&mut g, generation(&t.project.id).await, "state update");
@@ -372,6 +384,7 @@ pub(crate) async fn vm_generations(s: &SeaStore) {
             nics: Some(vec![nic(0, "192.0.2.9")]),
             resize: None,
             action_log: None,
+            image: None,
         },
         VmStateUpdate {
             id: b.id,
@@ -380,6 +393,7 @@ pub(crate) async fn vm_generations(s: &SeaStore) {
             nics: None,
             resize: None,
             action_log: None,
+            image: None,
         },
     ];
     let res = s.update_vm_states(&batch).await.unwrap();
@@ -536,6 +550,7 @@ pub(crate) async fn resize_from_backend(s: &SeaStore) {
         nics: None,
         resize: be(Some(4), Some(4096)),
         action_log: None,
+        image: None,
     };
     let v = s.update_vm_state(&up).await.unwrap();
     assert_eq!(v.flavor_id, bigger.id);
@@ -552,6 +567,7 @@ pub(crate) async fn resize_from_backend(s: &SeaStore) {
         nics: None,
         resize: be(Some(2), Some(1024)),
         action_log: None,
+        image: None,
     };
     let odd = VmStateUpdate {
         expected_version: v.version + 1,
@@ -573,6 +589,7 @@ pub(crate) async fn resize_from_backend(s: &SeaStore) {
             nics: None,
             resize: be(None, Some(1024)),
             action_log: None,
+            image: None,
         })
         .await
         .unwrap();
@@ -616,6 +633,7 @@ pub(crate) async fn instance_action_history(s: &SeaStore) {
         nics: None,
         resize: None,
         action_log: Some(log),
+        image: None,
     };
     // the create's job, then a reboot accepted and submitted
     let v = s

@@ -54,6 +54,7 @@ pub(crate) async fn vms_and_listing(s: &SeaStore) {
             nics: None,
             resize: None,
             action_log: None,
+            image: None,
         })
         .await
         .unwrap();

@@ -350,6 +350,21 @@ impl RapiClient {
             .0)
     }
 
+    /// `POST /2/instances/NAME/reinstall` (body version 1).
+    pub async fn reinstall(
+        &self,
+        name: &str,
+        request: &ReinstallRequest,
+    ) -> Result<u64, RapiError> {
+        Ok(self
+            .call(&ReinstallInstance {
+                name: name.into(),
+                request: request.clone(),
+            })
+            .await?
+            .0)
+    }
+
     /// `GET /2/groups?bulk=1`.
     pub async fn groups(&self) -> Result<Vec<NodeGroup>, RapiError> {
         self.call(&ListGroups).await

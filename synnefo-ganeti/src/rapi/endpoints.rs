@@ -13,7 +13,7 @@ use synnefo_core::state::RebootKind;
 use super::types::{
     CancelResult, ClusterInfo, ConnectNetworkRequest, CreateInstanceRequest, CreateNetworkRequest,
     DisconnectNetworkRequest, Instance, InstanceConsole, JobChange, ModifyInstanceRequest, Network,
-    NodeGroup, NodeInfo, RapiJob, ShutdownRequest, WaitForJobRequest, WireJobId,
+    NodeGroup, NodeInfo, RapiJob, ReinstallRequest, ShutdownRequest, WaitForJobRequest, WireJobId,
 };
 use crate::error::RapiError;
 
@@ -286,6 +286,28 @@ impl Endpoint for ModifyInstance {
     }
     fn path(&self) -> String {
         format!("/2/instances/{}/modify", encode_segment(&self.name))
+    }
+    fn body(&self) -> Result<Option<Value>, RapiError> {
+        to_body(&self.request)
+    }
+}
+
+/// `POST /2/instances/NAME/reinstall`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReinstallInstance {
+    /// The instance, by name.
+    pub name: String,
+    /// The JSON request body.
+    pub request: ReinstallRequest,
+}
+
+impl Endpoint for ReinstallInstance {
+    type Response = WireJobId;
+    fn method(&self) -> Method {
+        Method::POST
+    }
+    fn path(&self) -> String {
+        format!("/2/instances/{}/reinstall", encode_segment(&self.name))
     }
     fn body(&self) -> Result<Option<Value>, RapiError> {
         to_body(&self.request)

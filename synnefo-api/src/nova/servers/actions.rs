@@ -30,6 +30,7 @@ pub(super) fn console_url(app: &Shared, kind: &str, c: &ConsoleAccess) -> String
 /// `POST /servers/{id}/action`.
 pub async fn action(
     State(app): State<Shared>,
+    Extension(m): Extension<super::Mount>,
     Extension(v): Extension<Version>,
     auth: Auth,
     Path(id): Path<String>,
@@ -76,6 +77,17 @@ pub async fn action(
         "resize" => {
             let flavor = super::resize::resize_flavor_ref(&arg)?;
             super::resize::run(&app, &caller, &id, "resize", Some(flavor)).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "rebuild" => {
+            let req = super::rebuild::rebuild_request(&arg, v)?;
+            let done = super::rebuild::run(&app, &caller, &id, req).await?;
+            let mut body = render_one(&app, m, v, views::View::Show, &done.vm).await?;
+            body["server"]["adminPass"] = json!(done.admin_pass);
+            Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+        }
+        "changePassword" => {
+            super::rebuild::change_password(&app, &caller, &id, &arg).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
         "confirmResize" => {
@@ -193,10 +205,8 @@ pub(super) fn lock_reason(arg: &Value, v: Version) -> Result<Option<String>, Api
 /// Server actions Nova has and this cloud does not (yet): the server is
 /// looked up first, so an unknown server answers 404 as in Nova, then 400.
 pub(super) const NOVA_ACTIONS_NOT_HERE: &[&str] = &[
-    "rebuild",
     "createImage",
     "createBackup",
-    "changePassword",
     "forceDelete",
     "restore",
     "pause",

@@ -101,7 +101,7 @@ pub(super) async fn run(
 }
 
 /// Refusals Nova words as an invalid `vm_state` or `task_state`.
-fn in_invalid_state(a: &ActionError) -> bool {
+pub(super) fn in_invalid_state(a: &ActionError) -> bool {
     matches!(
         a,
         ActionError::InvalidState { .. }

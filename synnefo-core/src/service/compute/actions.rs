@@ -23,6 +23,9 @@ pub(super) struct Start<'a> {
     /// A resize's or revert's target: the vCPUs and RAM (MiB) its
     /// set-params job gives the instance.
     pub(super) beparams: Option<(i32, i32)>,
+    /// A rebuild's image, OS and OS parameters (`start` follows the
+    /// rebuild the transition records: the server was running).
+    pub(super) reinstall: Option<crate::ports::ReinstallSpec>,
 }
 
 impl Compute {
@@ -75,6 +78,7 @@ impl Compute {
             transition: &transition,
             quota: None,
             beparams: None,
+            reinstall: None,
         };
         self.run_action(caller, vm, start).await
     }
@@ -116,6 +120,7 @@ impl Compute {
                 nics: None,
                 resize: None,
                 action_log,
+                image: None,
             }))
         };
         let started = match start.quota {
@@ -153,6 +158,19 @@ impl Compute {
                 Some((vcpus, ram)) => self.ganeti.resize(backend, &instance, vcpus, ram).await,
                 None => Err(BackendError::Rejected(format!(
                     "no flavor to resize server {} to",
+                    started.id
+                ))),
+            },
+            Action::Rebuild => match (&start.reinstall, started.state.rebuild()) {
+                (Some(spec), Some(r)) => {
+                    let spec = crate::ports::ReinstallSpec {
+                        start: r.start,
+                        ..spec.clone()
+                    };
+                    self.ganeti.reinstall(backend, &instance, &spec).await
+                }
+                _ => Err(BackendError::Rejected(format!(
+                    "no image to rebuild server {} from",
                     started.id
                 ))),
             },
@@ -226,6 +244,7 @@ impl Compute {
                         nics: None,
                         resize: None,
                         action_log: Some(ActionLog::JobsFailed(vec![(job, reason.clone())])),
+                        image: None,
                     }))
                 })
                 .await?
@@ -268,6 +287,7 @@ impl Compute {
                 state: next,
                 nics: None,
                 resize: None,
+                image: None,
                 action_log: None,
             }))
         };
@@ -303,6 +323,7 @@ impl Compute {
                 nics: None,
                 resize: None,
                 action_log: None,
+                image: None,
             }))
         })
         .await?
@@ -379,12 +400,14 @@ pub(super) fn record_job(
             nics: None,
             resize: None,
             action_log,
+            image: None,
         }),
         (false, Some(log)) => Some(VmChange {
             state: vm.state.clone(),
             nics: None,
             resize: None,
             action_log: Some(log),
+            image: None,
         }),
         (false, None) => None,
     }
@@ -402,6 +425,7 @@ pub fn action_name(action: Action) -> &'static str {
         Action::Unsuspend => "resume",
         Action::Resize => "resize",
         Action::RevertResize => "revertResize",
+        Action::Rebuild => "rebuild",
     }
 }
 
@@ -412,5 +436,6 @@ fn rollback(vm: &Vm, action: Action, before: &VmState) -> Option<VmChange> {
         nics: None,
         resize: None,
         action_log: None,
+        image: None,
     })
 }

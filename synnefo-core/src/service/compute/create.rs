@@ -230,6 +230,7 @@ impl Compute {
                             nics: None,
                             resize: None,
                             action_log: failed(request, &msg),
+                            image: None,
                         }))
                     })
                     .await?;
@@ -273,6 +274,7 @@ impl Compute {
                         nics: None,
                         resize: None,
                         action_log: failed(request, &msg),
+                        image: None,
                     }))
                 })
                 .await?;
@@ -288,6 +290,7 @@ impl Compute {
                             nics: None,
                             resize: None,
                             action_log: failed(request, &message),
+                            image: None,
                         }),
                     )
                 })

@@ -46,6 +46,7 @@ mod create;
 mod keypairs;
 mod locks;
 mod ports;
+mod rebuild;
 mod resize;
 mod servers;
 mod types;
@@ -57,6 +58,7 @@ pub use ports::{
     ConsoleAccess, ConsoleForwarder, LeastLoaded, PlaceWith, Placement, PlacementFuture,
     ProxyEndpoint,
 };
+pub use rebuild::{RebuildServer, RebuiltServer};
 pub use resize::ResizeConfirm;
 pub use servers::HISTORY_MAX;
 pub use types::{

@@ -53,6 +53,7 @@ impl Compute {
             transition: &transition,
             quota: Some(quota),
             beparams: Some((to.vcpus, to.ram_mib)),
+            reinstall: None,
         };
         let vm = self.run_action(caller, vm, start).await?;
         tracing::info!(server = %vm.id, user = %caller.user_id, from = %from.id, to = %to.id, "resize accepted");
@@ -87,6 +88,7 @@ impl Compute {
                 nics: None,
                 resize: None,
                 action_log,
+                image: None,
             }))
         })
         .await?
@@ -114,6 +116,7 @@ impl Compute {
             transition: &transition,
             quota: None,
             beparams: back.as_ref().map(|f| (f.vcpus, f.ram_mib)),
+            reinstall: None,
         };
         self.run_action(caller, vm, start).await
     }

@@ -101,6 +101,15 @@ pub struct Model {
     pub resize_restart: Option<String>,
     /// `resize.restart.job_id`: the reboot job once recorded.
     pub resize_reboot_job_id: Option<i64>,
+    /// `rebuild.image`: the image a rebuild under way writes; NULL without
+    /// a rebuild.
+    pub rebuild_image_id: Option<String>,
+    /// `rebuild.start`.
+    pub rebuild_start: Option<bool>,
+    /// `rebuild.job_id`.
+    pub rebuild_job_id: Option<i64>,
+    /// `rebuild.floor`.
+    pub rebuild_floor_job_id: Option<i64>,
 }
 
 /// No navigable relations: the store joins explicitly.

@@ -314,6 +314,9 @@ pub(super) async fn write_state(
     if let Some(be) = &update.resize {
         apply_resize(txn, id, be).await?;
     }
+    if let Some(image) = &update.image {
+        apply_image(txn, id, image).await?;
+    }
     if let Some(log) = &update.action_log {
         apply_action_log(txn, backend, id, log, now()).await?;
     }
@@ -390,6 +393,21 @@ pub(super) async fn apply_resize(
             }
         }
     }
+    Ok(())
+}
+
+/// Gives VM `id` the image a rebuild wrote, in the caller's transaction.
+pub(super) async fn apply_image(
+    db: &impl ConnectionTrait,
+    id: i64,
+    image: &str,
+) -> Result<(), StoreError> {
+    vm::Entity::update_many()
+        .col_expr(vm::Column::ImageId, Expr::value(image.to_string()))
+        .filter(vm::Column::Id.eq(id))
+        .exec(db)
+        .await
+        .map_err(db_err)?;
     Ok(())
 }
 
@@ -587,6 +605,8 @@ pub(super) struct Winner<'a> {
     pub(super) nics: Option<&'a [Nic]>,
     /// Resizes of this VM's updates in the batch, applied in input order.
     pub(super) resizes: Vec<BeParams>,
+    /// The image the last rebuild of this VM's updates in the batch wrote.
+    pub(super) image: Option<&'a str>,
     /// History entries of this VM's updates, in input order.
     pub(super) action_logs: Vec<&'a ActionLog>,
     /// The last update leaves the VM deleted: its ports are released.

@@ -170,6 +170,23 @@ pub struct ModifyInstanceRequest {
     pub conflicts_check: Option<bool>,
 }
 
+/// The `POST /2/instances/NAME/reinstall` body, version 1 (Ganeti's
+/// `instance-reinstall-reqv1` feature): Ganeti 3.0 reads `os`, `start` and
+/// `osparams` only, and submits `OP_INSTANCE_SHUTDOWN`,
+/// `OP_INSTANCE_REINSTALL` and, when `start`, `OP_INSTANCE_STARTUP` as one
+/// job.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ReinstallRequest {
+    /// The OS definition to install (the instance's own when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    /// Start the instance afterwards (Ganeti's default: true).
+    pub start: bool,
+    /// OS parameters (they replace the instance's stored ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub osparams: Option<BTreeMap<String, String>>,
+}
+
 /// The `POST /2/networks` body (`OP_NETWORK_ADD`).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct CreateNetworkRequest {
