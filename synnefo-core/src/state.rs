@@ -27,11 +27,13 @@ use crate::error::{ActionError, EventError};
 use crate::ids::JobId;
 
 mod op_error;
+mod rescue;
 mod resize;
 mod status;
 mod transitions;
 
 pub use op_error::{ErrorCode, OpError, PREREQ_ERROR};
+pub use rescue::{Rescue, RescueStage, start_rescue, start_unrescue};
 pub use resize::{
     Resize, ResizeStage, confirm_resize, start_resize, start_revert_resize, target_flavor,
 };
@@ -299,6 +301,10 @@ pub enum Action {
     /// Go back to the flavor before a resize awaiting confirmation
     /// (started by [`start_revert_resize`]).
     RevertResize,
+    /// Boot from the rescue image (started by [`start_rescue`]).
+    Rescue,
+    /// Boot from disk again (started by [`start_unrescue`]).
+    Unrescue,
 }
 
 impl Action {
@@ -311,6 +317,7 @@ impl Action {
             Action::Reboot(_) => Some(OpCode::InstanceReboot),
             Action::Destroy => Some(OpCode::InstanceRemove),
             Action::Resize | Action::RevertResize => Some(OpCode::InstanceSetParams),
+            Action::Rescue | Action::Unrescue => Some(OpCode::InstanceSetParams),
             Action::Unsuspend => None,
         }
     }
@@ -328,6 +335,8 @@ impl Action {
             Action::Unsuspend => "UNSUSPEND",
             Action::Resize => "RESIZE",
             Action::RevertResize => "REVERT_RESIZE",
+            Action::Rescue => "RESCUE",
+            Action::Unrescue => "UNRESCUE",
         }
     }
 
@@ -344,6 +353,8 @@ impl Action {
             "UNSUSPEND" => Action::Unsuspend,
             "RESIZE" => Action::Resize,
             "REVERT_RESIZE" => Action::RevertResize,
+            "RESCUE" => Action::Rescue,
+            "UNRESCUE" => Action::Unrescue,
             _ => return None,
         })
     }
@@ -410,7 +421,8 @@ pub struct PendingAction {
 /// Its fields are private: every change is one of this module's pure
 /// transitions ([`apply_op_status`], [`apply_nic_report`],
 /// [`start_action`], [`start_resize`], [`confirm_resize`],
-/// [`start_revert_resize`], [`record_submitted_job`], [`rollback_submit`],
+/// [`start_revert_resize`], [`start_rescue`], [`start_unrescue`],
+/// [`record_submitted_job`], [`rollback_submit`],
 /// [`create_refused`], [`destroyed_without_ganeti`], [`fixed_state`],
 /// [`record_orphan_removal`]), so the ordering guarantees the property tests
 /// prove hold for every write. Stores persist it through
@@ -428,6 +440,8 @@ pub struct VmState {
     nics_time_us: Option<i64>,
     #[serde(default)]
     resize: Option<Resize>,
+    #[serde(default)]
+    rescue: Option<Rescue>,
 }
 
 /// [`VmState`] field by field, as a store keeps it: what a store writes
@@ -457,6 +471,8 @@ pub struct StoredVmState {
     pub nics_time_us: Option<i64>,
     /// A resize under way or awaiting confirmation.
     pub resize: Option<Resize>,
+    /// Rescue mode (in effect, or a rescue or unrescue under way).
+    pub rescue: Option<Rescue>,
 }
 
 impl StoredVmState {
@@ -473,6 +489,7 @@ impl StoredVmState {
             state_event: None,
             nics_time_us: None,
             resize: None,
+            rescue: None,
         }
     }
 }
@@ -493,6 +510,7 @@ impl VmState {
             state_event: None,
             nics_time_us: None,
             resize: None,
+            rescue: None,
         }
     }
 
@@ -508,6 +526,7 @@ impl VmState {
             state_event: s.state_event,
             nics_time_us: s.nics_time_us,
             resize: s.resize,
+            rescue: s.rescue,
         }
     }
 
@@ -523,6 +542,7 @@ impl VmState {
             state_event: self.state_event,
             nics_time_us: self.nics_time_us,
             resize: self.resize,
+            rescue: self.rescue,
         }
     }
 
@@ -573,6 +593,11 @@ impl VmState {
     /// The resize under way or awaiting confirmation, if any.
     pub fn resize(&self) -> Option<Resize> {
         self.resize
+    }
+
+    /// Rescue mode: in effect, or a rescue or unrescue under way.
+    pub fn rescue(&self) -> Option<Rescue> {
+        self.rescue
     }
 }
 
@@ -720,8 +745,13 @@ pub fn apply_op_status(vm: &VmState, ev: &OpStatusEvent) -> Transition {
     if resize::settle(vm, ev, &mut next) {
         changed = true;
     }
+    // So is a rescue or unrescue.
+    if rescue::settle(vm, ev, &mut next) {
+        changed = true;
+    }
     if ev.status.is_terminal()
         && let Some(pending) = next.action
+        && !rescue::holds_action(pending, next.rescue)
         && completes(pending, ev, next.resize)
     {
         next.action = None;
@@ -808,11 +838,23 @@ pub fn start_action(vm: &VmState, action: Action) -> Result<VmState, ActionError
         })
     };
     match action {
-        Action::Create | Action::Resize | Action::RevertResize => return refuse(),
+        Action::Create
+        | Action::Resize
+        | Action::RevertResize
+        | Action::Rescue
+        | Action::Unrescue => return refuse(),
         Action::Start | Action::Stop | Action::Reboot(_) if vm.resize.is_some() => {
             return Err(ActionError::Resizing {
                 action,
                 stage: vm.resize.map_or(ResizeStage::Verifying, |r| r.stage),
+            });
+        }
+        Action::Start | Action::Stop | Action::Reboot(_)
+            if vm.rescue.is_some_and(|r| r.in_flight()) =>
+        {
+            return Err(ActionError::Rescue {
+                action,
+                stage: vm.rescue.map(|r| r.stage),
             });
         }
         Action::Start if vm.operstate != OperState::Stopped => return refuse(),
@@ -852,6 +894,13 @@ pub fn record_submitted_job(vm: &VmState, job: JobId) -> VmState {
         p.job_id = Some(job);
         if matches!(p.action, Action::Resize | Action::RevertResize)
             && let Some(r) = next.resize.as_mut()
+            && r.in_flight()
+            && r.job_id.is_none()
+        {
+            r.job_id = Some(job);
+        }
+        if matches!(p.action, Action::Rescue | Action::Unrescue)
+            && let Some(r) = next.rescue.as_mut()
             && r.in_flight()
             && r.job_id.is_none()
         {

@@ -187,6 +187,7 @@ fn build(gens: &[VmGen], unknown: usize, b2: u8) -> Model {
             state_event: None,
             nics_time_us: None,
             resize: None,
+            rescue: None,
         });
         let vm = Vm {
             id: VmId(id),

@@ -194,6 +194,12 @@ pub fn start_resize(
             stage: r.stage,
         });
     }
+    if let Some(r) = vm.rescue {
+        return Err(ActionError::Rescue {
+            action: Action::Resize,
+            stage: Some(r.stage),
+        });
+    }
     if vm.operstate != OperState::Stopped {
         return Err(ActionError::InvalidState {
             action: Action::Resize,

@@ -1,6 +1,7 @@
 use super::*;
 
 mod props;
+mod rescue;
 mod resize;
 
 fn ev(job: u64, op: OpCode, status: JobStatus, t: i64) -> OpStatusEvent {
@@ -26,6 +27,7 @@ fn vm_in(state: OperState) -> VmState {
         state_event: None,
         nics_time_us: None,
         resize: None,
+        rescue: None,
     }
 }
 

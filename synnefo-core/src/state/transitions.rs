@@ -19,6 +19,7 @@ pub fn destroyed_without_ganeti(vm: &VmState) -> VmState {
     next.operstate = OperState::Destroyed;
     next.action = None;
     next.resize = None;
+    next.rescue = None;
     next
 }
 
@@ -67,6 +68,17 @@ pub fn rollback_submit(vm: &VmState, action: Action, before: &VmState) -> Option
             next.suspended = before.suspended;
             if matches!(action, Action::Resize | Action::RevertResize) {
                 next.resize = before.resize;
+            }
+            if matches!(action, Action::Rescue | Action::Unrescue) {
+                next.rescue = before.rescue;
+            }
+            // A rescue or unrescue pending before is over if its job ended
+            // meanwhile (nothing else would finish it).
+            if next.action.is_some_and(|p| {
+                matches!(p.action, Action::Rescue | Action::Unrescue)
+                    && !next.rescue.is_some_and(|r| r.in_flight())
+            }) {
+                next.action = None;
             }
             Some(next)
         }

@@ -13,7 +13,7 @@ use crate::ids::{BackendId, FlavorId, JobId, VmId};
 use crate::model::{Backend, Flavor, Image, Nic, Project, Token, User, Vm};
 use crate::state::{
     Action, BackendJob, EventPosition, JobStatus, OpCode, OpError, OperState, PendingAction,
-    Resize, ResizeStage, StoredVmState, VmState,
+    Rescue, RescueStage, Resize, ResizeStage, StoredVmState, VmState,
 };
 
 /// Longest job log message stored (bytes); longer ones are cut at a char
@@ -272,6 +272,21 @@ pub(crate) fn vm_state(m: &vm::Model) -> Result<VmState, StoreError> {
             )));
         }
     };
+    let rescue = match &m.rescue_stage {
+        None if m.rescue_job_id.is_none() && m.rescue_floor_job_id.is_none() => None,
+        None => {
+            return Err(corrupt(format!(
+                "vm {}: rescue columns without a stage",
+                m.id
+            )));
+        }
+        Some(stage) => Some(Rescue {
+            stage: RescueStage::parse(stage)
+                .ok_or_else(|| corrupt(format!("vm {}: rescue stage {stage:?}", m.id)))?,
+            job_id: job_of(m.rescue_job_id, "rescue job id")?,
+            floor: job_of(m.rescue_floor_job_id, "rescue floor job id")?,
+        }),
+    };
     Ok(VmState::from_stored(StoredVmState {
         operstate,
         deleted: m.deleted,
@@ -294,6 +309,7 @@ pub(crate) fn vm_state(m: &vm::Model) -> Result<VmState, StoreError> {
         )?,
         nics_time_us: m.nics_time_us,
         resize,
+        rescue,
     }))
 }
 
@@ -317,7 +333,7 @@ pub(crate) fn vm(m: vm::Model, metadata: BTreeMap<String, String>) -> Result<Vm,
 }
 
 /// How many `vms` columns hold a [`VmState`].
-pub(crate) const STATE_COLUMN_COUNT: usize = 25;
+pub(crate) const STATE_COLUMN_COUNT: usize = 28;
 
 /// The `vms` columns that hold [`VmState`], in the order of [`StateRow::values`].
 pub(crate) const STATE_COLUMNS: [&str; STATE_COLUMN_COUNT] = [
@@ -346,6 +362,9 @@ pub(crate) const STATE_COLUMNS: [&str; STATE_COLUMN_COUNT] = [
     "resize_confirm",
     "resize_job_id",
     "resize_floor_job_id",
+    "rescue_stage",
+    "rescue_job_id",
+    "rescue_floor_job_id",
 ];
 
 /// [`VmState`] flattened into the `vms` columns.
@@ -368,6 +387,9 @@ pub(crate) struct StateRow {
     pub resize_ids: [Option<i64>; 4],
     pub resize_stage: Option<String>,
     pub resize_confirm: Option<bool>,
+    pub rescue_stage: Option<String>,
+    /// `job_id`, `floor` of the rescue (NULL without one).
+    pub rescue_ids: [Option<i64>; 2],
 }
 
 fn position_columns(p: Option<EventPosition>, what: &str) -> Result<[Option<i64>; 4], StoreError> {
@@ -458,6 +480,18 @@ impl StateRow {
             },
             resize_stage: s.resize.map(|r| r.stage.as_str().to_string()),
             resize_confirm: s.resize.map(|r| r.confirm),
+            rescue_stage: s.rescue.map(|r| r.stage.as_str().to_string()),
+            rescue_ids: match s.rescue {
+                None => [None; 2],
+                Some(r) => [
+                    r.job_id
+                        .map(|j| u64_to_i64(j.0, "rescue job id"))
+                        .transpose()?,
+                    r.floor
+                        .map(|j| u64_to_i64(j.0, "rescue floor job id"))
+                        .transpose()?,
+                ],
+            },
         })
     }
 
@@ -466,6 +500,7 @@ impl StateRow {
         let [le0, le1, le2, le3] = self.last_event;
         let [se0, se1, se2, se3] = self.state_event;
         let [rfrom, rto, rjob, rfloor] = self.resize_ids;
+        let [qjob, qfloor] = self.rescue_ids;
         [
             Value::String(Some(Box::new(self.operstate))),
             Value::Bool(Some(self.deleted)),
@@ -492,6 +527,9 @@ impl StateRow {
             Value::Bool(self.resize_confirm),
             Value::BigInt(rjob),
             Value::BigInt(rfloor),
+            opt_string(self.rescue_stage),
+            Value::BigInt(qjob),
+            Value::BigInt(qfloor),
         ]
     }
 
@@ -526,6 +564,10 @@ impl StateRow {
         am.resize_confirm = Set(self.resize_confirm);
         am.resize_job_id = Set(rjob);
         am.resize_floor_job_id = Set(rfloor);
+        let [qjob, qfloor] = self.rescue_ids;
+        am.rescue_stage = Set(self.rescue_stage);
+        am.rescue_job_id = Set(qjob);
+        am.rescue_floor_job_id = Set(qfloor);
     }
 }
 
@@ -581,6 +623,9 @@ mod tests {
             resize_confirm: am.resize_confirm.unwrap(),
             resize_job_id: am.resize_job_id.unwrap(),
             resize_floor_job_id: am.resize_floor_job_id.unwrap(),
+            rescue_stage: am.rescue_stage.unwrap(),
+            rescue_job_id: am.rescue_job_id.unwrap(),
+            rescue_floor_job_id: am.rescue_floor_job_id.unwrap(),
         }
     }
 
@@ -626,6 +671,23 @@ mod tests {
                 assert_eq!(vm_state(&through_columns(&with)).unwrap(), with);
             }
         }
+        // Every rescue stage, with and without its job and floor.
+        for stage in RescueStage::ALL {
+            for (job_id, floor) in [(None, None), (Some(JobId(28)), Some(JobId(21)))] {
+                let mut r = s.clone();
+                r.rescue = Some(Rescue {
+                    stage,
+                    job_id,
+                    floor,
+                });
+                let with = VmState::from_stored(r);
+                assert_eq!(vm_state(&through_columns(&with)).unwrap(), with);
+            }
+        }
+        // A rescue job without its stage is corrupt.
+        let mut stray = through_columns(&VmState::from_stored(s.clone()));
+        stray.rescue_job_id = Some(28);
+        assert!(matches!(vm_state(&stray), Err(StoreError::Corrupt(_))));
         // A resize half written is corrupt, never half read.
         let mut half = through_columns(&VmState::from_stored(s));
         half.resize_confirm = None;

@@ -273,9 +273,10 @@ fn operstates_for(statuses: &[ServerStatus]) -> Vec<OperState> {
                 &[OperState::Started]
             }
             ServerStatus::Shutoff => &[OperState::Stopped],
-            ServerStatus::Resize | ServerStatus::VerifyResize | ServerStatus::RevertResize => {
-                &[OperState::Stopped, OperState::Started]
-            }
+            ServerStatus::Resize
+            | ServerStatus::VerifyResize
+            | ServerStatus::RevertResize
+            | ServerStatus::Rescue => &[OperState::Stopped, OperState::Started],
             ServerStatus::Build => &[OperState::Build],
             ServerStatus::Error => &[OperState::Error],
             ServerStatus::Deleted => &[OperState::Destroyed],
