@@ -342,6 +342,26 @@ pub trait GanetiBackend: Send + Sync {
         vcpus: i32,
         ram_mib: i32,
     ) -> Result<JobId, BackendError>;
+    /// Sets what an instance boots (`OP_INSTANCE_SET_PARAMS` with KVM
+    /// `hvparams`, as Synnefo's `rescue_instance`/`unrescue_instance`):
+    /// the rescue image as its CD-ROM (`cdrom_image_path`,
+    /// `boot_order: cdrom`), or its disk again (`cdrom_image_path: ""`,
+    /// `boot_order: disk`); takes effect at the instance's next start.
+    async fn set_boot(
+        &self,
+        backend: BackendId,
+        instance: &str,
+        boot: BootFrom,
+    ) -> Result<JobId, BackendError>;
+}
+
+/// What an instance boots ([`GanetiBackend::set_boot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootFrom {
+    /// The rescue image at this path (or URL) on the nodes.
+    Rescue(String),
+    /// Its own disk.
+    Disk,
 }
 
 // ---------------------------------------------------------------- Store

@@ -20,6 +20,7 @@ use crate::state::Shared;
 
 mod actions;
 mod create;
+mod rescue;
 mod resize;
 pub use actions::*;
 pub use create::*;

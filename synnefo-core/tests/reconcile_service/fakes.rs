@@ -195,4 +195,12 @@ impl GanetiBackend for FakeGaneti {
     async fn resize(&self, _: BackendId, _: &str, _: i32, _: i32) -> Result<JobId, BackendError> {
         nope()
     }
+    async fn set_boot(
+        &self,
+        _: BackendId,
+        _: &str,
+        _: synnefo_core::ports::BootFrom,
+    ) -> Result<JobId, BackendError> {
+        nope()
+    }
 }
