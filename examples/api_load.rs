@@ -194,6 +194,14 @@ impl GanetiBackend for NoGaneti {
     ) -> Result<JobId, synnefo_core::BackendError> {
         Err(unused())
     }
+    async fn set_boot(
+        &self,
+        _: synnefo_core::ids::BackendId,
+        _: &str,
+        _: synnefo_core::ports::BootFrom,
+    ) -> Result<JobId, synnefo_core::BackendError> {
+        Err(unused())
+    }
 }
 
 fn unused() -> synnefo_core::BackendError {

@@ -13,7 +13,10 @@
 # server resize confirm (SHUTOFF, the new flavor), a second server resize
 # --wait, server resize revert (SHUTOFF, the flavor before), server event
 # list (the resize actions), server start, a resize of the running server
-# and its confirmation (ACTIVE, the new flavor); console url show, server delete --wait,
+# and its confirmation (ACTIVE, the new flavor); server rescue
+# --image (refused: one rescue image), server rescue (RESCUE, vm_state
+# rescued), server unrescue (SHUTOFF), server event list (the rescue
+# actions); server start; console url show, server delete --wait,
 # keypair delete; then networks (Neutron at /network): network create,
 # subnet create, network list, subnet show, port create/list/delete,
 # server create on that network and on `synnefo up`'s public one (an
@@ -183,6 +186,15 @@ else
 fi
 events=$(osc server event list accept-vm -f value -c Action 2>&1 | sed -n 1,5p | tr '\n' ' ')
 if [[ "$events" == "revertResize resize confirmResize resize stop " ]]; then pass "server event list (resize actions)"; else fail "server event list (resize actions)" "got: $events"; fi
+# rescue (Synnefo's rule: a stopped server; it boots the cloud's rescue
+# image, so --image is refused with a clear 400)
+out=$(osc server rescue --image debian accept-vm 2>&1) && rc=0 || rc=$?
+if [[ $rc -ne 0 ]] && grep -q "boots its own rescue image" <<<"$out"; then pass "server rescue --image (refused, 400)"; else fail "server rescue --image (refused, 400)" "rc $rc: $out"; fi
+if osc server rescue accept-vm && wait_status accept-vm RESCUE; then pass "server rescue (RESCUE)"; else fail "server rescue (RESCUE)" "no RESCUE"; fi
+expect "server show (vm_state rescued)" '^rescued$' server show accept-vm -f value -c OS-EXT-STS:vm_state || true
+if osc server unrescue accept-vm && wait_status accept-vm SHUTOFF; then pass "server unrescue (SHUTOFF)"; else fail "server unrescue (SHUTOFF)" "no SHUTOFF"; fi
+events=$(osc server event list accept-vm -f value -c Action 2>&1 | sed -n 1,2p | tr '\n' ' ')
+if [[ "$events" == "unrescue rescue " ]]; then pass "server event list (rescue actions)"; else fail "server event list (rescue actions)" "got: $events"; fi
 if osc server start accept-vm && wait_status accept-vm ACTIVE; then pass "server start (resized)"; else fail "server start (resized)" "no ACTIVE"; fi
 # Nova resizes a running server too: the set-params job and a hard
 # reboot, VERIFY_RESIZE with the server running, confirm leaves it ACTIVE.

@@ -16,6 +16,8 @@
 #   TEMPEST_VENV       reuse this venv instead of a throwaway one
 #   TEMPEST_VERSION    tempest release from PyPI (default 47.0.0)
 #   TEMPEST_REGEX      run only tests matching this (e.g. one module)
+#   TEMPEST_RESCUE     [compute-feature-enabled] rescue (default false: tempest
+#                      rescues ACTIVE servers, Synnefo's rescue wants them stopped)
 #   PORT               API port (default: a free one)
 #   KEEP=1             keep the work dir (logs, tempest.conf) for inspection
 set -euo pipefail
@@ -155,7 +157,7 @@ metadata_service = false
 vnc_console = true
 spice_console = false
 serial_console = false
-rescue = false
+rescue = ${TEMPEST_RESCUE:-false}
 enable_instance_password = true
 interface_attach = false
 snapshot = false
@@ -196,7 +198,7 @@ horizon = false
 CONF
 
 # --- run ---------------------------------------------------------------------
-INCLUDE=${TEMPEST_REGEX:-'^tempest\.api\.compute\.(test_versions|flavors|limits|keypairs|servers\.(test_create_server|test_list_server_filters|test_list_servers_negative|test_servers_negative|test_server_actions|test_delete_server|test_server_addresses|test_server_metadata|test_instance_actions(_negative)?|test_novnc))\b'}
+INCLUDE=${TEMPEST_REGEX:-'^tempest\.api\.compute\.(test_versions|flavors|limits|keypairs|servers\.(test_create_server|test_list_server_filters|test_list_servers_negative|test_servers_negative|test_server_actions|test_delete_server|test_server_addresses|test_server_metadata|test_server_password|test_instance_actions(_negative)?|test_novnc))\b'}
 EXCLUDE="$WORK/exclude.txt"
 # the list file takes one regex a line; drop the comments
 sed -e 's/[[:space:]]*#.*$//' -e '/^[[:space:]]*$/d' "$HERE/tempest-exclude.txt" >"$EXCLUDE"

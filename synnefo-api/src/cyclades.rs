@@ -43,6 +43,10 @@ pub fn routes() -> Router<Shared> {
             get(show).put(rename).delete(delete),
         )
         .route("/compute/v2.0/servers/{id}/action", post(action))
+        .route(
+            "/compute/v2.0/servers/{id}/password",
+            get(server_password).delete(delete_server_password),
+        )
         .route("/compute/v2.0/servers/{id}/ips", get(ips))
         .route(
             "/compute/v2.0/servers/{id}/metadata",
@@ -134,6 +138,7 @@ fn server(app: &Shared, vm: &Vm, nics: &[ServerAddress], key_names: &[String]) -
         "suspended": vm.state.suspended(),
         "deleted": vm.state.deleted(),
         "SNF:task_state": task.map(str::to_ascii_uppercase),
+        "SNF:rescue": vm.state.rescue().is_some_and(|r| r.stage != synnefo_core::state::RescueStage::Rescuing),
         "SNF:fqdn": null,
         "SNF:port_forwarding": {},
         "diagnostics": [],
@@ -227,6 +232,33 @@ async fn ips(
 ) -> Result<Json<Value>, ApiError> {
     let (_, nics) = app.compute.server_with_nics(&auth.caller(), &id).await?;
     Ok(Json(json!({"addresses": addresses(&nics, true)})))
+}
+
+/// Synnefo's `GET /servers/{id}/password`: the admin password of the
+/// server's create while this API process keeps it
+/// (`[api] server_password_ttl_secs`), `{"password": "..."}`; 404 once it
+/// expired or was deleted, as Synnefo's `VM_PASSWORD_CACHE` miss.
+async fn server_password(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    match app.compute.server_password(&auth.caller(), &id).await? {
+        Some(password) => Ok(Json(json!({"password": password}))),
+        None => Err(ApiError::not_found("Server password not found.")),
+    }
+}
+
+/// Synnefo's `DELETE /servers/{id}/password`: forgets it (204).
+async fn delete_server_password(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    app.compute
+        .delete_server_password(&auth.caller(), &id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Cyclades create request (unknown keys are a 400, never ignored).
@@ -395,6 +427,7 @@ async fn action(
             app.compute.reboot(&caller, &id, kind).await.map(|_| StatusCode::ACCEPTED.into_response())
         }
         "resize" => return resize(&app, &caller, &id, &arg).await.map(|()| StatusCode::ACCEPTED.into_response()),
+        "rescue" | "unrescue" => return rescue(&app, &caller, &id, &name, &arg).await.map(|()| StatusCode::ACCEPTED.into_response()),
         "console" => {
             let kind = arg.get("type").and_then(Value::as_str).unwrap_or("");
             if kind != "vnc" {
@@ -480,6 +513,73 @@ async fn resize(
                 "Server '{}' is being built.",
                 vm.id
             ))),
+            other => Err(ServiceError::Action(other).into()),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Synnefo's `rescue` (`{"rescue": {"rescue_image_ref": ID}}`, the
+/// reference optional) and `unrescue` actions: 202, refusals 400 with
+/// Synnefo's messages. There is one rescue image (`[ganeti]
+/// rescue_image`): a `rescue_image_ref` is refused.
+async fn rescue(
+    app: &Shared,
+    caller: &synnefo_core::service::compute::Caller,
+    id: &str,
+    name: &str,
+    arg: &Value,
+) -> Result<(), ApiError> {
+    use synnefo_core::ServiceError;
+    use synnefo_core::error::ActionError;
+    use synnefo_core::state::RescueStage;
+    let upper = name.to_ascii_uppercase();
+    if name == "rescue"
+        && let Some(r) = arg.get("rescue_image_ref").filter(|r| !r.is_null())
+    {
+        return Err(ApiError::bad_request(format!(
+            "Rescue image {r} is not available: this cloud boots its own rescue image (omit rescue_image_ref)."
+        )));
+    }
+    let done = if name == "rescue" {
+        app.compute.rescue(caller, id).await
+    } else {
+        app.compute.unrescue(caller, id).await
+    };
+    let refused = |m: String| Err(ApiError::bad_request(m));
+    match done {
+        Ok(_) => Ok(()),
+        Err(ServiceError::Action(a)) => match a {
+            ActionError::InvalidState { operstate, .. } => refused(format!(
+                "Cannot perform '{upper}' action while server is in '{operstate}' state."
+            )),
+            ActionError::Rescue { stage: None, .. } => refused(format!(
+                "Cannot perform '{upper}' action while server is not in rescue mode."
+            )),
+            ActionError::Rescue {
+                stage: Some(RescueStage::Rescued),
+                ..
+            } => refused(format!(
+                "Cannot perform '{upper}' action while server is in rescue mode."
+            )),
+            ActionError::Rescue { stage: Some(s), .. } => refused(format!(
+                "Cannot perform '{upper}' action while there is a pending '{}'.",
+                if s == RescueStage::Rescuing {
+                    "RESCUE"
+                } else {
+                    "UNRESCUE"
+                }
+            )),
+            ActionError::Pending { pending, .. } => refused(format!(
+                "Cannot perform '{upper}' action while there is a pending '{}'.",
+                pending.as_str()
+            )),
+            ActionError::Resizing { .. } => refused(format!(
+                "Cannot perform '{upper}' action while there is a pending 'RESIZE'."
+            )),
+            ActionError::BuildInProgress => {
+                Err(ApiError::conflict(format!("Server '{id}' is being built.")))
+            }
             other => Err(ServiceError::Action(other).into()),
         },
         Err(e) => Err(e.into()),

@@ -577,3 +577,59 @@ async fn operator_resize_goes_through_the_service() {
     assert_eq!(w.get(vm.id).await.version, now.version, "nothing written");
     assert_eq!(w.get(running.id).await.version, running.version);
 }
+
+/// Issue 16 items 5 and 8: `synnefo server rescue|unrescue|rename` act on
+/// a server of any project through the compute service: Synnefo's rule (a
+/// stopped server), a real set-params job on the cluster (the instance's
+/// `hvparams` boot the rescue image), the history entry; a rename with
+/// the API's name rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_rescue_and_rename_go_through_the_service() {
+    let Some(w) = world("operator_rescue_and_rename_go_through_the_service").await else {
+        return;
+    };
+    let vm = w.vm(OperState::Stopped, |_| {}).await;
+    w.instance(&vm, false).await;
+    let id = vm.id.to_string();
+
+    let (code, out) = w.synnefo("server", &["rescue", &id]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("rescue accepted (Ganeti job"), "{out}");
+    assert!(
+        w.sim.wait_idle(Duration::from_secs(30)).await,
+        "the job ends"
+    );
+    let inst = w.sim.instance(&format!("snf-{id}")).expect("instance");
+    assert_eq!(inst.hvparams["boot_order"], "cdrom");
+    assert_eq!(
+        inst.hvparams["cdrom_image_path"],
+        "/usr/share/synnefo/rescue-images/rescue.iso"
+    );
+    // No dispatcher here: the DB has the rescue pending on its job.
+    let now = w.get(vm.id).await;
+    let pending = now.state.action().expect("pending");
+    assert_eq!(pending.action, Action::Rescue);
+    assert_eq!(now.state.rescue().and_then(|r| r.job_id), pending.job_id);
+    let (code, out) = w.synnefo("server", &["events", &id, "--json"]);
+    assert_eq!(code, 0);
+    let events: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(events[0]["action"], "rescue");
+    // An unrescue needs the rescue in effect: refused, nothing written.
+    let (code, _) = w.synnefo("server", &["unrescue", &id]);
+    assert_eq!(code, 2);
+    assert_eq!(w.get(vm.id).await.version, now.version, "nothing written");
+    // A running server is not rescued.
+    let running = w.vm(OperState::Started, |_| {}).await;
+    let (code, _) = w.synnefo("server", &["rescue", &running.id.to_string()]);
+    assert_eq!(code, 2, "a running server is not rescued");
+    assert_eq!(w.get(running.id).await.version, running.version);
+
+    // rename: any project's server; a bad name is refused.
+    let (code, out) = w.synnefo("server", &["rename", &id, "renamed-by-op"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(w.get(vm.id).await.name, "renamed-by-op");
+    let long = "x".repeat(300);
+    let (code, _) = w.synnefo("server", &["rename", &id, &long]);
+    assert_eq!(code, 2);
+    assert_eq!(w.get(vm.id).await.name, "renamed-by-op");
+}

@@ -1,6 +1,6 @@
 //! Errors of the core crate: one enum per concern, all `thiserror`.
 
-use crate::state::{Action, OperState, ResizeStage};
+use crate::state::{Action, OperState, RescueStage, ResizeStage};
 
 /// Invalid domain values (ids, names).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,6 +93,15 @@ pub enum ActionError {
         /// Where its resize stands, if it has one.
         stage: Option<ResizeStage>,
     },
+    /// A rescue or unrescue the server's rescue mode does not allow, or
+    /// another action while a rescue or unrescue job runs.
+    #[error("{}", rescue_words(*action, *stage))]
+    Rescue {
+        /// The refused action.
+        action: Action,
+        /// Where the server's rescue stands (`None`: not in rescue mode).
+        stage: Option<RescueStage>,
+    },
     /// A resize to the flavor the server has.
     #[error("When resizing, instances must change flavor!")]
     SameFlavor,
@@ -129,6 +138,20 @@ impl ActionError {
                 | ActionError::DiskSize { .. }
                 | ActionError::DiskTemplate { .. }
         )
+    }
+}
+
+fn rescue_words(action: Action, stage: Option<RescueStage>) -> String {
+    let verb = action.as_str().to_lowercase();
+    match stage {
+        None => format!("cannot {verb} a server that is not in rescue mode"),
+        Some(RescueStage::Rescued) => format!("cannot {verb} a server in rescue mode"),
+        Some(RescueStage::Rescuing) => {
+            format!("cannot {verb} a server while it is being rescued")
+        }
+        Some(RescueStage::Unrescuing) => {
+            format!("cannot {verb} a server while it is being unrescued")
+        }
     }
 }
 

@@ -352,6 +352,17 @@ pub trait GanetiBackend: Send + Sync {
         instance: &str,
         spec: &ReinstallSpec,
     ) -> Result<JobId, BackendError>;
+    /// Sets what an instance boots (`OP_INSTANCE_SET_PARAMS` with KVM
+    /// `hvparams`, as Synnefo's `rescue_instance`/`unrescue_instance`):
+    /// the rescue image as its CD-ROM (`cdrom_image_path`,
+    /// `boot_order: cdrom`), or its disk again (`cdrom_image_path: ""`,
+    /// `boot_order: disk`); takes effect at the instance's next start.
+    async fn set_boot(
+        &self,
+        backend: BackendId,
+        instance: &str,
+        boot: BootFrom,
+    ) -> Result<JobId, BackendError>;
 }
 
 /// What a rebuild asks Ganeti to install.
@@ -364,6 +375,15 @@ pub struct ReinstallSpec {
     pub osparams: BTreeMap<String, String>,
     /// Start the instance once reinstalled.
     pub start: bool,
+}
+
+/// What an instance boots ([`GanetiBackend::set_boot`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootFrom {
+    /// The rescue image at this path (or URL) on the nodes.
+    Rescue(String),
+    /// Its own disk.
+    Disk,
 }
 
 // ---------------------------------------------------------------- Store

@@ -301,6 +301,11 @@ pub struct ApiSettings {
     /// `MAX_PERSONALITY_SIZE`, Nova's `maxPersonalitySize`).
     #[serde(default = "default_max_personality_bytes")]
     pub max_personality_bytes: u32,
+    /// How long (seconds) a new server's admin password is kept in the
+    /// API process's memory for Synnefo's `servers/{id}/password` (0:
+    /// never kept).
+    #[serde(default = "default_server_password_ttl_secs")]
+    pub server_password_ttl_secs: u64,
 }
 
 fn default_max_keypairs() -> u32 {
@@ -311,6 +316,9 @@ fn default_max_personality() -> u32 {
     5
 }
 
+fn default_server_password_ttl_secs() -> u64 {
+    3600
+}
 fn default_max_personality_bytes() -> u32 {
     10240
 }
@@ -407,8 +415,19 @@ pub struct GanetiSettings {
     /// create script but never written to Ganeti's configuration or job
     /// files (the admin password, `img_passwd`, by default).
     pub secret_osparams: Vec<String>,
+    /// The rescue image a rescue boots (KVM's `cdrom_image_path`): an
+    /// absolute path on the nodes or a URL (Synnefo keeps its rescue
+    /// images under `/usr/share/synnefo/rescue-images`). Empty: rescue
+    /// is refused.
+    #[serde(default = "default_rescue_image")]
+    pub rescue_image: String,
     /// Clusters by name.
     pub clusters: BTreeMap<String, ClusterSettings>,
+}
+
+/// Where a rescue image lives by default (Synnefo's `RESCUE_IMAGE_PATH`).
+pub fn default_rescue_image() -> String {
+    "/usr/share/synnefo/rescue-images/rescue.iso".into()
 }
 
 /// `[ganeti.clusters.<name>]` (the seed's `GANETI_*`).

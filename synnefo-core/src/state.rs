@@ -28,12 +28,14 @@ use crate::ids::JobId;
 
 mod op_error;
 mod rebuild;
+mod rescue;
 mod resize;
 mod status;
 mod transitions;
 
 pub use op_error::{ErrorCode, OpError, PREREQ_ERROR};
 pub use rebuild::{Rebuild, RebuildOutcome, rebuilt_image, start_rebuild};
+pub use rescue::{Rescue, RescueStage, start_rescue, start_unrescue};
 pub use resize::{
     Resize, ResizeStage, Restart, RestartStep, confirm_resize, record_reboot_job, start_resize,
     start_revert_resize, target_flavor, without_restart,
@@ -305,6 +307,10 @@ pub enum Action {
     /// Write the disk again from an image (started by [`start_rebuild`],
     /// which records the image).
     Rebuild,
+    /// Boot from the rescue image (started by [`start_rescue`]).
+    Rescue,
+    /// Boot from disk again (started by [`start_unrescue`]).
+    Unrescue,
 }
 
 impl Action {
@@ -318,6 +324,7 @@ impl Action {
             Action::Destroy => Some(OpCode::InstanceRemove),
             Action::Resize | Action::RevertResize => Some(OpCode::InstanceSetParams),
             Action::Rebuild => Some(OpCode::InstanceReinstall),
+            Action::Rescue | Action::Unrescue => Some(OpCode::InstanceSetParams),
             Action::Unsuspend => None,
         }
     }
@@ -336,6 +343,8 @@ impl Action {
             Action::Resize => "RESIZE",
             Action::RevertResize => "REVERT_RESIZE",
             Action::Rebuild => "REBUILD",
+            Action::Rescue => "RESCUE",
+            Action::Unrescue => "UNRESCUE",
         }
     }
 
@@ -353,6 +362,8 @@ impl Action {
             "RESIZE" => Action::Resize,
             "REVERT_RESIZE" => Action::RevertResize,
             "REBUILD" => Action::Rebuild,
+            "RESCUE" => Action::Rescue,
+            "UNRESCUE" => Action::Unrescue,
             _ => return None,
         })
     }
@@ -419,7 +430,8 @@ pub struct PendingAction {
 /// Its fields are private: every change is one of this module's pure
 /// transitions ([`apply_op_status`], [`apply_nic_report`],
 /// [`start_action`], [`start_resize`], [`confirm_resize`],
-/// [`start_revert_resize`], [`start_rebuild`], [`record_submitted_job`], [`rollback_submit`],
+/// [`start_revert_resize`], [`start_rebuild`], [`start_rescue`], [`start_unrescue`],
+/// [`record_submitted_job`], [`rollback_submit`],
 /// [`create_refused`], [`destroyed_without_ganeti`], [`fixed_state`],
 /// [`record_orphan_removal`]), so the ordering guarantees the property tests
 /// prove hold for every write. Stores persist it through
@@ -439,6 +451,7 @@ pub struct VmState {
     resize: Option<Resize>,
     #[serde(default)]
     rebuild: Option<Rebuild>,
+    rescue: Option<Rescue>,
 }
 
 /// [`VmState`] field by field, as a store keeps it: what a store writes
@@ -470,6 +483,8 @@ pub struct StoredVmState {
     pub resize: Option<Resize>,
     /// A rebuild under way.
     pub rebuild: Option<Rebuild>,
+    /// Rescue mode (in effect, or a rescue or unrescue under way).
+    pub rescue: Option<Rescue>,
 }
 
 impl StoredVmState {
@@ -487,6 +502,7 @@ impl StoredVmState {
             nics_time_us: None,
             resize: None,
             rebuild: None,
+            rescue: None,
         }
     }
 }
@@ -508,6 +524,7 @@ impl VmState {
             nics_time_us: None,
             resize: None,
             rebuild: None,
+            rescue: None,
         }
     }
 
@@ -524,6 +541,7 @@ impl VmState {
             nics_time_us: s.nics_time_us,
             resize: s.resize,
             rebuild: s.rebuild,
+            rescue: s.rescue,
         }
     }
 
@@ -540,6 +558,7 @@ impl VmState {
             nics_time_us: self.nics_time_us,
             resize: self.resize,
             rebuild: self.rebuild.clone(),
+            rescue: self.rescue,
         }
     }
 
@@ -595,6 +614,11 @@ impl VmState {
     /// The rebuild under way, if any.
     pub fn rebuild(&self) -> Option<&Rebuild> {
         self.rebuild.as_ref()
+    }
+
+    /// Rescue mode: in effect, or a rescue or unrescue under way.
+    pub fn rescue(&self) -> Option<Rescue> {
+        self.rescue
     }
 }
 
@@ -746,8 +770,13 @@ pub fn apply_op_status(vm: &VmState, ev: &OpStatusEvent) -> Transition {
     if rebuild::settle(vm, ev, &mut next) {
         changed = true;
     }
+    // So is a rescue or unrescue.
+    if rescue::settle(vm, ev, &mut next) {
+        changed = true;
+    }
     if ev.status.is_terminal()
         && let Some(pending) = next.action
+        && !rescue::holds_action(pending, next.rescue)
         && completes(pending, ev, next.resize, next.rebuild.is_some())
     {
         next.action = None;
@@ -844,9 +873,12 @@ pub fn start_action(vm: &VmState, action: Action) -> Result<VmState, ActionError
         })
     };
     match action {
-        Action::Create | Action::Resize | Action::RevertResize | Action::Rebuild => {
-            return refuse();
-        }
+        Action::Create
+        | Action::Resize
+        | Action::RevertResize
+        | Action::Rebuild
+        | Action::Rescue
+        | Action::Unrescue => return refuse(),
         Action::Start | Action::Stop | Action::Reboot(_) if vm.rebuild.is_some() => {
             return Err(ActionError::Pending {
                 action,
@@ -857,6 +889,14 @@ pub fn start_action(vm: &VmState, action: Action) -> Result<VmState, ActionError
             return Err(ActionError::Resizing {
                 action,
                 stage: vm.resize.map_or(ResizeStage::Verifying, |r| r.stage),
+            });
+        }
+        Action::Start | Action::Stop | Action::Reboot(_)
+            if vm.rescue.is_some_and(|r| r.in_flight()) =>
+        {
+            return Err(ActionError::Rescue {
+                action,
+                stage: vm.rescue.map(|r| r.stage),
             });
         }
         Action::Start if vm.operstate != OperState::Stopped => return refuse(),
@@ -904,6 +944,13 @@ pub fn record_submitted_job(vm: &VmState, job: JobId) -> VmState {
         }
         if p.action == Action::Rebuild
             && let Some(r) = next.rebuild.as_mut()
+            && r.job_id.is_none()
+        {
+            r.job_id = Some(job);
+        }
+        if matches!(p.action, Action::Rescue | Action::Unrescue)
+            && let Some(r) = next.rescue.as_mut()
+            && r.in_flight()
             && r.job_id.is_none()
         {
             r.job_id = Some(job);

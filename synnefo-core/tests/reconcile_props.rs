@@ -188,6 +188,7 @@ fn build(gens: &[VmGen], unknown: usize, b2: u8) -> Model {
             nics_time_us: None,
             resize: None,
             rebuild: None,
+            rescue: None,
         });
         let vm = Vm {
             id: VmId(id),

@@ -40,8 +40,8 @@ use async_trait::async_trait;
 use synnefo_core::BackendError;
 use synnefo_core::ids::{BackendId, JobId};
 use synnefo_core::ports::{
-    ClusterLoad, ConsoleInfo, GanetiBackend, InstanceInfo, InstanceSpec, JobInfo, NetworkInfo,
-    NetworkLink, NetworkSpec, NicSpec, ReinstallSpec,
+    BootFrom, ClusterLoad, ConsoleInfo, GanetiBackend, InstanceInfo, InstanceSpec, JobInfo,
+    NetworkInfo, NetworkLink, NetworkSpec, NicSpec, ReinstallSpec,
 };
 use synnefo_core::settings::{ClusterSettings, GanetiSettings};
 use synnefo_core::state::RebootKind;
@@ -292,6 +292,24 @@ pub fn reinstall_request(
     })
 }
 
+/// The modify body of [`GanetiBackend::set_boot`]: Synnefo's rescue
+/// `hvparams` (`boot_order: cdrom` and the image as `cdrom_image_path`),
+/// or its unrescue ones (`cdrom_image_path: ""`, `boot_order: disk`).
+pub fn boot_request(boot: &BootFrom) -> ModifyInstanceRequest {
+    use serde_json::Value;
+    let (order, path) = match boot {
+        BootFrom::Rescue(path) => ("cdrom", path.as_str()),
+        BootFrom::Disk => ("disk", ""),
+    };
+    ModifyInstanceRequest {
+        hvparams: Some(BTreeMap::from([
+            ("boot_order".to_string(), Value::from(order)),
+            ("cdrom_image_path".to_string(), Value::from(path)),
+        ])),
+        ..ModifyInstanceRequest::default()
+    }
+}
+
 /// Load of a cluster from `GET /2/nodes?bulk=1`: instances on all nodes;
 /// memory of the nodes that can take new instances (not offline, not
 /// drained, VM-capable).
@@ -534,6 +552,23 @@ impl GanetiBackend for RapiBackend {
             .reinstall(instance, &body)
             .await?))
     }
+
+    async fn set_boot(
+        &self,
+        backend: BackendId,
+        instance: &str,
+        boot: BootFrom,
+    ) -> Result<JobId, BackendError> {
+        if let BootFrom::Rescue(path) = &boot
+            && path.is_empty()
+        {
+            return Err(BackendError::Rejected(format!(
+                "no rescue image is configured for {instance}"
+            )));
+        }
+        let body = boot_request(&boot);
+        Ok(job(self.client(backend)?.modify(instance, &body).await?))
+    }
 }
 
 #[cfg(test)]
@@ -550,6 +585,7 @@ mod tests {
             default_nic_network: String::new(),
             shutdown_timeout_secs: 120,
             hypervisor: "kvm".into(),
+            rescue_image: synnefo_core::settings::default_rescue_image(),
             clusters: BTreeMap::new(),
         }
     }

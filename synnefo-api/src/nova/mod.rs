@@ -9,6 +9,7 @@ mod catalog;
 mod instance_actions;
 pub(crate) mod interfaces;
 pub mod keypairs;
+mod server_password;
 pub(crate) mod servers;
 pub mod views;
 
@@ -74,6 +75,10 @@ pub fn routes(mount: &'static str) -> Router<Shared> {
         .route(
             &format!("{mount}/v2.1/servers/{{id}}/remote-consoles"),
             post(servers::remote_console),
+        )
+        .route(
+            &format!("{mount}/v2.1/servers/{{id}}/os-server-password"),
+            get(server_password::show).delete(server_password::clear),
         )
         .route(
             &format!("{mount}/v2.1/servers/{{id}}/os-instance-actions"),

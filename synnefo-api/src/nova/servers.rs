@@ -21,6 +21,7 @@ use crate::state::Shared;
 mod actions;
 mod create;
 mod rebuild;
+mod rescue;
 mod resize;
 pub use actions::*;
 pub use create::*;

@@ -18,7 +18,8 @@ use synnefo_core::model::{Flavor, Image, ServerAttrs, Vm};
 use synnefo_core::service::compute::{Limits, fault};
 use synnefo_core::service::network::ServerAddress;
 use synnefo_core::state::{
-    Action, OperState, PendingAction, RebootKind, ResizeStage, ServerStatus, server_status,
+    Action, OperState, PendingAction, RebootKind, RescueStage, ResizeStage, ServerStatus,
+    server_status,
 };
 
 use crate::microversion::Version;
@@ -299,6 +300,8 @@ pub fn nova_states(vm: &Vm) -> (&'static str, Option<&'static str>, u8) {
             Some(Action::Resize) => Some("resize_prep"),
             Some(Action::RevertResize) => Some("resize_reverting"),
             Some(Action::Rebuild) => Some("rebuilding"),
+            Some(Action::Rescue) => Some("rescuing"),
+            Some(Action::Unrescue) => Some("unrescuing"),
             Some(Action::Unsuspend) | None => None,
         }
     };
@@ -330,6 +333,12 @@ pub fn nova_states(vm: &Vm) -> (&'static str, Option<&'static str>, u8) {
             ResizeStage::Verifying => ("resized", own_task, power),
             ResizeStage::Reverting => ("resized", own_task.or(Some("resize_reverting")), power),
         };
+    }
+    // In rescue mode (Synnefo's: the server boots the rescue image,
+    // started or not): Nova's `rescued`; a rescue whose job runs is the
+    // stopped server's `rescuing` task.
+    if s.rescue().is_some_and(|r| r.stage != RescueStage::Rescuing) {
+        return ("rescued", task(s.action()), power);
     }
     match s.operstate() {
         OperState::Build => ("building", task(s.action()).or(Some("scheduling")), 0),

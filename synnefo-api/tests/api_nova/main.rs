@@ -10,6 +10,7 @@ mod keypairs_locks;
 mod network_limits;
 mod networks;
 mod personality;
+mod server_password;
 
 use api_support::*;
 use axum::http::{Method, StatusCode};

@@ -1,6 +1,7 @@
 //! `synnefo server`: operators' view of every project's servers
 //! (`list`, `show`, `events`) and their actions on any of them (`start`,
-//! `stop`, `reboot`, `delete`, `suspend`, `unsuspend`, `resize`). The actions go
+//! `stop`, `reboot`, `delete`, `suspend`, `unsuspend`, `resize`, `rescue`,
+//! `unrescue`, `rename`). The actions go
 //! through the compute service with an operator caller, never straight to
 //! the store: the state machine's rules, the Ganeti job and the history
 //! entry are the ones an API request gets.
@@ -107,6 +108,25 @@ pub enum ServerCommand {
         /// The new flavor (id or name)
         #[arg(long)]
         flavor: String,
+    },
+    /// Put a stopped server of any project into rescue mode: its next
+    /// boot is from the rescue image (`[ganeti] rescue_image`)
+    Rescue {
+        /// Server id
+        id: VmId,
+    },
+    /// Take a stopped server out of rescue mode: it boots from its disk
+    /// again
+    Unrescue {
+        /// Server id
+        id: VmId,
+    },
+    /// Rename a server of any project
+    Rename {
+        /// Server id
+        id: VmId,
+        /// The new name
+        name: String,
     },
 }
 
@@ -228,6 +248,65 @@ async fn resize(ctx: &Context, id: VmId, flavor: &str) -> anyhow::Result<ExitCod
     }
 }
 
+/// Puts server `id` into rescue mode (`on`) or takes it out, through the
+/// compute service as the operator.
+async fn rescue(ctx: &Context, id: VmId, on: bool) -> anyhow::Result<ExitCode> {
+    let (compute, caller) = operator(ctx).await?;
+    let sid = id.to_string();
+    let (done, what) = if on {
+        (compute.rescue(&caller, &sid).await, "rescue")
+    } else {
+        (compute.unrescue(&caller, &sid).await, "unrescue")
+    };
+    report(id, what, &caller, done)
+}
+
+/// Renames server `id` through the compute service as the operator.
+async fn rename(ctx: &Context, id: VmId, name: &str) -> anyhow::Result<ExitCode> {
+    let (compute, caller) = operator(ctx).await?;
+    match compute.rename_server(&caller, &id.to_string(), name).await {
+        Ok(vm) => {
+            println!("server {id}: renamed to {:?}", vm.name);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (ServiceError::NotFound(_) | ServiceError::BadRequest(_))) => {
+            eprintln!("error: server {id}: {e}");
+            Ok(ExitCode::from(2))
+        }
+        Err(e) => Err(anyhow::anyhow!("server {id}: {e}")),
+    }
+}
+
+/// What an operator's action printed: accepted with its job, or refused
+/// (exit 2).
+fn report(
+    id: VmId,
+    what: &str,
+    caller: &Caller,
+    done: Result<synnefo_core::model::Vm, ServiceError>,
+) -> anyhow::Result<ExitCode> {
+    match done {
+        Ok(vm) => {
+            let job = vm.state.action().and_then(|a| a.job_id).map_or_else(
+                || "no Ganeti job yet".to_string(),
+                |j| format!("Ganeti job {j}"),
+            );
+            println!(
+                "server {id}: {what} accepted ({job}; request {})",
+                caller.request_id.as_deref().unwrap_or("-")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(
+            e @ (ServiceError::NotFound(_) | ServiceError::Action(_) | ServiceError::BadRequest(_)),
+        ) => {
+            eprintln!("error: server {id}: {e}");
+            Ok(ExitCode::from(2))
+        }
+        Err(e) => Err(anyhow::anyhow!("server {id}: {e}")),
+    }
+}
+
 fn parse_operstate(s: &str) -> Result<OperState, String> {
     s.to_ascii_uppercase()
         .parse::<OperState>()
@@ -241,6 +320,13 @@ pub async fn run(ctx: &Context, cmd: ServerCommand) -> anyhow::Result<ExitCode> 
     }
     if let ServerCommand::Resize { id, flavor } = &cmd {
         return resize(ctx, *id, flavor).await;
+    }
+    match &cmd {
+        ServerCommand::Rescue { id } | ServerCommand::Unrescue { id } => {
+            return rescue(ctx, *id, matches!(cmd, ServerCommand::Rescue { .. })).await;
+        }
+        ServerCommand::Rename { id, name } => return rename(ctx, *id, name).await,
+        _ => {}
     }
     let store = ctx.store().await?;
     match cmd {
@@ -349,7 +435,10 @@ pub async fn run(ctx: &Context, cmd: ServerCommand) -> anyhow::Result<ExitCode> 
         | ServerCommand::Delete { .. }
         | ServerCommand::Suspend { .. }
         | ServerCommand::Unsuspend { .. }
-        | ServerCommand::Resize { .. } => unreachable!("operator actions are handled above"),
+        | ServerCommand::Resize { .. }
+        | ServerCommand::Rescue { .. }
+        | ServerCommand::Unrescue { .. }
+        | ServerCommand::Rename { .. } => unreachable!("operator actions are handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }

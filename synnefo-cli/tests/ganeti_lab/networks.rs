@@ -41,6 +41,7 @@ fn backend(lab: &Lab) -> Result<RapiBackend> {
         default_nic_network: String::new(),
         shutdown_timeout_secs: 30,
         hypervisor: "fake".into(),
+        rescue_image: synnefo_core::settings::default_rescue_image(),
         clusters: BTreeMap::new(),
     };
     RapiBackend::new(vec![(B, cluster)], settings).context("RapiBackend for the lab")

@@ -168,6 +168,15 @@ pub fn start_rebuild(vm: &VmState, image: &str) -> Result<VmState, ActionError> 
             stage: r.stage,
         });
     }
+    // A rescued server boots the rescue image: rebuilding its disk under
+    // it is refused, as Nova refuses it (tempest's
+    // `test_rescued_vm_rebuild`).
+    if let Some(r) = vm.rescue {
+        return Err(ActionError::Rescue {
+            action: Action::Rebuild,
+            stage: Some(r.stage),
+        });
+    }
     if let Some(p) = vm.action {
         return Err(ActionError::Pending {
             action: Action::Rebuild,

@@ -348,6 +348,12 @@ pub fn start_resize(
             stage: r.stage,
         });
     }
+    if let Some(r) = vm.rescue {
+        return Err(ActionError::Rescue {
+            action: Action::Resize,
+            stage: Some(r.stage),
+        });
+    }
     let running = confirm && vm.operstate == OperState::Started;
     if vm.operstate != OperState::Stopped && !running {
         return Err(ActionError::InvalidState {

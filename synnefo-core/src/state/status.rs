@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Action, OperState, PendingAction, RebootKind, ResizeStage, VmState};
+use super::{Action, OperState, PendingAction, RebootKind, RescueStage, ResizeStage, VmState};
 
 /// The OpenStack server status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -27,6 +27,9 @@ pub enum ServerStatus {
     RevertResize,
     /// A rebuild's job runs (Nova's `REBUILD`).
     Rebuild,
+    /// In rescue mode: boots the rescue image (Nova's `RESCUE`), also
+    /// while an unrescue's job runs.
+    Rescue,
     /// Failed.
     Error,
     /// Deleted.
@@ -35,7 +38,7 @@ pub enum ServerStatus {
 
 impl ServerStatus {
     /// Every status, for exhaustive tests and parsing.
-    pub const ALL: [ServerStatus; 11] = [
+    pub const ALL: [ServerStatus; 12] = [
         ServerStatus::Active,
         ServerStatus::Build,
         ServerStatus::Shutoff,
@@ -45,6 +48,7 @@ impl ServerStatus {
         ServerStatus::VerifyResize,
         ServerStatus::RevertResize,
         ServerStatus::Rebuild,
+        ServerStatus::Rescue,
         ServerStatus::Error,
         ServerStatus::Deleted,
     ];
@@ -61,6 +65,7 @@ impl ServerStatus {
             ServerStatus::VerifyResize => "VERIFY_RESIZE",
             ServerStatus::RevertResize => "REVERT_RESIZE",
             ServerStatus::Rebuild => "REBUILD",
+            ServerStatus::Rescue => "RESCUE",
             ServerStatus::Error => "ERROR",
             ServerStatus::Deleted => "DELETED",
         }
@@ -94,6 +99,19 @@ pub fn server_status(vm: &VmState) -> ServerStatus {
                     ResizeStage::Reverting => ServerStatus::RevertResize,
                 };
             }
+            // A rescue's job runs on a stopped server: SHUTOFF (Nova's
+            // `rescuing` task of a stopped server) until it succeeds.
+            if vm.rescue.is_some_and(|r| r.stage != RescueStage::Rescuing)
+                && !matches!(
+                    vm.action,
+                    Some(PendingAction {
+                        action: Action::Reboot(_),
+                        ..
+                    })
+                )
+            {
+                return ServerStatus::Rescue;
+            }
             match vm.action {
                 Some(PendingAction {
                     action: Action::Reboot(kind),
@@ -110,6 +128,8 @@ pub fn server_status(vm: &VmState) -> ServerStatus {
 }
 
 /// Synnefo's own (Cyclades) status name, as served by `/compute/v2.0`.
+/// Synnefo has no rescue status: a server in rescue mode shows its
+/// operstate (`SNF:rescue` tells the mode).
 /// Synnefo's resize has no verify step: a resize (or revert) whose job
 /// runs is `RESIZE`; one that awaits a Nova client's confirmation shows
 /// the state the server is in (`STOPPED`).
@@ -123,6 +143,8 @@ pub fn synnefo_status(vm: &VmState) -> &'static str {
         ServerStatus::Rebuild => "REBUILD",
         ServerStatus::VerifyResize if vm.operstate == OperState::Started => "ACTIVE",
         ServerStatus::VerifyResize => "STOPPED",
+        ServerStatus::Rescue if vm.operstate == OperState::Started => "ACTIVE",
+        ServerStatus::Rescue => "STOPPED",
         ServerStatus::Error => "ERROR",
         ServerStatus::Deleted => "DELETED",
     }

@@ -2,6 +2,7 @@ use super::*;
 
 mod props;
 mod rebuild;
+mod rescue;
 mod resize;
 
 fn ev(job: u64, op: OpCode, status: JobStatus, t: i64) -> OpStatusEvent {
@@ -28,6 +29,7 @@ fn vm_in(state: OperState) -> VmState {
         nics_time_us: None,
         resize: None,
         rebuild: None,
+        rescue: None,
     }
 }
 

@@ -20,6 +20,7 @@ pub fn destroyed_without_ganeti(vm: &VmState) -> VmState {
     next.action = None;
     next.resize = None;
     next.rebuild = None;
+    next.rescue = None;
     next
 }
 
@@ -71,6 +72,17 @@ pub fn rollback_submit(vm: &VmState, action: Action, before: &VmState) -> Option
             }
             if action == Action::Rebuild {
                 next.rebuild = before.rebuild.clone();
+            }
+            if matches!(action, Action::Rescue | Action::Unrescue) {
+                next.rescue = before.rescue;
+            }
+            // A rescue or unrescue pending before is over if its job ended
+            // meanwhile (nothing else would finish it).
+            if next.action.is_some_and(|p| {
+                matches!(p.action, Action::Rescue | Action::Unrescue)
+                    && !next.rescue.is_some_and(|r| r.in_flight())
+            }) {
+                next.action = None;
             }
             Some(next)
         }

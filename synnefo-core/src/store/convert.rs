@@ -13,7 +13,8 @@ use crate::ids::{BackendId, FlavorId, JobId, VmId};
 use crate::model::{Backend, Flavor, Image, Nic, Project, Token, User, Vm};
 use crate::state::{
     Action, BackendJob, EventPosition, JobStatus, OpCode, OpError, OperState, PendingAction,
-    Rebuild, Resize, ResizeStage, Restart, RestartStep, StoredVmState, VmState,
+    Rebuild, Rescue, RescueStage, Resize, ResizeStage, Restart, RestartStep, StoredVmState,
+    VmState,
 };
 
 /// Longest job log message stored (bytes); longer ones are cut at a char
@@ -301,6 +302,21 @@ pub(crate) fn vm_state(m: &vm::Model) -> Result<VmState, StoreError> {
             )));
         }
     };
+    let rescue = match &m.rescue_stage {
+        None if m.rescue_job_id.is_none() && m.rescue_floor_job_id.is_none() => None,
+        None => {
+            return Err(corrupt(format!(
+                "vm {}: rescue columns without a stage",
+                m.id
+            )));
+        }
+        Some(stage) => Some(Rescue {
+            stage: RescueStage::parse(stage)
+                .ok_or_else(|| corrupt(format!("vm {}: rescue stage {stage:?}", m.id)))?,
+            job_id: job_of(m.rescue_job_id, "rescue job id")?,
+            floor: job_of(m.rescue_floor_job_id, "rescue floor job id")?,
+        }),
+    };
     Ok(VmState::from_stored(StoredVmState {
         operstate,
         deleted: m.deleted,
@@ -324,6 +340,7 @@ pub(crate) fn vm_state(m: &vm::Model) -> Result<VmState, StoreError> {
         nics_time_us: m.nics_time_us,
         resize,
         rebuild,
+        rescue,
     }))
 }
 
@@ -347,7 +364,7 @@ pub(crate) fn vm(m: vm::Model, metadata: BTreeMap<String, String>) -> Result<Vm,
 }
 
 /// How many `vms` columns hold a [`VmState`].
-pub(crate) const STATE_COLUMN_COUNT: usize = 31;
+pub(crate) const STATE_COLUMN_COUNT: usize = 34;
 
 /// The `vms` columns that hold [`VmState`], in the order of [`StateRow::values`].
 pub(crate) const STATE_COLUMNS: [&str; STATE_COLUMN_COUNT] = [
@@ -382,6 +399,9 @@ pub(crate) const STATE_COLUMNS: [&str; STATE_COLUMN_COUNT] = [
     "rebuild_start",
     "rebuild_job_id",
     "rebuild_floor_job_id",
+    "rescue_stage",
+    "rescue_job_id",
+    "rescue_floor_job_id",
 ];
 
 /// [`VmState`] flattened into the `vms` columns.
@@ -411,6 +431,9 @@ pub(crate) struct StateRow {
     pub rebuild_start: Option<bool>,
     /// `job_id`, `floor` of the rebuild (NULL without one).
     pub rebuild_jobs: [Option<i64>; 2],
+    pub rescue_stage: Option<String>,
+    /// `job_id`, `floor` of the rescue (NULL without one).
+    pub rescue_ids: [Option<i64>; 2],
 }
 
 fn position_columns(p: Option<EventPosition>, what: &str) -> Result<[Option<i64>; 4], StoreError> {
@@ -524,6 +547,18 @@ impl StateRow {
                         .transpose()?,
                 ],
             },
+            rescue_stage: s.rescue.map(|r| r.stage.as_str().to_string()),
+            rescue_ids: match s.rescue {
+                None => [None; 2],
+                Some(r) => [
+                    r.job_id
+                        .map(|j| u64_to_i64(j.0, "rescue job id"))
+                        .transpose()?,
+                    r.floor
+                        .map(|j| u64_to_i64(j.0, "rescue floor job id"))
+                        .transpose()?,
+                ],
+            },
         })
     }
 
@@ -533,6 +568,7 @@ impl StateRow {
         let [se0, se1, se2, se3] = self.state_event;
         let [rfrom, rto, rjob, rfloor] = self.resize_ids;
         let [bjob, bfloor] = self.rebuild_jobs;
+        let [qjob, qfloor] = self.rescue_ids;
         [
             Value::String(Some(Box::new(self.operstate))),
             Value::Bool(Some(self.deleted)),
@@ -565,6 +601,9 @@ impl StateRow {
             Value::Bool(self.rebuild_start),
             Value::BigInt(bjob),
             Value::BigInt(bfloor),
+            opt_string(self.rescue_stage),
+            Value::BigInt(qjob),
+            Value::BigInt(qfloor),
         ]
     }
 
@@ -606,6 +645,10 @@ impl StateRow {
         am.rebuild_start = Set(self.rebuild_start);
         am.rebuild_job_id = Set(bjob);
         am.rebuild_floor_job_id = Set(bfloor);
+        let [qjob, qfloor] = self.rescue_ids;
+        am.rescue_stage = Set(self.rescue_stage);
+        am.rescue_job_id = Set(qjob);
+        am.rescue_floor_job_id = Set(qfloor);
     }
 }
 
@@ -667,6 +710,9 @@ mod tests {
             rebuild_start: am.rebuild_start.unwrap(),
             rebuild_job_id: am.rebuild_job_id.unwrap(),
             rebuild_floor_job_id: am.rebuild_floor_job_id.unwrap(),
+            rescue_stage: am.rescue_stage.unwrap(),
+            rescue_job_id: am.rescue_job_id.unwrap(),
+            rescue_floor_job_id: am.rescue_floor_job_id.unwrap(),
         }
     }
 
@@ -719,6 +765,23 @@ mod tests {
                 }
             }
         }
+        // Every rescue stage, with and without its job and floor.
+        for stage in RescueStage::ALL {
+            for (job_id, floor) in [(None, None), (Some(JobId(28)), Some(JobId(21)))] {
+                let mut r = s.clone();
+                r.rescue = Some(Rescue {
+                    stage,
+                    job_id,
+                    floor,
+                });
+                let with = VmState::from_stored(r);
+                assert_eq!(vm_state(&through_columns(&with)).unwrap(), with);
+            }
+        }
+        // A rescue job without its stage is corrupt.
+        let mut stray = through_columns(&VmState::from_stored(s.clone()));
+        stray.rescue_job_id = Some(28);
+        assert!(matches!(vm_state(&stray), Err(StoreError::Corrupt(_))));
         // A resize half written is corrupt, never half read.
         let mut half = through_columns(&VmState::from_stored(s));
         half.resize_confirm = None;

@@ -203,4 +203,12 @@ impl GanetiBackend for FakeGaneti {
     ) -> Result<JobId, BackendError> {
         nope()
     }
+    async fn set_boot(
+        &self,
+        _: BackendId,
+        _: &str,
+        _: synnefo_core::ports::BootFrom,
+    ) -> Result<JobId, BackendError> {
+        nope()
+    }
 }

@@ -112,6 +112,7 @@ async fn world() -> World {
             default_nic_network: String::new(),
             shutdown_timeout_secs: 60,
             hypervisor: String::new(),
+            rescue_image: synnefo_core::settings::default_rescue_image(),
             clusters: BTreeMap::new(),
         },
     ));

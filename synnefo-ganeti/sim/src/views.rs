@@ -90,7 +90,10 @@ impl Serialize for InstanceView<'_> {
         if want("beparams") {
             m.serialize_entry("beparams", &BeView { i, filled: true })?;
         }
-        field!("hvparams", i.hvparams);
+        field!(
+            "hvparams",
+            crate::ops::modify::filled_hvparams(&i.hypervisor, &i.hvparams)
+        );
         field!("oper_state", i.running);
         field!("oper_ram", i.running.then_some(i.maxmem));
         field!("oper_vcpus", i.running.then_some(i.vcpus));

@@ -100,6 +100,18 @@ pub async fn action(
             super::resize::run(&app, &caller, &id, "revertResize", None).await?;
             Ok(StatusCode::ACCEPTED.into_response())
         }
+        "rescue" => {
+            super::rescue::rescue_arg(&arg)?;
+            super::rescue::run(&app, &caller, &id, "rescue").await?;
+            // No password is set on the rescue system (a rescue image
+            // with its own login): Nova's answer without `adminPass`.
+            Ok(Json(json!({})).into_response())
+        }
+        "unrescue" => {
+            super::resize::null_arg("unrescue", &arg)?;
+            super::rescue::run(&app, &caller, &id, "unrescue").await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
         "os-getVNCConsole" if !v.at_least(6) => {
             let kind = arg.get("type").and_then(Value::as_str).unwrap_or("");
             if !matches!(kind, "novnc" | "xvpvnc") {
@@ -216,8 +228,6 @@ pub(super) const NOVA_ACTIONS_NOT_HERE: &[&str] = &[
     "shelve",
     "shelveOffload",
     "unshelve",
-    "rescue",
-    "unrescue",
     "migrate",
     "os-migrateLive",
     "evacuate",

@@ -6,6 +6,7 @@ use super::{Caller, Compute, ConsoleAccess, generate_password, validate_server_n
 use crate::error::{ActionError, BackendError, ServiceError};
 use crate::ids::{BackendId, InstanceName, JobId};
 use crate::model::{ActionLog, InstanceAction, Quota, Vm};
+use crate::ports::BootFrom;
 use crate::service::{VmChange, modify_vm, modify_vm_within};
 use crate::state::{self, Action, JobStatus, OperState, PendingAction, RebootKind, VmState};
 
@@ -174,6 +175,15 @@ impl Compute {
                     started.id
                 ))),
             },
+            Action::Rescue => {
+                let image = BootFrom::Rescue(self.config.rescue_image.clone());
+                self.ganeti.set_boot(backend, &instance, image).await
+            }
+            Action::Unrescue => {
+                self.ganeti
+                    .set_boot(backend, &instance, BootFrom::Disk)
+                    .await
+            }
             Action::Create | Action::Unsuspend => {
                 return Ok(started);
             }
@@ -426,6 +436,8 @@ pub fn action_name(action: Action) -> &'static str {
         Action::Resize => "resize",
         Action::RevertResize => "revertResize",
         Action::Rebuild => "rebuild",
+        Action::Rescue => "rescue",
+        Action::Unrescue => "unrescue",
     }
 }
 

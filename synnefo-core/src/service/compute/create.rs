@@ -261,6 +261,7 @@ impl Compute {
                     Ok(record_job(v, Action::Create, job, request))
                 })
                 .await?;
+                self.remember_password(vm.id, &admin_pass);
                 Ok(CreatedServer {
                     vm: stored.unwrap_or(vm),
                     admin_pass,

@@ -45,8 +45,10 @@ mod catalog;
 mod create;
 mod keypairs;
 mod locks;
+mod passwords;
 mod ports;
 mod rebuild;
+mod rescue;
 mod resize;
 mod servers;
 mod types;
@@ -54,6 +56,7 @@ mod types;
 pub use actions::action_name;
 pub use batch::{CreateCount, CreatedBatch};
 pub use keypairs::{KEYPAIR_NAME_MAX, validate_keypair_name};
+pub use passwords::ServerPasswords;
 pub use ports::{
     ConsoleAccess, ConsoleForwarder, LeastLoaded, PlaceWith, Placement, PlacementFuture,
     ProxyEndpoint,
@@ -132,6 +135,11 @@ pub struct ComputeConfig {
     pub max_personality_bytes: u32,
     /// The network service's settings.
     pub network: crate::service::network::NetworkConfig,
+    /// The rescue image a rescue boots (`[ganeti] rescue_image`).
+    pub rescue_image: String,
+    /// How long a new server's admin password is handed out again
+    /// (`[api] server_password_ttl_secs`; zero: never).
+    pub server_password_ttl: Duration,
 }
 
 impl ComputeConfig {
@@ -164,6 +172,8 @@ impl ComputeConfig {
             max_personality: s.api.max_personality,
             max_personality_bytes: s.api.max_personality_bytes,
             network: network_config(&s.network),
+            rescue_image: g.rescue_image.clone(),
+            server_password_ttl: Duration::from_secs(s.api.server_password_ttl_secs),
         }
     }
 }
@@ -185,6 +195,8 @@ impl Default for ComputeConfig {
             max_personality: 5,
             max_personality_bytes: 10240,
             network: crate::service::network::NetworkConfig::default(),
+            rescue_image: crate::settings::default_rescue_image(),
+            server_password_ttl: Duration::from_secs(3600),
         }
     }
 }
@@ -245,6 +257,7 @@ pub struct Compute {
     console: Option<Arc<dyn ConsoleForwarder>>,
     clock: Arc<dyn Clock>,
     config: ComputeConfig,
+    passwords: Arc<passwords::ServerPasswords>,
 }
 
 impl std::fmt::Debug for Compute {
@@ -270,6 +283,7 @@ impl Compute {
             console: None,
             clock: Arc::new(crate::ports::SystemClock),
             config,
+            passwords: Arc::default(),
         }
     }
 

@@ -277,7 +277,8 @@ fn operstates_for(statuses: &[ServerStatus]) -> Vec<OperState> {
             ServerStatus::Resize
             | ServerStatus::VerifyResize
             | ServerStatus::RevertResize
-            | ServerStatus::Rebuild => &[OperState::Stopped, OperState::Started],
+            | ServerStatus::Rebuild
+            | ServerStatus::Rescue => &[OperState::Stopped, OperState::Started],
             ServerStatus::Build => &[OperState::Build],
             ServerStatus::Error => &[OperState::Error],
             ServerStatus::Deleted => &[OperState::Destroyed],

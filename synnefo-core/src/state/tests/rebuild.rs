@@ -156,7 +156,20 @@ fn refusals() {
     let rebuilding = start_rebuild(&ok, "img-2").unwrap();
     let [f1, f2, ..] = super::resize::flavors();
     let resizing = start_resize(&settled_vm(OperState::Stopped), &f1, &f2, true).unwrap();
+    let mut rescued = settled_vm(OperState::Stopped);
+    rescued.rescue = Some(Rescue {
+        stage: RescueStage::Rescued,
+        job_id: None,
+        floor: None,
+    });
     let cases: Vec<(VmState, ActionError)> = vec![
+        (
+            rescued,
+            ActionError::Rescue {
+                action: Action::Rebuild,
+                stage: Some(RescueStage::Rescued),
+            },
+        ),
         (vm_in(OperState::Build), ActionError::BuildInProgress),
         (
             vm_in(OperState::Error),

@@ -110,6 +110,12 @@ pub struct Model {
     pub rebuild_job_id: Option<i64>,
     /// `rebuild.floor`.
     pub rebuild_floor_job_id: Option<i64>,
+    /// `RescueStage::as_str`; NULL when not in rescue mode.
+    pub rescue_stage: Option<String>,
+    /// `rescue.job_id`.
+    pub rescue_job_id: Option<i64>,
+    /// `rescue.floor`.
+    pub rescue_floor_job_id: Option<i64>,
 }
 
 /// No navigable relations: the store joins explicitly.

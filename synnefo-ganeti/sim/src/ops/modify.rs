@@ -139,13 +139,19 @@ impl SimState {
     }
 
     /// The NICs a modify adds: the hot-plug check, the same checks and
-    /// pool as a create, and the NICs it removes found.
+    /// pool as a create, and the NICs it removes found; before them the
+    /// hypervisor parameters checked ([`hv_check`]).
     pub(crate) fn modify_prereq(
         &self,
         name: &str,
         p: &ModifyParams,
         logs: &mut Vec<String>,
     ) -> Result<Vec<SimNic>, Value> {
+        if !p.hvparams.is_empty()
+            && let Some(i) = self.instances.get(name)
+        {
+            hv_check(&i.hypervisor, &updated_hvparams(&i.hvparams, &p.hvparams))?;
+        }
         let (_, hot_logs, hot) = self.hotplug(name, p);
         logs.extend(hot_logs);
         hot?;
@@ -278,9 +284,13 @@ impl SimState {
             }
             changes.push(json!([format!("be/{k}"), n]));
         }
-        for (k, v) in &p.hvparams {
-            i.hvparams.insert(k.clone(), v.clone());
-            changes.push(json!([format!("hv/{k}"), v]));
+        if !p.hvparams.is_empty() {
+            // Ganeti keeps the instance's own values ("default" drops one,
+            // the cluster's applies again) and lists each change as given.
+            i.hvparams = updated_hvparams(&i.hvparams, &p.hvparams);
+            for (k, v) in &p.hvparams {
+                changes.push(json!([format!("hv/{k}"), v]));
+            }
         }
         for (k, v) in &p.osparams {
             i.osparams.insert(k.clone(), v.clone());
@@ -288,5 +298,169 @@ impl SimState {
         }
         i.touch();
         Ok(Value::Array(changes))
+    }
+}
+
+/// Ganeti's `GetUpdatedParams`: the instance's own hypervisor parameters
+/// with `update` applied, a value `"default"` removing the key (the
+/// cluster's value applies again).
+pub(crate) fn updated_hvparams(
+    own: &Map<String, Value>,
+    update: &Map<String, Value>,
+) -> Map<String, Value> {
+    let mut out = own.clone();
+    for (k, v) in update {
+        if v.as_str() == Some("default") {
+            out.remove(k);
+        } else {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+/// The cluster's hypervisor parameters for `hypervisor` (`/2/info`'s
+/// `hvparams`) filled with an instance's own: what the instance runs with.
+pub(crate) fn filled_hvparams(hypervisor: &str, own: &Map<String, Value>) -> Map<String, Value> {
+    static CLUSTER: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    let cluster = CLUSTER.get_or_init(|| {
+        serde_json::from_str::<Value>(include_str!("../cluster-info.json"))
+            .ok()
+            .and_then(|v| v.get("hvparams").cloned())
+            .unwrap_or(Value::Null)
+    });
+    let mut out = cluster
+        .get(hypervisor)
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    for (k, v) in own {
+        out.insert(k.clone(), v.clone());
+    }
+    out
+}
+
+/// The checks `LUInstanceSetParams` makes of new hypervisor parameters,
+/// for the two a rescue changes: `utils.ForceDictType` (strings), the KVM
+/// syntax checks (`boot_order` one of Ganeti's, `cdrom_image_path` an
+/// absolute normalized path or a URL, or empty) and
+/// `check_boot_parameters` ("Cannot boot from cdrom without an ISO
+/// path"). Whether the image file exists on the nodes (Ganeti's
+/// `ValidateParameters` on each node) is not simulated.
+pub(crate) fn hv_check(hypervisor: &str, own: &Map<String, Value>) -> Result<(), Value> {
+    let type_error = |msg: String| json!(["TypeEnforcementError", [msg]]);
+    let hv_error = |msg: String| json!(["HypervisorError", [msg]]);
+    for key in ["boot_order", "cdrom_image_path"] {
+        match own.get(key) {
+            None | Some(Value::String(_)) => {}
+            Some(Value::Bool(false)) => {}
+            Some(other) => {
+                return Err(type_error(format!(
+                    "'{key}' (value {other}) is not a valid string"
+                )));
+            }
+        }
+    }
+    if hypervisor != "kvm" {
+        return Ok(());
+    }
+    let filled = filled_hvparams(hypervisor, own);
+    let text = |k: &str| {
+        filled
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let order = text("boot_order");
+    const ORDERS: [&str; 4] = ["floppy", "cdrom", "disk", "network"];
+    if !ORDERS.contains(&order.as_str()) {
+        return Err(hv_error(format!(
+            "Parameter 'boot_order' fails syntax check: The value must be one of: {} (current value: '{order}')",
+            ORDERS.join(", ")
+        )));
+    }
+    let path = text("cdrom_image_path");
+    let is_url = ["http://", "https://", "ftp://", "file://"]
+        .iter()
+        .any(|p| path.starts_with(p));
+    let norm_abs = path.starts_with('/')
+        && !path.contains("//")
+        && !path.split('/').any(|c| c == "." || c == "..")
+        && (path == "/" || !path.ends_with('/'));
+    if !path.is_empty() && !is_url && !norm_abs {
+        return Err(hv_error(format!(
+            "Parameter 'cdrom_image_path' fails syntax check: must be an absolute normalized path or a URL (current value: '{path}')"
+        )));
+    }
+    if order == "cdrom" && path.is_empty() {
+        return Err(hv_error(
+            "Cannot boot from cdrom without an ISO path".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod hv_tests {
+    use super::*;
+
+    fn map(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn hvparams_update_as_ganeti_does() {
+        let own = map(json!({"boot_order": "cdrom", "cdrom_image_path": "/r.iso", "acpi": false}));
+        // "default" drops the instance's own value; others replace it.
+        let next = updated_hvparams(
+            &own,
+            &map(json!({"boot_order": "default", "cdrom_image_path": ""})),
+        );
+        assert_eq!(next, map(json!({"cdrom_image_path": "", "acpi": false})));
+        // filled: the cluster's KVM defaults under the instance's own
+        let filled = filled_hvparams("kvm", &next);
+        assert_eq!(filled["boot_order"], "disk");
+        assert_eq!(filled["acpi"], false);
+    }
+
+    #[test]
+    fn hvparams_are_checked_as_kvm_checks_them() {
+        let ok = |v: Value| hv_check("kvm", &map(v));
+        assert_eq!(
+            ok(json!({"boot_order": "cdrom", "cdrom_image_path": "/a/r.iso"})),
+            Ok(())
+        );
+        assert_eq!(
+            ok(json!({"boot_order": "cdrom", "cdrom_image_path": "http://h/r.iso"})),
+            Ok(())
+        );
+        assert_eq!(
+            ok(json!({"boot_order": "disk", "cdrom_image_path": ""})),
+            Ok(())
+        );
+        assert_eq!(
+            ok(json!({"boot_order": "cdrom"})),
+            Err(json!([
+                "HypervisorError",
+                ["Cannot boot from cdrom without an ISO path"]
+            ]))
+        );
+        let class = |r: Result<(), Value>| r.unwrap_err()[0].as_str().unwrap().to_string();
+        assert_eq!(class(ok(json!({"boot_order": "usb"}))), "HypervisorError");
+        assert_eq!(
+            class(ok(json!({"cdrom_image_path": "r.iso"}))),
+            "HypervisorError"
+        );
+        assert_eq!(
+            class(ok(json!({"cdrom_image_path": "/a/../r.iso"}))),
+            "HypervisorError"
+        );
+        assert_eq!(class(ok(json!({"boot_order": 3}))), "TypeEnforcementError");
+        // other hypervisors: the types only
+        assert_eq!(
+            hv_check("fake", &map(json!({"boot_order": "cdrom"}))),
+            Ok(())
+        );
     }
 }
