@@ -301,6 +301,14 @@ pub struct ApiSettings {
     /// `MAX_PERSONALITY_SIZE`, Nova's `maxPersonalitySize`).
     #[serde(default = "default_max_personality_bytes")]
     pub max_personality_bytes: u32,
+    /// Longest `user_data` a create may carry: characters of its base64
+    /// text, as Nova's schema bounds it (`maxLength` 65535).
+    #[serde(default = "default_max_user_data_bytes")]
+    pub max_user_data_bytes: u32,
+}
+
+fn default_max_user_data_bytes() -> u32 {
+    65535
 }
 
 fn default_max_keypairs() -> u32 {
@@ -528,6 +536,14 @@ pub struct DispatcherSettings {
     /// `synnefo admin queue`).
     #[serde(default)]
     pub malformed_messages: Unusable,
+    /// snf-image's build messages kept per server as its diagnostics
+    /// (the oldest are removed beyond this).
+    #[serde(default = "default_max_diagnostics")]
+    pub max_diagnostics_per_server: u32,
+}
+
+fn default_max_diagnostics() -> u32 {
+    100
 }
 
 /// What the dispatcher does with a message it cannot use.

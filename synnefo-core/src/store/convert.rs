@@ -581,6 +581,8 @@ mod tests {
             resize_confirm: am.resize_confirm.unwrap(),
             resize_job_id: am.resize_job_id.unwrap(),
             resize_floor_job_id: am.resize_floor_job_id.unwrap(),
+            build_progress: 0,
+            user_data: None,
         }
     }
 

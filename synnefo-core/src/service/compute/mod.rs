@@ -43,12 +43,17 @@ mod actions;
 mod batch;
 mod catalog;
 mod create;
+mod diagnostics;
 mod keypairs;
 mod locks;
 mod ports;
 mod resize;
 mod servers;
 mod types;
+mod userdata;
+
+pub use diagnostics::MAX_DIAGNOSTICS_LISTED;
+pub use userdata::USER_DATA_OSPARAM;
 
 pub use actions::action_name;
 pub use batch::{CreateCount, CreatedBatch};
@@ -128,6 +133,8 @@ pub struct ComputeConfig {
     pub max_personality: u32,
     /// Largest decoded personality file, bytes.
     pub max_personality_bytes: u32,
+    /// Longest `user_data` (its base64 text), characters.
+    pub max_user_data_bytes: u32,
     /// The network service's settings.
     pub network: crate::service::network::NetworkConfig,
 }
@@ -161,6 +168,7 @@ impl ComputeConfig {
             max_keypairs_per_user: s.api.max_keypairs_per_user,
             max_personality: s.api.max_personality,
             max_personality_bytes: s.api.max_personality_bytes,
+            max_user_data_bytes: s.api.max_user_data_bytes,
             network: network_config(&s.network),
         }
     }
@@ -182,6 +190,7 @@ impl Default for ComputeConfig {
             max_keypairs_per_user: 100,
             max_personality: 5,
             max_personality_bytes: 10240,
+            max_user_data_bytes: 65535,
             network: crate::service::network::NetworkConfig::default(),
         }
     }

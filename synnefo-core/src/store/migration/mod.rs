@@ -25,6 +25,7 @@ mod m20261207_000004_instance_actions;
 mod m20261207_000005_networks;
 mod m20261210_000001_network_pools;
 mod m20261211_000001_vm_resize;
+mod m20261212_000010_build_progress;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000005_networks::Migration),
             Box::new(m20261210_000001_network_pools::Migration),
             Box::new(m20261211_000001_vm_resize::Migration),
+            Box::new(m20261212_000010_build_progress::Migration),
         ]
     }
 }
