@@ -55,6 +55,34 @@ pub struct SimConfig {
     pub os: Vec<SimOsConfig>,
     /// The default group's instance policy (the part the simulator checks).
     pub ipolicy: SimIPolicy,
+    /// snf-image's progress messages during a create (off by default).
+    pub progress: SimProgress,
+}
+
+/// What the OS create scripts of a simulated create report, as snf-image
+/// does through its `PROGRESS_MONITOR`: "Starting image copy...",
+/// `copy_steps` `image-copy-progress` messages up to 100%, "Image copy
+/// finished.", the helper's task-start/task-end pairs and "Image
+/// customization finished successfully.", one message per job step,
+/// `interval_ms` apart, while the create job runs its OS scripts (the job
+/// ends after the last one). The messages go to the monitor set with
+/// [`crate::SimHandle::set_progress_monitor`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimProgress {
+    /// `image-copy-progress` messages per create; 0: no messages at all.
+    pub copy_steps: u32,
+    /// Time between two messages, milliseconds.
+    pub interval_ms: u64,
+}
+
+impl Default for SimProgress {
+    fn default() -> Self {
+        Self {
+            copy_steps: 0,
+            interval_ms: 20,
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -87,6 +115,7 @@ impl Default for SimConfig {
             networks: Vec::new(),
             os: SimOsConfig::defaults(),
             ipolicy: SimIPolicy::default(),
+            progress: SimProgress::default(),
         }
     }
 }
@@ -246,6 +275,7 @@ impl SimOsConfig {
                     "img_properties",
                     "img_personality",
                     "auth_keys",
+                    "cloud_userdata",
                 ]),
             },
             Self {
@@ -259,6 +289,10 @@ impl SimOsConfig {
                     "img_properties",
                     "auth_keys",
                     "config_url",
+                    "cloud_userdata",
+                    "inst_properties",
+                    "os_product_key",
+                    "os_answer_file",
                 ]),
             },
         ]
