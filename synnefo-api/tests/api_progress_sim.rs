@@ -56,6 +56,7 @@ async fn pipeline(copy_steps: u32, interval_ms: u64) -> Pipeline {
             progress: SimProgress {
                 copy_steps,
                 interval_ms,
+                diskless: false,
             },
             ..SimConfig::default()
         })

@@ -113,6 +113,9 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             interval_ms: args
                 .build_progress_interval_ms
                 .unwrap_or(args.job_latency_ms),
+            // Its instances are diskless: Ganeti would run no OS scripts,
+            // snf-image would report nothing; the demo reports anyway.
+            diskless: true,
         });
         let backend = store
             .upsert_backend(&name, &sim.addr().ip().to_string(), sim.addr().port())

@@ -65,7 +65,10 @@ pub struct SimConfig {
 /// finished.", the helper's task-start/task-end pairs and "Image
 /// customization finished successfully.", one message per job step,
 /// `interval_ms` apart, while the create job runs its OS scripts (the job
-/// ends after the last one). The messages go to the monitor set with
+/// ends after the last one). Ganeti runs no OS scripts for a diskless
+/// instance, so such creates report nothing unless `diskless` (a demo
+/// deviation: `synnefo up` runs diskless instances); they then report
+/// after their last log line. The messages go to the monitor set with
 /// [`crate::SimHandle::set_progress_monitor`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -74,6 +77,8 @@ pub struct SimProgress {
     pub copy_steps: u32,
     /// Time between two messages, milliseconds.
     pub interval_ms: u64,
+    /// Diskless creates report too (Ganeti runs no OS scripts for them).
+    pub diskless: bool,
 }
 
 impl Default for SimProgress {
@@ -81,6 +86,7 @@ impl Default for SimProgress {
         Self {
             copy_steps: 0,
             interval_ms: 20,
+            diskless: false,
         }
     }
 }

@@ -360,10 +360,17 @@ impl SimState {
                     self.progress_out.push((instance.clone(), msg));
                     self.schedule(id, progress.interval_ms);
                 } else if let Some(msg) = job.ops[i].pending_logs.pop_front() {
-                    if msg == ops::create::OS_SCRIPTS_LOG
-                        && progress.copy_steps > 0
-                        && matches!(job.ops[i].params.kind, OpKind::Create(_))
-                    {
+                    let op = &job.ops[i];
+                    let os_scripts = match &op.params.kind {
+                        OpKind::Create(c) => {
+                            msg == ops::create::OS_SCRIPTS_LOG
+                                || (progress.diskless
+                                    && c.disk_sizes().next().is_none()
+                                    && op.pending_logs.is_empty())
+                        }
+                        _ => false,
+                    };
+                    if os_scripts && progress.copy_steps > 0 {
                         job.ops[i].pending_progress =
                             ops::create::snf_image_messages(progress.copy_steps).into();
                     }
