@@ -7,8 +7,9 @@
 # from PyPI into a throwaway directory, starts `synnefo up` on a free
 # loopback port with a fresh data dir, configures kamaki in an isolated
 # HOME, and runs an unmodified session: login, flavor and image listing,
-# server create --wait, list, info, shutdown, modify --flavor-id (resize),
-# start, reboot SOFT and HARD,
+# server create --wait, list, info, info --diagnostics (the build messages,
+# newest first), shutdown, modify --flavor-id (resize), start, reboot SOFT
+# and HARD,
 # console, quota, resource and project listing, delete; key pairs
 # (generate, upload, list, info, server create --key-name, delete);
 # networks through the Cyclades network API (network create, list, info,
@@ -206,6 +207,14 @@ if [[ $(field 'd["user_id"] + " " + str(d["flavor"]["id"]) + " " + d["image"]["i
     pass "server info (owner, flavor, image)"
 else
     fail "server info (owner, flavor, image)" "$OUT"
+fi
+# snf-image's build messages (simulated by synnefo up) as Synnefo lists
+# them: newest first, the helper's tasks among them.
+expect "server info --diagnostics" '"source": "image-helper-task-start"' server info "$SERVER" --diagnostics --output-format json || true
+if [[ $(field 'd[0]["message"] + " " + d[0]["level"]' 2>/dev/null) == "Image customization finished successfully. DEBUG" ]]; then
+    pass "server info --diagnostics (newest first)"
+else
+    fail "server info --diagnostics (newest first)" "$OUT"
 fi
 
 if expect "server shutdown --wait" '^Server [0-9]+ status: STOPPED' server shutdown "$SERVER" --wait &&

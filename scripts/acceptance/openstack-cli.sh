@@ -24,8 +24,10 @@
 # add floating ip, server show (fixed and floating), server remove floating
 # ip, floating ip delete, server delete (ports released, the address back in
 # the pool), an operator's external network (`synnefo admin users add
-# --admin` on the same database), subnet delete, network delete. Each output
-# is checked. Prints "N passed, M failed" and exits non-zero on any failure.
+# --admin` on the same database), subnet delete, network delete; server
+# create --user-data (the server's progress rising while it builds, the
+# cloud_userdata OS parameter in Ganeti's create job, an operator's server
+# show at 2.3 with OS-EXT-SRV-ATTR:user_data). Each output is checked. Prints "N passed, M failed" and exits non-zero on any failure.
 #
 # Environment:
 #   SYNNEFO_TEST_BIN   a built `synnefo` binary (default: cargo build, debug)
@@ -67,8 +69,10 @@ for line in sys.stdin:
     if [[ -z "$BIN" || ! -x "$BIN" ]]; then echo "could not locate the synnefo binary after cargo build"; exit 1; fi
 fi
 log "starting synnefo up on $API"
+# Build messages slow enough for a client to see a server's progress rise.
 SYNNEFO_CONFIG=/dev/null "$BIN" up --data-dir "$WORK/data" --listen "127.0.0.1:${PORT}" \
-    --clusters 1 --demo-password "$PASSWORD" >"$WORK/up.log" 2>&1 &
+    --clusters 1 --demo-password "$PASSWORD" \
+    --build-progress-steps 20 --build-progress-interval-ms 600 >"$WORK/up.log" 2>&1 &
 UP_PID=$!
 for i in $(seq 1 120); do
     if curl -fsS "$API/healthz" >/dev/null 2>&1; then break; fi
@@ -250,7 +254,8 @@ expect "port list" "^accept-port \\[\\{'ip_address': '10\\.99\\.0\\.[0-9]+'" por
 if osc port delete accept-port && [[ -z "$(osc port list -f value -c ID)" ]]; then pass "port delete"; else fail "port delete" "ports left: $(osc port list -f value 2>&1)"; fi
 # A server on the private network and on `synnefo up`'s public one.
 expect "network list (public)" '^public$' network list -f value -c Name --external || true
-expect "server create --network x2 --wait" '^ACTIVE$' server create --flavor m1.tiny --image debian \
+# (--wait prints the client's "\rProgress: N" before the answer)
+expect "server create --network x2 --wait" '(^|[0-9])ACTIVE$' server create --flavor m1.tiny --image debian \
     --network accept-net --network public --wait accept-net-vm -f value -c status || true
 ADDRS=$(osc server show accept-net-vm -f json -c addresses 2>&1) || true
 PRIV_IP=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["addresses"]["accept-net"][0])' "$ADDRS" 2>/dev/null || true)
@@ -292,6 +297,57 @@ osc floating ip delete "$FIP2" >/dev/null 2>&1 || true
 if osc subnet delete accept-sub && ! osc subnet show accept-sub >/dev/null 2>&1; then pass "subnet delete"; else fail "subnet delete" "still there"; fi
 if osc network delete accept-net && ! osc network list -f value -c Name | grep -qx accept-net; then pass "network delete"; else fail "network delete" "left: $(osc network list -f value 2>&1)"; fi
 if osc_admin network delete accept-public; then pass "network delete (operator)"; else fail "network delete (operator)" "command failed"; fi
+
+# --- user data and build progress ---------------------------------------------
+# user_data from a file (the client base64-encodes it), the server's
+# progress while it builds (snf-image's copy percentage, from the
+# simulator's build messages), and the OS parameter Ganeti got.
+printf '#cloud-config\nruncmd:\n  - touch /tmp/accept\n' >"$WORK/user-data"
+UD_B64=$(base64 -w0 "$WORK/user-data")
+if osc server create --flavor m1.tiny --image debian --user-data "$WORK/user-data" accept-ud-vm >/dev/null 2>&1; then
+    pass "server create --user-data"
+else
+    fail "server create --user-data" "command failed"
+fi
+UD_ID=$(osc server show accept-ud-vm -f value -c id 2>/dev/null || true)
+seen=""
+for _ in $(seq 1 60); do
+    line=$(osc server show accept-ud-vm -f value -c status -c progress 2>/dev/null | tr '\n' ' ' || true)
+    seen="$seen|$line"
+    [[ "$line" == *ACTIVE* ]] && break
+    sleep 0.2
+done
+# (the client prints the columns as it orders them: progress, status)
+if [[ "$seen" =~ \|([1-9]|[1-9][0-9])\ BUILD\  && "$line" == "100 ACTIVE " ]]; then
+    pass "server show (progress between 0 and 100 while BUILD, then 100)"
+else
+    fail "server show (progress between 0 and 100 while BUILD, then 100)" "seen: $seen"
+fi
+# Ganeti got it as snf-image's cloud_userdata: the create job's input in
+# the simulated cluster's job queue.
+if python3 - "$WORK/data/ganeti/cluster1/queue" "snf-$UD_ID" "$UD_B64" <<'PY'
+import json, pathlib, sys
+root, name, want = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+for f in root.rglob("job-*"):
+    try:
+        job = json.loads(f.read_text())
+    except Exception:
+        continue
+    for op in job.get("ops", []):
+        i = op.get("input", {})
+        if i.get("OP_ID") == "OP_INSTANCE_CREATE" and i.get("instance_name") == name:
+            sys.exit(0 if i.get("osparams", {}).get("cloud_userdata") == want else 2)
+sys.exit(1)
+PY
+then
+    pass "user data reached Ganeti (osparams cloud_userdata)"
+else
+    fail "user data reached Ganeti (osparams cloud_userdata)" "no create job of snf-$UD_ID with it"
+fi
+# Operators see it from microversion 2.3 (OS-EXT-SRV-ATTR:user_data).
+expect_admin "server show (operator, OS-EXT-SRV-ATTR:user_data)" "^${UD_B64}\$" \
+    --os-compute-api-version 2.3 server show "${UD_ID:-none}" -f value -c OS-EXT-SRV-ATTR:user_data || true
+osc server delete --wait accept-ud-vm >/dev/null 2>&1 || true
 
 echo "$PASSED passed, $FAILED failed"
 if [[ $FAILED -ne 0 ]]; then

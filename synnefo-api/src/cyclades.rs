@@ -22,7 +22,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use synnefo_core::ids::FlavorId;
-use synnefo_core::model::{Flavor, Image, Vm};
+use synnefo_core::model::{Diagnostic, Flavor, Image, ServerAttrs, Vm};
 use synnefo_core::service::compute::{CreateServer, FlavorFilter, ImageFilter};
 use synnefo_core::service::network::{ServerAddress, ServerNetworks};
 use synnefo_core::state::{RebootKind, synnefo_status};
@@ -48,6 +48,7 @@ pub fn routes() -> Router<Shared> {
             get(server_password).delete(delete_server_password),
         )
         .route("/compute/v2.0/servers/{id}/ips", get(ips))
+        .route("/compute/v2.0/servers/{id}/diagnostics", get(diagnostics))
         .route(
             "/compute/v2.0/servers/{id}/metadata",
             get(metadata).post(metadata_merge),
@@ -114,9 +115,34 @@ fn attachments(vm: &Vm, nics: &[ServerAddress]) -> Vec<Value> {
     out
 }
 
-/// A Cyclades server body (`key_names`: the key pairs given at create,
-/// Synnefo's `SNF:key_names`; `key_name` is the first).
-fn server(app: &Shared, vm: &Vm, nics: &[ServerAddress], key_names: &[String]) -> Value {
+/// Synnefo's diagnostic entry (`api/servers.py` `diagnostics_to_dict`).
+fn diagnostic_body(d: &Diagnostic) -> Value {
+    json!({
+        "source": d.source,
+        "created": iso_micro(&d.created),
+        "message": d.message,
+        "details": d.details,
+        "level": d.level.as_str(),
+        "source_date": iso_micro(&d.source_time),
+    })
+}
+
+/// Synnefo's `utils.isoformat`: microseconds and the UTC offset.
+fn iso_micro(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
+}
+
+/// A Cyclades server body (`attrs.key_names`: the key pairs given at
+/// create, Synnefo's `SNF:key_names`; `key_name` is the first; `latest`:
+/// its newest diagnostic, as Synnefo shows it).
+fn server(
+    app: &Shared,
+    vm: &Vm,
+    nics: &[ServerAddress],
+    attrs: &ServerAttrs,
+    latest: Option<&Diagnostic>,
+) -> Value {
+    let key_names = attrs.key_names.as_slice();
     let status = synnefo_status(&vm.state);
     let (_, task, _) = nova_states(vm);
     let id = vm.id.to_string();
@@ -124,7 +150,11 @@ fn server(app: &Shared, vm: &Vm, nics: &[ServerAddress], key_names: &[String]) -
         "id": vm.id.0,
         "name": vm.name,
         "status": status,
-        "progress": match status { "ACTIVE" | "STOPPED" => 100, _ => 0 },
+        "progress": match status {
+            "ACTIVE" | "STOPPED" => 100,
+            "BUILD" => attrs.build_progress.min(100),
+            _ => 0,
+        },
         "user_id": vm.user_id,
         "tenant_id": vm.project_id,
         "created": iso(&vm.created),
@@ -141,7 +171,7 @@ fn server(app: &Shared, vm: &Vm, nics: &[ServerAddress], key_names: &[String]) -
         "SNF:rescue": vm.state.rescue().is_some_and(|r| r.stage != synnefo_core::state::RescueStage::Rescuing),
         "SNF:fqdn": null,
         "SNF:port_forwarding": {},
-        "diagnostics": [],
+        "diagnostics": latest.map(diagnostic_body).into_iter().collect::<Vec<_>>(),
         "key_name": key_names.first(),
         "SNF:key_names": key_names,
         "config_drive": "",
@@ -195,6 +225,7 @@ async fn detail(State(app): State<Shared>, auth: Auth, p: Params) -> Result<Json
     let vms = app.compute.list_servers(&auth.caller(), &f).await?;
     let nics: HashMap<_, _> = app.compute.nics_of(&vms).await?;
     let attrs = app.compute.server_attrs_of(&vms).await?;
+    let latest = app.compute.latest_diagnostics_of(&vms).await?;
     let items: Vec<Value> = vms
         .iter()
         .map(|vm| {
@@ -202,9 +233,8 @@ async fn detail(State(app): State<Shared>, auth: Auth, p: Params) -> Result<Json
                 &app,
                 vm,
                 nics.get(&vm.id).map_or(&[][..], Vec::as_slice),
-                attrs
-                    .get(&vm.id)
-                    .map_or(&[][..], |a| a.key_names.as_slice()),
+                attrs.get(&vm.id).unwrap_or(&ServerAttrs::default()),
+                latest.get(&vm.id),
             )
         })
         .collect();
@@ -218,9 +248,28 @@ async fn show(
 ) -> Result<Json<Value>, ApiError> {
     let (vm, nics) = app.compute.server_with_nics(&auth.caller(), &id).await?;
     let attrs = app.compute.server_attrs(&vm).await?;
+    let latest = app
+        .compute
+        .latest_diagnostics_of(std::slice::from_ref(&vm))
+        .await?
+        .remove(&vm.id);
     Ok(Json(
-        json!({"server": server(&app, &vm, &nics, &attrs.key_names)}),
+        json!({"server": server(&app, &vm, &nics, &attrs, latest.as_ref())}),
     ))
+}
+
+/// `GET /servers/{id}/diagnostics` (kamaki's `server info --diagnostics`):
+/// snf-image's messages about the server's build, newest first, as
+/// Synnefo 0.20 lists them (a bare JSON list).
+async fn diagnostics(
+    State(app): State<Shared>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let list = app.compute.server_diagnostics(&auth.caller(), &id).await?;
+    Ok(Json(Value::Array(
+        list.iter().map(diagnostic_body).collect(),
+    )))
 }
 
 /// `GET /servers/{id}/ips` (kamaki's `server info --nics`): the server's
@@ -297,10 +346,6 @@ pub struct CreateBody {
     user_data: Option<Value>,
 }
 
-fn unsupported(what: &str) -> ApiError {
-    ApiError::bad_request(format!("{what} is not supported by this cloud."))
-}
-
 impl CreateBody {
     /// Honours what Synnefo here can do (no NIC, the token's project) and
     /// refuses the rest instead of silently dropping it.
@@ -310,8 +355,8 @@ impl CreateBody {
                 "Only one of the SNF:key_names and key_name can be set",
             ));
         }
-        if self.user_data.is_some() {
-            return Err(unsupported("User data"));
+        if self.user_data.as_ref().is_some_and(|u| !u.is_string()) {
+            return Err(ApiError::bad_request("Malformed user_data request"));
         }
         if let Some(p) = &self.project
             && p != &auth.0.project.id
@@ -360,11 +405,12 @@ async fn create(
                     None => s.key_names.unwrap_or_default(),
                 },
                 personality: crate::nova::servers::personality_files(&s.personality, true)?,
+                user_data: s.user_data.and_then(|u| u.as_str().map(str::to_string)),
             },
         )
         .await?;
     let attrs = app.compute.server_attrs(&created.vm).await?;
-    let mut body = server(&app, &created.vm, &[], &attrs.key_names);
+    let mut body = server(&app, &created.vm, &[], &attrs, None);
     body["adminPass"] = json!(created.admin_pass);
     Ok((StatusCode::ACCEPTED, Json(json!({ "server": body }))).into_response())
 }

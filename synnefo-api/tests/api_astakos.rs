@@ -505,9 +505,14 @@ async fn cyclades_create_refuses_what_it_cannot_honour() {
             "Only one of the SNF:key_names and key_name",
         ),
         (
-            "user_data",
-            with("user_data", json!("I2Nsb3VkLWNvbmZpZw==")),
-            "User data",
+            "user_data that is not base64 (user data is honoured: see api_progress_sim)",
+            with("user_data", json!("not base64!")),
+            "is not a 'base64'",
+        ),
+        (
+            "user_data that is not a string",
+            with("user_data", json!(5)),
+            "Malformed user_data request",
         ),
         (
             "personality that is not base64 (files are injected: see api_nova personality)",
@@ -554,6 +559,10 @@ async fn cyclades_create_refuses_what_it_cannot_honour() {
         ("no networks", with("networks", json!([]))),
         ("empty personality", with("personality", json!([]))),
         ("null key_name", with("key_name", Value::Null)),
+        (
+            "user_data",
+            with("user_data", json!("I2Nsb3VkLWNvbmZpZw==")),
+        ),
     ] {
         let r = post(&c.app, "/compute/v2.0/servers", &c.alice_token, body).await;
         assert_eq!(r.status, StatusCode::ACCEPTED, "{what}: {:?}", r.body);

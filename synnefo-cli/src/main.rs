@@ -58,6 +58,9 @@ enum Command {
     /// The Ganeti hook reporting NICs (run by Ganeti via symlink), and `install`
     #[command(name = "ganeti-hook")]
     GanetiHook(cmd::ganeti_hook::Args),
+    /// snf-image's PROGRESS_MONITOR: publish its build messages (Ganeti nodes)
+    #[command(name = "progress-monitor")]
+    ProgressMonitor(cmd::progress_monitor::Args),
 }
 
 fn main() -> ExitCode {
@@ -93,7 +96,13 @@ fn main() -> ExitCode {
         };
         let ctx = match common::Context::load(&cli.config, cli.log_format.as_deref()) {
             Ok(ctx) => ctx,
-            Err(e) => return common::report(e),
+            Err(e) => {
+                if matches!(command, Command::ProgressMonitor(_)) {
+                    // snf-image must still be able to write its messages.
+                    cmd::progress_monitor::drain_stdin().await;
+                }
+                return common::report(e);
+            }
         };
         let result = match command {
             Command::Config(_) | Command::GanetiSim(_) | Command::Completions(_) => {
@@ -109,6 +118,7 @@ fn main() -> ExitCode {
             Command::Vncauthproxy(a) => cmd::vncauthproxy::run(&ctx, a).await,
             Command::Eventd(a) => cmd::eventd::run(&ctx, a).await,
             Command::GanetiHook(a) => cmd::ganeti_hook::run(&ctx, a).await,
+            Command::ProgressMonitor(a) => cmd::progress_monitor::run(&ctx, a).await,
         };
         match result {
             Ok(code) => code,

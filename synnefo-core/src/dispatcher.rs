@@ -7,15 +7,17 @@
 //! 1. take up to `batch_size` deliveries that are ready;
 //! 2. read each ([`messages::decode_any`]). A notification that changes a
 //!    server goes on to step 3. What is understood but changes nothing here
-//!    (Synnefo's network, cluster and build-progress messages, opcodes
-//!    with no state effect such as tags) is acknowledged and counted, as
+//!    (Synnefo's network and cluster messages, opcodes with no state
+//!    effect such as tags) is acknowledged and counted, as
 //!    Synnefo's dispatcher acknowledges what it has no use for; so is a
 //!    message for another deployment's instance. An unreadable body (not
 //!    JSON, a key missing, an unknown type) is acknowledged with a WARN
 //!    line, as Synnefo does, or dead-lettered with the reason when
 //!    `dispatcher.malformed_messages = "dead-letter"`;
-//! 3. apply the whole batch with [`service::apply_notifications`]: one read
-//!    and one write transaction;
+//! 3. apply snf-image's build messages (progress and diagnostics, outside
+//!    the state machine: [`crate::service::build`]) one by one, then the
+//!    state notifications of the batch with
+//!    [`service::apply_notifications`]: one read and one write transaction;
 //! 4. ack the batch **only after that transaction commits**. A notification
 //!    about a server the database does not have is acknowledged and
 //!    counted (`dispatcher.unknown_servers = "ack"`, Synnefo's policy) or
@@ -43,8 +45,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{BusError, EventError, ServiceError, StoreError};
-use crate::messages::{Decoded, MessageKind, Notification, decode_any};
+use crate::messages::{Decoded, MessageKind, Notification, ProgressNote, decode_any};
 use crate::ports::{Delivery, EventBus, Subscription, VmStore};
+use crate::service::build::apply_build_report;
 use crate::service::{ApplyOutcome, apply_notification, apply_notifications};
 use crate::settings::Settings;
 use crate::settings::Unusable;
@@ -71,6 +74,9 @@ pub struct DispatcherConfig {
     /// ([`MessageKind::SYNNEFO`]): true when the bus declares their queues
     /// (`amqp.topology.synnefo_queues`).
     pub synnefo_kinds: bool,
+    /// snf-image's build messages kept per server as its diagnostics
+    /// (`dispatcher.max_diagnostics_per_server`).
+    pub max_diagnostics_per_server: u32,
 }
 
 impl DispatcherConfig {
@@ -82,6 +88,7 @@ impl DispatcherConfig {
             unknown_servers: settings.dispatcher.unknown_servers,
             malformed_messages: settings.dispatcher.malformed_messages,
             synnefo_kinds: settings.amqp.topology.synnefo_queues,
+            max_diagnostics_per_server: settings.dispatcher.max_diagnostics_per_server,
             ..Self::new(&settings.backend_prefix_id)
         }
     }
@@ -97,6 +104,7 @@ impl DispatcherConfig {
             unknown_servers: Unusable::Ack,
             malformed_messages: Unusable::Ack,
             synnefo_kinds: false,
+            max_diagnostics_per_server: 100,
         }
     }
 
@@ -359,6 +367,7 @@ impl Dispatcher {
         let mut done: Vec<u64> = Vec::with_capacity(batch.len());
         let mut tags: Vec<u64> = Vec::with_capacity(batch.len());
         let mut notes: Vec<Notification> = Vec::with_capacity(batch.len());
+        let mut builds: Vec<(u64, ProgressNote)> = Vec::new();
         let redelivered = batch.iter().filter(|d| d.redelivered).count();
         bump(&self.counters.redelivered, redelivered as u64);
         for d in batch {
@@ -367,6 +376,7 @@ impl Dispatcher {
                     tags.push(d.tag);
                     notes.push(n);
                 }
+                Ok(Decoded::Progress(p)) => builds.push((d.tag, p)),
                 Ok(Decoded::Record(r)) => {
                     tracing::debug!(kind = r.label(), record = ?r, "acknowledging a message that changes no server here");
                     bump(&self.counters.recorded, 1);
@@ -389,6 +399,14 @@ impl Dispatcher {
                     }
                 }
             }
+        }
+
+        if !builds.is_empty()
+            && !self
+                .apply_builds(sub, builds, &tags, &mut done, cancel)
+                .await
+        {
+            return;
         }
 
         let mut backoff = self.config.retry_min;
@@ -483,6 +501,80 @@ impl Dispatcher {
             backoff = (backoff * 2).min(self.config.retry_max);
         }
         self.ack(sub, &done).await;
+    }
+
+    /// Applies snf-image's build messages one by one (each is one short
+    /// write outside the state machine), pushing the settled tags to
+    /// `done`. A database outage is retried with backoff like the state
+    /// notifications; on shutdown meanwhile, what committed is acked, the
+    /// rest (and `pending`, the batch's state notifications) is handed
+    /// back, and `false` says the batch is over.
+    async fn apply_builds(
+        &self,
+        sub: &mut dyn Subscription,
+        builds: Vec<(u64, ProgressNote)>,
+        pending: &[u64],
+        done: &mut Vec<u64>,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let keep = self.config.max_diagnostics_per_server;
+        let mut backoff = self.config.retry_min;
+        let mut it = builds.into_iter();
+        while let Some((tag, p)) = it.next() {
+            loop {
+                let started = std::time::Instant::now();
+                let r = apply_build_report(self.store.as_ref(), &p, keep).await;
+                bump(
+                    &self.counters.apply_micros,
+                    started.elapsed().as_micros() as u64,
+                );
+                match r {
+                    Ok(ApplyOutcome::Applied) => {
+                        bump(&self.counters.applied, 1);
+                        done.push(tag);
+                    }
+                    Ok(ApplyOutcome::Ignored(_)) => {
+                        bump(&self.counters.ignored, 1);
+                        done.push(tag);
+                    }
+                    Err(e) if is_transient(&e) => {
+                        self.ack(sub, &std::mem::take(done)).await;
+                        bump(&self.counters.retries, 1);
+                        tracing::warn!(error = %e, ?backoff, "database unavailable; retrying a build message (nothing acked)");
+                        let stop = tokio::select! {
+                            _ = cancel.cancelled() => true,
+                            _ = tokio::time::sleep(backoff) => false,
+                        };
+                        if stop {
+                            let rest = std::iter::once(tag)
+                                .chain(it.map(|(t, _)| t))
+                                .chain(pending.iter().copied());
+                            for t in rest {
+                                if let Err(e) = sub.requeue(t).await {
+                                    tracing::warn!(tag = t, error = %e, "requeue failed; the bus will redeliver it");
+                                }
+                            }
+                            return false;
+                        }
+                        backoff = (backoff * 2).min(self.config.retry_max);
+                        continue;
+                    }
+                    Err(ServiceError::NotFound(_))
+                        if self.config.unknown_servers == Unusable::Ack =>
+                    {
+                        tracing::warn!(server = %p.vm, "acknowledging a build message for a server the database does not have (dispatcher.unknown_servers = \"ack\")");
+                        bump(&self.counters.unknown_server, 1);
+                        done.push(tag);
+                    }
+                    Err(e) => {
+                        let reason = format!("cannot apply build message for server {}: {e}", p.vm);
+                        self.dead_letter(sub, tag, &reason).await;
+                    }
+                }
+                break;
+            }
+        }
+        true
     }
 }
 
@@ -637,7 +729,13 @@ mod tests {
     #[tokio::test]
     async fn by_default_what_synnefo_acks_is_acked_and_counted() {
         let writes = Arc::new(Mutex::new(Vec::new()));
-        let d = dispatcher(store_with(1, writes.clone()));
+        let mut store = store_with(1, writes.clone());
+        store
+            .expect_record_build_progress()
+            .withf(|vm, p| *vm == VmId(1) && *p == 42)
+            .times(1)
+            .returning(|_, _| Ok(crate::model::BuildWrite::Applied));
+        let d = dispatcher(store);
         let mut sub = MockSubscription::new();
         sub.expect_dead_letter().times(0);
         sub.expect_ack()
@@ -676,10 +774,76 @@ mod tests {
                 m.malformed,
                 m.dead_lettered
             ),
-            (1, 4, 1, 3, 0),
+            (2, 3, 1, 3, 0),
             "{m:?}"
         );
         assert_eq!(writes.lock().unwrap().as_slice(), [VmId(1)]);
+    }
+
+    /// snf-image's messages: a diagnostic stored with the setting's bound,
+    /// one for an unknown server acked (the default policy), a database
+    /// outage retried until it is back, then everything acked.
+    #[tokio::test]
+    async fn build_messages_are_applied_outside_the_state_machine() {
+        let mut store = MockVmStore::new();
+        let calls = Arc::new(Mutex::new(0u32));
+        let c = calls.clone();
+        store
+            .expect_record_diagnostic()
+            .returning(move |vm, time_us, d, keep| {
+                assert_eq!(keep, 100);
+                if vm == VmId(2) {
+                    return Err(StoreError::NotFound("server 2".into()));
+                }
+                assert_eq!((vm, time_us), (VmId(1), 1_000_001));
+                assert_eq!(d.source, "image-helper-task-start");
+                assert_eq!(d.message, "MountImage");
+                let mut n = c.lock().unwrap();
+                *n += 1;
+                if *n == 1 {
+                    Err(StoreError::Database("connection reset".into()))
+                } else {
+                    Ok(crate::model::BuildWrite::Applied)
+                }
+            });
+        store
+            .expect_record_build_progress()
+            .returning(|_, _| Ok(crate::model::BuildWrite::Ignored));
+        let d = dispatcher(store);
+        let mut sub = MockSubscription::new();
+        sub.expect_dead_letter().times(0);
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let a = acked.clone();
+        sub.expect_ack().returning(move |tags| {
+            a.lock().unwrap().extend_from_slice(tags);
+            Ok(())
+        });
+        let helper = |vm: i64| {
+            format!(
+                r#"{{"type":"image-helper","subtype":"task-start","task":"MountImage","instance":"snf-{vm}","event_time":[1,1]}}"#
+            )
+            .into_bytes()
+        };
+        let batch = vec![
+            delivery(1, helper(1)),
+            delivery(2, helper(2)),
+            delivery(
+                3,
+                br#"{"type":"image-copy-progress","instance":"snf-1","progress":7,"event_time":[1,2]}"#.to_vec(),
+            ),
+        ];
+        d.process_batch(&mut sub, batch, &CancellationToken::new())
+            .await;
+        let mut got = acked.lock().unwrap().clone();
+        got.sort();
+        assert_eq!(got, [1, 2, 3]);
+        assert_eq!(*calls.lock().unwrap(), 2, "retried once");
+        let m = d.metrics();
+        assert_eq!(
+            (m.applied, m.ignored, m.unknown_server, m.retries),
+            (1, 1, 1, 1),
+            "{m:?}"
+        );
     }
 
     #[tokio::test]

@@ -13,11 +13,16 @@ use crate::ids::{InstanceName, JobId, VmId};
 use crate::model::{BeParams, Nic};
 use crate::state::{JobStatus, OpError, OpStatusEvent};
 
+mod progress;
 mod synnefo;
 
+pub use progress::{
+    BuildReport, DiagnosticLevel, KNOWN_TYPES as PROGRESS_TYPES, MAX_DIAGNOSTIC_DETAILS,
+    MAX_DIAGNOSTIC_MESSAGE, MAX_DIAGNOSTIC_SOURCE, NewDiagnostic, ProgressNote,
+};
 pub use synnefo::{
     ClusterStatusMessage, InstanceDisk, InstanceHvParams, InstanceNic, NetworkJobFields,
-    NetworkStatusMessage,
+    NetworkStatusMessage, ProgressMessage,
 };
 
 /// The exchange all notifications go to (topic, durable).
@@ -45,9 +50,10 @@ impl MessageKind {
     /// The kinds our own processes publish: their queues always exist.
     pub const ALL: [MessageKind; 2] = [MessageKind::OpStatus, MessageKind::NetStatus];
 
-    /// The kinds only Synnefo's eventd and snf-image publish; their queues
-    /// exist when the bus is set up next to Synnefo
-    /// (`amqp.topology.synnefo_queues`).
+    /// The kinds of Synnefo's own queues: what Synnefo's eventd and
+    /// snf-image's progress monitor publish (ours, `synnefo
+    /// progress-monitor`, publishes the progress kind too); their queues
+    /// exist when `amqp.topology.synnefo_queues` (the default).
     pub const SYNNEFO: [MessageKind; 3] = [
         MessageKind::NetworkStatus,
         MessageKind::Progress,
@@ -383,6 +389,9 @@ pub fn decode(body: &[u8], prefix: &str) -> Result<Notification, EventError> {
             "a {} message changes no server here",
             r.label()
         ))),
+        Decoded::Progress(_) => Err(EventError::Malformed(
+            "a build progress message changes no server state".into(),
+        )),
     }
 }
 
@@ -417,12 +426,12 @@ pub enum Record {
         /// The cluster's name, if given.
         cluster: Option<String>,
     },
-    /// snf-image's build progress for one of our servers.
+    /// An `image-*` message for one of our servers of a type Synnefo's
+    /// dispatcher does not act on either (the build messages it acts on
+    /// are [`Decoded::Progress`]).
     Progress {
         /// The server.
         vm: VmId,
-        /// The percentage of `image-copy-progress` (0-100), if that kind.
-        percent: Option<u8>,
         /// The `image-*` type.
         kind: String,
     },
@@ -447,6 +456,9 @@ pub enum Decoded {
     Apply(Notification),
     /// Understood; changes nothing here (acknowledged and counted).
     Record(Record),
+    /// snf-image's build progress or a diagnostic for one of our servers
+    /// (applied by [`crate::service::build`], outside the state machine).
+    Progress(ProgressNote),
 }
 
 /// An opcode name as Ganeti writes them: `OP_` then capitals, digits and
@@ -531,29 +543,20 @@ pub fn decode_any(body: &[u8], prefix: &str) -> Result<Decoded, EventError> {
             }))
         }
         t if t.starts_with("image-") && t.len() <= 64 => {
-            #[derive(Deserialize)]
-            struct Progress {
-                instance: String,
-                #[serde(default)]
-                progress: Option<f64>,
-            }
-            let m: Progress = serde_json::from_slice(body).map_err(malformed)?;
-            let name = InstanceName::parse(prefix, &m.instance)
-                .ok_or_else(|| EventError::ForeignInstance(bounded(&m.instance)))?;
-            let percent = match (t, m.progress) {
-                ("image-copy-progress", Some(p)) if (0.0..=100.0).contains(&p) => Some(p as u8),
-                ("image-copy-progress", other) => {
-                    return Err(EventError::Malformed(format!(
-                        "image-copy-progress without a percentage in 0..=100: {other:?}"
-                    )));
+            let m: ProgressMessage = serde_json::from_slice(body).map_err(malformed)?;
+            let kind = m.kind.clone();
+            let instance = m.instance.clone();
+            match m.into_note(prefix)? {
+                Some(note) => Ok(Decoded::Progress(note)),
+                None => {
+                    let name = InstanceName::parse(prefix, &instance)
+                        .ok_or_else(|| EventError::ForeignInstance(bounded(&instance)))?;
+                    Ok(Decoded::Record(Record::Progress {
+                        vm: name.vm_id(),
+                        kind: bounded(&kind),
+                    }))
                 }
-                _ => None,
-            };
-            Ok(Decoded::Record(Record::Progress {
-                vm: name.vm_id(),
-                percent,
-                kind: t.to_string(),
-            }))
+            }
         }
         other => Err(EventError::Malformed(format!(
             "unknown message type {:?}",
@@ -823,11 +826,22 @@ mod tests {
             }
         );
         assert_eq!(
-            rec(br#"{"type":"image-copy-progress","instance":"snf-3","progress":42.5}"#),
+            decode_any(
+                br#"{"type":"image-copy-progress","instance":"snf-3","progress":42.5,"event_time":[1,0]}"#,
+                "snf-"
+            )
+            .unwrap(),
+            Decoded::Progress(ProgressNote {
+                vm: VmId(3),
+                time_us: 1_000_000,
+                report: BuildReport::Copy { percent: 42 }
+            })
+        );
+        assert_eq!(
+            rec(br#"{"type":"image-unheard-of","instance":"snf-3","event_time":[1,0]}"#),
             Record::Progress {
                 vm: VmId(3),
-                percent: Some(42),
-                kind: "image-copy-progress".into()
+                kind: "image-unheard-of".into()
             }
         );
         assert_eq!(
@@ -847,11 +861,11 @@ mod tests {
         // Bad parts are still errors with a reason.
         for (body, want) in [
             (
-                &br#"{"type":"image-copy-progress","instance":"snf-3","progress":420}"#[..],
-                "0..=100",
+                &br#"{"type":"image-copy-progress","instance":"snf-3","progress":-4,"event_time":[1,0]}"#[..],
+                "progress -4",
             ),
             (
-                br#"{"type":"image-helper","instance":"x-3"}"#,
+                br#"{"type":"image-helper","instance":"x-3","event_time":[1,0]}"#,
                 "not one of ours",
             ),
             (

@@ -409,6 +409,9 @@ pub struct ServerAttrs {
     pub key_names: Vec<String>,
     /// The lock, if locked.
     pub lock: Option<VmLock>,
+    /// Percent of the image copied while the server builds (snf-image's
+    /// `image-copy-progress`; 0 before any).
+    pub build_progress: u8,
 }
 
 /// What a create stores besides each [`NewVm`]: shared by the batch.
@@ -418,6 +421,39 @@ pub struct NewVmAttrs {
     pub access: AccessIps,
     /// Key pair names.
     pub key_names: Vec<String>,
+    /// Nova's `user_data` (base64, validated), if given.
+    pub user_data: Option<String>,
+}
+
+/// One entry of a server's diagnostics (Synnefo's
+/// `VirtualMachineDiagnostic`): a message snf-image sent while building it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The server.
+    pub vm: VmId,
+    /// When it was stored.
+    pub created: DateTime<Utc>,
+    /// Its level.
+    pub level: crate::messages::DiagnosticLevel,
+    /// Its source (`image-info`, `image-helper-task-start`, ...).
+    pub source: String,
+    /// When the monitor read it (the message's `event_time`).
+    pub source_time: DateTime<Utc>,
+    /// The message.
+    pub message: String,
+    /// Details (standard error lines), if any.
+    pub details: Option<String>,
+}
+
+/// What storing one build message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildWrite {
+    /// The progress rose, or the diagnostic was stored.
+    Applied,
+    /// Nothing to do: the server is no longer building, the progress on
+    /// record is as high already, the diagnostic is on record already
+    /// (a redelivery), or the server is deleted.
+    Ignored,
 }
 
 /// Longest server-name pattern [`NameRegex::new`] accepts (characters).

@@ -611,7 +611,7 @@ pub trait VmStore: Send + Sync {
     ) -> Result<Vec<Vm>, StoreError> {
         let attrs = NewVmAttrs {
             access: *access_ips,
-            key_names: Vec::new(),
+            ..NewVmAttrs::default()
         };
         self.create_vms_with(new, &attrs, quota).await
     }
@@ -675,6 +675,42 @@ pub trait VmStore: Send + Sync {
     async fn least_recently_reconciled(&self, limit: u64) -> Result<Vec<Vm>, StoreError>;
     /// Stamps `ids` as reconciled at `at`.
     async fn mark_reconciled(&self, ids: &[VmId], at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Raises a building server's image-copy progress to `percent`
+    /// (snf-image's `image-copy-progress`): only while the server is in
+    /// BUILD and not deleted, only upwards, so duplicates and reordered
+    /// messages never lower it and a message read after the create
+    /// succeeded changes nothing (`Ignored`). Neither the state nor the
+    /// version changes; the project's VM generation does when the value
+    /// does. `NotFound` for an unknown server.
+    async fn record_build_progress(
+        &self,
+        id: VmId,
+        percent: u8,
+    ) -> Result<crate::model::BuildWrite, StoreError>;
+    /// Stores a diagnostic entry of a server (an snf-image message read at
+    /// `time_us`), keeping the newest `keep` entries of that server; a
+    /// redelivered message (same server, time, source and message) and a
+    /// deleted server's are `Ignored`. `NotFound` for an unknown server.
+    async fn record_diagnostic(
+        &self,
+        id: VmId,
+        time_us: i64,
+        diagnostic: &crate::messages::NewDiagnostic,
+        keep: u32,
+    ) -> Result<crate::model::BuildWrite, StoreError>;
+    /// A server's diagnostics, newest first, at most `limit`.
+    async fn diagnostics(
+        &self,
+        id: VmId,
+        limit: u64,
+    ) -> Result<Vec<crate::model::Diagnostic>, StoreError>;
+    /// The newest diagnostic of each of `ids` that has one.
+    async fn latest_diagnostics(
+        &self,
+        ids: &[VmId],
+    ) -> Result<HashMap<VmId, crate::model::Diagnostic>, StoreError>;
+    /// The `user_data` given at create of each of `ids` that has one.
+    async fn user_data_of(&self, ids: &[VmId]) -> Result<HashMap<VmId, String>, StoreError>;
 }
 
 /// Users' key pairs (Nova's `os-keypairs`): per user, names unique per

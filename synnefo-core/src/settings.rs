@@ -306,6 +306,14 @@ pub struct ApiSettings {
     /// never kept).
     #[serde(default = "default_server_password_ttl_secs")]
     pub server_password_ttl_secs: u64,
+    /// Longest `user_data` a create may carry: characters of its base64
+    /// text, as Nova's schema bounds it (`maxLength` 65535).
+    #[serde(default = "default_max_user_data_bytes")]
+    pub max_user_data_bytes: u32,
+}
+
+fn default_max_user_data_bytes() -> u32 {
+    65535
 }
 
 fn default_max_keypairs() -> u32 {
@@ -547,6 +555,14 @@ pub struct DispatcherSettings {
     /// `synnefo admin queue`).
     #[serde(default)]
     pub malformed_messages: Unusable,
+    /// snf-image's build messages kept per server as its diagnostics
+    /// (the oldest are removed beyond this).
+    #[serde(default = "default_max_diagnostics")]
+    pub max_diagnostics_per_server: u32,
+}
+
+fn default_max_diagnostics() -> u32 {
+    100
 }
 
 /// What the dispatcher does with a message it cannot use.

@@ -20,8 +20,8 @@ use std::path::PathBuf;
 use serde_json::Value;
 use synnefo_core::EventError;
 use synnefo_core::messages::{
-    ClusterStatusMessage, Decoded, NetworkStatusMessage, Notification, OpStatusMessage, Record,
-    decode_any,
+    BuildReport, ClusterStatusMessage, Decoded, NetworkStatusMessage, Notification,
+    OpStatusMessage, ProgressMessage, Record, decode_any,
 };
 
 struct Case {
@@ -206,6 +206,7 @@ fn every_op_status_message_parses_and_decodes_right() {
 #[test]
 fn every_message_synnefo_publishes_is_read() {
     let mut recorded = BTreeMap::new();
+    let mut applied_progress = BTreeSet::new();
     for c in corpus() {
         if c.message.is_null() {
             continue;
@@ -213,6 +214,33 @@ fn every_message_synnefo_publishes_is_read() {
         let body = serde_json::to_vec(&c.message).unwrap();
         match decode_any(&body, "snf-") {
             Ok(Decoded::Apply(_)) => {}
+            Ok(Decoded::Progress(p)) => {
+                // What update_build_progress does with it.
+                assert_eq!(Some(p.vm.0), c.expected["vm_id"].as_i64(), "{}", c.name);
+                let t = &c.message["event_time"];
+                assert_eq!(
+                    p.time_us,
+                    t[0].as_i64().unwrap() * 1_000_000 + t[1].as_i64().unwrap(),
+                    "{}",
+                    c.name
+                );
+                match &p.report {
+                    BuildReport::Copy { percent } => assert_eq!(
+                        Some(i64::from(*percent)),
+                        c.expected["build_percentage"].as_i64(),
+                        "{}",
+                        c.name
+                    ),
+                    BuildReport::Diagnostic(d) => {
+                        let want = &c.expected["diagnostic"];
+                        assert_eq!(d.level.as_str(), want["level"], "{}", c.name);
+                        assert_eq!(d.source, want["source"].as_str().unwrap(), "{}", c.name);
+                        assert_eq!(d.message, want["message"].as_str().unwrap(), "{}", c.name);
+                        assert_eq!(d.details.as_deref(), want["details"].as_str(), "{}", c.name);
+                    }
+                }
+                applied_progress.insert(c.message["type"].as_str().unwrap().to_string());
+            }
             Ok(Decoded::Record(r)) => {
                 if let Some(vm) = c.expected["vm_id"].as_i64() {
                     match &r {
@@ -222,17 +250,6 @@ fn every_message_synnefo_publishes_is_read() {
                         _ => {}
                     }
                 }
-                if let Record::Progress {
-                    percent: Some(p), ..
-                } = &r
-                {
-                    assert_eq!(
-                        i64::from(*p),
-                        c.message["progress"].as_i64().unwrap(),
-                        "{}",
-                        c.name
-                    );
-                }
                 recorded.insert(c.message["type"].as_str().unwrap().to_string(), r.label());
             }
             Err(EventError::ForeignInstance(_)) => {}
@@ -240,16 +257,27 @@ fn every_message_synnefo_publishes_is_read() {
         }
     }
     // What the corpus holds that changes no server here yet: networks
-    // (issue 15), cluster parameters, build progress (issue 16).
+    // (issue 15), cluster parameters. Build progress and diagnostics
+    // (issue 16) are applied.
     assert_eq!(
         recorded,
         BTreeMap::from([
             ("eventd-heartbeat".to_string(), "cluster"),
             ("ganeti-cluster-status".to_string(), "cluster"),
             ("ganeti-network-status".to_string(), "network"),
-            ("image-copy-progress".to_string(), "progress"),
-            ("image-helper".to_string(), "progress"),
         ])
+    );
+    assert_eq!(
+        applied_progress,
+        BTreeSet::from(
+            [
+                "image-copy-progress",
+                "image-error",
+                "image-helper",
+                "image-info"
+            ]
+            .map(String::from)
+        )
     );
 }
 
@@ -303,6 +331,10 @@ fn our_wire_types_keep_every_field() {
                 serde_json::from_value::<ClusterStatusMessage>(c.message.clone())
                     .unwrap_or_else(|e| panic!("{}: {e}", c.name)),
             ),
+            t if t.starts_with("image-") => serde_json::to_value(
+                serde_json::from_value::<ProgressMessage>(c.message.clone())
+                    .unwrap_or_else(|e| panic!("{}: {e}", c.name)),
+            ),
             _ => continue,
         }
         .unwrap();
@@ -313,7 +345,7 @@ fn our_wire_types_keep_every_field() {
             ledger.entry(f).or_default().insert(c.name.clone());
         }
     }
-    assert_eq!(kinds.len(), 3, "{kinds:?}");
+    assert_eq!(kinds.len(), 7, "{kinds:?}");
     // Ledger (issue 17): empty since NIC name/uuid/firewall, disks and
     // hvparams are typed (`InstanceNic`, `InstanceDisk`, `InstanceHvParams`).
     assert!(ledger.is_empty(), "{ledger:#?}");

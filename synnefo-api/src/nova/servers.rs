@@ -214,11 +214,14 @@ fn listing_params(p: &Params) -> Params {
 /// the parameters that shape it ([`LISTING_PARAMS`], in request order).
 fn listing_key(auth: &Auth, m: Mount, v: Version, uri: &axum::http::Uri, p: &Params) -> String {
     let query = serde_urlencoded::to_string(&p.0).unwrap_or_default();
+    // Operators see more (`OS-EXT-SRV-ATTR:user_data`): their pages are
+    // cached apart.
     format!(
-        "{}|{}|{}|{}?{}",
+        "{}|{}|{}|{}|{}?{}",
         auth.0.project.id,
         m.0,
         v,
+        u8::from(auth.caller().is_admin),
         uri.path(),
         query
     )
@@ -282,10 +285,15 @@ pub async fn detail(
         } else {
             Default::default()
         };
+        let mut user_data = if shows_user_data(&auth, v) {
+            Some(app.compute.user_data_of(&auth.caller(), &vms).await?)
+        } else {
+            None
+        };
         let bodies: Vec<_> = vms
             .iter()
             .map(|vm| {
-                views::server(
+                let body = views::server(
                     &base,
                     v,
                     View::Detail,
@@ -293,7 +301,11 @@ pub async fn detail(
                     nics.get(&vm.id).map_or(&[][..], Vec::as_slice),
                     &flavors,
                     attrs.get(&vm.id).unwrap_or(&ServerAttrs::default()),
-                )
+                );
+                match user_data.as_mut() {
+                    Some(u) => body.with_user_data(u.remove(&vm.id)),
+                    None => body,
+                }
             })
             .collect();
         let next = views::next_link(
@@ -318,8 +330,14 @@ pub async fn detail(
     .await
 }
 
+/// Nova shows `OS-EXT-SRV-ATTR:user_data` to operators from 2.3.
+fn shows_user_data(auth: &Auth, v: Version) -> bool {
+    v.at_least(3) && auth.caller().is_admin
+}
+
 async fn render_one(
     app: &Shared,
+    auth: &Auth,
     m: Mount,
     v: Version,
     view: View,
@@ -337,7 +355,15 @@ async fn render_one(
         Default::default()
     };
     let attrs = app.compute.server_attrs(vm).await?;
-    Ok(json!({"server": views::server(&app.base(m.0), v, view, vm, &nics, &flavors, &attrs)}))
+    let mut body = views::server(&app.base(m.0), v, view, vm, &nics, &flavors, &attrs);
+    if view == View::Show && shows_user_data(auth, v) {
+        let mut u = app
+            .compute
+            .user_data_of(&auth.caller(), std::slice::from_ref(vm))
+            .await?;
+        body = body.with_user_data(u.remove(&vm.id));
+    }
+    Ok(json!({ "server": body }))
 }
 
 /// `GET /servers/{id}`.
@@ -349,7 +375,7 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let vm = app.compute.server(&auth.caller(), &id).await?;
-    Ok(Json(render_one(&app, m, v, View::Show, &vm).await?))
+    Ok(Json(render_one(&app, &auth, m, v, View::Show, &vm).await?))
 }
 
 /// `PUT /servers/{id}` body.
@@ -447,7 +473,9 @@ pub async fn update(
         }
         None => vm,
     };
-    Ok(Json(render_one(&app, m, v, View::Update, &vm).await?))
+    Ok(Json(
+        render_one(&app, &auth, m, v, View::Update, &vm).await?,
+    ))
 }
 
 /// `DELETE /servers/{id}`.

@@ -277,6 +277,21 @@ pub struct ServerBody {
     server_groups: Option<Vec<()>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     locked_reason: Option<Option<String>>,
+    // Operators only, from 2.3 (show and detail).
+    #[serde(
+        rename = "OS-EXT-SRV-ATTR:user_data",
+        skip_serializing_if = "Option::is_none"
+    )]
+    user_data: Option<Option<String>>,
+}
+
+impl ServerBody {
+    /// Adds Nova's `OS-EXT-SRV-ATTR:user_data` (2.3, operators): the
+    /// `user_data` given at create, `null` without one.
+    pub fn with_user_data(mut self, user_data: Option<String>) -> Self {
+        self.user_data = Some(user_data);
+        self
+    }
 }
 
 /// Nova's `vm_state`, `task_state` and `power_state` for a VM. A resize
@@ -411,7 +426,8 @@ pub fn server(
     };
     let progress = match status {
         ServerStatus::Active => Some(100),
-        ServerStatus::Build => Some(0),
+        // snf-image's image-copy percentage while it builds.
+        ServerStatus::Build => Some(attrs.build_progress.min(100)),
         _ => None,
     };
     let fault = if matches!(status, ServerStatus::Error | ServerStatus::Deleted) {
@@ -467,6 +483,7 @@ pub fn server(
         locked_reason: v
             .at_least(73)
             .then(|| attrs.lock.as_ref().and_then(|l| l.reason.clone())),
+        user_data: None,
     }
 }
 

@@ -9,6 +9,7 @@ pub mod dispatcher;
 pub mod eventd;
 pub mod ganeti_hook;
 pub mod ganeti_sim;
+pub mod progress_monitor;
 pub mod reconcile;
 pub mod server;
 pub mod up;

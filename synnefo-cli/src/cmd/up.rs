@@ -67,6 +67,12 @@ pub struct Args {
     /// First VNC port of the simulated instances (cluster N uses BASE + (N-1)*1000 onwards)
     #[arg(long, default_value_t = 12000, value_name = "PORT")]
     pub vnc_port_base: u16,
+    /// snf-image's image-copy-progress messages per simulated create (0: no build messages)
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub build_progress_steps: u32,
+    /// Time between two of a simulated create's build messages, milliseconds [default: --job-latency-ms]
+    #[arg(long, value_name = "MS")]
+    pub build_progress_interval_ms: Option<u64>,
 }
 
 const DEMO_USER: &str = "demo";
@@ -102,6 +108,15 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
             .checked_add(u16::from(i - 1) * 1000)
             .context("--vnc-port-base too high for this many clusters")?;
         let sim = start_cluster(&data_dir, &name, i, vnc_base, args.job_latency_ms, in_use).await?;
+        sim.set_progress(synnefo_ganeti_sim::SimProgress {
+            copy_steps: args.build_progress_steps,
+            interval_ms: args
+                .build_progress_interval_ms
+                .unwrap_or(args.job_latency_ms),
+            // Its instances are diskless: Ganeti would run no OS scripts,
+            // snf-image would report nothing; the demo reports anyway.
+            diskless: true,
+        });
         let backend = store
             .upsert_backend(&name, &sim.addr().ip().to_string(), sim.addr().port())
             .await
@@ -166,6 +181,12 @@ pub async fn run(ctx: &Context, args: Args) -> anyhow::Result<ExitCode> {
         let eventd = Eventd::new(config, bus_dyn.clone());
         let t = token.clone();
         tasks.spawn(async move { eventd.run(t).await.map(|_| ()).context("eventd") });
+        // ... snf-image's PROGRESS_MONITOR on its nodes
+        sim.set_progress_monitor(Some(Arc::new(synnefo_ganeti_master::progress::forwarder(
+            bus_dyn.clone(),
+            &settings.backend_prefix_id,
+            Duration::from_secs(5),
+        ))));
         // ... and the hook Ganeti would run there
         let (sim, bus, prefix, t) = (
             sim.clone(),

@@ -162,3 +162,53 @@ pub struct ClusterStatusMessage {
     #[serde(default)]
     pub op_index: u32,
 }
+
+/// One of snf-image's monitor messages as Synnefo's `snf-progress-monitor`
+/// publishes it (routing key `ganeti.<prefix>.event.progress`): snf-image's
+/// own JSON object (`type`, `timestamp` and the type's fields, see
+/// snf-image's "Progress Monitoring Interface") with the monitor's
+/// `instance` and `event_time` added. Fields no snf-image sends are kept
+/// in [`ProgressMessage::extra`], so a message read and written again is
+/// the same message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgressMessage {
+    /// `image-copy-progress`, `image-info`, `image-error`, `image-helper`
+    /// (`image-warning` too, which Synnefo's dispatcher reads).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The instance (`snf-42`): the monitor's only argument.
+    pub instance: String,
+    /// `[seconds, microseconds]` when the monitor read the message.
+    pub event_time: (i64, i64),
+    /// snf-image's own time of the message (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<f64>,
+    /// `image-copy-progress`: percent of the image copied (may exceed
+    /// 100: snf-image counts what the image handlers read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f64>,
+    /// `image-copy-progress`: bytes written so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    /// `image-copy-progress`: the image's size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// `image-info`, `image-error`, `image-helper` warnings and errors:
+    /// the message lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<String>>,
+    /// `image-error` and helper `error`: the last lines of the failing
+    /// program's standard error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    /// `image-helper`: `task-start`, `task-end`, `warning`, `error`
+    /// (`info` too, which Synnefo's dispatcher reads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtype: Option<String>,
+    /// `image-helper` `task-start`/`task-end`: the configuration task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// Anything else the message carried.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
+}

@@ -9,6 +9,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod build;
 pub mod compute;
 pub mod identity;
 pub mod network;

@@ -713,6 +713,8 @@ mod tests {
             rescue_stage: am.rescue_stage.unwrap(),
             rescue_job_id: am.rescue_job_id.unwrap(),
             rescue_floor_job_id: am.rescue_floor_job_id.unwrap(),
+            build_progress: 0,
+            user_data: None,
         }
     }
 

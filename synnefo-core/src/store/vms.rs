@@ -29,11 +29,49 @@ use crate::ports::{VmQuery, VmStateUpdate, VmStore};
 /// (SQLite's 32766 the lowest).
 pub const BATCH_ROWS: usize = 256;
 
+mod build;
 mod rows;
 use rows::*;
 
 #[async_trait]
 impl VmStore for SeaStore {
+    async fn record_build_progress(
+        &self,
+        id: VmId,
+        percent: u8,
+    ) -> Result<crate::model::BuildWrite, StoreError> {
+        self.build_progress(id, percent).await
+    }
+
+    async fn record_diagnostic(
+        &self,
+        id: VmId,
+        time_us: i64,
+        diagnostic: &crate::messages::NewDiagnostic,
+        keep: u32,
+    ) -> Result<crate::model::BuildWrite, StoreError> {
+        self.add_diagnostic(id, time_us, diagnostic, keep).await
+    }
+
+    async fn diagnostics(
+        &self,
+        id: VmId,
+        limit: u64,
+    ) -> Result<Vec<crate::model::Diagnostic>, StoreError> {
+        self.vm_diagnostics(id, limit).await
+    }
+
+    async fn latest_diagnostics(
+        &self,
+        ids: &[VmId],
+    ) -> Result<HashMap<VmId, crate::model::Diagnostic>, StoreError> {
+        self.vm_latest_diagnostics(ids).await
+    }
+
+    async fn user_data_of(&self, ids: &[VmId]) -> Result<HashMap<VmId, String>, StoreError> {
+        self.vm_user_data(ids).await
+    }
+
     async fn create_vm(&self, new: &NewVm, quota: Quota) -> Result<Vm, StoreError> {
         let mut vms = self
             .create_vms_with(std::slice::from_ref(new), &NewVmAttrs::default(), quota)
@@ -118,6 +156,7 @@ impl VmStore for SeaStore {
             Option<String>,
             Option<String>,
             Option<String>,
+            i16,
         );
         let mut out = HashMap::new();
         let ids: Vec<i64> = ids.iter().map(|i| i.0).collect();
@@ -131,6 +170,7 @@ impl VmStore for SeaStore {
                     vm::Column::KeyNames,
                     vm::Column::LockedBy,
                     vm::Column::LockedReason,
+                    vm::Column::BuildProgress,
                 ])
                 .filter(vm::Column::Id.is_in(chunk.iter().copied()))
                 .filter(
@@ -138,13 +178,14 @@ impl VmStore for SeaStore {
                         .add(vm::Column::AccessIpv4.is_not_null())
                         .add(vm::Column::AccessIpv6.is_not_null())
                         .add(vm::Column::KeyNames.is_not_null())
-                        .add(vm::Column::LockedBy.is_not_null()),
+                        .add(vm::Column::LockedBy.is_not_null())
+                        .add(vm::Column::BuildProgress.gt(0)),
                 )
                 .into_tuple()
                 .all(&self.db)
                 .await
                 .map_err(db_err)?;
-            for (id, v4, v6, key_names, locked_by, reason) in rows {
+            for (id, v4, v6, key_names, locked_by, reason, progress) in rows {
                 let key_names = match key_names {
                     None => Vec::new(),
                     Some(s) => serde_json::from_str(&s).map_err(|e| {
@@ -166,6 +207,7 @@ impl VmStore for SeaStore {
                         access: convert::access_ips(id, v4, v6)?,
                         key_names,
                         lock,
+                        build_progress: u8::try_from(progress.clamp(0, 100)).unwrap_or(0),
                     },
                 );
             }

@@ -122,6 +122,7 @@ pub(crate) async fn server_attrs(s: &SeaStore) {
             v6: None,
         },
         key_names: vec!["k1".into(), unique("k")],
+        user_data: Some("I2Nsb3VkLWNvbmZpZwo=".into()),
     };
     let batch: Vec<NewVm> = (1..=2).map(|i| new_vm(&t, &format!("a-{i}"))).collect();
     let vms = s

@@ -14,6 +14,7 @@
 
 #![cfg(feature = "sea-orm-store")]
 
+mod build;
 mod concurrency;
 mod fixtures;
 mod identity;
@@ -24,6 +25,7 @@ mod resize;
 mod state;
 mod vms;
 
+use build::*;
 use concurrency::*;
 use fixtures::*;
 use identity::*;
@@ -105,6 +107,7 @@ macro_rules! backend_tests {
                 network_pools,
                 resize_reservations,
                 resize_quota_race,
+                build_progress,
             );
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,9 +15,15 @@
 //!   `ganeti-net-status` message, and installs itself into Ganeti's hooks
 //!   directory.
 //!
-//! The `synnefo` binary (synnefo-cli) wires both to settings and to the
+//! * [`progress`]: `synnefo progress-monitor`, snf-image's
+//!   `PROGRESS_MONITOR` on every node that builds instances: it publishes
+//!   snf-image's monitor messages as Synnefo's `snf-progress-monitor`
+//!   does.
+//!
+//! The `synnefo` binary (synnefo-cli) wires them to settings and to the
 //! AMQP bus; tests drive them against a simulated cluster
 //! (`synnefo-ganeti-sim`) and an in-memory bus ([`eventd::testing`]).
 
 pub mod eventd;
 pub mod hook;
+pub mod progress;

@@ -420,3 +420,64 @@ fn each_status_change_is_published_once_as_the_corpus_has_it() {
     assert_eq!(published, due.len());
     assert!(published > 50, "{published} messages");
 }
+
+/// snf-image's monitor lines of the corpus, through our progress monitor
+/// (`synnefo progress-monitor`): the message it publishes is the one
+/// Synnefo's `snf-progress-monitor` publishes for the same line, key for
+/// key, on the progress routing key.
+#[tokio::test]
+async fn the_progress_monitor_publishes_what_synnefos_publishes() {
+    use synnefo_core::bus::InProcessBus;
+    use synnefo_core::messages::MessageKind;
+    use synnefo_core::ports::EventBus as _;
+    let dir = corpus_dir().join("cases");
+    let mut n = 0;
+    for c in corpus() {
+        if !c.message["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("image-"))
+        {
+            continue;
+        }
+        let raw: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("{}.message.json", c.name))).unwrap(),
+        )
+        .unwrap();
+        let line = raw["snf_image_line"].clone();
+        assert!(line.is_object(), "{}: no snf_image_line", c.name);
+        assert_eq!(
+            c.routing_key.as_deref(),
+            Some(MessageKind::Progress.routing_key("snf-").as_str()),
+            "{}",
+            c.name
+        );
+        let t = &c.message["event_time"];
+        let now = (t[0].as_i64().unwrap(), t[1].as_i64().unwrap());
+        let bus = InProcessBus::default();
+        let mut sub = bus.subscribe(MessageKind::Progress).await.unwrap();
+        let input = format!("{line}\n");
+        let stats = synnefo_ganeti_master::progress::run(
+            input.as_bytes(),
+            c.message["instance"].as_str().unwrap(),
+            "snf-",
+            &bus,
+            std::time::Duration::from_secs(1),
+            || now,
+        )
+        .await;
+        assert_eq!(stats.published, 1, "{}", c.name);
+        let got = sub.recv_batch(1).await.unwrap();
+        let body: Value = serde_json::from_slice(&got[0].body).unwrap();
+        // JSON numbers: 42 and 42.0 are the same number to Python.
+        let norm = |v: &Value| -> Value {
+            let mut v = v.clone();
+            if let Some(p) = v.get_mut("progress") {
+                *p = json!(p.as_f64());
+            }
+            v
+        };
+        assert_eq!(norm(&body), norm(&c.message), "{}", c.name);
+        n += 1;
+    }
+    assert!(n >= 8, "{n} progress cases");
+}

@@ -55,6 +55,40 @@ pub struct SimConfig {
     pub os: Vec<SimOsConfig>,
     /// The default group's instance policy (the part the simulator checks).
     pub ipolicy: SimIPolicy,
+    /// snf-image's progress messages during a create (off by default).
+    pub progress: SimProgress,
+}
+
+/// What the OS create scripts of a simulated create report, as snf-image
+/// does through its `PROGRESS_MONITOR`: "Starting image copy...",
+/// `copy_steps` `image-copy-progress` messages up to 100%, "Image copy
+/// finished.", the helper's task-start/task-end pairs and "Image
+/// customization finished successfully.", one message per job step,
+/// `interval_ms` apart, while the create job runs its OS scripts (the job
+/// ends after the last one). Ganeti runs no OS scripts for a diskless
+/// instance, so such creates report nothing unless `diskless` (a demo
+/// deviation: `synnefo up` runs diskless instances); they then report
+/// after their last log line. The messages go to the monitor set with
+/// [`crate::SimHandle::set_progress_monitor`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimProgress {
+    /// `image-copy-progress` messages per create; 0: no messages at all.
+    pub copy_steps: u32,
+    /// Time between two messages, milliseconds.
+    pub interval_ms: u64,
+    /// Diskless creates report too (Ganeti runs no OS scripts for them).
+    pub diskless: bool,
+}
+
+impl Default for SimProgress {
+    fn default() -> Self {
+        Self {
+            copy_steps: 0,
+            interval_ms: 20,
+            diskless: false,
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -87,6 +121,7 @@ impl Default for SimConfig {
             networks: Vec::new(),
             os: SimOsConfig::defaults(),
             ipolicy: SimIPolicy::default(),
+            progress: SimProgress::default(),
         }
     }
 }
@@ -246,6 +281,7 @@ impl SimOsConfig {
                     "img_properties",
                     "img_personality",
                     "auth_keys",
+                    "cloud_userdata",
                 ]),
             },
             Self {
@@ -259,6 +295,10 @@ impl SimOsConfig {
                     "img_properties",
                     "auth_keys",
                     "config_url",
+                    "cloud_userdata",
+                    "inst_properties",
+                    "os_product_key",
+                    "os_answer_file",
                 ]),
             },
         ]

@@ -76,6 +76,9 @@ pub(crate) struct OpState {
     pub end: Option<Timestamp>,
     /// Log lines still to write while running, one per step.
     pub pending_logs: VecDeque<String>,
+    /// snf-image monitor messages still to emit while the OS create
+    /// scripts run, one per step (before the next log line).
+    pub pending_progress: VecDeque<Value>,
     /// The failure injected into this op, if any.
     pub failure: Option<FailureRule>,
     /// NICs worked out in the prerequisites (a create's NICs, a modify's
@@ -179,6 +182,7 @@ impl SimState {
             exec: None,
             end: None,
             pending_logs: VecDeque::new(),
+            pending_progress: VecDeque::new(),
             failure,
             nics: None,
         };
@@ -346,8 +350,30 @@ impl SimState {
                 }
             }
             JobStatus::Running => {
+                let progress = self.cfg.progress;
                 let job = self.jobs.get_mut(&id).expect("job exists");
-                if let Some(msg) = job.ops[i].pending_logs.pop_front() {
+                if let Some(mut msg) = job.ops[i].pending_progress.pop_front() {
+                    // snf-image's monitor message, stamped when written.
+                    if let Value::Object(m) = &mut msg {
+                        m.insert("timestamp".into(), json!(crate::model::now_f64()));
+                    }
+                    self.progress_out.push((instance.clone(), msg));
+                    self.schedule(id, progress.interval_ms);
+                } else if let Some(msg) = job.ops[i].pending_logs.pop_front() {
+                    let op = &job.ops[i];
+                    let os_scripts = match &op.params.kind {
+                        OpKind::Create(c) => {
+                            msg == ops::create::OS_SCRIPTS_LOG
+                                || (progress.diskless
+                                    && c.disk_sizes().next().is_none()
+                                    && op.pending_logs.is_empty())
+                        }
+                        _ => false,
+                    };
+                    if os_scripts && progress.copy_steps > 0 {
+                        job.ops[i].pending_progress =
+                            ops::create::snf_image_messages(progress.copy_steps).into();
+                    }
                     job.log_serial += 1;
                     let entry = LogEntry {
                         serial: job.log_serial,

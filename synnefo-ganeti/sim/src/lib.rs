@@ -67,8 +67,23 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{
     SimConfig, SimIPolicy, SimLatency, SimNetworkConfig, SimNodeConfig, SimOsConfig, SimPopulate,
-    SimTls, SimUser,
+    SimProgress, SimTls, SimUser,
 };
+
+/// Where a simulated create's snf-image messages go (the node's
+/// `PROGRESS_MONITOR`): called with the instance's name and one of
+/// snf-image's monitor messages, outside the simulator's lock, in order.
+pub type ProgressMonitor = Arc<dyn Fn(&str, serde_json::Value) + Send + Sync>;
+
+/// The monitor slot (a closure has no `Debug`).
+#[derive(Default)]
+pub(crate) struct MonitorSlot(Mutex<Option<ProgressMonitor>>);
+
+impl std::fmt::Debug for MonitorSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MonitorSlot")
+    }
+}
 pub use error::SimError;
 pub use jobs::FailureRule;
 pub use model::{NewSimInstance, SimDisk, SimInstance, SimNic};
@@ -87,6 +102,9 @@ pub(crate) struct Shared {
     pub(crate) changes: watch::Sender<u64>,
     wake: Notify,
     pub(crate) response_delay_ms: AtomicU64,
+    monitor: MonitorSlot,
+    /// Serializes hand-overs to the monitor, so messages keep their order.
+    monitor_order: Mutex<()>,
 }
 
 impl Shared {
@@ -100,13 +118,29 @@ impl Shared {
     }
 
     pub(crate) fn mutate<T>(&self, f: impl FnOnce(&mut SimState) -> T) -> T {
-        let (out, generation) = {
+        let order = self.monitor_order.lock().unwrap_or_else(|p| p.into_inner());
+        let (out, generation, progress) = {
             let mut st = self.lock();
             let before = st.generation;
             let out = f(&mut st);
             let g = st.generation;
-            (out, (g != before).then_some(g))
+            let progress = std::mem::take(&mut st.progress_out);
+            (out, (g != before).then_some(g), progress)
         };
+        if !progress.is_empty() {
+            let monitor = self
+                .monitor
+                .0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if let Some(m) = monitor {
+                for (instance, msg) in progress {
+                    m(&instance, msg);
+                }
+            }
+        }
+        drop(order);
         if let Some(g) = generation {
             self.changes.send_replace(g);
             self.wake.notify_one();
@@ -262,6 +296,8 @@ impl SimBuilder {
             changes,
             wake: Notify::new(),
             response_delay_ms: AtomicU64::new(0),
+            monitor: MonitorSlot::default(),
+            monitor_order: Mutex::new(()),
         });
         let stop = CancellationToken::new();
         let app = server::router(shared.clone());
@@ -510,6 +546,22 @@ impl SimHandle {
             }
             st.generation += 1;
         });
+    }
+
+    /// Sets (or, with `None`, removes) where the snf-image messages of
+    /// creates go; see [`SimProgress`].
+    pub fn set_progress_monitor(&self, monitor: Option<ProgressMonitor>) {
+        *self
+            .shared
+            .monitor
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = monitor;
+    }
+
+    /// Changes what later creates report (see [`SimProgress`]).
+    pub fn set_progress(&self, progress: SimProgress) {
+        self.shared.mutate(|st| st.cfg.progress = progress);
     }
 
     /// Changes the job latency (applies from each job's next status).

@@ -217,6 +217,9 @@ pub(crate) struct SimState {
     pub mac_counter: u64,
     /// Bumped on every job change (wakes `/wait` long polls).
     pub generation: u64,
+    /// snf-image monitor messages emitted and not yet handed to the
+    /// progress monitor: `(instance, message)`.
+    pub progress_out: Vec<(String, serde_json::Value)>,
 }
 
 impl SimState {
@@ -263,6 +266,7 @@ impl SimState {
             queue,
             mac_counter: 0,
             generation: 0,
+            progress_out: Vec::new(),
         };
         if let Some(p) = s.cfg.populate.clone() {
             for n in p.first..p.first + p.count {

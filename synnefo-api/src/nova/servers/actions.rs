@@ -82,7 +82,7 @@ pub async fn action(
         "rebuild" => {
             let req = super::rebuild::rebuild_request(&arg, v)?;
             let done = super::rebuild::run(&app, &caller, &id, req).await?;
-            let mut body = render_one(&app, m, v, views::View::Show, &done.vm).await?;
+            let mut body = render_one(&app, &auth, m, v, views::View::Show, &done.vm).await?;
             body["server"]["adminPass"] = json!(done.admin_pass);
             Ok((StatusCode::ACCEPTED, Json(body)).into_response())
         }

@@ -232,9 +232,6 @@ impl CreateBody {
                 "Invalid input for field/attribute key_name. Value: {k}."
             )));
         }
-        if self.user_data.is_some() {
-            return Err(unsupported("User data"));
-        }
         if self
             .availability_zone
             .as_deref()
@@ -363,6 +360,7 @@ pub async fn create(
                     s.personality.as_deref().unwrap_or_default(),
                     false,
                 )?,
+                user_data: s.user_data,
             },
             CreateCount {
                 min: min_count,

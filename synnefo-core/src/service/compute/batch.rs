@@ -104,6 +104,7 @@ impl Compute {
         let (flavor, image) = self.validate_create(caller, &req).await?;
         let keys = self.resolve_key_names(caller, &req.key_names).await?;
         let personality = self.personality_osparam(&req.personality)?;
+        let user_data = self.user_data(req.user_data.as_deref())?;
         let nics = self
             .networking()
             .plan_server_nics(caller, &req.networks)
@@ -128,6 +129,7 @@ impl Compute {
         let attrs = NewVmAttrs {
             access: access_ips,
             key_names: keys.iter().map(|k| k.name.clone()).collect(),
+            user_data: user_data.clone(),
         };
         let admin_pass = match &req.admin_pass {
             Some(p) if !p.is_empty() => p.clone(),
@@ -178,6 +180,7 @@ impl Compute {
                         keys: &keys,
                         nics: nics.as_deref(),
                         personality: personality.as_deref(),
+                        user_data: user_data.as_deref(),
                     },
                     admin_pass.clone(),
                     caller,

@@ -26,6 +26,7 @@ impl Compute {
     ) -> Result<CreatedServer, ServiceError> {
         validate_server_name(&req.name)?;
         let personality = self.personality_osparam(&req.personality)?;
+        let user_data = self.user_data(req.user_data.as_deref())?;
         let (flavor, image) = self.validate_create(caller, &req).await?;
         let keys = self.resolve_key_names(caller, &req.key_names).await?;
         let nics = self
@@ -42,6 +43,7 @@ impl Compute {
         let attrs = NewVmAttrs {
             access: Default::default(),
             key_names: keys.iter().map(|k| k.name.clone()).collect(),
+            user_data: user_data.clone(),
         };
         let new = NewVm {
             user_id: caller.user_id.clone(),
@@ -66,6 +68,7 @@ impl Compute {
             keys: &keys,
             nics: nics.as_deref(),
             personality: personality.as_deref(),
+            user_data: user_data.as_deref(),
         };
         self.submit_create(vm, build, admin_pass, caller).await
     }
@@ -198,6 +201,7 @@ impl Compute {
             keys,
             nics,
             personality,
+            user_data,
         } = build;
         let backend = vm.backend_id.ok_or_else(|| {
             ServiceError::Store(StoreError::Integrity(format!(
@@ -214,6 +218,9 @@ impl Compute {
         }
         if let Some(p) = personality {
             osparams.insert(PERSONALITY_OSPARAM.into(), p.to_string());
+        }
+        if let Some(u) = user_data {
+            osparams.insert(super::USER_DATA_OSPARAM.into(), u.to_string());
         }
         let nics = match nics {
             None => vec![self.config.nic.clone()],
@@ -374,6 +381,8 @@ pub(super) struct Build<'a> {
     pub(super) nics: Option<&'a [NicPlan]>,
     /// snf-image's `img_personality`, if files are to be injected.
     pub(super) personality: Option<&'a str>,
+    /// snf-image's `cloud_userdata` (base64), if given.
+    pub(super) user_data: Option<&'a str>,
 }
 
 impl Compute {

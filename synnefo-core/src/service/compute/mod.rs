@@ -43,6 +43,7 @@ mod actions;
 mod batch;
 mod catalog;
 mod create;
+mod diagnostics;
 mod keypairs;
 mod locks;
 mod passwords;
@@ -52,6 +53,10 @@ mod rescue;
 mod resize;
 mod servers;
 mod types;
+mod userdata;
+
+pub use diagnostics::MAX_DIAGNOSTICS_LISTED;
+pub use userdata::USER_DATA_OSPARAM;
 
 pub use actions::action_name;
 pub use batch::{CreateCount, CreatedBatch};
@@ -133,6 +138,8 @@ pub struct ComputeConfig {
     pub max_personality: u32,
     /// Largest decoded personality file, bytes.
     pub max_personality_bytes: u32,
+    /// Longest `user_data` (its base64 text), characters.
+    pub max_user_data_bytes: u32,
     /// The network service's settings.
     pub network: crate::service::network::NetworkConfig,
     /// The rescue image a rescue boots (`[ganeti] rescue_image`).
@@ -171,6 +178,7 @@ impl ComputeConfig {
             max_keypairs_per_user: s.api.max_keypairs_per_user,
             max_personality: s.api.max_personality,
             max_personality_bytes: s.api.max_personality_bytes,
+            max_user_data_bytes: s.api.max_user_data_bytes,
             network: network_config(&s.network),
             rescue_image: g.rescue_image.clone(),
             server_password_ttl: Duration::from_secs(s.api.server_password_ttl_secs),
@@ -194,6 +202,7 @@ impl Default for ComputeConfig {
             max_keypairs_per_user: 100,
             max_personality: 5,
             max_personality_bytes: 10240,
+            max_user_data_bytes: 65535,
             network: crate::service::network::NetworkConfig::default(),
             rescue_image: crate::settings::default_rescue_image(),
             server_password_ttl: Duration::from_secs(3600),

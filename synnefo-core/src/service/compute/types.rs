@@ -35,6 +35,9 @@ pub struct CreateServer {
     /// `personality`), checked against `api.max_personality` and
     /// `api.max_personality_bytes`.
     pub personality: Vec<PersonalityFile>,
+    /// Nova's `user_data` (base64, at most `api.max_user_data_bytes`
+    /// characters), for snf-image's `cloud_userdata`.
+    pub user_data: Option<String>,
 }
 
 /// One file to inject at create, as the caller gave it; sent to snf-image

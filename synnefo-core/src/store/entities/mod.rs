@@ -24,4 +24,5 @@ pub mod subnet;
 pub mod token;
 pub mod user;
 pub mod vm;
+pub mod vm_diagnostic;
 pub mod vm_metadata;

@@ -116,6 +116,12 @@ pub struct Model {
     pub rescue_job_id: Option<i64>,
     /// `rescue.floor`.
     pub rescue_floor_job_id: Option<i64>,
+    /// Percent of the image copied while building (Synnefo's
+    /// `buildpercentage`).
+    pub build_progress: i16,
+    /// Nova's `user_data` as given at create (base64), if any.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub user_data: Option<String>,
 }
 
 /// No navigable relations: the store joins explicitly.

@@ -27,6 +27,7 @@ mod m20261210_000001_network_pools;
 mod m20261211_000001_vm_resize;
 mod m20261212_000001_vm_rebuild;
 mod m20261212_000002_vm_rescue;
+mod m20261212_000010_build_progress;
 
 /// All migrations, in order.
 pub struct Migrator;
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261211_000001_vm_resize::Migration),
             Box::new(m20261212_000001_vm_rebuild::Migration),
             Box::new(m20261212_000002_vm_rescue::Migration),
+            Box::new(m20261212_000010_build_progress::Migration),
         ]
     }
 }

@@ -510,6 +510,7 @@ pub(super) async fn insert_vm(
         access_ipv4: Set(access_ips.v4.map(|a| a.to_string())),
         access_ipv6: Set(access_ips.v6.map(|a| a.to_string())),
         key_names: Set(key_names),
+        user_data: Set(attrs.user_data.clone()),
         ..Default::default()
     };
     StateRow::new(&state)?.into_active_model(&mut am);

@@ -9,6 +9,38 @@ use super::input::CreateParams;
 use super::prereq;
 use crate::model::{SimDisk, SimInstance, SimNic, SimState, now_f64};
 
+/// The log line after which Ganeti runs the OS create scripts (where
+/// snf-image copies the image and reports its progress).
+pub(crate) const OS_SCRIPTS_LOG: &str = "* running the instance OS create scripts...";
+
+/// What snf-image's create script sends its `PROGRESS_MONITOR` (without
+/// the `timestamp`, added when each is written): the copy announced,
+/// `copy_steps` copy percentages up to 100, the copy's end, the helper's
+/// configuration tasks, the end of the customization.
+pub(crate) fn snf_image_messages(copy_steps: u32) -> Vec<Value> {
+    const TOTAL: u64 = 474_398_720;
+    let info = |m: &str| json!({"type": "image-info", "messages": [m]});
+    let mut v = vec![info("Starting image copy...")];
+    for k in 1..=u64::from(copy_steps) {
+        let position = TOTAL * k / u64::from(copy_steps);
+        let progress = (position as f64 * 10000.0 / TOTAL as f64).round() / 100.0;
+        v.push(json!({"type": "image-copy-progress", "position": position,
+            "total": TOTAL, "progress": progress}));
+    }
+    v.push(info("Image copy finished."));
+    for task in [
+        "FixPartitionTable",
+        "FilesystemResizeUnmounted",
+        "MountImage",
+    ] {
+        for sub in ["task-start", "task-end"] {
+            v.push(json!({"type": "image-helper", "subtype": sub, "task": task}));
+        }
+    }
+    v.push(info("Image customization finished successfully."));
+    v
+}
+
 /// The log lines a create writes while running. As recorded from Ganeti
 /// 3.0.2 (fixtures `job-create*.json`): disks are announced first; a job
 /// with disks waits for their sync and runs the OS create scripts
@@ -32,7 +64,7 @@ pub(crate) fn logs(name: &str, p: &CreateParams) -> Vec<String> {
                 v.push(format!(" - INFO: Instance {name}'s disks are in sync"));
             }
         }
-        v.push("* running the instance OS create scripts...".to_string());
+        v.push(OS_SCRIPTS_LOG.to_string());
     }
     if p.start.unwrap_or(true) {
         v.push("* starting instance...".into());
