@@ -482,19 +482,19 @@ async fn our_dispatcher_reads_every_corpus_message_on_synnefos_queues() {
     let m = run.await.unwrap().unwrap();
     assert_eq!(seen(&m), messages.len() as u64, "{m:?}");
     assert_eq!((m.dead_lettered, m.malformed), (0, 0), "{m:?}");
-    // Every network, cluster and progress message of the corpus (and the
-    // op-status cases of untracked opcodes: none in the corpus today).
+    // Every network and cluster message of the corpus (and the op-status
+    // cases of untracked opcodes: none in the corpus today). snf-image's
+    // progress messages (`image-*`) are applied to their server's build
+    // progress, so here they count among the unknown servers.
     let recorded = messages
         .iter()
         .filter(|(_, _, body)| {
             let v: serde_json::Value = serde_json::from_slice(body).unwrap();
             v["type"] != "ganeti-op-status"
+                && !v["type"].as_str().is_some_and(|t| t.starts_with("image-"))
         })
         .count() as u64;
-    assert!(
-        recorded >= 20,
-        "{recorded} network/cluster/progress messages"
-    );
+    assert!(recorded >= 20, "{recorded} network/cluster messages");
     assert_eq!(m.recorded, recorded, "{m:?}");
     assert!(m.unknown_server >= 25, "{m:?}");
 
