@@ -57,7 +57,8 @@ pub(super) fn resize_flavor_ref(arg: &Value) -> Result<String, ApiError> {
     }
 }
 
-/// `confirmResize` and `revertResize` take `null` (Nova's schemas).
+/// An action whose value Nova's schema requires to be `null`
+/// (`unrescue`); `confirmResize` and `revertResize` take any value.
 pub(super) fn null_arg(name: &str, arg: &Value) -> Result<(), ApiError> {
     if arg.is_null() {
         Ok(())
