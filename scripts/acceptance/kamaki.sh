@@ -263,10 +263,10 @@ else
     fail "quota list (resources)" "$OUT"
 fi
 run quota list --output-format json
-if [[ $(field 'd["'"$PROJECT_ID"'"]["cyclades.vm"]["usage"], d["'"$PROJECT_ID"'"]["cyclades.vm"]["limit"], d["'"$PROJECT_ID"'"]["cyclades.ram"]["usage"]' 2>/dev/null) == "1 50 536870912" ]]; then
-    pass "quota usage and limit (1 of 50 servers, 512 MiB)"
+if [[ $(field 'd["'"$PROJECT_ID"'"]["cyclades.vm"]["usage"], d["'"$PROJECT_ID"'"]["cyclades.vm"]["limit"], d["'"$PROJECT_ID"'"]["cyclades.ram"]["usage"]' 2>/dev/null) == "1 50 1073741824" ]]; then
+    pass "quota usage and limit (1 of 50 servers, 1 GiB: resized to m2.tiny)"
 else
-    fail "quota usage and limit (1 of 50 servers, 512 MiB)" "$OUT"
+    fail "quota usage and limit (1 of 50 servers, 1 GiB: resized to m2.tiny)" "$OUT"
 fi
 expect "quota list --resource" 'cyclades\.vm' quota list --resource cyclades.vm || true
 expect "resource list" '^cyclades\.total_cpu:' resource list || true
