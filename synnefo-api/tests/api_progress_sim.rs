@@ -8,141 +8,26 @@
 //! diagnostics (Cyclades' `GET /servers/ID/diagnostics`, newest first).
 
 mod api_support;
+mod sim_pipeline;
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use api_support::*;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use synnefo_api::ApiState;
-use synnefo_core::bus::InProcessBus;
-use synnefo_core::dispatcher::{Dispatcher, DispatcherConfig};
-use synnefo_core::model::User;
-use synnefo_core::ports::{EventBus, GanetiBackend, IdentityStore, Store, VmStore};
-use synnefo_core::service::identity::hash_password;
-use synnefo_core::settings::Settings;
-use synnefo_ganeti::backend::RapiBackend;
-use synnefo_ganeti_master::eventd::{Eventd, EventdConfig};
-use synnefo_ganeti_sim::{SimConfig, SimHandle, SimLatency, SimNodeConfig, SimProgress, Simulator};
-use tokio_util::sync::CancellationToken;
+use sim_pipeline::{Options, Pipeline, pipeline_with};
 
-struct Pipeline {
-    c: Cloud,
-    sim: SimHandle,
-    admin_token: String,
-    cancel: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
-}
-
-/// The API, eventd, the progress monitor and the dispatcher on one
-/// simulated cluster whose creates report `copy_steps` copy percentages,
-/// `interval_ms` apart.
+/// The pipeline with snf-image's monitor on the simulated node: creates
+/// report `copy_steps` copy percentages, `interval_ms` apart; room for a
+/// request just over Nova's user_data bound; at most 7 diagnostics a
+/// server.
 async fn pipeline(copy_steps: u32, interval_ms: u64) -> Pipeline {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = Settings::defaults_with("").unwrap();
-    let sim = Simulator::builder()
-        .config(SimConfig {
-            cluster_name: "sim1.test".into(),
-            data_dir: Some(dir.path().join("ganeti")),
-            nodes: vec![SimNodeConfig {
-                name: "node1.sim1.test".into(),
-                ip: Some("127.0.0.1".into()),
-                ..SimNodeConfig::default()
-            }],
-            latency: SimLatency::uniform(Duration::from_millis(5)),
-            progress: SimProgress {
-                copy_steps,
-                interval_ms,
-                diskless: false,
-            },
-            ..SimConfig::default()
-        })
-        .start()
-        .await
-        .unwrap();
-    let store = sqlite_store().await;
-    let sim_client = sim.client().unwrap();
-    let ganeti_settings = settings.ganeti.clone();
-    let c = cloud_with_state(
-        store.clone(),
-        move |s: Arc<dyn Store>| {
-            let ganeti: Arc<dyn GanetiBackend> = Arc::new(RapiBackend::from_clients(
-                vec![(synnefo_core::ids::BackendId(1), sim_client)],
-                ganeti_settings,
-            ));
-            // room for a request just over Nova's user_data bound
-            let api = synnefo_api::ApiConfig {
-                max_body_bytes: 256 * 1024,
-                ..config()
-            };
-            ApiState::new(s, ganeti, api)
-        },
-        Arc::new(AtomicU64::new(0)),
-    )
-    .await;
-    let admin: User = c
-        .store
-        .create_user("operator", &hash_password("op-pw").unwrap(), true)
-        .await
-        .unwrap();
-    let ops = c.store.create_project("operators").await.unwrap();
-    c.store.add_member(&admin.id, &ops.id).await.unwrap();
-    let admin_token = token(&c.store, &admin, &ops).await;
-
-    let cancel = CancellationToken::new();
-    let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::default());
-    // snf-image's PROGRESS_MONITOR on the simulated node
-    sim.set_progress_monitor(Some(Arc::new(synnefo_ganeti_master::progress::forwarder(
-        bus.clone(),
-        "snf-",
-        Duration::from_secs(5),
-    ))));
-    let mut econfig = EventdConfig::new(sim.queue_dir(), dir.path().join("spool"), "snf-");
-    econfig.cluster_name = Some("sim1.test".into());
-    let eventd = Eventd::new(econfig, bus.clone());
-    let ecancel = cancel.clone();
-    let eventd = tokio::spawn(async move {
-        let _ = eventd.run(ecancel).await;
-    });
-    let vm_store: Arc<dyn VmStore> = store.clone();
-    let mut dconfig = DispatcherConfig::from_settings(&settings);
-    dconfig.max_diagnostics_per_server = 7;
-    assert!(
-        dconfig
-            .kinds()
-            .contains(&synnefo_core::messages::MessageKind::Progress)
-    );
-    let dispatcher = Dispatcher::new(vm_store, bus, dconfig);
-    let dcancel = cancel.clone();
-    let dispatcher = tokio::spawn(async move {
-        let _ = dispatcher.run(dcancel).await;
-    });
-    Pipeline {
-        c,
-        sim,
-        admin_token,
-        cancel,
-        tasks: vec![eventd, dispatcher],
-        _dir: dir,
-    }
-}
-
-impl Pipeline {
-    async fn show(&self, id: &str, token: &str, version: &str) -> Value {
-        let r = get_v(&self.c.app, &format!("/v2.1/servers/{id}"), token, version).await;
-        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-        r.body["server"].clone()
-    }
-
-    async fn stop(self) {
-        self.cancel.cancel();
-        for t in self.tasks {
-            let _ = t.await;
-        }
-    }
+    pipeline_with(Options {
+        progress: Some((copy_steps, interval_ms)),
+        max_body_bytes: Some(256 * 1024),
+        max_diagnostics_per_server: Some(7),
+    })
+    .await
 }
 
 const USER_DATA: &str = "I2Nsb3VkLWNvbmZpZwpydW5jbWQ6CiAgLSB0b3VjaCAvdG1wL29rCg==";
@@ -167,7 +52,7 @@ async fn build_progress_rises_while_building_and_diagnostics_are_kept() {
     let mut cyclades_seen: Vec<i64> = Vec::new();
     let mut last = Value::Null;
     for _ in 0..400 {
-        last = p.show(&id, &p.c.alice_token, "2.79").await;
+        last = p.show_as(&id, &p.c.alice_token, "2.79").await;
         let cyc = get(
             &p.c.app,
             &format!("/compute/v2.0/servers/{id}"),
@@ -211,11 +96,11 @@ async fn build_progress_rises_while_building_and_diagnostics_are_kept() {
         inst.osparams
     );
     // ... and is served back to operators from 2.3 only
-    let admin_view = p.show(&id, &p.admin_token, "2.3").await;
+    let admin_view = p.show_as(&id, &p.admin_token, "2.3").await;
     assert_eq!(admin_view["OS-EXT-SRV-ATTR:user_data"], USER_DATA);
-    let older = p.show(&id, &p.admin_token, "2.2").await;
+    let older = p.show_as(&id, &p.admin_token, "2.2").await;
     assert!(older.get("OS-EXT-SRV-ATTR:user_data").is_none());
-    let owner = p.show(&id, &p.c.alice_token, "2.79").await;
+    let owner = p.show_as(&id, &p.c.alice_token, "2.79").await;
     assert!(owner.get("OS-EXT-SRV-ATTR:user_data").is_none());
     let listed = get_v(
         &p.c.app,
@@ -336,7 +221,7 @@ async fn user_data_is_checked_before_anything_is_made() {
     let id = r.body["server"]["id"].to_string();
     let mut last = Value::Null;
     for _ in 0..300 {
-        last = p.show(&id, &p.c.alice_token, "2.1").await;
+        last = p.show_as(&id, &p.c.alice_token, "2.1").await;
         if last["status"] == "ACTIVE" {
             break;
         }

@@ -8,133 +8,17 @@
 //! the history, and Synnefo's own (Cyclades) rescue.
 
 mod api_support;
+mod sim_pipeline;
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use api_support::*;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use synnefo_api::ApiState;
-use synnefo_core::bus::InProcessBus;
-use synnefo_core::dispatcher::{Dispatcher, DispatcherConfig};
-use synnefo_core::ports::{EventBus, GanetiBackend, Store, VmStore};
-use synnefo_core::settings::Settings;
-use synnefo_ganeti::backend::RapiBackend;
-use synnefo_ganeti_master::eventd::{Eventd, EventdConfig};
-use synnefo_ganeti_sim::{SimConfig, SimHandle, SimLatency, SimNodeConfig, Simulator};
-use tokio_util::sync::CancellationToken;
-
-/// The API, eventd and the dispatcher on one simulated cluster.
-struct Pipeline {
-    c: Cloud,
-    sim: SimHandle,
-    cancel: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
-}
-
-async fn pipeline() -> Pipeline {
-    let dir = tempfile::tempdir().unwrap();
-    let settings = Settings::defaults_with("").unwrap();
-    let sim = Simulator::builder()
-        .config(SimConfig {
-            cluster_name: "sim1.test".into(),
-            data_dir: Some(dir.path().join("ganeti")),
-            nodes: vec![SimNodeConfig {
-                name: "node1.sim1.test".into(),
-                ip: Some("127.0.0.1".into()),
-                ..SimNodeConfig::default()
-            }],
-            latency: SimLatency::uniform(Duration::from_millis(5)),
-            ..SimConfig::default()
-        })
-        .start()
-        .await
-        .unwrap();
-    let store = sqlite_store().await;
-    let sim_client = sim.client().unwrap();
-    let ganeti_settings = settings.ganeti.clone();
-    let c = cloud_with_state(
-        store.clone(),
-        move |s: Arc<dyn Store>| {
-            // `seed` registered "cluster1" as backend 1.
-            let ganeti: Arc<dyn GanetiBackend> = Arc::new(RapiBackend::from_clients(
-                vec![(synnefo_core::ids::BackendId(1), sim_client)],
-                ganeti_settings,
-            ));
-            ApiState::new(s, ganeti, config())
-        },
-        Arc::new(AtomicU64::new(0)),
-    )
-    .await;
-    let cancel = CancellationToken::new();
-    let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::default());
-    let mut econfig = EventdConfig::new(sim.queue_dir(), dir.path().join("spool"), "snf-");
-    econfig.cluster_name = Some("sim1.test".into());
-    let eventd = Eventd::new(econfig, bus.clone());
-    let ecancel = cancel.clone();
-    let eventd = tokio::spawn(async move {
-        let _ = eventd.run(ecancel).await;
-    });
-    let vm_store: Arc<dyn VmStore> = store.clone();
-    let dispatcher = Dispatcher::new(vm_store, bus, DispatcherConfig::from_settings(&settings));
-    let dcancel = cancel.clone();
-    let dispatcher = tokio::spawn(async move {
-        let _ = dispatcher.run(dcancel).await;
-    });
-    Pipeline {
-        c,
-        sim,
-        cancel,
-        tasks: vec![eventd, dispatcher],
-        _dir: dir,
-    }
-}
+use sim_pipeline::{Pipeline, pipeline};
+use synnefo_core::ports::VmStore;
 
 impl Pipeline {
-    async fn show(&self, id: &str) -> Value {
-        get_v(
-            &self.c.app,
-            &format!("/v2.1/servers/{id}"),
-            &self.c.alice_token,
-            "2.79",
-        )
-        .await
-        .body["server"]
-            .clone()
-    }
-
-    async fn wait_status(&self, id: &str, want: &str) -> Value {
-        let mut last = Value::Null;
-        for _ in 0..300 {
-            last = self.show(id).await;
-            if last["status"] == want {
-                return last;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("server {id} stayed {}, never {want}", last["status"]);
-    }
-
-    async fn action(&self, id: &str, body: Value) -> Resp {
-        post(
-            &self.c.app,
-            &format!("/v2.1/servers/{id}/action"),
-            &self.c.alice_token,
-            body,
-        )
-        .await
-    }
-
-    async fn stop(self) {
-        self.cancel.cancel();
-        for t in self.tasks {
-            let _ = t.await;
-        }
-        self.sim.shutdown();
-    }
     /// The simulated instance's own `hvparams` (what it boots) and whether
     /// it runs.
     fn ganeti_boot(&self, id: &str) -> (Option<String>, Option<String>, bool) {
